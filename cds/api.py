@@ -1,0 +1,56 @@
+"""HTTP endpoints of the CDS Hooks service: discovery, the hook services, feedback, health."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Blueprint, Flask, current_app, g, jsonify, request
+
+from .discovery import discovery_document, hook_of
+from .envelope import parse_feedback
+from .errors import UnknownService
+from .jsonbody import parse_json
+
+bp = Blueprint("cds_hooks", __name__)
+
+
+def _body():
+    return parse_json(request.get_data(cache=True), max_bytes=current_app.config["MAX_BODY_BYTES"],
+                      max_depth=current_app.config["MAX_JSON_DEPTH"])
+
+
+@bp.get("/cds-services")
+def discovery():
+    return jsonify(discovery_document(current_app.extensions["cds.pack"]))
+
+
+@bp.post("/cds-services/<service_id>")
+def call_service(service_id: str):
+    service = current_app.extensions["cds.service"]
+    now = current_app.config.get("NOW")  # tests may pin evaluation time
+    body = _body()
+    response = service.call(service_id, body, now=now() if callable(now) else now,
+                            client_iss=getattr(g, "client_iss", None))
+    return jsonify(response)
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str):
+    if hook_of(service_id) is None:
+        raise UnknownService(f"no CDS service with id {service_id!r}", field="service")
+    items = parse_feedback(_body())
+    store = current_app.extensions.get("cds.feedback")
+    if store is not None:
+        store(service_id, items, received=dt.datetime.now(dt.UTC))
+    return jsonify({"accepted": len(items)})
+
+
+@bp.get("/health")
+def health():
+    pack = current_app.extensions["cds.pack"]
+    return jsonify({"status": "ok", "rulePack": {"id": pack.id, "version": pack.version,
+                                                 "contentHash": pack.content_hash}})
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

@@ -1,0 +1,104 @@
+"""One exception tree for the whole service, each mapped to an HTTP status and an OperationOutcome.
+
+    CdsError                          500  exception / processing
+    ├── ConfigurationError            500  exception / processing   (bad setting or rule pack at start-up)
+    ├── RulePackError                 500  exception / invalid      (a rule file fails its check)
+    ├── RequestError                  400  error / invalid          (the request itself is wrong)
+    │   ├── MalformedJSON             400  error / structure
+    │   ├── EnvelopeError             400  error / required|value   (hook, hookInstance, context fields)
+    │   ├── InvalidFhir               400  error / structure        (a resource fails FHIR R4 validation)
+    │   ├── UnknownService            404  error / not-found
+    │   └── LimitExceeded             413  error / too-costly       (body size, bundle entries)
+    ├── Unauthorized                  401  (bare body: nothing that helps an attacker)
+    ├── DataUnavailable               412  error / not-found        (data a rule needs cannot be obtained)
+    ├── EngineError                   500  exception / exception    (the rules engine failed)
+    └── AuditUnavailable              503  error / transient        (neither database nor spool can record)
+
+Every error carries a message that names the field or datum at fault; ``to_operation_outcome`` turns
+it into the FHIR body. The service never answers with a stack trace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CdsError(Exception):
+    status = 500
+    severity = "error"
+    code = "exception"
+
+    def __init__(self, message: str, *, field: str | None = None, details: list[str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.details = details or []
+
+    def to_operation_outcome(self) -> dict[str, Any]:
+        return operation_outcome(self.message, severity=self.severity, code=self.code, field=self.field,
+                                 details=self.details)
+
+
+class ConfigurationError(CdsError):
+    code = "processing"
+
+
+class RulePackError(CdsError):
+    code = "invalid"
+
+
+class RequestError(CdsError):
+    status = 400
+    code = "invalid"
+
+
+class MalformedJSON(RequestError):
+    code = "structure"
+
+
+class EnvelopeError(RequestError):
+    code = "required"
+
+
+class InvalidFhir(RequestError):
+    code = "structure"
+
+
+class UnknownService(RequestError):
+    status = 404
+    code = "not-found"
+
+
+class LimitExceeded(RequestError):
+    status = 413
+    code = "too-costly"
+
+
+class Unauthorized(CdsError):
+    status = 401
+    code = "security"
+
+
+class DataUnavailable(CdsError):
+    status = 412
+    code = "not-found"
+
+
+class EngineError(CdsError):
+    code = "exception"
+
+
+class AuditUnavailable(CdsError):
+    status = 503
+    code = "transient"
+
+
+def operation_outcome(message: str, *, severity: str = "error", code: str = "processing",
+                      field: str | None = None, details: list[str] | None = None) -> dict[str, Any]:
+    issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": message}
+    if field:
+        issue["expression"] = [field]
+    issues = [issue]
+    for extra in details or []:
+        issues.append({"severity": severity, "code": code, "diagnostics": extra})
+    return {"resourceType": "OperationOutcome", "issue": issues}

@@ -1,0 +1,106 @@
+"""FHIR R4 parsing: the only module that imports fhir.resources (its ``R4B`` package; EHRs speak R4).
+
+Only the resource types the rules use are validated; everything else in a Bundle is counted and skipped.
+A resource that fails validation raises ``InvalidFhir`` naming where it is and which field is wrong.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import InvalidFhir
+
+#: resourceType -> module name in fhir.resources.R4B
+USED_TYPES = {
+    "Patient": "patient",
+    "Observation": "observation",
+    "MedicationRequest": "medicationrequest",
+    "Medication": "medication",
+    "ServiceRequest": "servicerequest",
+}
+
+_MODELS: dict[str, Any] = {}
+
+
+def model_for(resource_type: str) -> Any:
+    if resource_type not in _MODELS:
+        module = importlib.import_module(f"fhir.resources.R4B.{USED_TYPES[resource_type]}")
+        _MODELS[resource_type] = getattr(module, resource_type)
+    return _MODELS[resource_type]
+
+
+def warm_up() -> None:
+    """Import every model and validate one tiny instance so the first request pays nothing extra."""
+    for resource_type in USED_TYPES:
+        model_for(resource_type)
+    parse_resource({"resourceType": "Patient", "id": "warm-up"}, where="warm-up")
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(part) for part in first.get("loc", ()) if part != "__root__")
+    return f"{loc or '(resource)'}: {first.get('msg', 'invalid')}"
+
+
+def parse_resource(data: Any, *, where: str) -> Any:
+    """Validate one resource dict of a used type; return the R4B model instance."""
+    if not isinstance(data, dict):
+        raise InvalidFhir(f"{where}: expected a FHIR resource (JSON object), got {type(data).__name__}",
+                          field=where)
+    resource_type = data.get("resourceType")
+    if resource_type not in USED_TYPES:
+        raise InvalidFhir(f"{where}: resourceType {resource_type!r} is not one this service reads", field=where)
+    try:
+        return model_for(resource_type).model_validate(data)
+    except ValidationError as exc:
+        raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {_describe(exc)}", field=where) from exc
+    except (TypeError, ValueError) as exc:  # fhir.resources raises these for some malformed primitives
+        raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {exc}", field=where) from exc
+
+
+def iter_resources(data: Any, *, where: str, max_entries: int | None = None) -> Iterator[tuple[str, dict]]:
+    """Yield ``(where, resource_dict)`` for each resource in a Bundle, or the resource itself.
+
+    The Bundle's own shape is checked here (cheaply); the entries are validated by ``parse_resource``.
+    """
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        raise InvalidFhir(f"{where}: expected a FHIR Bundle or resource, got {type(data).__name__}", field=where)
+    if data.get("resourceType") != "Bundle":
+        yield where, data
+        return
+    entries = data.get("entry", [])
+    if entries is None:
+        return
+    if not isinstance(entries, list):
+        raise InvalidFhir(f"{where}.entry: expected a list", field=f"{where}.entry")
+    if max_entries is not None and len(entries) > max_entries:
+        from .errors import LimitExceeded
+
+        raise LimitExceeded(f"{where}: {len(entries)} Bundle entries, more than the limit of {max_entries}",
+                            field=f"{where}.entry")
+    for index, entry in enumerate(entries):
+        here = f"{where}.entry[{index}]"
+        if not isinstance(entry, dict):
+            raise InvalidFhir(f"{here}: expected a Bundle entry object", field=here)
+        resource = entry.get("resource")
+        if resource is None:
+            continue
+        yield f"{here}.resource", resource
+
+
+def parse_all(data: Any, *, where: str, max_entries: int | None = None) -> list[Any]:
+    """Parse the used resources in a Bundle (or a single resource); skip the types the rules never read."""
+    models = []
+    for here, resource in iter_resources(data, where=where, max_entries=max_entries):
+        if isinstance(resource, dict) and resource.get("resourceType") == "OperationOutcome":
+            continue
+        if isinstance(resource, dict) and resource.get("resourceType") not in USED_TYPES:
+            continue
+        models.append(parse_resource(resource, where=here))
+    return models

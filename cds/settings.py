@@ -1,0 +1,98 @@
+"""Settings, declared once as data.
+
+Each setting has a name, a default, a parser and one line of help. Values come from, in order: the
+defaults below, ``CDS_*`` environment variables, then the mapping given to ``create_app(config)``.
+``docs/configuration.md`` documents every setting; ``tests/test_docs.py`` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+def _bool(raw: str | bool) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    value = str(raw).strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {raw!r}")
+
+
+def _int(raw: str | int) -> int:
+    return int(raw)
+
+
+def _float(raw: str | float) -> float:
+    return float(raw)
+
+
+def _str(raw: Any) -> str:
+    return str(raw)
+
+
+def _csv(raw: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    if isinstance(raw, list | tuple):
+        return tuple(str(x) for x in raw)
+    return tuple(part.strip() for part in str(raw).split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    parse: Callable[[Any], Any] = _str
+
+    @property
+    def env(self) -> str:
+        return f"CDS_{self.name}"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("RULES_DIR", "", "Folder holding the rule pack; empty means the packaged `rules/` folder."),
+    Setting("SITE_CONFIG", "", "YAML file of site threshold overrides applied on top of `rules/thresholds.yaml`."),
+    Setting("DATABASE_URL", "sqlite:///instance/cds-audit.sqlite3",
+            "SQLAlchemy URL of the audit database (SQLite by default; `postgresql+psycopg://...` for PostgreSQL)."),
+    Setting("SOURCE_LABEL", "Bone Health CDS", "Label shown as the source of every card."),
+    Setting("PUBLIC_URL", "", "External base URL of the service, used in card links; empty means the request's own URL."),
+    Setting("MAX_BODY_BYTES", 5_000_000, "Largest accepted request body, in bytes (413 above it).", _int),
+    Setting("MAX_BUNDLE_ENTRIES", 5_000, "Most entries accepted in one prefetch or draftOrders Bundle (413 above it).", _int),
+    Setting("MAX_JSON_DEPTH", 64, "Deepest JSON nesting accepted in a request body (400 above it).", _int),
+    Setting("LOG_LEVEL", "INFO", "Python logging level for the service."),
+    Setting("HOST", "127.0.0.1", "Address `cds serve` listens on."),
+    Setting("PORT", 5000, "Port `cds serve` listens on.", _int),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return every setting's value: default, then ``CDS_*`` environment, then ``overrides``.
+
+    Raises ``ConfigurationError`` naming the setting when a value does not parse.
+    """
+    from .errors import ConfigurationError
+
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw: Any = setting.default
+        source = "default"
+        if setting.env in environ:
+            raw, source = environ[setting.env], setting.env
+        if setting.name in overrides:
+            raw, source = overrides.pop(setting.name), f"config[{setting.name!r}]"
+        try:
+            values[setting.name] = setting.parse(raw) if raw is not None else None
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"setting {setting.env} from {source}: {exc}") from exc
+    # Unknown keys (e.g. Flask's own TESTING) pass through untouched.
+    values.update(overrides)
+    return values

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine:  ./run.sh serve | ./run.sh test [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${CDS_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+stamp="$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -e ".[test]"
+  touch "$stamp"
+fi
+cmd=${1:-serve}; shift || true
+case "$cmd" in
+  serve) exec "$VENV/bin/cds" serve "$@" ;;
+  test)  [ -x scripts/test-prereqs ] && scripts/test-prereqs
+         exec "$VENV/bin/python" -m pytest "$@" ;;
+  *)     exec "$VENV/bin/cds" "$cmd" "$@" ;;
+esac
