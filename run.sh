@@ -8,8 +8,13 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
-  "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -e ".[test]"
+  echo "run.sh: installing the project and its test dependencies into $VENV (first run only)..." >&2
+  log="$VENV/install.log"
+  if ! { "$VENV/bin/pip" install --upgrade pip && "$VENV/bin/pip" install -e ".[test]"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "run.sh: installation failed; full log in $log" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 cmd=${1:-serve}; shift || true

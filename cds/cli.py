@@ -38,10 +38,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     pack = rulepack.load(args.rules or values["RULES_DIR"] or None, values["SITE_CONFIG"] or None)
     bundle = load_bundle(args.bundle)
     patient_id, record, drafts = split_bundle(bundle, args.hook)
-    resources = fhir_parse.parse_all(as_bundle(record), where=args.bundle)
-    draft_models = fhir_parse.parse_all(as_bundle(drafts), where=f"{args.bundle} (draft orders)")
+    evaluator = Evaluator(pack)
+    resources = fhir_parse.parse_all(as_bundle(record), where=args.bundle, relevant=evaluator.relevant)
+    draft_models = fhir_parse.parse_all(as_bundle(drafts), where=f"{args.bundle} (draft orders)",
+                                        relevant=evaluator.relevant)
     selections = [f"{d['resourceType']}/{d.get('id')}" for d in drafts[:1]] if args.hook == "order-select" else []
-    evaluation = Evaluator(pack).evaluate(
+    evaluation = evaluator.evaluate(
         resources, draft_models, patient_id=patient_id, now=parse_at(args.at),
         context={"patientId": patient_id, "userId": "Practitioner/example"},
         drafts_by_ref={f"{d['resourceType']}/{d.get('id')}": d for d in drafts}, selections=selections,

@@ -16,6 +16,7 @@ from .cards import CardInputs, render_card
 from .engine import CompiledRule, Firing, RuleEngine
 from .facts import Context, FactSet, build_facts
 from .findings import derive_findings
+from .relevance import Relevance
 from .rulepack import Rule, RulePack, compile_rule
 
 
@@ -62,6 +63,7 @@ def _gaps(pack: RulePack, facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class Evaluator:
     def __init__(self, pack: RulePack):
         self.pack = pack
+        self.relevant = Relevance(pack.valuesets)
         self.engine = RuleEngine([
             CompiledRule(rule.id, compile_rule(rule, pack), _deriver(rule) if rule.kind == "derived" else None)
             for rule in pack.active_rules

@@ -7,7 +7,7 @@ A resource that fails validation raises ``InvalidFhir`` naming where it is and w
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pydantic import ValidationError
@@ -94,13 +94,18 @@ def iter_resources(data: Any, *, where: str, max_entries: int | None = None) -> 
         yield f"{here}.resource", resource
 
 
-def parse_all(data: Any, *, where: str, max_entries: int | None = None) -> list[Any]:
-    """Parse the used resources in a Bundle (or a single resource); skip the types the rules never read."""
+def parse_all(data: Any, *, where: str, max_entries: int | None = None,
+              relevant: Callable[[Any], bool] | None = None) -> list[Any]:
+    """Parse the used resources in a Bundle (or a single resource).
+
+    Types the rules never read are skipped, and so is any resource ``relevant`` rejects (it is not
+    validated at all: the rules could not use it).
+    """
     models = []
     for here, resource in iter_resources(data, where=where, max_entries=max_entries):
-        if isinstance(resource, dict) and resource.get("resourceType") == "OperationOutcome":
-            continue
         if isinstance(resource, dict) and resource.get("resourceType") not in USED_TYPES:
+            continue
+        if relevant is not None and not relevant(resource):
             continue
         models.append(parse_resource(resource, where=here))
     return models

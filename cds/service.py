@@ -78,14 +78,16 @@ class HookService:
             raise
 
     def evaluate(self, request: HookRequest, gathered: Gathered, now: dt.datetime) -> Evaluation:
+        relevant = self.evaluator.relevant
         resources = []
         for key, data in gathered.data.items():
-            resources += fhir_parse.parse_all(data, where=f"prefetch.{key}", max_entries=self.max_entries)
+            resources += fhir_parse.parse_all(data, where=f"prefetch.{key}", max_entries=self.max_entries,
+                                              relevant=relevant)
         drafts_json = {}
         draft_models = []
         for where, raw in fhir_parse.iter_resources(request.draft_orders, where="context.draftOrders",
                                                     max_entries=self.max_entries):
-            if isinstance(raw, dict) and raw.get("resourceType") in fhir_parse.USED_TYPES:
+            if isinstance(raw, dict) and raw.get("resourceType") in fhir_parse.USED_TYPES and relevant(raw):
                 model = fhir_parse.parse_resource(raw, where=where)
                 draft_models.append(model)
                 drafts_json[f"{raw['resourceType']}/{raw.get('id')}"] = raw
