@@ -14,6 +14,10 @@ durable-rules hazards handled here (each has a test in ``tests/test_engine.py``)
 * ``durable.engine.Host`` starts background dispatcher threads that run pending actions on their own; the
   host used here runs none, so every action runs inside ``evaluate`` under the lock.
 
+* Deleting a session whose facts left a partial match but never ran an action crashes the process
+  (segmentation fault inside ``delete_state``). A sentinel rule that fires on the ``ready`` fact alone
+  guarantees every session has run an action before it is deleted.
+
 Negation ("no vitamin D result within a year") is only sound once every base fact is present, so every
 compiled rule also waits for a ``ready`` control fact, asserted after the base facts.
 """
@@ -61,6 +65,11 @@ class _QuietHost(Host):
         return None
 
 
+def _sentinel(c: Any) -> None:
+    """Runs once per session on the ``ready`` fact; see the module docstring (delete_state hazard)."""
+    return None
+
+
 def _strip(fact: dict[str, Any]) -> dict[str, Any]:
     # The engine's JSON layer has no use for nulls and matching on them is undefined: drop them.
     return {k: v for k, v in fact.items() if v is not None}
@@ -90,6 +99,7 @@ class RuleEngine:
                 body = {"all": list(rule.definition["all"]) + [{"ready$gate": {"t": "ready"}}]}
                 body["run"] = self._action(rule)
                 definition[f"r{index}"] = body
+            definition["sentinel"] = {"all": [{"ready$gate": {"t": "ready"}}], "run": _sentinel}
             self._host = _QuietHost()
             try:
                 self._host.register_rulesets({self._name: definition})
