@@ -8,19 +8,20 @@ from typing import Any
 from .errors import LimitExceeded, MalformedJSON
 
 
-def _depth(value: Any, limit: int) -> int:
-    stack = [(value, 1)]
-    deepest = 0
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests containers deeper than ``limit`` (only containers are visited)."""
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        nxt = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item
+            nxt.extend(c for c in children if isinstance(c, dict | list))
+        level = nxt
+    return False
 
 
 def parse_json(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:
@@ -38,6 +39,6 @@ def parse_json(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:
                             field="(body)") from exc
     except RecursionError as exc:
         raise MalformedJSON(f"JSON nested deeper than {max_depth} levels", field="(body)") from exc
-    if _depth(value, max_depth) > max_depth:
+    if _too_deep(value, max_depth):
         raise MalformedJSON(f"JSON nested deeper than {max_depth} levels", field="(body)")
     return value

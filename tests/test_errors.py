@@ -127,3 +127,21 @@ def test_rule_action_failure_is_a_500_operation_outcome(app, client, monkeypatch
 def test_wrong_method_and_unknown_path(client):
     _outcome(client.get("/cds-services/bone-health-order-sign"), 405)
     _outcome(client.get("/nowhere"), 404)
+
+
+def test_nesting_deeper_than_the_limit_is_refused(client):
+    deep: dict = {"x": 1}
+    for _ in range(100):
+        deep = {"x": deep}
+    body = hook_body("order-sign")
+    body["extension"] = deep
+    assert "nested deeper" in _outcome(client.post(URL, json=body), 400)["diagnostics"]
+
+
+def test_nesting_within_the_limit_is_accepted(client):
+    nested: list = [1]
+    for _ in range(40):
+        nested = [nested]
+    body = hook_body("order-sign")
+    body["extension"] = {"x": nested}
+    assert client.post(URL, json=body).status_code == 200
