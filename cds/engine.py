@@ -11,6 +11,8 @@ durable-rules hazards handled here (each has a test in ``tests/test_engine.py``)
 * Asserting a fact that no rule pattern mentions raises ``MessageNotHandledException``: that means
   "no match" and is not an error. Re-asserting an identical fact raises ``MessageObservedException``:
   that means "already known" and is not an error either.
+* The engine's JSON parser fails on floats in exponent notation (``1e-05``): floats are rounded to four
+  decimals before assertion, and magnitudes of 1e15 or more are refused.
 * ``durable.engine.Host`` starts background dispatcher threads that run pending actions on their own; the
   host used here runs none, so every action runs inside ``evaluate`` under the lock.
 
@@ -24,6 +26,8 @@ compiled rule also waits for a ``ready`` control fact, asserted after the base f
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -33,6 +37,8 @@ from typing import Any
 from durable.engine import Host, MessageNotHandledException, MessageObservedException
 
 from .errors import EngineError
+
+log = logging.getLogger("cds.engine")
 
 READY = {"t": "ready"}
 
@@ -65,14 +71,17 @@ class _QuietHost(Host):
         return None
 
 
-def _sentinel(c: Any) -> None:
-    """Runs once per session on the ``ready`` fact; see the module docstring (delete_state hazard)."""
-    return None
+def _number(key: str, value: float) -> float:
+    # The engine's JSON parser rejects exponent notation (1e-05, 1e+20): round floats so that they print
+    # in plain decimal, and refuse magnitudes that cannot.
+    if not math.isfinite(value) or abs(value) >= 1e15:
+        raise EngineError(f"fact field {key!r} holds {value!r}, which the rules engine cannot represent")
+    return round(value, 4)  # every non-zero value left is >= 1e-4, which prints without an exponent
 
 
 def _strip(fact: dict[str, Any]) -> dict[str, Any]:
     # The engine's JSON layer has no use for nulls and matching on them is undefined: drop them.
-    return {k: v for k, v in fact.items() if v is not None}
+    return {k: _number(k, v) if isinstance(v, float) else v for k, v in fact.items() if v is not None}
 
 
 def _plain(content: Any) -> dict[str, Any]:
@@ -88,6 +97,8 @@ class RuleEngine:
     _host: _QuietHost = field(init=False, repr=False)
     _name: str = field(init=False)
     _firings: list[Firing] | None = field(init=False, default=None, repr=False)
+    _sentinel_ran: bool = field(init=False, default=False, repr=False)
+    _aborting: bool = field(init=False, default=False, repr=False)
 
     def __post_init__(self) -> None:
         global _RULESET_COUNTER
@@ -99,15 +110,21 @@ class RuleEngine:
                 body = {"all": list(rule.definition["all"]) + [{"ready$gate": {"t": "ready"}}]}
                 body["run"] = self._action(rule)
                 definition[f"r{index}"] = body
-            definition["sentinel"] = {"all": [{"ready$gate": {"t": "ready"}}], "run": _sentinel}
+            definition["sentinel"] = {"all": [{"ready$gate": {"t": "ready"}}], "run": self._sentinel}
             self._host = _QuietHost()
             try:
                 self._host.register_rulesets({self._name: definition})
             except Exception as exc:  # the engine rejects the JSON it was given
                 raise EngineError(f"the rule pack did not compile in the rules engine: {exc}") from exc
 
+    def _sentinel(self, c: Any) -> None:
+        """Runs once per session on the ``ready`` fact; see the module docstring (delete_state hazard)."""
+        self._sentinel_ran = True
+
     def _action(self, rule: CompiledRule) -> Callable[[Any], None]:
         def run(c: Any) -> None:
+            if self._aborting:
+                return
             matched = {alias: _plain(content) for alias, content in c._m.items()
                        if alias != "ready$gate" and not alias.endswith("$not")}
             derived = rule.derive(matched) if rule.derive else None
@@ -122,17 +139,31 @@ class RuleEngine:
         """Assert ``facts`` into a fresh session, run every rule to quiescence, return the firings."""
         sid = uuid.uuid4().hex
         with _ENGINE_LOCK:
-            self._firings = []
+            self._firings, self._sentinel_ran, self._aborting = [], False, False
             try:
-                for fact in list(facts) + [READY]:
-                    self._assert(sid, _strip({**fact, "sid": sid}))
+                for fact in [_strip({**f, "sid": sid}) for f in facts] + [{**READY, "sid": sid}]:
+                    self._assert(sid, fact)
                 return self._firings
             finally:
-                self._firings = None
-                try:
-                    self._host.delete_state(self._name, sid)
-                except Exception:  # noqa: BLE001 - a session that never got state has nothing to delete
-                    pass
+                self._end_session(sid)
+
+    def _end_session(self, sid: str) -> None:
+        """Delete the session; only once the sentinel has run (deleting earlier crashes the engine)."""
+        self._firings = None
+        try:
+            self._host.get_state(self._name, sid)
+        except Exception:  # noqa: BLE001 - no state was created: nothing to delete
+            return
+        if not self._sentinel_ran:
+            self._aborting = True  # an evaluation that failed part-way: no further action does anything
+            try:
+                self._host.assert_fact(self._name, {**READY, "sid": sid})
+            except Exception:  # noqa: BLE001 - whatever the engine says, the check below decides
+                pass
+        if self._sentinel_ran:
+            self._host.delete_state(self._name, sid)
+        else:
+            log.error("rules engine session could not be closed safely; it is left in memory")
 
     def _assert(self, sid: str, fact: dict[str, Any]) -> None:
         try:

@@ -48,3 +48,32 @@ def test_more_sessions_than_the_engine_keeps_alive():
     """)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
+
+
+def test_a_failing_evaluation_still_closes_its_session():
+    # A fact the engine cannot take, and an action that raises, both end the evaluation with EngineError;
+    # the session is closed without crashing and the next evaluation starts clean.
+    result = _run("""
+        from cds import rulepack
+        from cds.engine import CompiledRule, RuleEngine
+        from cds.errors import EngineError
+        def explode(matched):
+            raise ValueError("boom")
+        engine = RuleEngine([
+            CompiledRule("pair", {"all": [{"a": {"t": "x"}}, {"b": {"t": "y"}}]}),
+            CompiledRule("explodes", {"all": [{"a": {"t": "z"}}]}, explode),
+        ])
+        for i in range(50):
+            for facts in ([{"t": "x"}, {"t": "y", "v": 1e300 * 10}],
+                          [{"t": "x"}, {"t": "z"}]):
+                try:
+                    engine.evaluate(facts)
+                    raise SystemExit("expected EngineError")
+                except EngineError as exc:
+                    assert "cannot represent" in str(exc) or "boom" in str(exc), exc
+            fired = [f.rule_id for f in engine.evaluate([{"t": "x"}, {"t": "y"}])]
+            assert fired == ["pair"], fired
+        print("ok")
+    """)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"
