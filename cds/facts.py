@@ -179,7 +179,7 @@ class _Builder:
             self.problem(f"DXA {kind.replace('_', '-')} at the {title} on {when} ({ref}) has unit {unit!r}, "
                          f"which this service does not recognise", ref=ref, date=when)
             return
-        if not (0 < value <= 3 if kind == "bmd" else -10 <= value <= 10):
+        if not (0.05 <= value <= 3 if kind == "bmd" else -10 <= value <= 10):
             self.problem(f"DXA {kind.replace('_', '-')} {value:g} at the {title} on {when} ({ref}) is outside "
                          "any plausible range", ref=ref, date=when)
             return

@@ -131,3 +131,30 @@ def test_random_records_never_crash_and_cards_use_only_usable_values(patient, ra
     for card in evaluation.cards:
         assert 0 < len(card["summary"]) < 140
         assert "(unknown)" not in card["summary"]
+
+
+clean_observations = st.builds(
+    observation, code_unit=st.sampled_from(VALID_PAIRS), value=plausible, date=recent,
+    status=st.sampled_from(["final", "amended", "corrected", "preliminary"]), subject=st.just("Patient/p1"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(gender=st.sampled_from(["male", "female", "unknown"]),
+       raws=st.lists(clean_observations, min_size=1, max_size=10))
+def test_well_formed_records_give_cards_only_from_counted_results(gender, raws):
+    ids = iter(range(10_000))
+    raws = [{**r, "id": f"o{next(ids)}"} for r in raws]
+    patient = {"resourceType": "Patient", "id": "p1", "gender": gender, "birthDate": "1960-01-01"}
+    models = [fhir_parse.parse_resource(r, where="test") for r in [patient, AI, *raws]]
+    evaluation = EVALUATOR.evaluate(models, [], patient_id="p1", now=NOW, context={"patientId": "p1"},
+                                    drafts_by_ref={})
+    counted = {f"Observation/{r['id']}" for r in raws if r["status"] != "preliminary"}
+    labs = [f for f in evaluation.facts if f["t"] == "lab"]
+    event(f"{len(evaluation.cards)} card(s)")
+    for lab in labs:
+        assert lab["ref"] in counted
+        assert lab["value"] >= 0
+    rules = {c["source"]["topic"]["code"] for c in evaluation.cards}
+    if "low-estradiol-on-ai" in rules:
+        assert gender == "male"
+        assert any(f["analyte"] == "estradiol" and f["value"] < PACK.threshold("estradiol_low_pg_ml") for f in labs)
