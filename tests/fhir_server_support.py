@@ -98,7 +98,8 @@ class FakeFhir:
 
 
 def hook_body(*, prefetch: dict[str, Any] | None = None, fhir_server: str | None = None,
-              token: str | None = TOKEN, patient_id: str = "pat-1", user: str = "Practitioner/prac-9") -> dict:
+              token: str | None = TOKEN, patient_id: str = "pat-1",
+              user: str = "Practitioner/prac-9") -> dict:
     body: dict[str, Any] = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
                             "context": {"userId": user, "patientId": patient_id}}
     if fhir_server is not None:
