@@ -28,6 +28,9 @@ from .errors import ConfigurationError, FhirServerError, FhirServerNotAllowed
 from .prefetch import next_link
 
 log = logging.getLogger("cds.fhir_client")
+# urllib3 logs every request line at DEBUG, query values (patient ids) included: keep it above DEBUG.
+_URLLIB3 = logging.getLogger("urllib3.connectionpool")
+_URLLIB3.setLevel(max(_URLLIB3.level, logging.INFO))
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 DEFAULT_PORTS = {"http": 80, "https": 443}

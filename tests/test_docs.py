@@ -1,0 +1,29 @@
+"""The documentation keeps up with the code: every setting is in docs/configuration.md with its default."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from cds.settings import SETTINGS
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _rows() -> dict[str, str]:
+    text = (DOCS / "configuration.md").read_text()
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\| `(CDS_[A-Z0-9_]+)` \| ([^|]*) \|", text, re.M)}
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.env)
+def test_every_setting_is_documented_with_its_default(setting):
+    rows = _rows()
+    assert setting.env in rows, f"{setting.env} is missing from docs/configuration.md"
+    default = ", ".join(setting.default) if isinstance(setting.default, tuple) else str(setting.default)
+    assert rows[setting.env].strip() == (f"`{default}`" if default else "(empty)")
+
+
+def test_no_documented_setting_is_unknown():
+    assert set(_rows()) <= {s.env for s in SETTINGS}
