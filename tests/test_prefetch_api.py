@@ -63,6 +63,7 @@ def make_app(httpserver):
 
 
 def test_create_app_wires_the_fhir_client_from_the_settings():
+    shared_app()  # the module's app holds the process's first rules engine; this one never evaluates
     app = create_app({"FHIR_SERVER_ALLOWLIST": "https://ehr.example.org/fhir, https://other.example.org:8443",
                       "FHIR_READ_TIMEOUT": "1.5", "FHIR_MAX_PAGES": "3"})
     client = app.extensions["cds.service"].fetch
