@@ -157,6 +157,8 @@ def _fetch_all(request: HookRequest, templates: Mapping[str, str], fetch: Fetch 
         out.data[key] = data
         out.provenance[key] = "empty" if data is None else "fetched"
     if failures:
+        if isinstance(stopped, FhirServerNotAllowed):
+            kind = FhirServerNotAllowed  # a refused server is the answer, whatever else failed first
         first = next(iter(failures.values()))
         raise kind(f"prefetch data could not be obtained for {', '.join(failures)}: {first}",
                    field=_field(list(failures)),
