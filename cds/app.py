@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from . import fhir_parse, rulepack, settings
+from . import fhir_client, fhir_parse, rulepack, settings
 from .errors import CdsError, operation_outcome
 from .evaluate import Evaluator
 from .service import HookService
@@ -31,7 +31,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["cds.pack"] = pack
     app.extensions["cds.evaluator"] = evaluator
     app.extensions["cds.service"] = HookService(evaluator, source_label=values["SOURCE_LABEL"],
-                                                max_entries=values["MAX_BUNDLE_ENTRIES"])
+                                                max_entries=values["MAX_BUNDLE_ENTRIES"],
+                                                fetch=fhir_client.FhirClient(
+                                                    fhir_client.ClientSettings.from_settings(values)))
 
     from . import api
 

@@ -11,6 +11,9 @@
     │   └── LimitExceeded             413  error / too-costly       (body size, bundle entries)
     ├── Unauthorized                  401  (bare body: nothing that helps an attacker)
     ├── DataUnavailable               412  error / not-found        (data a rule needs cannot be obtained)
+    │   ├── FhirServerNotAllowed      412  error / security         (fhirServer is not in the allow-list)
+    │   └── FhirServerError           412  error / not-found        (the fhirServer failed: down, timeout,
+    │                                                                 401/403, 5xx, not JSON, not FHIR)
     ├── EngineError                   500  exception / exception    (the rules engine failed)
     └── AuditUnavailable              503  error / transient        (neither database nor spool can record)
 
@@ -82,6 +85,19 @@ class Unauthorized(CdsError):
 class DataUnavailable(CdsError):
     status = 412
     code = "not-found"
+
+
+class FhirServerNotAllowed(DataUnavailable):
+    code = "security"
+
+
+class FhirServerError(DataUnavailable):
+    """Fetching from the request's ``fhirServer`` failed; ``server_wide`` when other keys would fail too."""
+
+    def __init__(self, message: str, *, field: str | None = None, details: list[str] | None = None,
+                 server_wide: bool = False):
+        super().__init__(message, field=field, details=details)
+        self.server_wide = server_wide
 
 
 class EngineError(CdsError):

@@ -66,7 +66,8 @@ class HookService:
             if hook is None:
                 raise UnknownService(f"no CDS service with id {service_id!r}", field="service")
             request = parse_hook_request(body, hook)
-            gathered = gather(request, prefetch_templates(self.evaluator.pack), self.fetch)
+            # gather fills ``gathered`` as it goes, so the audit record has the provenance even on a 412
+            gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered)
             evaluation = self.evaluate(request, gathered, when)
             response = {"cards": evaluation.cards}
             self._record(service_id, hook, request, client_iss, when, started, 200, "ok", evaluation, gathered)

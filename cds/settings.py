@@ -64,6 +64,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_BODY_BYTES", 5_000_000, "Largest accepted request body, in bytes (413 above it).", _int),
     Setting("MAX_BUNDLE_ENTRIES", 5_000, "Most entries accepted in one prefetch or draftOrders Bundle (413 above it).", _int),
     Setting("MAX_JSON_DEPTH", 64, "Deepest JSON nesting accepted in a request body (400 above it).", _int),
+    Setting("FHIR_SERVER_ALLOWLIST", (), "Comma-separated base URLs of the FHIR servers the service may "
+            "fetch from; a request's `fhirServer` must lie under one (scheme, host, port, path prefix). "
+            "Empty: none.", _csv),
+    Setting("FHIR_CONNECT_TIMEOUT", 2.0, "Seconds to wait for a connection to the FHIR server.", _float),
+    Setting("FHIR_READ_TIMEOUT", 5.0, "Seconds to wait for the FHIR server to answer once connected.",
+            _float),
+    Setting("FHIR_RETRIES", 2, "Retries of a FHIR GET answered 429, 502, 503 or 504 (0: no retry).", _int),
+    Setting("FHIR_BACKOFF_SECONDS", 0.25, "First retry delay in seconds, doubled for each further retry.",
+            _float),
+    Setting("FHIR_RETRY_AFTER_CAP_SECONDS", 2.0, "Longest delay honoured from a Retry-After header "
+            "(seconds).", _float),
+    Setting("FHIR_MAX_PAGES", 10, "Most pages followed through `next` links for one prefetch key "
+            "(412 above it).", _int),
+    Setting("FHIR_MAX_RESOURCES", 2_000, "Most resources fetched for one prefetch key (412 above it).", _int),
     Setting("LOG_LEVEL", "INFO", "Python logging level for the service."),
     Setting("HOST", "127.0.0.1", "Address `cds serve` listens on."),
     Setting("PORT", 5000, "Port `cds serve` listens on.", _int),
