@@ -33,7 +33,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["cds.service"] = HookService(evaluator, source_label=values["SOURCE_LABEL"],
                                                 max_entries=values["MAX_BUNDLE_ENTRIES"],
                                                 fetch=fhir_client.FhirClient(
-                                                    fhir_client.ClientSettings.from_settings(values)))
+                                                    fhir_client.ClientSettings.from_settings(values)),
+                                                model_cache=fhir_parse.ModelCache(values["MODEL_CACHE_SIZE"]))
 
     from . import api
 

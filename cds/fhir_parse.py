@@ -6,7 +6,11 @@ A resource that fails validation raises ``InvalidFhir`` naming where it is and w
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -46,8 +50,65 @@ def _describe(exc: ValidationError) -> str:
     return f"{loc or '(resource)'}: {first.get('msg', 'invalid')}"
 
 
-def parse_resource(data: Any, *, where: str) -> Any:
+class ModelCache:
+    """Validated models by (type, id, versionId, content): a warm patient's resources are not validated again.
+
+    order-select fires again and again for the same patient before order-sign; each time the same
+    resources arrive. The key includes the exact JSON text of the resource, so changed content is a miss
+    (never a stale hit). Bounded (least recently used out first), per process, thread-safe.
+    """
+
+    def __init__(self, max_entries: int):
+        self.max_entries = max_entries
+        self._items: OrderedDict[tuple[str, str, str, bytes], Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(data: dict[str, Any]) -> tuple[str, str, str, bytes] | None:
+        rid = data.get("id")
+        if not isinstance(rid, str):
+            return None
+        meta = data.get("meta")
+        version = meta.get("versionId") if isinstance(meta, dict) else None
+        try:
+            text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError):
+            return None
+        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        return str(data.get("resourceType")), rid, str(version), digest
+
+    def get(self, key: tuple[str, str, str, bytes]) -> Any:
+        with self._lock:
+            model = self._items.get(key)
+            if model is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return model
+
+    def put(self, key: tuple[str, str, str, bytes], model: Any) -> None:
+        with self._lock:
+            self._items[key] = model
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) -> Any:
     """Validate one resource dict of a used type; return the R4B model instance."""
+    if cache is not None and cache.max_entries > 0 and isinstance(data, dict):
+        key = cache.key(data)
+        if key is not None:
+            model = cache.get(key)
+            if model is None:
+                model = parse_resource(data, where=where)
+                cache.put(key, model)
+            return model
     if not isinstance(data, dict):
         raise InvalidFhir(f"{where}: expected a FHIR resource (JSON object), got {type(data).__name__}",
                           field=where)
@@ -95,7 +156,7 @@ def iter_resources(data: Any, *, where: str, max_entries: int | None = None) -> 
 
 
 def parse_all(data: Any, *, where: str, max_entries: int | None = None,
-              relevant: Callable[[Any], bool] | None = None) -> list[Any]:
+              relevant: Callable[[Any], bool] | None = None, cache: ModelCache | None = None) -> list[Any]:
     """Parse the used resources in a Bundle (or a single resource).
 
     Types the rules never read are skipped, and so is any resource ``relevant`` rejects (it is not
@@ -107,5 +168,5 @@ def parse_all(data: Any, *, where: str, max_entries: int | None = None,
             continue
         if relevant is not None and not relevant(resource):
             continue
-        models.append(parse_resource(resource, where=here))
+        models.append(parse_resource(resource, where=here, cache=cache))
     return models

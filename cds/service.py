@@ -53,6 +53,7 @@ class HookService:
     max_entries: int | None = None
     fetch: Fetch | None = None
     audit: AuditSink | None = None
+    model_cache: fhir_parse.ModelCache | None = None
 
     def call(self, service_id: str, body: Any, *, now: dt.datetime | None = None,
              client_iss: str | None = None) -> dict[str, Any]:
@@ -83,13 +84,13 @@ class HookService:
         resources = []
         for key, data in gathered.data.items():
             resources += fhir_parse.parse_all(data, where=f"prefetch.{key}", max_entries=self.max_entries,
-                                              relevant=relevant)
+                                              relevant=relevant, cache=self.model_cache)
         drafts_json = {}
         draft_models = []
         for where, raw in fhir_parse.iter_resources(request.draft_orders, where="context.draftOrders",
                                                     max_entries=self.max_entries):
             if isinstance(raw, dict) and raw.get("resourceType") in fhir_parse.USED_TYPES and relevant(raw):
-                model = fhir_parse.parse_resource(raw, where=where)
+                model = fhir_parse.parse_resource(raw, where=where, cache=self.model_cache)
                 draft_models.append(model)
                 drafts_json[f"{raw['resourceType']}/{raw.get('id')}"] = raw
         return self.evaluator.evaluate(

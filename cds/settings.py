@@ -78,6 +78,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FHIR_MAX_PAGES", 10, "Most pages followed through `next` links for one prefetch key "
             "(412 above it).", _int),
     Setting("FHIR_MAX_RESOURCES", 2_000, "Most resources fetched for one prefetch key (412 above it).", _int),
+    Setting("MODEL_CACHE_SIZE", 20_000, "Validated FHIR resources kept per process for warm patients (0 turns "
+            "the cache off).", _int),
     Setting("LOG_LEVEL", "INFO", "Python logging level for the service."),
     Setting("HOST", "127.0.0.1", "Address `cds serve` listens on."),
     Setting("PORT", 5000, "Port `cds serve` listens on.", _int),
