@@ -33,9 +33,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["cds.service"] = HookService(evaluator, source_label=values["SOURCE_LABEL"],
                                                 max_entries=values["MAX_BUNDLE_ENTRIES"])
 
-    from . import api
+    from . import api, http_guard
 
     api.init_app(app)
+    http_guard.init_app(app)
     _register_error_handlers(app)
     return app
 
