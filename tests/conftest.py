@@ -7,6 +7,7 @@ Calling the CDS endpoints needs a trusted client's JWT. For a test that does not
         client = authed_client(app)                            # signs every request for its exact URL
         client.post("/cds-services/bone-health-patient-view", json=body)
 
+``live_server(app)`` serves an app over real HTTP on a local port and returns its base URL.
 ``client_token(url)`` signs one token by hand (``alg="RS384"``, ``iss=...``, ``lifetime=...``,
 ``jti=...``, ``now=...`` and ``headers=``/``claims=`` overrides).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.datastructures import Headers
+from werkzeug.serving import make_server
 
 from cds.client_token import public_jwk, sign_client_token
 
@@ -108,3 +111,22 @@ def authed_client() -> Callable[[Flask], FlaskClient]:
         return app.test_client()
 
     return make
+
+
+@pytest.fixture
+def live_server() -> Any:
+    """``live_server(app)`` serves the app over real HTTP on a free local port and returns its base URL."""
+    servers = []
+
+    def start(app: Flask) -> str:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
