@@ -259,3 +259,39 @@ def test_authed_client_fixture_signs_for_the_url_called(auth_config, authed_clie
     response = client.post(SERVICE, json={**HOOK_BODY, "prefetch": {}})
     assert response.status_code == 412
     assert response.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_verifier_runs_on_an_injected_clock():
+    from cds.client_auth import TokenVerifier
+    from cds.errors import Unauthorized
+    from cds.trusted_clients import parse_trusted_clients
+
+    seen: set[tuple[str, str]] = set()
+
+    def remember(iss, jti, expires_at):
+        if (iss, jti) in seen:
+            return False
+        seen.add((iss, jti))
+        return True
+
+    clients = parse_trusted_clients({"clients": [{"iss": TEST_ISS, "jwks": PUBLIC_JWKS}]}, where="test")
+    in_2015 = 1_430_000_000.0
+    token = make_token(DISCOVERY, now=in_2015)
+    then = TokenVerifier(clients, replay=remember, clock=lambda: in_2015 + 60)
+    identity = then.verify(f"Bearer {token}", DISCOVERY)
+    assert (identity.iss, identity.kid) == (TEST_ISS, PRIVATE_KEYS["ES384"]["kid"])
+    later = TokenVerifier(clients, replay=remember, clock=lambda: in_2015 + 3600)
+    with pytest.raises(Unauthorized, match="expired"):
+        later.verify(f"Bearer {make_token(DISCOVERY, now=in_2015)}", DISCOVERY)
+
+
+def test_a_key_set_with_private_keys_is_reduced_to_public_keys(tmp_path, auth_config):
+    from conftest import DATA
+
+    path = tmp_path / "with-private.json"
+    full = json.loads((DATA / "test-client-jwks.json").read_text())
+    path.write_text(json.dumps({"clients": [{"iss": TEST_ISS, "jwks": full}]}))
+    app = create_app({**auth_config, "TRUSTED_CLIENTS": str(path)})
+    keys = app.extensions["cds.auth"].clients[TEST_ISS].keys
+    assert all(not hasattr(k.key, "private_numbers") for k in keys.values())
+    assert get_discovery(app.test_client(), make_token(DISCOVERY, alg="RS384")).status_code == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import os
 import uuid
 
 import pytest
@@ -15,7 +16,7 @@ from cds import create_app
 from cds.db import engine_for
 from cds.jti_store import JtiStore, jti_key, seen_jti
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PG_URL = os.environ.get("CDS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 DISCOVERY = "http://localhost/cds-services"
 
 
