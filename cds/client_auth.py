@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -54,8 +55,8 @@ def normalize_url(url: str) -> str:
 
 def _number(claims: Mapping[str, Any], name: str) -> float:
     value = claims.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Unauthorized(f"claim {name!r} missing or not a number")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise Unauthorized(f"claim {name!r} missing or not a finite number")
     return float(value)
 
 
@@ -79,7 +80,7 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"malformed token ({type(exc).__name__})") from exc
         alg, kid = header.get("alg"), header.get("kid")
-        if alg not in ALGORITHMS:
+        if not isinstance(alg, str) or alg not in ALGORITHMS:
             raise Unauthorized(f"algorithm {str(alg)[:20]!r} is not accepted")
         if not isinstance(kid, str) or not kid:
             raise Unauthorized("header 'kid' missing")
