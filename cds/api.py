@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, Flask, current_app, g, jsonify, request
+from flask import Blueprint, Flask, current_app, g, jsonify
 
 from .discovery import discovery_document, hook_of
 from .envelope import parse_feedback
 from .errors import UnknownService
+from .http_guard import read_body
 from .jsonbody import parse_json
 
 bp = Blueprint("cds_hooks", __name__)
 
 
 def _body():
-    return parse_json(request.get_data(cache=True), max_bytes=current_app.config["MAX_BODY_BYTES"],
-                      max_depth=current_app.config["MAX_JSON_DEPTH"])
+    limit = current_app.config["MAX_BODY_BYTES"]
+    return parse_json(read_body(limit), max_bytes=limit, max_depth=current_app.config["MAX_JSON_DEPTH"])
 
 
 @bp.get("/cds-services")

@@ -36,9 +36,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                                                     fhir_client.ClientSettings.from_settings(values)),
                                                 model_cache=fhir_parse.ModelCache(values["MODEL_CACHE_SIZE"]))
 
-    from . import api
+    from . import api, http_guard
 
     api.init_app(app)
+    http_guard.init_app(app)
     _register_error_handlers(app)
     return app
 

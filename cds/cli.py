@@ -3,6 +3,7 @@
     cds serve [--host H] [--port P]             run the service (development server)
     cds evaluate BUNDLE --hook HOOK [--at DATE] [--json]
     cds rules check [DIR]                       validate a rule pack
+    cds dev-token --url URL                     print a development client token for a call to URL
 
 Errors are one line on stderr and a non-zero exit status; never a traceback.
 """
@@ -80,6 +81,19 @@ def _rules_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev_token(args: argparse.Namespace) -> int:
+    from . import settings
+    from .client_token import DEV_ISS, dev_client, sign_client_token
+
+    values = settings.load()
+    if values["TRUSTED_CLIENTS"] or not values["DEV_MODE"]:
+        print("cds: note: the service trusts the development client only when CDS_DEV_MODE is true and "
+              "CDS_TRUSTED_CLIENTS is not set", file=sys.stderr)
+    private, _ = dev_client(values["DEV_CLIENT_DIR"])
+    print(sign_client_token(private, DEV_ISS, args.url, lifetime=args.lifetime, tenant=args.tenant))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cds", description="Bone-health CDS Hooks service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = rules_sub.add_parser("check", help="validate every rule file")
     check.add_argument("dir", nargs="?")
     check.set_defaults(func=_rules_check)
+
+    token = sub.add_parser("dev-token", help="print a development client token (good for one call)")
+    token.add_argument("--url", required=True, help="exact URL of the endpoint the token is for (its aud)")
+    token.add_argument("--lifetime", type=int, default=300, help="seconds the token is valid (default 300)")
+    token.add_argument("--tenant", help="optional tenant claim")
+    token.set_defaults(func=_dev_token)
     return parser
 
 

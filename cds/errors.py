@@ -10,6 +10,7 @@
     │   ├── UnknownService            404  error / not-found
     │   └── LimitExceeded             413  error / too-costly       (body size, bundle entries)
     ├── Unauthorized                  401  (bare body: nothing that helps an attacker)
+    ├── AuthUnavailable               503  error / transient        (the token replay store cannot be reached)
     ├── DataUnavailable               412  error / not-found        (data a rule needs cannot be obtained)
     │   ├── FhirServerNotAllowed      412  error / security         (fhirServer is not in the allow-list)
     │   └── FhirServerError           412  error / not-found        (the fhirServer failed: down, timeout,
@@ -80,6 +81,11 @@ class LimitExceeded(RequestError):
 class Unauthorized(CdsError):
     status = 401
     code = "security"
+
+
+class AuthUnavailable(CdsError):
+    status = 503
+    code = "transient"
 
 
 class DataUnavailable(CdsError):

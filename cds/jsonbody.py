@@ -39,6 +39,8 @@ def parse_json(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:
                             field="(body)") from exc
     except RecursionError as exc:
         raise MalformedJSON(f"JSON nested deeper than {max_depth} levels", field="(body)") from exc
+    except ValueError as exc:  # e.g. an integer longer than Python's digit limit
+        raise MalformedJSON(f"malformed JSON: {exc}", field="(body)") from exc
     if _too_deep(value, max_depth):
         raise MalformedJSON(f"JSON nested deeper than {max_depth} levels", field="(body)")
     return value

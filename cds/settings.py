@@ -83,6 +83,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_LEVEL", "INFO", "Python logging level for the service."),
     Setting("HOST", "127.0.0.1", "Address `cds serve` listens on."),
     Setting("PORT", 5000, "Port `cds serve` listens on.", _int),
+    Setting("DEV_MODE", True, "Development mode: without CDS_TRUSTED_CLIENTS, trust a locally generated "
+            "development client. Set false in production.", _bool),
+    Setting("TRUSTED_CLIENTS", "", "JSON file of the trusted CDS clients: each `iss` with its JWK Set or "
+            "allowed `jku` URLs."),
+    Setting("DEV_CLIENT_DIR", "instance/dev-client", "Folder holding the development client's key pair "
+            "(created in development mode)."),
+    Setting("AUTH_LEEWAY_SECONDS", 30, "Clock skew allowed when checking a client token's `exp` and `iat`.",
+            _int),
+    Setting("AUTH_MAX_TOKEN_LIFETIME", 3600, "Longest a client token may still be valid for, in seconds "
+            "(401 above it).", _int),
+    Setting("JWKS_CACHE_SECONDS", 300, "How long a JWK Set fetched from a `jku` URL is kept, in seconds.",
+            _int),
+    Setting("JWKS_TIMEOUT_SECONDS", 5.0, "Connect and read timeout when fetching a JWK Set, in seconds.",
+            _float),
+    Setting("CORS_ORIGINS", "", "Comma-separated browser origins allowed to call the CDS endpoints (`*` for "
+            "any); empty means no CORS.", _csv),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -21,7 +21,12 @@ def _rows() -> dict[str, str]:
 def test_every_setting_is_documented_with_its_default(setting):
     rows = _rows()
     assert setting.env in rows, f"{setting.env} is missing from docs/configuration.md"
-    default = ", ".join(setting.default) if isinstance(setting.default, tuple) else str(setting.default)
+    if isinstance(setting.default, bool):
+        default = str(setting.default).lower()
+    elif isinstance(setting.default, tuple):
+        default = ", ".join(setting.default)
+    else:
+        default = str(setting.default)
     assert rows[setting.env].strip() == (f"`{default}`" if default else "(empty)")
 
 

@@ -6,7 +6,6 @@ every way the FHIR server can fail, each ending in cards or in a 412 that names 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import socket
@@ -29,6 +28,7 @@ from werkzeug import Request, Response
 
 from cds import settings
 from cds.app import create_app
+from conftest import AuthedClient
 from cds.errors import ConfigurationError
 from cds.fhir_client import ClientSettings, FhirClient
 
@@ -36,24 +36,17 @@ KEYS = ["patient", "estradiol", "vitaminD", "dxa", "medications"]
 EXPECTED_RULES = {"low-estradiol-on-ai", "falling-dxa-t-score", "vitamin-d-missing"}
 
 
-@functools.cache
-def shared_app():
-    """One app for the module: a second RuleEngine in one process crashes durable-rules' native code
-    (segfault in delete_state on its first evaluation), so these tests never evaluate on a second app."""
-    app = create_app({"NOW": NOW})
-    app.testing = True
-    return app
-
-
 @pytest.fixture
-def make_app(httpserver):
+def make_app(httpserver, auth_config):
     """The app with its FHIR client built from settings (as create_app does) and a recording audit sink."""
 
     def make(**overrides):
         wanted = {"FHIR_SERVER_ALLOWLIST": fhir_url(httpserver), "FHIR_READ_TIMEOUT": 2.0,
                   "FHIR_CONNECT_TIMEOUT": 1.0, "FHIR_BACKOFF_SECONDS": 0.01, **overrides}
         values = settings.load(wanted, environ={})
-        app = shared_app()
+        app = create_app({**auth_config, "NOW": NOW})
+        app.testing = True
+        app.test_client_class = AuthedClient
         service = app.extensions["cds.service"]
         service.fetch = FhirClient(ClientSettings.from_settings(values))
         service.audit = RecordingSink()
@@ -63,7 +56,6 @@ def make_app(httpserver):
 
 
 def test_create_app_wires_the_fhir_client_from_the_settings():
-    shared_app()  # the module's app holds the process's first rules engine; this one never evaluates
     app = create_app({"FHIR_SERVER_ALLOWLIST": "https://ehr.example.org/fhir, https://other.example.org:8443",
                       "FHIR_READ_TIMEOUT": "1.5", "FHIR_MAX_PAGES": "3"})
     client = app.extensions["cds.service"].fetch
