@@ -17,6 +17,7 @@ from .engine import CompiledRule, Firing, RuleEngine
 from .facts import Context, FactSet, build_facts
 from .findings import derive_findings
 from .rulepack import Rule, RulePack, compile_rule
+from .templating import render
 
 
 @dataclass
@@ -42,6 +43,8 @@ def _deriver(rule: Rule):
         for name, source in (spec.get("copy") or {}).items():
             alias, _, key = source.partition(".")
             fact[name] = matched.get(alias, {}).get(key)
+        for name, template in (spec.get("format") or {}).items():
+            fact[name] = render(template, matched)
         return fact
 
     return derive
@@ -63,7 +66,7 @@ class Evaluator:
     def __init__(self, pack: RulePack):
         self.pack = pack
         self.engine = RuleEngine([
-            CompiledRule(rule.id, compile_rule(rule, pack), _deriver(rule) if rule.kind == "derived" else None)
+            CompiledRule(rule.id, compile_rule(rule, pack), _deriver(rule) if rule.derive else None)
             for rule in pack.active_rules
         ])
 
