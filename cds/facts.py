@@ -243,8 +243,8 @@ class _Builder:
             if not text and mr.medicationReference.display:
                 text = mr.medicationReference.display
             if med is None and not text:
-                self.problem(f"A medication order ({ref}) refers to {med_ref}, which was not supplied, so its drug "
-                             "could not be identified", ref=ref)
+                self.problem(f"A medication order ({ref}) refers to {med_ref}, which was not supplied, so "
+                             "its drug could not be identified", ref=ref)
         selected = ref in self.ctx.selections
         for drug_class, ingredient, how, code in self._classify(codings, text):
             matched_by = how + via if how != "text" else "ingredient name in text"

@@ -82,7 +82,8 @@ def _search(record: list[dict], query: str) -> dict[str, Any]:
              and ("status" not in wanted or r.get("status") in wanted["status"])]
     if any(inc.endswith(":medication") for inc in wanted.get("_include", ())):
         refs = {((r.get("medicationReference") or {}).get("reference")) for r in found}
-        found += [r for r in record if r.get("resourceType") == "Medication" and f"Medication/{r.get('id')}" in refs]
+        found += [r for r in record
+                  if r.get("resourceType") == "Medication" and f"Medication/{r.get('id')}" in refs]
     return as_bundle(found, "searchset")
 
 

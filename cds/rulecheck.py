@@ -31,12 +31,27 @@ INDICATORS = {"info", "warning", "critical"}
 BASE_FACTS = {"patient", "medication", "lab", "dxa", "dxa_change", "problem", "order"}
 #: per base fact type, fields whose value must name entries of value sets (an order's kind is an order
 #: value set or, for a draft medication order, a medication class)
-_VALUESET_FIELDS = {"medication": {"drug_class": ("medications",)}, "lab": {"analyte": ("labs",)},
-                    "problem": {"analyte": ("labs",)}, "order": {"kind": ("orders", "medications")},
-                    "dxa": {"site": ("dxa",)}, "dxa_change": {"site": ("dxa",)}}
+_VALUESET_FIELDS = {
+    "medication": {"drug_class": ("medications",)},
+    "lab": {"analyte": ("labs",)},
+    "problem": {"analyte": ("labs",)},
+    "order": {"kind": ("orders", "medications")},
+    "dxa": {"site": ("dxa",)},
+    "dxa_change": {"site": ("dxa",)},
+}
 #: widest text a placeholder can produce, for the summary-length check
-_PLACEHOLDER_WIDTH = {"ingredient": 15, "site_title": 22, "date": 10, "from_date": 10, "to_date": 10,
-                      "change_text": 60, "band_title": 22, "what": 22, "score_name": 7, "reported": 14}
+_PLACEHOLDER_WIDTH = {
+    "ingredient": 15,
+    "site_title": 22,
+    "date": 10,
+    "from_date": 10,
+    "to_date": 10,
+    "change_text": 60,
+    "band_title": 22,
+    "what": 22,
+    "score_name": 7,
+    "reported": 14,
+}
 
 
 def check(pack: RulePack) -> list[str]:
@@ -48,8 +63,12 @@ def check(pack: RulePack) -> list[str]:
         problems.append(f"pack.yaml: version {pack.version!r} is not semantic (MAJOR.MINOR.PATCH)")
     for name, spec in pack.thresholds.items():
         value = spec.get("value")
-        if not isinstance(value, int | float) or isinstance(value, bool) or not spec.get("source") \
-                or not spec.get("unit"):
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not spec.get("source")
+            or not spec.get("unit")
+        ):
             problems.append(f"thresholds.yaml: {name} needs a numeric value, a unit and a source")
     problems += _check_valuesets(pack.valuesets)
     known_facts = BASE_FACTS | pack.derived_types()
@@ -70,17 +89,26 @@ def _check_valuesets(vs: dict[str, Any]) -> list[str]:
         if key not in systems:
             problems.append(f"valuesets.yaml: systems.{key} is missing")
     for name, spec in (vs.get("medications") or {}).items():
-        if not isinstance(spec, dict) or not isinstance(spec.get("ingredients"), dict) or not spec["ingredients"]:
+        if (
+            not isinstance(spec, dict)
+            or not isinstance(spec.get("ingredients"), dict)
+            or not spec["ingredients"]
+        ):
             problems.append(f"valuesets.yaml: medications.{name} needs ingredients")
     for name, spec in (vs.get("labs") or {}).items():
-        if not isinstance(spec, dict) or not spec.get("loinc") or spec.get("canonical_unit") not in \
-                (spec.get("units") or {}):
-            problems.append(f"valuesets.yaml: labs.{name} needs LOINC codes and units including its canonical unit")
+        if (
+            not isinstance(spec, dict)
+            or not spec.get("loinc")
+            or spec.get("canonical_unit") not in (spec.get("units") or {})
+        ):
+            problems.append(
+                f"valuesets.yaml: labs.{name} needs LOINC codes and units including its canonical unit"
+            )
     for name, spec in (vs.get("dxa") or {}).items():
         if not isinstance(spec, dict) or not spec.get("title"):
             problems.append(f"valuesets.yaml: dxa.{name} needs a title")
     for name, spec in (vs.get("orders") or {}).items():
-        for system_key in (spec or {}):
+        for system_key in spec or {}:
             if system_key not in systems:
                 problems.append(f"valuesets.yaml: orders.{name} uses system {system_key!r}, not in systems")
     return problems
@@ -104,15 +132,22 @@ def _check_rule(rule: Rule, pack: RulePack, known_facts: set[str]) -> list[str]:
     if not isinstance(rule.citations, list) or not rule.citations:
         problems.append("needs at least one citation")
     for citation in rule.citations if isinstance(rule.citations, list) else []:
-        if not isinstance(citation, dict) or not str(citation.get("url", "")).startswith("https://") \
-                or not citation.get("title"):
+        if (
+            not isinstance(citation, dict)
+            or not str(citation.get("url", "")).startswith("https://")
+            or not citation.get("title")
+        ):
             problems.append(f"citation {citation!r} needs a title and an https:// url")
     if not isinstance(rule.match, dict) or not rule.match.get("all"):
         return problems + ["match.all needs at least one condition"]
     problems += _check_conditions(rule, pack, known_facts)
     for need in rule.needs:
-        if not isinstance(need, dict) or need.get("fact") not in BASE_FACTS or not need.get("field") \
-                or not need.get("reason"):
+        if (
+            not isinstance(need, dict)
+            or need.get("fact") not in BASE_FACTS
+            or not need.get("field")
+            or not need.get("reason")
+        ):
             problems.append(f"needs entry {need!r} must name a base fact, a field and a reason")
     if rule.derive is not None:
         if not isinstance(rule.derive, dict) or not rule.derive.get("t"):
@@ -124,7 +159,9 @@ def _check_rule(rule: Rule, pack: RulePack, known_facts: set[str]) -> list[str]:
             for name, template in (rule.derive.get("format") or {}).items():
                 for alias, _field in references(str(template)):
                     if alias not in rule.aliases:
-                        problems.append(f"derive.format.{name} refers to {alias!r}, but no condition is named that")
+                        problems.append(
+                            f"derive.format.{name} refers to {alias!r}, but no condition is named that"
+                        )
     if rule.kind == "derived" and not rule.derive:
         problems.append("a derived rule needs derive.t")
     if rule.kind == "card":
@@ -148,18 +185,27 @@ def _check_where(where: Any, label: str, fact: str, pack: RulePack) -> list[str]
                 problems.append(f"{label}: unknown operator {op!r} on {fact}.{name}")
             elif op == "in" and (not isinstance(operand, list) or not operand):
                 problems.append(f"{label}: 'in' on {fact}.{name} needs a non-empty list")
-            if isinstance(operand, dict) and "threshold" in operand and operand["threshold"] not in pack.thresholds:
-                problems.append(f"refers to threshold {operand['threshold']!r}, which thresholds.yaml does not define")
-            elif op in {"lt", "lte", "gt", "gte"} and not (isinstance(operand, dict) or (
-                    isinstance(operand, int | float) and not isinstance(operand, bool))):
+            if (
+                isinstance(operand, dict)
+                and "threshold" in operand
+                and operand["threshold"] not in pack.thresholds
+            ):
+                problems.append(
+                    f"refers to threshold {operand['threshold']!r}, which thresholds.yaml does not define"
+                )
+            elif op in {"lt", "lte", "gt", "gte"} and not (
+                isinstance(operand, dict)
+                or (isinstance(operand, int | float) and not isinstance(operand, bool))
+            ):
                 problems.append(f"{label}: {op} on {fact}.{name} needs a number or a threshold")
             sections = _VALUESET_FIELDS.get(fact, {}).get(name)
             if sections and op in {"eq", "in", "ne"}:
                 names = {n for s in sections for n in (pack.valuesets.get(s) or {})}
                 for value in operand if isinstance(operand, list) else [operand]:
                     if isinstance(value, str) and value not in names:
-                        problems.append(f"{label}: {name} {value!r} is not in valuesets.yaml "
-                                        f"{' or '.join(sections)}")
+                        problems.append(
+                            f"{label}: {name} {value!r} is not in valuesets.yaml {' or '.join(sections)}"
+                        )
     return problems
 
 
@@ -204,7 +250,9 @@ def _check_card(rule: Rule, pack: RulePack) -> list[str]:
     for text in strings_in(card):
         for alias, name in references(text):
             if alias not in aliases:
-                problems.append(f"card text refers to {{{alias}.{name}}}, but no condition is named {alias!r}")
+                problems.append(
+                    f"card text refers to {{{alias}.{name}}}, but no condition is named {alias!r}"
+                )
             if alias == "threshold" and name not in pack.thresholds:
                 problems.append(f"card text refers to unknown threshold {name!r}")
     longest = _longest_summary(card["summary"], pack)
@@ -228,8 +276,10 @@ def _check_card(rule: Rule, pack: RulePack) -> list[str]:
         if not suggestion.get("label") or not suggestion.get("actions"):
             problems.append("every suggestion needs a label and actions")
         if suggestion.get("unless_ordered") and suggestion["unless_ordered"] not in orderable:
-            problems.append(f"unless_ordered {suggestion['unless_ordered']!r} is not an order kind or "
-                            "medication class in valuesets.yaml")
+            problems.append(
+                f"unless_ordered {suggestion['unless_ordered']!r} is not an order kind or "
+                "medication class in valuesets.yaml"
+            )
         loop = suggestion.get("for_each")
         if loop and loop.get("alias") not in rule.aliases:
             problems.append(f"for_each names alias {loop.get('alias')!r}, but no condition is named that")

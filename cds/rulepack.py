@@ -173,7 +173,8 @@ def _where_terms(where: dict[str, Any], pack: RulePack, fact: str) -> list[dict[
             elif op == "eq":
                 terms.append({name: _operand(operand, pack)})
             elif op == "in":
-                terms.append({"$or": [{name: v} for v in operand]} if len(operand) > 1 else {name: operand[0]})
+                terms.append({"$or": [{name: v} for v in operand]} if len(operand) > 1
+                             else {name: operand[0]})
             elif op == "exists":
                 terms.append({"$ex" if operand else "$nex": {name: 1}})
             else:
@@ -187,8 +188,9 @@ def _joined(terms: list[dict[str, Any]]) -> dict[str, Any]:
 
 def compile_condition(cond: dict[str, Any], pack: RulePack) -> dict[str, Any]:
     """One condition: the fact type, its ``where`` terms, and at least one of its ``any_of`` alternatives."""
-    terms: list[dict[str, Any]] = [{"t": cond["fact"]}, *_where_terms(cond.get("where") or {}, pack, cond["fact"])]
-    alternatives = [_where_terms(w, pack, cond["fact"]) for w in cond.get("any_of") or []]
+    fact = cond["fact"]
+    terms: list[dict[str, Any]] = [{"t": fact}, *_where_terms(cond.get("where") or {}, pack, fact)]
+    alternatives = [_where_terms(w, pack, fact) for w in cond.get("any_of") or []]
     if alternatives:
         options = [_joined(a) for a in alternatives if a]
         if len(options) == len(alternatives):  # an empty alternative always holds: no constraint

@@ -41,9 +41,13 @@ def born(age: int) -> str:
 
 # -- resources ---------------------------------------------------------------------------------------------
 
+
 def patient(sex: str | None = "male", age: int | None = 62) -> dict[str, Any]:
-    p: dict[str, Any] = {"resourceType": "Patient", "id": PID,
-                         "name": [{"family": "Example", "given": ["Fixture"]}]}
+    p: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": PID,
+        "name": [{"family": "Example", "given": ["Fixture"]}],
+    }
     if sex:
         p["gender"] = sex
     if age is not None:
@@ -51,11 +55,26 @@ def patient(sex: str | None = "male", age: int | None = 62) -> dict[str, Any]:
     return p
 
 
-def med_request(rid: str, *, rxnorm: str | None = None, atc: str | None = None, text: str | None = None,
-                status: str = "active", display: str | None = None, timing: bool = True,
-                medication_ref: str | None = None, contained: dict | None = None) -> dict[str, Any]:
-    mr: dict[str, Any] = {"resourceType": "MedicationRequest", "id": rid, "status": status, "intent": "order",
-                          "subject": {"reference": f"Patient/{PID}"}, "authoredOn": ago(90)}
+def med_request(
+    rid: str,
+    *,
+    rxnorm: str | None = None,
+    atc: str | None = None,
+    text: str | None = None,
+    status: str = "active",
+    display: str | None = None,
+    timing: bool = True,
+    medication_ref: str | None = None,
+    contained: dict | None = None,
+) -> dict[str, Any]:
+    mr: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        "id": rid,
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": f"Patient/{PID}"},
+        "authoredOn": ago(90),
+    }
     codings = []
     if rxnorm:
         codings.append({"system": RXNORM, "code": rxnorm, **({"display": display} if display else {})})
@@ -74,9 +93,13 @@ def med_request(rid: str, *, rxnorm: str | None = None, atc: str | None = None, 
             concept["text"] = text
         mr["medicationCodeableConcept"] = concept
     if timing:
-        mr["dosageInstruction"] = [{"text": "1 tablet by mouth twice a week",
-                                    "timing": {"repeat": {"frequency": 1, "period": 3.5, "periodUnit": "d"}},
-                                    "doseAndRate": [{"doseQuantity": {"value": 1, "unit": "tablet"}}]}]
+        mr["dosageInstruction"] = [
+            {
+                "text": "1 tablet by mouth twice a week",
+                "timing": {"repeat": {"frequency": 1, "period": 3.5, "periodUnit": "d"}},
+                "doseAndRate": [{"doseQuantity": {"value": 1, "unit": "tablet"}}],
+            }
+        ]
     return mr
 
 
@@ -85,16 +108,40 @@ def anastrozole(status: str = "active", rid: str = "ai-1") -> dict[str, Any]:
 
 
 def medication(rid: str, rxnorm: str, display: str) -> dict[str, Any]:
-    return {"resourceType": "Medication", "id": rid,
-            "code": {"coding": [{"system": RXNORM, "code": rxnorm, "display": display}], "text": display}}
+    return {
+        "resourceType": "Medication",
+        "id": rid,
+        "code": {"coding": [{"system": RXNORM, "code": rxnorm, "display": display}], "text": display},
+    }
 
 
-def lab(rid: str, loinc: str, value: float | None, unit: str, days_ago: int, *, status: str = "final",
-        display: str = "", code_unit: str | None = "same", subject: str = PID) -> dict[str, Any]:
+def lab(
+    rid: str,
+    loinc: str,
+    value: float | None,
+    unit: str,
+    days_ago: int,
+    *,
+    status: str = "final",
+    display: str = "",
+    code_unit: str | None = "same",
+    subject: str = PID,
+) -> dict[str, Any]:
     obs: dict[str, Any] = {
-        "resourceType": "Observation", "id": rid, "status": status,
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                  "code": "laboratory", "display": "Laboratory"}]}],
+        "resourceType": "Observation",
+        "id": rid,
+        "status": status,
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "laboratory",
+                        "display": "Laboratory",
+                    }
+                ]
+            }
+        ],
         "code": {"coding": [{"system": LOINC, "code": loinc, **({"display": display} if display else {})}]},
         "subject": {"reference": f"Patient/{subject}"},
         "effectiveDateTime": f"{ago(days_ago)}T08:30:00Z",
@@ -106,8 +153,11 @@ def lab(rid: str, loinc: str, value: float | None, unit: str, days_ago: int, *, 
             q.update(system=UCUM, code=unit if code_unit == "same" else code_unit)
         obs["valueQuantity"] = q
     else:
-        obs["dataAbsentReason"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
-                                               "code": "error"}]}
+        obs["dataAbsentReason"] = {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": "error"}
+            ]
+        }
     return obs
 
 
@@ -116,21 +166,45 @@ def estradiol(value: float, unit: str = "pg/mL", days_ago: int = 30, rid: str = 
     return lab(rid, loinc, value, unit, days_ago, display="Estradiol (E2) [Mass or Moles/volume]", **kw)
 
 
-def vitamin_d(value: float | None, unit: str = "ng/mL", days_ago: int = 60, rid: str = "vitd-1", **kw: Any) -> dict:
+def vitamin_d(
+    value: float | None, unit: str = "ng/mL", days_ago: int = 60, rid: str = "vitd-1", **kw: Any
+) -> dict:
     loinc = "62292-8" if unit == "ng/mL" else "14635-7"
     return lab(rid, loinc, value, unit, days_ago, display="25-Hydroxyvitamin D", **kw)
 
 
-def dxa(rid: str, site: str, kind: str, value: float, days_ago: int, *, status: str = "final",
-        code: str | None = None) -> dict[str, Any]:
+def dxa(
+    rid: str,
+    site: str,
+    kind: str,
+    value: float,
+    days_ago: int,
+    *,
+    status: str = "final",
+    code: str | None = None,
+) -> dict[str, Any]:
     """A DXA Observation shaped like the US Core DXA examples (imaging category, T-score unit ``1``)."""
     loinc = code or VS["dxa"][site][kind][0]
     unit = {"bmd": ("g/cm2", "g/cm2"), "t_score": ("T-Score", "1"), "z_score": ("Z-Score", "1")}[kind]
     return {
-        "resourceType": "Observation", "id": rid, "status": status,
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                  "code": "imaging", "display": "Imaging"}], "text": "Imaging"}],
-        "code": {"coding": [{"system": LOINC, "code": loinc, "display": f"DXA {VS['dxa'][site]['title']} {kind}"}]},
+        "resourceType": "Observation",
+        "id": rid,
+        "status": status,
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "imaging",
+                        "display": "Imaging",
+                    }
+                ],
+                "text": "Imaging",
+            }
+        ],
+        "code": {
+            "coding": [{"system": LOINC, "code": loinc, "display": f"DXA {VS['dxa'][site]['title']} {kind}"}]
+        },
         "subject": {"reference": f"Patient/{PID}"},
         "effectiveDateTime": f"{ago(days_ago)}T10:00:00Z",
         "valueQuantity": {"value": value, "unit": unit[0], "system": UCUM, "code": unit[1]},
@@ -138,12 +212,18 @@ def dxa(rid: str, site: str, kind: str, value: float, days_ago: int, *, status: 
 
 
 def service_request(rid: str, system: str, code: str, text: str) -> dict[str, Any]:
-    return {"resourceType": "ServiceRequest", "id": rid, "status": "draft", "intent": "order",
-            "code": {"coding": [{"system": system, "code": code}], "text": text},
-            "subject": {"reference": f"Patient/{PID}"}}
+    return {
+        "resourceType": "ServiceRequest",
+        "id": rid,
+        "status": "draft",
+        "intent": "order",
+        "code": {"coding": [{"system": system, "code": code}], "text": text},
+        "subject": {"reference": f"Patient/{PID}"},
+    }
 
 
 # -- fixtures ----------------------------------------------------------------------------------------------
+
 
 def record(sex: str | None = "male", age: int | None = 62, **slots: Any) -> list[dict[str, Any]]:
     """The background record with ``slots`` replaced (a slot set to None is left out; lists are spliced)."""
@@ -167,8 +247,16 @@ def record(sex: str | None = "male", age: int | None = 62, **slots: Any) -> list
 FIXTURES: list[tuple[str, str, list[dict], dict[str, Any]]] = []
 
 
-def fixture(rule: str, name: str, resources: list[dict], *, cards: list[tuple] = (), not_cards: list[str] = (),
-            hook: str = "order-sign", **extra: Any) -> None:
+def fixture(
+    rule: str,
+    name: str,
+    resources: list[dict],
+    *,
+    cards: list[tuple] = (),
+    not_cards: list[str] = (),
+    hook: str = "order-sign",
+    **extra: Any,
+) -> None:
     expected: dict[str, Any] = {"hook": hook, "at": AT.isoformat(), "cards": []}
     for card in cards:
         item: dict[str, Any] = {"rule": card[0], "indicator": card[1]}
@@ -193,9 +281,15 @@ def write() -> int:
     for rule, name, resources, expected in FIXTURES:
         folder = OUT / rule
         folder.mkdir(parents=True, exist_ok=True)
-        bundle = {"resourceType": "Bundle", "id": f"{rule}-{name}", "type": "collection",
-                  "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{rule}/{name}/{i}')}",
-                             "resource": r} for i, r in enumerate(resources)]}
+        bundle = {
+            "resourceType": "Bundle",
+            "id": f"{rule}-{name}",
+            "type": "collection",
+            "entry": [
+                {"fullUrl": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{rule}/{name}/{i}')}", "resource": r}
+                for i, r in enumerate(resources)
+            ],
+        }
         (folder / f"{name}.json").write_text(json.dumps(bundle, indent=2) + "\n", encoding="utf-8")
         (folder / f"{name}.expected.json").write_text(json.dumps(expected, indent=2) + "\n", encoding="utf-8")
         count += 1

@@ -11,8 +11,11 @@ from cds.discovery import prefetch_templates
 from cds.offline import hook_request
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-SERVICE = {"patient-view": "bone-health-patient-view", "order-select": "bone-health-order-select",
-           "order-sign": "bone-health-order-sign"}
+SERVICE = {
+    "patient-view": "bone-health-patient-view",
+    "order-select": "bone-health-order-select",
+    "order-sign": "bone-health-order-sign",
+}
 
 
 class Recorder:

@@ -35,12 +35,28 @@ def test_evaluate_json(capsys):
 
 
 def test_evaluate_subprocess_and_errors(tmp_path):
-    ok = subprocess.run([sys.executable, "-m", "cds", "evaluate", str(ESCALATION), "--hook", "order-sign",
-                         "--at", "2026-11-22", "--json"], capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cds",
+            "evaluate",
+            str(ESCALATION),
+            "--hook",
+            "order-sign",
+            "--at",
+            "2026-11-22",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["cards"][0]["source"]["topic"]["code"] == "low-estradiol-with-bone-loss"
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    failed = subprocess.run([sys.executable, "-m", "cds", "evaluate", str(bad)], capture_output=True, text=True,
-                            timeout=120)
+    failed = subprocess.run(
+        [sys.executable, "-m", "cds", "evaluate", str(bad)], capture_output=True, text=True, timeout=120
+    )
     assert failed.returncode == 2 and "not JSON" in failed.stderr and "Traceback" not in failed.stderr

@@ -20,10 +20,27 @@ def evaluator() -> Evaluator:
 def man(e2: float, ingredient: str = "anastrozole", ref: str = "MedicationRequest/a") -> list[dict]:
     return [
         {"t": "patient", "sex": "male", "age": 60},
-        {"t": "medication", "ref": ref, "drug_class": "aromatase_inhibitor", "ingredient": ingredient,
-         "status": "active", "draft": False, "selected": False, "matched_by": "rxnorm", "code": "84857"},
-        {"t": "lab", "analyte": "estradiol", "value": e2, "unit": "pg/mL", "reported": f"{e2} pg/mL",
-         "date": "2026-10-01", "age_days": 52, "ref": "Observation/e"},
+        {
+            "t": "medication",
+            "ref": ref,
+            "drug_class": "aromatase_inhibitor",
+            "ingredient": ingredient,
+            "status": "active",
+            "draft": False,
+            "selected": False,
+            "matched_by": "rxnorm",
+            "code": "84857",
+        },
+        {
+            "t": "lab",
+            "analyte": "estradiol",
+            "value": e2,
+            "unit": "pg/mL",
+            "reported": f"{e2} pg/mL",
+            "date": "2026-10-01",
+            "age_days": 52,
+            "ref": "Observation/e",
+        },
     ]
 
 
@@ -128,11 +145,13 @@ def test_fact_no_rule_mentions_is_not_an_error(evaluator):
 
 
 def test_derived_fact_no_rule_mentions_and_duplicate_derivations_are_not_errors():
-    engine = RuleEngine([
-        CompiledRule("d1", {"all": [{"a": {"t": "lab"}}]}, lambda m: {"t": "nobody_listens", "v": 1}),
-        CompiledRule("d2", {"all": [{"a": {"t": "lab"}}]}, lambda m: {"t": "same", "v": 1}),
-        CompiledRule("c", {"all": [{"s": {"t": "same"}}]}),
-    ])
+    engine = RuleEngine(
+        [
+            CompiledRule("d1", {"all": [{"a": {"t": "lab"}}]}, lambda m: {"t": "nobody_listens", "v": 1}),
+            CompiledRule("d2", {"all": [{"a": {"t": "lab"}}]}, lambda m: {"t": "same", "v": 1}),
+            CompiledRule("c", {"all": [{"s": {"t": "same"}}]}),
+        ]
+    )
     firings = engine.evaluate([{"t": "lab", "r": 1}, {"t": "lab", "r": 2}])
     assert [f.rule_id for f in firings].count("d2") == 2
     assert [f.rule_id for f in firings].count("c") == 1
@@ -145,13 +164,28 @@ def test_more_than_1024_sequential_evaluations(evaluator):
 
 
 def test_forward_chaining_escalation_supersedes_loose_cards(evaluator):
-    facts = [*man(12.0), {"t": "dxa_change", "site": "hip", "site_title": "Total hip", "from_date": "2024-11-01",
-                          "to_date": "2026-11-01", "bmd_from": 1.0, "bmd_to": 0.95, "bmd_drop": 0.05,
-                          "bmd_drop_pct": 5.0, "change_text": "BMD 1.000 to 0.950 g/cm2 (-5.0 %)"}]
+    facts = [
+        *man(12.0),
+        {
+            "t": "dxa_change",
+            "site": "hip",
+            "site_title": "Total hip",
+            "from_date": "2024-11-01",
+            "to_date": "2026-11-01",
+            "bmd_from": 1.0,
+            "bmd_to": 0.95,
+            "bmd_drop": 0.05,
+            "bmd_drop_pct": 5.0,
+            "change_text": "BMD 1.000 to 0.950 g/cm2 (-5.0 %)",
+        },
+    ]
     evaluation = evaluator.from_facts(facts, context={"patientId": "p"}, drafts_by_ref={})
     rules = [c["source"]["topic"]["code"] for c in evaluation.cards]
     assert "low-estradiol-with-bone-loss" in rules
     assert "low-estradiol-on-ai" not in rules and "falling-bone-density" not in rules
-    assert {"rule": "low-estradiol-on-ai", "superseded_by": "low-estradiol-with-bone-loss"} in evaluation.superseded
+    assert {
+        "rule": "low-estradiol-on-ai",
+        "superseded_by": "low-estradiol-with-bone-loss",
+    } in evaluation.superseded
     chain = [f["rule"] for f in evaluation.fired]
     assert chain.index("low-estradiol-on-ai") < chain.index("low-estradiol-with-bone-loss")

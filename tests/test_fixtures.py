@@ -8,9 +8,9 @@ import re
 
 import pytest
 import yaml
+from fixture_check import FIXTURES, all_fixtures, differences, expected_for
 
 from cds import create_app, rulepack
-from fixture_check import FIXTURES, all_fixtures, differences, expected_for
 
 PATHS = all_fixtures()
 _APPS: dict[str, object] = {}
@@ -36,7 +36,7 @@ def test_fixture(path, tmp_path_factory):
 
 
 def test_fixture_layout():
-    """Every fixture is a collection Bundle named in-/out-, has a sidecar, and sits under an active rule's id."""
+    """Every fixture is a collection Bundle named in-/out-, with a sidecar, under an active rule's id."""
     rule_ids = {r.id for r in rulepack.load().active_rules}
     assert PATHS, "no fixtures found"
     for path in PATHS:
@@ -45,12 +45,22 @@ def test_fixture_layout():
         bundle = json.loads(path.read_text(encoding="utf-8"))
         assert bundle["resourceType"] == "Bundle" and bundle["type"] == "collection", path
         expected = expected_for(path)
-        assert set(expected) <= {"hook", "at", "cards", "not_cards", "fired", "not_fired", "derived",
-                                  "superseded", "site_config"}, path
+        assert set(expected) <= {
+            "hook",
+            "at",
+            "cards",
+            "not_cards",
+            "fired",
+            "not_fired",
+            "derived",
+            "superseded",
+            "site_config",
+        }, path
         if path.stem.startswith("out-") and path.parent.name not in {"evaluation-gaps"}:
             named = path.parent.name
-            assert named in expected.get("not_cards", []) + expected.get("not_fired", []), \
+            assert named in expected.get("not_cards", []) + expected.get("not_fired", []), (
                 f"{path}: an out- fixture must say its rule does not fire"
+            )
 
 
 def test_every_active_rule_has_in_and_out_fixtures():

@@ -49,6 +49,7 @@ def _set(*keys: str, value: Any) -> Callable[[dict[str, Any]], None]:
         for key in keys[:-1]:
             data = data[key] if not isinstance(data, list) else data[int(key)]
         data[keys[-1] if not isinstance(data, list) else int(keys[-1])] = value
+
     return change
 
 
@@ -58,68 +59,124 @@ VIT_D = "vitamin-d-missing"
 BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
     "pack version": (lambda p: _edit(p / "pack.yaml", _set("version", value="1.0")), "not semantic"),
     "rule version": (lambda p: _rule(p, LOW_E2, _set("version", value="v2")), "'v2' is not semantic"),
-    "citation url": (lambda p: _rule(p, LOW_E2, _set("citations", "0", "url", value="http://example.org")),
-                     "https:// url"),
+    "citation url": (
+        lambda p: _rule(p, LOW_E2, _set("citations", "0", "url", value="http://example.org")),
+        "https:// url",
+    ),
     "no citation": (lambda p: _rule(p, LOW_E2, _set("citations", value=[])), "at least one citation"),
     "long summary": (lambda p: _rule(p, VIT_D, _set("card", "summary", value="x" * 140)), "under 140"),
     "long summary via placeholders": (
-        lambda p: _rule(p, VIT_D, _set("card", "summary", value="{ai.ingredient} " * 8 + "x" * 20)), "under 140"),
+        lambda p: _rule(p, VIT_D, _set("card", "summary", value="{ai.ingredient} " * 8 + "x" * 20)),
+        "under 140",
+    ),
     "unknown threshold in condition": (
-        lambda p: _rule(p, LOW_E2, _set("match", "all", "2", "where", "value", value={"lt": {"threshold": "nope"}})),
-        "threshold 'nope'"),
+        lambda p: _rule(
+            p, LOW_E2, _set("match", "all", "2", "where", "value", value={"lt": {"threshold": "nope"}})
+        ),
+        "threshold 'nope'",
+    ),
     "unknown threshold in text": (
-        lambda p: _rule(p, VIT_D, _set("card", "detail", value="{threshold.missing_one}")), "unknown threshold"),
+        lambda p: _rule(p, VIT_D, _set("card", "detail", value="{threshold.missing_one}")),
+        "unknown threshold",
+    ),
     "unknown threshold listed": (lambda p: _rule(p, VIT_D, _set("thresholds", value=["gone"])), "'gone'"),
     "unknown drug class": (
-        lambda p: _edit(p / "rules" / "on-aromatase-inhibitor.yaml",
-                        _set("match", "all", "0", "where", "drug_class", value="aromatase_blockers")),
-        "'aromatase_blockers' is not in valuesets.yaml medications"),
-    "unknown analyte": (lambda p: _rule(p, LOW_E2, _set("match", "all", "2", "where", "analyte", value="oestradiol")),
-                        "'oestradiol' is not in valuesets.yaml labs"),
-    "unknown order kind": (lambda p: _rule(p, VIT_D, _set("match", "none", "2", "where", "kind", value="vit_d")),
-                           "'vit_d' is not in valuesets.yaml orders"),
+        lambda p: _edit(
+            p / "rules" / "on-aromatase-inhibitor.yaml",
+            _set("match", "all", "0", "where", "drug_class", value="aromatase_blockers"),
+        ),
+        "'aromatase_blockers' is not in valuesets.yaml medications",
+    ),
+    "unknown analyte": (
+        lambda p: _rule(p, LOW_E2, _set("match", "all", "2", "where", "analyte", value="oestradiol")),
+        "'oestradiol' is not in valuesets.yaml labs",
+    ),
+    "unknown order kind": (
+        lambda p: _rule(p, VIT_D, _set("match", "none", "2", "where", "kind", value="vit_d")),
+        "'vit_d' is not in valuesets.yaml orders",
+    ),
     "unknown unless_ordered": (
         lambda p: _rule(p, VIT_D, _set("card", "suggestions", "0", "unless_ordered", value="nothing")),
-        "unless_ordered 'nothing'"),
-    "unknown fact type": (lambda p: _rule(p, LOW_E2, _set("match", "all", "1", "fact", value="on_xyz")),
-                          "unknown fact type 'on_xyz'"),
+        "unless_ordered 'nothing'",
+    ),
+    "unknown fact type": (
+        lambda p: _rule(p, LOW_E2, _set("match", "all", "1", "fact", value="on_xyz")),
+        "unknown fact type 'on_xyz'",
+    ),
     "negation over a derived fact": (
-        lambda p: _rule(p, VIT_D, _set("match", "none", "0", value={"fact": "on_ai"})), "negation only over base"),
+        lambda p: _rule(p, VIT_D, _set("match", "none", "0", value={"fact": "on_ai"})),
+        "negation only over base",
+    ),
     "unknown operator": (
         lambda p: _rule(p, LOW_E2, _set("match", "all", "2", "where", "value", value={"below": 20})),
-        "unknown operator 'below'"),
-    "file name": (lambda p: (p / "rules" / f"{VIT_D}.yaml").rename(p / "rules" / "vitd.yaml"),
-                  "file name should be"),
+        "unknown operator 'below'",
+    ),
+    "file name": (
+        lambda p: (p / "rules" / f"{VIT_D}.yaml").rename(p / "rules" / "vitd.yaml"),
+        "file name should be",
+    ),
     "missing field": (lambda p: _rule(p, LOW_E2, lambda d: d.pop("when")), "missing field 'when'"),
-    "unknown field": (lambda p: _rule(p, LOW_E2, _set("threshold", value=["x"])), "unknown field(s) threshold"),
-    "unknown alias in text": (lambda p: _rule(p, VIT_D, _set("card", "summary", value="On {med.ingredient}")),
-                              "no condition is named 'med'"),
-    "supersedes unknown": (lambda p: _rule(p, VIT_D, _set("card", "supersedes", value=["ghost-rule"])),
-                           "supersedes 'ghost-rule'"),
-    "duplicate id": (lambda p: shutil.copy(p / "rules" / f"{VIT_D}.yaml", p / "rules" / "zz-copy.yaml"),
-                     "duplicate rule id"),
+    "unknown field": (
+        lambda p: _rule(p, LOW_E2, _set("threshold", value=["x"])),
+        "unknown field(s) threshold",
+    ),
+    "unknown alias in text": (
+        lambda p: _rule(p, VIT_D, _set("card", "summary", value="On {med.ingredient}")),
+        "no condition is named 'med'",
+    ),
+    "supersedes unknown": (
+        lambda p: _rule(p, VIT_D, _set("card", "supersedes", value=["ghost-rule"])),
+        "supersedes 'ghost-rule'",
+    ),
+    "duplicate id": (
+        lambda p: shutil.copy(p / "rules" / f"{VIT_D}.yaml", p / "rules" / "zz-copy.yaml"),
+        "duplicate rule id",
+    ),
     "bad status": (lambda p: _rule(p, LOW_E2, _set("status", value="live")), "status 'live'"),
     "bad kind": (lambda p: _rule(p, LOW_E2, _set("kind", value="alert")), "kind 'alert'"),
-    "bad indicator": (lambda p: _rule(p, LOW_E2, _set("card", "indicator", value="hard-stop")), "card.indicator"),
+    "bad indicator": (
+        lambda p: _rule(p, LOW_E2, _set("card", "indicator", value="hard-stop")),
+        "card.indicator",
+    ),
     "threshold without source": (
-        lambda p: _edit(p / "thresholds.yaml", lambda d: d["thresholds"]["estradiol_low_pg_ml"].pop("source")),
-        "estradiol_low_pg_ml needs a numeric value, a unit and a source"),
+        lambda p: _edit(
+            p / "thresholds.yaml", lambda d: d["thresholds"]["estradiol_low_pg_ml"].pop("source")
+        ),
+        "estradiol_low_pg_ml needs a numeric value, a unit and a source",
+    ),
     "update without its order": (
-        lambda p: _rule(p, LOW_E2, _set("card", "suggestions", "0", "actions", "0", "resource_from", value="x")),
-        "resource_from"),
+        lambda p: _rule(
+            p, LOW_E2, _set("card", "suggestions", "0", "actions", "0", "resource_from", value="x")
+        ),
+        "resource_from",
+    ),
     "unknown transform": (
-        lambda p: _rule(p, LOW_E2, _set("card", "suggestions", "0", "actions", "0", "transform", value="triple")),
-        "unknown transform 'triple'"),
-    "malformed needs": (lambda p: _rule(p, LOW_E2, _set("needs", value=[{"fact": "patient"}])), "needs entry"),
+        lambda p: _rule(
+            p, LOW_E2, _set("card", "suggestions", "0", "actions", "0", "transform", value="triple")
+        ),
+        "unknown transform 'triple'",
+    ),
+    "malformed needs": (
+        lambda p: _rule(p, LOW_E2, _set("needs", value=[{"fact": "patient"}])),
+        "needs entry",
+    ),
     "derive from unknown alias": (
-        lambda p: _edit(p / "rules" / "on-aromatase-inhibitor.yaml", _set("derive", "copy", "x", value="zz.ref")),
-        "derive.copy.x"),
+        lambda p: _edit(
+            p / "rules" / "on-aromatase-inhibitor.yaml", _set("derive", "copy", "x", value="zz.ref")
+        ),
+        "derive.copy.x",
+    ),
     "yaml syntax": (lambda p: (p / "rules" / f"{VIT_D}.yaml").write_text("id: [unclosed\n"), "cannot read"),
     "lab without canonical unit": (
         lambda p: _edit(p / "valuesets.yaml", lambda d: d["labs"]["estradiol"]["units"].pop("pg/mL")),
-        "labs.estradiol needs LOINC codes and units"),
-    "empty any_of": (lambda p: _edit(p / "rules" / "falling-bone-density.yaml",
-                                     _set("match", "all", "1", "any_of", value=[])), "any_of must be"),
+        "labs.estradiol needs LOINC codes and units",
+    ),
+    "empty any_of": (
+        lambda p: _edit(
+            p / "rules" / "falling-bone-density.yaml", _set("match", "all", "1", "any_of", value=[])
+        ),
+        "any_of must be",
+    ),
 }
 
 
@@ -140,10 +197,13 @@ def test_copied_pack_is_clean(tmp_path):
     assert rulepack.load(_copy_pack(tmp_path)).version == "0.2.0"
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"no_such_threshold": 3}, "unknown threshold 'no_such_threshold'"),
-    ({"estradiol_low_pg_ml": "twenty"}, "must be a number"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"no_such_threshold": 3}, "unknown threshold 'no_such_threshold'"),
+        ({"estradiol_low_pg_ml": "twenty"}, "must be a number"),
+    ],
+)
 def test_site_config_errors(tmp_path, override, message):
     site = tmp_path / "site.yaml"
     site.write_text(yaml.safe_dump({"thresholds": override}))

@@ -31,21 +31,45 @@ def site_app(tmp_path: Path, thresholds: dict) -> object:
     return create_app({"TESTING": True, "SITE_CONFIG": str(path)})
 
 
-@pytest.mark.parametrize("fixture, rule, site, default_indicator, site_indicator", [
-    # 19.9 pg/mL is low by default (< 20); a site using 19.5 pg/mL says nothing
-    ("low-estradiol-on-ai/in-19.9-pg-ml-warning.json", "low-estradiol-on-ai", {"estradiol_low_pg_ml": 19.5},
-     "warning", None),
-    # 20.0 pg/mL is not low by default; a site using 25 pg/mL warns
-    ("low-estradiol-on-ai/out-20.0-pg-ml.json", "low-estradiol-on-ai", {"estradiol_low_pg_ml": 25}, None, "warning"),
-    # 20 ng/mL vitamin D is insufficient (info) by default; a site following the 2024 guideline disables that
-    ("vitamin-d-low/in-20.0-ng-ml-insufficient.json", "vitamin-d-low", {"vitamin_d_insufficient_ng_ml": 20},
-     "info", None),
-    # a 2.9 % BMD fall is below the default LSC; a site with a 2.5 % LSC warns
-    ("falling-bone-density/out-bmd-percent-2.9.json", "falling-bone-density", {"dxa_bmd_drop_percent": 2.5},
-     None, "warning"),
-    # DXA 731 days old is overdue by default; a site with a 3-year interval says nothing
-    ("dxa-overdue/in-731-days.json", "dxa-overdue", {"dxa_interval_days": 1095}, "info", None),
-])
+@pytest.mark.parametrize(
+    "fixture, rule, site, default_indicator, site_indicator",
+    [
+        # 19.9 pg/mL is low by default (< 20); a site using 19.5 pg/mL says nothing
+        (
+            "low-estradiol-on-ai/in-19.9-pg-ml-warning.json",
+            "low-estradiol-on-ai",
+            {"estradiol_low_pg_ml": 19.5},
+            "warning",
+            None,
+        ),
+        # 20.0 pg/mL is not low by default; a site using 25 pg/mL warns
+        (
+            "low-estradiol-on-ai/out-20.0-pg-ml.json",
+            "low-estradiol-on-ai",
+            {"estradiol_low_pg_ml": 25},
+            None,
+            "warning",
+        ),
+        # 20 ng/mL vitamin D is insufficient (info) by default; a site following 2024 guidance disables it
+        (
+            "vitamin-d-low/in-20.0-ng-ml-insufficient.json",
+            "vitamin-d-low",
+            {"vitamin_d_insufficient_ng_ml": 20},
+            "info",
+            None,
+        ),
+        # a 2.9 % BMD fall is below the default LSC; a site with a 2.5 % LSC warns
+        (
+            "falling-bone-density/out-bmd-percent-2.9.json",
+            "falling-bone-density",
+            {"dxa_bmd_drop_percent": 2.5},
+            None,
+            "warning",
+        ),
+        # DXA 731 days old is overdue by default; a site with a 3-year interval says nothing
+        ("dxa-overdue/in-731-days.json", "dxa-overdue", {"dxa_interval_days": 1095}, "info", None),
+    ],
+)
 def test_site_threshold_moves_the_boundary(tmp_path, fixture, rule, site, default_indicator, site_indicator):
     default = rules_for(create_app({"TESTING": True}), fixture)
     changed = rules_for(site_app(tmp_path, site), fixture)
@@ -59,6 +83,8 @@ def test_site_override_is_in_the_pack_hash_and_card_text(tmp_path):
     assert default.extensions["cds.pack"].content_hash != site.extensions["cds.pack"].content_hash
     assert site.extensions["cds.pack"].thresholds["vitamin_d_interval_days"]["site_override"] is True
     site.config["NOW"] = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
-    body = hook_request(json.loads((FIXTURES / "vitamin-d-missing/in-no-result.json").read_text()), "order-sign")
+    body = hook_request(
+        json.loads((FIXTURES / "vitamin-d-missing/in-no-result.json").read_text()), "order-sign"
+    )
     cards = site.test_client().post("/cds-services/bone-health-order-sign", json=body).get_json()["cards"]
     assert "last 200 days" in cards[0]["summary"]
