@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cds import fhir_parse
 from cds.discovery import prefetch_templates
+from cds.errors import InvalidFhir
 from cds.offline import hook_request
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -66,6 +68,15 @@ def differences(app: Any, path: Path, expected: dict[str, Any]) -> list[str]:
             problems.append(f"{item['rule']}: summary {card['summary']!r} lacks {item['summary_contains']!r}")
         if item.get("detail_contains", "") not in card["detail"]:
             problems.append(f"{item['rule']}: detail lacks {item['detail_contains']!r}")
+        for suggestion in card.get("suggestions", []):
+            for action in suggestion["actions"]:
+                if "resource" in action:
+                    try:
+                        fhir_parse.parse_resource(action["resource"], where=f"{item['rule']} suggestion")
+                    except InvalidFhir as exc:
+                        problems.append(f"{item['rule']}: suggested resource is not valid FHIR R4: {exc.message}")
+                elif action["type"] == "delete" and not str(action.get("resourceId", "")).count("/") == 1:
+                    problems.append(f"{item['rule']}: delete action without a relative resourceId")
         if "actions" in item:
             actions = [a["type"] for s in card.get("suggestions", []) for a in s["actions"]]
             if actions != item["actions"]:

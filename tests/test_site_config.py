@@ -88,3 +88,11 @@ def test_site_override_is_in_the_pack_hash_and_card_text(tmp_path):
     )
     cards = site.test_client().post("/cds-services/bone-health-order-sign", json=body).get_json()["cards"]
     assert "last 200 days" in cards[0]["summary"]
+
+
+def test_every_threshold_is_documented():
+    from cds import rulepack
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "site-config.md").read_text(encoding="utf-8")
+    for name, spec in rulepack.load().thresholds.items():
+        assert f"| `{name}` | {spec['value']:g} |" in text, f"{name} missing or out of date in docs/site-config.md"
