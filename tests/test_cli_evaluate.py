@@ -19,6 +19,7 @@ def test_evaluate_text_lists_cards_and_fired_rules(capsys):
     assert "1 card(s)" in out and "[critical]" in out
     assert "low-estradiol-on-ai v1.1.0" in out and "low-estradiol-with-bone-loss v1.0.0" in out
     assert "value=14.0" in out  # the fact that fired the rule
+    assert "set aside: falling-bone-density (explained by low-estradiol-with-bone-loss)" in out
 
 
 def test_evaluate_json(capsys):
@@ -28,6 +29,7 @@ def test_evaluate_json(capsys):
     fired = {f["rule"]: f for f in data["fired"]}
     assert fired["low-estradiol-on-ai"]["facts"]["lab"]["value"] == 14.0
     assert fired["falling-bone-density"]["derived"]["t"] == "bone_at_risk"
+    assert {"rule": "low-estradiol-on-ai", "superseded_by": "low-estradiol-with-bone-loss"} in data["superseded"]
     actions = [a["type"] for s in data["cards"][0]["suggestions"] for a in s["actions"]]
     assert actions == ["update", "delete", "create"]
     update = data["cards"][0]["suggestions"][0]["actions"][0]["resource"]
