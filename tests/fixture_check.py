@@ -74,7 +74,7 @@ def differences(app: Any, path: Path, expected: dict[str, Any]) -> list[str]:
                     try:
                         fhir_parse.parse_resource(action["resource"], where=f"{item['rule']} suggestion")
                     except InvalidFhir as exc:
-                        problems.append(f"{item['rule']}: suggested resource is not valid FHIR R4: {exc.message}")
+                        problems.append(f"{item['rule']}: suggested resource invalid: {exc.message}")
                 elif action["type"] == "delete" and not str(action.get("resourceId", "")).count("/") == 1:
                     problems.append(f"{item['rule']}: delete action without a relative resourceId")
         if "actions" in item:

@@ -29,7 +29,8 @@ def test_evaluate_json(capsys):
     fired = {f["rule"]: f for f in data["fired"]}
     assert fired["low-estradiol-on-ai"]["facts"]["lab"]["value"] == 14.0
     assert fired["falling-bone-density"]["derived"]["t"] == "bone_at_risk"
-    assert {"rule": "low-estradiol-on-ai", "superseded_by": "low-estradiol-with-bone-loss"} in data["superseded"]
+    escalation = "low-estradiol-with-bone-loss"
+    assert {"rule": "low-estradiol-on-ai", "superseded_by": escalation} in data["superseded"]
     actions = [a["type"] for s in data["cards"][0]["suggestions"] for a in s["actions"]]
     assert actions == ["update", "delete", "create"]
     update = data["cards"][0]["suggestions"][0]["actions"][0]["resource"]

@@ -95,4 +95,4 @@ def test_every_threshold_is_documented():
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "site-config.md").read_text(encoding="utf-8")
     for name, spec in rulepack.load().thresholds.items():
-        assert f"| `{name}` | {spec['value']:g} |" in text, f"{name} missing or out of date in docs/site-config.md"
+        assert f"| `{name}` | {spec['value']:g} |" in text, f"{name} missing or stale in docs/site-config.md"
