@@ -75,7 +75,11 @@ def check(pack: RulePack) -> list[str]:
     seen: set[str] = set()
     for rule in pack.rules:
         where = rule.path or rule.id
-        problems += [f"{where}: {p}" for p in _check_rule(rule, pack, known_facts)]
+        try:
+            found = _check_rule(rule, pack, known_facts)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a shape no specific check expects
+            found = [f"malformed rule ({type(exc).__name__}: {exc}); see docs/rules.md for the schema"]
+        problems += [f"{where}: {p}" for p in found]
         if rule.id in seen:
             problems.append(f"{where}: duplicate rule id {rule.id!r}")
         seen.add(rule.id)

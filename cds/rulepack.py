@@ -49,7 +49,9 @@ class Rule:
 
     @property
     def aliases(self) -> list[str]:
-        return [c.get("as") or f"m{i}" for i, c in enumerate(self.match.get("all", []))]
+        conditions = self.match.get("all") if isinstance(self.match, dict) else None
+        return [(c.get("as") if isinstance(c, dict) else None) or f"m{i}"
+                for i, c in enumerate(conditions if isinstance(conditions, list) else [])]
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,9 @@ def load(directory: str | Path | None = None, site_config: str | Path | None = N
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     meta = _read_yaml(root / "pack.yaml") or {}
-    thresholds = {k: dict(v) for k, v in ((_read_yaml(root / "thresholds.yaml") or {}).get("thresholds") or {}).items()}
+    declared = (_read_yaml(root / "thresholds.yaml") or {}).get("thresholds") or {}
+    # a bare number has no unit or source: kept as {"value": ...} so the check names what is missing
+    thresholds = {k: dict(v) if isinstance(v, dict) else {"value": v} for k, v in declared.items()}
     problems: list[str] = []
     if site_config:
         site_path = Path(site_config)

@@ -171,6 +171,20 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
         lambda p: _edit(p / "valuesets.yaml", lambda d: d["labs"]["estradiol"]["units"].pop("pg/mL")),
         "labs.estradiol needs LOINC codes and units",
     ),
+    "bare threshold": (
+        lambda p: _edit(p / "thresholds.yaml", _set("thresholds", "dxa_t_score_drop", value=0.3)),
+        "dxa_t_score_drop needs a numeric value, a unit and a source",
+    ),
+    "match not a mapping": (lambda p: _rule(p, LOW_E2, _set("match", value="patient is male")), "match.all"),
+    "condition not a mapping": (
+        lambda p: _rule(p, LOW_E2, _set("match", "all", "0", value="patient")),
+        "not a mapping",
+    ),
+    "card not a mapping": (lambda p: _rule(p, VIT_D, _set("card", value="say something")), "card.summary"),
+    "suggestions not a list": (
+        lambda p: _rule(p, VIT_D, _set("card", "suggestions", value=7)),
+        "malformed rule",
+    ),
     "empty any_of": (
         lambda p: _edit(
             p / "rules" / "falling-bone-density.yaml", _set("match", "all", "1", "any_of", value=[])
