@@ -51,7 +51,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         source_label=values["SOURCE_LABEL"])
     if args.json:
         print(json.dumps({"cards": evaluation.cards, "fired": evaluation.fired,
-                          "not_evaluated": evaluation.not_evaluated}, indent=2, default=str))
+                          "not_evaluated": evaluation.not_evaluated, "superseded": evaluation.superseded},
+                         indent=2, default=str))
         return 0
     print(f"{len(evaluation.cards)} card(s) for {args.bundle} ({args.hook}, rule pack {pack.version})")
     for card in evaluation.cards:
@@ -62,14 +63,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     for fired in evaluation.fired:
         evidence = ", ".join(f"{alias}={_brief(fact)}" for alias, fact in fired["facts"].items())
         print(f"  {fired['rule']} v{fired['version']}: {evidence}")
+    for item in evaluation.superseded:
+        print(f"  set aside: {item['rule']} (explained by {item['superseded_by']})")
     for gap in evaluation.not_evaluated:
         print(f"  could not evaluate {gap['rule']}: {gap['reason']}")
     return 0
 
 
 def _brief(fact: dict[str, Any]) -> str:
-    keys = [k for k in ("analyte", "drug_class", "ingredient", "site", "value", "unit", "t_drop", "date", "sex",
-                        "reason") if fact.get(k) is not None]
+    keys = [k for k in ("analyte", "drug_class", "ingredient", "matched_by", "site", "band", "what", "score",
+                        "value", "unit", "t_drop", "bmd_drop", "bmd_drop_pct", "date", "sex", "age", "reason")
+            if fact.get(k) is not None]
     return fact["t"] + "(" + ", ".join(f"{k}={fact[k]}" for k in keys) + ")"
 
 

@@ -29,7 +29,8 @@ def prefetch_templates(pack: RulePack) -> dict[str, str]:
         "estradiol": f"Observation?patient={{{{context.patientId}}}}&code={codes(vs['labs']['estradiol']['loinc'])}",
         "vitaminD": f"Observation?patient={{{{context.patientId}}}}&code={codes(vs['labs']['vitamin_d']['loinc'])}",
         "dxa": f"Observation?patient={{{{context.patientId}}}}&code={codes(dxa_codes)}",
-        "medications": "MedicationRequest?patient={{context.patientId}}&status=active,on-hold",
+        "medications": ("MedicationRequest?patient={{context.patientId}}&status=active,on-hold"
+                        "&_include=MedicationRequest:medication"),
     }
 
 

@@ -10,7 +10,8 @@ durable-rules hazards handled here (each has a test in ``tests/test_engine.py``)
   after every assertion and an ``EngineError`` raised.
 * Asserting a fact that no rule pattern mentions raises ``MessageNotHandledException``: that means
   "no match" and is not an error. Re-asserting an identical fact raises ``MessageObservedException``:
-  that means "already known" and is not an error either.
+  that means "already known" and is not an error either. Both hold for facts derived inside an action
+  too (two matches deriving the same fact; a derived fact only the audit reads).
 * The engine's JSON parser fails on floats in exponent notation (``1e-05``): floats are rounded to four
   decimals before assertion, and magnitudes of 1e15 or more are refused.
 * ``durable.engine.Host`` starts background dispatcher threads that run pending actions on their own; the
@@ -131,7 +132,12 @@ class RuleEngine:
             assert self._firings is not None
             self._firings.append(Firing(rule.rule_id, matched, derived))
             if derived is not None:
-                c.assert_fact(_strip(dict(derived)))
+                try:
+                    c.assert_fact(_strip(dict(derived)))
+                except MessageNotHandledException:
+                    pass  # a derived fact no rule mentions: recorded in the firing, nothing more
+                except MessageObservedException:
+                    pass  # the same fact was already derived by another match
 
         return run
 

@@ -18,6 +18,7 @@ from .facts import Context, FactSet, build_facts
 from .findings import derive_findings
 from .relevance import Relevance
 from .rulepack import Rule, RulePack, compile_rule
+from .templating import render
 
 
 @dataclass
@@ -43,6 +44,8 @@ def _deriver(rule: Rule):
         for name, source in (spec.get("copy") or {}).items():
             alias, _, key = source.partition(".")
             fact[name] = matched.get(alias, {}).get(key)
+        for name, template in (spec.get("format") or {}).items():
+            fact[name] = render(template, matched)
         return fact
 
     return derive
@@ -65,7 +68,7 @@ class Evaluator:
         self.pack = pack
         self.relevant = Relevance(pack.valuesets)
         self.engine = RuleEngine([
-            CompiledRule(rule.id, compile_rule(rule, pack), _deriver(rule) if rule.kind == "derived" else None)
+            CompiledRule(rule.id, compile_rule(rule, pack), _deriver(rule) if rule.derive else None)
             for rule in pack.active_rules
         ])
 

@@ -85,6 +85,17 @@ def _subject_ok(resource: Any, patient_id: str | None) -> bool:
     return ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}") or ref == patient_id
 
 
+def _change_text(change: dict[str, Any]) -> str:
+    """The measured change between two scans, in words (BMD first when both scans have it)."""
+    parts = []
+    if "bmd_drop" in change:
+        parts.append(f"BMD {change['bmd_from']:.3f} to {change['bmd_to']:.3f} g/cm2 "
+                     f"({-change['bmd_drop_pct']:+.1f} %)")
+    if "t_drop" in change:
+        parts.append(f"T-score {change['t_from']:g} to {change['t_to']:g}")
+    return "; ".join(parts) or "no comparable measure"
+
+
 class _Builder:
     def __init__(self, valuesets: dict[str, Any], ctx: Context):
         self.vs = valuesets
@@ -209,6 +220,7 @@ class _Builder:
                 drop = before["bmd"] - latest["bmd"]
                 change.update(bmd_from=before["bmd"], bmd_to=latest["bmd"], bmd_drop=round(drop, 4),
                               bmd_drop_pct=round(100 * drop / before["bmd"], 3))
+            change["change_text"] = _change_text(change)
             self.out.facts.append(change)
 
     # -- medications and orders ----------------------------------------------------------------------------
@@ -220,16 +232,22 @@ class _Builder:
         codings = list(_codings(mr.medicationCodeableConcept))
         text = (mr.medicationCodeableConcept.text if mr.medicationCodeableConcept else None) or ""
         med_ref = mr.medicationReference.reference if mr.medicationReference else None
+        via = ""
         if med_ref:
-            med = next((c for c in (mr.contained or []) if med_ref == f"#{c.id}"), None) \
-                or self.medications.get(med_ref)
+            contained = next((c for c in (mr.contained or []) if med_ref == f"#{c.id}"), None)
+            med = contained or self.medications.get(med_ref)
             if med is not None and getattr(med, "code", None) is not None:
+                via = " (contained Medication)" if contained is not None else f" ({med_ref})"
                 codings += _codings(med.code)
                 text = text or med.code.text or ""
             if not text and mr.medicationReference.display:
                 text = mr.medicationReference.display
+            if med is None and not text:
+                self.problem(f"A medication order ({ref}) refers to {med_ref}, which was not supplied, so "
+                             "its drug could not be identified", ref=ref)
         selected = ref in self.ctx.selections
-        for drug_class, ingredient, matched_by, code in self._classify(codings, text):
+        for drug_class, ingredient, how, code in self._classify(codings, text):
+            matched_by = how + via if how != "text" else "ingredient name in text"
             self.out.facts.append({"t": "medication", "ref": ref, "drug_class": drug_class,
                                    "ingredient": ingredient, "status": mr.status or "unknown", "draft": draft,
                                    "selected": selected, "matched_by": matched_by, "code": code})

@@ -49,8 +49,9 @@ def as_bundle(resources: list[dict], bundle_type: str = "collection") -> dict[st
     return {"resourceType": "Bundle", "type": bundle_type, "entry": [{"resource": r} for r in resources]}
 
 
-def hook_request(bundle: dict[str, Any], hook: str, *, prefetch: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A spec-shaped hook request for a fixture bundle, carrying the whole record as prefetch."""
+def hook_request(bundle: dict[str, Any], hook: str, *, prefetch: dict[str, Any] | None = None,
+                 templates: dict[str, str] | None = None) -> dict[str, Any]:
+    """A spec-shaped hook request for a fixture bundle, each prefetch key answered from the record."""
     patient_id, record, drafts = split_bundle(bundle, hook)
     context: dict[str, Any] = {"userId": "Practitioner/example", "patientId": patient_id}
     if hook != "patient-view":
@@ -58,18 +59,53 @@ def hook_request(bundle: dict[str, Any], hook: str, *, prefetch: dict[str, Any] 
     if hook == "order-select":
         context["selections"] = [f"{d['resourceType']}/{d.get('id')}" for d in drafts[:1]]
     if prefetch is None:
-        prefetch = prefetch_from_record(record)
+        prefetch = prefetch_from_record(record, templates)
     return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context, "prefetch": prefetch}
 
 
-def prefetch_from_record(record: list[dict]) -> dict[str, Any]:
-    """Answer every prefetch key from the record (the whole record goes in each search key's Bundle)."""
-    patient = next((r for r in record if r.get("resourceType") == "Patient"), None)
-    observations = [r for r in record if r.get("resourceType") == "Observation"]
-    others = [r for r in record if r.get("resourceType") in ("MedicationRequest", "Medication")]
-    return {"patient": patient, "estradiol": as_bundle(observations, "searchset"),
-            "vitaminD": as_bundle([], "searchset"), "dxa": as_bundle([], "searchset"),
-            "medications": as_bundle(others, "searchset")}
+def _codes(resource: dict[str, Any]) -> set[str]:
+    codings = ((resource.get("code") or {}).get("coding")) or []
+    return {f"{c.get('system', '')}|{c.get('code', '')}" for c in codings if isinstance(c, dict)}
+
+
+def _search(record: list[dict], query: str) -> dict[str, Any]:
+    """Answer a prefetch search (``Type?param=a,b&...``) from the record: the parameters the templates use
+    (``code`` as ``system|code`` tokens, ``status``, ``_include=Type:medication``) are applied, the patient
+    parameter is implied (a fixture holds one patient's record)."""
+    resource_type, _, params = query.partition("?")
+    wanted: dict[str, set[str]] = {}
+    for part in params.split("&"):
+        name, _, value = part.partition("=")
+        wanted[name] = set(value.split(",")) if value else set()
+    found = [r for r in record if r.get("resourceType") == resource_type
+             and ("code" not in wanted or _codes(r) & wanted["code"])
+             and ("status" not in wanted or r.get("status") in wanted["status"])]
+    if any(inc.endswith(":medication") for inc in wanted.get("_include", ())):
+        refs = {((r.get("medicationReference") or {}).get("reference")) for r in found}
+        found += [r for r in record
+                  if r.get("resourceType") == "Medication" and f"Medication/{r.get('id')}" in refs]
+    return as_bundle(found, "searchset")
+
+
+def prefetch_from_record(record: list[dict], templates: dict[str, str] | None = None) -> dict[str, Any]:
+    """Answer every prefetch key from the record, each with what its template asks for.
+
+    ``templates`` defaults to the packaged rule pack's discovery templates. A read (``Patient/{{...}}``)
+    gets the resource or ``None``; a search gets a searchset Bundle of the matching resources.
+    """
+    if templates is None:
+        from .discovery import prefetch_templates
+        from .rulepack import load
+
+        templates = prefetch_templates(load())
+    out: dict[str, Any] = {}
+    for key, template in templates.items():
+        if "?" not in template:
+            resource_type = template.partition("/")[0]
+            out[key] = next((r for r in record if r.get("resourceType") == resource_type), None)
+        else:
+            out[key] = _search(record, template)
+    return out
 
 
 def parse_at(value: str | None) -> dt.datetime:

@@ -23,15 +23,11 @@ from typing import Any
 import yaml
 
 from .errors import RulePackError
-from .templating import references, strings_in
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "rules"
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
 COMPARISONS = {"lt": "$lt", "lte": "$lte", "gt": "$gt", "gte": "$gte", "ne": "$neq"}
-STATUSES = {"active", "draft", "retired"}
-INDICATORS = {"info", "warning", "critical"}
-#: fact types produced by the facts stage; derived types come from rules' ``derive``
-BASE_FACTS = {"patient", "medication", "lab", "dxa", "dxa_change", "problem", "order"}
+OPERATORS = {"eq", "in", "exists", *COMPARISONS}
 
 
 @dataclass(frozen=True)
@@ -53,7 +49,9 @@ class Rule:
 
     @property
     def aliases(self) -> list[str]:
-        return [c.get("as") or f"m{i}" for i, c in enumerate(self.match.get("all", []))]
+        conditions = self.match.get("all") if isinstance(self.match, dict) else None
+        return [(c.get("as") if isinstance(c, dict) else None) or f"m{i}"
+                for i, c in enumerate(conditions if isinstance(conditions, list) else [])]
 
 
 @dataclass(frozen=True)
@@ -69,6 +67,9 @@ class RulePack:
 
     def threshold(self, name: str) -> float:
         return self.thresholds[name]["value"]
+
+    def derived_types(self) -> set[str]:
+        return {r.derive["t"] for r in self.rules if isinstance(r.derive, dict) and r.derive.get("t")}
 
     def rule(self, rule_id: str) -> Rule:
         for rule in self.rules:
@@ -99,7 +100,9 @@ def load(directory: str | Path | None = None, site_config: str | Path | None = N
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     meta = _read_yaml(root / "pack.yaml") or {}
-    thresholds = {k: dict(v) for k, v in ((_read_yaml(root / "thresholds.yaml") or {}).get("thresholds") or {}).items()}
+    declared = (_read_yaml(root / "thresholds.yaml") or {}).get("thresholds") or {}
+    # a bare number has no unit or source: kept as {"value": ...} so the check names what is missing
+    thresholds = {k: dict(v) if isinstance(v, dict) else {"value": v} for k, v in declared.items()}
     problems: list[str] = []
     if site_config:
         site_path = Path(site_config)
@@ -122,153 +125,33 @@ def load(directory: str | Path | None = None, site_config: str | Path | None = N
             continue
         try:
             rules.append(_rule_from(data, path))
-        except (KeyError, TypeError) as exc:
-            problems.append(f"{path.name}: missing or malformed field {exc}")
+        except KeyError as exc:
+            problems.append(f"{path.name}: missing field {exc}")
+        except TypeError as exc:
+            problems.append(f"{path.name}: {exc}")
     pack = RulePack(id=str(meta.get("id", "")), version=str(meta.get("version", "")),
                     title=str(meta.get("title", "")), content_hash=digest.hexdigest(),
                     thresholds=thresholds, valuesets=valuesets, rules=rules, directory=str(root))
+    from .rulecheck import check
+
     problems += check(pack)
     if problems:
         raise RulePackError(f"rule pack {root} has {len(problems)} problem(s)", details=problems)
     return pack
 
 
+RULE_FIELDS = {"id", "version", "status", "kind", "title", "when", "then", "citations", "match", "thresholds",
+               "needs", "derive", "card"}
+
+
 def _rule_from(data: dict[str, Any], path: Path) -> Rule:
+    unknown = sorted(set(data) - RULE_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown field(s) {', '.join(unknown)}")
     return Rule(id=data["id"], version=str(data["version"]), status=data["status"], kind=data["kind"],
                 title=data["title"], when=data["when"], then=data["then"], citations=data["citations"],
                 match=data["match"], thresholds=data.get("thresholds", []), needs=data.get("needs", []),
                 derive=data.get("derive"), card=data.get("card"), path=path.name)
-
-
-def check(pack: RulePack) -> list[str]:
-    """Every problem in a pack: schema, versions, citations, thresholds, value sets, card wording."""
-    problems: list[str] = []
-    if not SEMVER.match(pack.version):
-        problems.append(f"pack.yaml: version {pack.version!r} is not semantic (MAJOR.MINOR.PATCH)")
-    for name, spec in pack.thresholds.items():
-        if not isinstance(spec.get("value"), int | float) or not spec.get("source") or not spec.get("unit"):
-            problems.append(f"thresholds.yaml: {name} needs a numeric value, a unit and a source")
-    derived_types = {r.derive.get("t") for r in pack.rules if r.derive}
-    known_facts = BASE_FACTS | derived_types
-    seen: set[str] = set()
-    for rule in pack.rules:
-        where = rule.path or rule.id
-        problems += [f"{where}: {p}" for p in _check_rule(rule, pack, known_facts)]
-        if rule.id in seen:
-            problems.append(f"{where}: duplicate rule id {rule.id!r}")
-        seen.add(rule.id)
-    return problems
-
-
-def _check_rule(rule: Rule, pack: RulePack, known_facts: set[str]) -> list[str]:
-    problems = []
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", rule.id):
-        problems.append(f"id {rule.id!r} must be lower-case words joined by hyphens")
-    if rule.path and rule.path != f"{rule.id}.yaml":
-        problems.append(f"file name should be {rule.id}.yaml")
-    if not SEMVER.match(rule.version):
-        problems.append(f"version {rule.version!r} is not semantic (MAJOR.MINOR.PATCH)")
-    if rule.status not in STATUSES:
-        problems.append(f"status {rule.status!r} not one of {sorted(STATUSES)}")
-    if rule.kind not in {"derived", "card"}:
-        problems.append(f"kind {rule.kind!r} must be 'derived' or 'card'")
-    if not rule.citations:
-        problems.append("needs at least one citation")
-    for citation in rule.citations:
-        if not str(citation.get("url", "")).startswith("https://") or not citation.get("title"):
-            problems.append(f"citation {citation!r} needs a title and an https:// url")
-    if not rule.match.get("all"):
-        problems.append("match.all needs at least one condition")
-    used_thresholds: set[str] = set()
-    for section in ("all", "none"):
-        for cond in rule.match.get(section, []) or []:
-            if cond.get("fact") not in known_facts:
-                problems.append(f"match.{section}: unknown fact type {cond.get('fact')!r}")
-            if section == "none" and cond.get("fact") not in BASE_FACTS:
-                problems.append(f"match.none: {cond.get('fact')!r} is derived; negation only over base facts")
-            used_thresholds |= _thresholds_in(cond.get("where", {}))
-    for name in used_thresholds | set(rule.thresholds):
-        if name not in pack.thresholds:
-            problems.append(f"refers to threshold {name!r}, which thresholds.yaml does not define")
-    classes = set(pack.valuesets.get("medications", {}))
-    analytes = set(pack.valuesets.get("labs", {}))
-    orders = set(pack.valuesets.get("orders", {}))
-    for cond in rule.match.get("all", []) + (rule.match.get("none") or []):
-        w = cond.get("where", {})
-        if "drug_class" in w and w["drug_class"] not in classes:
-            problems.append(f"value set {w['drug_class']!r} is not in valuesets.yaml medications")
-        if cond.get("fact") in {"lab", "problem"} and "analyte" in w and w["analyte"] not in analytes:
-            problems.append(f"analyte {w['analyte']!r} is not in valuesets.yaml labs")
-        if cond.get("fact") == "order" and "kind" in w and w["kind"] not in orders:
-            problems.append(f"order kind {w['kind']!r} is not in valuesets.yaml orders")
-    if rule.kind == "derived" and not (rule.derive and rule.derive.get("t")):
-        problems.append("a derived rule needs derive.t")
-    if rule.kind == "card":
-        problems += _check_card(rule, pack, orders)
-    return problems
-
-
-def _check_card(rule: Rule, pack: RulePack, orders: set[str]) -> list[str]:
-    problems = []
-    card = rule.card or {}
-    if not card.get("summary"):
-        return ["a card rule needs card.summary"]
-    if card.get("indicator") not in INDICATORS:
-        problems.append(f"card.indicator must be one of {sorted(INDICATORS)}")
-    aliases = set(rule.aliases) | {"threshold", "context"}
-    for text in strings_in(card):
-        for alias, name in references(text):
-            if alias not in aliases:
-                problems.append(f"card text refers to {{{alias}.{name}}}, but no condition is named {alias!r}")
-            if alias == "threshold" and name not in pack.thresholds:
-                problems.append(f"card text refers to unknown threshold {name!r}")
-    longest = _longest_summary(card["summary"], pack)
-    if longest >= 140:
-        problems.append(f"card.summary can reach {longest} characters; it must stay under 140")
-    for reason in card.get("override_reasons", []):
-        if not reason.get("code") or not reason.get("display"):
-            problems.append("every override reason needs a code and a display")
-    for suggestion in card.get("suggestions", []):
-        if not suggestion.get("label") or not suggestion.get("actions"):
-            problems.append("every suggestion needs a label and actions")
-        if suggestion.get("unless_ordered") and suggestion["unless_ordered"] not in orders:
-            problems.append(f"unless_ordered {suggestion['unless_ordered']!r} is not in valuesets.yaml orders")
-        for action in suggestion.get("actions", []):
-            if action.get("type") not in {"create", "update", "delete"}:
-                problems.append(f"action type {action.get('type')!r} must be create, update or delete")
-            if action.get("type") == "create" and not isinstance(action.get("resource"), dict):
-                problems.append("a create action needs a resource")
-            if action.get("type") in {"update", "delete"} and not action.get("resource_from"):
-                problems.append(f"an {action.get('type')} action needs resource_from (the matched order)")
-    return problems
-
-
-#: widest text a placeholder can produce, for the summary-length check
-_PLACEHOLDER_WIDTH = {"ingredient": 15, "site_title": 15, "date": 10, "from_date": 10, "to_date": 10}
-
-
-def _longest_summary(summary: str, pack: RulePack) -> int:
-    from .templating import PLACEHOLDER
-
-    def width(match: re.Match[str]) -> str:
-        alias, name, _spec = match.groups()
-        if alias == "threshold" and name in pack.thresholds:
-            return "x" * len(f"{pack.thresholds[name]['value']:g}")
-        if alias == "context":
-            return "x" * 40
-        return "x" * _PLACEHOLDER_WIDTH.get(name, 8)
-
-    return len(PLACEHOLDER.sub(width, summary))
-
-
-def _thresholds_in(where: dict[str, Any]) -> set[str]:
-    found = set()
-    for spec in where.values():
-        if isinstance(spec, dict):
-            for operand in spec.values():
-                if isinstance(operand, dict) and "threshold" in operand:
-                    found.add(operand["threshold"])
-    return found
 
 
 # -- compiling to durable-rules JSON ---------------------------------------------------------------------
@@ -282,9 +165,9 @@ def _operand(value: Any, pack: RulePack) -> Any:
     return value
 
 
-def compile_condition(cond: dict[str, Any], pack: RulePack) -> dict[str, Any]:
-    terms: list[dict[str, Any]] = [{"t": cond["fact"]}]
-    for name, spec in (cond.get("where") or {}).items():
+def _where_terms(where: dict[str, Any], pack: RulePack, fact: str) -> list[dict[str, Any]]:
+    terms: list[dict[str, Any]] = []
+    for name, spec in (where or {}).items():
         if not isinstance(spec, dict):
             terms.append({name: spec})
             continue
@@ -294,12 +177,29 @@ def compile_condition(cond: dict[str, Any], pack: RulePack) -> dict[str, Any]:
             elif op == "eq":
                 terms.append({name: _operand(operand, pack)})
             elif op == "in":
-                terms.append({"$or": [{name: v} for v in operand]} if len(operand) > 1 else {name: operand[0]})
+                terms.append({"$or": [{name: v} for v in operand]} if len(operand) > 1
+                             else {name: operand[0]})
             elif op == "exists":
                 terms.append({"$ex" if operand else "$nex": {name: 1}})
             else:
-                raise RulePackError(f"unknown operator {op!r} in condition on {cond['fact']}.{name}")
+                raise RulePackError(f"unknown operator {op!r} in condition on {fact}.{name}")
+    return terms
+
+
+def _joined(terms: list[dict[str, Any]]) -> dict[str, Any]:
     return terms[0] if len(terms) == 1 else {"$and": terms}
+
+
+def compile_condition(cond: dict[str, Any], pack: RulePack) -> dict[str, Any]:
+    """One condition: the fact type, its ``where`` terms, and at least one of its ``any_of`` alternatives."""
+    fact = cond["fact"]
+    terms: list[dict[str, Any]] = [{"t": fact}, *_where_terms(cond.get("where") or {}, pack, fact)]
+    alternatives = [_where_terms(w, pack, fact) for w in cond.get("any_of") or []]
+    if alternatives:
+        options = [_joined(a) for a in alternatives if a]
+        if len(options) == len(alternatives):  # an empty alternative always holds: no constraint
+            terms.append(options[0] if len(options) == 1 else {"$or": options})
+    return _joined(terms)
 
 
 def compile_rule(rule: Rule, pack: RulePack) -> dict[str, Any]:

@@ -43,8 +43,17 @@ def render(text: str, scope: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def render_tree(value: Any, scope: Mapping[str, Mapping[str, Any]]) -> Any:
-    """Render every string inside a JSON-like tree (used for resource templates in suggestions)."""
+    """Render every string inside a JSON-like tree (used for resource templates in suggestions).
+
+    A string that is exactly one placeholder without a format keeps the value's own type, so a resource
+    template can carry a number from a threshold (``value: "{threshold.dose}"`` becomes ``value: 2000``).
+    """
     if isinstance(value, str):
+        whole = PLACEHOLDER.fullmatch(value)
+        if whole and not whole.group(3):
+            found = scope.get(whole.group(1), {}).get(whole.group(2))
+            if isinstance(found, int | float) and not isinstance(found, bool):
+                return found
         return render(value, scope)
     if isinstance(value, list):
         return [render_tree(v, scope) for v in value]

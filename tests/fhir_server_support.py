@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 from werkzeug import Request, Response
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "prefetch"
+FIXTURES = Path(__file__).resolve().parent / "data" / "fhir-server"
 FHIR_JSON = "application/fhir+json"
 NOW = dt.datetime(2025, 11, 1, 12, 0, tzinfo=dt.UTC)
 TOKEN = "secret-access-token-7f3a9c"
@@ -42,7 +42,7 @@ def fhir_response(body: Any, status: int = 200) -> Response:
 class FakeFhir:
     """A request handler: ``httpserver.expect_request(ANY_PATH).respond_with_handler(FakeFhir(...))``."""
 
-    SEARCH_PARAMS = {"Observation": {"patient", "code"}, "MedicationRequest": {"patient", "status"}}
+    SEARCH_PARAMS = {"Observation": {"patient", "code"}, "MedicationRequest": {"patient", "status", "_include"}}
 
     def __init__(self, record: dict[str, Any] | None = None, page_size: int | None = None):
         record = record if record is not None else load("pat-1-record.json")
@@ -66,9 +66,13 @@ class FakeFhir:
     def search(self, request: Request, rtype: str) -> Response:
         params = {k: v for k, v in request.args.items() if k != "_page"}
         unknown = set(params) - self.SEARCH_PARAMS[rtype]
-        if unknown or "patient" not in params:
+        if unknown or "patient" not in params or params.get("_include", "MedicationRequest:medication") != \
+                "MedicationRequest:medication":
             return fhir_response(outcome("not-supported", f"unsupported parameters {sorted(unknown)}"), 400)
         found = [r for r in self.resources if r["resourceType"] == rtype and self.matches(r, params)]
+        if "_include" in params:
+            refs = {r.get("medicationReference", {}).get("reference") for r in found}
+            found += [r for r in self.resources if f"{r['resourceType']}/{r.get('id')}" in refs]
         page = int(request.args.get("_page", "1"))
         size = self.page_size or max(len(found), 1)
         chunk = found[(page - 1) * size: page * size]

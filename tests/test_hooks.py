@@ -82,13 +82,13 @@ def test_order_time_suggestions_update_and_delete_the_draft(call):
 ])
 def test_falling_t_score_boundary(call, before, after, fires):
     record = man_on_ai(obs(SPINE_T, before, "1", "2024-06-01"), obs(SPINE_T, after, "1", "2026-06-01"))
-    assert ("falling-dxa-t-score" in rules_of(call(hook_body("patient-view", record=record)).get_json())) is fires
+    assert ("falling-bone-density" in rules_of(call(hook_body("patient-view", record=record)).get_json())) is fires
 
 
 def test_falling_t_score_compares_only_the_same_site(call):
     hip_left_t = "80946-7"
     record = man_on_ai(obs(SPINE_T, -1.0, "1", "2024-06-01"), obs(hip_left_t, -2.0, "1", "2026-06-01"))
-    assert "falling-dxa-t-score" not in rules_of(call(hook_body("patient-view", record=record)).get_json())
+    assert "falling-bone-density" not in rules_of(call(hook_body("patient-view", record=record)).get_json())
 
 
 @pytest.mark.parametrize(("date", "fires"), [("2025-11-22", False), ("2025-11-21", True)])

@@ -33,7 +33,7 @@ from cds.errors import ConfigurationError
 from cds.fhir_client import ClientSettings, FhirClient
 
 KEYS = ["patient", "estradiol", "vitaminD", "dxa", "medications"]
-EXPECTED_RULES = {"low-estradiol-on-ai", "falling-dxa-t-score", "vitamin-d-missing"}
+EXPECTED_RULES = {"low-estradiol-with-bone-loss", "vitamin-d-missing"}
 
 
 @pytest.fixture
@@ -161,7 +161,8 @@ def test_null_keys_mean_nothing_found_and_are_not_fetched(make_app, httpserver):
     assert status == 200, body
     assert httpserver.log == []
     assert sink.calls[0].provenance["dxa"] == sink.calls[0].provenance["estradiol"] == "empty"
-    assert {rule for rule, _, _ in card_signature(body["cards"])} == {"vitamin-d-missing"}
+    assert {rule for rule, _, _ in card_signature(body["cards"])} == {"vitamin-d-missing", "dxa-baseline-missing",
+                                                                   "estradiol-monitoring-due"}
 
 
 def test_an_operation_outcome_from_the_client_is_fetched_again(make_app, httpserver):
@@ -225,7 +226,7 @@ def test_searches_follow_next_links_through_every_page(make_app, httpserver):
     status, body = call(app, hook_body(prefetch=without("dxa"), fhir_server=fhir_url(httpserver)))
     assert status == 200, body
     assert [r.args.get("_page") for r, _ in httpserver.log] == [None, "2"]
-    assert "falling-dxa-t-score" in {rule for rule, _, _ in card_signature(body["cards"])}
+    assert "low-estradiol-with-bone-loss" in {rule for rule, _, _ in card_signature(body["cards"])}
     assert sink.calls[0].provenance["dxa"] == "fetched"
 
 
@@ -240,7 +241,7 @@ def test_a_client_bundle_with_a_next_link_gets_its_remaining_pages_fetched(make_
     status, body = call(app, hook_body(prefetch=prefetch, fhir_server=fhir_url(httpserver)))
     assert status == 200, body
     assert [r.args.get("_page") for r, _ in httpserver.log] == ["2"]
-    assert "falling-dxa-t-score" in {rule for rule, _, _ in card_signature(body["cards"])}
+    assert "low-estradiol-with-bone-loss" in {rule for rule, _, _ in card_signature(body["cards"])}
     assert sink.calls[0].provenance["dxa"] == "fetched"
 
 
