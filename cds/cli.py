@@ -3,6 +3,7 @@
     cds serve [--host H] [--port P]             run the service (development server)
     cds evaluate BUNDLE --hook HOOK [--at DATE] [--json]
     cds rules check [DIR]                       validate a rule pack
+    cds audit list|show|verify|export|replay|migrate|drain|token   the audit trail (cds/audit/cli.py)
 
 Errors are one line on stderr and a non-zero exit status; never a traceback.
 """
@@ -100,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = rules_sub.add_parser("check", help="validate every rule file")
     check.add_argument("dir", nargs="?")
     check.set_defaults(func=_rules_check)
+
+    from .audit.cli import add_parser as add_audit_parser
+
+    add_audit_parser(sub)
     return parser
 
 

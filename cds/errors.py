@@ -8,6 +8,7 @@
     │   ├── EnvelopeError             400  error / required|value   (hook, hookInstance, context fields)
     │   ├── InvalidFhir               400  error / structure        (a resource fails FHIR R4 validation)
     │   ├── UnknownService            404  error / not-found
+    │   ├── NotFound                  404  error / not-found        (an audit record, a card)
     │   └── LimitExceeded             413  error / too-costly       (body size, bundle entries)
     ├── Unauthorized                  401  (bare body: nothing that helps an attacker)
     ├── DataUnavailable               412  error / not-found        (data a rule needs cannot be obtained)
@@ -65,6 +66,11 @@ class InvalidFhir(RequestError):
 
 
 class UnknownService(RequestError):
+    status = 404
+    code = "not-found"
+
+
+class NotFound(RequestError):
     status = 404
     code = "not-found"
 
