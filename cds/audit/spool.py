@@ -61,7 +61,7 @@ class Spool:
     def files(self) -> list[Path]:
         try:
             return sorted(p for p in self.folder.iterdir() if p.suffix == ".json" and not p.name.startswith("."))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
 
     def count(self) -> int:
@@ -71,7 +71,7 @@ class Spool:
         try:
             with os.scandir(self.folder) as it:
                 return any(e.name.endswith(".json") and not e.name.startswith(".") for e in it)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return False
 
     @contextmanager

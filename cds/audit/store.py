@@ -64,7 +64,11 @@ class AuditStore:
             log.exception("audit record could not be built for a %s call", call.service)
             self.lost += 1
             return
-        self.submit({"kind": "call", "content": content})
+        try:
+            self.submit({"kind": "call", "content": content})
+        except Exception:  # noqa: BLE001 - same: the answer goes out, the loss is logged
+            self.lost += 1
+            log.exception("audit entry LOST for a %s call", call.service)
 
     def store_feedback(self, service_id: str, items: list[dict[str, Any]], *, received: dt.datetime) -> None:
         for item in items:

@@ -1,0 +1,212 @@
+"""Fixtures for the audit-trail tests: hook bodies, apps on SQLite and PostgreSQL, a TCP proxy for outages."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import select
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import OperationalError
+
+from cds.app import create_app
+
+PG_URL = os.environ.get("CDS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+AUDITOR_TOKEN = "auditor-token-for-tests"
+AUDITOR_ENTRY = f"alice:{hashlib.sha256(AUDITOR_TOKEN.encode()).hexdigest()}"
+BEARER = {"Authorization": f"Bearer {AUDITOR_TOKEN}"}
+SECRET = "test-patient-key-secret-0123456789"
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+
+
+def _ai_order(patient: str, drug: tuple[str, str] = ("84857", "anastrozole")) -> dict[str, Any]:
+    return {"resourceType": "MedicationRequest", "id": f"m-{uuid.uuid4().hex[:8]}", "status": "active", "intent": "order",
+            "subject": {"reference": f"Patient/{patient}"},
+            "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": drug[0], "display": drug[1]}]}}
+
+
+def _dxa(patient: str, obs_id: str, date: str, t_score: float) -> dict[str, Any]:
+    return {"resourceType": "Observation", "id": obs_id, "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "38267-1"}]},
+            "subject": {"reference": f"Patient/{patient}"}, "effectiveDateTime": date,
+            "valueQuantity": {"value": t_score, "unit": "{T-score}", "system": "http://unitsofmeasure.org",
+                              "code": "{T-score}"}}
+
+
+def _bundle(*resources: dict[str, Any]) -> dict[str, Any] | None:
+    if not resources:
+        return None
+    return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+
+
+def hook_body(patient: str = "pat-1", *, dxa_drop: bool = False, on_ai: bool = True,
+              instance: str | None = None) -> dict[str, Any]:
+    """A patient-view request: on anastrozole with no vitamin D (one card); ``dxa_drop`` adds a falling DXA."""
+    tag = uuid.uuid4().hex[:8]  # resource ids unrelated to the patient id
+    dxa = (_dxa(patient, f"d1-{tag}", "2024-01-10", -1.0), _dxa(patient, f"d2-{tag}", "2026-01-10", -2.1)) \
+        if dxa_drop else ()
+    return {"hook": "patient-view", "hookInstance": instance or str(uuid.uuid4()),
+            "context": {"userId": "Practitioner/dr-1", "patientId": patient},
+            "prefetch": {"patient": {"resourceType": "Patient", "id": patient, "gender": "female",
+                                     "birthDate": "1958-03-04"},
+                         "estradiol": None, "vitaminD": None, "dxa": _bundle(*dxa),
+                         "medications": _bundle(*([_ai_order(patient)] if on_ai else []))}}
+
+
+SERVICE = "bone-health-patient-view"
+
+
+@pytest.fixture(scope="session")
+def pg_base_url() -> Iterator[str]:
+    """A fresh schema in the test PostgreSQL database for this session, dropped at the end."""
+    schema = f"audit_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL unreachable at {PG_URL}: {str(exc.orig).splitlines()[0]}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_base_url: str) -> Iterator[str]:
+    """The session schema, emptied of audit rows before each test (one chain per test)."""
+    engine = create_engine(pg_base_url)
+    with engine.begin() as conn:
+        exists = conn.execute(text("SELECT to_regclass('audit_record')")).scalar()
+        if exists:
+            conn.execute(text("TRUNCATE audit_feedback, audit_card, audit_record, seen_jti"))
+    engine.dispose()
+    yield pg_base_url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/db/audit.sqlite3"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def make_app(tmp_path) -> Callable[..., Any]:
+    def make(url: str, **overrides: Any):
+        config = {"DATABASE_URL": url, "AUDIT_SPOOL_DIR": str(tmp_path / "spool"),
+                  "AUDIT_PATIENT_KEY_SECRET": SECRET, "AUDITOR_TOKENS": AUDITOR_ENTRY,
+                  "AUDIT_SPOOL_RETRY_SECONDS": 0.1, "LOG_LEVEL": "WARNING", **overrides}
+        app = create_app(config)
+        apps.append(app)
+        return app
+
+    apps: list[Any] = []
+    yield make
+    for app in apps:
+        app.extensions["cds.audit"].close()
+
+
+@pytest.fixture
+def app(db_url, make_app):
+    return make_app(db_url)
+
+
+class TcpProxy:
+    """127.0.0.1:<port> forwarded to a target; ``stop()`` closes the port and every open connection."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=3)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        try:
+            while True:
+                ready, _, _ = select.select([a, b], [], [], 1.0)
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    (b if s is a else a).sendall(data)
+        except OSError:
+            return
+        finally:
+            a.close()
+            b.close()
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            for s in self._conns:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+            self._conns.clear()
+
+
+@pytest.fixture
+def pg_proxy(pg_base_url: str) -> Iterator[TcpProxy]:
+    target = make_url(PG_URL)
+    proxy = TcpProxy((target.host or "127.0.0.1", target.port or 5432))
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dispose_shared_engines() -> Iterator[None]:
+    yield
+    from cds import db
+
+    for engine in list(db._ENGINES.values()):
+        engine.dispose()
+    db._ENGINES.clear()
