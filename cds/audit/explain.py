@@ -30,13 +30,27 @@ def rule_info(pack: RulePack | None, rule_id: str, version: str | None) -> dict[
     return info
 
 
-def _node(fact: dict[str, Any], fired: list[dict[str, Any]], pack: RulePack | None, depth: int) -> dict[str, Any]:
+def _refs(fact: dict[str, Any]) -> set[str]:
+    raw = fact.get("refs") or fact.get("ref") or ""
+    return {r for r in str(raw).split(",") if r}
+
+
+def _sources(fact: dict[str, Any], facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Base facts a computed base fact was built from (a DXA change from its two scans), by their refs."""
+    mine = _refs(fact)
+    if len(mine) < 2:
+        return []
+    return [f for f in facts if f.get("t") != fact.get("t") and _refs(f) and _refs(f) <= mine]
+
+
+def _node(fact: dict[str, Any], content: dict[str, Any], pack: RulePack | None, depth: int) -> dict[str, Any]:
+    fired = content.get("fired", [])
     producer = next((f for f in fired if f.get("derived") == fact), None)
     if producer is None or depth >= MAX_DEPTH:
-        return {"fact": fact, "derivedBy": None}
+        return {"fact": fact, "derivedBy": None, "builtFrom": _sources(fact, content.get("facts", []))}
     return {"fact": fact, "derivedBy": {
         "rule": rule_info(pack, producer["rule"], producer.get("version")),
-        "from": [{"alias": alias, **_node(f, fired, pack, depth + 1)}
+        "from": [{"alias": alias, **_node(f, content, pack, depth + 1)}
                  for alias, f in (producer.get("facts") or {}).items()]}}
 
 
@@ -51,8 +65,8 @@ def explain_card(content: dict[str, Any], card_uuid: str, pack: RulePack | None)
     return {
         "card": card,
         "rule": rule_info(pack, rule_id, version),
-        "firings": [[{"alias": alias, **_node(f, fired, pack, 1)} for alias, f in (firing.get("facts") or {}).items()]
-                    for firing in firings],
+        "firings": [[{"alias": alias, **_node(f, content, pack, 1)}
+                     for alias, f in (firing.get("facts") or {}).items()] for firing in firings],
         "superseded": [s for s in content.get("superseded", []) if s.get("superseded_by") == rule_id],
     }
 
