@@ -49,7 +49,8 @@ def feedback(service_id: str):
 @bp.get("/health")
 def health():
     pack = current_app.extensions["cds.pack"]
-    body = {"status": "ok", "rulePack": {"id": pack.id, "version": pack.version, "contentHash": pack.content_hash}}
+    body = {"status": "ok",
+            "rulePack": {"id": pack.id, "version": pack.version, "contentHash": pack.content_hash}}
     for name, check in current_app.extensions.get("cds.health", {}).items():
         part = check()  # {"ok": bool, ...}
         if not part.pop("ok", True):

@@ -44,7 +44,7 @@ class CallRecord:
     evaluation: Evaluation | None = None
     provenance: dict[str, str] = field(default_factory=dict)
     error: str | None = None
-    context: dict[str, Any] = field(default_factory=dict)  # hook context (the audit keeps non-identifying fields)
+    context: dict[str, Any] = field(default_factory=dict)  # hook context (the audit keeps a few fields)
 
 
 @dataclass

@@ -44,8 +44,11 @@ def patient_secret(values: dict[str, Any]) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
-        log.warning("CDS_AUDIT_PATIENT_KEY_SECRET is not set: generated a development secret in %s. "
-                    "Set the secret in production; patient keys change when it changes.", path)
+        log.warning(
+            "CDS_AUDIT_PATIENT_KEY_SECRET is not set: generated a development secret in %s. "
+            "Set the secret in production; patient keys change when it changes.",
+            path,
+        )
     else:
         log.warning("CDS_AUDIT_PATIENT_KEY_SECRET is not set: using the development secret in %s", path)
     return path.read_text(encoding="utf-8").strip().encode("utf-8")
@@ -65,8 +68,13 @@ def open_store(values: dict[str, Any], pack: RulePack, *, migrate: bool | None =
     engine = engine_for(database_url(values))
     if values.get("AUDIT_MIGRATE_ON_START", True) if migrate is None else migrate:
         ensure_schema(engine)
-    return AuditStore(engine, pack, patient_secret(values), Spool(values["AUDIT_SPOOL_DIR"]),
-                      retry_seconds=float(values.get("AUDIT_SPOOL_RETRY_SECONDS", 5.0)))
+    return AuditStore(
+        engine,
+        pack,
+        patient_secret(values),
+        Spool(values["AUDIT_SPOOL_DIR"]),
+        retry_seconds=float(values.get("AUDIT_SPOOL_RETRY_SECONDS", 5.0)),
+    )
 
 
 def init_app(app) -> None:

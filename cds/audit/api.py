@@ -32,10 +32,14 @@ bp.before_request(require_auditor)
 def filters_from(args: Any) -> queries.Filters:
     try:
         return queries.Filters(
-            since=queries.parse_time(args.get("since")), until=queries.parse_time(args.get("until")),
-            service=args.get("service") or None, rule=args.get("rule") or None,
-            indicator=args.get("indicator") or None, outcome=args.get("outcome") or None,
-            patient_key=(args.get("patientKey") or args.get("patient_key") or "").strip().lower() or None)
+            since=queries.parse_time(args.get("since")),
+            until=queries.parse_time(args.get("until")),
+            service=args.get("service") or None,
+            rule=args.get("rule") or None,
+            indicator=args.get("indicator") or None,
+            outcome=args.get("outcome") or None,
+            patient_key=(args.get("patientKey") or args.get("patient_key") or "").strip().lower() or None,
+        )
     except ValueError as exc:
         raise RequestError(f"since/until must be ISO dates or date-times: {exc}", field="since") from exc
 
@@ -79,6 +83,12 @@ def rule(rule_id: str):
 @bp.get("/verify")
 def verify():
     checked, broken = queries.verify_chain(_engine())
-    return jsonify({"checked": checked, "ok": broken is None,
-                    "firstBroken": None if broken is None else
-                    {"seq": broken.seq, "id": broken.id, "reason": broken.reason}})
+    return jsonify(
+        {
+            "checked": checked,
+            "ok": broken is None,
+            "firstBroken": None
+            if broken is None
+            else {"seq": broken.seq, "id": broken.id, "reason": broken.reason},
+        }
+    )

@@ -27,8 +27,10 @@ def parse_tokens(entries: Iterable[str]) -> dict[str, str]:
         name, sep, digest = entry.partition(":")
         digest = digest.strip().lower()
         if not sep or not name.strip() or not HEX64.match(digest):
-            raise ConfigurationError("setting CDS_AUDITOR_TOKENS: each entry must be name:<sha256 hex of the token>"
-                                     f" (the entry for {name.strip()!r} is not)")
+            raise ConfigurationError(
+                "setting CDS_AUDITOR_TOKENS: each entry must be name:<sha256 hex of the token>"
+                f" (the entry for {name.strip()!r} is not)"
+            )
         out[name.strip()] = digest
     return out
 

@@ -18,8 +18,9 @@ GENESIS = "0" * 64
 
 def canonical(content: Any) -> str:
     """The one JSON text a record's content hashes as: sorted keys, no spaces, UTF-8, no NaN."""
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                      default=str)
+    return json.dumps(
+        content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
+    )
 
 
 def link_hash(prev_hash: str, content_json: str) -> str:
@@ -42,7 +43,9 @@ class Broken:
     reason: str
 
 
-def verify(links: Iterable[Link], check: Callable[[Link], str | None] | None = None) -> tuple[int, Broken | None]:
+def verify(
+    links: Iterable[Link], check: Callable[[Link], str | None] | None = None
+) -> tuple[int, Broken | None]:
     """Walk the chain in ``seq`` order; return (records checked, the first broken link or None).
 
     ``check(link)`` may add a test of its own (e.g. that indexed columns agree with the content).
@@ -54,8 +57,12 @@ def verify(links: Iterable[Link], check: Callable[[Link], str | None] | None = N
             what = "a record is missing before it" if link.seq > expected_seq else "sequence out of order"
             return count, Broken(link.seq, link.id, f"expected seq {expected_seq}: {what}")
         if link.prev_hash != expected_prev:
-            return count, Broken(link.seq, link.id, "prev_hash does not match the previous record's hash "
-                                                    "(a record before it was edited, deleted or reordered)")
+            return count, Broken(
+                link.seq,
+                link.id,
+                "prev_hash does not match the previous record's hash "
+                "(a record before it was edited, deleted or reordered)",
+            )
         try:
             recanonical = canonical(json.loads(link.content))
         except ValueError:

@@ -1,13 +1,13 @@
 """``cds audit ...``: the audit trail from the command line (same store and queries as the web pages).
 
-    cds audit migrate                          bring the database schema up to date
-    cds audit list [filters] [--json]          newest first
-    cds audit show ID [--json]                 one record (seq, record id or card uuid)
-    cds audit verify                           check the hash chain; exit 1 at the first broken link
-    cds audit export --format ndjson|csv       every record, oldest first, to stdout (or --output)
-    cds audit replay --rules DIR [--since D]   which cards would appear, disappear or change
-    cds audit drain                            move spooled records into the database now
-    cds audit token NAME                       make an auditor token and its AUDITOR_TOKENS entry
+cds audit migrate                          bring the database schema up to date
+cds audit list [filters] [--json]          newest first
+cds audit show ID [--json]                 one record (seq, record id or card uuid)
+cds audit verify                           check the hash chain; exit 1 at the first broken link
+cds audit export --format ndjson|csv       every record, oldest first, to stdout (or --output)
+cds audit replay --rules DIR [--since D]   which cards would appear, disappear or change
+cds audit drain                            move spooled records into the database now
+cds audit token NAME                       make an auditor token and its AUDITOR_TOKENS entry
 """
 
 from __future__ import annotations
@@ -35,9 +35,15 @@ def _engine(values: dict[str, Any]):
 
 
 def _filters(args: argparse.Namespace) -> queries.Filters:
-    return queries.Filters(since=queries.parse_time(args.since), until=queries.parse_time(args.until),
-                           service=args.service, rule=args.rule, indicator=args.indicator,
-                           outcome=args.outcome, patient_key=args.patient_key)
+    return queries.Filters(
+        since=queries.parse_time(args.since),
+        until=queries.parse_time(args.until),
+        service=args.service,
+        rule=args.rule,
+        indicator=args.indicator,
+        outcome=args.outcome,
+        patient_key=args.patient_key,
+    )
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -70,17 +76,24 @@ def _show(args: argparse.Namespace) -> int:
         return 0
     r = found["record"]
     print(f"record #{found['seq']} {r['id']}  {r['time']}  {r['service']}  outcome {r['outcome']}")
-    print(f"rule pack {r['rulePack']['id']} {r['rulePack']['version']} ({r['rulePack']['contentHash'][:12]})"
-          f"  patient key {(r['patientKey'] or '-')[:16]}  latency {r['latencyMs']} ms")
+    print(
+        f"rule pack {r['rulePack']['id']} {r['rulePack']['version']} ({r['rulePack']['contentHash'][:12]})"
+        f"  patient key {(r['patientKey'] or '-')[:16]}  latency {r['latencyMs']} ms"
+    )
     for card in r["cards"]:
-        print(f"  card [{card['indicator']}] {card['summary']}  ({r['cardRules'].get(card['uuid'])}, {card['uuid']})")
+        print(
+            f"  card [{card['indicator']}] {card['summary']}"
+            f"  ({r['cardRules'].get(card['uuid'])}, {card['uuid']})"
+        )
     for fired in r["fired"]:
         print(f"  fired {fired['rule']} v{fired['version']} on {', '.join(fired['facts'])}")
     for gap in r["notEvaluated"]:
         print(f"  could not evaluate {gap['rule']}: {gap['reason']}")
     for f in found["feedback"]:
-        print(f"  feedback {f['outcome']} on {f['card']} at {f['received'][:19]}"
-              + (f" ({f['overrideReason']['code']})" if f["overrideReason"] else ""))
+        print(
+            f"  feedback {f['outcome']} on {f['card']} at {f['received'][:19]}"
+            + (f" ({f['overrideReason']['code']})" if f["overrideReason"] else "")
+        )
     print(f"  hash {found['hash']}")
     return 0
 
@@ -94,8 +107,20 @@ def _verify(args: argparse.Namespace) -> int:
     return 1
 
 
-CSV_COLUMNS = ("seq", "id", "time", "service", "hook", "outcome", "patient_key", "pack_version", "latency_ms",
-               "rules", "prev_hash", "hash")
+CSV_COLUMNS = (
+    "seq",
+    "id",
+    "time",
+    "service",
+    "hook",
+    "outcome",
+    "patient_key",
+    "pack_version",
+    "latency_ms",
+    "rules",
+    "prev_hash",
+    "hash",
+)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -104,15 +129,32 @@ def _export(args: argparse.Namespace) -> int:
         rows = queries.iter_records(_engine(_values()), _filters(args))
         if args.format == "ndjson":
             for row in rows:
-                out.write(json.dumps({"seq": row.seq, "prevHash": row.prev_hash, "hash": row.hash,
-                                      "record": json.loads(row.content)}, separators=(",", ":")) + "\n")
+                out.write(
+                    json.dumps(
+                        {
+                            "seq": row.seq,
+                            "prevHash": row.prev_hash,
+                            "hash": row.hash,
+                            "record": json.loads(row.content),
+                        },
+                        separators=(",", ":"),
+                    )
+                    + "\n"
+                )
         else:
             writer = csv.writer(out)
             writer.writerow(CSV_COLUMNS)
             for row in rows:
-                writer.writerow([queries._utc(row.time).isoformat() if c == "time" else
-                                 " ".join(row.rules.split()) if c == "rules" else getattr(row, c)
-                                 for c in CSV_COLUMNS])
+                writer.writerow(
+                    [
+                        queries._utc(row.time).isoformat()
+                        if c == "time"
+                        else " ".join(row.rules.split())
+                        if c == "rules"
+                        else getattr(row, c)
+                        for c in CSV_COLUMNS
+                    ]
+                )
     finally:
         if args.output:
             out.close()
@@ -131,8 +173,11 @@ def _replay(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     t = report["totals"]
-    print(f"replayed {t['replayed']} call(s) under rule pack {pack.id} {pack.version}: {t['callsChanged']} would "
-          f"differ ({t['appeared']} card(s) appear, {t['disappeared']} disappear, {t['changed']} change)")
+    print(
+        f"replayed {t['replayed']} call(s) under rule pack {pack.id} {pack.version}: "
+        f"{t['callsChanged']} would "
+        f"differ ({t['appeared']} card(s) appear, {t['disappeared']} disappear, {t['changed']} change)"
+    )
     for call in report["calls"]:
         print(f"#{call['seq']} {call['time'][:19]} {call['service']}")
         for c in call["appeared"]:
@@ -140,8 +185,10 @@ def _replay(args: argparse.Namespace) -> int:
         for c in call["disappeared"]:
             print(f"  - [{c['indicator']}] {c['rule']}: {c['summary']}")
         for c in call["changed"]:
-            print(f"  ~ {c['rule']}: [{c['before']['indicator']}] {c['before']['summary']}"
-                  f"  ->  [{c['after']['indicator']}] {c['after']['summary']}")
+            print(
+                f"  ~ {c['rule']}: [{c['before']['indicator']}] {c['before']['summary']}"
+                f"  ->  [{c['after']['indicator']}] {c['after']['summary']}"
+            )
     return 0
 
 
@@ -152,7 +199,10 @@ def _drain(args: argparse.Namespace) -> int:
     values = _values()
     store = open_store(values, rulepack.load(values["RULES_DIR"] or None, values["SITE_CONFIG"] or None))
     moved = store.drain(wait=True)
-    print(f"moved {moved} spooled entr{'y' if moved == 1 else 'ies'} to the database; {store.spool.count()} left")
+    print(
+        f"moved {moved} spooled entr{'y' if moved == 1 else 'ies'} to the database; "
+        f"{store.spool.count()} left"
+    )
     return 0
 
 

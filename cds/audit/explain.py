@@ -1,4 +1,4 @@
-""""Why this card": from a stored record, the chain facts -> derived facts -> card. Pure code.
+""" "Why this card": from a stored record, the chain facts -> derived facts -> card. Pure code.
 
 For a card, the firings of its rule are found in the record; each fact a firing matched is either a base
 fact (built from the EHR's data) or the fact some other firing derived, which is explained the same way,
@@ -16,8 +16,15 @@ MAX_DEPTH = 8
 
 
 def rule_info(pack: RulePack | None, rule_id: str, version: str | None) -> dict[str, Any]:
-    info: dict[str, Any] = {"id": rule_id, "version": version, "title": rule_id, "when": None, "then": None,
-                            "citations": [], "packVersionDiffers": False}
+    info: dict[str, Any] = {
+        "id": rule_id,
+        "version": version,
+        "title": rule_id,
+        "when": None,
+        "then": None,
+        "citations": [],
+        "packVersionDiffers": False,
+    }
     if pack is None:
         return info
     try:
@@ -25,8 +32,14 @@ def rule_info(pack: RulePack | None, rule_id: str, version: str | None) -> dict[
     except KeyError:
         info["packVersionDiffers"] = True
         return info
-    info.update(title=rule.title, when=rule.when, then=rule.then, citations=list(rule.citations),
-                currentVersion=rule.version, packVersionDiffers=version is not None and rule.version != version)
+    info.update(
+        title=rule.title,
+        when=rule.when,
+        then=rule.then,
+        citations=list(rule.citations),
+        currentVersion=rule.version,
+        packVersionDiffers=version is not None and rule.version != version,
+    )
     return info
 
 
@@ -48,25 +61,38 @@ def _node(fact: dict[str, Any], content: dict[str, Any], pack: RulePack | None, 
     producer = next((f for f in fired if f.get("derived") == fact), None)
     if producer is None or depth >= MAX_DEPTH:
         return {"fact": fact, "derivedBy": None, "builtFrom": _sources(fact, content.get("facts", []))}
-    return {"fact": fact, "derivedBy": {
-        "rule": rule_info(pack, producer["rule"], producer.get("version")),
-        "from": [{"alias": alias, **_node(f, content, pack, depth + 1)}
-                 for alias, f in (producer.get("facts") or {}).items()]}}
+    return {
+        "fact": fact,
+        "derivedBy": {
+            "rule": rule_info(pack, producer["rule"], producer.get("version")),
+            "from": [
+                {"alias": alias, **_node(f, content, pack, depth + 1)}
+                for alias, f in (producer.get("facts") or {}).items()
+            ],
+        },
+    }
 
 
 def explain_card(content: dict[str, Any], card_uuid: str, pack: RulePack | None) -> dict[str, Any] | None:
     card = next((c for c in content.get("cards", []) if c.get("uuid") == card_uuid), None)
     if card is None:
         return None
-    rule_id = content.get("cardRules", {}).get(card_uuid) or (card.get("source", {}).get("topic") or {}).get("code")
+    rule_id = content.get("cardRules", {}).get(card_uuid) or (card.get("source", {}).get("topic") or {}).get(
+        "code"
+    )
     fired = content.get("fired", [])
     firings = [f for f in fired if f.get("rule") == rule_id]
     version = firings[0].get("version") if firings else None
     return {
         "card": card,
         "rule": rule_info(pack, rule_id, version),
-        "firings": [[{"alias": alias, **_node(f, content, pack, 1)}
-                     for alias, f in (firing.get("facts") or {}).items()] for firing in firings],
+        "firings": [
+            [
+                {"alias": alias, **_node(f, content, pack, 1)}
+                for alias, f in (firing.get("facts") or {}).items()
+            ]
+            for firing in firings
+        ],
         "superseded": [s for s in content.get("superseded", []) if s.get("superseded_by") == rule_id],
     }
 

@@ -40,8 +40,11 @@ class Filters:
         if self.rule:
             out.append(c.rules.like(f"% {_escape(self.rule)} %", escape="\\"))
         if self.indicator:
-            out.append(exists().where(and_(audit_card.c.record_seq == c.seq,
-                                           audit_card.c.indicator == self.indicator)))
+            out.append(
+                exists().where(
+                    and_(audit_card.c.record_seq == c.seq, audit_card.c.indicator == self.indicator)
+                )
+            )
         if self.outcome:
             out.append(c.outcome == self.outcome)
         if self.patient_key:
@@ -66,10 +69,19 @@ def parse_time(raw: str | None) -> dt.datetime | None:
 
 
 def summary(row: Any, cards: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"seq": row.seq, "id": row.id, "time": _utc(row.time).isoformat(), "service": row.service,
-            "hook": row.hook, "outcome": row.outcome, "patientKey": row.patient_key,
-            "rulePackVersion": row.pack_version, "latencyMs": row.latency_ms,
-            "rules": row.rules.split(), "cards": cards or []}
+    return {
+        "seq": row.seq,
+        "id": row.id,
+        "time": _utc(row.time).isoformat(),
+        "service": row.service,
+        "hook": row.hook,
+        "outcome": row.outcome,
+        "patientKey": row.patient_key,
+        "rulePackVersion": row.pack_version,
+        "latencyMs": row.latency_ms,
+        "rules": row.rules.split(),
+        "cards": cards or [],
+    }
 
 
 def list_records(engine: Engine, filters: Filters, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
@@ -77,15 +89,27 @@ def list_records(engine: Engine, filters: Filters, *, limit: int = 50, offset: i
     where = filters.where()
     with engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(audit_record).where(*where)).scalar_one()
-        rows = conn.execute(select(audit_record).where(*where).order_by(audit_record.c.seq.desc())
-                            .limit(limit).offset(max(0, offset))).all()
+        rows = conn.execute(
+            select(audit_record)
+            .where(*where)
+            .order_by(audit_record.c.seq.desc())
+            .limit(limit)
+            .offset(max(0, offset))
+        ).all()
         cards: dict[int, list[dict[str, Any]]] = {}
         if rows:
-            for c in conn.execute(select(audit_card).where(audit_card.c.record_seq.in_([r.seq for r in rows]))):
+            for c in conn.execute(
+                select(audit_card).where(audit_card.c.record_seq.in_([r.seq for r in rows]))
+            ):
                 cards.setdefault(c.record_seq, []).append(
-                    {"uuid": c.uuid, "rule": c.rule_id, "indicator": c.indicator, "summary": c.summary})
-    return {"total": total, "limit": limit, "offset": offset,
-            "records": [summary(r, cards.get(r.seq)) for r in rows]}
+                    {"uuid": c.uuid, "rule": c.rule_id, "indicator": c.indicator, "summary": c.summary}
+                )
+    return {
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "records": [summary(r, cards.get(r.seq)) for r in rows],
+    }
 
 
 def get_record(engine: Engine, key: str) -> dict[str, Any] | None:
@@ -96,31 +120,60 @@ def get_record(engine: Engine, key: str) -> dict[str, Any] | None:
             query = query.where(audit_record.c.seq == int(key))
         else:
             card = conn.execute(select(audit_card.c.record_seq).where(audit_card.c.uuid == key)).first()
-            query = query.where(audit_record.c.seq == card.record_seq) if card else \
-                query.where(audit_record.c.id == key)
+            query = (
+                query.where(audit_record.c.seq == card.record_seq)
+                if card
+                else query.where(audit_record.c.id == key)
+            )
         row = conn.execute(query).first()
         if row is None:
             return None
         content = json.loads(row.content)
         uuids = [c["uuid"] for c in content.get("cards", [])]
-        feedback = [_feedback(f) for f in conn.execute(
-            select(audit_feedback).where(audit_feedback.c.card_uuid.in_(uuids)).order_by(audit_feedback.c.id))]
-    return {"seq": row.seq, "prevHash": row.prev_hash, "hash": row.hash, "record": content, "feedback": feedback}
+        feedback = [
+            _feedback(f)
+            for f in conn.execute(
+                select(audit_feedback)
+                .where(audit_feedback.c.card_uuid.in_(uuids))
+                .order_by(audit_feedback.c.id)
+            )
+        ]
+    return {
+        "seq": row.seq,
+        "prevHash": row.prev_hash,
+        "hash": row.hash,
+        "record": content,
+        "feedback": feedback,
+    }
 
 
 def _feedback(f: Any) -> dict[str, Any]:
-    return {"id": f.id, "card": f.card_uuid, "service": f.service, "outcome": f.outcome,
-            "outcomeTimestamp": f.outcome_time, "received": _utc(f.received).isoformat(),
-            "acceptedSuggestions": json.loads(f.accepted or "[]"), "overrideReason":
-                {"code": f.override_code, "display": f.override_display} if f.override_code else None,
-            "comment": f.comment, "knownCard": bool(f.known_card)}
+    return {
+        "id": f.id,
+        "card": f.card_uuid,
+        "service": f.service,
+        "outcome": f.outcome,
+        "outcomeTimestamp": f.outcome_time,
+        "received": _utc(f.received).isoformat(),
+        "acceptedSuggestions": json.loads(f.accepted or "[]"),
+        "overrideReason": {"code": f.override_code, "display": f.override_display}
+        if f.override_code
+        else None,
+        "comment": f.comment,
+        "knownCard": bool(f.known_card),
+    }
 
 
 def feedback_for_card(engine: Engine, card_uuid: str) -> list[dict[str, Any]]:
     with engine.connect() as conn:
-        return [_feedback(f) for f in conn.execute(select(audit_feedback)
-                                                    .where(audit_feedback.c.card_uuid == card_uuid)
-                                                    .order_by(audit_feedback.c.id))]
+        return [
+            _feedback(f)
+            for f in conn.execute(
+                select(audit_feedback)
+                .where(audit_feedback.c.card_uuid == card_uuid)
+                .order_by(audit_feedback.c.id)
+            )
+        ]
 
 
 def rule_stats(engine: Engine, rule_ids: list[str], *, top: int = 5) -> list[dict[str, Any]]:
@@ -128,29 +181,57 @@ def rule_stats(engine: Engine, rule_ids: list[str], *, top: int = 5) -> list[dic
     out = []
     with engine.connect() as conn:
         for rule_id in rule_ids:
-            fired = conn.execute(select(func.count()).select_from(audit_record).where(
-                audit_record.c.rules.like(f"% {_escape(rule_id)} %", escape="\\"))).scalar_one()
-            shown = conn.execute(select(func.count()).select_from(audit_card)
-                                 .where(audit_card.c.rule_id == rule_id)).scalar_one()
+            fired = conn.execute(
+                select(func.count())
+                .select_from(audit_record)
+                .where(audit_record.c.rules.like(f"% {_escape(rule_id)} %", escape="\\"))
+            ).scalar_one()
+            shown = conn.execute(
+                select(func.count()).select_from(audit_card).where(audit_card.c.rule_id == rule_id)
+            ).scalar_one()
             joined = audit_feedback.join(audit_card, audit_card.c.uuid == audit_feedback.c.card_uuid)
-            counts = dict(conn.execute(
-                select(audit_feedback.c.outcome, func.count(func.distinct(audit_feedback.c.card_uuid)))
-                .select_from(joined).where(audit_card.c.rule_id == rule_id)
-                .group_by(audit_feedback.c.outcome)).all())
+            counts = dict(
+                conn.execute(
+                    select(audit_feedback.c.outcome, func.count(func.distinct(audit_feedback.c.card_uuid)))
+                    .select_from(joined)
+                    .where(audit_card.c.rule_id == rule_id)
+                    .group_by(audit_feedback.c.outcome)
+                ).all()
+            )
             reasons = conn.execute(
-                select(audit_feedback.c.override_code, func.max(audit_feedback.c.override_display),
-                       func.count().label("n"))
+                select(
+                    audit_feedback.c.override_code,
+                    func.max(audit_feedback.c.override_display),
+                    func.count().label("n"),
+                )
                 .select_from(joined)
                 .where(audit_card.c.rule_id == rule_id, audit_feedback.c.override_code.is_not(None))
-                .group_by(audit_feedback.c.override_code).order_by(func.count().desc()).limit(top)).all()
-            comments = conn.execute(
-                select(audit_feedback.c.comment).select_from(joined)
-                .where(audit_card.c.rule_id == rule_id, audit_feedback.c.comment.is_not(None))
-                .order_by(audit_feedback.c.id.desc()).limit(top)).scalars().all()
-            out.append({"rule": rule_id, "fired": fired, "cardsShown": shown,
-                        "accepted": counts.get("accepted", 0), "overridden": counts.get("overridden", 0),
-                        "topOverrideReasons": [{"code": r[0], "display": r[1], "count": r[2]} for r in reasons],
-                        "recentComments": list(comments)})
+                .group_by(audit_feedback.c.override_code)
+                .order_by(func.count().desc())
+                .limit(top)
+            ).all()
+            comments = (
+                conn.execute(
+                    select(audit_feedback.c.comment)
+                    .select_from(joined)
+                    .where(audit_card.c.rule_id == rule_id, audit_feedback.c.comment.is_not(None))
+                    .order_by(audit_feedback.c.id.desc())
+                    .limit(top)
+                )
+                .scalars()
+                .all()
+            )
+            out.append(
+                {
+                    "rule": rule_id,
+                    "fired": fired,
+                    "cardsShown": shown,
+                    "accepted": counts.get("accepted", 0),
+                    "overridden": counts.get("overridden", 0),
+                    "topOverrideReasons": [{"code": r[0], "display": r[1], "count": r[2]} for r in reasons],
+                    "recentComments": list(comments),
+                }
+            )
     return out
 
 
@@ -160,8 +241,12 @@ def iter_records(engine: Engine, filters: Filters | None = None, *, batch: int =
     last = 0
     while True:
         with engine.connect() as conn:
-            rows = conn.execute(select(audit_record).where(audit_record.c.seq > last, *where)
-                                .order_by(audit_record.c.seq).limit(batch)).all()
+            rows = conn.execute(
+                select(audit_record)
+                .where(audit_record.c.seq > last, *where)
+                .order_by(audit_record.c.seq)
+                .limit(batch)
+            ).all()
         if not rows:
             return
         yield from rows
@@ -185,6 +270,8 @@ def verify_chain(engine: Engine) -> tuple[int, chain.Broken | None]:
     def links() -> Iterator[chain.Link]:
         for row in iter_records(engine):
             rows[row.seq] = row
-            yield chain.Link(seq=row.seq, id=row.id, content=row.content, prev_hash=row.prev_hash, hash=row.hash)
+            yield chain.Link(
+                seq=row.seq, id=row.id, content=row.content, prev_hash=row.prev_hash, hash=row.hash
+            )
 
     return chain.verify(links(), check=lambda link: _columns_agree(rows.pop(link.seq)))

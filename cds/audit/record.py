@@ -47,8 +47,14 @@ def scrub(value: Any, patient_id: str | None, stand_in: str) -> Any:
     return walk(value)
 
 
-def build_content(call: CallRecord, pack: RulePack, secret: bytes, *,
-                  context: dict[str, Any] | None = None, record_id: str | None = None) -> dict[str, Any]:
+def build_content(
+    call: CallRecord,
+    pack: RulePack,
+    secret: bytes,
+    *,
+    context: dict[str, Any] | None = None,
+    record_id: str | None = None,
+) -> dict[str, Any]:
     """The record's content as a JSON-ready dict (hashed into the chain as canonical JSON)."""
     key = patient_key(secret, call.patient_id)
     stand_in = f"pk-{key[:16]}" if key else "pk-none"
@@ -68,15 +74,26 @@ def build_content(call: CallRecord, pack: RulePack, secret: bytes, *,
         "error": call.error,
         "provenance": dict(call.provenance),
         "context": {k: (context or {})[k] for k in REPLAY_CONTEXT if k in (context or {})},
-        "cards": [], "cardRules": {}, "fired": [], "notEvaluated": [], "superseded": [], "facts": [],
+        "cards": [],
+        "cardRules": {},
+        "fired": [],
+        "notEvaluated": [],
+        "superseded": [],
+        "facts": [],
         "ignored": {},
     }
     if ev is not None:
-        content.update({
-            "cards": ev.cards, "cardRules": dict(ev.card_rules), "fired": ev.fired,
-            "notEvaluated": ev.not_evaluated, "superseded": ev.superseded, "facts": ev.facts,
-            "ignored": dict(ev.ignored),
-        })
+        content.update(
+            {
+                "cards": ev.cards,
+                "cardRules": dict(ev.card_rules),
+                "fired": ev.fired,
+                "notEvaluated": ev.not_evaluated,
+                "superseded": ev.superseded,
+                "facts": ev.facts,
+                "ignored": dict(ev.ignored),
+            }
+        )
         content["rulePack"]["rules"] = {f["rule"]: f["version"] for f in ev.fired}
     return scrub(content, call.patient_id, stand_in)
 
@@ -85,15 +102,28 @@ def columns_of(content: dict[str, Any]) -> dict[str, Any]:
     """The indexed columns stored beside the content (derived from it, so ``verify`` can recheck them)."""
     fired = sorted({f["rule"] for f in content.get("fired", [])})
     return {
-        "id": content["id"], "service": content["service"], "hook": content.get("hook"),
-        "hook_instance": content.get("hookInstance"), "client_iss": content.get("clientIss"),
-        "patient_key": content.get("patientKey"), "pack_version": content["rulePack"].get("version"),
-        "pack_hash": content["rulePack"].get("contentHash"), "outcome": content["outcome"],
-        "latency_ms": content.get("latencyMs"), "rules": " " + " ".join(fired) + " ",
+        "id": content["id"],
+        "service": content["service"],
+        "hook": content.get("hook"),
+        "hook_instance": content.get("hookInstance"),
+        "client_iss": content.get("clientIss"),
+        "patient_key": content.get("patientKey"),
+        "pack_version": content["rulePack"].get("version"),
+        "pack_hash": content["rulePack"].get("contentHash"),
+        "outcome": content["outcome"],
+        "latency_ms": content.get("latencyMs"),
+        "rules": " " + " ".join(fired) + " ",
     }
 
 
 def cards_of(content: dict[str, Any]) -> list[dict[str, Any]]:
     rules = content.get("cardRules", {})
-    return [{"uuid": c["uuid"], "rule_id": rules.get(c["uuid"], ""), "indicator": c.get("indicator", ""),
-             "summary": c.get("summary", "")} for c in content.get("cards", [])]
+    return [
+        {
+            "uuid": c["uuid"],
+            "rule_id": rules.get(c["uuid"], ""),
+            "indicator": c.get("indicator", ""),
+            "summary": c.get("summary", ""),
+        }
+        for c in content.get("cards", [])
+    ]

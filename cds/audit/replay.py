@@ -31,8 +31,15 @@ class CallImpact:
         return bool(self.appeared or self.disappeared or self.changed)
 
     def to_json(self) -> dict[str, Any]:
-        return {"seq": self.seq, "id": self.id, "time": self.time, "service": self.service,
-                "appeared": self.appeared, "disappeared": self.disappeared, "changed": self.changed}
+        return {
+            "seq": self.seq,
+            "id": self.id,
+            "time": self.time,
+            "service": self.service,
+            "appeared": self.appeared,
+            "disappeared": self.disappeared,
+            "changed": self.changed,
+        }
 
 
 def _by_rule(cards: list[dict[str, Any]], card_rules: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -79,9 +86,15 @@ def replay(rows: Iterable[Any], pack: RulePack) -> dict[str, Any]:
         impact = compare(row.seq, content, replay_content(evaluator, content))
         if impact.differs:
             calls.append(impact)
-    totals = {"replayed": replayed, "callsChanged": len(calls),
-              "appeared": sum(len(c.appeared) for c in calls),
-              "disappeared": sum(len(c.disappeared) for c in calls),
-              "changed": sum(len(c.changed) for c in calls)}
-    return {"rulePack": {"id": pack.id, "version": pack.version, "contentHash": pack.content_hash},
-            "totals": totals, "calls": [c.to_json() for c in calls]}
+    totals = {
+        "replayed": replayed,
+        "callsChanged": len(calls),
+        "appeared": sum(len(c.appeared) for c in calls),
+        "disappeared": sum(len(c.disappeared) for c in calls),
+        "changed": sum(len(c.changed) for c in calls),
+    }
+    return {
+        "rulePack": {"id": pack.id, "version": pack.version, "contentHash": pack.content_hash},
+        "totals": totals,
+        "calls": [c.to_json() for c in calls],
+    }

@@ -60,7 +60,9 @@ class Spool:
 
     def files(self) -> list[Path]:
         try:
-            return sorted(p for p in self.folder.iterdir() if p.suffix == ".json" and not p.name.startswith("."))
+            return sorted(
+                p for p in self.folder.iterdir() if p.suffix == ".json" and not p.name.startswith(".")
+            )
         except (FileNotFoundError, NotADirectoryError):
             return []
 

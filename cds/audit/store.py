@@ -41,8 +41,9 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 
 class AuditStore:
-    def __init__(self, engine: Engine, pack: RulePack, secret: bytes, spool: Spool, *,
-                 retry_seconds: float = 5.0):
+    def __init__(
+        self, engine: Engine, pack: RulePack, secret: bytes, spool: Spool, *, retry_seconds: float = 5.0
+    ):
         self.engine = engine
         self.pack = pack
         self.secret = secret
@@ -72,8 +73,14 @@ class AuditStore:
 
     def store_feedback(self, service_id: str, items: list[dict[str, Any]], *, received: dt.datetime) -> None:
         for item in items:
-            self.submit({"kind": "feedback", "service": service_id, "item": item,
-                         "received": _utc(received).isoformat()})
+            self.submit(
+                {
+                    "kind": "feedback",
+                    "service": service_id,
+                    "item": item,
+                    "received": _utc(received).isoformat(),
+                }
+            )
 
     def submit(self, entry: dict[str, Any]) -> None:
         if not self.spool.pending():
@@ -81,8 +88,9 @@ class AuditStore:
                 self.write(entry)
                 return
             except SQLAlchemyError as exc:
-                log.warning("audit database unavailable (%s); spooling to %s", type(exc).__name__,
-                            self.spool.folder)
+                log.warning(
+                    "audit database unavailable (%s); spooling to %s", type(exc).__name__, self.spool.folder
+                )
         try:
             self.spool.append(entry)
         except OSError as exc:
@@ -118,15 +126,25 @@ class AuditStore:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK_KEY})
         if dedupe:
-            existing = conn.execute(select(audit_record.c.seq).where(audit_record.c.id == content["id"])).first()
+            existing = conn.execute(
+                select(audit_record.c.seq).where(audit_record.c.id == content["id"])
+            ).first()
             if existing is not None:
                 return existing.seq
-        head = conn.execute(select(audit_record.c.seq, audit_record.c.hash)
-                            .order_by(audit_record.c.seq.desc()).limit(1)).first()
+        head = conn.execute(
+            select(audit_record.c.seq, audit_record.c.hash).order_by(audit_record.c.seq.desc()).limit(1)
+        ).first()
         seq, prev = (head.seq + 1, head.hash) if head else (1, chain.GENESIS)
-        conn.execute(insert(audit_record).values(
-            seq=seq, time=_utc(dt.datetime.fromisoformat(content["time"])), content=content_json,
-            prev_hash=prev, hash=chain.link_hash(prev, content_json), **columns_of(content)))
+        conn.execute(
+            insert(audit_record).values(
+                seq=seq,
+                time=_utc(dt.datetime.fromisoformat(content["time"])),
+                content=content_json,
+                prev_hash=prev,
+                hash=chain.link_hash(prev, content_json),
+                **columns_of(content),
+            )
+        )
         cards = cards_of(content)
         if cards:
             conn.execute(insert(audit_card), [{**c, "record_seq": seq} for c in cards])
@@ -137,15 +155,26 @@ class AuditStore:
         reason = item.get("overrideReason") or {}
         coding = reason.get("reason") or {}
         with self.engine.begin() as conn:
-            known = conn.execute(select(func.count()).select_from(audit_card)
-                                 .where(audit_card.c.uuid == item["card"])).scalar_one() > 0
-            conn.execute(insert(audit_feedback).values(
-                card_uuid=item["card"], service=entry["service"], outcome=item["outcome"],
-                outcome_time=item.get("outcomeTimestamp"),
-                received=_utc(dt.datetime.fromisoformat(entry["received"])),
-                accepted=json.dumps([a.get("id") for a in item.get("acceptedSuggestions") or []]),
-                override_code=coding.get("code"), override_display=coding.get("display"),
-                comment=reason.get("userComment"), known_card=known))
+            known = (
+                conn.execute(
+                    select(func.count()).select_from(audit_card).where(audit_card.c.uuid == item["card"])
+                ).scalar_one()
+                > 0
+            )
+            conn.execute(
+                insert(audit_feedback).values(
+                    card_uuid=item["card"],
+                    service=entry["service"],
+                    outcome=item["outcome"],
+                    outcome_time=item.get("outcomeTimestamp"),
+                    received=_utc(dt.datetime.fromisoformat(entry["received"])),
+                    accepted=json.dumps([a.get("id") for a in item.get("acceptedSuggestions") or []]),
+                    override_code=coding.get("code"),
+                    override_display=coding.get("display"),
+                    comment=reason.get("userComment"),
+                    known_card=known,
+                )
+            )
         if not known:
             log.warning("feedback for card %s, which no audit record holds (stored, flagged)", item["card"])
 
@@ -204,7 +233,12 @@ class AuditStore:
         except SQLAlchemyError:
             database = "unavailable"
         spooled = self.spool.count()
-        return {"ok": database == "ok" and spooled == 0, "database": database, "spool": spooled, "lost": self.lost}
+        return {
+            "ok": database == "ok" and spooled == 0,
+            "database": database,
+            "spool": spooled,
+            "lost": self.lost,
+        }
 
 
 def _is_sqlite_race(exc: Exception) -> bool:

@@ -19,7 +19,7 @@ bp.before_request(require_auditor)
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'",
+    "frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -66,11 +66,21 @@ def records():
     _, offset = paging(request.args)
     page = queries.list_records(_engine(), filters, limit=PAGE, offset=offset)
     args = {k: v for k, v in request.args.items() if k != "offset" and v}
-    nav = {"prev": url_for(".records", **args, offset=max(0, offset - PAGE)) if offset > 0 else None,
-           "next": url_for(".records", **args, offset=offset + PAGE) if offset + PAGE < page["total"] else None}
+    nav = {
+        "prev": url_for(".records", **args, offset=max(0, offset - PAGE)) if offset > 0 else None,
+        "next": url_for(".records", **args, offset=offset + PAGE) if offset + PAGE < page["total"] else None,
+    }
     services = [s["id"] for s in discovery_document(_pack())["services"]]
-    return render_template("audit/records.html", page=page, args=request.args, nav=nav, services=services,
-                           rules=[r.id for r in _pack().rules], indicators=INDICATORS, outcomes=OUTCOMES)
+    return render_template(
+        "audit/records.html",
+        page=page,
+        args=request.args,
+        nav=nav,
+        services=services,
+        rules=[r.id for r in _pack().rules],
+        indicators=INDICATORS,
+        outcomes=OUTCOMES,
+    )
 
 
 @bp.get("/records/<key>")
@@ -79,8 +89,13 @@ def record(key: str):
     if found is None:
         abort(404, f"no audit record {key}")
     content = found["record"]
-    return render_template("audit/record.html", found=found, r=content, focus=None,
-                           explanations=explain.explain_all(content, _pack()))
+    return render_template(
+        "audit/record.html",
+        found=found,
+        r=content,
+        focus=None,
+        explanations=explain.explain_all(content, _pack()),
+    )
 
 
 @bp.get("/cards/<card_uuid>")
@@ -92,8 +107,7 @@ def card(card_uuid: str):
     focus = explain.explain_card(content, card_uuid, _pack())
     if focus is None:
         abort(404, f"no audited card {card_uuid}")
-    return render_template("audit/record.html", found=found, r=content, focus=focus,
-                           explanations=[focus])
+    return render_template("audit/record.html", found=found, r=content, focus=focus, explanations=[focus])
 
 
 @bp.get("/rules/")

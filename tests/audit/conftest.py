@@ -27,17 +27,31 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 
 def _ai_order(patient: str, drug: tuple[str, str] = ("84857", "anastrozole")) -> dict[str, Any]:
-    return {"resourceType": "MedicationRequest", "id": f"m-{uuid.uuid4().hex[:8]}", "status": "active", "intent": "order",
-            "subject": {"reference": f"Patient/{patient}"},
-            "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": drug[0], "display": drug[1]}]}}
+    return {
+        "resourceType": "MedicationRequest",
+        "id": f"m-{uuid.uuid4().hex[:8]}",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": f"Patient/{patient}"},
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": drug[0], "display": drug[1]}]},
+    }
 
 
 def _dxa(patient: str, obs_id: str, date: str, t_score: float) -> dict[str, Any]:
-    return {"resourceType": "Observation", "id": obs_id, "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "38267-1"}]},
-            "subject": {"reference": f"Patient/{patient}"}, "effectiveDateTime": date,
-            "valueQuantity": {"value": t_score, "unit": "{T-score}", "system": "http://unitsofmeasure.org",
-                              "code": "{T-score}"}}
+    return {
+        "resourceType": "Observation",
+        "id": obs_id,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "38267-1"}]},
+        "subject": {"reference": f"Patient/{patient}"},
+        "effectiveDateTime": date,
+        "valueQuantity": {
+            "value": t_score,
+            "unit": "{T-score}",
+            "system": "http://unitsofmeasure.org",
+            "code": "{T-score}",
+        },
+    }
 
 
 def _bundle(*resources: dict[str, Any]) -> dict[str, Any] | None:
@@ -46,18 +60,33 @@ def _bundle(*resources: dict[str, Any]) -> dict[str, Any] | None:
     return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
 
 
-def hook_body(patient: str = "pat-1", *, dxa_drop: bool = False, on_ai: bool = True,
-              instance: str | None = None) -> dict[str, Any]:
-    """A patient-view request: on anastrozole with no vitamin D (one card); ``dxa_drop`` adds a falling DXA."""
+def hook_body(
+    patient: str = "pat-1", *, dxa_drop: bool = False, on_ai: bool = True, instance: str | None = None
+) -> dict[str, Any]:
+    """A patient-view request: on anastrozole, no vitamin D (one card); ``dxa_drop`` adds a falling DXA."""
     tag = uuid.uuid4().hex[:8]  # resource ids unrelated to the patient id
-    dxa = (_dxa(patient, f"d1-{tag}", "2024-01-10", -1.0), _dxa(patient, f"d2-{tag}", "2026-01-10", -2.1)) \
-        if dxa_drop else ()
-    return {"hook": "patient-view", "hookInstance": instance or str(uuid.uuid4()),
-            "context": {"userId": "Practitioner/dr-1", "patientId": patient},
-            "prefetch": {"patient": {"resourceType": "Patient", "id": patient, "gender": "female",
-                                     "birthDate": "1958-03-04"},
-                         "estradiol": None, "vitaminD": None, "dxa": _bundle(*dxa),
-                         "medications": _bundle(*([_ai_order(patient)] if on_ai else []))}}
+    dxa = (
+        (_dxa(patient, f"d1-{tag}", "2024-01-10", -1.0), _dxa(patient, f"d2-{tag}", "2026-01-10", -2.1))
+        if dxa_drop
+        else ()
+    )
+    return {
+        "hook": "patient-view",
+        "hookInstance": instance or str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/dr-1", "patientId": patient},
+        "prefetch": {
+            "patient": {
+                "resourceType": "Patient",
+                "id": patient,
+                "gender": "female",
+                "birthDate": "1958-03-04",
+            },
+            "estradiol": None,
+            "vitaminD": None,
+            "dxa": _bundle(*dxa),
+            "medications": _bundle(*([_ai_order(patient)] if on_ai else [])),
+        },
+    }
 
 
 SERVICE = "bone-health-patient-view"
@@ -104,9 +133,15 @@ def db_url(request, tmp_path) -> str:
 @pytest.fixture
 def make_app(tmp_path) -> Callable[..., Any]:
     def make(url: str, **overrides: Any):
-        config = {"DATABASE_URL": url, "AUDIT_SPOOL_DIR": str(tmp_path / "spool"),
-                  "AUDIT_PATIENT_KEY_SECRET": SECRET, "AUDITOR_TOKENS": AUDITOR_ENTRY,
-                  "AUDIT_SPOOL_RETRY_SECONDS": 0.1, "LOG_LEVEL": "WARNING", **overrides}
+        config = {
+            "DATABASE_URL": url,
+            "AUDIT_SPOOL_DIR": str(tmp_path / "spool"),
+            "AUDIT_PATIENT_KEY_SECRET": SECRET,
+            "AUDITOR_TOKENS": AUDITOR_ENTRY,
+            "AUDIT_SPOOL_RETRY_SECONDS": 0.1,
+            "LOG_LEVEL": "WARNING",
+            **overrides,
+        }
         app = create_app(config)
         apps.append(app)
         return app

@@ -30,15 +30,19 @@ def _records(client, **params):
     return res.get_json()
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {"Authorization": "Bearer wrong-token"},
-    {"Authorization": "Basic " + base64.b64encode(b"alice:wrong").decode()},
-    {"Authorization": "Basic " + base64.b64encode(f"mallory:{AUDITOR_TOKEN}".encode()).decode()},
-    {"Authorization": "Basic not-base64!!"},
-])
-@pytest.mark.parametrize("path", ["/audit/api/records", "/audit/api/records/1", "/audit/api/rules", "/audit/",
-                                  "/audit/rules/"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": "Basic " + base64.b64encode(b"alice:wrong").decode()},
+        {"Authorization": "Basic " + base64.b64encode(f"mallory:{AUDITOR_TOKEN}".encode()).decode()},
+        {"Authorization": "Basic not-base64!!"},
+    ],
+)
+@pytest.mark.parametrize(
+    "path", ["/audit/api/records", "/audit/api/records/1", "/audit/api/rules", "/audit/", "/audit/rules/"]
+)
 def test_auditor_endpoints_need_credentials(app, headers, path):
     res = app.test_client().get(path, headers=headers)
     assert res.status_code == 401
@@ -70,9 +74,11 @@ def test_filters(filled):
     assert _records(filled, service="bone-health-order-sign")["total"] == 0
     key = _records(filled, rule="falling-dxa-t-score")["records"][0]["patientKey"]
     by_patient = _records(filled, patientKey=key)
-    assert by_patient["total"] == 1 and by_patient["records"][0]["rules"] == ["falling-dxa-t-score",
-                                                                              "on-aromatase-inhibitor",
-                                                                              "vitamin-d-missing"]
+    assert by_patient["total"] == 1 and by_patient["records"][0]["rules"] == [
+        "falling-dxa-t-score",
+        "on-aromatase-inhibitor",
+        "vitamin-d-missing",
+    ]
     today = dt.datetime.now(dt.UTC).date()
     assert _records(filled, since=today.isoformat())["total"] == 4
     assert _records(filled, since=(today + dt.timedelta(days=1)).isoformat())["total"] == 0
@@ -104,9 +110,14 @@ def test_rule_statistics_and_verify(filled):
     rules = {r["rule"]: r for r in filled.get("/audit/api/rules", headers=BEARER).get_json()["rules"]}
     assert rules["vitamin-d-missing"]["fired"] == 2 and rules["vitamin-d-missing"]["cardsShown"] == 2
     assert rules["falling-dxa-t-score"]["cardsShown"] == 1
-    assert rules["on-aromatase-inhibitor"]["fired"] == 2 and rules["on-aromatase-inhibitor"]["cardsShown"] == 0
-    assert filled.get("/audit/api/verify", headers=BEARER).get_json() == {"checked": 4, "ok": True,
-                                                                          "firstBroken": None}
+    assert (
+        rules["on-aromatase-inhibitor"]["fired"] == 2 and rules["on-aromatase-inhibitor"]["cardsShown"] == 0
+    )
+    assert filled.get("/audit/api/verify", headers=BEARER).get_json() == {
+        "checked": 4,
+        "ok": True,
+        "firstBroken": None,
+    }
 
 
 def test_pages_carry_security_headers(filled):

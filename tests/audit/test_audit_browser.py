@@ -16,8 +16,15 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture
@@ -57,17 +64,34 @@ def test_auditor_finds_a_card_and_sees_why(browser, live_service):
             assert res.status_code == 200
             cards += res.json()["cards"]
         dxa_card = next(c for c in cards if c["indicator"] == "warning")
-        res = http.post(f"{base}/cds-services/{SERVICE}/feedback", timeout=10, json={"feedback": [{
-            "card": dxa_card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-22T09:00:00Z",
-            "overrideReason": {"reason": {"system": "https://bone-health-cds.example.org/override-reasons",
-                                          "code": "different-scanner",
-                                          "display": "Scans from different machines; change not comparable"},
-                               "userComment": "GE then Hologic"}}]})
+        res = http.post(
+            f"{base}/cds-services/{SERVICE}/feedback",
+            timeout=10,
+            json={
+                "feedback": [
+                    {
+                        "card": dxa_card["uuid"],
+                        "outcome": "overridden",
+                        "outcomeTimestamp": "2026-11-22T09:00:00Z",
+                        "overrideReason": {
+                            "reason": {
+                                "system": "https://bone-health-cds.example.org/override-reasons",
+                                "code": "different-scanner",
+                                "display": "Scans from different machines; change not comparable",
+                            },
+                            "userComment": "GE then Hologic",
+                        },
+                    }
+                ]
+            },
+        )
         assert res.status_code == 200
         assert http.get(f"{base}/audit/", timeout=10).status_code == 401  # no credentials
 
-    context = browser.new_context(http_credentials={"username": "alice", "password": AUDITOR_TOKEN},
-                                  viewport={"width": 1280, "height": 1000})
+    context = browser.new_context(
+        http_credentials={"username": "alice", "password": AUDITOR_TOKEN},
+        viewport={"width": 1280, "height": 1000},
+    )
     page = context.new_page()
     page.goto(f"{base}/audit/")
     assert page.locator("#total").inner_text().startswith("3 record(s)")
@@ -89,13 +113,13 @@ def test_auditor_finds_a_card_and_sees_why(browser, live_service):
     assert page.url == dxa_card["links"][-1]["url"]  # the link the EHR got with the card
     text = page.locator("main").inner_text()
     assert "Why this card?" in text
-    assert "falling-dxa-t-score v1.0.0" in text                     # the rule and its version
+    assert "falling-dxa-t-score v1.0.0" in text  # the rule and its version
     assert "International Society for Clinical Densitometry" in text  # its citation
     tree = page.locator("ul.explanation").inner_text()
-    assert "dxa_change(" in tree and "t_drop=1.1" in tree            # the fact it fired on
+    assert "dxa_change(" in tree and "t_drop=1.1" in tree  # the fact it fired on
     assert "fact built from the EHR's data" in tree
-    assert "dxa(" in tree and "t_score=-2.1" in tree                # the scan fact the change shares refs with
-    assert "Scans from different machines" in text                   # feedback on this card
+    assert "dxa(" in tree and "t_score=-2.1" in tree  # the scan fact the change shares refs with
+    assert "Scans from different machines" in text  # feedback on this card
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "audit-why-this-card.png"), full_page=True)

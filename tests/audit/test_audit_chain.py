@@ -19,7 +19,10 @@ def test_canonical_json_is_stable():
 def _five_calls(app) -> None:
     client = app.test_client()
     for i in range(5):
-        assert client.post(f"/cds-services/{SERVICE}", json=hook_body(f"p{i}", dxa_drop=i % 2 == 0)).status_code == 200
+        assert (
+            client.post(f"/cds-services/{SERVICE}", json=hook_body(f"p{i}", dxa_drop=i % 2 == 0)).status_code
+            == 200
+        )
 
 
 def _verify_cli(app, monkeypatch, capsys) -> tuple[int, str]:
@@ -43,7 +46,9 @@ def test_edited_record_is_found(app, monkeypatch, capsys):
     _five_calls(app)
     engine = app.extensions["cds.audit"].engine
     with engine.connect() as conn:
-        content = json.loads(conn.execute(text("SELECT content FROM audit_record WHERE seq = 3")).scalar_one())
+        content = json.loads(
+            conn.execute(text("SELECT content FROM audit_record WHERE seq = 3")).scalar_one()
+        )
     content["cards"] = []  # hide the cards that were shown
     _sql(app, "UPDATE audit_record SET content = :c WHERE seq = 3", c=chain.canonical(content))
     code, out = _verify_cli(app, monkeypatch, capsys)
@@ -73,11 +78,23 @@ def test_reordered_records_are_found(app, monkeypatch, capsys):
         rows = {r.seq: r for r in conn.execute(text("SELECT * FROM audit_record WHERE seq IN (2, 4)"))}
         conn.execute(text("UPDATE audit_record SET id = 'swapping' WHERE seq = 2"))  # ids are unique
         for a, b in ((4, 2), (2, 4)):
-            conn.execute(text("UPDATE audit_record SET content = :c, hash = :h, prev_hash = :p, id = :i, "
-                              "time = :t, service = :s, patient_key = :k, rules = :r WHERE seq = :seq"),
-                         {"c": rows[b].content, "h": rows[b].hash, "p": rows[b].prev_hash, "i": rows[b].id,
-                          "t": rows[b].time, "s": rows[b].service, "k": rows[b].patient_key, "r": rows[b].rules,
-                          "seq": a})
+            conn.execute(
+                text(
+                    "UPDATE audit_record SET content = :c, hash = :h, prev_hash = :p, id = :i, "
+                    "time = :t, service = :s, patient_key = :k, rules = :r WHERE seq = :seq"
+                ),
+                {
+                    "c": rows[b].content,
+                    "h": rows[b].hash,
+                    "p": rows[b].prev_hash,
+                    "i": rows[b].id,
+                    "t": rows[b].time,
+                    "s": rows[b].service,
+                    "k": rows[b].patient_key,
+                    "r": rows[b].rules,
+                    "seq": a,
+                },
+            )
     checked, broken = queries.verify_chain(engine)
     assert broken is not None and broken.seq == 2 and "prev_hash" in broken.reason
 

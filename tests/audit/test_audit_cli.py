@@ -79,8 +79,13 @@ def test_replay_under_another_pack(cli, tmp_path):
     assert code == 0 and "2 call(s)" in out and ": 0 would differ" in out
     code, out = cli("audit", "replay", "--rules", str(_changed_pack(tmp_path)), "--json")
     report = json.loads(out)
-    assert code == 0 and report["totals"] == {"replayed": 2, "callsChanged": 2, "appeared": 0, "disappeared": 1,
-                                              "changed": 2}
+    assert code == 0 and report["totals"] == {
+        "replayed": 2,
+        "callsChanged": 2,
+        "appeared": 0,
+        "disappeared": 1,
+        "changed": 2,
+    }
     dxa_call = next(c for c in report["calls"] if c["disappeared"])
     assert dxa_call["disappeared"][0]["rule"] == "falling-dxa-t-score"
     change = report["calls"][0]["changed"][0]

@@ -21,22 +21,42 @@ def test_repeat_feedback_is_kept_not_overwritten(app):
     client = app.test_client()
     card = _card(client)
     suggestion = card["suggestions"][0]["uuid"]
-    _send(client, {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-22T08:00:00Z",
-                   "overrideReason": {"reason": {"system": "x", "code": "patient-declined",
-                                                 "display": "Patient declined"}, "userComment": "next visit"}})
-    _send(client, {"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": "2026-11-22T08:05:00Z",
-                   "acceptedSuggestions": [{"id": suggestion}]})
+    _send(
+        client,
+        {
+            "card": card["uuid"],
+            "outcome": "overridden",
+            "outcomeTimestamp": "2026-11-22T08:00:00Z",
+            "overrideReason": {
+                "reason": {"system": "x", "code": "patient-declined", "display": "Patient declined"},
+                "userComment": "next visit",
+            },
+        },
+    )
+    _send(
+        client,
+        {
+            "card": card["uuid"],
+            "outcome": "accepted",
+            "outcomeTimestamp": "2026-11-22T08:05:00Z",
+            "acceptedSuggestions": [{"id": suggestion}],
+        },
+    )
     found = client.get(f"/audit/api/records/{card['uuid']}", headers=BEARER).get_json()
     feedback = found["feedback"]
     assert [f["outcome"] for f in feedback] == ["overridden", "accepted"]
     assert feedback[0]["overrideReason"] == {"code": "patient-declined", "display": "Patient declined"}
-    assert feedback[0]["comment"] == "next visit" and feedback[0]["outcomeTimestamp"] == "2026-11-22T08:00:00Z"
+    assert (
+        feedback[0]["comment"] == "next visit" and feedback[0]["outcomeTimestamp"] == "2026-11-22T08:00:00Z"
+    )
     assert feedback[1]["acceptedSuggestions"] == [suggestion]
     assert all(f["knownCard"] for f in feedback)
 
     stats = client.get("/audit/api/rules/vitamin-d-missing", headers=BEARER).get_json()
     assert stats["cardsShown"] == 1 and stats["accepted"] == 1 and stats["overridden"] == 1
-    assert stats["topOverrideReasons"] == [{"code": "patient-declined", "display": "Patient declined", "count": 1}]
+    assert stats["topOverrideReasons"] == [
+        {"code": "patient-declined", "display": "Patient declined", "count": 1}
+    ]
     assert stats["recentComments"] == ["next visit"]
 
 
@@ -55,7 +75,9 @@ def test_malformed_feedback_is_a_400_and_stores_nothing(app):
 
     client = app.test_client()
     card = _card(client)
-    res = client.post(f"/cds-services/{SERVICE}/feedback",
-                      json={"feedback": [{"card": card["uuid"], "outcome": "maybe", "outcomeTimestamp": "x"}]})
+    res = client.post(
+        f"/cds-services/{SERVICE}/feedback",
+        json={"feedback": [{"card": card["uuid"], "outcome": "maybe", "outcomeTimestamp": "x"}]},
+    )
     assert res.status_code == 400 and res.get_json()["resourceType"] == "OperationOutcome"
     assert feedback_for_card(app.extensions["cds.audit"].engine, card["uuid"]) == []

@@ -95,9 +95,17 @@ def test_spool_survives_a_restart_and_drains_at_start(make_app, tmp_path):
     store = first.extensions["cds.audit"]
     # a record that reached only the spool (as if the database was down when the process stopped)
     body = hook_body("patient-1", instance="00000000-0000-4000-8000-000000000001")
-    call = CallRecord(service=SERVICE, hook="patient-view", hook_instance=body["hookInstance"],
-                      patient_id="patient-1", client_iss=None, started=dt.datetime.now(dt.UTC), latency_ms=1.0,
-                      outcome="ok", status=200)
+    call = CallRecord(
+        service=SERVICE,
+        hook="patient-view",
+        hook_instance=body["hookInstance"],
+        patient_id="patient-1",
+        client_iss=None,
+        started=dt.datetime.now(dt.UTC),
+        latency_ms=1.0,
+        outcome="ok",
+        status=200,
+    )
     spool.append({"kind": "call", "content": build_content(call, store.pack, store.secret)})
     store.close()
     second = make_app(url)

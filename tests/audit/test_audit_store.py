@@ -68,8 +68,13 @@ def test_record_holds_the_call_but_no_patient_id_or_token(app):
     client = app.test_client()
     body = hook_body("secret-patient-42", dxa_drop=True)
     body["fhirServer"] = "https://ehr.example.org/fhir"
-    body["fhirAuthorization"] = {"access_token": "ACCESS-TOKEN-XYZ", "token_type": "Bearer", "expires_in": 300,
-                                 "scope": "patient/*.read", "subject": "cds"}
+    body["fhirAuthorization"] = {
+        "access_token": "ACCESS-TOKEN-XYZ",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "cds",
+    }
     res = client.post(f"/cds-services/{SERVICE}", json=body)
     assert res.status_code == 200
     cards = res.get_json()["cards"]
@@ -90,8 +95,13 @@ def test_record_holds_the_call_but_no_patient_id_or_token(app):
     fired = {f["rule"]: f for f in record["fired"]}
     assert fired["falling-dxa-t-score"]["version"] == "1.0.0"
     assert fired["falling-dxa-t-score"]["facts"]["change"]["t"] == "dxa_change"
-    assert record["provenance"] == {"patient": "client", "estradiol": "empty", "vitaminD": "empty",
-                                    "dxa": "client", "medications": "client"}
+    assert record["provenance"] == {
+        "patient": "client",
+        "estradiol": "empty",
+        "vitaminD": "empty",
+        "dxa": "client",
+        "medications": "client",
+    }
     assert any(f["t"] == "dxa" for f in record["facts"])  # kept for replay
     assert record["latencyMs"] > 0
 
@@ -111,8 +121,16 @@ def test_error_outcomes_are_recorded(app):
 def _append_many(store: AuditStore, n: int, tag: str, errors: list[BaseException]) -> None:
     try:
         for i in range(n):
-            store.append({"id": str(uuid.uuid4()), "time": "2026-11-22T05:00:00+00:00", "service": tag,
-                          "rulePack": {"version": "x", "contentHash": "y"}, "outcome": "ok", "n": i})
+            store.append(
+                {
+                    "id": str(uuid.uuid4()),
+                    "time": "2026-11-22T05:00:00+00:00",
+                    "service": tag,
+                    "rulePack": {"version": "x", "contentHash": "y"},
+                    "outcome": "ok",
+                    "n": i,
+                }
+            )
     except BaseException as exc:  # noqa: BLE001 - reported by the test
         errors.append(exc)
 
@@ -123,10 +141,19 @@ def test_concurrent_appends_keep_one_chain(db_url, tmp_path):
     pack = load_pack()
     first = engine_for(db_url)
     ensure_schema(first)
-    stores = [AuditStore(first if db_url.startswith("sqlite") else create_engine(db_url), pack, b"k" * 32,
-                         Spool(tmp_path / f"spool{i}")) for i in range(4)]
+    stores = [
+        AuditStore(
+            first if db_url.startswith("sqlite") else create_engine(db_url),
+            pack,
+            b"k" * 32,
+            Spool(tmp_path / f"spool{i}"),
+        )
+        for i in range(4)
+    ]
     errors: list[BaseException] = []
-    threads = [threading.Thread(target=_append_many, args=(s, 15, f"w{i}", errors)) for i, s in enumerate(stores)]
+    threads = [
+        threading.Thread(target=_append_many, args=(s, 15, f"w{i}", errors)) for i, s in enumerate(stores)
+    ]
     for t in threads:
         t.start()
     for t in threads:
