@@ -69,7 +69,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Secret for the HMAC-SHA256 patient keys in audit records; empty means a development secret kept "
             "in AUDIT_SECRET_FILE (a warning is logged)."),
     Setting("AUDIT_SECRET_FILE", "instance/audit-patient-key.secret",
-            "Where the development patient-key secret is generated and kept when AUDIT_PATIENT_KEY_SECRET is empty."),
+            "File holding the development patient-key secret (used when AUDIT_PATIENT_KEY_SECRET is empty)."),
     Setting("AUDIT_SPOOL_DIR", "instance/audit-spool",
             "Folder of the durable spool that keeps audit records while the database is unavailable."),
     Setting("AUDIT_SPOOL_RETRY_SECONDS", 5.0,
