@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 import os
 import select
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -245,3 +249,87 @@ def _dispose_shared_engines() -> Iterator[None]:
     for engine in list(db._ENGINES.values()):
         engine.dispose()
     db._ENGINES.clear()
+
+
+class PrivateServer:
+    """A throw-away PostgreSQL server of this test's own (initdb in a temporary folder), so that a test can
+    really stop and restart it without touching the shared server."""
+
+    def __init__(self, bindir: Path, folder: Path, port: int):
+        self.bindir, self.folder, self.port = bindir, folder, port
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+
+    def _pg_ctl(self, *args: str) -> None:
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.folder / "data"),
+                *args,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        self._pg_ctl(
+            "-o",
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-l",
+            str(self.folder / "server.log"),
+            "-w",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._pg_ctl("-m", "fast", "-w", "stop")
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivateServer]:
+    initdbs = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not initdbs or os.geteuid() != 0 or not shutil.which("runuser"):
+        pytest.skip(
+            "a private PostgreSQL server needs the server binaries (/usr/lib/postgresql/*/bin) and root"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="cds-audit-pg-"))
+    shutil.chown(folder, "postgres")
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    server = PrivateServer(initdbs[-1].parent, folder, port)
+    try:
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(initdbs[-1]),
+                "-D",
+                str(folder / "data"),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        server.start()
+        yield server
+    finally:
+        try:
+            server.stop()
+        except (subprocess.SubprocessError, OSError):
+            pass
+        shutil.rmtree(folder, ignore_errors=True)

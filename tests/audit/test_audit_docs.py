@@ -18,7 +18,9 @@ def test_audit_setting_is_documented(setting):
     assert f"`{setting.env}`" in (DOCS / "configuration.md").read_text()
 
 
-@pytest.mark.parametrize("command", ["migrate", "list", "show", "verify", "export", "replay", "drain", "token"])
+@pytest.mark.parametrize(
+    "command", ["migrate", "list", "show", "verify", "export", "replay", "drain", "token"]
+)
 def test_audit_commands_are_documented_and_exist(command):
     assert f"cds audit {command}" in (DOCS / "audit.md").read_text()
     sub = build_parser()._subparsers._group_actions[0].choices["audit"]

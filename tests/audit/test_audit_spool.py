@@ -2,9 +2,10 @@
 order with the chain intact.
 
 SQLite: the database's folder is moved away (new connections cannot open the file) and moved back.
-PostgreSQL: the service reaches the server through a local TCP proxy that is closed and reopened, which
-cuts every open connection and refuses new ones exactly as a stopped server does, without stopping the
-shared server other work is using.
+PostgreSQL, two ways: a private server of the test's own (initdb in a temporary folder) really stopped
+with ``pg_ctl stop`` and started again, always restarted and removed in a ``finally``; and the shared
+test server reached through a local TCP proxy that is closed and reopened, which cuts every open
+connection and refuses new ones as a stopped server does, without stopping a server other work uses.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from conftest import SERVICE, hook_body
 
 from cds.audit import queries
+from cds.audit.queries import feedback_for_card
 from cds.audit.record import build_content
 from cds.audit.spool import Spool
 from cds.service import CallRecord
@@ -27,8 +29,9 @@ def _call(client, i: int) -> dict:
     body = hook_body(f"patient-{i}", instance=f"00000000-0000-4000-8000-{i:012d}")
     res = client.post(f"/cds-services/{SERVICE}", json=body)
     assert res.status_code == 200, res.get_data(as_text=True)
-    assert len(res.get_json()["cards"]) == 1  # the card goes to the EHR whatever happens to the audit
-    return body
+    cards = res.get_json()["cards"]
+    assert len(cards) == 1  # the card goes to the EHR whatever happens to the audit
+    return cards[0]
 
 
 def _check_all_recorded(store, n: int) -> None:
@@ -48,16 +51,30 @@ def _run_outage(app, stop, start) -> None:
     assert store.spool.count() == 0
     stop()
     try:
-        for i in range(3, 6):
-            _call(client, i)
+        cards = [_call(client, i) for i in range(3, 6)]
+        res = client.post(
+            f"/cds-services/{SERVICE}/feedback",
+            json={
+                "feedback": [
+                    {
+                        "card": cards[0]["uuid"],
+                        "outcome": "overridden",
+                        "outcomeTimestamp": "2026-11-22T10:00:00Z",
+                    }
+                ]
+            },
+        )
+        assert res.status_code == 200
         health = client.get("/health").get_json()
         assert health["status"] == "degraded"
-        assert health["audit"]["database"] == "unavailable" and health["audit"]["spool"] == 3
+        assert health["audit"]["database"] == "unavailable" and health["audit"]["spool"] == 4
     finally:
         start()
     for i in range(6, 8):  # arrive while the spool may still hold entries: they queue behind them
         _call(client, i)
     _check_all_recorded(store, 8)
+    feedback = feedback_for_card(store.engine, cards[0]["uuid"])
+    assert [(f["outcome"], f["knownCard"]) for f in feedback] == [("overridden", True)]
     health = client.get("/health").get_json()
     assert health["status"] == "ok" and health["audit"] == {"database": "ok", "spool": 0, "lost": 0}
 
@@ -84,6 +101,13 @@ def test_postgres_outage_spools_and_drains(make_app, pg_url, pg_proxy):
     url = make_url(pg_url).set(host="127.0.0.1", port=pg_proxy.port).render_as_string(hide_password=False)
     app = make_app(url)
     _run_outage(app, pg_proxy.stop, pg_proxy.start)
+
+
+@pytest.mark.postgres
+def test_postgres_server_stopped_mid_run(make_app, private_pg):
+    """A real PostgreSQL server (a private one) stopped with pg_ctl mid-run and started again."""
+    app = make_app(private_pg.url)
+    _run_outage(app, private_pg.stop, private_pg.start)
 
 
 def test_spool_survives_a_restart_and_drains_at_start(make_app, tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import uuid
 
@@ -164,3 +166,38 @@ def test_concurrent_appends_keep_one_chain(db_url, tmp_path):
     for s in stores:
         if s.engine is not first:
             s.engine.dispose()
+
+
+WRITER = """
+import sys, uuid
+from cds.audit.spool import Spool
+from cds.audit.store import AuditStore
+from cds.db import engine_for
+from cds.rulepack import load
+url, tag, n, spool = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+store = AuditStore(engine_for(url), load(), b"k" * 32, Spool(spool))
+for i in range(n):
+    store.append({"id": str(uuid.uuid4()), "time": "2026-11-22T05:00:00+00:00", "service": tag,
+                  "rulePack": {"version": "x", "contentHash": "y"}, "outcome": "ok", "n": i})
+store.engine.dispose()
+"""
+
+
+def test_several_processes_append_to_one_chain(db_url, tmp_path):
+    engine = engine_for(db_url)
+    ensure_schema(engine)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, db_url, f"proc{i}", "20", str(tmp_path / f"s{i}")],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    checked, broken = queries.verify_chain(engine)
+    assert (checked, broken) == (60, None)
+    services = [r.service for r in queries.iter_records(engine)]
+    assert sorted(set(services)) == ["proc0", "proc1", "proc2"] and len(services) == 60
