@@ -23,6 +23,7 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
+from ..db import ensure_schema
 from ..rulepack import RulePack
 from ..service import CallRecord
 from . import chain
@@ -55,6 +56,7 @@ class AuditStore:
         self._drainer: threading.Thread | None = None
         self._stop = threading.Event()
         self.lost = 0  # entries neither the database nor the spool could take (since start)
+        self.migrate_pending = False  # the database was down at start-up: migrate before the first write
 
     # -- the sinks ------------------------------------------------------------------------------------
     def record_call(self, call: CallRecord) -> None:
@@ -101,6 +103,11 @@ class AuditStore:
 
     # -- database writes ------------------------------------------------------------------------------
     def write(self, entry: dict[str, Any], *, dedupe: bool = False) -> None:
+        if self.migrate_pending:
+            with self._chain_lock:
+                if self.migrate_pending:
+                    ensure_schema(self.engine)
+                    self.migrate_pending = False
         if entry["kind"] == "call":
             self.append(entry["content"], dedupe=dedupe)
         elif entry["kind"] == "feedback":

@@ -6,6 +6,7 @@ every page is sent with a strict Content-Security-Policy and the other security 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
@@ -37,7 +38,8 @@ def security_headers(response: Response) -> Response:
 
 
 def brief_fact(fact: dict[str, Any]) -> str:
-    parts = [f"{k}={v}" for k, v in fact.items() if k != "t" and v is not None]
+    parts = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in fact.items()
+             if k != "t" and v is not None]
     return f"{fact.get('t', '?')}(" + ", ".join(parts) + ")"
 
 

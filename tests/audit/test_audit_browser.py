@@ -103,11 +103,14 @@ def test_auditor_finds_a_card_and_sees_why(browser, live_service):
     assert page.locator("#total").inner_text().startswith("1 record(s)")
     rows = page.locator("#records tbody tr")
     assert rows.count() == 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "audit-search.png"), full_page=True)
 
     # open the record, then the card's explanation
     rows.first.locator("td").first.locator("a").click()
     assert page.locator("h1").inner_text().startswith("Audit record #2")
     assert "falling-dxa-t-score" in page.locator("body").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "audit-record.png"), full_page=True)
     page.locator(f"#card-{dxa_card['uuid']} a", has_text="why this card?").click()
     assert page.url.endswith(f"/audit/cards/{dxa_card['uuid']}")
     assert page.url == dxa_card["links"][-1]["url"]  # the link the EHR got with the card
@@ -121,7 +124,6 @@ def test_auditor_finds_a_card_and_sees_why(browser, live_service):
     assert "dxa(" in tree and "t_score=-2.1" in tree  # the scan fact the change shares refs with
     assert "Scans from different machines" in text  # feedback on this card
 
-    ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "audit-why-this-card.png"), full_page=True)
 
     # a derived fact: the vitamin D card rests on "on_ai", derived from the medication order

@@ -110,6 +110,23 @@ def test_postgres_server_stopped_mid_run(make_app, private_pg):
     _run_outage(app, private_pg.stop, private_pg.start)
 
 
+@pytest.mark.postgres
+def test_service_starts_while_postgres_is_down(make_app, pg_url, pg_proxy):
+    from sqlalchemy import make_url
+
+    pg_proxy.stop()
+    try:
+        url = make_url(pg_url).set(host="127.0.0.1", port=pg_proxy.port).render_as_string(hide_password=False)
+        app = make_app(url)
+        client = app.test_client()
+        _call(client, 0)
+        assert app.extensions["cds.audit"].spool.count() == 1
+    finally:
+        pg_proxy.start()
+    _call(client, 1)
+    _check_all_recorded(app.extensions["cds.audit"], 2)
+
+
 def test_spool_survives_a_restart_and_drains_at_start(make_app, tmp_path):
     """Entries spooled by a process that then died are drained by the next one, before its own records."""
     url = f"sqlite:///{tmp_path}/db/audit.sqlite3"
