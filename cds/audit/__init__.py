@@ -68,16 +68,23 @@ def open_store(values: dict[str, Any], pack: RulePack, *, migrate: bool | None =
     from .store import AuditStore
 
     engine = engine_for(database_url(values))
-    store = AuditStore(engine, pack, patient_secret(values), Spool(values["AUDIT_SPOOL_DIR"]),
-                       retry_seconds=float(values.get("AUDIT_SPOOL_RETRY_SECONDS", 5.0)))
+    store = AuditStore(
+        engine,
+        pack,
+        patient_secret(values),
+        Spool(values["AUDIT_SPOOL_DIR"]),
+        retry_seconds=float(values.get("AUDIT_SPOOL_RETRY_SECONDS", 5.0)),
+    )
     if values.get("AUDIT_MIGRATE_ON_START", True) if migrate is None else migrate:
         try:
             ensure_schema(engine)
         except OperationalError as exc:
             # Start anyway: records go to the spool, and the schema is brought up to date before the
             # spool is drained into the database.
-            log.error("audit database unavailable at start-up (%s); records will be spooled",
-                      str(exc.orig).splitlines()[0] if exc.orig else exc)
+            log.error(
+                "audit database unavailable at start-up (%s); records will be spooled",
+                str(exc.orig).splitlines()[0] if exc.orig else exc,
+            )
             store.migrate_pending = True
     return store
 

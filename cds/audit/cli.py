@@ -8,6 +8,7 @@ cds audit export --format ndjson|csv       every record, oldest first, to stdout
 cds audit replay --rules DIR [--since D]   which cards would appear, disappear or change
 cds audit drain                            move spooled records into the database now
 cds audit token NAME                       make an auditor token and its AUDITOR_TOKENS entry
+cds audit patient-key < ID                 the patient key of a patient id read from stdin
 """
 
 from __future__ import annotations
@@ -215,6 +216,20 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _patient_key(args: argparse.Namespace) -> int:
+    from . import patient_secret
+    from .record import patient_key
+
+    patient_id = sys.stdin.readline().strip()  # not an argument: kept out of shell history and ps
+    if patient_id.startswith("Patient/"):
+        patient_id = patient_id[len("Patient/") :]
+    if not patient_id:
+        print("cds: error: give the patient id on standard input", file=sys.stderr)
+        return 2
+    print(patient_key(patient_secret(_values()), patient_id))
+    return 0
+
+
 def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", help="from this date or date-time (UTC)")
     p.add_argument("--until", help="before this date or date-time (UTC)")
@@ -252,6 +267,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_replay)
     cmds.add_parser("drain", help="move spooled records into the database now").set_defaults(func=_drain)
+    cmds.add_parser("patient-key", help="the patient key of a patient id (read from stdin)").set_defaults(
+        func=_patient_key
+    )
     p = cmds.add_parser("token", help="make an auditor token")
     p.add_argument("name")
     p.set_defaults(func=_token)

@@ -38,8 +38,11 @@ def security_headers(response: Response) -> Response:
 
 
 def brief_fact(fact: dict[str, Any]) -> str:
-    parts = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in fact.items()
-             if k != "t" and v is not None]
+    parts = [
+        f"{k}={v if isinstance(v, str) else json.dumps(v)}"
+        for k, v in fact.items()
+        if k != "t" and v is not None
+    ]
     return f"{fact.get('t', '?')}(" + ", ".join(parts) + ")"
 
 

@@ -55,6 +55,16 @@ def test_export_ndjson_and_csv(cli, tmp_path):
     assert "falling-dxa-t-score" in rows[1]["rules"]
 
 
+def test_patient_key_finds_the_patients_records(cli, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("Patient/bob\n"))
+    code, out = cli("audit", "patient-key")
+    key = out.strip()
+    assert code == 0 and len(key) == 64
+    code, out = cli("audit", "list", "--json", "--patient-key", key)
+    records = json.loads(out)["records"]
+    assert len(records) == 1 and "falling-dxa-t-score" in records[0]["rules"]
+
+
 def test_migrate_and_token(cli):
     code, out = cli("audit", "migrate")
     assert code == 0 and "revision 0001" in out
