@@ -201,3 +201,27 @@ def test_several_processes_append_to_one_chain(db_url, tmp_path):
     assert (checked, broken) == (60, None)
     services = [r.service for r in queries.iter_records(engine)]
     assert sorted(set(services)) == ["proc0", "proc1", "proc2"] and len(services) == 60
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_migrations_match_the_declared_tables(backend, tmp_path, request):
+    """The tables declared in cds/audit/schema.py are exactly what the migrations create."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    url = f"sqlite:///{tmp_path}/m.sqlite3" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    engine = create_engine(url)
+    ensure_schema(engine)
+    ours = {"audit_record", "audit_card", "audit_feedback", "seen_jti"}
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "include_object": lambda obj, name, kind, reflected, compare_to: (
+                    kind != "table" or name in ours
+                )
+            },
+        )
+        diff = compare_metadata(context, metadata)
+    engine.dispose()
+    assert diff == []
