@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, Flask, current_app, g, jsonify
+from flask import Blueprint, Flask, current_app, g, jsonify, request
 
 from .discovery import discovery_document, hook_of
 from .envelope import parse_feedback
@@ -31,7 +31,8 @@ def call_service(service_id: str):
     now = current_app.config.get("NOW")  # tests may pin evaluation time
     body = _body()
     response = service.call(service_id, body, now=now() if callable(now) else now,
-                            client_iss=getattr(g, "client_iss", None))
+                            client_iss=getattr(g, "client_iss", None),
+                            base_url=current_app.config.get("PUBLIC_URL") or request.host_url)
     return jsonify(response)
 
 
@@ -49,8 +50,14 @@ def feedback(service_id: str):
 @bp.get("/health")
 def health():
     pack = current_app.extensions["cds.pack"]
-    return jsonify({"status": "ok", "rulePack": {"id": pack.id, "version": pack.version,
-                                                 "contentHash": pack.content_hash}})
+    body = {"status": "ok",
+            "rulePack": {"id": pack.id, "version": pack.version, "contentHash": pack.content_hash}}
+    for name, check in current_app.extensions.get("cds.health", {}).items():
+        part = check()  # {"ok": bool, ...}
+        if not part.pop("ok", True):
+            body["status"] = "degraded"
+        body[name] = part
+    return jsonify(body)
 
 
 def init_app(app: Flask) -> None:

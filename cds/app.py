@@ -40,6 +40,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     api.init_app(app)
     http_guard.init_app(app)
+    if values["AUDIT"]:
+        from . import audit
+
+        audit.init_app(app)
     _register_error_handlers(app)
     return app
 

@@ -4,6 +4,7 @@
     cds evaluate BUNDLE --hook HOOK [--at DATE] [--json]
     cds rules check [DIR]                       validate a rule pack
     cds dev-token --url URL                     print a development client token for a call to URL
+    cds audit list|show|verify|export|replay|migrate|drain|token   the audit trail (cds/audit/cli.py)
 
 Errors are one line on stderr and a non-zero exit status; never a traceback.
 """
@@ -126,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--lifetime", type=int, default=300, help="seconds the token is valid (default 300)")
     token.add_argument("--tenant", help="optional tenant claim")
     token.set_defaults(func=_dev_token)
+    from .audit.cli import add_parser as add_audit_parser
+
+    add_audit_parser(sub)
     return parser
 
 

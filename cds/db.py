@@ -38,6 +38,20 @@ def engine_for(url: str) -> Engine:
         return engine
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Create every declared table that is missing (replaced by Alembic migrations with the audit store)."""
-    metadata.create_all(engine)
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def ensure_schema(engine: Engine) -> str | None:
+    """Bring the database up to date by running the Alembic migrations; return the revision reached."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # one migrating process at a time
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7301983200001)")
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+        return MigrationContext.configure(conn).get_current_revision()

@@ -8,6 +8,7 @@
     │   ├── EnvelopeError             400  error / required|value   (hook, hookInstance, context fields)
     │   ├── InvalidFhir               400  error / structure        (a resource fails FHIR R4 validation)
     │   ├── UnknownService            404  error / not-found
+    │   ├── NotFound                  404  error / not-found        (an audit record, a card)
     │   └── LimitExceeded             413  error / too-costly       (body size, bundle entries)
     ├── Unauthorized                  401  (bare body: nothing that helps an attacker)
     ├── AuthUnavailable               503  error / transient        (the token replay store cannot be reached)
@@ -69,6 +70,11 @@ class InvalidFhir(RequestError):
 
 
 class UnknownService(RequestError):
+    status = 404
+    code = "not-found"
+
+
+class NotFound(RequestError):
     status = 404
     code = "not-found"
 

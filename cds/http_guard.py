@@ -14,6 +14,7 @@ baseline response headers. The Flask side of ``cds.client_auth``.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
@@ -21,7 +22,7 @@ from flask import Flask, Response, current_app, g, request
 from .client_auth import TokenVerifier
 from .client_token import DEV_ISS, dev_client
 from .errors import LimitExceeded, Unauthorized
-from .jti_store import JtiStore
+from .jti_store import FileJtiStore, JtiStore
 from .trusted_clients import JwksCache, TrustedClient, keys_of, load_trusted_clients
 
 log = logging.getLogger("cds.auth")
@@ -59,7 +60,8 @@ def build_verifier(config: Any) -> TokenVerifier:
                   "so every call to the CDS endpoints will be refused with 401")
     jwks = JwksCache(session=config.get("JWKS_SESSION"), ttl=config["JWKS_CACHE_SECONDS"],
                      timeout=config["JWKS_TIMEOUT_SECONDS"])
-    store = JtiStore.from_url(config["DATABASE_URL"])
+    store = JtiStore.from_url(config["DATABASE_URL"],
+                              fallback=FileJtiStore(Path(config["AUDIT_SPOOL_DIR"]).parent / "jti-fallback"))
     return TokenVerifier(clients, replay=store.remember, jwks=jwks, leeway=config["AUTH_LEEWAY_SECONDS"],
                          max_lifetime=config["AUTH_MAX_TOKEN_LIFETIME"])
 

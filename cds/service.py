@@ -44,6 +44,7 @@ class CallRecord:
     evaluation: Evaluation | None = None
     provenance: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)  # hook context (the audit keeps a few fields)
 
 
 @dataclass
@@ -54,9 +55,11 @@ class HookService:
     fetch: Fetch | None = None
     audit: AuditSink | None = None
     model_cache: fhir_parse.ModelCache | None = None
+    #: when set, each card gets a "Why this card?" link to ``explain_url.format(base=..., uuid=...)``
+    explain_url: str | None = None
 
     def call(self, service_id: str, body: Any, *, now: dt.datetime | None = None,
-             client_iss: str | None = None) -> dict[str, Any]:
+             client_iss: str | None = None, base_url: str | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         when = now or dt.datetime.now(dt.UTC)
         hook = hook_of(service_id)
@@ -70,6 +73,7 @@ class HookService:
             # gather fills ``gathered`` as it goes, so the audit record has the provenance even on a 412
             gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered)
             evaluation = self.evaluate(request, gathered, when)
+            self._add_explain_links(evaluation, base_url)
             response = {"cards": evaluation.cards}
             self._record(service_id, hook, request, client_iss, when, started, 200, "ok", evaluation, gathered)
             return response
@@ -98,6 +102,13 @@ class HookService:
             context={**request.context, "patientId": request.patient_id}, drafts_by_ref=drafts_json,
             selections=request.selections, source_label=self.source_label)
 
+    def _add_explain_links(self, evaluation: Evaluation, base_url: str | None) -> None:
+        if not self.explain_url or not base_url:
+            return
+        for card in evaluation.cards:
+            url = self.explain_url.format(base=base_url.rstrip("/"), uuid=card["uuid"])
+            card.setdefault("links", []).append({"label": "Why this card?", "url": url, "type": "absolute"})
+
     def _record(self, service_id: str, hook: str | None, request: HookRequest | None, client_iss: str | None,
                 when: dt.datetime, started: float, status: int, outcome: str, evaluation: Evaluation | None,
                 gathered: Gathered, error: str | None = None) -> None:
@@ -107,5 +118,5 @@ class HookService:
                             patient_id=request.patient_id if request else None, client_iss=client_iss,
                             started=when, latency_ms=(time.perf_counter() - started) * 1000, outcome=outcome,
                             status=status, evaluation=evaluation, provenance=dict(gathered.provenance),
-                            error=error)
+                            error=error, context=dict(request.context) if request else {})
         self.audit.record_call(record)

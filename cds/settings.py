@@ -80,6 +80,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FHIR_MAX_RESOURCES", 2_000, "Most resources fetched for one prefetch key (412 above it).", _int),
     Setting("MODEL_CACHE_SIZE", 20_000, "Validated FHIR resources kept per process for warm patients (0 turns "
             "the cache off).", _int),
+    Setting("AUDIT", True, "Record every hook call in the audit trail (and serve the auditor pages).", _bool),
+    Setting("AUDIT_PATIENT_KEY_SECRET", "",
+            "Secret for the HMAC-SHA256 patient keys in audit records; empty means a development secret kept "
+            "in AUDIT_SECRET_FILE (a warning is logged)."),
+    Setting("AUDIT_SECRET_FILE", "instance/audit-patient-key.secret",
+            "File holding the development patient-key secret (used when AUDIT_PATIENT_KEY_SECRET is empty)."),
+    Setting("AUDIT_SPOOL_DIR", "instance/audit-spool",
+            "Folder of the durable spool that keeps audit records while the database is unavailable."),
+    Setting("AUDIT_SPOOL_RETRY_SECONDS", 5.0,
+            "Seconds between attempts to drain the audit spool into the database.", _float),
+    Setting("AUDIT_MIGRATE_ON_START", True, "Run the database migrations when the service starts.", _bool),
+    Setting("AUDITOR_TOKENS", (), "Auditor credentials, comma-separated `name:sha256-hex-of-token` "
+            "(`cds audit token NAME` makes one); empty means auditor access is closed.", _csv),
     Setting("LOG_LEVEL", "INFO", "Python logging level for the service."),
     Setting("HOST", "127.0.0.1", "Address `cds serve` listens on."),
     Setting("PORT", 5000, "Port `cds serve` listens on.", _int),

@@ -10,7 +10,7 @@ import time
 
 import jwt
 import pytest
-from conftest import PRIVATE_KEYS, PUBLIC_JWKS, TEST_ISS, make_token
+from support import PRIVATE_KEYS, PUBLIC_JWKS, TEST_ISS, make_token
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -291,7 +291,7 @@ def test_verifier_runs_on_an_injected_clock():
 
 
 def test_a_key_set_with_private_keys_is_reduced_to_public_keys(tmp_path, auth_config):
-    from conftest import DATA
+    from support import DATA
 
     path = tmp_path / "with-private.json"
     full = json.loads((DATA / "test-client-jwks.json").read_text())

@@ -8,7 +8,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import PUBLIC_JWKS, make_token
+from support import PUBLIC_JWKS, make_token
 
 from cds import create_app
 

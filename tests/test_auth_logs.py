@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import requests
-from conftest import make_token
+from support import make_token
 
 from cds import create_app
 

@@ -8,13 +8,12 @@ import os
 import uuid
 
 import pytest
-from conftest import make_token
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from support import make_token
 
 from cds import create_app
 from cds.db import engine_for
-from cds.jti_store import JtiStore, jti_key, seen_jti
+from cds.jti_store import FileJtiStore, JtiStore, jti_key, seen_jti
 
 PG_URL = os.environ.get("CDS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 DISCOVERY = "http://localhost/cds-services"
@@ -24,19 +23,11 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _postgres_or_skip() -> str:
-    try:
-        with engine_for(PG_URL).connect():
-            pass
-    except OperationalError as exc:
-        pytest.skip(f"PostgreSQL at {PG_URL} is unreachable: {str(exc).splitlines()[0]}")
-    return PG_URL
-
-
-@pytest.fixture(autouse=True)
-def _close_pooled_connections():
-    yield
-    engine_for(PG_URL).dispose()
+@pytest.fixture
+def pg(pg_base_url):
+    """The session's own PostgreSQL schema (skips, saying why, when PostgreSQL is unreachable)."""
+    yield pg_base_url
+    engine_for(pg_base_url).dispose()
 
 
 def _two_apps_share_replay_protection(auth_config, url: str) -> None:
@@ -55,8 +46,8 @@ def test_two_apps_on_one_sqlite_file_share_replay_protection(auth_config, tmp_pa
 
 
 @pytest.mark.postgres
-def test_two_apps_on_one_postgres_database_share_replay_protection(auth_config):
-    _two_apps_share_replay_protection(auth_config, _postgres_or_skip())
+def test_two_apps_on_one_postgres_database_share_replay_protection(auth_config, pg):
+    _two_apps_share_replay_protection(auth_config, pg)
 
 
 def _remember_in_child(url: str, iss: str, jti: str, start, results) -> None:
@@ -92,8 +83,8 @@ def test_processes_racing_on_one_jti_let_exactly_one_win_sqlite(tmp_path):
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_processes_racing_on_one_jti_let_exactly_one_win_postgres():
-    outcomes = _race(_postgres_or_skip())
+def test_processes_racing_on_one_jti_let_exactly_one_win_postgres(pg):
+    outcomes = _race(pg)
     assert sorted(outcomes) == [False, False, False, True]
 
 
@@ -116,8 +107,31 @@ def test_store_keeps_a_hash_until_expiry_then_purges(tmp_path):
         assert list(conn.execute(select(seen_jti.c.jti_key)).scalars()) == [jti_key("iss-a", "id-1")]
 
 
-def test_database_down_is_503_not_401_or_200(auth_config, tmp_path):
-    app = create_app({**auth_config, "DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"})
+def test_database_down_falls_back_to_the_same_host_store_and_still_refuses_replays(auth_config, tmp_path):
+    app = create_app({**auth_config, "DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
+                      "AUDIT_SPOOL_DIR": str(tmp_path / "spool")})
+    token = make_token(DISCOVERY)
+    assert app.test_client().get("/cds-services", headers=bearer(token)).status_code == 200
+    assert app.test_client().get("/cds-services", headers=bearer(token)).status_code == 401
+    assert len(list((tmp_path / "jti-fallback").iterdir())) == 1
+
+
+def test_fallback_keys_go_into_the_database_when_it_is_back(tmp_path):
+    fallback = FileJtiStore(tmp_path / "fallback")
+    at = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+    assert fallback.remember(jti_key("iss", "during-outage"), at, dt.datetime.now(dt.UTC))
+    store = JtiStore.from_url(f"sqlite:///{tmp_path}/jti.sqlite3", fallback=fallback)
+    assert not store.remember("iss", "during-outage", at)  # seen during the outage: a replay
+    store.purge()
+    assert list((tmp_path / "fallback").iterdir()) == []
+    assert not store.remember("iss", "during-outage", at)  # now known to the database itself
+
+
+def test_database_and_fallback_both_down_is_503(auth_config, tmp_path):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the fallback folder would be")
+    app = create_app({**auth_config, "DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
+                      "AUDIT_SPOOL_DIR": str(blocked / "spool")})
     response = app.test_client().get("/cds-services", headers=bearer(make_token(DISCOVERY)))
     assert response.status_code == 503
     assert response.get_json()["issue"][0]["code"] == "transient"

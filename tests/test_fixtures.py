@@ -10,7 +10,7 @@ import pytest
 import yaml
 from fixture_check import FIXTURES, all_fixtures, differences, expected_for
 
-from conftest import make_test_app
+from support import make_test_app
 
 from cds import rulepack
 

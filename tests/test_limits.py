@@ -9,7 +9,7 @@ import socket
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import make_token
+from support import make_token
 
 from cds import create_app
 

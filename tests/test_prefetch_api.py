@@ -28,7 +28,7 @@ from werkzeug import Request, Response
 
 from cds import settings
 from cds.app import create_app
-from conftest import AuthedClient
+from support import AuthedClient
 from cds.errors import ConfigurationError
 from cds.fhir_client import ClientSettings, FhirClient
 

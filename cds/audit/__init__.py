@@ -1,0 +1,112 @@
+"""The audit trail: every hook call recorded, explained, hash-chained, and never lost.
+
+    record.py   CallRecord -> record content (patient as keyed hash, facts kept for replay)   pure
+    chain.py    canonical JSON, link hashes, verification                                     pure
+    explain.py  "why this card": facts -> derived facts -> card                               pure
+    schema.py   the tables (on cds.db.metadata); migrations in cds/migrations
+    spool.py    the durable local spool used while the database is unavailable
+    store.py    AuditStore: the AuditSink and feedback sink; appends, spools, drains
+    queries.py  lists, filters, one record, rule statistics, chain verification
+    auth.py     auditor credentials (AUDITOR_TOKENS)
+    api.py      /audit/api/... (JSON)          web.py   /audit/... (HTML, templates/audit)
+    cli.py      cds audit ...                  replay.py  stored facts under another rule pack
+
+See docs/audit.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+
+from ..db import engine_for, ensure_schema
+from ..errors import ConfigurationError
+from ..rulepack import RulePack
+
+log = logging.getLogger("cds.audit")
+
+DEV_SECRET_FILE = "instance/audit-patient-key.secret"
+
+
+def patient_secret(values: dict[str, Any]) -> bytes:
+    """``AUDIT_PATIENT_KEY_SECRET``, or a development secret generated once and kept under instance/."""
+    configured = str(values.get("AUDIT_PATIENT_KEY_SECRET") or "")
+    if configured:
+        if len(configured) < 16:
+            raise ConfigurationError("setting CDS_AUDIT_PATIENT_KEY_SECRET must be at least 16 characters")
+        return configured.encode("utf-8")
+    path = Path(values.get("AUDIT_SECRET_FILE") or DEV_SECRET_FILE)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+        log.warning(
+            "CDS_AUDIT_PATIENT_KEY_SECRET is not set: generated a development secret in %s. "
+            "Set the secret in production; patient keys change when it changes.",
+            path,
+        )
+    else:
+        log.warning("CDS_AUDIT_PATIENT_KEY_SECRET is not set: using the development secret in %s", path)
+    return path.read_text(encoding="utf-8").strip().encode("utf-8")
+
+
+def database_url(values: dict[str, Any]) -> str:
+    url = str(values["DATABASE_URL"])
+    if url.startswith("postgresql") and "connect_timeout" not in url:
+        url += ("&" if "?" in url else "?") + "connect_timeout=5"
+    return url
+
+
+def open_store(values: dict[str, Any], pack: RulePack, *, migrate: bool | None = None):
+    from .spool import Spool
+    from .store import AuditStore
+
+    engine = engine_for(database_url(values))
+    store = AuditStore(
+        engine,
+        pack,
+        patient_secret(values),
+        Spool(values["AUDIT_SPOOL_DIR"]),
+        retry_seconds=float(values.get("AUDIT_SPOOL_RETRY_SECONDS", 5.0)),
+    )
+    if values.get("AUDIT_MIGRATE_ON_START", True) if migrate is None else migrate:
+        try:
+            ensure_schema(engine)
+        except OperationalError as exc:
+            # Start anyway: records go to the spool, and the schema is brought up to date before the
+            # spool is drained into the database.
+            log.error(
+                "audit database unavailable at start-up (%s); records will be spooled",
+                str(exc.orig).splitlines()[0] if exc.orig else exc,
+            )
+            store.migrate_pending = True
+    return store
+
+
+def init_app(app) -> None:
+    """Wire the audit store into the app: the service's sink, the feedback sink, /health, auditor pages."""
+    from . import api, web
+    from .auth import parse_tokens
+
+    values = app.config
+    pack = app.extensions["cds.pack"]
+    store = open_store(values, pack)
+    service = app.extensions["cds.service"]
+    service.audit = store
+    service.explain_url = "{base}/audit/cards/{uuid}"
+    app.extensions["cds.audit"] = store
+    app.extensions["cds.feedback"] = store.store_feedback
+    app.extensions.setdefault("cds.health", {})["audit"] = store.health
+    app.extensions["cds.auditors"] = parse_tokens(values.get("AUDITOR_TOKENS") or ())
+    if not app.extensions["cds.auditors"]:
+        log.warning("CDS_AUDITOR_TOKENS is empty: the auditor pages and API answer 401 to everyone")
+    app.register_blueprint(api.bp)
+    app.register_blueprint(web.bp)
+    if store.spool.pending():
+        store.kick()

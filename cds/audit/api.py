@@ -1,0 +1,94 @@
+"""The auditors' JSON API under ``/audit/api``: records (filtered, paged), one record, rule statistics.
+
+Every request must carry an auditor credential (``auth.py``); without one, or with a wrong one, the answer
+is a bare 401 with ``WWW-Authenticate``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from ..errors import NotFound, RequestError
+from . import queries
+from .auth import REALM, authenticate
+
+bp = Blueprint("cds_audit_api", __name__, url_prefix="/audit/api")
+
+
+def require_auditor() -> Response | None:
+    """``before_request`` for every auditor blueprint."""
+    name = authenticate(request.headers.get("Authorization"), current_app.extensions["cds.auditors"])
+    if name is None:
+        return Response("", 401, {"WWW-Authenticate": REALM, "Cache-Control": "no-store"})
+    g.auditor = name
+    return None
+
+
+bp.before_request(require_auditor)
+
+
+def filters_from(args: Any) -> queries.Filters:
+    try:
+        return queries.Filters(
+            since=queries.parse_time(args.get("since")),
+            until=queries.parse_time(args.get("until")),
+            service=args.get("service") or None,
+            rule=args.get("rule") or None,
+            indicator=args.get("indicator") or None,
+            outcome=args.get("outcome") or None,
+            patient_key=(args.get("patientKey") or args.get("patient_key") or "").strip().lower() or None,
+        )
+    except ValueError as exc:
+        raise RequestError(f"since/until must be ISO dates or date-times: {exc}", field="since") from exc
+
+
+def paging(args: Any) -> tuple[int, int]:
+    try:
+        return int(args.get("limit", 50)), int(args.get("offset", 0))
+    except ValueError as exc:
+        raise RequestError("limit and offset must be integers", field="limit") from exc
+
+
+def _engine():
+    return current_app.extensions["cds.audit"].engine
+
+
+@bp.get("/records")
+def records():
+    limit, offset = paging(request.args)
+    return jsonify(queries.list_records(_engine(), filters_from(request.args), limit=limit, offset=offset))
+
+
+@bp.get("/records/<key>")
+def record(key: str):
+    found = queries.get_record(_engine(), key)
+    if found is None:
+        raise NotFound(f"no audit record {key!r}", field="id")
+    return jsonify(found)
+
+
+@bp.get("/rules")
+def rules():
+    pack = current_app.extensions["cds.pack"]
+    return jsonify({"rules": queries.rule_stats(_engine(), [r.id for r in pack.rules])})
+
+
+@bp.get("/rules/<rule_id>")
+def rule(rule_id: str):
+    return jsonify(queries.rule_stats(_engine(), [rule_id])[0])
+
+
+@bp.get("/verify")
+def verify():
+    checked, broken = queries.verify_chain(_engine())
+    return jsonify(
+        {
+            "checked": checked,
+            "ok": broken is None,
+            "firstBroken": None
+            if broken is None
+            else {"seq": broken.seq, "id": broken.id, "reason": broken.reason},
+        }
+    )

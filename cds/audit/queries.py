@@ -1,0 +1,277 @@
+"""Reading the audit trail: filtered lists, one record, per-rule statistics, chain verification."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, exists, func, select
+from sqlalchemy.engine import Engine
+
+from . import chain
+from .record import columns_of
+from .schema import audit_card, audit_feedback, audit_record
+
+MAX_PAGE = 500
+
+
+@dataclass
+class Filters:
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    service: str | None = None
+    rule: str | None = None
+    indicator: str | None = None
+    outcome: str | None = None
+    patient_key: str | None = None
+
+    def where(self) -> list[Any]:
+        c = audit_record.c
+        out: list[Any] = []
+        if self.since:
+            out.append(c.time >= _utc(self.since))
+        if self.until:
+            out.append(c.time < _utc(self.until))
+        if self.service:
+            out.append(c.service == self.service)
+        if self.rule:
+            out.append(c.rules.like(f"% {_escape(self.rule)} %", escape="\\"))
+        if self.indicator:
+            out.append(
+                exists().where(
+                    and_(audit_card.c.record_seq == c.seq, audit_card.c.indicator == self.indicator)
+                )
+            )
+        if self.outcome:
+            out.append(c.outcome == self.outcome)
+        if self.patient_key:
+            out.append(c.patient_key == self.patient_key)
+        return out
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def parse_time(raw: str | None) -> dt.datetime | None:
+    """An ISO date or date-time (UTC when it names no zone); ``ValueError`` when malformed."""
+    if not raw:
+        return None
+    value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    return _utc(value)
+
+
+def summary(row: Any, cards: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "seq": row.seq,
+        "id": row.id,
+        "time": _utc(row.time).isoformat(),
+        "service": row.service,
+        "hook": row.hook,
+        "outcome": row.outcome,
+        "patientKey": row.patient_key,
+        "rulePackVersion": row.pack_version,
+        "latencyMs": row.latency_ms,
+        "rules": row.rules.split(),
+        "cards": cards or [],
+    }
+
+
+def list_records(engine: Engine, filters: Filters, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    limit = max(1, min(limit, MAX_PAGE))
+    where = filters.where()
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(audit_record).where(*where)).scalar_one()
+        rows = conn.execute(
+            select(audit_record)
+            .where(*where)
+            .order_by(audit_record.c.seq.desc())
+            .limit(limit)
+            .offset(max(0, offset))
+        ).all()
+        cards: dict[int, list[dict[str, Any]]] = {}
+        if rows:
+            for c in conn.execute(
+                select(audit_card).where(audit_card.c.record_seq.in_([r.seq for r in rows]))
+            ):
+                cards.setdefault(c.record_seq, []).append(
+                    {"uuid": c.uuid, "rule": c.rule_id, "indicator": c.indicator, "summary": c.summary}
+                )
+    return {
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "records": [summary(r, cards.get(r.seq)) for r in rows],
+    }
+
+
+def get_record(engine: Engine, key: str) -> dict[str, Any] | None:
+    """One record in full by ``seq``, record id or card uuid; with chain fields and feedback per card."""
+    with engine.connect() as conn:
+        query = select(audit_record)
+        if key.isdigit():
+            query = query.where(audit_record.c.seq == int(key))
+        else:
+            card = conn.execute(select(audit_card.c.record_seq).where(audit_card.c.uuid == key)).first()
+            query = (
+                query.where(audit_record.c.seq == card.record_seq)
+                if card
+                else query.where(audit_record.c.id == key)
+            )
+        row = conn.execute(query).first()
+        if row is None:
+            return None
+        content = json.loads(row.content)
+        uuids = [c["uuid"] for c in content.get("cards", [])]
+        feedback = [
+            _feedback(f)
+            for f in conn.execute(
+                select(audit_feedback)
+                .where(audit_feedback.c.card_uuid.in_(uuids))
+                .order_by(audit_feedback.c.id)
+            )
+        ]
+    return {
+        "seq": row.seq,
+        "prevHash": row.prev_hash,
+        "hash": row.hash,
+        "record": content,
+        "feedback": feedback,
+    }
+
+
+def _feedback(f: Any) -> dict[str, Any]:
+    return {
+        "id": f.id,
+        "card": f.card_uuid,
+        "service": f.service,
+        "outcome": f.outcome,
+        "outcomeTimestamp": f.outcome_time,
+        "received": _utc(f.received).isoformat(),
+        "acceptedSuggestions": json.loads(f.accepted or "[]"),
+        "overrideReason": {"code": f.override_code, "display": f.override_display}
+        if f.override_code
+        else None,
+        "comment": f.comment,
+        "knownCard": bool(f.known_card),
+    }
+
+
+def feedback_for_card(engine: Engine, card_uuid: str) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [
+            _feedback(f)
+            for f in conn.execute(
+                select(audit_feedback)
+                .where(audit_feedback.c.card_uuid == card_uuid)
+                .order_by(audit_feedback.c.id)
+            )
+        ]
+
+
+def rule_stats(engine: Engine, rule_ids: list[str], *, top: int = 5) -> list[dict[str, Any]]:
+    """Per rule: calls it fired in, cards shown, cards accepted / overridden, top override reasons."""
+    out = []
+    with engine.connect() as conn:
+        for rule_id in rule_ids:
+            fired = conn.execute(
+                select(func.count())
+                .select_from(audit_record)
+                .where(audit_record.c.rules.like(f"% {_escape(rule_id)} %", escape="\\"))
+            ).scalar_one()
+            shown = conn.execute(
+                select(func.count()).select_from(audit_card).where(audit_card.c.rule_id == rule_id)
+            ).scalar_one()
+            joined = audit_feedback.join(audit_card, audit_card.c.uuid == audit_feedback.c.card_uuid)
+            counts = dict(
+                conn.execute(
+                    select(audit_feedback.c.outcome, func.count(func.distinct(audit_feedback.c.card_uuid)))
+                    .select_from(joined)
+                    .where(audit_card.c.rule_id == rule_id)
+                    .group_by(audit_feedback.c.outcome)
+                ).all()
+            )
+            reasons = conn.execute(
+                select(
+                    audit_feedback.c.override_code,
+                    func.max(audit_feedback.c.override_display),
+                    func.count().label("n"),
+                )
+                .select_from(joined)
+                .where(audit_card.c.rule_id == rule_id, audit_feedback.c.override_code.is_not(None))
+                .group_by(audit_feedback.c.override_code)
+                .order_by(func.count().desc())
+                .limit(top)
+            ).all()
+            comments = (
+                conn.execute(
+                    select(audit_feedback.c.comment)
+                    .select_from(joined)
+                    .where(audit_card.c.rule_id == rule_id, audit_feedback.c.comment.is_not(None))
+                    .order_by(audit_feedback.c.id.desc())
+                    .limit(top)
+                )
+                .scalars()
+                .all()
+            )
+            out.append(
+                {
+                    "rule": rule_id,
+                    "fired": fired,
+                    "cardsShown": shown,
+                    "accepted": counts.get("accepted", 0),
+                    "overridden": counts.get("overridden", 0),
+                    "topOverrideReasons": [{"code": r[0], "display": r[1], "count": r[2]} for r in reasons],
+                    "recentComments": list(comments),
+                }
+            )
+    return out
+
+
+def iter_records(engine: Engine, filters: Filters | None = None, *, batch: int = 500) -> Iterator[Any]:
+    """Every record row in chain order (``seq`` ascending), read in batches."""
+    where = (filters or Filters()).where()
+    last = 0
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(audit_record)
+                .where(audit_record.c.seq > last, *where)
+                .order_by(audit_record.c.seq)
+                .limit(batch)
+            ).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+
+
+def _columns_agree(row: Any) -> str | None:
+    try:
+        expected = columns_of(json.loads(row.content))
+    except (ValueError, KeyError, TypeError):
+        return None  # the chain check reports malformed content
+    for name, value in expected.items():
+        if getattr(row, name) != value:
+            return f"column {name} does not match the record's content (edited)"
+    return None
+
+
+def verify_chain(engine: Engine) -> tuple[int, chain.Broken | None]:
+    rows = {}
+
+    def links() -> Iterator[chain.Link]:
+        for row in iter_records(engine):
+            rows[row.seq] = row
+            yield chain.Link(
+                seq=row.seq, id=row.id, content=row.content, prev_hash=row.prev_hash, hash=row.hash
+            )
+
+    return chain.verify(links(), check=lambda link: _columns_agree(rows.pop(link.seq)))

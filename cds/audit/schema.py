@@ -1,0 +1,80 @@
+"""The audit tables, declared on ``cds.db.metadata``. The migrations in ``cds/migrations`` create them.
+
+audit_record    one row per hook call, append-only, hash-chained by ``seq`` (see ``chain.py``)
+audit_card      one row per card returned (uuid -> record, rule, indicator), written with its record
+audit_feedback  one row per feedback item received, never updated (repeat feedback is a new row)
+seen_jti        JWT ids already accepted (replay protection), keyed by sha256 hex of iss + jti
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+)
+
+from ..db import metadata
+
+audit_record = Table(
+    "audit_record",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # chain position, 1, 2, 3 ...
+    Column("id", String(36), nullable=False, unique=True),  # uuid of the record
+    Column("time", DateTime(timezone=True), nullable=False, index=True),
+    Column("service", String(128), nullable=False, index=True),
+    Column("hook", String(64)),
+    Column("hook_instance", String(64)),
+    Column("client_iss", String(512)),
+    Column("patient_key", String(64), index=True),
+    Column("pack_version", String(64)),
+    Column("pack_hash", String(64)),
+    Column("outcome", String(16), nullable=False, index=True),
+    Column("latency_ms", Float),
+    Column("rules", Text, nullable=False, default=" "),  # " rule-a rule-b " (fired), for the rule filter
+    Column("content", Text, nullable=False),  # canonical JSON of the whole record
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+audit_card = Table(
+    "audit_card",
+    metadata,
+    Column("uuid", String(64), primary_key=True),
+    Column("record_seq", Integer, ForeignKey("audit_record.seq"), nullable=False, index=True),
+    Column("rule_id", String(128), nullable=False, index=True),
+    Column("indicator", String(16), nullable=False, index=True),
+    Column("summary", Text, nullable=False),
+)
+
+audit_feedback = Table(
+    "audit_feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("card_uuid", String(64), nullable=False, index=True),
+    Column("service", String(128), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("outcome_time", String(64)),  # as the client sent it
+    Column("received", DateTime(timezone=True), nullable=False),
+    Column("accepted", Text),  # JSON list of accepted suggestion uuids
+    Column("override_code", String(128)),
+    Column("override_display", Text),
+    Column("comment", Text),
+    Column("known_card", Boolean, nullable=False),  # False: no audited card has this uuid (yet)
+)
+Index("ix_audit_feedback_received", audit_feedback.c.received)
+
+#: JWT replay protection (used by the client-authentication code): sha256 hex of iss + jti, and expiry.
+seen_jti = Table(
+    "seen_jti",
+    metadata,
+    Column("jti_key", String(128), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)

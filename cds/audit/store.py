@@ -1,0 +1,257 @@
+"""The audit store: appends hash-chained records and feedback to the database, or to the spool.
+
+The write on the request path is one transaction: take the chain lock, read the chain head, INSERT the
+record (and its cards). The chain lock is ``pg_advisory_xact_lock`` on PostgreSQL (several processes
+may write to one database) and a process-wide lock plus SQLite's own write lock, retried, on SQLite.
+
+When the database cannot be written, the entry goes to the spool (``spool.py``) and a background thread
+drains the spool into the database once it is back, oldest first. While the spool holds anything, new
+entries go to the spool too, so the chain keeps the order in which calls finished. If the spool cannot
+be written either, the entry is lost: that is logged as an error and the hook call still answers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from ..db import ensure_schema
+from ..rulepack import RulePack
+from ..service import CallRecord
+from . import chain
+from .record import build_content, cards_of, columns_of
+from .schema import audit_card, audit_feedback, audit_record
+from .spool import Spool
+
+log = logging.getLogger("cds.audit")
+
+CHAIN_LOCK_KEY = 0x6364_7361_7564_6974 % (2**63)  # "cdsaudit": the advisory lock guarding the chain head
+_SQLITE_RETRIES = 20
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class AuditStore:
+    def __init__(
+        self, engine: Engine, pack: RulePack, secret: bytes, spool: Spool, *, retry_seconds: float = 5.0
+    ):
+        self.engine = engine
+        self.pack = pack
+        self.secret = secret
+        self.spool = spool
+        self.retry_seconds = retry_seconds
+        self._chain_lock = threading.Lock()
+        self._drain_state = threading.Lock()
+        self._drain_wanted = False
+        self._drainer: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.lost = 0  # entries neither the database nor the spool could take (since start)
+        self.migrate_pending = False  # the database was down at start-up: migrate before the first write
+
+    # -- the sinks ------------------------------------------------------------------------------------
+    def record_call(self, call: CallRecord) -> None:
+        """``AuditSink``: never raises; the hook call answers whatever happens here."""
+        try:
+            content = build_content(call, self.pack, self.secret, context=call.context)
+        except Exception:  # noqa: BLE001 - a bug here must not cost the EHR its cards
+            log.exception("audit record could not be built for a %s call", call.service)
+            self.lost += 1
+            return
+        try:
+            self.submit({"kind": "call", "content": content})
+        except Exception:  # noqa: BLE001 - same: the answer goes out, the loss is logged
+            self.lost += 1
+            log.exception("audit entry LOST for a %s call", call.service)
+
+    def store_feedback(self, service_id: str, items: list[dict[str, Any]], *, received: dt.datetime) -> None:
+        for item in items:
+            self.submit(
+                {
+                    "kind": "feedback",
+                    "service": service_id,
+                    "item": item,
+                    "received": _utc(received).isoformat(),
+                }
+            )
+
+    def submit(self, entry: dict[str, Any]) -> None:
+        if not self.spool.pending():
+            try:
+                self.write(entry)
+                return
+            except SQLAlchemyError as exc:
+                log.warning(
+                    "audit database unavailable (%s); spooling to %s", type(exc).__name__, self.spool.folder
+                )
+        try:
+            self.spool.append(entry)
+        except OSError as exc:
+            self.lost += 1
+            log.error("audit entry LOST: database and spool both failed (%s: %s)", type(exc).__name__, exc)
+            return
+        self.kick()
+
+    # -- database writes ------------------------------------------------------------------------------
+    def write(self, entry: dict[str, Any], *, dedupe: bool = False) -> None:
+        if self.migrate_pending:
+            with self._chain_lock:
+                if self.migrate_pending:
+                    ensure_schema(self.engine)
+                    self.migrate_pending = False
+        if entry["kind"] == "call":
+            self.append(entry["content"], dedupe=dedupe)
+        elif entry["kind"] == "feedback":
+            self._insert_feedback(entry)
+        else:
+            raise ValueError(f"unknown audit entry kind {entry['kind']!r}")
+
+    def append(self, content: dict[str, Any], *, dedupe: bool = False) -> int:
+        """Append one record to the chain in one transaction; return its ``seq``."""
+        content_json = chain.canonical(content)
+        attempts = _SQLITE_RETRIES if self.engine.dialect.name == "sqlite" else 1
+        for attempt in range(attempts):
+            try:
+                with self._chain_lock, self.engine.begin() as conn:
+                    return self._append_in(conn, content, content_json, dedupe)
+            except (IntegrityError, OperationalError) as exc:
+                # SQLite: another process appended between our read and write; read the head again.
+                if attempt + 1 >= attempts or not _is_sqlite_race(exc):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _append_in(self, conn: Connection, content: dict[str, Any], content_json: str, dedupe: bool) -> int:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK_KEY})
+        if dedupe:
+            existing = conn.execute(
+                select(audit_record.c.seq).where(audit_record.c.id == content["id"])
+            ).first()
+            if existing is not None:
+                return existing.seq
+        head = conn.execute(
+            select(audit_record.c.seq, audit_record.c.hash).order_by(audit_record.c.seq.desc()).limit(1)
+        ).first()
+        seq, prev = (head.seq + 1, head.hash) if head else (1, chain.GENESIS)
+        conn.execute(
+            insert(audit_record).values(
+                seq=seq,
+                time=_utc(dt.datetime.fromisoformat(content["time"])),
+                content=content_json,
+                prev_hash=prev,
+                hash=chain.link_hash(prev, content_json),
+                **columns_of(content),
+            )
+        )
+        cards = cards_of(content)
+        if cards:
+            conn.execute(insert(audit_card), [{**c, "record_seq": seq} for c in cards])
+        return seq
+
+    def _insert_feedback(self, entry: dict[str, Any]) -> None:
+        item = entry["item"]
+        reason = item.get("overrideReason") or {}
+        coding = reason.get("reason") or {}
+        with self.engine.begin() as conn:
+            known = (
+                conn.execute(
+                    select(func.count()).select_from(audit_card).where(audit_card.c.uuid == item["card"])
+                ).scalar_one()
+                > 0
+            )
+            conn.execute(
+                insert(audit_feedback).values(
+                    card_uuid=item["card"],
+                    service=entry["service"],
+                    outcome=item["outcome"],
+                    outcome_time=item.get("outcomeTimestamp"),
+                    received=_utc(dt.datetime.fromisoformat(entry["received"])),
+                    accepted=json.dumps([a.get("id") for a in item.get("acceptedSuggestions") or []]),
+                    override_code=coding.get("code"),
+                    override_display=coding.get("display"),
+                    comment=reason.get("userComment"),
+                    known_card=known,
+                )
+            )
+        if not known:
+            log.warning("feedback for card %s, which no audit record holds (stored, flagged)", item["card"])
+
+    # -- the spool ------------------------------------------------------------------------------------
+    def drain(self, *, wait: bool = False) -> int:
+        """Move spooled entries to the database, oldest first; raises if the database fails mid-way."""
+        return self.spool.drain(lambda entry: self.write(entry, dedupe=True), wait=wait)
+
+    def kick(self) -> None:
+        """Make sure a background thread is draining the spool."""
+        with self._drain_state:
+            self._drain_wanted = True
+            if self._drainer is None or not self._drainer.is_alive():
+                self._drainer = threading.Thread(target=self._drain_loop, name="cds-audit-drain", daemon=True)
+                self._drainer.start()
+
+    def _drain_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._drain_state:
+                if not self._drain_wanted and not self.spool.pending():
+                    self._drainer = None
+                    return
+                self._drain_wanted = False
+            try:
+                moved = self.drain()
+                if moved:
+                    log.info("audit spool: %d entries moved to the database", moved)
+                if self.spool.pending():
+                    self._stop.wait(0.2)  # another process holds the drain lock, or entries just arrived
+            except SQLAlchemyError:
+                self._stop.wait(self.retry_seconds)
+            except Exception:  # noqa: BLE001 - keep trying; the spool keeps the entries
+                log.exception("audit spool drain failed")
+                self._stop.wait(self.retry_seconds)
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Block until the spool is empty (tests, shutdown); True when it is."""
+        deadline = threading.Event()
+        end = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=timeout)
+        while self.spool.pending():
+            if dt.datetime.now(dt.UTC) >= end:
+                return False
+            self.kick()
+            deadline.wait(0.05)
+        return True
+
+    def close(self) -> None:
+        self._stop.set()
+
+    # -- health ---------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            database = "ok"
+        except SQLAlchemyError:
+            database = "unavailable"
+        spooled = self.spool.count()
+        return {
+            "ok": database == "ok" and spooled == 0,
+            "database": database,
+            "spool": spooled,
+            "lost": self.lost,
+        }
+
+
+def _is_sqlite_race(exc: Exception) -> bool:
+    message = str(getattr(exc, "orig", exc)).lower()
+    return "unique" in message or "locked" in message or "busy" in message
+
+
+def feedback_sink(store: AuditStore) -> Callable[..., None]:
+    return store.store_feedback

@@ -1,0 +1,105 @@
+"""`cds audit ...`: list, show, export, replay under another rule pack, token, migrate."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+import pytest
+import yaml
+from audit_support import SERVICE, hook_body
+
+from cds.cli import main
+from cds.rulepack import DEFAULT_DIR
+
+
+@pytest.fixture
+def cli(app, monkeypatch, capsys):
+    client = app.test_client()
+    for body in (hook_body("ann"), hook_body("bob", dxa_drop=True)):
+        assert client.post(f"/cds-services/{SERVICE}", json=body).status_code == 200
+    monkeypatch.setenv("CDS_DATABASE_URL", app.config["DATABASE_URL"])
+    monkeypatch.setenv("CDS_AUDIT_PATIENT_KEY_SECRET", app.config["AUDIT_PATIENT_KEY_SECRET"])
+    monkeypatch.setenv("CDS_AUDIT_SPOOL_DIR", app.config["AUDIT_SPOOL_DIR"])
+
+    def run(*argv: str) -> tuple[int, str]:
+        code = main(list(argv))
+        return code, capsys.readouterr().out
+
+    return run
+
+
+def test_list_and_show(cli):
+    code, out = cli("audit", "list")
+    assert code == 0 and out.startswith("2 record(s)") and "[warning] Falling bone density" in out
+    code, out = cli("audit", "list", "--json", "--indicator", "warning")
+    assert code == 0 and json.loads(out)["total"] == 1
+    code, out = cli("audit", "show", "2")
+    assert code == 0 and "fired falling-bone-density v1.0.0" in out and "card [warning]" in out
+    code, out = cli("audit", "show", "1", "--json")
+    assert code == 0 and json.loads(out)["record"]["service"] == SERVICE
+    code, _ = cli("audit", "show", "77")
+    assert code == 2
+
+
+def test_export_ndjson_and_csv(cli, tmp_path):
+    code, out = cli("audit", "export", "--format", "ndjson")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [x["seq"] for x in lines] == [1, 2] and lines[1]["prevHash"] == lines[0]["hash"]
+    target = tmp_path / "audit.csv"
+    code, _ = cli("audit", "export", "--format", "csv", "--output", str(target))
+    rows = list(csv.DictReader(io.StringIO(target.read_text())))
+    assert code == 0 and [r["seq"] for r in rows] == ["1", "2"] and rows[0]["outcome"] == "ok"
+    assert "falling-bone-density" in rows[1]["rules"]
+
+
+def test_patient_key_finds_the_patients_records(cli, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("Patient/bob\n"))
+    code, out = cli("audit", "patient-key")
+    key = out.strip()
+    assert code == 0 and len(key) == 64
+    code, out = cli("audit", "list", "--json", "--patient-key", key)
+    records = json.loads(out)["records"]
+    assert len(records) == 1 and "falling-bone-density" in records[0]["rules"]
+
+
+def test_migrate_and_token(cli):
+    code, out = cli("audit", "migrate")
+    assert code == 0 and "revision 0001" in out
+    code, out = cli("audit", "token", "carol")
+    assert code == 0 and "carol:" in out
+
+
+def _changed_pack(tmp_path):
+    target = tmp_path / "rules-next"
+    shutil.copytree(DEFAULT_DIR, target)
+    vitd = target / "rules" / "vitamin-d-missing.yaml"
+    rule = yaml.safe_load(vitd.read_text())
+    rule["version"] = "1.1.0"
+    rule["card"]["summary"] = "Check 25-OH vitamin D: none in {threshold.vitamin_d_interval_days} days"
+    vitd.write_text(yaml.safe_dump(rule, sort_keys=False))
+    falling = target / "rules" / "falling-bone-density.yaml"
+    falling.write_text(falling.read_text().replace("status: active", "status: retired"))
+    return target
+
+
+def test_replay_under_another_pack(cli, tmp_path):
+    code, out = cli("audit", "replay", "--rules", str(DEFAULT_DIR))
+    assert code == 0 and "2 call(s)" in out and ": 0 would differ" in out
+    code, out = cli("audit", "replay", "--rules", str(_changed_pack(tmp_path)), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["totals"] == {
+        "replayed": 2,
+        "callsChanged": 2,
+        "appeared": 0,
+        "disappeared": 1,
+        "changed": 2,
+    }
+    dxa_call = next(c for c in report["calls"] if c["disappeared"])
+    assert dxa_call["disappeared"][0]["rule"] == "falling-bone-density"
+    change = report["calls"][0]["changed"][0]
+    assert change["rule"] == "vitamin-d-missing" and change["after"]["summary"].startswith("Check 25-OH")
+    code, out = cli("audit", "replay", "--rules", str(DEFAULT_DIR), "--since", "2999-01-01")
+    assert "replayed 0 call(s)" in out

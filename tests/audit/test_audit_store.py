@@ -1,0 +1,227 @@
+"""The audit store on a real database: migrations, what a record holds (and must not), concurrent appends."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import uuid
+
+import pytest
+from audit_support import BEARER, PG_URL, SERVICE, hook_body
+from sqlalchemy import create_engine, inspect, text
+
+from cds.audit import queries
+from cds.audit.spool import Spool
+from cds.audit.store import AuditStore
+from cds.db import engine_for, ensure_schema, metadata
+from cds.rulepack import load as load_pack
+
+
+def _tables(engine) -> set[str]:
+    return set(inspect(engine).get_table_names())
+
+
+def test_migrations_from_empty_sqlite(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path}/empty.sqlite3")
+    assert _tables(engine) == set()
+    assert ensure_schema(engine) == "0001"
+    assert {"audit_record", "audit_card", "audit_feedback", "seen_jti", "alembic_version"} <= _tables(engine)
+    assert ensure_schema(engine) == "0001"  # idempotent
+    cols = {c["name"]: c for c in inspect(engine).get_columns("seen_jti")}
+    assert set(cols) == {"jti_key", "expires_at"}
+    assert inspect(engine).get_pk_constraint("seen_jti")["constrained_columns"] == ["jti_key"]
+    assert any(ix["column_names"] == ["expires_at"] for ix in inspect(engine).get_indexes("seen_jti"))
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_migrations_from_empty_postgres(pg_base_url):
+    schema = f"audit_mig_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine = create_engine(f"{PG_URL}?options=-csearch_path%3D{schema}")
+    try:
+        assert _tables(engine) == set()
+        assert ensure_schema(engine) == "0001"
+        assert {"audit_record", "audit_card", "audit_feedback", "seen_jti"} <= _tables(engine)
+        cols = {c["name"]: c for c in inspect(engine).get_columns("seen_jti")}
+        assert str(cols["jti_key"]["type"]) == "VARCHAR(128)"
+        assert "TIMESTAMP" in str(cols["expires_at"]["type"]) and cols["expires_at"]["type"].timezone
+        assert cols["expires_at"]["nullable"] is False
+        assert any(ix["column_names"] == ["expires_at"] for ix in inspect(engine).get_indexes("seen_jti"))
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_seen_jti_is_declared_on_shared_metadata():
+    from cds.audit.schema import seen_jti
+
+    assert metadata.tables["seen_jti"] is seen_jti
+    assert [c.name for c in seen_jti.primary_key] == ["jti_key"]
+
+
+def test_record_holds_the_call_but_no_patient_id_or_token(app):
+    client = app.test_client()
+    body = hook_body("secret-patient-42", dxa_drop=True)
+    body["fhirServer"] = "https://ehr.example.org/fhir"
+    body["fhirAuthorization"] = {
+        "access_token": "ACCESS-TOKEN-XYZ",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "cds",
+    }
+    res = client.post(f"/cds-services/{SERVICE}", json=body)
+    assert res.status_code == 200
+    cards = res.get_json()["cards"]
+    assert {c["indicator"] for c in cards} == {"info", "warning"}
+    for card in cards:
+        link = card["links"][-1]
+        assert link["label"] == "Why this card?" and link["type"] == "absolute"
+        assert link["url"] == f"http://localhost/audit/cards/{card['uuid']}"
+
+    found = client.get("/audit/api/records/1", headers=BEARER).get_json()
+    raw = json.dumps(found)
+    assert "secret-patient-42" not in raw and "ACCESS-TOKEN-XYZ" not in raw
+    record = found["record"]
+    assert record["hookInstance"] == body["hookInstance"] and record["outcome"] == "ok"
+    assert len(record["patientKey"]) == 64
+    assert record["rulePack"]["version"] == load_pack().version and len(record["rulePack"]["contentHash"]) == 64
+    assert sorted(c["uuid"] for c in record["cards"]) == sorted(c["uuid"] for c in cards)
+    fired = {f["rule"]: f for f in record["fired"]}
+    assert fired["falling-bone-density"]["version"] == "1.0.0"
+    assert fired["falling-bone-density"]["facts"]["change"]["t"] == "dxa_change"
+    assert record["provenance"] == {
+        "patient": "client",
+        "estradiol": "empty",
+        "vitaminD": "empty",
+        "dxa": "client",
+        "medications": "client",
+    }
+    assert any(f["t"] == "dxa" for f in record["facts"])  # kept for replay
+    assert record["latencyMs"] > 0
+
+
+def test_error_outcomes_are_recorded(app):
+    client = app.test_client()
+    body = hook_body("p-err")
+    del body["prefetch"]["medications"]  # must be fetched, and there is no FHIR server: 412
+    assert client.post(f"/cds-services/{SERVICE}", json=body).status_code == 412
+    body = hook_body("p-err")
+    body["context"].pop("userId")
+    assert client.post(f"/cds-services/{SERVICE}", json=body).status_code == 400
+    listing = client.get("/audit/api/records", headers=BEARER).get_json()
+    assert [r["outcome"] for r in listing["records"]] == ["400", "412"]
+
+
+def _append_many(store: AuditStore, n: int, tag: str, errors: list[BaseException]) -> None:
+    try:
+        for i in range(n):
+            store.append(
+                {
+                    "id": str(uuid.uuid4()),
+                    "time": "2026-11-22T05:00:00+00:00",
+                    "service": tag,
+                    "rulePack": {"version": "x", "contentHash": "y"},
+                    "outcome": "ok",
+                    "n": i,
+                }
+            )
+    except BaseException as exc:  # noqa: BLE001 - reported by the test
+        errors.append(exc)
+
+
+def test_concurrent_appends_keep_one_chain(db_url, tmp_path):
+    """Several writers at once, each a store with its own lock (like separate processes); on PostgreSQL
+    each also has its own engine, so only the database's chain lock keeps the chain straight."""
+    pack = load_pack()
+    first = engine_for(db_url)
+    ensure_schema(first)
+    stores = [
+        AuditStore(
+            first if db_url.startswith("sqlite") else create_engine(db_url),
+            pack,
+            b"k" * 32,
+            Spool(tmp_path / f"spool{i}"),
+        )
+        for i in range(4)
+    ]
+    errors: list[BaseException] = []
+    threads = [
+        threading.Thread(target=_append_many, args=(s, 15, f"w{i}", errors)) for i, s in enumerate(stores)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    checked, broken = queries.verify_chain(first)
+    assert (checked, broken) == (60, None)
+    for s in stores:
+        if s.engine is not first:
+            s.engine.dispose()
+
+
+WRITER = """
+import sys, uuid
+from cds.audit.spool import Spool
+from cds.audit.store import AuditStore
+from cds.db import engine_for
+from cds.rulepack import load
+url, tag, n, spool = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+store = AuditStore(engine_for(url), load(), b"k" * 32, Spool(spool))
+for i in range(n):
+    store.append({"id": str(uuid.uuid4()), "time": "2026-11-22T05:00:00+00:00", "service": tag,
+                  "rulePack": {"version": "x", "contentHash": "y"}, "outcome": "ok", "n": i})
+store.engine.dispose()
+"""
+
+
+def test_several_processes_append_to_one_chain(db_url, tmp_path):
+    engine = engine_for(db_url)
+    ensure_schema(engine)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, db_url, f"proc{i}", "20", str(tmp_path / f"s{i}")],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    checked, broken = queries.verify_chain(engine)
+    assert (checked, broken) == (60, None)
+    services = [r.service for r in queries.iter_records(engine)]
+    assert sorted(set(services)) == ["proc0", "proc1", "proc2"] and len(services) == 60
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_migrations_match_the_declared_tables(backend, tmp_path, request):
+    """The tables declared in cds/audit/schema.py are exactly what the migrations create."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    url = f"sqlite:///{tmp_path}/m.sqlite3" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    engine = create_engine(url)
+    ensure_schema(engine)
+    ours = {"audit_record", "audit_card", "audit_feedback", "seen_jti"}
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "include_object": lambda obj, name, kind, reflected, compare_to: (
+                    kind != "table" or name in ours
+                )
+            },
+        )
+        diff = compare_metadata(context, metadata)
+    engine.dispose()
+    assert diff == []
