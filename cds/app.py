@@ -33,9 +33,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["cds.service"] = HookService(evaluator, source_label=values["SOURCE_LABEL"],
                                                 max_entries=values["MAX_BUNDLE_ENTRIES"])
 
-    from . import api
+    from . import api, metrics, openapi
 
     api.init_app(app)
+    openapi.init_app(app)
+    metrics.init_app(app)
     _register_error_handlers(app)
     return app
 

@@ -67,6 +67,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_LEVEL", "INFO", "Python logging level for the service."),
     Setting("HOST", "127.0.0.1", "Address `cds serve` listens on."),
     Setting("PORT", 5000, "Port `cds serve` listens on.", _int),
+    Setting("WORKERS", 0, "gunicorn workers for `cds serve --prod`; 0 means 2 x CPU cores + 1.", _int),
+    Setting("METRICS_ENABLED", True, "Serve Prometheus metrics at `/metrics`.", _bool),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
