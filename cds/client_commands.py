@@ -37,6 +37,7 @@ HOOKS = ("patient-view", "order-select", "order-sign")
 
 # -- output --------------------------------------------------------------------------------------------------
 
+
 def cards_table(cards: list[dict[str, Any]]) -> str:
     if not cards:
         return "no cards"
@@ -60,9 +61,15 @@ def _fmt_ms(value: float | None) -> str:
 
 def summary_table(stats: dict[str, Any]) -> str:
     lat = stats["latency_ms"]
-    rows = [("fixtures", str(stats["total"])), ("passed", str(stats["passed"])), ("failed", str(stats["failed"])),
-            ("errored", str(stats["errored"])), ("latency p50", _fmt_ms(lat["p50"])),
-            ("latency p95", _fmt_ms(lat["p95"])), ("latency p99", _fmt_ms(lat["p99"]))]
+    rows = [
+        ("fixtures", str(stats["total"])),
+        ("passed", str(stats["passed"])),
+        ("failed", str(stats["failed"])),
+        ("errored", str(stats["errored"])),
+        ("latency p50", _fmt_ms(lat["p50"])),
+        ("latency p95", _fmt_ms(lat["p95"])),
+        ("latency p99", _fmt_ms(lat["p99"])),
+    ]
     return "\n".join(f"  {name:<12} {value:>9}" for name, value in rows)
 
 
@@ -78,18 +85,23 @@ class ProgressBar:
         self.errored += outcome.verdict == "errored"
         filled = self.width * done // max(1, self.total)
         end = "\n" if done >= self.total else ""
-        self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
-                          f"failed {self.failed} errored {self.errored}{end}")
+        self.stream.write(
+            f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
+            f"failed {self.failed} errored {self.errored}{end}"
+        )
         self.stream.flush()
 
 
 # -- commands ------------------------------------------------------------------------------------------------
 
+
 def _client(args: argparse.Namespace) -> HookClient:
     signer = signer_from(args.key, iss=args.iss)
     if signer is None:
-        print("cds: note: no signing key (--key, or the development client's key); calls carry no JWT",
-              file=sys.stderr)
+        print(
+            "cds: note: no signing key (--key, or the development client's key); calls carry no JWT",
+            file=sys.stderr,
+        )
     return HookClient(args.url, signer=signer, timeout=(args.connect_timeout, args.timeout))
 
 
@@ -117,8 +129,10 @@ def _request(args: argparse.Namespace) -> int:
         print(json.dumps(exchange.body, indent=2))
         return 0
     shifted = f", dates moved {days:+d} days" if days else ""
-    print(f"{service['id']} answered {len(cards)} card(s) in {exchange.latency_ms:.0f} ms "
-          f"(prefetch {args.prefetch}{shifted})")
+    print(
+        f"{service['id']} answered {len(cards)} card(s) in {exchange.latency_ms:.0f} ms "
+        f"(prefetch {args.prefetch}{shifted})"
+    )
     print(cards_table(cards))
     return 0
 
@@ -130,14 +144,35 @@ def _replay(args: argparse.Namespace) -> int:
     server_date = parse_date(args.server_date, "--server-date") if args.server_date else None
     client = _client(args)
     show_bar = sys.stderr.isatty() if args.progress is None else args.progress
-    outcomes = replay(fixtures, client, prefetch=args.prefetch, shift=not args.no_shift, server_date=server_date,
-                      strict=args.strict, progress=ProgressBar(len(fixtures)) if show_bar else None)
+    outcomes = replay(
+        fixtures,
+        client,
+        prefetch=args.prefetch,
+        shift=not args.no_shift,
+        server_date=server_date,
+        strict=args.strict,
+        progress=ProgressBar(len(fixtures)) if show_bar else None,
+    )
     stats = summary(outcomes)
     root = Path(args.dir)
     if args.json:
-        print(json.dumps({"summary": stats, "fixtures": [
-            {"fixture": str(o.fixture), "verdict": o.verdict, "latency_ms": o.latency_ms, "problems": o.problems}
-            for o in outcomes]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "summary": stats,
+                    "fixtures": [
+                        {
+                            "fixture": str(o.fixture),
+                            "verdict": o.verdict,
+                            "latency_ms": o.latency_ms,
+                            "problems": o.problems,
+                        }
+                        for o in outcomes
+                    ],
+                },
+                indent=2,
+            )
+        )
     else:
         for outcome in outcomes:
             if outcome.verdict != "passed":
@@ -152,8 +187,12 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", required=True, help="the service's base URL (the one /cds-services hangs off)")
-    p.add_argument("--prefetch", choices=PREFETCH_MODES, default="full",
-                   help="answer every prefetch key (full), some (partial), or send none")
+    p.add_argument(
+        "--prefetch",
+        choices=PREFETCH_MODES,
+        default="full",
+        help="answer every prefetch key (full), some (partial), or send none",
+    )
     p.add_argument("--key", help="private JWK or JWK Set file to sign with (default: the dev client's key)")
     p.add_argument("--iss", default=DEV_ISS, help=f"the client's issuer (default {DEV_ISS})")
     p.add_argument("--no-shift", action="store_true", help="send the fixture's dates as written")
@@ -168,17 +207,30 @@ def add_parsers(sub: Any) -> None:
     req.add_argument("bundle")
     req.add_argument("--hook", choices=HOOKS, help="the hook (default: the bundle's sidecar)")
     req.add_argument("--service", help="service id (default: the discovery's service for the hook)")
-    req.add_argument("--omit", action="append", default=[], metavar="KEY",
-                     help="with --prefetch partial: a prefetch key to leave out (repeatable)")
-    req.add_argument("--at", help="the date the bundle was written for (default: the sidecar's 'at'; none: no shift)")
+    req.add_argument(
+        "--omit",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="with --prefetch partial: a prefetch key to leave out (repeatable)",
+    )
+    req.add_argument(
+        "--at", help="the date the bundle was written for (default: the sidecar's 'at'; none: no shift)"
+    )
     _common(req)
     req.set_defaults(func=_request)
 
-    rep = sub.add_parser("replay", help="send every fixture under a folder and check the cards against its sidecar")
+    rep = sub.add_parser(
+        "replay", help="send every fixture under a folder and check the cards against its sidecar"
+    )
     rep.add_argument("dir")
     rep.add_argument("--strict", action="store_true", help="also fail on cards the sidecar does not list")
-    rep.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                     help="progress bar on stderr (default: when stderr is a terminal)")
+    rep.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
     _common(rep)
     rep.set_defaults(func=_replay, omit=[])
 

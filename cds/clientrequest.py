@@ -35,8 +35,10 @@ def choose_service(discovery: Mapping[str, Any], hook: str, service_id: str | No
     if service_id:
         found = next((s for s in services if s.get("id") == service_id), None)
         if found is None:
-            raise ValueError(f"the discovery document lists no service {service_id!r} "
-                             f"(it has: {', '.join(str(s.get('id')) for s in services) or 'none'})")
+            raise ValueError(
+                f"the discovery document lists no service {service_id!r} "
+                f"(it has: {', '.join(str(s.get('id')) for s in services) or 'none'})"
+            )
         if found.get("hook") != hook:
             raise ValueError(f"service {service_id!r} answers {found.get('hook')!r}, not {hook!r}")
         return found
@@ -56,8 +58,15 @@ def prefetch_keys_sent(templates: Iterable[str], mode: str, omit: Iterable[str] 
     return [k for k in keys if k not in omitted]
 
 
-def build_hook_request(bundle: dict[str, Any], hook: str, service: Mapping[str, Any], *,
-                       prefetch: str = "full", omit: Iterable[str] = (), shift_days: int = 0) -> dict[str, Any]:
+def build_hook_request(
+    bundle: dict[str, Any],
+    hook: str,
+    service: Mapping[str, Any],
+    *,
+    prefetch: str = "full",
+    omit: Iterable[str] = (),
+    shift_days: int = 0,
+) -> dict[str, Any]:
     if prefetch not in PREFETCH_MODES:
         raise ValueError(f"prefetch mode must be one of {', '.join(PREFETCH_MODES)}")
     if shift_days:
@@ -78,10 +87,14 @@ def build_hook_request(bundle: dict[str, Any], hook: str, service: Mapping[str, 
 
 # -- fixture sidecars -------------------------------------------------------------------------------------
 
+
 def sidecar_path(fixture: str | Path) -> Path:
     path = Path(fixture)
-    return path.with_name(path.name[: -len(".json")] + ".expected.json") if path.name.endswith(".json") \
+    return (
+        path.with_name(path.name[: -len(".json")] + ".expected.json")
+        if path.name.endswith(".json")
         else path.with_name(path.name + ".expected.json")
+    )
 
 
 def load_sidecar(fixture: str | Path) -> dict[str, Any] | None:

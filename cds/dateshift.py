@@ -17,10 +17,25 @@ import datetime as dt
 import re
 from typing import Any
 
-DATE_KEYS = frozenset({
-    "issued", "authoredOn", "start", "end", "date", "recorded", "lastUpdated", "timestamp", "occurrenceDateTime",
-    "whenHandedOver", "whenPrepared", "created", "sent", "received", "outcomeTimestamp",
-})
+DATE_KEYS = frozenset(
+    {
+        "issued",
+        "authoredOn",
+        "start",
+        "end",
+        "date",
+        "recorded",
+        "lastUpdated",
+        "timestamp",
+        "occurrenceDateTime",
+        "whenHandedOver",
+        "whenPrepared",
+        "created",
+        "sent",
+        "received",
+        "outcomeTimestamp",
+    }
+)
 DATE_SUFFIXES = ("Date", "DateTime", "Instant")
 FHIR_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(T[0-9:.]+(?:Z|[+-]\d{2}:\d{2})?)?$")
 

@@ -37,7 +37,9 @@ def outcome_line(body: Any) -> str:
         parts = []
         for issue in body.get("issue") or []:
             if isinstance(issue, dict):
-                text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or issue.get("code")
+                text = (
+                    issue.get("diagnostics") or (issue.get("details") or {}).get("text") or issue.get("code")
+                )
                 if text:
                     parts.append(str(text))
         return "; ".join(parts) or "OperationOutcome without diagnostics"
@@ -47,8 +49,14 @@ def outcome_line(body: Any) -> str:
 
 
 class HookClient:
-    def __init__(self, base_url: str, *, signer: Signer | None = None, session: requests.Session | None = None,
-                 timeout: float | tuple[float, float] = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        signer: Signer | None = None,
+        session: requests.Session | None = None,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+    ):
         self.base_url = base_url.rstrip("/")
         self.signer = signer
         self.session = session or requests.Session()
@@ -63,13 +71,15 @@ class HookClient:
     def _send(self, method: str, url: str, body: Any = None) -> Exchange:
         started = time.perf_counter()
         try:
-            response = self.session.request(method, url, json=body, headers=self._headers(url),
-                                            timeout=self.timeout)
+            response = self.session.request(
+                method, url, json=body, headers=self._headers(url), timeout=self.timeout
+            )
         except requests.Timeout:
             return Exchange(url, None, None, _ms(started), f"{method} {url}: timed out")
         except requests.RequestException as exc:
-            return Exchange(url, None, None, _ms(started), f"{method} {url}: {type(exc).__name__}: "
-                            f"{_first_line(exc)}")
+            return Exchange(
+                url, None, None, _ms(started), f"{method} {url}: {type(exc).__name__}: {_first_line(exc)}"
+            )
         latency = _ms(started)
         try:
             data: Any = response.json() if response.content else None

@@ -30,8 +30,12 @@ from prometheus_client import (
 )
 
 REQUESTS = Counter("cds_http_requests", "HTTP requests answered", ["endpoint", "method", "status"])
-LATENCY = Histogram("cds_http_request_duration_seconds", "Time to answer an HTTP request", ["endpoint"],
-                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+LATENCY = Histogram(
+    "cds_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 CARDS = Counter("cds_cards", "Cards answered", ["rule", "indicator"])
 ERRORS = Counter("cds_errors", "Error answers (4xx client, 5xx server)", ["endpoint", "kind"])
 

@@ -20,8 +20,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
-USER_TOKENS = {"userPractitionerId": "Practitioner", "userPractitionerRoleId": "PractitionerRole",
-               "userPatientId": "Patient", "userRelatedPersonId": "RelatedPerson"}
+USER_TOKENS = {
+    "userPractitionerId": "Practitioner",
+    "userPractitionerRoleId": "PractitionerRole",
+    "userPatientId": "Patient",
+    "userRelatedPersonId": "RelatedPerson",
+}
 
 
 def fill(template: str, context: Mapping[str, Any]) -> str:
@@ -31,7 +35,7 @@ def fill(template: str, context: Mapping[str, Any]) -> str:
     def value(match: re.Match[str]) -> str:
         token = match.group(1)
         if token.startswith("context."):
-            found = context.get(token[len("context."):])
+            found = context.get(token[len("context.") :])
             return str(found) if isinstance(found, str | int | float) else ""
         if USER_TOKENS.get(token) == user_type:
             return user_id
@@ -94,9 +98,15 @@ def matches(resource: dict[str, Any], params: Iterable[tuple[str, str]]) -> bool
 
 
 def searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": "searchset", "total": len(resources),
-            "entry": [{"fullUrl": f"{r['resourceType']}/{r.get('id')}", "resource": r,
-                       "search": {"mode": "match"}} for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "entry": [
+            {"fullUrl": f"{r['resourceType']}/{r.get('id')}", "resource": r, "search": {"mode": "match"}}
+            for r in resources
+        ],
+    }
 
 
 def answer(query: str, record: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -111,7 +121,8 @@ def answer(query: str, record: list[dict[str, Any]]) -> dict[str, Any] | None:
     return searchset(found)
 
 
-def answer_all(templates: Mapping[str, str], record: list[dict[str, Any]],
-               context: Mapping[str, Any]) -> dict[str, Any]:
+def answer_all(
+    templates: Mapping[str, str], record: list[dict[str, Any]], context: Mapping[str, Any]
+) -> dict[str, Any]:
     """Every key of ``templates`` answered from ``record``."""
     return {key: answer(fill(template, context), record) for key, template in templates.items()}

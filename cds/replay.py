@@ -78,9 +78,13 @@ def compare(expected: Mapping[str, Any], cards: list[dict[str, Any]], *, strict:
     used: set[int] = set()
     for spec in expected.get("cards") or []:
         same_rule = [i for i, c in enumerate(cards) if rule_of(c) == spec.get("rule")]
-        fits = [i for i in same_rule if i not in used
-                and (not spec.get("indicator") or cards[i].get("indicator") == spec["indicator"])
-                and (not spec.get("summary_contains") or spec["summary_contains"] in str(cards[i].get("summary")))]
+        fits = [
+            i
+            for i in same_rule
+            if i not in used
+            and (not spec.get("indicator") or cards[i].get("indicator") == spec["indicator"])
+            and (not spec.get("summary_contains") or spec["summary_contains"] in str(cards[i].get("summary")))
+        ]
         if fits:
             used.add(fits[0])
             continue
@@ -91,14 +95,25 @@ def compare(expected: Mapping[str, Any], cards: list[dict[str, Any]], *, strict:
     for i, card in enumerate(cards):
         if rule_of(card) in unwanted:
             problems.append(f"+ unexpected {describe(card)} (listed in not_cards)")
-        elif strict and i not in used and not any(rule_of(card) == s.get("rule") for s in expected.get("cards") or []):
+        elif (
+            strict
+            and i not in used
+            and not any(rule_of(card) == s.get("rule") for s in expected.get("cards") or [])
+        ):
             problems.append(f"+ unexpected {describe(card)} (strict: not in cards)")
     return problems
 
 
-def replay(fixtures: Iterable[Fixture], client: HookClient, *, prefetch: str = "full", shift: bool = True,
-           server_date: dt.date | None = None, strict: bool = False,
-           progress: Callable[[int, Outcome], None] | None = None) -> list[Outcome]:
+def replay(
+    fixtures: Iterable[Fixture],
+    client: HookClient,
+    *,
+    prefetch: str = "full",
+    shift: bool = True,
+    server_date: dt.date | None = None,
+    strict: bool = False,
+    progress: Callable[[int, Outcome], None] | None = None,
+) -> list[Outcome]:
     """Send each fixture to the service; return one ``Outcome`` per fixture, in order."""
     fixtures = list(fixtures)
     outcomes: list[Outcome] = []
@@ -107,24 +122,45 @@ def replay(fixtures: Iterable[Fixture], client: HookClient, *, prefetch: str = "
         if found.error:
             outcome = Outcome(fixture.path, "errored", problems=[f"! discovery failed: {found.error}"])
         else:
-            outcome = _one(fixture, client, found.body, prefetch=prefetch, shift=shift, server_date=server_date,
-                           strict=strict)
+            outcome = _one(
+                fixture,
+                client,
+                found.body,
+                prefetch=prefetch,
+                shift=shift,
+                server_date=server_date,
+                strict=strict,
+            )
         outcomes.append(outcome)
         if progress is not None:
             progress(index + 1, outcome)
     return outcomes
 
 
-def _one(fixture: Fixture, client: HookClient, discovery: dict[str, Any], *, prefetch: str, shift: bool,
-         server_date: dt.date | None, strict: bool) -> Outcome:
+def _one(
+    fixture: Fixture,
+    client: HookClient,
+    discovery: dict[str, Any],
+    *,
+    prefetch: str,
+    shift: bool,
+    server_date: dt.date | None,
+    strict: bool,
+) -> Outcome:
     expected = fixture.expected
     try:
         bundle = load_bundle(fixture.path)
         hook = expected["hook"]
         service = choose_service(discovery, hook, expected.get("service"))
         days = shift_for(expected.get("at"), server_date, shift)
-        body = build_hook_request(bundle, hook, service, prefetch=expected.get("prefetch", prefetch),
-                                  omit=expected.get("omit", ()), shift_days=days)
+        body = build_hook_request(
+            bundle,
+            hook,
+            service,
+            prefetch=expected.get("prefetch", prefetch),
+            omit=expected.get("omit", ()),
+            shift_days=days,
+        )
     except Exception as exc:  # noqa: BLE001 - a broken fixture is reported, and the replay goes on
         message = getattr(exc, "message", None) or str(exc)
         return Outcome(fixture.path, "errored", problems=[f"! cannot build the request: {message}"])
@@ -134,9 +170,15 @@ def _one(fixture: Fixture, client: HookClient, discovery: dict[str, Any], *, pre
     want_status = int(expected.get("status", 200))
     if exchange.status != want_status:
         verdict = "errored" if exchange.status >= 500 or want_status == 200 else "failed"
-        return Outcome(fixture.path, verdict, exchange.latency_ms,
-                       [f"- expected HTTP {want_status}",
-                        f"+ answered HTTP {exchange.status}: {outcome_line(exchange.body)}"])
+        return Outcome(
+            fixture.path,
+            verdict,
+            exchange.latency_ms,
+            [
+                f"- expected HTTP {want_status}",
+                f"+ answered HTTP {exchange.status}: {outcome_line(exchange.body)}",
+            ],
+        )
     if want_status != 200:
         return Outcome(fixture.path, "passed", exchange.latency_ms)
     cards = exchange.body.get("cards") if isinstance(exchange.body, dict) else None
@@ -158,5 +200,8 @@ def percentile(values: list[float], pct: float) -> float | None:
 def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     latencies = [o.latency_ms for o in outcomes if o.latency_ms is not None]
     counts = {v: sum(1 for o in outcomes if o.verdict == v) for v in ("passed", "failed", "errored")}
-    return {"total": len(outcomes), **counts,
-            "latency_ms": {f"p{p}": percentile(latencies, p) for p in (50, 95, 99)}}
+    return {
+        "total": len(outcomes),
+        **counts,
+        "latency_ms": {f"p{p}": percentile(latencies, p) for p in (50, 95, 99)},
+    }

@@ -34,15 +34,29 @@ def prepare_metrics_dir(environ: dict[str, str] | os._Environ[str] = os.environ)
 
 
 def gunicorn_argv(host: str, port: int, workers: int, extra: list[str] | None = None) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "--config", "python:cds.gunicorn_conf", "--workers", str(workers),
-            "--bind", f"{host}:{port}", *(extra or []), "cds:create_app()"]
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        "python:cds.gunicorn_conf",
+        "--workers",
+        str(workers),
+        "--bind",
+        f"{host}:{port}",
+        *(extra or []),
+        "cds:create_app()",
+    ]
 
 
 def run_production(host: str, port: int, workers: int) -> int:
     """Replace this process by gunicorn (never returns unless exec fails)."""
     prepare_metrics_dir()
     argv = gunicorn_argv(host, port, worker_count(workers))
-    print(f"cds: starting gunicorn on http://{host}:{port} with {argv[argv.index('--workers') + 1]} workers",
-          file=sys.stderr, flush=True)
+    print(
+        f"cds: starting gunicorn on http://{host}:{port} with {argv[argv.index('--workers') + 1]} workers",
+        file=sys.stderr,
+        flush=True,
+    )
     os.execv(argv[0], argv)
     return 1  # pragma: no cover - only if exec returned

@@ -81,8 +81,13 @@ class Signer:
 
     def token(self, aud: str, *, now: float | None = None) -> str:
         issued = int(time.time() if now is None else now)
-        claims = {"iss": self.iss, "aud": aud, "iat": issued, "exp": issued + self.lifetime,
-                  "jti": str(uuid.uuid4())}
+        claims = {
+            "iss": self.iss,
+            "aud": aud,
+            "iat": issued,
+            "exp": issued + self.lifetime,
+            "jti": str(uuid.uuid4()),
+        }
         return jwt.encode(claims, self._key, algorithm=self.alg, headers={"kid": self.kid, "typ": "JWT"})
 
     def headers(self, aud: str) -> dict[str, str]:

@@ -20,8 +20,11 @@ KEYS = Path(__file__).parent / "data" / "keys" / "test-client-jwks.json"
 
 def public_keys() -> dict[str, Any]:
     keys = json.loads(KEYS.read_text())["keys"]
-    return {k["kid"]: jwt.PyJWK({m: v for m, v in k.items() if m not in ("d", "p", "q", "dp", "dq", "qi")})
-            for k in keys if "d" not in k}
+    return {
+        k["kid"]: jwt.PyJWK({m: v for m, v in k.items() if m not in ("d", "p", "q", "dp", "dq", "qi")})
+        for k in keys
+        if "d" not in k
+    }
 
 
 class JwtCheck:
@@ -43,13 +46,19 @@ class JwtCheck:
         header = environ.get("HTTP_AUTHORIZATION", "")
         if not header.startswith("Bearer "):
             return False
-        token = header[len("Bearer "):]
+        token = header[len("Bearer ") :]
         url = f"http://{environ['HTTP_HOST']}{environ['PATH_INFO']}"
         try:
             head = jwt.get_unverified_header(token)
             key = self.keys[head["kid"]]
-            claims = jwt.decode(token, key.key, algorithms=["ES384", "RS384"], audience=url, issuer=self.iss,
-                                options={"require": ["iss", "aud", "exp", "iat", "jti"]})
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=["ES384", "RS384"],
+                audience=url,
+                issuer=self.iss,
+                options={"require": ["iss", "aud", "exp", "iat", "jti"]},
+            )
         except (jwt.InvalidTokenError, KeyError):
             return False
         if head.get("typ") != "JWT":

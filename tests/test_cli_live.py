@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from live_server import KEYS, JwtCheck, LiveServer
 
 from cds import create_app
 from cds.cli import main
-from live_server import KEYS, JwtCheck, LiveServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "fixtures" / "scenarios"
@@ -88,7 +88,10 @@ def test_replay_reports_a_wrong_expectation_with_a_diff(server, tmp_path, capsys
     captured = capsys.readouterr()
     assert code == 1, captured.err
     assert "FAILED: nested/trt-man-anastrozole-low-estradiol.json" in captured.out
-    assert "- expected low-estradiol-on-ai [critical] summary containing 'Low estradiol (14.2 pg/mL)'" in captured.out
+    assert (
+        "- expected low-estradiol-on-ai [critical] summary containing 'Low estradiol (14.2 pg/mL)'"
+        in captured.out
+    )
     assert "+ answered low-estradiol-on-ai [warning] 'Low estradiol (14.2 pg/mL)" in captured.out
     assert "patient-with-no-data" not in captured.out
     rows = table(captured.out)
@@ -106,8 +109,16 @@ def test_replay_json_report(server, tmp_path, capsys):
 
 
 def test_replay_counts_an_unreachable_server_as_errored(tmp_path, capsys):
-    code = main(cli("replay", str(SCENARIOS / "patient-with-no-data.json"), "--url", "http://127.0.0.1:9",
-                    "--connect-timeout", "1"))
+    code = main(
+        cli(
+            "replay",
+            str(SCENARIOS / "patient-with-no-data.json"),
+            "--url",
+            "http://127.0.0.1:9",
+            "--connect-timeout",
+            "1",
+        )
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert "ERRORED: " in out and "discovery failed" in out
@@ -140,18 +151,45 @@ def test_request_json_and_order_select_selections(server, capsys):
 
 def test_request_http_error_exits_non_zero_with_the_diagnostics(server, capsys):
     fixture = SCENARIOS / "trt-man-anastrozole-low-estradiol.json"
-    code = main(cli("request", str(fixture), "--hook", "order-sign", "--url", server.url,
-                    "--prefetch", "partial", "--omit", "dxa", "--omit", "patient"))
+    code = main(
+        cli(
+            "request",
+            str(fixture),
+            "--hook",
+            "order-sign",
+            "--url",
+            server.url,
+            "--prefetch",
+            "partial",
+            "--omit",
+            "dxa",
+            "--omit",
+            "patient",
+        )
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert len(err) == 1
     assert err[0].startswith("cds: error: HTTP 412 from POST ")
-    assert "prefetch data missing for patient, dxa" in err[0] or "prefetch data missing for dxa, patient" in err[0]
+    assert (
+        "prefetch data missing for patient, dxa" in err[0]
+        or "prefetch data missing for dxa, patient" in err[0]
+    )
 
 
 def test_request_without_prefetch_is_412(server, capsys):
-    code = main(cli("request", str(SCENARIOS / "patient-with-no-data.json"), "--hook", "patient-view",
-                    "--url", server.url, "--prefetch", "none"))
+    code = main(
+        cli(
+            "request",
+            str(SCENARIOS / "patient-with-no-data.json"),
+            "--hook",
+            "patient-view",
+            "--url",
+            server.url,
+            "--prefetch",
+            "none",
+        )
+    )
     assert code == 1
     assert "HTTP 412" in capsys.readouterr().err
 
@@ -165,7 +203,9 @@ def test_an_unsigned_call_is_refused(server, capsys):
 
 
 def test_the_hook_comes_from_the_sidecar_when_not_given(server, capsys):
-    code = main(cli("request", str(SCENARIOS / "woman-anastrozole-multiple-dxa-sites.json"), "--url", server.url))
+    code = main(
+        cli("request", str(SCENARIOS / "woman-anastrozole-multiple-dxa-sites.json"), "--url", server.url)
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "bone-health-patient-view answered 1 card(s)" in out and "Left femur" in out

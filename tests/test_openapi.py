@@ -33,13 +33,17 @@ def test_the_document_is_valid_openapi(doc):
 
 
 def test_every_route_of_the_service_is_documented(app, doc):
-    rules = [r for r in app.url_map.iter_rules() if r.endpoint.startswith(("cds_hooks.", "openapi.", "metrics."))]
+    rules = [
+        r for r in app.url_map.iter_rules() if r.endpoint.startswith(("cds_hooks.", "openapi.", "metrics."))
+    ]
     assert len(rules) >= 6
     for rule in rules:
         path = flask_path(rule.rule)
         assert path in doc["paths"], f"{rule.rule} ({rule.endpoint}) is not in the OpenAPI document"
         methods = {m.lower() for m in rule.methods} & HTTP_METHODS
-        assert methods <= set(doc["paths"][path]), f"{rule.rule}: {methods - set(doc['paths'][path])} undocumented"
+        assert methods <= set(doc["paths"][path]), (
+            f"{rule.rule}: {methods - set(doc['paths'][path])} undocumented"
+        )
 
 
 def test_every_documented_path_is_served(app, doc):
@@ -60,15 +64,22 @@ def examples(doc):
             for status, response in op.get("responses", {}).items():
                 for media_type, media in (response.get("content") or {}).items():
                     if "example" in media:
-                        yield f"{method.upper()} {path} {status} {media_type}", media["schema"], media["example"]
+                        yield (
+                            f"{method.upper()} {path} {status} {media_type}",
+                            media["schema"],
+                            media["example"],
+                        )
 
 
 def test_every_example_validates_against_its_schema(doc):
     found = list(examples(doc))
     assert len(found) >= 10
     for where, schema, example in found:
-        wrapped = {"$schema": "https://json-schema.org/draft/2020-12/schema", "components": doc["components"],
-                   **schema}
+        wrapped = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "components": doc["components"],
+            **schema,
+        }
         errors = list(jsonschema.Draft202012Validator(wrapped).iter_errors(example))
         assert not errors, f"{where}: {errors[0].message} at {list(errors[0].absolute_path)}"
 
@@ -82,8 +93,11 @@ def test_real_answers_validate_against_the_schemas(client, doc):
 
     check("Discovery", client.get("/cds-services").get_json())
     check("Health", client.get("/health").get_json())
-    body = hook_body("order-select", record=[patient(), med(), obs("2243-4", 8, "pg/mL", "2026-10-01")],
-                     drafts=[med(status="draft", mid="d1", timing={"frequency": 2, "period": 1, "periodUnit": "wk"})])
+    body = hook_body(
+        "order-select",
+        record=[patient(), med(), obs("2243-4", 8, "pg/mL", "2026-10-01")],
+        drafts=[med(status="draft", mid="d1", timing={"frequency": 2, "period": 1, "periodUnit": "wk"})],
+    )
     check("HookRequest", body)
     answer = client.post("/cds-services/bone-health-order-select", json=body).get_json()
     assert len(answer["cards"]) >= 2
@@ -101,6 +115,7 @@ def test_the_auditor_api_has_a_marked_place():
 
 # -- property-based tests against the document ---------------------------------------------------------------
 
+
 def _app():
     import datetime as dt
 
@@ -111,8 +126,12 @@ def _app():
 
 APP = _app()
 SCHEMA = schemathesis.openapi.from_wsgi("/openapi.json", APP)
-CHECKS = [schemathesis.checks.not_a_server_error, schemathesis.checks.status_code_conformance,
-          schemathesis.checks.content_type_conformance, schemathesis.checks.response_schema_conformance]
+CHECKS = [
+    schemathesis.checks.not_a_server_error,
+    schemathesis.checks.status_code_conformance,
+    schemathesis.checks.content_type_conformance,
+    schemathesis.checks.response_schema_conformance,
+]
 
 
 # A bounded, repeatable run by default; FUZZ_EXAMPLES=2000 FUZZ_RANDOM=1 explores further.
@@ -121,8 +140,13 @@ RANDOM = os.environ.get("FUZZ_RANDOM") == "1"
 
 
 @SCHEMA.parametrize()
-@hypothesis.settings(max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, database=None,
-                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=not RANDOM,
+    database=None,
+    suppress_health_check=list(hypothesis.HealthCheck),
+)
 def test_the_service_holds_up_against_its_document(case):
     """No 5xx for any generated request; every answer's status, type and body are the documented ones."""
     case.call_and_validate(checks=CHECKS)
