@@ -216,3 +216,15 @@ def test_a_bundle_without_sidecar_needs_a_hook(server, tmp_path, capsys):
     bundle.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": []}))
     assert main(cli("request", str(bundle), "--url", server.url)) == 2
     assert "--hook is required" in capsys.readouterr().err
+
+
+def test_a_sidecar_can_expect_an_error_status(server, tmp_path, capsys):
+    shutil.copy(SCENARIOS / "patient-with-no-data.json", tmp_path / "no-prefetch.json")
+    sidecar = {"hook": "patient-view", "at": "2026-11-22", "prefetch": "none", "status": 412, "cards": []}
+    (tmp_path / "no-prefetch.expected.json").write_text(json.dumps(sidecar))
+    assert main(cli("replay", str(tmp_path), "--url", server.url)) == 0
+    sidecar["status"] = 200
+    (tmp_path / "no-prefetch.expected.json").write_text(json.dumps(sidecar))
+    assert main(cli("replay", str(tmp_path), "--url", server.url)) == 1
+    out = capsys.readouterr().out
+    assert "ERRORED: no-prefetch.json" in out and "+ answered HTTP 412: prefetch data missing" in out
