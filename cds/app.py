@@ -36,10 +36,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                                                     fhir_client.ClientSettings.from_settings(values)),
                                                 model_cache=fhir_parse.ModelCache(values["MODEL_CACHE_SIZE"]))
 
-    from . import api, http_guard
+    from . import api, http_guard, metrics, openapi
 
     api.init_app(app)
     http_guard.init_app(app)
+    openapi.init_app(app)
+    metrics.init_app(app)
     if values["AUDIT"]:
         from . import audit
 

@@ -1,6 +1,8 @@
 """The ``cds`` command line: one entry point over the same core as the web service.
 
-    cds serve [--host H] [--port P]             run the service (development server)
+    cds serve [--host H] [--port P] [--prod]    run the service (development server; gunicorn with --prod)
+    cds request BUNDLE --hook HOOK --url BASE   send a fixture as a signed hook call, print the cards
+    cds replay DIR --url BASE                   replay every fixture with a sidecar, report pass/fail
     cds evaluate BUNDLE --hook HOOK [--at DATE] [--json]
     cds rules check [DIR]                       validate a rule pack
     cds dev-token --url URL                     print a development client token for a call to URL
@@ -26,6 +28,12 @@ def _serve(args: argparse.Namespace) -> int:
     from . import create_app
 
     overrides = {k: v for k, v in {"HOST": args.host, "PORT": args.port}.items() if v is not None}
+    if args.prod:
+        from . import settings
+        from .serving import run_production
+
+        values = settings.load(overrides)
+        return run_production(values["HOST"], values["PORT"], values["WORKERS"])
     app = create_app(overrides)
     app.run(host=app.config["HOST"], port=app.config["PORT"], debug=False, threaded=True)
     return 0
@@ -106,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the service")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--prod", action="store_true",
+                       help="run under gunicorn (CDS_WORKERS workers; default 2 x cores + 1)")
     serve.set_defaults(func=_serve)
 
     ev = sub.add_parser("evaluate", help="evaluate a FHIR bundle offline and print the cards")
@@ -130,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .audit.cli import add_parser as add_audit_parser
 
     add_audit_parser(sub)
+    from .client_commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

@@ -73,12 +73,13 @@ def parse_hook_request(body: Any, expected_hook: str) -> HookRequest:
     for name, kind in optional.items():
         if context.get(name) is not None:
             _require(context, name, kind, "context.")
-    if "selections" in context:
-        if not all(isinstance(s, str) and "/" in s for s in context["selections"]):
+    selections = context.get("selections")
+    if selections is not None:
+        if not isinstance(selections, list) or not all(isinstance(s, str) and "/" in s for s in selections):
             raise EnvelopeError("context.selections must list references like 'MedicationRequest/103'",
                                 field="context.selections")
     drafts = context.get("draftOrders")
-    if drafts is not None and drafts.get("resourceType") != "Bundle":
+    if drafts is not None and (not isinstance(drafts, dict) or drafts.get("resourceType") != "Bundle"):
         raise EnvelopeError("context.draftOrders must be a FHIR Bundle", field="context.draftOrders")
     patient_id = context["patientId"].strip()
     if patient_id.startswith("Patient/"):

@@ -30,6 +30,11 @@ USED_TYPES = {
 _MODELS: dict[str, Any] = {}
 
 
+def is_used_type(resource_type: Any) -> bool:
+    """Whether ``resource_type`` (any JSON value) names a type the rules read."""
+    return isinstance(resource_type, str) and resource_type in USED_TYPES
+
+
 def model_for(resource_type: str) -> Any:
     if resource_type not in _MODELS:
         module = importlib.import_module(f"fhir.resources.R4B.{USED_TYPES[resource_type]}")
@@ -113,7 +118,7 @@ def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) ->
         raise InvalidFhir(f"{where}: expected a FHIR resource (JSON object), got {type(data).__name__}",
                           field=where)
     resource_type = data.get("resourceType")
-    if resource_type not in USED_TYPES:
+    if not isinstance(resource_type, str) or resource_type not in USED_TYPES:
         raise InvalidFhir(f"{where}: resourceType {resource_type!r} is not one this service reads", field=where)
     try:
         return model_for(resource_type).model_validate(data)
@@ -164,7 +169,7 @@ def parse_all(data: Any, *, where: str, max_entries: int | None = None,
     """
     models = []
     for here, resource in iter_resources(data, where=where, max_entries=max_entries):
-        if isinstance(resource, dict) and resource.get("resourceType") not in USED_TYPES:
+        if isinstance(resource, dict) and not is_used_type(resource.get("resourceType")):
             continue
         if relevant is not None and not relevant(resource):
             continue

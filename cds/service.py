@@ -93,7 +93,7 @@ class HookService:
         draft_models = []
         for where, raw in fhir_parse.iter_resources(request.draft_orders, where="context.draftOrders",
                                                     max_entries=self.max_entries):
-            if isinstance(raw, dict) and raw.get("resourceType") in fhir_parse.USED_TYPES and relevant(raw):
+            if isinstance(raw, dict) and fhir_parse.is_used_type(raw.get("resourceType")) and relevant(raw):
                 model = fhir_parse.parse_resource(raw, where=where, cache=self.model_cache)
                 draft_models.append(model)
                 drafts_json[f"{raw['resourceType']}/{raw.get('id')}"] = raw

@@ -112,6 +112,8 @@ SETTINGS: tuple[Setting, ...] = (
             _float),
     Setting("CORS_ORIGINS", "", "Comma-separated browser origins allowed to call the CDS endpoints (`*` for "
             "any); empty means no CORS.", _csv),
+    Setting("WORKERS", 0, "gunicorn workers for `cds serve --prod`; 0 means 2 x CPU cores + 1.", _int),
+    Setting("METRICS_ENABLED", True, "Serve Prometheus metrics at `/metrics`.", _bool),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -1,0 +1,36 @@
+"""Requests that once answered 500 (found by the schemathesis run in test_openapi.py): now a 400 or a 200."""
+
+from __future__ import annotations
+
+import pytest
+from builders import hook_body, med, patient
+
+
+@pytest.mark.parametrize("selections", [None, "MedicationRequest/1", {"a": 1}, [1]])
+def test_selections_of_the_wrong_shape(call, selections):
+    body = hook_body("patient-view", record=[patient(), med()])
+    body["context"]["selections"] = selections
+    response = call(body)
+    if selections is None:
+        assert response.status_code == 200
+    else:
+        assert response.status_code == 400
+        assert response.get_json()["issue"][0]["expression"] == ["context.selections"]
+
+
+@pytest.mark.parametrize("drafts", [[], "Bundle", 3])
+def test_draft_orders_that_are_not_an_object(call, drafts):
+    body = hook_body("patient-view", record=[patient(), med()])
+    body["context"]["draftOrders"] = drafts
+    response = call(body)
+    assert response.status_code == 400
+    assert "draftOrders" in response.get_json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("resource_type", [{}, [], 7, None])
+def test_a_resource_type_that_is_not_a_string(call, resource_type):
+    body = hook_body("order-sign", record=[patient(), med()])
+    body["context"]["draftOrders"]["entry"] = [{"resource": {"resourceType": resource_type, "id": ""}}]
+    body["prefetch"]["estradiol"]["entry"] = [{"resource": {"resourceType": resource_type}}]
+    response = call(body)
+    assert response.status_code in (200, 400)
