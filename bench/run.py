@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     base_env = {"CDS_DEV_MODE": "false", "CDS_TRUSTED_CLIENTS": str(client.trusted),
                 "CDS_PUBLIC_URL": f"http://127.0.0.1:{port}", "CDS_LOG_LEVEL": "WARNING",
                 "CDS_DATABASE_URL": os.environ.get("CDS_BENCH_DATABASE_URL", f"sqlite:///{work}/audit.sqlite3"),
-                "CDS_AUDIT_SPOOL_DIR": str(work / "spool"), "CDS_AUDIT_PATIENT_KEY_SECRET": "bench-secret"}
+                "CDS_AUDIT_SPOOL_DIR": str(work / "spool"), "CDS_AUDIT_PATIENT_KEY_SECRET": "bench-patient-key-secret-0123456789"}
     aud = f"http://127.0.0.1:{port}{SERVICE_PATH}"
     results: dict = {"when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
                      "workers": args.workers, "connections": args.connections, "seconds": args.seconds,

@@ -104,28 +104,49 @@ class ModelCache:
         return len(self._items)
 
 
+#: The elements of each type that the facts and cards read. Only these are validated and kept: an element
+#: no rule reads cannot change any advice, so a resource is not refused for it, and validating it would be
+#: most of the cost of a call (real EHR resources carry narrative, reference ranges, performers, notes...).
+READ_ELEMENTS: dict[str, frozenset[str]] = {
+    "Patient": frozenset({"id", "meta", "gender", "birthDate"}),
+    "Observation": frozenset({"id", "meta", "status", "code", "subject", "effectiveDateTime", "effectivePeriod",
+                              "effectiveInstant", "issued", "valueQuantity"}),
+    "MedicationRequest": frozenset({"id", "meta", "status", "intent", "subject", "medicationCodeableConcept",
+                                    "medicationReference", "contained", "dosageInstruction"}),
+    "Medication": frozenset({"id", "meta", "code"}),
+    "ServiceRequest": frozenset({"id", "meta", "status", "intent", "subject", "code"}),
+}
+
+
+def read_part(data: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resource the rules read (see ``READ_ELEMENTS``)."""
+    keep = READ_ELEMENTS[data["resourceType"]]
+    return {k: v for k, v in data.items() if k in keep or k == "resourceType"}
+
+
 def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) -> Any:
-    """Validate one resource dict of a used type; return the R4B model instance."""
-    if cache is not None and cache.max_entries > 0 and isinstance(data, dict):
-        key = cache.key(data)
-        if key is not None:
-            model = cache.get(key)
-            if model is None:
-                model = parse_resource(data, where=where)
-                cache.put(key, model)
-            return model
+    """Validate the elements the rules read of one resource of a used type; return the R4B model."""
     if not isinstance(data, dict):
         raise InvalidFhir(f"{where}: expected a FHIR resource (JSON object), got {type(data).__name__}",
                           field=where)
     resource_type = data.get("resourceType")
     if not isinstance(resource_type, str) or resource_type not in USED_TYPES:
         raise InvalidFhir(f"{where}: resourceType {resource_type!r} is not one this service reads", field=where)
+    part = read_part(data)
+    key = cache.key(part) if cache is not None and cache.max_entries > 0 else None
+    if key is not None:
+        model = cache.get(key)
+        if model is not None:
+            return model
     try:
-        return model_for(resource_type).model_validate(data)
+        model = model_for(resource_type).model_validate(part)
     except ValidationError as exc:
         raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {_describe(exc)}", field=where) from exc
     except (TypeError, ValueError) as exc:  # fhir.resources raises these for some malformed primitives
         raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {exc}", field=where) from exc
+    if key is not None:
+        cache.put(key, model)
+    return model
 
 
 def iter_resources(data: Any, *, where: str, max_entries: int | None = None) -> Iterator[tuple[str, dict]]:

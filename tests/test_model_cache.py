@@ -71,3 +71,25 @@ def test_warm_repeat_gives_the_same_cards_and_follows_changes(app, call):
     third = call(hook_body("patient-view", record=record)).get_json()["cards"]
     assert "low-estradiol-on-ai" in [c["source"]["topic"]["code"] for c in first]
     assert "low-estradiol-on-ai" not in [c["source"]["topic"]["code"] for c in third]
+
+
+def test_only_the_elements_the_rules_read_are_validated():
+    resource = obs("2243-4", 12, "pg/mL", "2026-10-01", oid="e1")
+    resource["referenceRange"] = "not even a list"  # invalid, but no rule reads it
+    resource["note"] = [{"text": 5}]
+    model = fhir_parse.parse_resource(resource, where="x")
+    assert float(model.valueQuantity.value) == 12
+    resource["status"] = 7  # a read element stays validated
+    try:
+        fhir_parse.parse_resource(resource, where="x")
+        raise AssertionError("expected InvalidFhir")
+    except Exception as exc:  # noqa: BLE001
+        assert "status" in str(exc)
+
+
+def test_cache_key_ignores_elements_no_rule_reads():
+    cache = ModelCache(10)
+    resource = obs("2243-4", 12, "pg/mL", "2026-10-01", oid="e1")
+    first = fhir_parse.parse_resource(resource, where="x", cache=cache)
+    resource = {**resource, "text": {"status": "generated", "div": "<div>changed narrative</div>"}}
+    assert fhir_parse.parse_resource(resource, where="x", cache=cache) is first
