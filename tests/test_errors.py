@@ -145,3 +145,9 @@ def test_nesting_within_the_limit_is_accepted(client):
     body = hook_body("order-sign")
     body["extension"] = {"x": nested}
     assert client.post(URL, json=body).status_code == 200
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(client):
+    body = hook_body("order-sign")
+    body["extension"] = {"note": "[" * 200 + '\\"' + "{" * 200}
+    assert client.post(URL, json=body).status_code == 200
