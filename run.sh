@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One entry point for a fresh machine:  ./run.sh serve | ./run.sh test [pytest args]
+# One entry point for a fresh machine:  ./run.sh serve | ./run.sh test [pytest args] | ./run.sh bench [args]
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${CDS_VENV:-.venv}
@@ -20,6 +20,9 @@ fi
 cmd=${1:-serve}; shift || true
 case "$cmd" in
   serve) exec "$VENV/bin/cds" serve "$@" ;;
+  bench) "$VENV/bin/pip" install -q -e ".[bench]" >"$VENV/install-bench.log" 2>&1 \
+           || { tail -n 20 "$VENV/install-bench.log" >&2; exit 1; }
+         exec "$VENV/bin/python" bench/run.py "$@" ;;
   test)  [ -x scripts/test-prereqs ] && scripts/test-prereqs
          exec "$VENV/bin/python" -m pytest "$@" ;;
   *)     exec "$VENV/bin/cds" "$cmd" "$@" ;;

@@ -122,6 +122,32 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
+def bench_database(work: Path, choice: str) -> tuple[str, object]:
+    """The audit/replay database for the run: a fresh PostgreSQL schema (dropped afterwards) or SQLite."""
+    if choice not in ("auto", "sqlite"):
+        return choice, lambda: None
+    if choice == "auto":
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.exc import OperationalError
+
+        base = os.environ.get("CDS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(base, connect_args={"connect_timeout": 3})
+        try:
+            with admin.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        except OperationalError:
+            admin.dispose()
+        else:
+            def drop() -> None:
+                with admin.begin() as conn:
+                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+                admin.dispose()
+
+            return f"{base}?options=-csearch_path%3D{schema}", drop
+    return f"sqlite:///{work}/audit.sqlite3", lambda: None
+
+
 def wrk_run(wrk: str, port: int, bodies: Path, tokens: Path | None, seconds: float, connections: int,
             threads: int = 2) -> dict:
     env = {**os.environ, "BENCH_BODIES": str(bodies), "BENCH_TOKENS": str(tokens or ""),
@@ -152,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-requests", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="5 s per workload, 5,000 requests for memory")
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--database", default="auto",
+                        help="auto (PostgreSQL at CDS_BENCH_POSTGRES_URL or 127.0.0.1:5432/test when it answers, "
+                             "else SQLite), sqlite, or a SQLAlchemy URL")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.memory_requests = 5, 5_000
@@ -161,12 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="cds-bench-"))
     client = Client(work)
     port, floor_port = free_port(), free_port()
+    database, drop_schema = bench_database(work, args.database)
     base_env = {"CDS_DEV_MODE": "false", "CDS_TRUSTED_CLIENTS": str(client.trusted),
                 "CDS_PUBLIC_URL": f"http://127.0.0.1:{port}", "CDS_LOG_LEVEL": "WARNING",
-                "CDS_DATABASE_URL": os.environ.get("CDS_BENCH_DATABASE_URL", f"sqlite:///{work}/audit.sqlite3"),
+                "CDS_DATABASE_URL": database,
                 "CDS_AUDIT_SPOOL_DIR": str(work / "spool"), "CDS_AUDIT_PATIENT_KEY_SECRET": "bench-patient-key-secret-0123456789"}
     aud = f"http://127.0.0.1:{port}{SERVICE_PATH}"
     results: dict = {"when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
+                     "database": database.split("://", 1)[0], "command": " ".join(["python", "bench/run.py",
+                                                                                    *(argv or sys.argv[1:])]),
                      "workers": args.workers, "connections": args.connections, "seconds": args.seconds,
                      "workloads": {}}
     per_second_guess = 3000
@@ -226,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"memory: {done} requests, worker RSS {before} kB -> {after} kB "
           f"({results['memory']['growth_percent']:+.1f} %)", flush=True)
 
+    drop_schema()
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2))
     plot(results, out_dir / "latency-vs-resources.png")
     print(f"wrote {out_dir / 'latest.json'} and {out_dir / 'latency-vs-resources.png'}")
