@@ -85,13 +85,19 @@ class Client:
 
 
 class Server:
+    """The service under ``cds serve --prod`` (gunicorn), or the floor app under the same gunicorn config."""
+
     def __init__(self, name: str, app: str, port: int, workers: int, env: dict[str, str]):
         self.name, self.port = name, port
-        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+        if app == "service":
+            argv = [str(Path(sys.executable).with_name("cds")), "serve", "--prod", "--host", "127.0.0.1",
+                    "--port", str(port)]
+            env = {**env, "CDS_WORKERS": str(workers)}
+        else:
+            argv = [sys.executable, "-m", "gunicorn", "--config", "python:cds.gunicorn_conf", "--workers",
+                    str(workers), "--bind", f"127.0.0.1:{port}", app]
         self.proc = subprocess.Popen(
-            [gunicorn, "--workers", str(workers), "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-             "--worker-class", "sync", "--keep-alive", "5", app],
-            cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             start_new_session=True)
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -152,7 +158,7 @@ def wrk_run(wrk: str, port: int, bodies: Path, tokens: Path | None, seconds: flo
             threads: int = 2) -> dict:
     env = {**os.environ, "BENCH_BODIES": str(bodies), "BENCH_TOKENS": str(tokens or ""),
            "BENCH_PATH": SERVICE_PATH, "BENCH_THREADS": str(threads)}
-    out = subprocess.run([wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
+    out = subprocess.run([wrk, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, int(seconds))}s", "--latency",
                           "-s", str(HERE / "wrk.lua"), f"http://127.0.0.1:{port}"],
                          env=env, capture_output=True, text=True, timeout=seconds + 120)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
@@ -208,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         tokens = work / f"{name}.tokens"
         client.tokens(aud, int(per_second_guess * args.seconds), tokens)
         env = {**base_env, "CDS_MODEL_CACHE_SIZE": "20000" if cache else "0"}
-        service = Server("service", "cds:create_app()", port, args.workers, env)
+        service = Server("service", "service", port, args.workers, env)
         try:
             wrk_run(wrk, port, body_file, tokens, 2, args.connections)  # warm-up
             client.tokens(aud, int(per_second_guess * args.seconds), tokens)
@@ -237,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # memory: many requests in a row against one service, RSS after warm-up vs at the end
     body_file = write_bodies(work / "memory.ndjson", [order_sign(f"mem-{i}", 40, seed=i) for i in range(50)])
-    service = Server("service", "cds:create_app()", port, args.workers, {**base_env, "CDS_MODEL_CACHE_SIZE": "20000"})
+    service = Server("service", "service", port, args.workers, {**base_env, "CDS_MODEL_CACHE_SIZE": "20000"})
     try:
         tokens = work / "memory.tokens"
         client.tokens(aud, 3000, tokens)
