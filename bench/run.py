@@ -101,7 +101,9 @@ class Server:
                         return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise SystemExit(f"bench: {name} failed to start:\n{self.proc.stderr.read().decode()[-3000:]}")
+                    raise SystemExit(
+                        f"bench: {name} failed to start:\n{self.proc.stderr.read().decode()[-3000:]}"
+                    ) from None
                 time.sleep(0.3)
         raise SystemExit(f"bench: {name} did not answer /health within 60 s")
 
@@ -145,7 +147,9 @@ def write_bodies(path: Path, bodies: list[dict]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) * 2 + 1)
@@ -190,13 +194,22 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             floor.stop()
         results["workloads"][name] = {
-            "service": svc, "floor": flo, "throughput_ratio": svc["rps"] / flo["rps"],
-            "resources": sum(len((v or {}).get("entry", [])) if isinstance(v, dict) and "entry" in v else 1
-                             for v in bodies[0]["prefetch"].values() if v is not None) + 1,
+            "service": svc,
+            "floor": flo,
+            "throughput_ratio": svc["rps"] / flo["rps"],
+            "resources": sum(
+                len((v or {}).get("entry", [])) if isinstance(v, dict) and "entry" in v else 1
+                for v in bodies[0]["prefetch"].values()
+                if v is not None
+            )
+            + 1,
         }
-        print(f"{name:14} service {svc['rps']:8.1f} req/s p50 {svc['p50_ms']:7.2f} p99 {svc['p99_ms']:7.2f} ms"
-              f" (non-200 {svc['non_200']}) | floor {flo['rps']:8.1f} req/s p99 {flo['p99_ms']:6.2f} ms"
-              f" | ratio {svc['rps'] / flo['rps']:.3f}", flush=True)
+        print(
+            f"{name:14} service {svc['rps']:8.1f} req/s p50 {svc['p50_ms']:7.2f} p99 {svc['p99_ms']:7.2f} ms"
+            f" (non-200 {svc['non_200']}) | floor {flo['rps']:8.1f} req/s p99 {flo['p99_ms']:6.2f} ms"
+            f" | ratio {svc['rps'] / flo['rps']:.3f}",
+            flush=True,
+        )
 
     measure("typical-cold", [order_sign(f"cold-{i}", 40, seed=i) for i in range(200)], cache=False)
     measure("warm", [order_sign("warm-1", 40)], cache=True)
@@ -205,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # memory: many requests in a row against one service, RSS after warm-up vs at the end
     body_file = write_bodies(work / "memory.ndjson", [order_sign(f"mem-{i}", 40, seed=i) for i in range(50)])
-    service = Server("service", "cds:create_app()", port, args.workers, {**base_env, "CDS_MODEL_CACHE_SIZE": "20000"})
+    service = Server(
+        "service", "cds:create_app()", port, args.workers, {**base_env, "CDS_MODEL_CACHE_SIZE": "20000"}
+    )
     try:
         tokens = work / "memory.tokens"
         client.tokens(aud, 3000, tokens)
@@ -240,7 +255,9 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     sizes = [10, 100, 1000]
-    series = {q: [results["workloads"][f"scale-{n}"]["service"][f"{q}_ms"] for n in sizes] for q in ("p50", "p99")}
+    series = {
+        q: [results["workloads"][f"scale-{n}"]["service"][f"{q}_ms"] for n in sizes] for q in ("p50", "p99")
+    }
     floor = [results["workloads"][f"scale-{n}"]["floor"]["p50_ms"] for n in sizes]
     fig, ax = plt.subplots(figsize=(6, 4))
     for q, values in series.items():

@@ -119,7 +119,9 @@ def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) ->
                           field=where)
     resource_type = data.get("resourceType")
     if not isinstance(resource_type, str) or resource_type not in USED_TYPES:
-        raise InvalidFhir(f"{where}: resourceType {resource_type!r} is not one this service reads", field=where)
+        raise InvalidFhir(
+            f"{where}: resourceType {resource_type!r} is not one this service reads", field=where
+        )
     try:
         return model_for(resource_type).model_validate(data)
     except ValidationError as exc:
@@ -136,7 +138,9 @@ def iter_resources(data: Any, *, where: str, max_entries: int | None = None) -> 
     if data is None:
         return
     if not isinstance(data, dict):
-        raise InvalidFhir(f"{where}: expected a FHIR Bundle or resource, got {type(data).__name__}", field=where)
+        raise InvalidFhir(
+            f"{where}: expected a FHIR Bundle or resource, got {type(data).__name__}", field=where
+        )
     if data.get("resourceType") != "Bundle":
         yield where, data
         return
