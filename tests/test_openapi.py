@@ -12,8 +12,8 @@ import schemathesis
 from live_server import KEYS
 from openapi_spec_validator import validate
 
+from cds.client_token import Signer, load_private_jwk
 from cds.openapi import document
-from cds.signing import Signer, load_private_jwk
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 
