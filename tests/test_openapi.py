@@ -7,6 +7,8 @@ import datetime as dt
 import hashlib
 import os
 import re
+import tempfile
+from pathlib import Path
 
 import hypothesis
 import jsonschema
@@ -14,6 +16,7 @@ import pytest
 import schemathesis
 from live_server import KEYS
 from openapi_spec_validator import validate
+from support import TEST_ISS, trusted_clients_file_in
 
 from cds.client_token import Signer, load_private_jwk
 from cds.openapi import document
@@ -197,14 +200,20 @@ def test_real_auditor_answers_validate_against_the_schemas(auth_config, authed_c
 # -- property-based tests against the document ---------------------------------------------------------------
 
 
+TRUSTED = tempfile.TemporaryDirectory(prefix="cds-openapi-")  # removed when the test process ends
+
+
 def _app():
     from cds import create_app
 
-    return create_app({**AUDIT_CONFIG, "DATABASE_URL": "sqlite://"})
+    trusted = trusted_clients_file_in(Path(TRUSTED.name))
+    return create_app(
+        {**AUDIT_CONFIG, "DATABASE_URL": "sqlite://", "DEV_MODE": False, "TRUSTED_CLIENTS": str(trusted)}
+    )
 
 
 APP = _app()
-SIGNER = Signer(load_private_jwk(KEYS), iss="urn:cds:test-client")
+SIGNER = Signer(load_private_jwk(KEYS), iss=TEST_ISS)
 SCHEMA = schemathesis.openapi.from_wsgi("/openapi.json", APP)
 CHECKS = [
     schemathesis.checks.not_a_server_error,
@@ -230,7 +239,7 @@ RANDOM = os.environ.get("FUZZ_RANDOM") == "1"
 def test_the_service_holds_up_against_its_document(case):
     """No 5xx for any generated request; every answer's status, type and body are the documented ones.
 
-    Each call carries a client JWT (test key set, issuer ``urn:cds:test-client``, ``aud`` the URL called)
+    Each call carries a client JWT (test key set, issuer ``TEST_ISS``, ``aud`` the URL called)
     as a CDS client's would; a service that checks tokens must trust that key for this test to go deeper
     than the 401. Calls to the auditor API carry an auditor token the app trusts instead.
     """
