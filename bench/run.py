@@ -107,7 +107,9 @@ class Server:
                         return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise SystemExit(f"bench: {name} failed to start:\n{self.proc.stderr.read().decode()[-3000:]}")
+                    raise SystemExit(
+                        f"bench: {name} failed to start:\n{self.proc.stderr.read().decode()[-3000:]}"
+                    ) from None
                 time.sleep(0.3)
         raise SystemExit(f"bench: {name} did not answer /health within 60 s")
 
@@ -156,15 +158,36 @@ def bench_database(work: Path, choice: str) -> tuple[str, object]:
 
 def wrk_run(wrk: str, port: int, bodies: Path, tokens: Path | None, seconds: float, connections: int,
             threads: int = 2) -> dict:
-    env = {**os.environ, "BENCH_BODIES": str(bodies), "BENCH_TOKENS": str(tokens or ""),
-           "BENCH_PATH": SERVICE_PATH, "BENCH_THREADS": str(threads)}
-    out = subprocess.run([wrk, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, int(seconds))}s", "--latency",
-                          "-s", str(HERE / "wrk.lua"), f"http://127.0.0.1:{port}"],
-                         env=env, capture_output=True, text=True, timeout=seconds + 120)
+    env = {
+        **os.environ,
+        "BENCH_BODIES": str(bodies),
+        "BENCH_TOKENS": str(tokens or ""),
+        "BENCH_PATH": SERVICE_PATH,
+        "BENCH_THREADS": str(threads),
+    }
+    out = subprocess.run(
+        [
+            wrk,
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{max(1, int(seconds))}s",
+            "--latency",
+            "-s",
+            str(HERE / "wrk.lua"),
+            f"http://127.0.0.1:{port}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+    )
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if line is None:
         raise SystemExit(f"bench: wrk gave no result:\n{out.stdout}\n{out.stderr}")
-    result = json.loads(line[len("BENCH_JSON "):])
+    result = json.loads(line[len("BENCH_JSON ") :])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     if out.stderr.strip():
         result["stderr"] = out.stderr.strip()[:600]
@@ -177,16 +200,21 @@ def write_bodies(path: Path, bodies: list[dict]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) * 2 + 1)
     parser.add_argument("--memory-requests", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="5 s per workload, 5,000 requests for memory")
     parser.add_argument("--out", default=str(HERE / "results"))
-    parser.add_argument("--database", default="auto",
-                        help="auto (PostgreSQL at CDS_BENCH_POSTGRES_URL or 127.0.0.1:5432/test when it answers, "
-                             "else SQLite), sqlite, or a SQLAlchemy URL")
+    parser.add_argument(
+        "--database",
+        default="auto",
+        help="auto (PostgreSQL at CDS_BENCH_POSTGRES_URL or 127.0.0.1:5432/test when it answers, "
+        "else SQLite), sqlite, or a SQLAlchemy URL",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.memory_requests = 5, 5_000
@@ -197,16 +225,26 @@ def main(argv: list[str] | None = None) -> int:
     client = Client(work)
     port, floor_port = free_port(), free_port()
     database, drop_schema = bench_database(work, args.database)
-    base_env = {"CDS_DEV_MODE": "false", "CDS_TRUSTED_CLIENTS": str(client.trusted),
-                "CDS_PUBLIC_URL": f"http://127.0.0.1:{port}", "CDS_LOG_LEVEL": "WARNING",
-                "CDS_DATABASE_URL": database,
-                "CDS_AUDIT_SPOOL_DIR": str(work / "spool"), "CDS_AUDIT_PATIENT_KEY_SECRET": "bench-patient-key-secret-0123456789"}
+    base_env = {
+        "CDS_DEV_MODE": "false",
+        "CDS_TRUSTED_CLIENTS": str(client.trusted),
+        "CDS_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "CDS_LOG_LEVEL": "WARNING",
+        "CDS_DATABASE_URL": database,
+        "CDS_AUDIT_SPOOL_DIR": str(work / "spool"),
+        "CDS_AUDIT_PATIENT_KEY_SECRET": "bench-patient-key-secret-0123456789",
+    }
     aud = f"http://127.0.0.1:{port}{SERVICE_PATH}"
-    results: dict = {"when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
-                     "database": database.split("://", 1)[0], "command": " ".join(["python", "bench/run.py",
-                                                                                    *(argv or sys.argv[1:])]),
-                     "workers": args.workers, "connections": args.connections, "seconds": args.seconds,
-                     "workloads": {}}
+    results: dict = {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "database": database.split("://", 1)[0],
+        "command": " ".join(["python", "bench/run.py", *(argv or sys.argv[1:])]),
+        "workers": args.workers,
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "workloads": {},
+    }
     per_second_guess = 3000
 
     def measure(name: str, bodies: list[dict], cache: bool) -> None:
@@ -228,13 +266,22 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             floor.stop()
         results["workloads"][name] = {
-            "service": svc, "floor": flo, "throughput_ratio": svc["rps"] / flo["rps"],
-            "resources": sum(len((v or {}).get("entry", [])) if isinstance(v, dict) and "entry" in v else 1
-                             for v in bodies[0]["prefetch"].values() if v is not None) + 1,
+            "service": svc,
+            "floor": flo,
+            "throughput_ratio": svc["rps"] / flo["rps"],
+            "resources": sum(
+                len((v or {}).get("entry", [])) if isinstance(v, dict) and "entry" in v else 1
+                for v in bodies[0]["prefetch"].values()
+                if v is not None
+            )
+            + 1,
         }
-        print(f"{name:14} service {svc['rps']:8.1f} req/s p50 {svc['p50_ms']:7.2f} p99 {svc['p99_ms']:7.2f} ms"
-              f" (non-200 {svc['non_200']}) | floor {flo['rps']:8.1f} req/s p99 {flo['p99_ms']:6.2f} ms"
-              f" | ratio {svc['rps'] / flo['rps']:.3f}", flush=True)
+        print(
+            f"{name:14} service {svc['rps']:8.1f} req/s p50 {svc['p50_ms']:7.2f} p99 {svc['p99_ms']:7.2f} ms"
+            f" (non-200 {svc['non_200']}) | floor {flo['rps']:8.1f} req/s p99 {flo['p99_ms']:6.2f} ms"
+            f" | ratio {svc['rps'] / flo['rps']:.3f}",
+            flush=True,
+        )
 
     measure("typical-cold", [order_sign(f"cold-{i}", 40, seed=i) for i in range(200)], cache=False)
     measure("warm", [order_sign("warm-1", 40)], cache=True)
@@ -259,10 +306,18 @@ def main(argv: list[str] | None = None) -> int:
         after = service.worker_rss_kb()
     finally:
         service.stop()
-    results["memory"] = {"requests": done, "rss_after_warmup_kb": before, "rss_end_kb": after,
-                         "growth_percent": 100 * (after - before) / before, "seconds": time.time() - started}
-    print(f"memory: {done} requests, worker RSS {before} kB -> {after} kB "
-          f"({results['memory']['growth_percent']:+.1f} %)", flush=True)
+    results["memory"] = {
+        "requests": done,
+        "rss_after_warmup_kb": before,
+        "rss_end_kb": after,
+        "growth_percent": 100 * (after - before) / before,
+        "seconds": time.time() - started,
+    }
+    print(
+        f"memory: {done} requests, worker RSS {before} kB -> {after} kB "
+        f"({results['memory']['growth_percent']:+.1f} %)",
+        flush=True,
+    )
 
     drop_schema()
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2))
@@ -279,7 +334,9 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     sizes = [10, 100, 1000]
-    series = {q: [results["workloads"][f"scale-{n}"]["service"][f"{q}_ms"] for n in sizes] for q in ("p50", "p99")}
+    series = {
+        q: [results["workloads"][f"scale-{n}"]["service"][f"{q}_ms"] for n in sizes] for q in ("p50", "p99")
+    }
     floor = [results["workloads"][f"scale-{n}"]["floor"]["p50_ms"] for n in sizes]
     fig, ax = plt.subplots(figsize=(6, 4))
     for q, values in series.items():

@@ -13,10 +13,18 @@ UCUM = "http://unitsofmeasure.org"
 
 # (LOINC, unit, low, high): the analytes and DXA codes the rules read, plus common labs they do not
 CODES = [
-    ("2243-4", "pg/mL", 8, 40), ("14715-7", "pmol/L", 30, 150), ("62292-8", "ng/mL", 10, 50),
-    ("1989-3", "nmol/L", 25, 125), ("38267-1", "1", -3, 1), ("80946-7", "1", -3, 1), ("24966-4", "g/cm2", 0.7, 1.2),
-    ("46278-8", "g/cm2", 0.6, 1.1), ("2986-8", "ng/dL", 200, 900), ("2345-7", "mg/dL", 70, 140),
-    ("718-7", "g/dL", 11, 16), ("2160-0", "mg/dL", 0.6, 1.3),
+    ("2243-4", "pg/mL", 8, 40),
+    ("14715-7", "pmol/L", 30, 150),
+    ("62292-8", "ng/mL", 10, 50),
+    ("1989-3", "nmol/L", 25, 125),
+    ("38267-1", "1", -3, 1),
+    ("80946-7", "1", -3, 1),
+    ("24966-4", "g/cm2", 0.7, 1.2),
+    ("46278-8", "g/cm2", 0.6, 1.1),
+    ("2986-8", "ng/dL", 200, 900),
+    ("2345-7", "mg/dL", 70, 140),
+    ("718-7", "g/dL", 11, 16),
+    ("2160-0", "mg/dL", 0.6, 1.3),
 ]
 
 
@@ -24,24 +32,47 @@ def observation(pid: str, index: int, rng: random.Random, today: dt.date) -> dic
     code, unit, low, high = CODES[index % len(CODES)]
     when = today - dt.timedelta(days=rng.randint(1, 1500))
     return {
-        "resourceType": "Observation", "id": f"{pid}-obs-{index}", "status": "final",
+        "resourceType": "Observation",
+        "id": f"{pid}-obs-{index}",
+        "status": "final",
         "meta": {"versionId": "1"},
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                  "code": "laboratory"}]}],
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "laboratory",
+                    }
+                ]
+            }
+        ],
         "code": {"coding": [{"system": LOINC, "code": code}]},
         "subject": {"reference": f"Patient/{pid}"},
         "effectiveDateTime": when.isoformat() + "T09:30:00Z",
-        "valueQuantity": {"value": round(rng.uniform(low, high), 2), "unit": unit, "system": UCUM, "code": unit},
+        "valueQuantity": {
+            "value": round(rng.uniform(low, high), 2),
+            "unit": unit,
+            "system": UCUM,
+            "code": unit,
+        },
     }
 
 
 def medication(pid: str, mid: str, code: str, display: str, status: str = "active") -> dict[str, Any]:
     return {
-        "resourceType": "MedicationRequest", "id": mid, "status": status, "intent": "order",
-        "subject": {"reference": f"Patient/{pid}"}, "authoredOn": "2026-01-10",
+        "resourceType": "MedicationRequest",
+        "id": mid,
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": f"Patient/{pid}"},
+        "authoredOn": "2026-01-10",
         "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": code, "display": display}]},
-        "dosageInstruction": [{"text": "0.5 mg twice weekly",
-                               "timing": {"repeat": {"frequency": 2, "period": 1, "periodUnit": "wk"}}}],
+        "dosageInstruction": [
+            {
+                "text": "0.5 mg twice weekly",
+                "timing": {"repeat": {"frequency": 2, "period": 1, "periodUnit": "wk"}},
+            }
+        ],
     }
 
 
@@ -60,15 +91,30 @@ def order_sign(pid: str = "bench-1", observations: int = 40, seed: int = 7) -> d
         return {"resourceType": "Bundle", "type": kind, "entry": [{"resource": r} for r in resources]}
 
     return {
-        "hook": "order-sign", "hookInstance": str(uuid.uuid4()),
-        "context": {"userId": "Practitioner/bench", "patientId": pid, "draftOrders": bundle([draft], "collection")},
+        "hook": "order-sign",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {
+            "userId": "Practitioner/bench",
+            "patientId": pid,
+            "draftOrders": bundle([draft], "collection"),
+        },
         "prefetch": {
-            "patient": {"resourceType": "Patient", "id": pid, "gender": "male", "birthDate": "1962-03-04",
-                        "meta": {"versionId": "1"}},
+            "patient": {
+                "resourceType": "Patient",
+                "id": pid,
+                "gender": "male",
+                "birthDate": "1962-03-04",
+                "meta": {"versionId": "1"},
+            },
             "estradiol": bundle([o for o in obs if o["code"]["coding"][0]["code"] in ("2243-4", "14715-7")]),
             "vitaminD": bundle([o for o in obs if o["code"]["coding"][0]["code"] in ("62292-8", "1989-3")]),
-            "dxa": bundle([o for o in obs if o["code"]["coding"][0]["code"] in
-                           ("38267-1", "80946-7", "24966-4", "46278-8")]),
+            "dxa": bundle(
+                [
+                    o
+                    for o in obs
+                    if o["code"]["coding"][0]["code"] in ("38267-1", "80946-7", "24966-4", "46278-8")
+                ]
+            ),
             "medications": bundle(meds),
         },
     }

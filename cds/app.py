@@ -61,7 +61,9 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        body = operation_outcome(exc.description or exc.name, code="not-found" if exc.code == 404 else "processing")
+        body = operation_outcome(
+            exc.description or exc.name, code="not-found" if exc.code == 404 else "processing"
+        )
         return jsonify(body), exc.code or 500
 
     @app.errorhandler(Exception)

@@ -47,7 +47,9 @@ def _halve_frequency(resource: dict[str, Any]) -> dict[str, Any] | None:
     return changed if done else None
 
 
-TRANSFORMS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {"halve-frequency": _halve_frequency}
+TRANSFORMS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
+    "halve-frequency": _halve_frequency
+}
 
 
 def _scope(match: Mapping[str, Mapping[str, Any]], inputs: CardInputs) -> dict[str, Mapping[str, Any]]:
@@ -57,7 +59,9 @@ def _scope(match: Mapping[str, Mapping[str, Any]], inputs: CardInputs) -> dict[s
     return scope
 
 
-def _action(spec: dict[str, Any], scope: dict[str, Mapping[str, Any]], inputs: CardInputs) -> dict[str, Any] | None:
+def _action(
+    spec: dict[str, Any], scope: dict[str, Mapping[str, Any]], inputs: CardInputs
+) -> dict[str, Any] | None:
     action: dict[str, Any] = {"type": spec["type"], "description": render(spec["description"], scope)}
     if spec["type"] == "create":
         action["resource"] = render_tree(spec["resource"], scope)
@@ -99,7 +103,11 @@ def _suggestions(card: dict[str, Any], finding: Finding, inputs: CardInputs) -> 
             actions = [a for a in (_action(x, scope, inputs) for x in spec["actions"]) if a is not None]
             if not actions:
                 continue
-            suggestion = {"label": render(spec["label"], scope), "uuid": str(uuid.uuid4()), "actions": actions}
+            suggestion = {
+                "label": render(spec["label"], scope),
+                "uuid": str(uuid.uuid4()),
+                "actions": actions,
+            }
             if spec.get("recommended"):
                 suggestion["isRecommended"] = True
             out.append(suggestion)

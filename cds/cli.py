@@ -52,7 +52,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     resources = fhir_parse.parse_all(as_bundle(record), where=args.bundle, relevant=evaluator.relevant)
     draft_models = fhir_parse.parse_all(as_bundle(drafts), where=f"{args.bundle} (draft orders)",
                                         relevant=evaluator.relevant)
-    selections = [f"{d['resourceType']}/{d.get('id')}" for d in drafts[:1]] if args.hook == "order-select" else []
+    selections = (
+        [f"{d['resourceType']}/{d.get('id')}" for d in drafts[:1]] if args.hook == "order-select" else []
+    )
     evaluation = evaluator.evaluate(
         resources, draft_models, patient_id=patient_id, now=parse_at(args.at),
         context={"patientId": patient_id, "userId": "Practitioner/example"},

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from .client_token import DEV_ISS, signer_from
 from .clientrequest import (
     PREFETCH_MODES,
     build_hook_request,
@@ -30,7 +31,6 @@ from .clientrequest import (
 from .hookclient import HookClient
 from .offline import load_bundle
 from .replay import Outcome, find_fixtures, replay, rule_of, summary
-from .signing import DEV_ISS, signer_from
 
 HOOKS = ("patient-view", "order-select", "order-sign")
 

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from .dateshift import days_between, shift_dates
-from .offline import as_bundle, split_bundle
+from .offline import hook_context, split_bundle
 from .prefetch_answer import answer_all
 
 PREFETCH_MODES = ("full", "partial", "none")
-USER_ID = "Practitioner/example"
 
 
 def choose_service(discovery: Mapping[str, Any], hook: str, service_id: str | None = None) -> dict[str, Any]:
@@ -72,11 +71,7 @@ def build_hook_request(
     if shift_days:
         bundle = shift_dates(bundle, shift_days)
     patient_id, record, drafts = split_bundle(bundle, hook)
-    context: dict[str, Any] = {"userId": USER_ID, "patientId": patient_id}
-    if hook != "patient-view":
-        context["draftOrders"] = as_bundle(drafts)
-    if hook == "order-select":
-        context["selections"] = [f"{d['resourceType']}/{d.get('id')}" for d in drafts[:1]]
+    context = hook_context(hook, patient_id, drafts)
     body: dict[str, Any] = {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context}
     templates = service.get("prefetch") or {}
     if prefetch != "none" and templates:

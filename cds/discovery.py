@@ -12,8 +12,10 @@ SERVICES = (
     ("bone-health-order-sign", "order-sign", "Bone health on aromatase inhibitors (before signing)"),
 )
 
-DESCRIPTION = ("Bone-health advice for patients on aromatase inhibitors: low estradiol in men, falling DXA "
-               "bone density, missing or low 25-OH vitamin D, and overdue monitoring. Every card cites its source.")
+DESCRIPTION = (
+    "Bone-health advice for patients on aromatase inhibitors: low estradiol in men, falling DXA "
+    "bone density, missing or low 25-OH vitamin D, and overdue monitoring. Every card cites its source."
+)
 
 
 def prefetch_templates(pack: RulePack) -> dict[str, str]:
@@ -23,14 +25,19 @@ def prefetch_templates(pack: RulePack) -> dict[str, str]:
     def codes(values: list[str]) -> str:
         return ",".join(f"{loinc}|{c}" for c in values)
 
-    dxa_codes = [c for site in vs["dxa"].values() for kind in ("t_score", "z_score", "bmd") for c in site[kind]]
+    dxa_codes = [
+        c for site in vs["dxa"].values() for kind in ("t_score", "z_score", "bmd") for c in site[kind]
+    ]
+    observations = "Observation?patient={{context.patientId}}&code="
     return {
         "patient": "Patient/{{context.patientId}}",
-        "estradiol": f"Observation?patient={{{{context.patientId}}}}&code={codes(vs['labs']['estradiol']['loinc'])}",
-        "vitaminD": f"Observation?patient={{{{context.patientId}}}}&code={codes(vs['labs']['vitamin_d']['loinc'])}",
-        "dxa": f"Observation?patient={{{{context.patientId}}}}&code={codes(dxa_codes)}",
-        "medications": ("MedicationRequest?patient={{context.patientId}}&status=active,on-hold"
-                        "&_include=MedicationRequest:medication"),
+        "estradiol": observations + codes(vs["labs"]["estradiol"]["loinc"]),
+        "vitaminD": observations + codes(vs["labs"]["vitamin_d"]["loinc"]),
+        "dxa": observations + codes(dxa_codes),
+        "medications": (
+            "MedicationRequest?patient={{context.patientId}}&status=active,on-hold"
+            "&_include=MedicationRequest:medication"
+        ),
     }
 
 

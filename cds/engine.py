@@ -58,7 +58,8 @@ class Firing:
 
 @dataclass
 class CompiledRule:
-    """A rule in durable-rules' JSON form plus a pure function turning its matched facts into a derived fact."""
+    """A rule in durable-rules' JSON form plus a pure function turning its matched facts into a derived
+    fact."""
 
     rule_id: str
     definition: dict[str, Any]  # {"all": [...]} without "run"

@@ -99,7 +99,9 @@ def parse_hook_request(body: Any, expected_hook: str) -> HookRequest:
         _require(auth, "access_token", str, "fhirAuthorization.")
         token_type = _require(auth, "token_type", str, "fhirAuthorization.")
         if token_type.lower() != "bearer":
-            raise EnvelopeError("fhirAuthorization.token_type must be 'Bearer'", field="fhirAuthorization.token_type")
+            raise EnvelopeError(
+                "fhirAuthorization.token_type must be 'Bearer'", field="fhirAuthorization.token_type"
+            )
     prefetch = body.get("prefetch")
     if prefetch is not None and not isinstance(prefetch, dict):
         raise EnvelopeError("prefetch must be an object", field="prefetch")
@@ -130,10 +132,15 @@ def parse_feedback(body: Any) -> list[dict[str, Any]]:
         _require(item, "outcomeTimestamp", str, where)
         if outcome == "accepted":
             accepted = item.get("acceptedSuggestions")
-            if not isinstance(accepted, list) or not accepted or not all(
-                    isinstance(a, dict) and isinstance(a.get("id"), str) for a in accepted):
-                raise EnvelopeError(f"{where}acceptedSuggestions must list {{'id': suggestion uuid}} when accepted",
-                                    field=f"{where}acceptedSuggestions")
+            if (
+                not isinstance(accepted, list)
+                or not accepted
+                or not all(isinstance(a, dict) and isinstance(a.get("id"), str) for a in accepted)
+            ):
+                raise EnvelopeError(
+                    f"{where}acceptedSuggestions must list {{'id': suggestion uuid}} when accepted",
+                    field=f"{where}acceptedSuggestions",
+                )
         reason = item.get("overrideReason")
         if reason is not None:
             if outcome != "overridden" or not isinstance(reason, dict):

@@ -102,7 +102,9 @@ class _Builder:
         self.ctx = ctx
         self.today = ctx.now.date()
         self.out = FactSet()
-        self.lab_by_code = {code: name for name, spec in valuesets.get("labs", {}).items() for code in spec["loinc"]}
+        self.lab_by_code = {
+            code: name for name, spec in valuesets.get("labs", {}).items() for code in spec["loinc"]
+        }
         self.dxa_by_code: dict[str, tuple[str, str]] = {}
         for site, spec in valuesets.get("dxa", {}).items():
             for kind in ("t_score", "z_score", "bmd"):
@@ -127,7 +129,11 @@ class _Builder:
             fact["sex"] = p.gender or "unknown"
             born = _date(p.birthDate)
             if born:
-                years = self.today.year - born.year - ((self.today.month, self.today.day) < (born.month, born.day))
+                years = (
+                    self.today.year
+                    - born.year
+                    - ((self.today.month, self.today.day) < (born.month, born.day))
+                )
                 fact["age"] = years
         self.out.facts.append(fact)
 
@@ -191,8 +197,12 @@ class _Builder:
                          f"which this service does not recognise", ref=ref, date=when)
             return
         if not (0.05 <= value <= 3 if kind == "bmd" else -10 <= value <= 10):
-            self.problem(f"DXA {kind.replace('_', '-')} {value:g} at the {title} on {when} ({ref}) is outside "
-                         "any plausible range", ref=ref, date=when)
+            self.problem(
+                f"DXA {kind.replace('_', '-')} {value:g} at the {title} on {when} ({ref}) is outside "
+                "any plausible range",
+                ref=ref,
+                date=when,
+            )
             return
         scan = self.scans[site].setdefault(when, {"refs": []})
         scan[kind] = value
@@ -203,10 +213,19 @@ class _Builder:
             title = self.vs["dxa"][site]["title"]
             dates = sorted(by_date)
             latest = by_date[dates[-1]]
-            self.out.facts.append({"t": "dxa", "site": site, "site_title": title, "date": dates[-1].isoformat(),
-                                   "age_days": (self.today - dates[-1]).days, "t_score": latest.get("t_score"),
-                                   "z_score": latest.get("z_score"), "bmd": latest.get("bmd"),
-                                   "refs": ",".join(latest["refs"])})
+            self.out.facts.append(
+                {
+                    "t": "dxa",
+                    "site": site,
+                    "site_title": title,
+                    "date": dates[-1].isoformat(),
+                    "age_days": (self.today - dates[-1]).days,
+                    "t_score": latest.get("t_score"),
+                    "z_score": latest.get("z_score"),
+                    "bmd": latest.get("bmd"),
+                    "refs": ",".join(latest["refs"]),
+                }
+            )
             if len(dates) < 2:
                 continue
             before = by_date[dates[-2]]

@@ -109,8 +109,8 @@ class ModelCache:
 #: most of the cost of a call (real EHR resources carry narrative, reference ranges, performers, notes...).
 READ_ELEMENTS: dict[str, frozenset[str]] = {
     "Patient": frozenset({"id", "meta", "gender", "birthDate"}),
-    "Observation": frozenset({"id", "meta", "status", "code", "subject", "effectiveDateTime", "effectivePeriod",
-                              "effectiveInstant", "issued", "valueQuantity"}),
+    "Observation": frozenset({"id", "meta", "status", "code", "subject", "effectiveDateTime",
+                              "effectivePeriod", "effectiveInstant", "issued", "valueQuantity"}),
     "MedicationRequest": frozenset({"id", "meta", "status", "intent", "subject", "medicationCodeableConcept",
                                     "medicationReference", "contained", "dosageInstruction"}),
     "Medication": frozenset({"id", "meta", "code"}),
@@ -131,7 +131,9 @@ def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) ->
                           field=where)
     resource_type = data.get("resourceType")
     if not isinstance(resource_type, str) or resource_type not in USED_TYPES:
-        raise InvalidFhir(f"{where}: resourceType {resource_type!r} is not one this service reads", field=where)
+        raise InvalidFhir(
+            f"{where}: resourceType {resource_type!r} is not one this service reads", field=where
+        )
     part = read_part(data)
     key = cache.key(part) if cache is not None and cache.max_entries > 0 else None
     if key is not None:
@@ -157,7 +159,9 @@ def iter_resources(data: Any, *, where: str, max_entries: int | None = None) -> 
     if data is None:
         return
     if not isinstance(data, dict):
-        raise InvalidFhir(f"{where}: expected a FHIR Bundle or resource, got {type(data).__name__}", field=where)
+        raise InvalidFhir(
+            f"{where}: expected a FHIR Bundle or resource, got {type(data).__name__}", field=where
+        )
     if data.get("resourceType") != "Bundle":
         yield where, data
         return

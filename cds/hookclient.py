@@ -1,7 +1,7 @@
 """Talking to a CDS service as an EHR does: discovery, then signed hook calls. The I/O half of the toolkit.
 
 Every call has a timeout, the ``requests.Session`` is injectable, and each call carries a freshly signed
-client JWT (``cds.signing``) whose ``aud`` is the exact URL called. A failed exchange never raises: the
+client JWT (``cds.client_token``) whose ``aud`` is the exact URL called. A failed exchange never raises: the
 ``Exchange`` says what happened (HTTP status, JSON body, one-line error, latency).
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import requests
 
-from .signing import Signer
+from .client_token import Signer
 
 DEFAULT_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 

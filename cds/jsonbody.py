@@ -8,7 +8,6 @@ from typing import Any
 
 from .errors import LimitExceeded, MalformedJSON
 
-
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _SQUARE = bytes.maketrans(b"{}", b"[]")

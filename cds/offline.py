@@ -16,6 +16,7 @@ from typing import Any
 from .errors import InvalidFhir
 
 ORDER_TYPES = ("MedicationRequest", "ServiceRequest")
+USER_ID = "Practitioner/example"
 
 
 def load_bundle(path: str | Path) -> dict[str, Any]:
@@ -49,15 +50,23 @@ def as_bundle(resources: list[dict], bundle_type: str = "collection") -> dict[st
     return {"resourceType": "Bundle", "type": bundle_type, "entry": [{"resource": r} for r in resources]}
 
 
-def hook_request(bundle: dict[str, Any], hook: str, *, prefetch: dict[str, Any] | None = None,
-                 templates: dict[str, str] | None = None) -> dict[str, Any]:
-    """A spec-shaped hook request for a fixture bundle, each prefetch key answered from the record."""
-    patient_id, record, drafts = split_bundle(bundle, hook)
-    context: dict[str, Any] = {"userId": "Practitioner/example", "patientId": patient_id}
+def hook_context(hook: str, patient_id: str, drafts: list[dict[str, Any]],
+                 user_id: str = USER_ID) -> dict[str, Any]:
+    """The hook's ``context``: user and patient, and for the order hooks the draft orders (order-select
+    selects the first)."""
+    context: dict[str, Any] = {"userId": user_id, "patientId": patient_id}
     if hook != "patient-view":
         context["draftOrders"] = as_bundle(drafts)
     if hook == "order-select":
         context["selections"] = [f"{d['resourceType']}/{d.get('id')}" for d in drafts[:1]]
+    return context
+
+
+def hook_request(bundle: dict[str, Any], hook: str, *, prefetch: dict[str, Any] | None = None,
+                 templates: dict[str, str] | None = None) -> dict[str, Any]:
+    """A spec-shaped hook request for a fixture bundle, each prefetch key answered from the record."""
+    patient_id, record, drafts = split_bundle(bundle, hook)
+    context = hook_context(hook, patient_id, drafts)
     if prefetch is None:
         prefetch = prefetch_from_record(record, templates)
     return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context, "prefetch": prefetch}

@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 
+from . import openapi_audit as _audit
 from .discovery import discovery_document
 from .openapi_schemas import (
     EXAMPLE_CARD,
@@ -171,14 +172,20 @@ PATHS: dict[str, Any] = {
 }
 
 # ---------------------------------------------------------------------------------------------------------
-# AUDITOR API: the paths under /audit/api (and their schemas) are added here when that feature is merged.
-AUDIT_PATHS: dict[str, Any] = {}
-AUDIT_SCHEMAS: dict[str, Any] = {}
+# AUDITOR API: the JSON paths under /audit/api, their schemas and the auditor credentials (Bearer token or
+# HTTP Basic), defined in openapi_audit.py. The auditor's HTML pages (/audit/...) are not in the document.
+AUDIT_PATHS: dict[str, Any] = _audit.AUDIT_PATHS
+AUDIT_SCHEMAS: dict[str, Any] = _audit.AUDIT_SCHEMAS
 # ---------------------------------------------------------------------------------------------------------
 
 
-def document(version: str = "0.1.0", discovery: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The whole document; ``discovery`` (the discovery answer) is the example of GET /cds-services."""
+def document(
+    version: str = "0.1.0", discovery: dict[str, Any] | None = None, *, audit: bool = True
+) -> dict[str, Any]:
+    """The whole document; ``discovery`` (the discovery answer) is the example of GET /cds-services.
+
+    ``audit``: whether the auditor API is served (it is not when ``CDS_AUDIT`` is off).
+    """
     doc = copy.deepcopy(
         {
             "openapi": "3.1.0",
@@ -187,10 +194,12 @@ def document(version: str = "0.1.0", discovery: dict[str, Any] | None = None) ->
                 "version": version,
                 "description": "A CDS Hooks 2.0 service giving bone-health advice for patients on aromatase "
                 "inhibitors. Every call under /cds-services carries a client JWT "
-                "(Authorization: Bearer), as CDS Hooks requires.",
+                "(Authorization: Bearer), as CDS Hooks requires. The auditor API under /audit/api takes an "
+                "auditor's token instead (Bearer, or HTTP Basic with the auditor's name); the auditor's "
+                "HTML pages under /audit are for people and are not described here.",
             },
             "tags": [{"name": "CDS Hooks"}, {"name": "Operations"}, {"name": "Audit"}],
-            "paths": {**PATHS, **AUDIT_PATHS},
+            "paths": {**PATHS, **(AUDIT_PATHS if audit else {})},
             "components": {
                 "schemas": {**SCHEMAS, **AUDIT_SCHEMAS},
                 "securitySchemes": {
@@ -200,7 +209,8 @@ def document(version: str = "0.1.0", discovery: dict[str, Any] | None = None) ->
                         "bearerFormat": "JWT",
                         "description": "A JWT signed by a trusted CDS client (ES384/RS384): iss, "
                         "aud = the exact URL called, exp, iat, jti; header kid, typ JWT.",
-                    }
+                    },
+                    **_audit.AUDIT_SECURITY_SCHEMES,
                 },
             },
         }
@@ -214,7 +224,8 @@ def document(version: str = "0.1.0", discovery: dict[str, Any] | None = None) ->
 def openapi_json():
     from . import __version__
 
-    return jsonify(document(__version__, discovery_document(current_app.extensions["cds.pack"])))
+    discovery = discovery_document(current_app.extensions["cds.pack"])
+    return jsonify(document(__version__, discovery, audit="cds.audit" in current_app.extensions))
 
 
 def init_app(app: Any) -> None:

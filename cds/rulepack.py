@@ -214,14 +214,18 @@ def compile_rule(rule: Rule, pack: RulePack) -> dict[str, Any]:
 # -- the same conditions, evaluated in Python over already-matched facts ----------------------------------
 
 def holds(where: dict[str, Any], scope: dict[str, dict[str, Any]], pack: RulePack) -> bool:
-    """Whether ``where`` (keys ``alias.field`` or plain fields of ``scope['']``) holds; used after matching."""
+    """Whether ``where`` (keys ``alias.field`` or plain fields of ``scope['']``) holds; used after
+    matching."""
     for key, spec in where.items():
         alias, _, name = key.rpartition(".")
         value = scope.get(alias, {}).get(name)
         checks = spec if isinstance(spec, dict) else {"eq": spec}
         for op, operand in checks.items():
-            operand = pack.threshold(operand["threshold"]) if isinstance(operand, dict) and "threshold" in operand \
+            operand = (
+                pack.threshold(operand["threshold"])
+                if isinstance(operand, dict) and "threshold" in operand
                 else operand
+            )
             if op == "in":
                 ok = value in operand
             elif op == "exists":

@@ -75,12 +75,25 @@ class HookService:
             evaluation = self.evaluate(request, gathered, when)
             self._add_explain_links(evaluation, base_url)
             response = {"cards": evaluation.cards}
-            self._record(service_id, hook, request, client_iss, when, started, 200, "ok", evaluation, gathered)
+            self._record(
+                service_id, hook, request, client_iss, when, started, 200, "ok", evaluation, gathered
+            )
             return response
         except CdsError as exc:
             outcome = "412" if exc.status == 412 else str(exc.status)
-            self._record(service_id, hook, request, client_iss, when, started, exc.status, outcome, evaluation,
-                         gathered, error=exc.message)
+            self._record(
+                service_id,
+                hook,
+                request,
+                client_iss,
+                when,
+                started,
+                exc.status,
+                outcome,
+                evaluation,
+                gathered,
+                error=exc.message,
+            )
             raise
 
     def evaluate(self, request: HookRequest, gathered: Gathered, now: dt.datetime) -> Evaluation:
@@ -114,9 +127,19 @@ class HookService:
                 gathered: Gathered, error: str | None = None) -> None:
         if self.audit is None:
             return
-        record = CallRecord(service=service_id, hook=hook, hook_instance=request.hook_instance if request else None,
-                            patient_id=request.patient_id if request else None, client_iss=client_iss,
-                            started=when, latency_ms=(time.perf_counter() - started) * 1000, outcome=outcome,
-                            status=status, evaluation=evaluation, provenance=dict(gathered.provenance),
-                            error=error, context=dict(request.context) if request else {})
+        record = CallRecord(
+            service=service_id,
+            hook=hook,
+            hook_instance=request.hook_instance if request else None,
+            patient_id=request.patient_id if request else None,
+            client_iss=client_iss,
+            started=when,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            outcome=outcome,
+            status=status,
+            evaluation=evaluation,
+            provenance=dict(gathered.provenance),
+            error=error,
+            context=dict(request.context) if request else {},
+        )
         self.audit.record_call(record)

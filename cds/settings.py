@@ -56,62 +56,137 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("RULES_DIR", "", "Folder holding the rule pack; empty means the packaged `rules/` folder."),
-    Setting("SITE_CONFIG", "", "YAML file of site threshold overrides applied on top of `rules/thresholds.yaml`."),
-    Setting("DATABASE_URL", "sqlite:///instance/cds-audit.sqlite3",
-            "SQLAlchemy URL of the audit database (SQLite by default; `postgresql+psycopg://...` for PostgreSQL)."),
+    Setting(
+        "SITE_CONFIG", "", "YAML file of site threshold overrides applied on top of `rules/thresholds.yaml`."
+    ),
+    Setting(
+        "DATABASE_URL",
+        "sqlite:///instance/cds-audit.sqlite3",
+        "SQLAlchemy URL of the audit database (SQLite by default; "
+        "`postgresql+psycopg://...` for PostgreSQL).",
+    ),
     Setting("SOURCE_LABEL", "Bone Health CDS", "Label shown as the source of every card."),
-    Setting("PUBLIC_URL", "", "External base URL of the service, used in card links; empty means the request's own URL."),
+    Setting(
+        "PUBLIC_URL",
+        "",
+        "External base URL of the service, used in card links; empty means the request's own URL.",
+    ),
     Setting("MAX_BODY_BYTES", 5_000_000, "Largest accepted request body, in bytes (413 above it).", _int),
-    Setting("MAX_BUNDLE_ENTRIES", 5_000, "Most entries accepted in one prefetch or draftOrders Bundle (413 above it).", _int),
+    Setting(
+        "MAX_BUNDLE_ENTRIES",
+        5_000,
+        "Most entries accepted in one prefetch or draftOrders Bundle (413 above it).",
+        _int,
+    ),
     Setting("MAX_JSON_DEPTH", 64, "Deepest JSON nesting accepted in a request body (400 above it).", _int),
-    Setting("FHIR_SERVER_ALLOWLIST", (), "Comma-separated base URLs of the FHIR servers the service may "
-            "fetch from; a request's `fhirServer` must lie under one (scheme, host, port, path prefix). "
-            "Empty: none.", _csv),
+    Setting(
+        "FHIR_SERVER_ALLOWLIST",
+        (),
+        "Comma-separated base URLs of the FHIR servers the service may "
+        "fetch from; a request's `fhirServer` must lie under one (scheme, host, port, path prefix). "
+        "Empty: none.",
+        _csv,
+    ),
     Setting("FHIR_CONNECT_TIMEOUT", 2.0, "Seconds to wait for a connection to the FHIR server.", _float),
-    Setting("FHIR_READ_TIMEOUT", 5.0, "Seconds to wait for the FHIR server to answer once connected.",
-            _float),
+    Setting(
+        "FHIR_READ_TIMEOUT", 5.0, "Seconds to wait for the FHIR server to answer once connected.", _float
+    ),
     Setting("FHIR_RETRIES", 2, "Retries of a FHIR GET answered 429, 502, 503 or 504 (0: no retry).", _int),
-    Setting("FHIR_BACKOFF_SECONDS", 0.25, "First retry delay in seconds, doubled for each further retry.",
-            _float),
-    Setting("FHIR_RETRY_AFTER_CAP_SECONDS", 2.0, "Longest delay honoured from a Retry-After header "
-            "(seconds).", _float),
-    Setting("FHIR_MAX_PAGES", 10, "Most pages followed through `next` links for one prefetch key "
-            "(412 above it).", _int),
+    Setting(
+        "FHIR_BACKOFF_SECONDS", 0.25, "First retry delay in seconds, doubled for each further retry.", _float
+    ),
+    Setting(
+        "FHIR_RETRY_AFTER_CAP_SECONDS",
+        2.0,
+        "Longest delay honoured from a Retry-After header (seconds).",
+        _float,
+    ),
+    Setting(
+        "FHIR_MAX_PAGES",
+        10,
+        "Most pages followed through `next` links for one prefetch key (412 above it).",
+        _int,
+    ),
     Setting("FHIR_MAX_RESOURCES", 2_000, "Most resources fetched for one prefetch key (412 above it).", _int),
-    Setting("MODEL_CACHE_SIZE", 20_000, "Validated FHIR resources kept per process for warm patients (0 turns "
-            "the cache off).", _int),
+    Setting(
+        "MODEL_CACHE_SIZE",
+        20_000,
+        "Validated FHIR resources kept per process for warm patients (0 turns the cache off).",
+        _int,
+    ),
     Setting("AUDIT", True, "Record every hook call in the audit trail (and serve the auditor pages).", _bool),
-    Setting("AUDIT_PATIENT_KEY_SECRET", "",
-            "Secret for the HMAC-SHA256 patient keys in audit records; empty means a development secret kept "
-            "in AUDIT_SECRET_FILE (a warning is logged)."),
-    Setting("AUDIT_SECRET_FILE", "instance/audit-patient-key.secret",
-            "File holding the development patient-key secret (used when AUDIT_PATIENT_KEY_SECRET is empty)."),
-    Setting("AUDIT_SPOOL_DIR", "instance/audit-spool",
-            "Folder of the durable spool that keeps audit records while the database is unavailable."),
-    Setting("AUDIT_SPOOL_RETRY_SECONDS", 5.0,
-            "Seconds between attempts to drain the audit spool into the database.", _float),
+    Setting(
+        "AUDIT_PATIENT_KEY_SECRET",
+        "",
+        "Secret for the HMAC-SHA256 patient keys in audit records; empty means a development secret kept "
+        "in AUDIT_SECRET_FILE (a warning is logged).",
+    ),
+    Setting(
+        "AUDIT_SECRET_FILE",
+        "instance/audit-patient-key.secret",
+        "File holding the development patient-key secret (used when AUDIT_PATIENT_KEY_SECRET is empty).",
+    ),
+    Setting(
+        "AUDIT_SPOOL_DIR",
+        "instance/audit-spool",
+        "Folder of the durable spool that keeps audit records while the database is unavailable.",
+    ),
+    Setting(
+        "AUDIT_SPOOL_RETRY_SECONDS",
+        5.0,
+        "Seconds between attempts to drain the audit spool into the database.",
+        _float,
+    ),
     Setting("AUDIT_MIGRATE_ON_START", True, "Run the database migrations when the service starts.", _bool),
-    Setting("AUDITOR_TOKENS", (), "Auditor credentials, comma-separated `name:sha256-hex-of-token` "
-            "(`cds audit token NAME` makes one); empty means auditor access is closed.", _csv),
+    Setting(
+        "AUDITOR_TOKENS",
+        (),
+        "Auditor credentials, comma-separated `name:sha256-hex-of-token` "
+        "(`cds audit token NAME` makes one); empty means auditor access is closed.",
+        _csv,
+    ),
     Setting("LOG_LEVEL", "INFO", "Python logging level for the service."),
     Setting("HOST", "127.0.0.1", "Address `cds serve` listens on."),
     Setting("PORT", 5000, "Port `cds serve` listens on.", _int),
-    Setting("DEV_MODE", True, "Development mode: without CDS_TRUSTED_CLIENTS, trust a locally generated "
-            "development client. Set false in production.", _bool),
-    Setting("TRUSTED_CLIENTS", "", "JSON file of the trusted CDS clients: each `iss` with its JWK Set or "
-            "allowed `jku` URLs."),
-    Setting("DEV_CLIENT_DIR", "instance/dev-client", "Folder holding the development client's key pair "
-            "(created in development mode)."),
-    Setting("AUTH_LEEWAY_SECONDS", 30, "Clock skew allowed when checking a client token's `exp` and `iat`.",
-            _int),
-    Setting("AUTH_MAX_TOKEN_LIFETIME", 3600, "Longest a client token may still be valid for, in seconds "
-            "(401 above it).", _int),
-    Setting("JWKS_CACHE_SECONDS", 300, "How long a JWK Set fetched from a `jku` URL is kept, in seconds.",
-            _int),
-    Setting("JWKS_TIMEOUT_SECONDS", 5.0, "Connect and read timeout when fetching a JWK Set, in seconds.",
-            _float),
-    Setting("CORS_ORIGINS", "", "Comma-separated browser origins allowed to call the CDS endpoints (`*` for "
-            "any); empty means no CORS.", _csv),
+    Setting(
+        "DEV_MODE",
+        True,
+        "Development mode: without CDS_TRUSTED_CLIENTS, trust a locally generated "
+        "development client. Set false in production.",
+        _bool,
+    ),
+    Setting(
+        "TRUSTED_CLIENTS",
+        "",
+        "JSON file of the trusted CDS clients: each `iss` with its JWK Set or allowed `jku` URLs.",
+    ),
+    Setting(
+        "DEV_CLIENT_DIR",
+        "instance/dev-client",
+        "Folder holding the development client's key pair (created in development mode).",
+    ),
+    Setting(
+        "AUTH_LEEWAY_SECONDS", 30, "Clock skew allowed when checking a client token's `exp` and `iat`.", _int
+    ),
+    Setting(
+        "AUTH_MAX_TOKEN_LIFETIME",
+        3600,
+        "Longest a client token may still be valid for, in seconds (401 above it).",
+        _int,
+    ),
+    Setting(
+        "JWKS_CACHE_SECONDS", 300, "How long a JWK Set fetched from a `jku` URL is kept, in seconds.", _int
+    ),
+    Setting(
+        "JWKS_TIMEOUT_SECONDS", 5.0, "Connect and read timeout when fetching a JWK Set, in seconds.", _float
+    ),
+    Setting(
+        "CORS_ORIGINS",
+        "",
+        "Comma-separated browser origins allowed to call the CDS endpoints (`*` for "
+        "any); empty means no CORS.",
+        _csv,
+    ),
     Setting("WORKERS", 0, "gunicorn workers for `cds serve --prod`; 0 means 2 x CPU cores + 1.", _int),
     Setting("METRICS_ENABLED", True, "Serve Prometheus metrics at `/metrics`.", _bool),
 )
@@ -119,7 +194,9 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 
-def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+def load(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Return every setting's value: default, then ``CDS_*`` environment, then ``overrides``.
 
     Raises ``ConfigurationError`` naming the setting when a value does not parse.

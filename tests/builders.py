@@ -24,7 +24,10 @@ def patient(pid: str = "p1", gender: str | None = "male", birth: str | None = "1
 def med(code: str = "84857", display: str = "anastrozole", *, status: str = "active", pid: str = "p1",
         mid: str | None = None, timing: dict | None = None) -> dict[str, Any]:
     r: dict[str, Any] = {
-        "resourceType": "MedicationRequest", "id": mid or f"mr{next(_ids)}", "status": status, "intent": "order",
+        "resourceType": "MedicationRequest",
+        "id": mid or f"mr{next(_ids)}",
+        "status": status,
+        "intent": "order",
         "subject": {"reference": f"Patient/{pid}"},
         "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": code, "display": display}]},
     }
@@ -33,8 +36,16 @@ def med(code: str = "84857", display: str = "anastrozole", *, status: str = "act
     return r
 
 
-def obs(code: str, value: float | None, unit: str | None, date: str, *, status: str = "final", pid: str = "p1",
-        oid: str | None = None) -> dict[str, Any]:
+def obs(
+    code: str,
+    value: float | None,
+    unit: str | None,
+    date: str,
+    *,
+    status: str = "final",
+    pid: str = "p1",
+    oid: str | None = None,
+) -> dict[str, Any]:
     r: dict[str, Any] = {
         "resourceType": "Observation", "id": oid or f"o{next(_ids)}", "status": status,
         "code": {"coding": [{"system": LOINC, "code": code}]}, "subject": {"reference": f"Patient/{pid}"},
@@ -52,8 +63,15 @@ def searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
 
 
-def hook_body(hook: str, *, pid: str = "p1", record: list[dict[str, Any]] = (), drafts: list[dict[str, Any]] = (),
-              selections: list[str] | None = None, patient_id: str | None = None) -> dict[str, Any]:
+def hook_body(
+    hook: str,
+    *,
+    pid: str = "p1",
+    record: list[dict[str, Any]] = (),
+    drafts: list[dict[str, Any]] = (),
+    selections: list[str] | None = None,
+    patient_id: str | None = None,
+) -> dict[str, Any]:
     """A hook request whose prefetch answers every key from ``record`` (Patient alone under ``patient``)."""
     record = list(record)
     pat = next((r for r in record if r["resourceType"] == "Patient"), None)

@@ -42,7 +42,10 @@ def fhir_response(body: Any, status: int = 200) -> Response:
 class FakeFhir:
     """A request handler: ``httpserver.expect_request(ANY_PATH).respond_with_handler(FakeFhir(...))``."""
 
-    SEARCH_PARAMS = {"Observation": {"patient", "code"}, "MedicationRequest": {"patient", "status", "_include"}}
+    SEARCH_PARAMS = {
+        "Observation": {"patient", "code"},
+        "MedicationRequest": {"patient", "status", "_include"},
+    }
 
     def __init__(self, record: dict[str, Any] | None = None, page_size: int | None = None):
         record = record if record is not None else load("pat-1-record.json")

@@ -89,6 +89,8 @@ def _keep_state_out_of_the_repo(tmp_path_factory, monkeypatch):
     where = tmp_path_factory.mktemp("instance")
     monkeypatch.setenv("CDS_DEV_CLIENT_DIR", str(where / "dev-client"))
     monkeypatch.setenv("CDS_DATABASE_URL", f"sqlite:///{where}/cds.sqlite3")
+    monkeypatch.setenv("CDS_AUDIT_SECRET_FILE", str(where / "audit-patient-key.secret"))
+    monkeypatch.setenv("CDS_AUDIT_SPOOL_DIR", str(where / "audit-spool"))
 
 
 def trusted_clients_file_in(folder: Path) -> Path:

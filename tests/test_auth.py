@@ -10,9 +10,9 @@ import time
 
 import jwt
 import pytest
-from support import PRIVATE_KEYS, PUBLIC_JWKS, TEST_ISS, make_token
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from support import PRIVATE_KEYS, PUBLIC_JWKS, TEST_ISS, make_token
 
 from cds import create_app
 from cds.errors import ConfigurationError

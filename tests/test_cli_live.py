@@ -231,4 +231,7 @@ def test_a_sidecar_can_expect_an_error_status(server, tmp_path, capsys):
     (tmp_path / "no-prefetch.expected.json").write_text(json.dumps(sidecar))
     assert main(cli("replay", str(tmp_path), "--url", server.url)) == 1
     out = capsys.readouterr().out
-    assert "ERRORED: no-prefetch.json" in out and "+ answered HTTP 412: prefetch data could not be obtained" in out
+    assert (
+        "ERRORED: no-prefetch.json" in out
+        and "+ answered HTTP 412: prefetch data could not be obtained" in out
+    )

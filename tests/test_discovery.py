@@ -13,7 +13,9 @@ def test_discovery_lists_one_service_per_hook(client):
         assert "2243-4" in prefetch["estradiol"] and "14715-7" in prefetch["estradiol"]
         assert "62292-8" in prefetch["vitaminD"]
         assert "38267-1" in prefetch["dxa"] and "80946-7" in prefetch["dxa"]
-        assert prefetch["medications"].startswith("MedicationRequest?patient={{context.patientId}}&status=active")
+        assert prefetch["medications"].startswith(
+            "MedicationRequest?patient={{context.patientId}}&status=active"
+        )
         # selections and draftOrders are not prefetch tokens
         assert not any("selections" in q or "draftOrders" in q for q in prefetch.values())
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from builders import hook_body, med, obs, patient
 
 URL = "/cds-services/bone-health-order-sign"

@@ -8,8 +8,12 @@ URL = "/cds-services/bone-health-order-sign/feedback"
 
 
 def item(**overrides):
-    base = {"card": str(uuid.uuid4()), "outcome": "accepted", "acceptedSuggestions": [{"id": str(uuid.uuid4())}],
-            "outcomeTimestamp": "2026-11-22T10:00:00Z"}
+    base = {
+        "card": str(uuid.uuid4()),
+        "outcome": "accepted",
+        "acceptedSuggestions": [{"id": str(uuid.uuid4())}],
+        "outcomeTimestamp": "2026-11-22T10:00:00Z",
+    }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 

@@ -9,7 +9,6 @@ import re
 import pytest
 import yaml
 from fixture_check import FIXTURES, all_fixtures, differences, expected_for
-
 from support import make_test_app
 
 from cds import rulepack

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from builders import hook_body, med, obs, patient
 from spec_checks import check_response, rules_of
 
@@ -19,25 +18,31 @@ def man_on_ai(*extra, gender="male"):
 @pytest.mark.parametrize("hook", ["patient-view", "order-select", "order-sign"])
 def test_each_hook_answers_spec_valid_cards(call, hook):
     record = man_on_ai(obs(E2_MASS, 12, "pg/mL", RECENT))
-    body = hook_body(hook, record=record, drafts=[med(status="draft", mid="d1")] if hook != "patient-view" else [])
+    body = hook_body(
+        hook, record=record, drafts=[med(status="draft", mid="d1")] if hook != "patient-view" else []
+    )
     response = call(body)
     assert response.status_code == 200, response.get_json()
     check_response(response.get_json())
     assert "low-estradiol-on-ai" in rules_of(response.get_json())
 
 
-@pytest.mark.parametrize(("value", "unit", "fires", "indicator"), [
-    (19.9, "pg/mL", True, "warning"),
-    (20.0, "pg/mL", False, None),
-    (9.9, "pg/mL", True, "critical"),
-    (10.0, "pg/mL", True, "warning"),
-    (73.0, "pmol/L", True, "warning"),      # 19.9 pg/mL
-    (73.5, "pmol/L", False, None),          # 20.02 pg/mL
-    (36.3, "pmol/L", True, "critical"),     # 9.89 pg/mL
-])
+@pytest.mark.parametrize(
+    ("value", "unit", "fires", "indicator"),
+    [
+        (19.9, "pg/mL", True, "warning"),
+        (20.0, "pg/mL", False, None),
+        (9.9, "pg/mL", True, "critical"),
+        (10.0, "pg/mL", True, "warning"),
+        (73.0, "pmol/L", True, "warning"),  # 19.9 pg/mL
+        (73.5, "pmol/L", False, None),  # 20.02 pg/mL
+        (36.3, "pmol/L", True, "critical"),  # 9.89 pg/mL
+    ],
+)
 def test_low_estradiol_boundary(call, value, unit, fires, indicator):
-    body = hook_body("patient-view", record=man_on_ai(obs(E2_MOLAR if unit == "pmol/L" else E2_MASS, value, unit,
-                                                          RECENT)))
+    body = hook_body(
+        "patient-view", record=man_on_ai(obs(E2_MOLAR if unit == "pmol/L" else E2_MASS, value, unit, RECENT))
+    )
     cards = call(body).get_json()["cards"]
     found = [c for c in cards if c["source"]["topic"]["code"] == "low-estradiol-on-ai"]
     assert bool(found) is fires
@@ -64,7 +69,9 @@ def test_low_estradiol_ignores_entered_in_error_and_uses_latest(call):
 def test_order_time_suggestions_update_and_delete_the_draft(call):
     draft = med(status="draft", mid="draft-ai", timing={"frequency": 2, "period": 1, "periodUnit": "wk"})
     body = hook_body("order-select", record=man_on_ai(obs(E2_MASS, 12, "pg/mL", RECENT)), drafts=[draft])
-    card = next(c for c in call(body).get_json()["cards"] if c["source"]["topic"]["code"] == "low-estradiol-on-ai")
+    card = next(
+        c for c in call(body).get_json()["cards"] if c["source"]["topic"]["code"] == "low-estradiol-on-ai"
+    )
     actions = [a for s in card["suggestions"] for a in s["actions"]]
     update = next(a for a in actions if a["type"] == "update")
     assert update["resource"]["id"] == "draft-ai"
@@ -75,14 +82,19 @@ def test_order_time_suggestions_update_and_delete_the_draft(call):
     assert card["selectionBehavior"] == "at-most-one"
 
 
-@pytest.mark.parametrize(("before", "after", "fires"), [
-    (-1.0, -1.3, True),    # drop 0.3: at the threshold
-    (-1.0, -1.29, False),  # drop 0.29: below it
-    (-1.0, -0.5, False),   # rising
-])
+@pytest.mark.parametrize(
+    ("before", "after", "fires"),
+    [
+        (-1.0, -1.3, True),  # drop 0.3: at the threshold
+        (-1.0, -1.29, False),  # drop 0.29: below it
+        (-1.0, -0.5, False),  # rising
+    ],
+)
 def test_falling_t_score_boundary(call, before, after, fires):
     record = man_on_ai(obs(SPINE_T, before, "1", "2024-06-01"), obs(SPINE_T, after, "1", "2026-06-01"))
-    assert ("falling-bone-density" in rules_of(call(hook_body("patient-view", record=record)).get_json())) is fires
+    assert (
+        "falling-bone-density" in rules_of(call(hook_body("patient-view", record=record)).get_json())
+    ) is fires
 
 
 def test_falling_t_score_compares_only_the_same_site(call):
@@ -95,7 +107,9 @@ def test_falling_t_score_compares_only_the_same_site(call):
 def test_vitamin_d_missing_boundary(call, date, fires):
     # 2025-11-22 is exactly 365 days before the pinned evaluation time; one day earlier is too old
     record = [patient(), med(), obs(VITD, 35, "ng/mL", date)]
-    assert ("vitamin-d-missing" in rules_of(call(hook_body("patient-view", record=record)).get_json())) is fires
+    assert (
+        "vitamin-d-missing" in rules_of(call(hook_body("patient-view", record=record)).get_json())
+    ) is fires
 
 
 def test_vitamin_d_missing_suggests_an_order_unless_it_is_being_ordered(call):
@@ -119,7 +133,9 @@ def test_vitamin_d_missing_needs_an_aromatase_inhibitor(call):
 
 
 def test_patient_id_with_prefix_is_tolerated(call):
-    body = hook_body("patient-view", record=man_on_ai(obs(E2_MASS, 12, "pg/mL", RECENT)), patient_id="Patient/p1")
+    body = hook_body(
+        "patient-view", record=man_on_ai(obs(E2_MASS, 12, "pg/mL", RECENT)), patient_id="Patient/p1"
+    )
     response = call(body)
     assert response.status_code == 200
     assert "low-estradiol-on-ai" in rules_of(response.get_json())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 from builders import hook_body, med, obs, patient
+
 from cds import fhir_parse
 from cds.fhir_parse import ModelCache
 
@@ -42,7 +43,9 @@ def test_changed_content_is_a_miss_not_a_stale_hit():
 def test_cache_is_bounded():
     cache = ModelCache(10)
     for i in range(50):
-        fhir_parse.parse_resource(obs("2243-4", i, "pg/mL", "2026-10-01", oid=f"e{i}"), where="x", cache=cache)
+        fhir_parse.parse_resource(
+            obs("2243-4", i, "pg/mL", "2026-10-01", oid=f"e{i}"), where="x", cache=cache
+        )
     assert len(cache) == 10
 
 

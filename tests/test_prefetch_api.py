@@ -24,11 +24,11 @@ from fhir_server_support import (
     hook_body,
     outcome,
 )
+from support import AuthedClient
 from werkzeug import Request, Response
 
 from cds import settings
 from cds.app import create_app
-from support import AuthedClient
 from cds.errors import ConfigurationError
 from cds.fhir_client import ClientSettings, FhirClient
 
@@ -161,8 +161,11 @@ def test_null_keys_mean_nothing_found_and_are_not_fetched(make_app, httpserver):
     assert status == 200, body
     assert httpserver.log == []
     assert sink.calls[0].provenance["dxa"] == sink.calls[0].provenance["estradiol"] == "empty"
-    assert {rule for rule, _, _ in card_signature(body["cards"])} == {"vitamin-d-missing", "dxa-baseline-missing",
-                                                                   "estradiol-monitoring-due"}
+    assert {rule for rule, _, _ in card_signature(body["cards"])} == {
+        "vitamin-d-missing",
+        "dxa-baseline-missing",
+        "estradiol-monitoring-due",
+    }
 
 
 def test_an_operation_outcome_from_the_client_is_fetched_again(make_app, httpserver):

@@ -18,7 +18,9 @@ PACK = rulepack.load()
 EVALUATOR = Evaluator(PACK)
 NOW = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
 LAB_CODES = [c for spec in PACK.valuesets["labs"].values() for c in spec["loinc"]]
-DXA_CODES = [c for site in PACK.valuesets["dxa"].values() for k in ("t_score", "z_score", "bmd") for c in site[k]]
+DXA_CODES = [
+    c for site in PACK.valuesets["dxa"].values() for k in ("t_score", "z_score", "bmd") for c in site[k]
+]
 UNITS = ["pg/mL", "pmol/L", "ng/mL", "nmol/L", "ng/dL", "1", "{T-Score}", "g/cm2", "mg/dL", "", "PG/ML", "%"]
 
 numbers = st.one_of(
@@ -31,13 +33,19 @@ junk = st.one_of(st.none(), st.text(max_size=12), st.booleans(), st.lists(st.int
                  st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
 dates = st.one_of(
     st.dates(min_value=dt.date(1, 1, 1), max_value=dt.date(9999, 12, 31)).map(str),
-    st.datetimes(min_value=dt.datetime(1900, 1, 1), max_value=dt.datetime(2200, 1, 1),
-                 timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=-11)),
-                                            dt.timezone(dt.timedelta(hours=14))])).map(lambda d: d.isoformat()),
+    st.datetimes(
+        min_value=dt.datetime(1900, 1, 1),
+        max_value=dt.datetime(2200, 1, 1),
+        timezones=st.sampled_from(
+            [dt.UTC, dt.timezone(dt.timedelta(hours=-11)), dt.timezone(dt.timedelta(hours=14))]
+        ),
+    ).map(lambda d: d.isoformat()),
     st.sampled_from(["2026", "2026-02", "not a date", "", "2026-13-45"]),
 )
 
-plausible = st.one_of(st.floats(min_value=-5, max_value=200, allow_nan=False), st.sampled_from([1e-05, 5e-324, 1e-9]))
+plausible = st.one_of(
+    st.floats(min_value=-5, max_value=200, allow_nan=False), st.sampled_from([1e-05, 5e-324, 1e-9])
+)
 recent = st.dates(min_value=dt.date(2022, 1, 1), max_value=dt.date(2026, 11, 22)).map(str)
 
 
@@ -52,9 +60,11 @@ def test_unit_conversion_never_crashes_and_never_returns_an_unusable_value(value
         assert unit in spec["units"]
 
 
-VALID_PAIRS = [(c, u) for spec in PACK.valuesets["labs"].values() for c in spec["loinc"] for u in spec["units"]] + \
-    [(c, "1") for site in PACK.valuesets["dxa"].values() for c in site["t_score"] + site["z_score"]] + \
-    [(c, "g/cm2") for site in PACK.valuesets["dxa"].values() for c in site["bmd"]]
+VALID_PAIRS = (
+    [(c, u) for spec in PACK.valuesets["labs"].values() for c in spec["loinc"] for u in spec["units"]]
+    + [(c, "1") for site in PACK.valuesets["dxa"].values() for c in site["t_score"] + site["z_score"]]
+    + [(c, "g/cm2") for site in PACK.valuesets["dxa"].values() for c in site["bmd"]]
+)
 
 
 def observation(code_unit, value, date, status, subject):
@@ -78,20 +88,33 @@ def observation(code_unit, value, date, status, subject):
 observations = st.builds(
     observation,
     code_unit=st.one_of(
-        st.sampled_from(VALID_PAIRS), st.sampled_from(VALID_PAIRS),
-        st.tuples(st.sampled_from(LAB_CODES + DXA_CODES + ["1234-5"]),
-                  st.one_of(st.sampled_from(UNITS), st.none(), st.text(max_size=6)))),
+        st.sampled_from(VALID_PAIRS),
+        st.sampled_from(VALID_PAIRS),
+        st.tuples(
+            st.sampled_from(LAB_CODES + DXA_CODES + ["1234-5"]),
+            st.one_of(st.sampled_from(UNITS), st.none(), st.text(max_size=6)),
+        ),
+    ),
     value=st.one_of(plausible, plausible, plausible, numbers, junk),
     date=st.one_of(recent, recent, dates, st.none(), junk),
-    status=st.one_of(st.just("final"), st.sampled_from(["final", "amended", "corrected", "preliminary",
-                                                         "entered-in-error", "cancelled", "x"])),
+    status=st.one_of(
+        st.just("final"),
+        st.sampled_from(
+            ["final", "amended", "corrected", "preliminary", "entered-in-error", "cancelled", "x"]
+        ),
+    ),
     subject=st.sampled_from(["Patient/p1", "Patient/p2", None, "p1"]),
 )
 patients = st.builds(
-    lambda gender, birth: {k: v for k, v in {"resourceType": "Patient", "id": "p1", "gender": gender,
-                                              "birthDate": birth}.items() if v is not None},
+    lambda gender, birth: {
+        k: v
+        for k, v in {"resourceType": "Patient", "id": "p1", "gender": gender, "birthDate": birth}.items()
+        if v is not None
+    },
     gender=st.sampled_from(["male", "female", "other", "unknown", None]),
-    birth=st.one_of(st.none(), st.dates(min_value=dt.date(1880, 1, 1), max_value=dt.date(2100, 1, 1)).map(str)),
+    birth=st.one_of(
+        st.none(), st.dates(min_value=dt.date(1880, 1, 1), max_value=dt.date(2100, 1, 1)).map(str)
+    ),
 )
 AI = {"resourceType": "MedicationRequest", "id": "m1", "status": "active", "intent": "order",
       "subject": {"reference": "Patient/p1"},
@@ -157,4 +180,6 @@ def test_well_formed_records_give_cards_only_from_counted_results(gender, raws):
     rules = {c["source"]["topic"]["code"] for c in evaluation.cards}
     if "low-estradiol-on-ai" in rules:
         assert gender == "male"
-        assert any(f["analyte"] == "estradiol" and f["value"] < PACK.threshold("estradiol_low_pg_ml") for f in labs)
+        assert any(
+            f["analyte"] == "estradiol" and f["value"] < PACK.threshold("estradiol_low_pg_ml") for f in labs
+        )

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from support import make_test_app
+
 from cds.discovery import prefetch_templates
 from cds.offline import hook_request
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from spec_checks import check_response
 
 EXAMPLES = Path(__file__).parent / "data" / "spec-examples"

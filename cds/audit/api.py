@@ -46,9 +46,12 @@ def filters_from(args: Any) -> queries.Filters:
 
 def paging(args: Any) -> tuple[int, int]:
     try:
-        return int(args.get("limit", 50)), int(args.get("offset", 0))
+        limit, offset = int(args.get("limit", 50)), int(args.get("offset", 0))
     except ValueError as exc:
         raise RequestError("limit and offset must be integers", field="limit") from exc
+    if not 0 <= offset <= queries.MAX_INT64:
+        raise RequestError(f"offset must be from 0 to {queries.MAX_INT64}", field="offset")
+    return limit, offset
 
 
 def _engine():

@@ -16,6 +16,7 @@ from .record import columns_of
 from .schema import audit_card, audit_feedback, audit_record
 
 MAX_PAGE = 500
+MAX_INT64 = 2**63 - 1  # the largest seq or offset a database query takes
 
 
 @dataclass
@@ -116,7 +117,7 @@ def get_record(engine: Engine, key: str) -> dict[str, Any] | None:
     """One record in full by ``seq``, record id or card uuid; with chain fields and feedback per card."""
     with engine.connect() as conn:
         query = select(audit_record)
-        if key.isdigit():
+        if key.isascii() and key.isdigit() and int(key) <= MAX_INT64:
             query = query.where(audit_record.c.seq == int(key))
         else:
             card = conn.execute(select(audit_card.c.record_seq).where(audit_card.c.uuid == key)).first()

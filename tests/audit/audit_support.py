@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
-from support import AuthedClient, pg_base_url, trusted_clients_file_in  # noqa: F401
+from support import AuthedClient, trusted_clients_file_in  # noqa: F401
 
 from cds.app import create_app
 

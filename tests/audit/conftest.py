@@ -5,7 +5,6 @@ from audit_support import (  # noqa: F401 - fixtures are found by name
     app,
     db_url,
     make_app,
-    pg_base_url,
     pg_proxy,
     pg_url,
     private_pg,

@@ -97,6 +97,18 @@ def test_bad_filter_is_a_400_operation_outcome(filled):
     assert res.status_code == 400 and res.get_json()["resourceType"] == "OperationOutcome"
 
 
+@pytest.mark.parametrize("query", ["offset=-1", "offset=99999999999999999999", "limit=ten"])
+def test_paging_out_of_range_is_a_400(filled, query):
+    res = filled.get(f"/audit/api/records?{query}", headers=BEARER)
+    assert res.status_code == 400 and res.get_json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize("key", ["99999999999999999999999", "\u00b2"])
+def test_a_key_that_is_no_seq_is_a_404(filled, key):
+    res = filled.get(f"/audit/api/records/{key}", headers=BEARER)
+    assert res.status_code == 404 and res.get_json()["resourceType"] == "OperationOutcome"
+
+
 def test_one_record_and_404(filled):
     rec = filled.get("/audit/api/records/2", headers=BEARER).get_json()
     assert rec["seq"] == 2 and rec["record"]["id"] and len(rec["hash"]) == 64

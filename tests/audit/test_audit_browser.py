@@ -61,8 +61,12 @@ def test_auditor_finds_a_card_and_sees_why(browser, live_service):
     with requests.Session() as http:
         cards = []
         for body in (hook_body("ann"), hook_body("bob", dxa_drop=True), hook_body("cat", on_ai=False)):
-            res = http.post(f"{base}/cds-services/{SERVICE}", json=body, timeout=10,
-                            headers={"Authorization": "Bearer " + make_token(f"{base}/cds-services/{SERVICE}")})
+            res = http.post(
+                f"{base}/cds-services/{SERVICE}",
+                json=body,
+                timeout=10,
+                headers={"Authorization": "Bearer " + make_token(f"{base}/cds-services/{SERVICE}")},
+            )
             assert res.status_code == 200
             cards += res.json()["cards"]
         dxa_card = next(c for c in cards if c["indicator"] == "warning")

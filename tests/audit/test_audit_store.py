@@ -92,7 +92,9 @@ def test_record_holds_the_call_but_no_patient_id_or_token(app):
     record = found["record"]
     assert record["hookInstance"] == body["hookInstance"] and record["outcome"] == "ok"
     assert len(record["patientKey"]) == 64
-    assert record["rulePack"]["version"] == load_pack().version and len(record["rulePack"]["contentHash"]) == 64
+    assert (
+        record["rulePack"]["version"] == load_pack().version and len(record["rulePack"]["contentHash"]) == 64
+    )
     assert sorted(c["uuid"] for c in record["cards"]) == sorted(c["uuid"] for c in cards)
     fired = {f["rule"]: f for f in record["fired"]}
     assert fired["falling-bone-density"]["version"] == "1.0.0"
