@@ -47,13 +47,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from service_process import _PRIVATE, ROOT, TEST_ISS, service, sign  # noqa: E402
 
 SERVICES = ["bone-health-patient-view", "bone-health-order-select", "bone-health-order-sign"]
-HOOK_OF = {"bone-health-patient-view": "patient-view", "bone-health-order-select": "order-select",
-           "bone-health-order-sign": "order-sign"}
-TRACE = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]+\", line \d+|werkzeug\.debug|"
-                   r"\b\w+(Error|Exception): .*\n\s+at |sqlalchemy\.exc\.|psycopg\.")
+HOOK_OF = {
+    "bone-health-patient-view": "patient-view",
+    "bone-health-order-select": "order-select",
+    "bone-health-order-sign": "order-sign",
+}
+TRACE = re.compile(
+    r"Traceback \(most recent call last\)|File \"[^\"]+\", line \d+|werkzeug\.debug|"
+    r"\b\w+(Error|Exception): .*\n\s+at |sqlalchemy\.exc\.|psycopg\."
+)
 
-TOKEN_KINDS = ["valid"] * 6 + ["missing", "garbage", "expired", "wrong-aud", "wrong-iss", "unknown-key",
-                               "alg-none", "replayed", "huge", "basic-scheme", "future-iat", "long-lived"]
+TOKEN_KINDS = ["valid"] * 6 + [
+    "missing",
+    "garbage",
+    "expired",
+    "wrong-aud",
+    "wrong-iss",
+    "unknown-key",
+    "alg-none",
+    "replayed",
+    "huge",
+    "basic-scheme",
+    "future-iat",
+    "long-lived",
+]
 
 
 class Fuzzer:
@@ -84,24 +101,51 @@ class Fuzzer:
         if kind == "missing":
             return None
         if kind == "garbage":
-            return "Bearer " + self.rng.choice(["x", "a.b.c", "eyJhbGciOi.e30.", "..", "\u00e9t\u00e9",
-                                                "null"])
+            return "Bearer " + self.rng.choice(
+                ["x", "a.b.c", "eyJhbGciOi.e30.", "..", "\u00e9t\u00e9", "null"]
+            )
         if kind == "expired":
             return "Bearer " + sign(url, now=now - 7200)
         if kind == "wrong-aud":
             return "Bearer " + sign(url + "/other")
         if kind == "wrong-iss":
-            return "Bearer " + jwt.encode({"iss": "https://evil.example", "aud": url, "exp": int(now) + 60,
-                                           "iat": int(now), "jti": str(uuid.uuid4())},
-                                          jwt.PyJWK(_PRIVATE["ES384"], algorithm="ES384").key,
-                                          algorithm="ES384", headers={"kid": _PRIVATE["ES384"]["kid"]})
+            return "Bearer " + jwt.encode(
+                {
+                    "iss": "https://evil.example",
+                    "aud": url,
+                    "exp": int(now) + 60,
+                    "iat": int(now),
+                    "jti": str(uuid.uuid4()),
+                },
+                jwt.PyJWK(_PRIVATE["ES384"], algorithm="ES384").key,
+                algorithm="ES384",
+                headers={"kid": _PRIVATE["ES384"]["kid"]},
+            )
         if kind == "unknown-key":
-            return "Bearer " + jwt.encode({"iss": TEST_ISS, "aud": url, "exp": int(now) + 60, "iat": int(now),
-                                           "jti": str(uuid.uuid4())}, self.stranger, algorithm="ES384",
-                                          headers={"kid": _PRIVATE["ES384"]["kid"]})
+            return "Bearer " + jwt.encode(
+                {
+                    "iss": TEST_ISS,
+                    "aud": url,
+                    "exp": int(now) + 60,
+                    "iat": int(now),
+                    "jti": str(uuid.uuid4()),
+                },
+                self.stranger,
+                algorithm="ES384",
+                headers={"kid": _PRIVATE["ES384"]["kid"]},
+            )
         if kind == "alg-none":
-            return "Bearer " + jwt.encode({"iss": TEST_ISS, "aud": url, "exp": int(now) + 60, "iat": int(now),
-                                           "jti": str(uuid.uuid4())}, None, algorithm="none")
+            return "Bearer " + jwt.encode(
+                {
+                    "iss": TEST_ISS,
+                    "aud": url,
+                    "exp": int(now) + 60,
+                    "iat": int(now),
+                    "jti": str(uuid.uuid4()),
+                },
+                None,
+                algorithm="none",
+            )
         if kind == "replayed":
             with self.lock:
                 old = self.rng.choice(self.used_tokens) if self.used_tokens else sign(url)
@@ -124,16 +168,20 @@ class Fuzzer:
 
     def send(self, source: str, kwargs: dict[str, Any], kind: str) -> None:
         kwargs = dict(kwargs)
-        headers = {k: v for k, v in (kwargs.pop("headers", None) or {}).items()
-                   if k.lower() not in ("authorization", "x-schemathesis-testcaseid")}
+        headers = {
+            k: v
+            for k, v in (kwargs.pop("headers", None) or {}).items()
+            if k.lower() not in ("authorization", "x-schemathesis-testcaseid")
+        }
         url = kwargs.pop("url")
         auth = self.token(kind, url.split("?", 1)[0])
         if auth is not None:
             headers["Authorization"] = auth
         kwargs.pop("cookies", None)
         try:
-            response = self.session().request(headers=headers, url=url, timeout=60, allow_redirects=False,
-                                               **kwargs)
+            response = self.session().request(
+                headers=headers, url=url, timeout=60, allow_redirects=False, **kwargs
+            )
         except requests.RequestException as exc:
             # a header requests itself refuses to send is not a request; a dropped connection is a failure
             if isinstance(exc, requests.exceptions.InvalidHeader | requests.exceptions.InvalidURL):
@@ -148,8 +196,9 @@ class Fuzzer:
             self.by_source[source][response.status_code] += 1
             self.by_token[kind][response.status_code] += 1
         if response.status_code >= 500:
-            self._fail(f"{source} [{kind}] {kwargs.get('method')} {url} -> {response.status_code}: "
-                       f"{text[:300]}")
+            self._fail(
+                f"{source} [{kind}] {kwargs.get('method')} {url} -> {response.status_code}: {text[:300]}"
+            )
         elif TRACE.search(text):
             self._fail(f"{source} [{kind}] {kwargs.get('method')} {url} -> a stack trace: {text[:300]}")
 
@@ -158,22 +207,31 @@ class Fuzzer:
             self.failures.append(message)
 
     def summary(self, seconds: float) -> dict[str, Any]:
-        return {"requests": self.requests, "seconds": round(seconds, 1),
-                "statuses": dict(sorted(self.statuses.items())),
-                "by_source": {k: dict(sorted(v.items())) for k, v in sorted(self.by_source.items())},
-                "by_token": {k: dict(sorted(v.items())) for k, v in sorted(self.by_token.items())},
-                "server_errors": sum(v for k, v in self.statuses.items() if k.startswith("5")),
-                "failures": len(self.failures)}
+        return {
+            "requests": self.requests,
+            "seconds": round(seconds, 1),
+            "statuses": dict(sorted(self.statuses.items())),
+            "by_source": {k: dict(sorted(v.items())) for k, v in sorted(self.by_source.items())},
+            "by_token": {k: dict(sorted(v.items())) for k, v in sorted(self.by_token.items())},
+            "server_errors": sum(v for k, v in self.statuses.items() if k.startswith("5")),
+            "failures": len(self.failures),
+        }
 
 
 # -- the cases ------------------------------------------------------------------------------------------
 
+
 def _draw(strategy: Any, n: int, seed: int, base: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
 
-    @hypothesis.settings(max_examples=n, deadline=None, database=None, derandomize=False,
-                         suppress_health_check=list(hypothesis.HealthCheck),
-                         phases=[hypothesis.Phase.generate])
+    @hypothesis.settings(
+        max_examples=n,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(hypothesis.HealthCheck),
+        phases=[hypothesis.Phase.generate],
+    )
     @hypothesis.seed(seed)
     @hypothesis.given(case=strategy)
     def collect(case: Any) -> None:
@@ -198,8 +256,7 @@ def schemathesis_cases(base: str, n: int, seed: int) -> list[tuple[str, dict[str
     per_plan = max(1, n // len(plans))
     out: list[tuple[str, dict[str, Any]]] = []
     for i, (op, mode, sid) in enumerate(plans):
-        strategy = op.as_strategy(generation_mode=mode,
-                                  path_parameters={"service_id": sid} if sid else None)
+        strategy = op.as_strategy(generation_mode=mode, path_parameters={"service_id": sid} if sid else None)
         try:
             found = _draw(strategy, per_plan, seed + i, base)
         except hypothesis.errors.Unsatisfiable:
@@ -209,11 +266,38 @@ def schemathesis_cases(base: str, n: int, seed: int) -> list[tuple[str, dict[str
     return out
 
 
-ABSURD: list[Any] = [None, "", "NaN", "nan", "Infinity", "-1e309", 1e308, -1e308, 10**40, -5, 0, -0.0, True,
-                     [], {}, [None], {"": None}, "0000-00-00", "0001-01-01", "9999-12-31T23:59:59+14:00",
-                     "2026-11-22T12:00:00-12:00", "\u0000", "\ud7ff" * 50, "x" * 5000, "Patient/other",
-                     "../../etc/passwd", "<script>alert(1)</script>", "' OR 1=1 --", {"reference": None},
-                     "deep"]
+ABSURD: list[Any] = [
+    None,
+    "",
+    "NaN",
+    "nan",
+    "Infinity",
+    "-1e309",
+    1e308,
+    -1e308,
+    10**40,
+    -5,
+    0,
+    -0.0,
+    True,
+    [],
+    {},
+    [None],
+    {"": None},
+    "0000-00-00",
+    "0001-01-01",
+    "9999-12-31T23:59:59+14:00",
+    "2026-11-22T12:00:00-12:00",
+    "\u0000",
+    "\ud7ff" * 50,
+    "x" * 5000,
+    "Patient/other",
+    "../../etc/passwd",
+    "<script>alert(1)</script>",
+    "' OR 1=1 --",
+    {"reference": None},
+    "deep",
+]
 for _ in range(40):
     ABSURD[-1] = [ABSURD[-1]]
 
@@ -266,17 +350,35 @@ def mutated_cases(base: str, n: int, rng: random.Random) -> list[tuple[str, dict
             service = rng.choice(SERVICES)  # the body for another hook
         if rng.random() < 0.05:
             data = json.dumps(body).encode()[: rng.randint(0, 200)]  # cut short: not JSON
-            out.append(("mutated-scenario", {"method": "POST", "url": f"{base}/cds-services/{service}",
-                                             "data": data, "headers": {"Content-Type": "application/json"}}))
+            out.append(
+                (
+                    "mutated-scenario",
+                    {
+                        "method": "POST",
+                        "url": f"{base}/cds-services/{service}",
+                        "data": data,
+                        "headers": {"Content-Type": "application/json"},
+                    },
+                )
+            )
             continue
-        out.append(("mutated-scenario", {"method": "POST", "url": f"{base}/cds-services/{service}",
-                                         "data": json.dumps(body, allow_nan=True).encode(),
-                                         "headers": {"Content-Type": "application/json"}}))
+        out.append(
+            (
+                "mutated-scenario",
+                {
+                    "method": "POST",
+                    "url": f"{base}/cds-services/{service}",
+                    "data": json.dumps(body, allow_nan=True).encode(),
+                    "headers": {"Content-Type": "application/json"},
+                },
+            )
+        )
     return out
 
 
-def run(base: str, total: int, *, seed: int = 0, threads: int = 4,
-        log: Any = print) -> tuple[dict[str, Any], list[str]]:
+def run(
+    base: str, total: int, *, seed: int = 0, threads: int = 4, log: Any = print
+) -> tuple[dict[str, Any], list[str]]:
     fuzzer = Fuzzer(base, seed)
     rng = random.Random(seed)
     started = time.perf_counter()
@@ -292,8 +394,10 @@ def run(base: str, total: int, *, seed: int = 0, threads: int = 4,
             for future in futures:
                 future.result()
         round_ += 1
-        log(f"fuzz: {fuzzer.requests} requests, {len(fuzzer.failures)} failures, "
-            f"{time.perf_counter() - started:.0f} s")
+        log(
+            f"fuzz: {fuzzer.requests} requests, {len(fuzzer.failures)} failures, "
+            f"{time.perf_counter() - started:.0f} s"
+        )
     return fuzzer.summary(time.perf_counter() - started), fuzzer.failures
 
 
@@ -309,8 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fuzz: seed {args.seed}", flush=True)
 
     def go(url: str) -> tuple[dict[str, Any], list[str]]:
-        return run(url, args.requests, seed=args.seed, threads=args.threads,
-                   log=lambda m: print(m, flush=True))
+        return run(
+            url, args.requests, seed=args.seed, threads=args.threads, log=lambda m: print(m, flush=True)
+        )
 
     if args.url:
         summary, failures = go(args.url)

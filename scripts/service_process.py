@@ -78,8 +78,14 @@ class ServiceProcess:
 
 
 @contextlib.contextmanager
-def service(database_url: str | None = None, *, workers: int = 2, folder: Path | None = None,
-            env: dict[str, str] | None = None, startup_seconds: float = 90) -> Iterator[ServiceProcess]:
+def service(
+    database_url: str | None = None,
+    *,
+    workers: int = 2,
+    folder: Path | None = None,
+    env: dict[str, str] | None = None,
+    startup_seconds: float = 90,
+) -> Iterator[ServiceProcess]:
     """``cds serve --prod`` on a free port in its own folder; stopped (SIGTERM, then SIGKILL) on exit."""
     folder = Path(folder or tempfile.mkdtemp(prefix="cds-robust-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,8 +105,13 @@ def service(database_url: str | None = None, *, workers: int = 2, folder: Path |
     }
     log = folder / "service.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cds", "serve", "--prod", "--port", str(port)],
-                                cwd=folder, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cds", "serve", "--prod", "--port", str(port)],
+            cwd=folder,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     running = ServiceProcess(f"http://127.0.0.1:{port}", proc, folder, log)
     try:
         deadline = time.monotonic() + startup_seconds
@@ -113,8 +124,9 @@ def service(database_url: str | None = None, *, workers: int = 2, folder: Path |
             except requests.RequestException:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the service did not answer within {startup_seconds} s:\n"
-                                   f"{log.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"the service did not answer within {startup_seconds} s:\n{log.read_text()[-3000:]}"
+                )
             time.sleep(0.3)
         # every worker must be up (each migrates and loads the rule pack) before the clock starts
         while len(running.worker_pids()) < workers and time.monotonic() < deadline:

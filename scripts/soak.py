@@ -37,11 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from service_process import ROOT, service, sign  # noqa: E402
 
 PG_URL = os.environ.get("CDS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-SERVICES = {"patient-view": "bone-health-patient-view", "order-select": "bone-health-order-select",
-            "order-sign": "bone-health-order-sign"}
+SERVICES = {
+    "patient-view": "bone-health-patient-view",
+    "order-select": "bone-health-order-select",
+    "order-sign": "bone-health-order-sign",
+}
 
 
 # -- patients ------------------------------------------------------------------------------------------------
+
 
 def scenario_bundles() -> list[tuple[str, dict[str, Any]]]:
     """(hook, bundle) of every fixture that has a sidecar saying which hook it is for."""
@@ -75,8 +79,14 @@ def make_patient(k: int, scenarios: list[tuple[str, dict[str, Any]]]) -> tuple[s
     hook, bundle = scenarios[k % len(scenarios)]
     bundle = copy.deepcopy(bundle)
     shift = round((k // len(scenarios)) * 0.1, 1)
-    old = next((e["resource"]["id"] for e in bundle.get("entry", [])
-                if e.get("resource", {}).get("resourceType") == "Patient"), None)
+    old = next(
+        (
+            e["resource"]["id"]
+            for e in bundle.get("entry", [])
+            if e.get("resource", {}).get("resourceType") == "Patient"
+        ),
+        None,
+    )
     new = f"soak-{k:05d}"
     if old:
         bundle = _rename(bundle, old, new)
@@ -93,10 +103,14 @@ def _explain(node: Any) -> bool:
 
 def normalise(cards: list[dict[str, Any]]) -> list[Any]:
     """Cards without what differs per call (uuids, the "Why this card?" link to this call's record)."""
+
     def strip(node: Any) -> Any:
         if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items()
-                    if k != "uuid" and not (k == "links" and all(_explain(x) for x in v))}
+            return {
+                k: strip(v)
+                for k, v in node.items()
+                if k != "uuid" and not (k == "links" and all(_explain(x) for x in v))
+            }
         if isinstance(node, list):
             return [strip(v) for v in node if not _explain(v)]
         return node
@@ -114,15 +128,24 @@ def expected_cards(patients: list[tuple[str, dict[str, Any]]], now: dt.datetime)
     import tempfile
 
     where = Path(tempfile.mkdtemp(prefix="cds-soak-expected-"))
-    app = create_app({"DATABASE_URL": f"sqlite:///{where}/audit.sqlite3", "METRICS_ENABLED": False,
-                      "AUDIT_SPOOL_DIR": str(where / "spool"), "AUDIT_SECRET_FILE": str(where / "secret"),
-                      "DEV_CLIENT_DIR": str(where / "dev-client")})
+    app = create_app(
+        {
+            "DATABASE_URL": f"sqlite:///{where}/audit.sqlite3",
+            "METRICS_ENABLED": False,
+            "AUDIT_SPOOL_DIR": str(where / "spool"),
+            "AUDIT_SECRET_FILE": str(where / "secret"),
+            "DEV_CLIENT_DIR": str(where / "dev-client"),
+        }
+    )
     hook_service = app.extensions["cds.service"]
-    return [normalise(hook_service.call(SERVICES[hook], copy.deepcopy(body), now=now)["cards"])
-            for hook, body in patients]
+    return [
+        normalise(hook_service.call(SERVICES[hook], copy.deepcopy(body), now=now)["cards"])
+        for hook, body in patients
+    ]
 
 
 # -- the database --------------------------------------------------------------------------------------------
+
 
 def create_schema(base_url: str = PG_URL) -> tuple[str, str]:
     """A fresh schema; returns (its name, a URL whose search_path is that schema)."""
@@ -163,8 +186,17 @@ def audit_figures(url: str) -> tuple[int, int, str | None]:
 
 # -- the run -------------------------------------------------------------------------------------------------
 
-def run_soak(total: int, *, patients: int = 200, threads: int = 16, workers: int = 2,
-             base_url: str = PG_URL, folder: Path | None = None, log: Any = print) -> dict[str, Any]:
+
+def run_soak(
+    total: int,
+    *,
+    patients: int = 200,
+    threads: int = 16,
+    workers: int = 2,
+    base_url: str = PG_URL,
+    folder: Path | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
     import tempfile
 
     folder = Path(folder or tempfile.mkdtemp(prefix="cds-soak-"))
@@ -180,8 +212,10 @@ def run_soak(total: int, *, patients: int = 200, threads: int = 16, workers: int
     lock = threading.Lock()
     try:
         # one after the other: both migrate the same schema at start-up
-        with service(url, workers=workers, folder=folder / "a") as a, \
-                service(url, workers=workers, folder=folder / "b") as b:
+        with (
+            service(url, workers=workers, folder=folder / "a") as a,
+            service(url, workers=workers, folder=folder / "b") as b,
+        ):
             targets = [a.url, b.url]
             local = threading.local()
 
@@ -194,8 +228,9 @@ def run_soak(total: int, *, patients: int = 200, threads: int = 16, workers: int
                     local.s = requests.Session()
                 started = time.perf_counter()
                 try:
-                    response = local.s.post(url_, json=body, timeout=60,
-                                            headers={"Authorization": f"Bearer {sign(url_)}"})
+                    response = local.s.post(
+                        url_, json=body, timeout=60, headers={"Authorization": f"Bearer {sign(url_)}"}
+                    )
                 except requests.RequestException as exc:
                     with lock:
                         failures.append(f"call {i} patient {k}: no answer ({type(exc).__name__})")
@@ -206,15 +241,18 @@ def run_soak(total: int, *, patients: int = 200, threads: int = 16, workers: int
                     latencies.append(elapsed)
                 if response.status_code != 200:
                     with lock:
-                        failures.append(f"call {i} patient {k}: HTTP {response.status_code} "
-                                        f"{response.text[:200]}")
+                        failures.append(
+                            f"call {i} patient {k}: HTTP {response.status_code} {response.text[:200]}"
+                        )
                     return
                 got = normalise(response.json()["cards"])
                 if got != expected[k]:
                     others = [j for j, cards in enumerate(expected) if cards == got and j != k]
                     with lock:
-                        failures.append(f"call {i} patient {k}: cards differ from its own expected cards"
-                                        + (f" (they are patient {others[0]}'s)" if others else ""))
+                        failures.append(
+                            f"call {i} patient {k}: cards differ from its own expected cards"
+                            + (f" (they are patient {others[0]}'s)" if others else "")
+                        )
 
             def blast(n: int, offset: int) -> None:
                 with concurrent.futures.ThreadPoolExecutor(threads) as pool:
@@ -229,8 +267,10 @@ def run_soak(total: int, *, patients: int = 200, threads: int = 16, workers: int
                 n = min(step, total - done)
                 blast(n, done)
                 done += n
-                log(f"soak: {done}/{total} calls, {len(failures)} failures, "
-                    f"{time.perf_counter() - started:.0f} s")
+                log(
+                    f"soak: {done}/{total} calls, {len(failures)} failures, "
+                    f"{time.perf_counter() - started:.0f} s"
+                )
             seconds = time.perf_counter() - started
             rss_after = {**a.worker_rss_kib(), **b.worker_rss_kib()}
             spooled = sum(len(list((p.folder / "spool").glob("*.json"))) for p in (a, b))
@@ -240,15 +280,27 @@ def run_soak(total: int, *, patients: int = 200, threads: int = 16, workers: int
         drop_schema(schema, base_url)
     latencies.sort()
     return {
-        "requests": total, "patients": patients, "threads": threads, "processes": 2, "workers_each": workers,
+        "requests": total,
+        "patients": patients,
+        "threads": threads,
+        "processes": 2,
+        "workers_each": workers,
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "seconds_after_warmup": round(seconds, 1),
         "requests_per_second": round((total - warm) / seconds, 1) if seconds and total > warm else None,
-        "latency_ms": {"p50": round(latencies[len(latencies) // 2] * 1000, 1),
-                       "p99": round(latencies[int(len(latencies) * 0.99)] * 1000, 1)} if latencies else {},
-        "audit_records_expected": total, "audit_records_stored": stored, "chain_checked": checked,
-        "chain_broken": broken, "spooled_left": spooled,
-        "rss_kib_before": rss_before, "rss_kib_after": rss_after,
+        "latency_ms": {
+            "p50": round(latencies[len(latencies) // 2] * 1000, 1),
+            "p99": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
+        }
+        if latencies
+        else {},
+        "audit_records_expected": total,
+        "audit_records_stored": stored,
+        "chain_checked": checked,
+        "chain_broken": broken,
+        "spooled_left": spooled,
+        "rss_kib_before": rss_before,
+        "rss_kib_after": rss_after,
         "rss_growth_kib": {pid: rss_after.get(pid, 0) - v for pid, v in rss_before.items()},
         "workers_replaced": sorted(set(rss_after) ^ set(rss_before)),
         "service_log_tracebacks": logs.count("Traceback"),
@@ -264,14 +316,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per service process")
     parser.add_argument("--json", help="also write the summary to this file")
     args = parser.parse_args(argv)
-    summary = run_soak(args.requests, patients=args.patients, threads=args.threads, workers=args.workers,
-                       log=lambda m: print(m, flush=True))
+    summary = run_soak(
+        args.requests,
+        patients=args.patients,
+        threads=args.threads,
+        workers=args.workers,
+        log=lambda m: print(m, flush=True),
+    )
     shown = {**summary, "failures": summary["failures"][:20], "failure_count": len(summary["failures"])}
     print(json.dumps(shown, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(shown, indent=2) + "\n")
-    ok = not summary["failures"] and summary["audit_records_stored"] == args.requests \
-        and summary["chain_broken"] is None and summary["chain_checked"] == args.requests
+    ok = (
+        not summary["failures"]
+        and summary["audit_records_stored"] == args.requests
+        and summary["chain_broken"] is None
+        and summary["chain_checked"] == args.requests
+    )
     return 0 if ok else 1
 
 

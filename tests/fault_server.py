@@ -26,8 +26,14 @@ import time
 
 
 class FaultServer:
-    def __init__(self, mode: str = "ok", *, delay: float = 0.0, drip_interval: float = 0.2,
-                 huge_bytes: int = 40_000_000):
+    def __init__(
+        self,
+        mode: str = "ok",
+        *,
+        delay: float = 0.0,
+        drip_interval: float = 0.2,
+        huge_bytes: int = 40_000_000,
+    ):
         self.mode, self.delay, self.drip_interval, self.huge_bytes = mode, delay, drip_interval, huge_bytes
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -93,16 +99,22 @@ class FaultServer:
     def _body_for(path: str) -> bytes:
         resource_path = path.split("?", 1)[0].rstrip("/").split("/")
         if "?" not in path and len(resource_path) >= 2 and resource_path[-2] == "Patient":
-            body = {"resourceType": "Patient", "id": resource_path[-1], "gender": "female",
-                    "birthDate": "1958-03-04"}
+            body = {
+                "resourceType": "Patient",
+                "id": resource_path[-1],
+                "gender": "female",
+                "birthDate": "1958-03-04",
+            }
         else:
             body = {"resourceType": "Bundle", "type": "searchset", "total": 0, "entry": []}
         return json.dumps(body).encode()
 
     @staticmethod
     def _head(length: int, content_type: str = "application/fhir+json") -> bytes:
-        return (f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n"
-                "Connection: close\r\n\r\n").encode()
+        return (
+            f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
 
     def _serve(self, conn: socket.socket) -> None:
         mode = self.mode

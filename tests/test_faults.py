@@ -37,10 +37,20 @@ def fhir():
 
 @pytest.fixture
 def service(fhir, auth_config, tmp_path, live_server):
-    app = create_app({**auth_config, "FHIR_SERVER_ALLOWLIST": fhir.url, "FHIR_CONNECT_TIMEOUT": CONNECT,
-                      "FHIR_READ_TIMEOUT": READ, "FHIR_RESPONSE_SECONDS": BUDGET,
-                      "FHIR_MAX_RESPONSE_BYTES": 2_000_000, "FHIR_RETRIES": 1, "FHIR_BACKOFF_SECONDS": 0.05,
-                      "AUDIT_SPOOL_DIR": str(tmp_path / "spool"), "AUDIT_PATIENT_KEY_SECRET": "s" * 32})
+    app = create_app(
+        {
+            **auth_config,
+            "FHIR_SERVER_ALLOWLIST": fhir.url,
+            "FHIR_CONNECT_TIMEOUT": CONNECT,
+            "FHIR_READ_TIMEOUT": READ,
+            "FHIR_RESPONSE_SECONDS": BUDGET,
+            "FHIR_MAX_RESPONSE_BYTES": 2_000_000,
+            "FHIR_RETRIES": 1,
+            "FHIR_BACKOFF_SECONDS": 0.05,
+            "AUDIT_SPOOL_DIR": str(tmp_path / "spool"),
+            "AUDIT_PATIENT_KEY_SECRET": "s" * 32,
+        }
+    )
     base = live_server(app)
     yield app, base
     app.extensions["cds.audit"].close()
@@ -48,13 +58,23 @@ def service(fhir, auth_config, tmp_path, live_server):
 
 def post(base: str, fhir_url: str, patient: str = "pat-1") -> tuple[int, dict, float]:
     url = f"{base}/cds-services/{SERVICE}"
-    body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "fhirServer": fhir_url,
-            "fhirAuthorization": {"access_token": "tok", "token_type": "Bearer", "expires_in": 300,
-                                  "scope": "patient/*.read", "subject": "cds"},
-            "context": {"userId": "Practitioner/dr-1", "patientId": patient}}
+    body = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "fhirServer": fhir_url,
+        "fhirAuthorization": {
+            "access_token": "tok",
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/*.read",
+            "subject": "cds",
+        },
+        "context": {"userId": "Practitioner/dr-1", "patientId": patient},
+    }
     started = time.perf_counter()
-    response = requests.post(url, json=body, headers={"Authorization": f"Bearer {make_token(url)}"},
-                             timeout=60)
+    response = requests.post(
+        url, json=body, headers={"Authorization": f"Bearer {make_token(url)}"}, timeout=60
+    )
     elapsed = time.perf_counter() - started
     text = response.text
     assert not any(word in text for word in TRACE_WORDS), text

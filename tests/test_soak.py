@@ -39,9 +39,15 @@ def test_patients_made_from_one_scenario_differ_in_id_and_values():
     n = len(scenarios)
     (_, first), (_, again) = make_patient(0, scenarios), make_patient(n, scenarios)
     assert first["context"]["patientId"] != again["context"]["patientId"]
-    values = [[e["resource"].get("valueQuantity", {}).get("value") for e in (b["prefetch"].get(k) or {})
-               .get("entry", []) if isinstance(b["prefetch"].get(k), dict)]
-              for b in (first, again) for k in ("estradiol", "vitaminD", "dxa")]
+    values = [
+        [
+            e["resource"].get("valueQuantity", {}).get("value")
+            for e in (b["prefetch"].get(k) or {}).get("entry", [])
+            if isinstance(b["prefetch"].get(k), dict)
+        ]
+        for b in (first, again)
+        for k in ("estradiol", "vitaminD", "dxa")
+    ]
     assert values[:3] != values[3:] or not any(values)
     assert first["context"]["patientId"] not in str(again)
 
@@ -49,8 +55,9 @@ def test_patients_made_from_one_scenario_differ_in_id_and_values():
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_two_processes_many_threads_many_patients(postgres, tmp_path):
-    summary = run_soak(REQUESTS, patients=80, threads=16, workers=2, base_url=postgres, folder=tmp_path,
-                       log=lambda _m: None)
+    summary = run_soak(
+        REQUESTS, patients=80, threads=16, workers=2, base_url=postgres, folder=tmp_path, log=lambda _m: None
+    )
     assert summary["failures"] == [], summary["failures"][:10]
     assert summary["statuses"] == {"200": REQUESTS}
     assert summary["audit_records_stored"] == REQUESTS == summary["audit_records_expected"]
