@@ -11,7 +11,8 @@ Requests come from three sources, mixed:
   ``jti``, ``aud`` the exact URL called) or a bad one (missing, garbage, expired, wrong audience, wrong
   issuer, unknown key, ``alg: none``, a replayed ``jti``, huge, another scheme).
 
-Each response must not be a server error (5xx) and must not carry a stack trace. The summary gives the
+Each response must not be a server error (5xx) and must not carry a stack trace, and no call to a hook
+service or its feedback endpoint may succeed (2xx) with a bad token. The summary gives the
 request count, the status counts per source and per token kind, and the time taken.
 
     .venv/bin/python scripts/fuzz_api.py --requests 10000            # starts `cds serve --prod` itself
@@ -199,6 +200,9 @@ class Fuzzer:
             self._fail(
                 f"{source} [{kind}] {kwargs.get('method')} {url} -> {response.status_code}: {text[:300]}"
             )
+        elif kind != "valid" and 200 <= response.status_code < 300 and kwargs.get("method") == "POST" \
+                and "/cds-services/" in url:
+            self._fail(f"{source} [{kind}] POST {url} -> {response.status_code} with a bad token")
         elif TRACE.search(text):
             self._fail(f"{source} [{kind}] {kwargs.get('method')} {url} -> a stack trace: {text[:300]}")
 

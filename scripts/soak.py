@@ -118,15 +118,14 @@ def normalise(cards: list[dict[str, Any]]) -> list[Any]:
     return sorted((strip(c) for c in cards), key=lambda c: json.dumps(c, sort_keys=True))
 
 
-def expected_cards(patients: list[tuple[str, dict[str, Any]]], now: dt.datetime) -> list[list[Any]]:
-    """Each patient's cards from the service's own code path, in this process, one patient at a time."""
+def local_service() -> Any:
+    """The service's ``HookService`` as ``create_app`` builds it (audit on a throw-away SQLite)."""
     import logging
+    import tempfile
 
     from cds import create_app
 
     logging.getLogger("cds").setLevel(logging.ERROR)
-    import tempfile
-
     where = Path(tempfile.mkdtemp(prefix="cds-soak-expected-"))
     app = create_app(
         {
@@ -137,11 +136,35 @@ def expected_cards(patients: list[tuple[str, dict[str, Any]]], now: dt.datetime)
             "DEV_CLIENT_DIR": str(where / "dev-client"),
         }
     )
-    hook_service = app.extensions["cds.service"]
+    return app.extensions["cds.service"]
+
+
+def expected_cards(patients: list[tuple[str, dict[str, Any]]], now: dt.datetime) -> list[list[Any]]:
+    """Each patient's cards from the service's own code path, in this process, one patient at a time."""
+    hook_service = local_service()
     return [
         normalise(hook_service.call(SERVICES[hook], copy.deepcopy(body), now=now)["cards"])
         for hook, body in patients
     ]
+
+
+def cards_in_threads(
+    order: list[int], patients: int, threads: int, now_iso: str
+) -> list[tuple[int, list[Any]]]:
+    """In this process: evaluate patients ``order`` (indices, repeats allowed) from ``threads`` threads at
+    once; return ``(index, cards)`` per call. Used by the multi-process isolation test."""
+    scenarios = scenario_bundles()
+    people = {k: make_patient(k, scenarios) for k in set(order)}
+    assert all(k < patients for k in order)
+    hook_service = local_service()
+    now = dt.datetime.fromisoformat(now_iso)
+
+    def one(k: int) -> tuple[int, list[Any]]:
+        hook, body = people[k]
+        return k, normalise(hook_service.call(SERVICES[hook], copy.deepcopy(body), now=now)["cards"])
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, order))
 
 
 # -- the database --------------------------------------------------------------------------------------------
