@@ -219,6 +219,7 @@ def run_soak(
     base_url: str = PG_URL,
     folder: Path | None = None,
     log: Any = print,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     import tempfile
 
@@ -236,8 +237,8 @@ def run_soak(
     try:
         # one after the other: both migrate the same schema at start-up
         with (
-            service(url, workers=workers, folder=folder / "a") as a,
-            service(url, workers=workers, folder=folder / "b") as b,
+            service(url, workers=workers, folder=folder / "a", env=env) as a,
+            service(url, workers=workers, folder=folder / "b", env=env) as b,
         ):
             targets = [a.url, b.url]
             local = threading.local()
@@ -338,6 +339,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per service process")
     parser.add_argument("--json", help="also write the summary to this file")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for both service processes (e.g. CDS_MODEL_CACHE_SIZE=0)",
+    )
     args = parser.parse_args(argv)
     summary = run_soak(
         args.requests,
@@ -345,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         workers=args.workers,
         log=lambda m: print(m, flush=True),
+        env=dict(item.split("=", 1) for item in args.env),
     )
     shown = {**summary, "failures": summary["failures"][:20], "failure_count": len(summary["failures"])}
     print(json.dumps(shown, indent=2))
