@@ -120,12 +120,10 @@ def normalise(cards: list[dict[str, Any]]) -> list[Any]:
 
 def local_service() -> Any:
     """The service's ``HookService`` as ``create_app`` builds it (audit on a throw-away SQLite)."""
-    import logging
     import tempfile
 
     from cds import create_app
 
-    logging.getLogger("cds").setLevel(logging.ERROR)
     where = Path(tempfile.mkdtemp(prefix="cds-soak-expected-"))
     app = create_app(
         {
@@ -347,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         help="an environment variable for both service processes (e.g. CDS_MODEL_CACHE_SIZE=0)",
     )
     args = parser.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("cds").setLevel(logging.ERROR)  # the expected cards' own app: its start-up chatter
     summary = run_soak(
         args.requests,
         patients=args.patients,
