@@ -54,6 +54,10 @@ def _codings(concept: Any) -> list[tuple[str, str]]:
     return [(c.system or "", c.code or "") for c in (concept.coding or []) if c.code]
 
 
+#: a result dated before this is a data error (e.g. 0001-01-01 for "unknown"), not a very old result
+EARLIEST_RESULT = dt.date(1900, 1, 1)
+
+
 def _date(value: Any) -> dt.date | None:
     if value is None:
         return None
@@ -158,6 +162,10 @@ class _Builder:
                      or obs.issued)
         if when is None:
             self.problem(f"A {what} result ({ref}) has no date and was not used", ref=ref, analyte=analyte)
+            return
+        if when < EARLIEST_RESULT:
+            self.problem(f"A {what} result ({ref}) is dated {when}, before {EARLIEST_RESULT.year}, and was "
+                         "not used", ref=ref, analyte=analyte, date=None)
             return
         if when > self.today + dt.timedelta(days=1):
             self.problem(f"A {what} result ({ref}) is dated {when}, in the future, and was not used", ref=ref,

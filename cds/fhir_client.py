@@ -14,6 +14,7 @@ lines carry the key, the resource type, the status and the time taken, never a q
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +23,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from .envelope import HookRequest
 from .errors import ConfigurationError, FhirServerError, FhirServerNotAllowed
@@ -90,6 +92,8 @@ class ClientSettings:
     retry_after_cap: float = 2.0
     max_pages: int = 10
     max_resources: int = 2000
+    response_seconds: float = 10.0
+    max_response_bytes: int = 20_000_000
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> ClientSettings:
@@ -97,7 +101,9 @@ class ClientSettings:
                    connect_timeout=values["FHIR_CONNECT_TIMEOUT"], read_timeout=values["FHIR_READ_TIMEOUT"],
                    retries=values["FHIR_RETRIES"], backoff=values["FHIR_BACKOFF_SECONDS"],
                    retry_after_cap=values["FHIR_RETRY_AFTER_CAP_SECONDS"], max_pages=values["FHIR_MAX_PAGES"],
-                   max_resources=values["FHIR_MAX_RESOURCES"])
+                   max_resources=values["FHIR_MAX_RESOURCES"],
+                   response_seconds=values["FHIR_RESPONSE_SECONDS"],
+                   max_response_bytes=values["FHIR_MAX_RESPONSE_BYTES"])
 
 
 class FhirClient:
@@ -179,7 +185,8 @@ class FhirClient:
         while True:
             started = time.perf_counter()
             try:
-                response = self.session.get(url, headers=headers, timeout=timeout, allow_redirects=False)
+                response = self.session.get(url, headers=headers, timeout=timeout, allow_redirects=False,
+                                            stream=True)
             except requests.ConnectTimeout as exc:
                 raise FhirServerError(f"the FHIR server could not be reached within {timeout[0]:g} s",
                                       field=where, server_wide=True) from exc
@@ -202,7 +209,11 @@ class FhirClient:
                 self.sleep(delay)
                 attempt += 1
                 continue
-            return self._body(response, where, read=read)
+            try:
+                deadline = started + self.settings.response_seconds
+                return self._body(response, where, read=read, deadline=deadline)
+            finally:
+                response.close()
 
     def _delay(self, response: requests.Response, attempt: int) -> float:
         delay = self.settings.backoff * (2 ** attempt)
@@ -218,8 +229,33 @@ class FhirClient:
                     pass
         return max(0.0, min(delay, self.settings.retry_after_cap))
 
-    @staticmethod
-    def _body(response: requests.Response, where: str, *, read: bool) -> dict[str, Any] | None:
+    def _content(self, response: requests.Response, where: str, deadline: float) -> bytes:
+        """The body, read in chunks: a server that trickles past the response budget, sends more than the
+        size cap or breaks off mid-body is a failure, never a worker held indefinitely."""
+        cap, chunks, size = self.settings.max_response_bytes, [], 0
+        raw = response.raw
+        if raw is None or not hasattr(raw, "read1"):  # a session that already holds the body
+            chunks_in: Iterable[bytes] = [response.content]
+        else:  # read1: whatever one socket read gives, so the deadline is checked as bytes trickle in
+            chunks_in = iter(lambda: raw.read1(65536, decode_content=True), b"")
+        try:
+            for chunk in chunks_in:
+                size += len(chunk)
+                if size > cap:
+                    raise FhirServerError(f"the FHIR server's answer is larger than {cap} bytes "
+                                          "(CDS_FHIR_MAX_RESPONSE_BYTES)", field=where)
+                if time.perf_counter() > deadline:
+                    raise FhirServerError("the FHIR server did not finish its answer within "
+                                          f"{self.settings.response_seconds:g} s (CDS_FHIR_RESPONSE_SECONDS)",
+                                          field=where, server_wide=True)
+                chunks.append(chunk)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise FhirServerError(f"the FHIR server's answer broke off ({type(exc).__name__})",
+                                  field=where, server_wide=True) from exc
+        return b"".join(chunks)
+
+    def _body(self, response: requests.Response, where: str, *, read: bool,
+              deadline: float) -> dict[str, Any] | None:
         status = response.status_code
         if read and status in (404, 410):
             return None
@@ -229,8 +265,8 @@ class FhirClient:
         if not 200 <= status < 300:
             raise FhirServerError(f"the FHIR server answered HTTP {status}", field=where)
         try:
-            body = response.json()
-        except ValueError:
+            body = json.loads(self._content(response, where, deadline))
+        except (ValueError, RecursionError):  # RecursionError: JSON nested too deep to decode
             raise FhirServerError("the FHIR server answered with something that is not JSON",
                                   field=where) from None
         if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):

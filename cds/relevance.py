@@ -42,8 +42,9 @@ class Relevance:
     def _text_match(self, concept: Any) -> bool:
         if not isinstance(concept, dict):
             return False
-        texts = [concept.get("text")] + [c.get("display") for c in concept.get("coding") or []
-                                         if isinstance(c, dict)]
+        codings = concept.get("coding")
+        codings = codings if isinstance(codings, list) else []  # a malformed coding is for validation
+        texts = [concept.get("text")] + [c.get("display") for c in codings if isinstance(c, dict)]
         blob = " ".join(t for t in texts if isinstance(t, str)).lower()
         return any(name in blob for name in self.ingredients)
 

@@ -108,6 +108,10 @@ SETTINGS: tuple[Setting, ...] = (
         _int,
     ),
     Setting("FHIR_MAX_RESOURCES", 2_000, "Most resources fetched for one prefetch key (412 above it).", _int),
+    Setting("FHIR_RESPONSE_SECONDS", 10.0, "Longest one FHIR GET may take from request to last byte of its "
+            "answer (a server still sending is cut off: 412).", _float),
+    Setting("FHIR_MAX_RESPONSE_BYTES", 20_000_000, "Largest answer accepted from the FHIR server for one "
+            "GET, in bytes (412 above it).", _int),
     Setting(
         "MODEL_CACHE_SIZE",
         20_000,

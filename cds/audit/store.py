@@ -7,7 +7,10 @@ may write to one database) and a process-wide lock plus SQLite's own write lock,
 When the database cannot be written, the entry goes to the spool (``spool.py``) and a background thread
 drains the spool into the database once it is back, oldest first. While the spool holds anything, new
 entries go to the spool too, so the chain keeps the order in which calls finished. If the spool cannot
-be written either, the entry is lost: that is logged as an error and the hook call still answers.
+be written either, the entry is held in memory (up to ``HOLD_LIMIT`` entries, behind everything spooled;
+while anything is held, new entries queue behind it) and moved to the spool or the database by the same
+thread once either is back. Only past that limit, or if the process dies while holding entries, is an
+entry lost: that is logged as an error and the hook call still answers.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import datetime as dt
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +39,7 @@ log = logging.getLogger("cds.audit")
 
 CHAIN_LOCK_KEY = 0x6364_7361_7564_6974 % (2**63)  # "cdsaudit": the advisory lock guarding the chain head
 _SQLITE_RETRIES = 20
+HOLD_LIMIT = 10_000  # entries kept in memory while neither the database nor the spool can take them
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -55,7 +60,9 @@ class AuditStore:
         self._drain_wanted = False
         self._drainer: threading.Thread | None = None
         self._stop = threading.Event()
-        self.lost = 0  # entries neither the database nor the spool could take (since start)
+        self.lost = 0  # entries neither the database, the spool nor memory could take (since start)
+        self._held: deque[dict[str, Any]] = deque()  # entries waiting in memory (spool unwritable)
+        self._held_lock = threading.Lock()
         self.migrate_pending = False  # the database was down at start-up: migrate before the first write
 
     # -- the sinks ------------------------------------------------------------------------------------
@@ -85,6 +92,10 @@ class AuditStore:
             )
 
     def submit(self, entry: dict[str, Any]) -> None:
+        with self._held_lock:
+            if self._held:  # queue behind the entries already held, to keep the order
+                self._hold(entry)
+                return
         if not self.spool.pending():
             try:
                 self.write(entry)
@@ -96,10 +107,44 @@ class AuditStore:
         try:
             self.spool.append(entry)
         except OSError as exc:
-            self.lost += 1
-            log.error("audit entry LOST: database and spool both failed (%s: %s)", type(exc).__name__, exc)
+            log.error("audit database and spool both failed (%s: %s); holding the entry in memory",
+                      type(exc).__name__, exc)
+            with self._held_lock:
+                self._hold(entry)
             return
         self.kick()
+
+    def _hold(self, entry: dict[str, Any]) -> None:
+        """Keep ``entry`` in memory (caller holds ``_held_lock``); lost only past ``HOLD_LIMIT``."""
+        if len(self._held) >= HOLD_LIMIT:
+            self.lost += 1
+            log.error("audit entry LOST: database and spool unavailable, %d entries already held", HOLD_LIMIT)
+            return
+        self._held.append(entry)
+        self.kick()
+
+    def release_held(self) -> int:
+        """Move held entries, oldest first, behind the spool (or into the database when nothing is spooled);
+        stops at the first that neither takes. Returns how many moved."""
+        moved = 0
+        with self._held_lock:
+            while self._held:
+                entry = self._held[0]
+                try:
+                    if self.spool.pending():
+                        self.spool.append(entry)
+                    else:
+                        try:
+                            self.write(entry)
+                        except SQLAlchemyError:
+                            self.spool.append(entry)
+                except OSError:
+                    break
+                self._held.popleft()
+                moved += 1
+        if moved:
+            log.info("audit: %d entries held in memory moved on (%d still held)", moved, len(self._held))
+        return moved
 
     # -- database writes ------------------------------------------------------------------------------
     def write(self, entry: dict[str, Any], *, dedupe: bool = False) -> None:
@@ -188,6 +233,8 @@ class AuditStore:
     # -- the spool ------------------------------------------------------------------------------------
     def drain(self, *, wait: bool = False) -> int:
         """Move spooled entries to the database, oldest first; raises if the database fails mid-way."""
+        if not self.spool.pending():
+            return 0  # nothing spooled (or no spool folder at all): nothing to lock
         return self.spool.drain(lambda entry: self.write(entry, dedupe=True), wait=wait)
 
     def kick(self) -> None:
@@ -201,7 +248,7 @@ class AuditStore:
     def _drain_loop(self) -> None:
         while not self._stop.is_set():
             with self._drain_state:
-                if not self._drain_wanted and not self.spool.pending():
+                if not self._drain_wanted and not self.spool.pending() and not self._held:
                     self._drainer = None
                     return
                 self._drain_wanted = False
@@ -209,6 +256,9 @@ class AuditStore:
                 moved = self.drain()
                 if moved:
                     log.info("audit spool: %d entries moved to the database", moved)
+                if self._held and (not self.release_held() or self._held):
+                    self._stop.wait(self.retry_seconds)  # neither the spool nor the database takes them yet
+                    continue
                 if self.spool.pending():
                     self._stop.wait(0.2)  # another process holds the drain lock, or entries just arrived
             except SQLAlchemyError:
@@ -221,7 +271,7 @@ class AuditStore:
         """Block until the spool is empty (tests, shutdown); True when it is."""
         deadline = threading.Event()
         end = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=timeout)
-        while self.spool.pending():
+        while self.spool.pending() or self._held:
             if dt.datetime.now(dt.UTC) >= end:
                 return False
             self.kick()
@@ -239,7 +289,7 @@ class AuditStore:
             database = "ok"
         except SQLAlchemyError:
             database = "unavailable"
-        spooled = self.spool.count()
+        spooled = self.spool.count() + len(self._held)  # waiting on disk, or in memory
         return {
             "ok": database == "ok" and spooled == 0,
             "database": database,

@@ -192,6 +192,31 @@ def test_database_and_spool_both_failing_still_answers(make_app, tmp_path, caplo
     os.rename(folder, tmp_path / "away")
     try:
         _call(app.test_client(), 0)
+        assert store.health()["spool"] == 1  # held in memory
+    finally:
+        os.rename(tmp_path / "away", folder)
+    _call(app.test_client(), 1)  # queues behind the held entry
+    assert store.wait_drained(20)
+    assert store.lost == 0
+    checked, broken = queries.verify_chain(store.engine)
+    assert broken is None and checked == 2
+    rows = list(queries.iter_records(store.engine))
+    assert [r.hook_instance for r in rows] == [f"00000000-0000-4000-8000-{i:012d}" for i in range(2)]
+
+
+def test_past_the_memory_limit_an_entry_is_lost_and_says_so(make_app, tmp_path, caplog, monkeypatch):
+    from cds.audit import store as store_module
+
+    monkeypatch.setattr(store_module, "HOLD_LIMIT", 0)
+    folder = tmp_path / "dbdir"
+    spool_file = tmp_path / "not-a-folder"
+    spool_file.write_text("a file where the spool folder should be")
+    app = make_app(f"sqlite:///{folder}/audit.sqlite3", AUDIT_SPOOL_DIR=str(spool_file))
+    store = app.extensions["cds.audit"]
+    store.engine.dispose()
+    os.rename(folder, tmp_path / "away")
+    try:
+        _call(app.test_client(), 0)
     finally:
         os.rename(tmp_path / "away", folder)
     assert store.lost == 1
