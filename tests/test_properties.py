@@ -149,7 +149,7 @@ def test_random_records_never_crash_and_cards_use_only_usable_values(patient, ra
                 assert math.isfinite(fact["value"])
     event("usable lab" if any(f["t"] == "lab" for f in evaluation.facts) else "no usable lab")
     event("card from a rule on results" if any(c["source"]["topic"]["code"] in ("low-estradiol-on-ai",
-                                                                                "falling-dxa-t-score")
+                                                                                "falling-bone-density")
                                                 for c in evaluation.cards) else "no result card")
     for card in evaluation.cards:
         assert 0 < len(card["summary"]) < 140
