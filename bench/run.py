@@ -207,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) * 2 + 1)
     parser.add_argument("--memory-requests", type=int, default=100_000)
+    parser.add_argument("--only", help="comma-separated workloads to run (typical-cold, warm, scale-10, "
+                                       "scale-100, scale-1000, memory); default all")
+    parser.add_argument("--scale-connections", type=int, default=1,
+                        help="connections for the 10/100/1,000-Observation series "
+                             "(1: the cost of one request)")
     parser.add_argument("--quick", action="store_true", help="5 s per workload, 5,000 requests for memory")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument(
@@ -245,27 +250,29 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": args.seconds,
         "workloads": {},
     }
-    per_second_guess = 3000
+    per_second_guess = 1000
 
-    def measure(name: str, bodies: list[dict], cache: bool) -> None:
+    def measure(name: str, bodies: list[dict], cache: bool, connections: int | None = None) -> None:
+        connections = connections or args.connections
         body_file = write_bodies(work / f"{name}.ndjson", bodies)
         tokens = work / f"{name}.tokens"
         client.tokens(aud, int(per_second_guess * args.seconds), tokens)
         env = {**base_env, "CDS_MODEL_CACHE_SIZE": "20000" if cache else "0"}
         service = Server("service", "service", port, args.workers, env)
         try:
-            wrk_run(wrk, port, body_file, tokens, 2, args.connections)  # warm-up
+            wrk_run(wrk, port, body_file, tokens, 2, connections)  # warm-up
             client.tokens(aud, int(per_second_guess * args.seconds), tokens)
-            svc = wrk_run(wrk, port, body_file, tokens, args.seconds, args.connections)
+            svc = wrk_run(wrk, port, body_file, tokens, args.seconds, connections)
         finally:
             service.stop()
         floor = Server("floor", "bench.floor:app", floor_port, args.workers, {})
         try:
-            wrk_run(wrk, floor_port, body_file, None, 2, args.connections)
-            flo = wrk_run(wrk, floor_port, body_file, None, args.seconds, args.connections)
+            wrk_run(wrk, floor_port, body_file, None, 2, connections)
+            flo = wrk_run(wrk, floor_port, body_file, None, args.seconds, connections)
         finally:
             floor.stop()
         results["workloads"][name] = {
+            "connections": connections,
             "service": svc,
             "floor": flo,
             "throughput_ratio": svc["rps"] / flo["rps"],
@@ -283,10 +290,24 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    measure("typical-cold", [order_sign(f"cold-{i}", 40, seed=i) for i in range(200)], cache=False)
-    measure("warm", [order_sign("warm-1", 40)], cache=True)
+    wanted = set(args.only.split(",")) if args.only else None
+
+    def chosen(name: str) -> bool:
+        return wanted is None or name in wanted
+
+    if chosen("typical-cold"):
+        measure("typical-cold", [order_sign(f"cold-{i}", 40, seed=i) for i in range(200)], cache=False)
+    if chosen("warm"):
+        measure("warm", [order_sign("warm-1", 40)], cache=True)
     for n in (10, 100, 1000):
-        measure(f"scale-{n}", [order_sign_all_in_one(f"scale-{n}", n)], cache=False)
+        if chosen(f"scale-{n}"):
+            measure(f"scale-{n}", [order_sign_all_in_one(f"scale-{n}", n)], cache=False,
+                    connections=args.scale_connections)
+    if not chosen("memory"):
+        drop_schema()
+        (out_dir / "partial.json").write_text(json.dumps(results, indent=2))
+        print(f"wrote {out_dir / 'partial.json'}")
+        return 0
 
     # memory: many requests in a row against one service, RSS after warm-up vs at the end
     body_file = write_bodies(work / "memory.ndjson", [order_sign(f"mem-{i}", 40, seed=i) for i in range(50)])
@@ -296,11 +317,13 @@ def main(argv: list[str] | None = None) -> int:
         client.tokens(aud, 3000, tokens)
         wrk_run(wrk, port, body_file, tokens, 3, args.connections)
         before = service.worker_rss_kb()
-        done, started = 0, time.time()
+        done, started, rate = 0, time.time(), 500.0
         while done < args.memory_requests:
-            client.tokens(aud, 20_000, tokens)
-            run = wrk_run(wrk, port, body_file, tokens, 5, args.connections)
+            chunk = 10
+            client.tokens(aud, int(rate * chunk * 1.5) + 100, tokens)
+            run = wrk_run(wrk, port, body_file, tokens, chunk, args.connections)
             done += run["requests"]
+            rate = max(run["rps"], 50.0)
             if run["non_200"]:
                 print(f"memory run: {run['non_200']} non-200 answers", flush=True)
         after = service.worker_rss_kb()
@@ -346,7 +369,8 @@ def plot(results: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("Observations in the request")
     ax.set_ylabel("latency (ms)")
-    ax.set_title(f"order-sign latency vs resources ({results['connections']} connections)")
+    ax.set_title("order-sign latency vs Observations "
+                 f"({results['workloads']['scale-10']['connections']} connection(s), cold)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
