@@ -158,6 +158,7 @@ def bench_database(work: Path, choice: str) -> tuple[str, object]:
 
 def wrk_run(wrk: str, port: int, bodies: Path, tokens: Path | None, seconds: float, connections: int,
             threads: int = 2) -> dict:
+    threads = max(1, min(threads, connections))  # wrk needs a connection per thread
     env = {
         **os.environ,
         "BENCH_BODIES": str(bodies),
