@@ -44,3 +44,16 @@ def test_readme_opens_with_the_two_commands():
     block = readme.split("```", 2)[1]
     assert "./run.sh serve" in block and "./run.sh test" in block
     assert "./run.sh test" in (root / ".ci" / "run").read_text()
+
+
+def test_the_readme_curl_example_gives_the_cards_it_promises(client):
+    import json
+    import re
+
+    readme = (DOCS.parent / "README.md").read_text()
+    body = json.loads(re.search(r"-d '(\{\"hook\":\"patient-view\".*?)' \|", readme, re.S).group(1))
+    response = client.post("/cds-services/bone-health-patient-view", json=body)
+    assert response.status_code == 200
+    rules = sorted(c["source"]["topic"]["code"] for c in response.get_json()["cards"])
+    assert rules == ["dxa-baseline-missing", "estradiol-monitoring-due", "vitamin-d-missing"]
+    assert "no 25-OH vitamin D" in readme and "no baseline DXA" in readme and "estradiol monitoring due" in readme
