@@ -56,4 +56,5 @@ def test_the_readme_curl_example_gives_the_cards_it_promises(client):
     assert response.status_code == 200
     rules = sorted(c["source"]["topic"]["code"] for c in response.get_json()["cards"])
     assert rules == ["dxa-baseline-missing", "estradiol-monitoring-due", "vitamin-d-missing"]
-    assert "no 25-OH vitamin D" in readme and "no baseline DXA" in readme and "estradiol monitoring due" in readme
+    for promise in ("no 25-OH vitamin D", "no baseline DXA", "estradiol monitoring due"):
+        assert promise in readme
