@@ -165,5 +165,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI answers in one line, never a traceback
-        print(f"cds: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        first_line = (str(exc).splitlines() or [""])[0]
+        print(f"cds: internal error: {type(exc).__name__}: {first_line}", file=sys.stderr)
         return 1

@@ -29,10 +29,21 @@ def _values() -> dict[str, Any]:
 
 
 def _engine(values: dict[str, Any]):
-    from ..db import engine_for
+    """The audit database, migrated to the current schema (as the service does at start-up), so that a
+    database no call has reached yet reads as an empty trail rather than an error."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..db import engine_for, ensure_schema
+    from ..errors import AuditUnavailable
     from . import database_url
 
-    return engine_for(database_url(values))
+    engine = engine_for(database_url(values))
+    try:
+        ensure_schema(engine)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+        raise AuditUnavailable(f"cannot open the audit database: {reason}") from exc
+    return engine
 
 
 def _filters(args: argparse.Namespace) -> queries.Filters:
@@ -50,7 +61,7 @@ def _filters(args: argparse.Namespace) -> queries.Filters:
 def _migrate(args: argparse.Namespace) -> int:
     from ..db import ensure_schema
 
-    revision = ensure_schema(_engine(_values()))
+    revision = ensure_schema(_engine(_values()))  # already migrated by _engine; reports the revision
     print(f"database at revision {revision}")
     return 0
 

@@ -103,3 +103,18 @@ def test_replay_under_another_pack(cli, tmp_path):
     assert change["rule"] == "vitamin-d-missing" and change["after"]["summary"].startswith("Check 25-OH")
     code, out = cli("audit", "replay", "--rules", str(DEFAULT_DIR), "--since", "2999-01-01")
     assert "replayed 0 call(s)" in out
+
+
+def test_audit_commands_on_a_database_no_call_has_reached(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CDS_DATABASE_URL", f"sqlite:///{tmp_path}/fresh.sqlite3")
+    assert main(["audit", "verify"]) == 0
+    assert "0 record(s) verified" in capsys.readouterr().out
+    assert main(["audit", "list"]) == 0
+    assert "0 record(s)" in capsys.readouterr().out
+
+
+def test_audit_command_with_an_unreachable_database_is_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("CDS_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    assert main(["audit", "list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cds: error: cannot open the audit database") and "\n" not in err
