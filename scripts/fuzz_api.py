@@ -74,6 +74,13 @@ TOKEN_KINDS = ["valid"] * 6 + [
 ]
 
 
+
+def _forged(url: str, now: float, iss: str, key: object, algorithm: str) -> str:
+    """A one-minute token for ``url`` signed as given (a wrong issuer, a stranger's key, or no signature)."""
+    claims = {"iss": iss, "aud": url, "exp": int(now) + 60, "iat": int(now), "jti": str(uuid.uuid4())}
+    headers = {"kid": _PRIVATE["ES384"]["kid"]} if algorithm != "none" else None
+    return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
+
 class Fuzzer:
     def __init__(self, base_url: str, seed: int):
         self.base = base_url.rstrip("/")
@@ -110,43 +117,12 @@ class Fuzzer:
         if kind == "wrong-aud":
             return "Bearer " + sign(url + "/other")
         if kind == "wrong-iss":
-            return "Bearer " + jwt.encode(
-                {
-                    "iss": "https://evil.example",
-                    "aud": url,
-                    "exp": int(now) + 60,
-                    "iat": int(now),
-                    "jti": str(uuid.uuid4()),
-                },
-                jwt.PyJWK(_PRIVATE["ES384"], algorithm="ES384").key,
-                algorithm="ES384",
-                headers={"kid": _PRIVATE["ES384"]["kid"]},
-            )
+            return "Bearer " + _forged(url, now, "https://evil.example",
+                                       jwt.PyJWK(_PRIVATE["ES384"], algorithm="ES384").key, "ES384")
         if kind == "unknown-key":
-            return "Bearer " + jwt.encode(
-                {
-                    "iss": TEST_ISS,
-                    "aud": url,
-                    "exp": int(now) + 60,
-                    "iat": int(now),
-                    "jti": str(uuid.uuid4()),
-                },
-                self.stranger,
-                algorithm="ES384",
-                headers={"kid": _PRIVATE["ES384"]["kid"]},
-            )
+            return "Bearer " + _forged(url, now, TEST_ISS, self.stranger, "ES384")
         if kind == "alg-none":
-            return "Bearer " + jwt.encode(
-                {
-                    "iss": TEST_ISS,
-                    "aud": url,
-                    "exp": int(now) + 60,
-                    "iat": int(now),
-                    "jti": str(uuid.uuid4()),
-                },
-                None,
-                algorithm="none",
-            )
+            return "Bearer " + _forged(url, now, TEST_ISS, None, "none")
         if kind == "replayed":
             with self.lock:
                 old = self.rng.choice(self.used_tokens) if self.used_tokens else sign(url)
