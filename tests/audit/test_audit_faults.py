@@ -121,14 +121,16 @@ def test_spool_unwritable_while_postgres_is_down(make_app, private_pg, live_serv
     seen: dict[str, object] = {}
 
     def break_both() -> None:
-        private_pg.stop()
+        # The spool first, while the database still takes every record (so nothing is spooled, and no
+        # spooling call can recreate the folder between the rename and the file taking its place).
         os.rename(spool, tmp_path / "spool-away")
         spool.write_text("a file where the spool folder should be: nothing can be written there")
+        private_pg.stop()
 
     def mend_spool() -> None:
         seen["held"] = store.health()["spool"]
-        spool.unlink()
-        os.rename(tmp_path / "spool-away", spool)
+        assert not any((tmp_path / "spool-away").glob("*.json"))  # nothing was spooled before the break
+        spool.unlink()  # the spool makes its folder again on its next write
 
     load = run_with_faults(base, 160, [(20, break_both), (70, mend_spool), (110, private_pg.start)])
     assert seen["held"] > 0  # records were waiting in memory while neither could take them
