@@ -94,7 +94,7 @@ class Server:
                     "--port", str(port)]
             env = {**env, "CDS_WORKERS": str(workers)}
         else:
-            argv = [sys.executable, "-m", "gunicorn", "--config", "python:cds.gunicorn_conf", "--workers",
+            argv = [sys.executable, "-m", "gunicorn", "--config", "python:cds.web.gunicorn_conf", "--workers",
                     str(workers), "--bind", f"127.0.0.1:{port}", app]
         self.proc = subprocess.Popen(
             argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -41,7 +41,9 @@ def timed(name: str, func):
 
 
 def instrument(app) -> None:
-    from cds import api, evaluate, fhir_parse
+    from cds.decide import evaluate
+    from cds.fhir import parse as fhir_parse
+    from cds.web import api
 
     api._body = timed("read and parse the JSON body", api._body)
     verifier = app.extensions["cds.auth"]

@@ -1,8 +1,8 @@
 """A CDS Hooks 2.0 service giving bone-health advice for patients on aromatase inhibitors."""
 
-from .app import create_app
-from .errors import CdsError
-from .evaluate import Evaluation, Evaluator
+from cds.decide.evaluate import Evaluation, Evaluator
+from cds.errors import CdsError
+from cds.version import __version__
+from cds.web.app import create_app
 
-__version__ = "0.1.0"
 __all__ = ["CdsError", "Evaluation", "Evaluator", "__version__", "create_app"]

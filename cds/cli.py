@@ -19,18 +19,18 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import CdsError
+from cds.errors import CdsError
 
 HOOKS = ("patient-view", "order-select", "order-sign")
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from . import create_app
+    from cds import create_app
 
     overrides = {k: v for k, v in {"HOST": args.host, "PORT": args.port}.items() if v is not None}
     if args.prod:
-        from . import settings
-        from .serving import run_production
+        from cds import settings
+        from cds.web.serving import run_production
 
         values = settings.load(overrides)
         return run_production(values["HOST"], values["PORT"], values["WORKERS"])
@@ -40,9 +40,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from . import fhir_parse, rulepack, settings
-    from .evaluate import Evaluator
-    from .offline import as_bundle, load_bundle, parse_at, split_bundle
+    from cds import settings
+    from cds.decide.evaluate import Evaluator
+    from cds.fhir import parse as fhir_parse
+    from cds.rules import pack as rulepack
+    from cds.toolkit.offline import as_bundle, load_bundle, parse_at, split_bundle
 
     values = settings.load()
     pack = rulepack.load(args.rules or values["RULES_DIR"] or None, values["SITE_CONFIG"] or None)
@@ -89,7 +91,7 @@ def _brief(fact: dict[str, Any]) -> str:
 
 
 def _rules_check(args: argparse.Namespace) -> int:
-    from . import rulepack
+    from cds.rules import pack as rulepack
 
     pack = rulepack.load(args.dir)
     print(f"rule pack {pack.id} {pack.version}: {len(pack.rules)} rules OK (sha256 {pack.content_hash[:12]})")
@@ -97,8 +99,8 @@ def _rules_check(args: argparse.Namespace) -> int:
 
 
 def _dev_token(args: argparse.Namespace) -> int:
-    from . import settings
-    from .client_token import DEV_ISS, dev_client, sign_client_token
+    from cds import settings
+    from cds.auth.client_token import DEV_ISS, dev_client, sign_client_token
 
     values = settings.load()
     if values["TRUSTED_CLIENTS"] or not values["DEV_MODE"]:
@@ -139,10 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--lifetime", type=int, default=300, help="seconds the token is valid (default 300)")
     token.add_argument("--tenant", help="optional tenant claim")
     token.set_defaults(func=_dev_token)
-    from .audit.cli import add_parser as add_audit_parser
+    from cds.audit.cli import add_parser as add_audit_parser
 
     add_audit_parser(sub)
-    from .client_commands import add_parsers
+    from cds.toolkit.commands import add_parsers
 
     add_parsers(sub)
     return parser

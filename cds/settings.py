@@ -205,7 +205,7 @@ def load(
 
     Raises ``ConfigurationError`` naming the setting when a value does not parse.
     """
-    from .errors import ConfigurationError
+    from cds.errors import ConfigurationError
 
     environ = os.environ if environ is None else environ
     overrides = dict(overrides or {})

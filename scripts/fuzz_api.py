@@ -300,7 +300,7 @@ def _set(node: Any, path: tuple, value: Any) -> None:
 
 
 def scenario_bodies() -> list[tuple[str, dict[str, Any]]]:
-    from cds.offline import hook_request, load_bundle
+    from cds.toolkit.offline import hook_request, load_bundle
 
     out = []
     for path in sorted((ROOT / "fixtures" / "scenarios").glob("*.json")):

@@ -24,7 +24,7 @@ from typing import Any
 
 import requests
 
-from cds.client_token import public_jwk, sign_client_token
+from cds.auth.client_token import public_jwk, sign_client_token
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = ROOT / "tests" / "data" / "test-client-jwks.json"

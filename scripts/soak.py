@@ -74,7 +74,7 @@ def _rename(node: Any, old: str, new: str) -> Any:
 
 def make_patient(k: int, scenarios: list[tuple[str, dict[str, Any]]]) -> tuple[str, dict[str, Any]]:
     """Patient ``k``: a scenario with its own id and values shifted by ``(k // len(scenarios)) * 0.1``."""
-    from cds.offline import hook_request
+    from cds.toolkit.offline import hook_request
 
     hook, bundle = scenarios[k % len(scenarios)]
     bundle = copy.deepcopy(bundle)

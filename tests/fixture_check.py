@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cds import fhir_parse
-from cds.discovery import prefetch_templates
 from cds.errors import InvalidFhir
-from cds.offline import hook_request
+from cds.fhir import parse as fhir_parse
+from cds.hooks.services import prefetch_templates
+from cds.toolkit.offline import hook_request
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SERVICE = {

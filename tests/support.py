@@ -34,7 +34,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.serving import make_server
 
 from cds import create_app
-from cds.client_token import public_jwk, sign_client_token
+from cds.auth.client_token import public_jwk, sign_client_token
 
 DATA = Path(__file__).parent / "data"
 TEST_ISS = "https://ehr.example.org/cds-client"

@@ -267,9 +267,9 @@ def test_authed_client_fixture_signs_for_the_url_called(auth_config, authed_clie
 
 
 def test_verifier_runs_on_an_injected_clock():
-    from cds.client_auth import TokenVerifier
+    from cds.auth.trusted_clients import parse_trusted_clients
+    from cds.auth.verify import TokenVerifier
     from cds.errors import Unauthorized
-    from cds.trusted_clients import parse_trusted_clients
 
     seen: set[tuple[str, str]] = set()
 

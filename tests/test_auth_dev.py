@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from cds import cli, create_app
-from cds.client_token import DEV_ISS, dev_client, sign_client_token
+from cds.auth.client_token import DEV_ISS, dev_client, sign_client_token
 
 DISCOVERY = "http://localhost/cds-services"
 

@@ -6,10 +6,10 @@ import threading
 
 import pytest
 
-from cds import rulepack
-from cds.engine import CompiledRule, RuleEngine
+from cds.decide.evaluate import Evaluator
 from cds.errors import EngineError
-from cds.evaluate import Evaluator
+from cds.rules import pack as rulepack
+from cds.rules.engine import CompiledRule, RuleEngine
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_concurrent_evaluations_are_isolated(evaluator):
 
 def test_no_live_session_after_an_evaluation(evaluator, monkeypatch):
     seen: list[str] = []
-    import cds.engine as engine_module
+    import cds.rules.engine as engine_module
 
     real = engine_module.uuid.uuid4
 
@@ -102,7 +102,7 @@ def test_no_live_session_after_an_evaluation(evaluator, monkeypatch):
 
 def test_session_state_exists_during_and_is_gone_after(monkeypatch):
     """live_facts sees a session's facts while it runs, and nothing once evaluate has returned."""
-    import cds.engine as engine_module
+    import cds.rules.engine as engine_module
 
     sids: list[str] = []
     real = engine_module.uuid.uuid4

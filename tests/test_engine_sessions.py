@@ -17,8 +17,8 @@ def _run(code: str) -> subprocess.CompletedProcess:
 def test_sessions_with_only_partial_matches_are_deleted_without_crashing():
     # Without the sentinel rule, deleting such a session is a segmentation fault in the engine.
     result = _run("""
-        from cds import rulepack
-        from cds.evaluate import Evaluator
+        from cds.rules import pack as rulepack
+        from cds.decide.evaluate import Evaluator
         ev = Evaluator(rulepack.load())
         for facts in ([], [{"t": "patient", "sex": "male"}],
                       [{"t": "lab", "analyte": "estradiol", "value": 5.0, "age_days": 3}],
@@ -34,8 +34,8 @@ def test_more_sessions_than_the_engine_keeps_alive():
     # The engine holds at most 1,024 live sessions per ruleset: 3,000 evaluations must all work, each
     # leaving no session behind.
     result = _run("""
-        from cds import rulepack
-        from cds.evaluate import Evaluator
+        from cds.rules import pack as rulepack
+        from cds.decide.evaluate import Evaluator
         ev = Evaluator(rulepack.load())
         facts = [{"t": "patient", "sex": "male"},
                  {"t": "medication", "drug_class": "aromatase_inhibitor", "status": "active",
@@ -56,8 +56,8 @@ def test_a_failing_evaluation_still_closes_its_session():
     # A fact the engine cannot take, and an action that raises, both end the evaluation with EngineError;
     # the session is closed without crashing and the next evaluation starts clean.
     result = _run("""
-        from cds import rulepack
-        from cds.engine import CompiledRule, RuleEngine
+        from cds.rules import pack as rulepack
+        from cds.rules.engine import CompiledRule, RuleEngine
         from cds.errors import EngineError
         def explode(matched):
             raise ValueError("boom")

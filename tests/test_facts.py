@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from cds import fhir_parse, rulepack
-from cds.facts import Context, build_facts
-from cds.offline import as_bundle, prefetch_from_record, split_bundle
+from cds.decide.facts import Context, build_facts
+from cds.fhir import parse as fhir_parse
+from cds.rules import pack as rulepack
+from cds.toolkit.offline import as_bundle, prefetch_from_record, split_bundle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import build_fixtures as fx  # noqa: E402

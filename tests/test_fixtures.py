@@ -11,7 +11,7 @@ import yaml
 from fixture_check import FIXTURES, all_fixtures, differences, expected_for
 from support import make_test_app
 
-from cds import rulepack
+from cds.rules import pack as rulepack
 
 PATHS = all_fixtures()
 _APPS: dict[str, object] = {}

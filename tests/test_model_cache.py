@@ -7,8 +7,8 @@ import copy
 
 from builders import hook_body, med, obs, patient
 
-from cds import fhir_parse
-from cds.fhir_parse import ModelCache
+from cds.fhir import parse as fhir_parse
+from cds.fhir.parse import ModelCache
 
 
 def test_same_resource_is_validated_once(monkeypatch):

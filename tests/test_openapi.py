@@ -18,8 +18,8 @@ from live_server import KEYS
 from openapi_spec_validator import validate
 from support import TEST_ISS, trusted_clients_file_in
 
-from cds.client_token import Signer, load_private_jwk
-from cds.openapi import document
+from cds.auth.client_token import Signer, load_private_jwk
+from cds.web.openapi import document
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 DOCUMENTED_BLUEPRINTS = ("cds_hooks.", "openapi.", "metrics.", "cds_audit_api.")

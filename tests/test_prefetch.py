@@ -6,11 +6,11 @@ import uuid
 
 import pytest
 
-from cds.discovery import prefetch_templates
-from cds.envelope import parse_hook_request
 from cds.errors import DataUnavailable, FhirServerError
-from cds.prefetch import Gathered, gather, next_link, render_template
-from cds.rulepack import load
+from cds.fhir.prefetch import Gathered, gather, next_link, render_template
+from cds.hooks.envelope import parse_hook_request
+from cds.hooks.services import prefetch_templates
+from cds.rules.pack import load
 
 
 def request(user: str = "Practitioner/prac-9", patient: str = "pat-1", fhir_server: str | None = None,

@@ -28,9 +28,9 @@ from support import AuthedClient
 from werkzeug import Request, Response
 
 from cds import settings
-from cds.app import create_app
 from cds.errors import ConfigurationError
-from cds.fhir_client import ClientSettings, FhirClient
+from cds.fhir.client import ClientSettings, FhirClient
+from cds.web.app import create_app
 
 KEYS = ["patient", "estradiol", "vitaminD", "dxa", "medications"]
 EXPECTED_RULES = {"low-estradiol-with-bone-loss", "vitamin-d-missing"}

@@ -9,10 +9,11 @@ import math
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from cds import fhir_parse, rulepack
+from cds.decide.evaluate import Evaluator
 from cds.errors import CdsError
-from cds.evaluate import Evaluator
-from cds.units import to_canonical
+from cds.fhir import parse as fhir_parse
+from cds.fhir.units import to_canonical
+from cds.rules import pack as rulepack
 
 PACK = rulepack.load()
 EVALUATOR = Evaluator(PACK)

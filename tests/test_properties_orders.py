@@ -18,10 +18,10 @@ import math
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from cds import rulepack
+from cds.decide.evaluate import Evaluator
+from cds.decide.service import HookService
 from cds.errors import CdsError
-from cds.evaluate import Evaluator
-from cds.service import HookService
+from cds.rules import pack as rulepack
 
 PACK = rulepack.load()
 SERVICE = HookService(Evaluator(PACK))

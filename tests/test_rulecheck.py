@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from cds import rulepack
 from cds.cli import main
 from cds.errors import RulePackError
+from cds.rules import pack as rulepack
 
 
 def test_shipped_pack_is_clean():

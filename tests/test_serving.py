@@ -15,7 +15,7 @@ import pytest
 import requests
 from builders import hook_body, med, obs, patient
 
-from cds.serving import gunicorn_argv, prepare_metrics_dir, worker_count
+from cds.web.serving import gunicorn_argv, prepare_metrics_dir, worker_count
 
 ROOT = Path(__file__).resolve().parent.parent
 

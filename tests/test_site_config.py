@@ -10,8 +10,8 @@ import pytest
 import yaml
 from support import make_test_app
 
-from cds.discovery import prefetch_templates
-from cds.offline import hook_request
+from cds.hooks.services import prefetch_templates
+from cds.toolkit.offline import hook_request
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -91,7 +91,7 @@ def test_site_override_is_in_the_pack_hash_and_card_text(tmp_path):
 
 
 def test_every_threshold_is_documented():
-    from cds import rulepack
+    from cds.rules import pack as rulepack
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "site-config.md").read_text(encoding="utf-8")
     for name, spec in rulepack.load().thresholds.items():

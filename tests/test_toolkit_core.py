@@ -11,14 +11,20 @@ import jwt
 import pytest
 from live_server import KEYS, public_keys
 
-from cds.client_token import KeyFileError, Signer, load_private_jwk, signer_from
-from cds.clientrequest import build_hook_request, choose_service, prefetch_keys_sent, shift_for, sidecar_path
-from cds.dateshift import shift_dates, shift_value
-from cds.discovery import discovery_document
-from cds.prefetch_answer import answer, answer_all, fill
-from cds.replay import compare, find_fixtures, percentile, summary
-from cds.rulepack import load
-from cds.rulepack import load as load_pack
+from cds.auth.client_token import KeyFileError, Signer, load_private_jwk, signer_from
+from cds.hooks.services import discovery_document
+from cds.rules.pack import load
+from cds.rules.pack import load as load_pack
+from cds.toolkit.dateshift import shift_dates, shift_value
+from cds.toolkit.prefetch_answer import answer, answer_all, fill
+from cds.toolkit.replay import compare, find_fixtures, percentile, summary
+from cds.toolkit.request import (
+    build_hook_request,
+    choose_service,
+    prefetch_keys_sent,
+    shift_for,
+    sidecar_path,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "fixtures" / "scenarios"

@@ -24,9 +24,9 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
-from ..db import engine_for, ensure_schema
-from ..errors import ConfigurationError
-from ..rulepack import RulePack
+from cds.db import engine_for, ensure_schema
+from cds.errors import ConfigurationError
+from cds.rules.pack import RulePack
 
 log = logging.getLogger("cds.audit")
 
@@ -64,8 +64,8 @@ def database_url(values: dict[str, Any]) -> str:
 
 
 def open_store(values: dict[str, Any], pack: RulePack, *, migrate: bool | None = None):
-    from .spool import Spool
-    from .store import AuditStore
+    from cds.audit.spool import Spool
+    from cds.audit.store import AuditStore
 
     engine = engine_for(database_url(values))
     store = AuditStore(
@@ -91,8 +91,8 @@ def open_store(values: dict[str, Any], pack: RulePack, *, migrate: bool | None =
 
 def init_app(app) -> None:
     """Wire the audit store into the app: the service's sink, the feedback sink, /health, auditor pages."""
-    from . import api, web
-    from .auth import parse_tokens
+    from cds.audit import api, web
+    from cds.audit.auth import parse_tokens
 
     values = app.config
     pack = app.extensions["cds.pack"]

@@ -10,9 +10,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from ..errors import NotFound, RequestError
-from . import queries
-from .auth import REALM, authenticate
+from cds.audit import queries
+from cds.audit.auth import REALM, authenticate
+from cds.errors import NotFound, RequestError
 
 bp = Blueprint("cds_audit_api", __name__, url_prefix="/audit/api")
 

@@ -15,7 +15,7 @@ import re
 import secrets
 from collections.abc import Iterable
 
-from ..errors import ConfigurationError
+from cds.errors import ConfigurationError
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 REALM = 'Basic realm="CDS audit", charset="UTF-8"'

@@ -19,11 +19,11 @@ import json
 import sys
 from typing import Any
 
-from . import queries
+from cds.audit import queries
 
 
 def _values() -> dict[str, Any]:
-    from .. import settings
+    from cds import settings
 
     return settings.load()
 
@@ -33,9 +33,9 @@ def _engine(values: dict[str, Any]):
     database no call has reached yet reads as an empty trail rather than an error."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from ..db import engine_for, ensure_schema
-    from ..errors import AuditUnavailable
-    from . import database_url
+    from cds.audit import database_url
+    from cds.db import engine_for, ensure_schema
+    from cds.errors import AuditUnavailable
 
     engine = engine_for(database_url(values))
     try:
@@ -59,7 +59,7 @@ def _filters(args: argparse.Namespace) -> queries.Filters:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from ..db import ensure_schema
+    from cds.db import ensure_schema
 
     revision = ensure_schema(_engine(_values()))  # already migrated by _engine; reports the revision
     print(f"database at revision {revision}")
@@ -174,8 +174,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from .. import rulepack
-    from .replay import replay
+    from cds.audit.rerun import replay
+    from cds.rules import pack as rulepack
 
     values = _values()
     pack = rulepack.load(args.rules, values["SITE_CONFIG"] or None)
@@ -205,8 +205,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _drain(args: argparse.Namespace) -> int:
-    from .. import rulepack
-    from . import open_store
+    from cds.audit import open_store
+    from cds.rules import pack as rulepack
 
     values = _values()
     store = open_store(values, rulepack.load(values["RULES_DIR"] or None, values["SITE_CONFIG"] or None))
@@ -219,7 +219,7 @@ def _drain(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from .auth import new_token
+    from cds.audit.auth import new_token
 
     token, entry = new_token(args.name)
     print(f"token (give it to {args.name}; it is not stored): {token}")
@@ -228,8 +228,8 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _patient_key(args: argparse.Namespace) -> int:
-    from . import patient_secret
-    from .record import patient_key
+    from cds.audit import patient_secret
+    from cds.audit.record import patient_key
 
     patient_id = sys.stdin.readline().strip()  # not an argument: kept out of shell history and ps
     if patient_id.startswith("Patient/"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..rulepack import RulePack
+from cds.rules.pack import RulePack
 
 MAX_DEPTH = 8
 

@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.engine import Engine
 
-from . import chain
-from .record import columns_of
-from .schema import audit_card, audit_feedback, audit_record
+from cds.audit import chain
+from cds.audit.record import columns_of
+from cds.audit.schema import audit_card, audit_feedback, audit_record
 
 MAX_PAGE = 500
 MAX_INT64 = 2**63 - 1  # the largest seq or offset a database query takes

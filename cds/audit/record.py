@@ -14,8 +14,8 @@ import re
 import uuid
 from typing import Any
 
-from ..rulepack import RulePack
-from ..service import CallRecord
+from cds.decide.service import CallRecord
+from cds.rules.pack import RulePack
 
 #: hook-context fields kept for replay (the rest may identify the patient or hold whole bundles)
 REPLAY_CONTEXT = ("userId", "encounterId", "selections")

@@ -1,9 +1,9 @@
-"""The audit tables, declared on ``cds.db.metadata``. The migrations in ``cds/migrations`` create them.
+"""The audit tables, declared on ``cds.db.metadata`` (``seen_jti``, the replay store's table, is declared
+in ``cds.auth.replay_store``). The migrations in ``cds/migrations`` create them.
 
 audit_record    one row per hook call, append-only, hash-chained by ``seq`` (see ``chain.py``)
 audit_card      one row per card returned (uuid -> record, rule, indicator), written with its record
 audit_feedback  one row per feedback item received, never updated (repeat feedback is a new row)
-seen_jti        JWT ids already accepted (replay protection), keyed by sha256 hex of iss + jti
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sqlalchemy import (
     Text,
 )
 
-from ..db import metadata
+from cds.db import metadata
 
 audit_record = Table(
     "audit_record",
@@ -70,11 +70,3 @@ audit_feedback = Table(
     Column("known_card", Boolean, nullable=False),  # False: no audited card has this uuid (yet)
 )
 Index("ix_audit_feedback_received", audit_feedback.c.received)
-
-#: JWT replay protection (used by the client-authentication code): sha256 hex of iss + jti, and expiry.
-seen_jti = Table(
-    "seen_jti",
-    metadata,
-    Column("jti_key", String(128), primary_key=True),
-    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
-)

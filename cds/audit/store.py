@@ -27,13 +27,13 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
-from ..db import ensure_schema
-from ..rulepack import RulePack
-from ..service import CallRecord
-from . import chain
-from .record import build_content, cards_of, columns_of
-from .schema import audit_card, audit_feedback, audit_record
-from .spool import Spool
+from cds.audit import chain
+from cds.audit.record import build_content, cards_of, columns_of
+from cds.audit.schema import audit_card, audit_feedback, audit_record
+from cds.audit.spool import Spool
+from cds.db import ensure_schema
+from cds.decide.service import CallRecord
+from cds.rules.pack import RulePack
 
 log = logging.getLogger("cds.audit")
 

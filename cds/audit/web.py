@@ -11,9 +11,9 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
 
-from ..discovery import discovery_document
-from . import explain, queries
-from .api import filters_from, paging, require_auditor
+from cds.audit import explain, queries
+from cds.audit.api import filters_from, paging, require_auditor
+from cds.hooks.services import discovery_document
 
 bp = Blueprint("cds_audit_web", __name__, url_prefix="/audit")
 bp.before_request(require_auditor)

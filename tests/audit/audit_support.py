@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 from support import AuthedClient, trusted_clients_file_in  # noqa: F401
 
-from cds.app import create_app
+from cds.web.app import create_app
 
 PG_URL = os.environ.get("CDS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 AUDITOR_TOKEN = "auditor-token-for-tests"

@@ -12,7 +12,7 @@ import yaml
 from audit_support import SERVICE, hook_body
 
 from cds.cli import main
-from cds.rulepack import DEFAULT_DIR
+from cds.rules.pack import DEFAULT_DIR
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from cds.audit import queries
 from cds.audit.queries import feedback_for_card
 from cds.audit.record import build_content
 from cds.audit.spool import Spool
-from cds.service import CallRecord
+from cds.decide.service import CallRecord
 
 
 def _call(client, i: int) -> dict:

@@ -16,7 +16,7 @@ from cds.audit import queries
 from cds.audit.spool import Spool
 from cds.audit.store import AuditStore
 from cds.db import engine_for, ensure_schema, metadata
-from cds.rulepack import load as load_pack
+from cds.rules.pack import load as load_pack
 
 
 def _tables(engine) -> set[str]:
@@ -60,7 +60,7 @@ def test_migrations_from_empty_postgres(pg_base_url):
 
 
 def test_seen_jti_is_declared_on_shared_metadata():
-    from cds.audit.schema import seen_jti
+    from cds.auth.replay_store import seen_jti
 
     assert metadata.tables["seen_jti"] is seen_jti
     assert [c.name for c in seen_jti.primary_key] == ["jti_key"]
@@ -175,7 +175,7 @@ import sys, uuid
 from cds.audit.spool import Spool
 from cds.audit.store import AuditStore
 from cds.db import engine_for
-from cds.rulepack import load
+from cds.rules.pack import load
 url, tag, n, spool = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 store = AuditStore(engine_for(url), load(), b"k" * 32, Spool(spool))
 for i in range(n):

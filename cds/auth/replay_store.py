@@ -1,0 +1,188 @@
+"""Replay protection: every token id (``jti``) a trusted client used, kept until its token expires.
+
+One row per ``(iss, jti)`` in the ``seen_jti`` table, keyed by ``sha256(iss + "\\0" + jti)`` so the
+store neither holds client-chosen strings nor needs a length limit on them. Inserting a key that is
+already there fails on the primary key, which makes "first use wins" atomic across every process and
+host sharing the database. Expired rows are purged now and then; a key whose row has expired may be
+used again (its token can no longer pass the ``exp`` check anyway).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import Column, DateTime, String, Table, delete, insert
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from cds import db
+from cds.errors import AuthUnavailable
+
+#: JWT replay protection (created by the migrations in cds/migrations): sha256 hex of iss + jti, and expiry.
+seen_jti = Table(
+    "seen_jti",
+    db.metadata,
+    Column("jti_key", String(128), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+log = logging.getLogger("cds.auth")
+
+
+PURGE_INTERVAL_SECONDS = 60.0
+
+
+def jti_key(iss: str, jti: str) -> str:
+    return hashlib.sha256(f"{iss}\0{jti}".encode()).hexdigest()
+
+
+class FileJtiStore:
+    """The same-host fallback used while the database is unavailable: one file per key, created with
+    ``O_CREAT | O_EXCL`` (atomic across the processes of this host), holding the expiry time."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def remember(self, key: str, expires_at: dt.datetime, now: dt.datetime) -> bool:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / key
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            except FileExistsError:
+                if self._expiry(path) is not None and self._expiry(path) >= now:
+                    return False
+                path.unlink(missing_ok=True)  # an expired key may be used again
+                continue
+            with os.fdopen(fd, "w") as out:
+                out.write(expires_at.isoformat())
+            return True
+        return False
+
+    @staticmethod
+    def _expiry(path: Path) -> dt.datetime | None:
+        try:
+            return dt.datetime.fromisoformat(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def entries(self) -> list[tuple[str, dt.datetime, Path]]:
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            expiry = self._expiry(path)
+            if expiry is not None:
+                found.append((path.name, expiry, path))
+        return found
+
+
+class JtiStore:
+    """``remember(iss, jti, expires_at)`` is True the first time a pair is seen, False on a replay.
+
+    The database is the store shared by every process and host. While it is unavailable, keys go to a
+    same-host file store (``fallback``) so that hook calls keep working, with replay protection across
+    this host's processes; the keys are copied into the database when it is back. Without a fallback, an
+    unavailable database is a 503.
+    """
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time,
+                 purge_interval: float = PURGE_INTERVAL_SECONDS, fallback: FileJtiStore | None = None):
+        self.engine = engine
+        self.clock = clock
+        self.purge_interval = purge_interval
+        self.fallback = fallback
+        self._lock = threading.Lock()
+        self._schema_ready = False
+        self._last_purge = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs) -> JtiStore:
+        return cls(db.engine_for(url), **kwargs)
+
+    def remember(self, iss: str, jti: str, expires_at: dt.datetime) -> bool:
+        key = jti_key(iss, jti)
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        try:
+            self._ensure_schema()
+            self._maybe_purge(now)
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(seen_jti).values(jti_key=key, expires_at=expires_at))
+                return self._not_in_fallback(key, now)
+            except IntegrityError:
+                pass
+            # The key is known: a replay, unless the row is left over from an expired token.
+            with self.engine.begin() as conn:
+                removed = conn.execute(delete(seen_jti).where(seen_jti.c.jti_key == key,
+                                                              seen_jti.c.expires_at < now)).rowcount
+            if not removed:
+                return False
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(seen_jti).values(jti_key=key, expires_at=expires_at))
+            except IntegrityError:
+                return False
+            return True
+        except SQLAlchemyError as exc:
+            if self.fallback is None:
+                log.error("replay store unavailable: %s", type(exc).__name__)
+                raise AuthUnavailable("the service cannot check tokens for replay just now") from exc
+            log.warning("replay store: database unavailable (%s); using the same-host fallback",
+                        type(exc).__name__)
+            try:
+                return self.fallback.remember(key, expires_at, now)
+            except OSError as file_exc:
+                log.error("replay store unavailable: database and fallback both failed")
+                raise AuthUnavailable("the service cannot check tokens for replay just now") from file_exc
+
+    def _not_in_fallback(self, key: str, now: dt.datetime) -> bool:
+        """A key first seen during an outage is in the fallback only: still a replay."""
+        if self.fallback is None or not self.fallback.directory.is_dir():
+            return True
+        expiry = FileJtiStore._expiry(self.fallback.directory / key)
+        return expiry is None or expiry < now
+
+    def purge(self, now: dt.datetime | None = None) -> int:
+        now = now or dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        self._ensure_schema()
+        self._absorb_fallback(now)
+        with self.engine.begin() as conn:
+            return conn.execute(delete(seen_jti).where(seen_jti.c.expires_at < now)).rowcount or 0
+
+    def _absorb_fallback(self, now: dt.datetime) -> None:
+        """Copy keys the fallback took during an outage into the database, then drop them from it."""
+        if self.fallback is None:
+            return
+        for key, expiry, path in self.fallback.entries():
+            if expiry >= now:
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(insert(seen_jti).values(jti_key=key, expires_at=expiry))
+                except IntegrityError:
+                    pass
+            path.unlink(missing_ok=True)
+
+    def _maybe_purge(self, now: dt.datetime) -> None:
+        with self._lock:
+            if self.clock() - self._last_purge < self.purge_interval:
+                return
+            self._last_purge = self.clock()
+        removed = self.purge(now)
+        if removed:
+            log.debug("purged %d expired token ids", removed)
+
+    def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        with self._lock:
+            if not self._schema_ready:
+                db.ensure_schema(self.engine)
+                self._schema_ready = True

@@ -1,0 +1,157 @@
+"""Checking a CDS client's bearer JWT, as the CDS Hooks specification asks ("Trusting CDS Clients").
+
+    header  alg (asymmetric only), kid (required), typ "JWT", optional jku (registered for the iss)
+    claims  iss (a trusted client), aud (the exact URL called; string or array), exp, iat, jti,
+            optional tenant
+
+No Flask and no network here: the key sets (``JwksCache``) and the replay check (``JtiStore.remember``)
+are handed in. Every failure raises ``Unauthorized`` whose message says why, for the server log only;
+the client gets a bare 401. Nothing here logs or keeps the token itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import jwt
+
+from cds.auth.trusted_clients import ALGORITHMS, JwksCache, TrustedClient, VerificationKey
+from cds.errors import Unauthorized
+
+log = logging.getLogger("cds.auth")
+
+MAX_TOKEN_CHARS = 8192
+MAX_JTI_CHARS = 512
+
+#: remember(iss, jti, expires_at) -> False when the pair was seen before
+ReplayCheck = Callable[[str, str, dt.datetime], bool]
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    iss: str
+    kid: str
+    jti: str
+    tenant: str | None
+    expires_at: dt.datetime
+
+
+def normalize_url(url: str) -> str:
+    """Compare URLs as the endpoint they name: case-blind scheme and host, no default port, no final '/'."""
+    parts = urlsplit(url.strip())
+    scheme, netloc = parts.scheme.lower(), parts.netloc.lower()
+    for default in ((":443",) if scheme == "https" else (":80",) if scheme == "http" else ()):
+        if netloc.endswith(default):
+            netloc = netloc[: -len(default)]
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, parts.fragment))
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float:
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise Unauthorized(f"claim {name!r} missing or not a finite number")
+    return float(value)
+
+
+class TokenVerifier:
+    def __init__(self, clients: Mapping[str, TrustedClient], *, replay: ReplayCheck,
+                 jwks: JwksCache | None = None, leeway: float = 30.0, max_lifetime: float = 3600.0,
+                 clock: Callable[[], float] = time.time):
+        self.clients = dict(clients)
+        self.replay = replay
+        self.jwks = jwks or JwksCache()
+        self.leeway = leeway
+        self.max_lifetime = max_lifetime
+        self.clock = clock
+
+    def verify(self, authorization: str | None, audience: str) -> ClientIdentity:
+        """Check an ``Authorization`` header value for a call to the endpoint at URL ``audience``."""
+        token = self._bearer(authorization)
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"malformed token ({type(exc).__name__})") from exc
+        alg, kid = header.get("alg"), header.get("kid")
+        if not isinstance(alg, str) or alg not in ALGORITHMS:
+            raise Unauthorized(f"algorithm {str(alg)[:20]!r} is not accepted")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthorized("header 'kid' missing")
+        if str(header.get("typ", "")).upper() != "JWT":
+            raise Unauthorized("header 'typ' is not 'JWT'")
+        iss = unverified.get("iss")
+        client = self.clients.get(iss) if isinstance(iss, str) else None
+        if client is None:
+            raise Unauthorized(f"issuer {str(iss)[:200]!r} is not a trusted client")
+        key = self._key(client, kid, alg, header.get("jku"))
+        try:
+            claims = jwt.decode(token, key.key, algorithms=[alg], options={
+                "verify_exp": False, "verify_iat": False, "verify_nbf": False, "verify_aud": False,
+                "verify_iss": False, "require": []})
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"signature check failed ({type(exc).__name__}) for issuer {iss!r}") from exc
+        return self._check_claims(claims, iss, kid, audience)
+
+    @staticmethod
+    def _bearer(authorization: str | None) -> str:
+        if not authorization:
+            raise Unauthorized("no Authorization header")
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("Authorization header is not 'Bearer <token>'")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise Unauthorized(f"token longer than {MAX_TOKEN_CHARS} characters")
+        return token
+
+    def _key(self, client: TrustedClient, kid: str, alg: str, jku: Any) -> VerificationKey:
+        if jku is not None:
+            if not isinstance(jku, str) or jku not in client.jku:
+                raise Unauthorized(f"jku {str(jku)[:200]!r} is not registered for issuer {client.iss!r}")
+            urls: tuple[str, ...] = (jku,)
+        else:
+            urls = () if kid in client.keys else client.jku
+        key = client.keys.get(kid) if jku is None else None
+        for url in urls:
+            key = self.jwks.keys(url).get(kid) or self.jwks.keys(url, refresh=True).get(kid)
+            if key is not None:
+                break
+        if key is None:
+            raise Unauthorized(f"no key {kid[:100]!r} for issuer {client.iss!r}")
+        if not key.fits(alg):
+            raise Unauthorized(f"key {kid!r} of issuer {client.iss!r} does not fit algorithm {alg}")
+        return key
+
+    def _check_claims(self, claims: Mapping[str, Any], iss: str, kid: str, audience: str) -> ClientIdentity:
+        now = self.clock()
+        exp, iat = _number(claims, "exp"), _number(claims, "iat")
+        if exp <= now - self.leeway:
+            raise Unauthorized(f"token of issuer {iss!r} expired")
+        if iat > now + self.leeway:
+            raise Unauthorized(f"token of issuer {iss!r} issued in the future")
+        if "nbf" in claims and _number(claims, "nbf") > now + self.leeway:
+            raise Unauthorized(f"token of issuer {iss!r} not valid yet (nbf)")
+        if exp - now > self.max_lifetime:
+            raise Unauthorized(f"token of issuer {iss!r} lives longer than {self.max_lifetime:.0f} s")
+        aud = claims.get("aud")
+        auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        wanted = normalize_url(audience)
+        if not any(isinstance(a, str) and normalize_url(a) == wanted for a in auds):
+            raise Unauthorized(f"token of issuer {iss!r} is for another audience, not {audience}")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
+            raise Unauthorized(f"token of issuer {iss!r} has no usable 'jti'")
+        tenant = claims.get("tenant")
+        if tenant is not None and not isinstance(tenant, str):
+            raise Unauthorized(f"token of issuer {iss!r}: 'tenant' is not a string")
+        expires_at = dt.datetime.fromtimestamp(exp + self.leeway, dt.UTC)
+        if not self.replay(iss, jti, expires_at):
+            raise Unauthorized(f"token id (jti) of issuer {iss!r} was used before (replay)")
+        return ClientIdentity(iss=iss, kid=kid, jti=jti, tenant=tenant, expires_at=expires_at)

@@ -1,0 +1,135 @@
+"""Findings to CDS Hooks 2.0 cards, shaped exactly as the specification asks. Pure code.
+
+Every card: ``uuid``, ``summary`` (< 140 characters), ``detail`` (Markdown), ``indicator``, ``source``
+(label, citation url, topic), and when present ``suggestions`` (each with ``uuid`` and create / update /
+delete actions carrying FHIR resources) with ``selectionBehavior``, ``overrideReasons`` and ``links``.
+Empty optional fields are omitted.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cds.decide.findings import Finding
+from cds.rules.conditions import holds
+from cds.rules.pack import RulePack
+from cds.rules.templating import render, render_tree
+from cds.rules.transforms import TRANSFORMS
+
+RULE_SYSTEM = "https://bone-health-cds.example.org/rules"
+OVERRIDE_SYSTEM = "https://bone-health-cds.example.org/override-reasons"
+MAX_SUMMARY = 139
+
+
+@dataclass(frozen=True)
+class CardInputs:
+    """What rendering needs beyond the finding: thresholds, hook context, draft resources, ordered kinds."""
+
+    pack: RulePack
+    context: Mapping[str, Any]
+    drafts_by_ref: Mapping[str, dict[str, Any]]
+    ordered_kinds: frozenset[str]
+    source_label: str
+
+
+def _scope(match: Mapping[str, Mapping[str, Any]], inputs: CardInputs) -> dict[str, Mapping[str, Any]]:
+    scope: dict[str, Mapping[str, Any]] = dict(match)
+    scope["threshold"] = {name: spec["value"] for name, spec in inputs.pack.thresholds.items()}
+    scope["context"] = inputs.context
+    return scope
+
+
+def _action(
+    spec: dict[str, Any], scope: dict[str, Mapping[str, Any]], inputs: CardInputs
+) -> dict[str, Any] | None:
+    action: dict[str, Any] = {"type": spec["type"], "description": render(spec["description"], scope)}
+    if spec["type"] == "create":
+        action["resource"] = render_tree(spec["resource"], scope)
+        return action
+    target = scope[spec["resource_from"]].get("ref")
+    if spec["type"] == "delete":
+        action["resourceId"] = target
+        return action
+    original = inputs.drafts_by_ref.get(target or "")
+    if original is None:
+        return None
+    updated = TRANSFORMS[spec["transform"]](original) if spec.get("transform") else copy.deepcopy(original)
+    if updated is None:
+        return None
+    action["resource"] = updated
+    return action
+
+
+def _suggestions(card: dict[str, Any], finding: Finding, inputs: CardInputs) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for spec in card.get("suggestions", []) or []:
+        if spec.get("unless_ordered") in inputs.ordered_kinds:
+            continue
+        scopes: list[dict[str, Mapping[str, Any]]] = []
+        loop = spec.get("for_each")
+        if loop:
+            seen: set[Any] = set()
+            for match in finding.matches:
+                fact = match.get(loop["alias"], {})
+                key = fact.get("ref")
+                where = {f"{loop['alias']}.{k}": v for k, v in (loop.get("where") or {}).items()}
+                if key in seen or not holds(where, match, inputs.pack):
+                    continue
+                seen.add(key)
+                scopes.append(_scope(match, inputs))
+        else:
+            scopes.append(_scope(finding.primary, inputs))
+        for scope in scopes:
+            actions = [a for a in (_action(x, scope, inputs) for x in spec["actions"]) if a is not None]
+            if not actions:
+                continue
+            suggestion = {
+                "label": render(spec["label"], scope),
+                "uuid": str(uuid.uuid4()),
+                "actions": actions,
+            }
+            if spec.get("recommended"):
+                suggestion["isRecommended"] = True
+            out.append(suggestion)
+    return out
+
+
+def render_card(finding: Finding, inputs: CardInputs) -> dict[str, Any]:
+    rule = inputs.pack.rule(finding.rule_id)
+    card = rule.card or {}
+    scope = _scope(finding.primary, inputs)
+    summary = render(card["summary"], scope)
+    if len(summary) > MAX_SUMMARY:
+        summary = summary[: MAX_SUMMARY - 1].rstrip() + "…"
+    detail = render(card.get("detail", ""), scope).strip()
+    listing = card.get("detail_list")
+    if listing:
+        items = []
+        for match in finding.matches:
+            line = render(listing["item"], _scope(match, inputs))
+            if line not in items:
+                items.append(line)
+        detail = (detail + "\n\n" + "\n".join(items)).strip()
+    citation = rule.citations[0]
+    detail += f"\n\nRule `{rule.id}` v{rule.version}. Source: [{citation['title']}]({citation['url']})"
+    out: dict[str, Any] = {
+        "uuid": str(uuid.uuid4()),
+        "summary": summary,
+        "detail": detail,
+        "indicator": finding.indicator,
+        "source": {"label": inputs.source_label, "url": citation["url"],
+                   "topic": {"system": RULE_SYSTEM, "code": rule.id, "display": rule.title}},
+    }
+    suggestions = _suggestions(card, finding, inputs)
+    if suggestions:
+        out["suggestions"] = suggestions
+        out["selectionBehavior"] = card.get("selection_behavior", "at-most-one")
+    reasons = [{"system": OVERRIDE_SYSTEM, "code": r["code"], "display": r["display"]}
+               for r in card.get("override_reasons", []) or []]
+    if reasons:
+        out["overrideReasons"] = reasons
+    return out

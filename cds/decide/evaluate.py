@@ -1,0 +1,124 @@
+"""The pure pipeline: parsed resources -> facts -> rules engine -> findings -> cards.
+
+``Evaluator`` is built once per rule pack (compiling the pack into the engine) and is then called per
+request. It does no I/O and touches no Flask globals; the HTTP layer, the CLI and the audit replay all
+call it the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cds.decide.cards import CardInputs, render_card
+from cds.decide.facts import Context, FactSet, build_facts
+from cds.decide.findings import derive_findings
+from cds.fhir.relevance import Relevance
+from cds.rules.conditions import compile_rule
+from cds.rules.engine import CompiledRule, Firing, RuleEngine
+from cds.rules.pack import Rule, RulePack
+from cds.rules.templating import render
+
+
+@dataclass
+class Evaluation:
+    cards: list[dict[str, Any]]
+    fired: list[dict[str, Any]]
+    not_evaluated: list[dict[str, Any]]
+    superseded: list[dict[str, Any]]
+    facts: list[dict[str, Any]]
+    ignored: dict[str, int] = field(default_factory=dict)
+    card_rules: dict[str, str] = field(default_factory=dict)  # card uuid -> rule id
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cards": self.cards, "fired": self.fired, "not_evaluated": self.not_evaluated,
+                "superseded": self.superseded, "facts": self.facts, "ignored": self.ignored}
+
+
+def _deriver(rule: Rule):
+    spec = rule.derive or {}
+
+    def derive(matched: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        fact: dict[str, Any] = {"t": spec["t"], **(spec.get("set") or {})}
+        for name, source in (spec.get("copy") or {}).items():
+            alias, _, key = source.partition(".")
+            fact[name] = matched.get(alias, {}).get(key)
+        for name, template in (spec.get("format") or {}).items():
+            fact[name] = render(template, matched)
+        return fact
+
+    return derive
+
+
+def _gaps(pack: RulePack, facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rules that cannot evaluate for lack of data, as ``problem`` facts (kind "gap")."""
+    gaps = []
+    for rule in pack.active_rules:
+        for need in rule.needs:
+            ok = any(f["t"] == need["fact"] and f.get(need["field"]) is not None
+                     and ("in" not in need or f.get(need["field"]) in need["in"]) for f in facts)
+            if not ok:
+                gaps.append({"t": "problem", "kind": "gap", "rule": rule.id, "reason": need["reason"]})
+    return gaps
+
+
+class Evaluator:
+    def __init__(self, pack: RulePack):
+        self.pack = pack
+        self.relevant = Relevance(pack.valuesets)
+        self.engine = RuleEngine([
+            CompiledRule(rule.id, compile_rule(rule, pack), _deriver(rule) if rule.derive else None)
+            for rule in pack.active_rules
+        ])
+
+    def facts(self, resources: Iterable[Any], drafts: Iterable[Any], ctx: Context) -> FactSet:
+        fact_set = build_facts(resources, drafts, ctx, self.pack.valuesets)
+        fact_set.facts.extend(_gaps(self.pack, fact_set.facts))
+        return fact_set
+
+    def run_facts(self, facts: list[dict[str, Any]]) -> list[Firing]:
+        return self.engine.evaluate(facts)
+
+    def evaluate(self, resources: Iterable[Any], drafts: Iterable[Any], *, patient_id: str | None,
+                 now: dt.datetime, context: Mapping[str, Any], drafts_by_ref: Mapping[str, dict[str, Any]],
+                 selections: Iterable[str] = (), source_label: str = "Bone Health CDS") -> Evaluation:
+        drafts = list(drafts)
+        ctx = Context(patient_id=patient_id, now=now, draft_refs=frozenset(drafts_by_ref),
+                      selections=frozenset(selections))
+        fact_set = self.facts(resources, drafts, ctx)
+        return self.from_facts(fact_set.facts, context=context, drafts_by_ref=drafts_by_ref,
+                               source_label=source_label, ignored=dict(fact_set.ignored))
+
+    def from_facts(self, facts: list[dict[str, Any]], *, context: Mapping[str, Any],
+                   drafts_by_ref: Mapping[str, dict[str, Any]], source_label: str = "Bone Health CDS",
+                   ignored: dict[str, int] | None = None) -> Evaluation:
+        """Run the rules over already-built facts (also used to replay stored facts under another pack)."""
+        firings = self.run_facts(facts)
+        findings, superseded = derive_findings(firings, self.pack)
+        inputs = CardInputs(pack=self.pack, context=context, drafts_by_ref=drafts_by_ref,
+                            ordered_kinds=frozenset(f["kind"] for f in facts if f["t"] == "order"),
+                            source_label=source_label)
+        cards, card_rules = [], {}
+        for finding in findings:
+            card = render_card(finding, inputs)
+            cards.append(card)
+            card_rules[card["uuid"]] = finding.rule_id
+        return Evaluation(
+            cards=cards,
+            fired=[self._fired(f) for f in firings],
+            not_evaluated=[{"rule": f["rule"], "reason": f["reason"]} for f in facts
+                           if f["t"] == "problem" and f.get("kind") == "gap"],
+            superseded=[{"rule": f.rule_id, "superseded_by": f.superseded_by} for f in superseded],
+            facts=facts, ignored=ignored or {}, card_rules=card_rules,
+        )
+
+    def _fired(self, firing: Firing) -> dict[str, Any]:
+        rule = self.pack.rule(firing.rule_id)
+        out = {"rule": rule.id, "version": rule.version, "kind": rule.kind, "facts": firing.matched}
+        if firing.derived is not None:
+            out["derived"] = firing.derived
+        return out
+
+

@@ -1,0 +1,335 @@
+"""FHIR models to flat facts: the pure stage between parsing and the rules engine.
+
+Input: parsed R4B models, the hook context, the evaluation time and the rule pack's value sets.
+Output: a list of fact dicts (each with a type ``t``), ready for the engine:
+
+    patient     sex, age
+    medication  one per (order, drug class): ingredient, status, draft, selected, matched_by
+    lab         the latest usable result per analyte, normalised to the analyte's canonical unit
+    dxa         the latest scan per site (T-score, Z-score, BMD merged by date)
+    dxa_change  the latest scan vs the one before it at the same site
+    problem     a result that could not be used (unknown unit, no value, no date, other patient), and why
+    order       what the draft orders already order (so a rule does not suggest it again)
+
+Only results with status final, amended or corrected count. The work is linear in the resources: one pass
+to classify, then per-analyte and per-site maxima. No I/O, no Flask, no engine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from cds.fhir.units import to_canonical
+
+COUNTED_STATUSES = {"final", "amended", "corrected"}
+UCUM = "http://unitsofmeasure.org"
+
+
+@dataclass
+class FactSet:
+    facts: list[dict[str, Any]] = field(default_factory=list)
+    ignored: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def of(self, t: str) -> list[dict[str, Any]]:
+        return [f for f in self.facts if f["t"] == t]
+
+
+@dataclass(frozen=True)
+class Context:
+    patient_id: str | None
+    now: dt.datetime
+    draft_refs: frozenset[str] = frozenset()
+    selections: frozenset[str] = frozenset()
+
+
+def _codings(concept: Any) -> list[tuple[str, str]]:
+    if concept is None:
+        return []
+    return [(c.system or "", c.code or "") for c in (concept.coding or []) if c.code]
+
+
+#: a result dated before this is a data error (e.g. 0001-01-01 for "unknown"), not a very old result
+EARLIEST_RESULT = dt.date(1900, 1, 1)
+
+
+def _date(value: Any) -> dt.date | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    text = str(value)
+    try:
+        parts = [int(p) for p in text[:10].split("-")]
+        return dt.date(parts[0], parts[1] if len(parts) > 1 else 1, parts[2] if len(parts) > 2 else 1)
+    except (ValueError, IndexError):
+        return None
+
+
+def _rtype(resource: Any) -> str:
+    return resource.get_resource_type()
+
+
+def _ref(resource: Any) -> str:
+    return f"{_rtype(resource)}/{resource.id}" if resource.id else f"{_rtype(resource)}/(no id)"
+
+
+def _subject_ok(resource: Any, patient_id: str | None) -> bool:
+    subject = getattr(resource, "subject", None)
+    if patient_id is None or subject is None or not subject.reference:
+        return True
+    ref = subject.reference
+    return ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}") or ref == patient_id
+
+
+def _change_text(change: dict[str, Any]) -> str:
+    """The measured change between two scans, in words (BMD first when both scans have it)."""
+    parts = []
+    if "bmd_drop" in change:
+        parts.append(f"BMD {change['bmd_from']:.3f} to {change['bmd_to']:.3f} g/cm2 "
+                     f"({-change['bmd_drop_pct']:+.1f} %)")
+    if "t_drop" in change:
+        parts.append(f"T-score {change['t_from']:g} to {change['t_to']:g}")
+    return "; ".join(parts) or "no comparable measure"
+
+
+class _Builder:
+    def __init__(self, valuesets: dict[str, Any], ctx: Context):
+        self.vs = valuesets
+        self.ctx = ctx
+        self.today = ctx.now.date()
+        self.out = FactSet()
+        self.lab_by_code = {
+            code: name for name, spec in valuesets.get("labs", {}).items() for code in spec["loinc"]
+        }
+        self.dxa_by_code: dict[str, tuple[str, str]] = {}
+        for site, spec in valuesets.get("dxa", {}).items():
+            for kind in ("t_score", "z_score", "bmd"):
+                for code in spec.get(kind, []):
+                    self.dxa_by_code[code] = (site, kind)
+        self.systems = valuesets.get("systems", {})
+        self.latest_lab: dict[str, dict[str, Any]] = {}
+        self.scans: dict[str, dict[dt.date, dict[str, Any]]] = defaultdict(dict)
+        self.medications: dict[str, Any] = {}
+
+    def problem(self, reason: str, *, ref: str | None = None, analyte: str | None = None,
+                date: dt.date | None = None, kind: str = "data") -> None:
+        self.out.facts.append({"t": "problem", "kind": kind, "reason": reason, "ref": ref, "analyte": analyte,
+                               "age_days": (self.today - date).days if date else None})
+
+    # -- patient -------------------------------------------------------------------------------------------
+    def patient(self, patients: list[Any]) -> None:
+        mine = [p for p in patients if self.ctx.patient_id in (None, p.id)] or patients[:1]
+        fact: dict[str, Any] = {"t": "patient", "sex": "unknown"}
+        if mine:
+            p = mine[0]
+            fact["sex"] = p.gender or "unknown"
+            born = _date(p.birthDate)
+            if born:
+                years = (
+                    self.today.year
+                    - born.year
+                    - ((self.today.month, self.today.day) < (born.month, born.day))
+                )
+                fact["age"] = years
+        self.out.facts.append(fact)
+
+    # -- observations ----------------------------------------------------------------------------------------
+    def observation(self, obs: Any) -> None:
+        ref = _ref(obs)
+        codes = [code for system, code in _codings(obs.code) if system in ("", self.systems.get("loinc"))]
+        analyte = next((self.lab_by_code[c] for c in codes if c in self.lab_by_code), None)
+        dxa = next((self.dxa_by_code[c] for c in codes if c in self.dxa_by_code), None)
+        if analyte is None and dxa is None:
+            self.out.ignored["observation not used by the rules"] += 1
+            return
+        if obs.status not in COUNTED_STATUSES:
+            self.out.ignored[f"observation with status {obs.status}"] += 1
+            return
+        what = self.vs["labs"][analyte]["title"] if analyte else f"DXA {dxa[1].replace('_', '-')}"
+        if not _subject_ok(obs, self.ctx.patient_id):
+            self.problem(f"A {what} result ({ref}) refers to a different patient and was ignored", ref=ref,
+                         analyte=analyte)
+            return
+        when = _date(obs.effectiveDateTime or (obs.effectivePeriod.start if obs.effectivePeriod else None)
+                     or obs.issued)
+        if when is None:
+            self.problem(f"A {what} result ({ref}) has no date and was not used", ref=ref, analyte=analyte)
+            return
+        if when < EARLIEST_RESULT:
+            self.problem(f"A {what} result ({ref}) is dated {when}, before {EARLIEST_RESULT.year}, and was "
+                         "not used", ref=ref, analyte=analyte, date=None)
+            return
+        if when > self.today + dt.timedelta(days=1):
+            self.problem(f"A {what} result ({ref}) is dated {when}, in the future, and was not used", ref=ref,
+                         analyte=analyte, date=None)
+            return
+        q = obs.valueQuantity
+        raw = q.value if q is not None else None
+        if raw is None or (isinstance(raw, Decimal | float) and not math.isfinite(float(raw))):
+            self.problem(f"A {what} result ({ref}, {when}) has no numeric value and was not used", ref=ref,
+                         analyte=analyte, date=when)
+            return
+        unit = (q.code if q.code and q.system in (None, UCUM) else q.unit) or ""
+        if analyte:
+            self._lab(analyte, float(raw), unit, when, ref, q.unit or unit)
+        else:
+            self._dxa(dxa[0], dxa[1], float(raw), unit, when, ref)
+
+    def _lab(self, analyte: str, value: float, unit: str, when: dt.date, ref: str, shown_unit: str) -> None:
+        spec = self.vs["labs"][analyte]
+        canonical, why = to_canonical(value, unit, spec)
+        if canonical is None:
+            self.problem(f"{spec['title']} {value:g} {shown_unit or '(no unit)'} on {when} ({ref}): {why}",
+                         ref=ref, analyte=analyte, date=when)
+            return
+        fact = {"t": "lab", "analyte": analyte, "value": round(canonical, 4), "unit": spec["canonical_unit"],
+                "reported": f"{value:g} {shown_unit}".strip(), "date": when.isoformat(),
+                "age_days": (self.today - when).days, "ref": ref}
+        best = self.latest_lab.get(analyte)
+        if best is None or (fact["date"], ref) > (best["date"], best["ref"]):
+            self.latest_lab[analyte] = fact
+
+    def _dxa(self, site: str, kind: str, value: float, unit: str, when: dt.date, ref: str) -> None:
+        accepted = self.vs.get("dxa_units", {}).get("bmd" if kind == "bmd" else "score", [])
+        title = self.vs["dxa"][site]["title"]
+        if unit not in accepted:
+            self.problem(f"DXA {kind.replace('_', '-')} at the {title} on {when} ({ref}) has unit {unit!r}, "
+                         f"which this service does not recognise", ref=ref, date=when)
+            return
+        if not (0.05 <= value <= 3 if kind == "bmd" else -10 <= value <= 10):
+            self.problem(
+                f"DXA {kind.replace('_', '-')} {value:g} at the {title} on {when} ({ref}) is outside "
+                "any plausible range",
+                ref=ref,
+                date=when,
+            )
+            return
+        scan = self.scans[site].setdefault(when, {"refs": []})
+        scan[kind] = value
+        scan["refs"].append(ref)
+
+    def dxa_facts(self) -> None:
+        for site, by_date in self.scans.items():
+            title = self.vs["dxa"][site]["title"]
+            dates = sorted(by_date)
+            latest = by_date[dates[-1]]
+            self.out.facts.append(
+                {
+                    "t": "dxa",
+                    "site": site,
+                    "site_title": title,
+                    "date": dates[-1].isoformat(),
+                    "age_days": (self.today - dates[-1]).days,
+                    "t_score": latest.get("t_score"),
+                    "z_score": latest.get("z_score"),
+                    "bmd": latest.get("bmd"),
+                    "refs": ",".join(latest["refs"]),
+                }
+            )
+            if len(dates) < 2:
+                continue
+            before = by_date[dates[-2]]
+            change: dict[str, Any] = {"t": "dxa_change", "site": site, "site_title": title,
+                                      "from_date": dates[-2].isoformat(), "to_date": dates[-1].isoformat(),
+                                      "refs": ",".join(before["refs"] + latest["refs"])}
+            if "t_score" in before and "t_score" in latest:
+                change.update(t_from=before["t_score"], t_to=latest["t_score"],
+                              t_drop=round(before["t_score"] - latest["t_score"], 4))
+            if "bmd" in before and "bmd" in latest and before["bmd"] > 0:
+                drop = before["bmd"] - latest["bmd"]
+                change.update(bmd_from=before["bmd"], bmd_to=latest["bmd"], bmd_drop=round(drop, 4),
+                              bmd_drop_pct=round(100 * drop / before["bmd"], 3))
+            change["change_text"] = _change_text(change)
+            self.out.facts.append(change)
+
+    # -- medications and orders ----------------------------------------------------------------------------
+    def medication_request(self, mr: Any, *, draft: bool) -> None:
+        ref = _ref(mr)
+        if not _subject_ok(mr, self.ctx.patient_id):
+            self.problem(f"A medication order ({ref}) refers to a different patient and was ignored", ref=ref)
+            return
+        codings = list(_codings(mr.medicationCodeableConcept))
+        text = (mr.medicationCodeableConcept.text if mr.medicationCodeableConcept else None) or ""
+        med_ref = mr.medicationReference.reference if mr.medicationReference else None
+        via = ""
+        if med_ref:
+            contained = next((c for c in (mr.contained or []) if med_ref == f"#{c.id}"), None)
+            med = contained or self.medications.get(med_ref)
+            if med is not None and getattr(med, "code", None) is not None:
+                via = " (contained Medication)" if contained is not None else f" ({med_ref})"
+                codings += _codings(med.code)
+                text = text or med.code.text or ""
+            if not text and mr.medicationReference.display:
+                text = mr.medicationReference.display
+            if med is None and not text:
+                self.problem(f"A medication order ({ref}) refers to {med_ref}, which was not supplied, so "
+                             "its drug could not be identified", ref=ref)
+        selected = ref in self.ctx.selections
+        for drug_class, ingredient, how, code in self._classify(codings, text):
+            matched_by = how + via if how != "text" else "ingredient name in text"
+            self.out.facts.append({"t": "medication", "ref": ref, "drug_class": drug_class,
+                                   "ingredient": ingredient, "status": mr.status or "unknown", "draft": draft,
+                                   "selected": selected, "matched_by": matched_by, "code": code})
+            if draft:
+                self.out.facts.append({"t": "order", "kind": drug_class, "ref": ref})
+
+    def _classify(self, codings: list[tuple[str, str]], text: str) -> Iterable[tuple[str, str, str, str]]:
+        rxnorm, atc = self.systems.get("rxnorm"), self.systems.get("atc")
+        for drug_class, spec in self.vs.get("medications", {}).items():
+            found = None
+            for ingredient, codes in spec["ingredients"].items():
+                for system, code in codings:
+                    if (system == rxnorm and code in codes.get("rxnorm", [])) or \
+                            (system == atc and code in codes.get("atc", [])):
+                        found = (drug_class, ingredient, "rxnorm" if system == rxnorm else "atc", code)
+                        break
+                if found:
+                    break
+            if not found and text:
+                lowered = text.lower()
+                for ingredient in spec["ingredients"]:
+                    if ingredient in lowered:
+                        found = (drug_class, ingredient, "text", "")
+                        break
+            if found:
+                yield found
+
+    def service_request(self, sr: Any) -> None:
+        codes = set(_codings(sr.code))
+        for kind, spec in self.vs.get("orders", {}).items():
+            for system_key, wanted in spec.items():
+                system = self.systems.get(system_key)
+                if any(s == system and c in wanted for s, c in codes):
+                    self.out.facts.append({"t": "order", "kind": kind, "ref": _ref(sr)})
+                    break
+
+
+def build_facts(resources: Iterable[Any], drafts: Iterable[Any], ctx: Context,
+                valuesets: dict[str, Any]) -> FactSet:
+    """Turn parsed FHIR models (the record, and the draft orders) into facts for the rules engine."""
+    b = _Builder(valuesets, ctx)
+    resources, drafts = list(resources), list(drafts)
+    b.medications = {_ref(r): r for r in resources + drafts if _rtype(r) == "Medication"}
+    b.patient([r for r in resources if _rtype(r) == "Patient"])
+    draft_keys = {_ref(d) for d in drafts}
+    for r in resources:
+        if _rtype(r) == "Observation":
+            b.observation(r)
+        elif _rtype(r) == "MedicationRequest" and _ref(r) not in draft_keys:
+            b.medication_request(r, draft=False)
+    for d in drafts:
+        if _rtype(d) == "MedicationRequest":
+            b.medication_request(d, draft=True)
+        elif _rtype(d) == "ServiceRequest":
+            b.service_request(d)
+    b.out.facts.extend(b.latest_lab.values())
+    b.dxa_facts()
+    return b.out

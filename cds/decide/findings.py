@@ -1,0 +1,70 @@
+"""Rule firings to findings: one finding per card rule, its evidence merged, superseded ones set aside.
+
+A card rule may fire several times (two aromatase-inhibitor orders, two DXA sites): the firings become one
+finding whose evidence lists every match, with the most severe match first. A card rule whose card says
+``supersedes: [other-rule]`` removes those findings when it is present (the escalation card replaces the
+loose warnings it explains); the audit keeps what was superseded and by what. Pure code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cds.rules.conditions import holds
+from cds.rules.engine import Firing
+from cds.rules.pack import RulePack
+
+SEVERITY = {"info": 0, "warning": 1, "critical": 2}
+
+
+@dataclass
+class Finding:
+    rule_id: str
+    indicator: str
+    matches: list[dict[str, dict[str, Any]]]  # each: alias -> fact; the first is the primary match
+    superseded_by: str | None = None
+    derived_from: list[str] = field(default_factory=list)
+
+    @property
+    def primary(self) -> dict[str, dict[str, Any]]:
+        return self.matches[0]
+
+
+def indicator_for(rule_card: dict[str, Any], match: dict[str, dict[str, Any]], pack: RulePack) -> str:
+    indicator = rule_card["indicator"]
+    for option in rule_card.get("indicator_when", []) or []:
+        if holds(option["where"], match, pack) and SEVERITY[option["indicator"]] > SEVERITY[indicator]:
+            indicator = option["indicator"]
+    return indicator
+
+
+def derive_findings(firings: list[Firing], pack: RulePack) -> tuple[list[Finding], list[Finding]]:
+    """Return ``(findings, superseded)``: the findings that become cards, and those set aside."""
+    by_rule: dict[str, Finding] = {}
+    for firing in firings:
+        rule = pack.rule(firing.rule_id)
+        if rule.kind != "card":
+            continue
+        indicator = indicator_for(rule.card or {}, firing.matched, pack)
+        found = by_rule.get(rule.id)
+        if found is None:
+            by_rule[rule.id] = Finding(rule.id, indicator, [firing.matched])
+        elif firing.matched not in found.matches:
+            if SEVERITY[indicator] > SEVERITY[found.indicator]:
+                found.indicator = indicator
+                found.matches.insert(0, firing.matched)
+            else:
+                found.matches.append(firing.matched)
+    superseded: list[Finding] = []
+    for finding in list(by_rule.values()):
+        for other in (pack.rule(finding.rule_id).card or {}).get("supersedes", []) or []:
+            if other in by_rule and by_rule[other].superseded_by is None:
+                by_rule[other].superseded_by = finding.rule_id
+                finding.derived_from.append(other)
+    for rule_id, finding in list(by_rule.items()):
+        if finding.superseded_by:
+            superseded.append(by_rule.pop(rule_id))
+    order = {r.id: i for i, r in enumerate(pack.rules)}
+    findings = sorted(by_rule.values(), key=lambda f: (-SEVERITY[f.indicator], order[f.rule_id]))
+    return findings, superseded

@@ -1,0 +1,202 @@
+"""FHIR R4 parsing: the only module that imports fhir.resources (its ``R4B`` package; EHRs speak R4).
+
+Only the resource types the rules use are validated; everything else in a Bundle is counted and skipped.
+A resource that fails validation raises ``InvalidFhir`` naming where it is and which field is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pydantic import ValidationError
+
+from cds.errors import InvalidFhir
+
+#: resourceType -> module name in fhir.resources.R4B
+USED_TYPES = {
+    "Patient": "patient",
+    "Observation": "observation",
+    "MedicationRequest": "medicationrequest",
+    "Medication": "medication",
+    "ServiceRequest": "servicerequest",
+}
+
+_MODELS: dict[str, Any] = {}
+
+
+def is_used_type(resource_type: Any) -> bool:
+    """Whether ``resource_type`` (any JSON value) names a type the rules read."""
+    return isinstance(resource_type, str) and resource_type in USED_TYPES
+
+
+def model_for(resource_type: str) -> Any:
+    if resource_type not in _MODELS:
+        module = importlib.import_module(f"fhir.resources.R4B.{USED_TYPES[resource_type]}")
+        _MODELS[resource_type] = getattr(module, resource_type)
+    return _MODELS[resource_type]
+
+
+def warm_up() -> None:
+    """Import every model and validate one tiny instance so the first request pays nothing extra."""
+    for resource_type in USED_TYPES:
+        model_for(resource_type)
+    parse_resource({"resourceType": "Patient", "id": "warm-up"}, where="warm-up")
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(part) for part in first.get("loc", ()) if part != "__root__")
+    return f"{loc or '(resource)'}: {first.get('msg', 'invalid')}"
+
+
+class ModelCache:
+    """Validated models by (type, id, versionId, content): a warm patient's resources are not validated again.
+
+    order-select fires again and again for the same patient before order-sign; each time the same
+    resources arrive. The key includes the exact JSON text of the resource, so changed content is a miss
+    (never a stale hit). Bounded (least recently used out first), per process, thread-safe.
+    """
+
+    def __init__(self, max_entries: int):
+        self.max_entries = max_entries
+        self._items: OrderedDict[tuple[str, str, str, bytes], Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(data: dict[str, Any]) -> tuple[str, str, str, bytes] | None:
+        rid = data.get("id")
+        if not isinstance(rid, str):
+            return None
+        meta = data.get("meta")
+        version = meta.get("versionId") if isinstance(meta, dict) else None
+        try:
+            text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError):
+            return None
+        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        return str(data.get("resourceType")), rid, str(version), digest
+
+    def get(self, key: tuple[str, str, str, bytes]) -> Any:
+        with self._lock:
+            model = self._items.get(key)
+            if model is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return model
+
+    def put(self, key: tuple[str, str, str, bytes], model: Any) -> None:
+        with self._lock:
+            self._items[key] = model
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+#: The elements of each type that the facts and cards read. Only these are validated and kept: an element
+#: no rule reads cannot change any advice, so a resource is not refused for it, and validating it would be
+#: most of the cost of a call (real EHR resources carry narrative, reference ranges, performers, notes...).
+READ_ELEMENTS: dict[str, frozenset[str]] = {
+    "Patient": frozenset({"id", "meta", "gender", "birthDate"}),
+    "Observation": frozenset({"id", "meta", "status", "code", "subject", "effectiveDateTime",
+                              "effectivePeriod", "effectiveInstant", "issued", "valueQuantity"}),
+    "MedicationRequest": frozenset({"id", "meta", "status", "intent", "subject", "medicationCodeableConcept",
+                                    "medicationReference", "contained", "dosageInstruction"}),
+    "Medication": frozenset({"id", "meta", "code"}),
+    "ServiceRequest": frozenset({"id", "meta", "status", "intent", "subject", "code"}),
+}
+
+
+def read_part(data: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resource the rules read (see ``READ_ELEMENTS``)."""
+    keep = READ_ELEMENTS[data["resourceType"]]
+    return {k: v for k, v in data.items() if k in keep or k == "resourceType"}
+
+
+def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) -> Any:
+    """Validate the elements the rules read of one resource of a used type; return the R4B model."""
+    if not isinstance(data, dict):
+        raise InvalidFhir(f"{where}: expected a FHIR resource (JSON object), got {type(data).__name__}",
+                          field=where)
+    resource_type = data.get("resourceType")
+    if not isinstance(resource_type, str) or resource_type not in USED_TYPES:
+        raise InvalidFhir(
+            f"{where}: resourceType {resource_type!r} is not one this service reads", field=where
+        )
+    part = read_part(data)
+    key = cache.key(part) if cache is not None and cache.max_entries > 0 else None
+    if key is not None:
+        model = cache.get(key)
+        if model is not None:
+            return model
+    try:
+        model = model_for(resource_type).model_validate(part)
+    except ValidationError as exc:
+        raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {_describe(exc)}", field=where) from exc
+    except (TypeError, ValueError) as exc:  # fhir.resources raises these for some malformed primitives
+        raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {exc}", field=where) from exc
+    if key is not None:
+        cache.put(key, model)
+    return model
+
+
+def iter_resources(data: Any, *, where: str, max_entries: int | None = None) -> Iterator[tuple[str, dict]]:
+    """Yield ``(where, resource_dict)`` for each resource in a Bundle, or the resource itself.
+
+    The Bundle's own shape is checked here (cheaply); the entries are validated by ``parse_resource``.
+    """
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        raise InvalidFhir(
+            f"{where}: expected a FHIR Bundle or resource, got {type(data).__name__}", field=where
+        )
+    if data.get("resourceType") != "Bundle":
+        yield where, data
+        return
+    entries = data.get("entry", [])
+    if entries is None:
+        return
+    if not isinstance(entries, list):
+        raise InvalidFhir(f"{where}.entry: expected a list", field=f"{where}.entry")
+    if max_entries is not None and len(entries) > max_entries:
+        from cds.errors import LimitExceeded
+
+        raise LimitExceeded(f"{where}: {len(entries)} Bundle entries, more than the limit of {max_entries}",
+                            field=f"{where}.entry")
+    for index, entry in enumerate(entries):
+        here = f"{where}.entry[{index}]"
+        if not isinstance(entry, dict):
+            raise InvalidFhir(f"{here}: expected a Bundle entry object", field=here)
+        resource = entry.get("resource")
+        if resource is None:
+            continue
+        yield f"{here}.resource", resource
+
+
+def parse_all(data: Any, *, where: str, max_entries: int | None = None,
+              relevant: Callable[[Any], bool] | None = None, cache: ModelCache | None = None) -> list[Any]:
+    """Parse the used resources in a Bundle (or a single resource).
+
+    Types the rules never read are skipped, and so is any resource ``relevant`` rejects (it is not
+    validated at all: the rules could not use it).
+    """
+    models = []
+    for here, resource in iter_resources(data, where=where, max_entries=max_entries):
+        if isinstance(resource, dict) and not is_used_type(resource.get("resourceType")):
+            continue
+        if relevant is not None and not relevant(resource):
+            continue
+        models.append(parse_resource(resource, where=here, cache=cache))
+    return models

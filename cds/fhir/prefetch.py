@@ -1,0 +1,169 @@
+"""Prefetch: what the client sent, per key, and what must be fetched from its FHIR server.
+
+Per key of the discovery document's prefetch templates:
+
+* absent                      the client did not try          -> fetch it
+* ``null``                    the client found nothing        -> no data, do not fetch
+* OperationOutcome            the client's query failed       -> fetch it
+* Bundle with a ``next`` link the client sent the first page  -> fetch the remaining pages
+* Bundle/resource             the client's data               -> use it
+
+Fetching is delegated to a ``Fetch`` (``cds.fhir.client.FhirClient``). When a key cannot be obtained (no
+``fhirServer``, the server not allowed, down, refusing, answering garbage) the call fails with
+``DataUnavailable`` (HTTP 412) naming every such key and why. The rules need every key, so partial data is
+never evaluated: complete data or an honest 412.
+
+Provenance per key goes to the audit record, and is complete before any error is raised:
+``client`` (sent by the client and used as sent), ``fetched`` (the service asked the FHIR server, including
+the remaining pages of a paged Bundle the client sent), ``empty`` (no data: ``null`` from the client or a read
+answered 404), ``failed`` (could not be obtained). Pure code: the network is behind ``Fetch``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from cds.errors import DataUnavailable, FhirServerError, FhirServerNotAllowed
+from cds.hooks.envelope import HookRequest
+
+TOKEN = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
+
+#: prefetch token -> the resource type ``context.userId`` must name for the token to be filled
+USER_TOKENS = {"userPractitionerId": "Practitioner", "userPractitionerRoleId": "PractitionerRole",
+               "userPatientId": "Patient", "userRelatedPersonId": "RelatedPerson"}
+
+
+class Fetch(Protocol):
+    def __call__(self, request: HookRequest, key: str, query: str) -> Any:
+        """Run ``query`` (a rendered template) against ``request.fhir_server``: every page of a search as one
+        searchset Bundle, the resource of a read, or ``None`` when a read finds nothing. Raises
+        ``DataUnavailable`` (usually ``FhirServerError``) naming the key when it cannot."""
+
+    def complete(self, request: HookRequest, key: str, bundle: dict[str, Any]) -> dict[str, Any]:
+        """Return a client-sent searchset Bundle with the pages behind its ``next`` link added."""
+
+
+@dataclass
+class Gathered:
+    data: dict[str, Any] = field(default_factory=dict)  # key -> Bundle/resource dict (or None)
+    provenance: dict[str, str] = field(default_factory=dict)  # key -> client | fetched | empty | failed
+
+
+def render_template(template: str, request: HookRequest) -> str:
+    """Fill ``{{context.x}}`` and ``{{userXId}}`` tokens from the request, each value URL-encoded.
+
+    Raises ``DataUnavailable`` naming the token when it cannot be filled (no such context field, a field that
+    is not a primitive, or a user token that does not match the type of ``context.userId``).
+    """
+    user = str(request.context.get("userId", ""))
+    user_type, _, user_id = user.partition("/")
+
+    def value(match: re.Match[str]) -> str:
+        token = match.group(1)
+        if token == "context.patientId":
+            found: Any = request.patient_id
+        elif token.startswith("context.") and token.count(".") == 1:
+            found = request.context.get(token[len("context."):])
+            if isinstance(found, bool):
+                found = "true" if found else "false"
+            if not isinstance(found, str | int | float) or found == "":
+                raise DataUnavailable(f"prefetch token {{{{{token}}}}} has no primitive value in the context",
+                                      field=token)
+        elif token in USER_TOKENS and user_type == USER_TOKENS[token] and user_id:
+            found = user_id
+        else:
+            raise DataUnavailable(f"prefetch token {{{{{token}}}}} cannot be filled from this request",
+                                  field=token)
+        return quote(str(found), safe="")
+
+    return TOKEN.sub(value, template)
+
+
+def is_operation_outcome(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
+
+
+def next_link(bundle: Any) -> str | None:
+    """The ``next`` link of a Bundle, if any."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        return None
+    for link in bundle.get("link") or []:
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return link["url"]
+    return None
+
+
+def gather(request: HookRequest, templates: Mapping[str, str], fetch: Fetch | None,
+           out: Gathered | None = None) -> Gathered:
+    """Every key's data, from the client or fetched; ``DataUnavailable`` (412) when any cannot be obtained.
+
+    Fills ``out`` when given, so that a caller still holds the provenance of every key when this raises.
+    """
+    out = Gathered() if out is None else out
+    sent = request.prefetch or {}
+    wanted: dict[str, str] = {}  # key -> why the service must ask the FHIR server
+    for key in templates:
+        if key not in sent:
+            wanted[key] = "not sent by the client"
+        elif sent[key] is None:
+            out.data[key], out.provenance[key] = None, "empty"
+        elif is_operation_outcome(sent[key]):
+            wanted[key] = "the client's query failed (it sent an OperationOutcome)"
+        elif next_link(sent[key]):
+            wanted[key] = "the client sent one page of a paged Bundle"
+        else:
+            out.data[key], out.provenance[key] = sent[key], "client"
+    if wanted:
+        _fetch_all(request, templates, fetch, wanted, sent, out)
+    out.data = {key: out.data[key] for key in templates if key in out.data}  # template order, either way
+    return out
+
+
+def _fetch_all(request: HookRequest, templates: Mapping[str, str], fetch: Fetch | None,
+               wanted: dict[str, str], sent: Mapping[str, Any], out: Gathered) -> None:
+    if fetch is None or not request.fhir_server:
+        why = "no fhirServer in the request" if fetch is not None else "this service has no FHIR client"
+        for key in wanted:
+            out.provenance[key] = "failed"
+        raise DataUnavailable(
+            f"prefetch data could not be obtained for {', '.join(wanted)}: {why} to fetch it from",
+            field=_field(list(wanted)),
+            details=[f"prefetch.{key}: {reason}; {why}" for key, reason in wanted.items()])
+    failures: dict[str, str] = {}
+    kind: type[DataUnavailable] = DataUnavailable
+    stopped: DataUnavailable | None = None
+    for key in wanted:
+        if stopped is not None:
+            out.provenance[key] = "failed"
+            failures[key] = f"not fetched, because the FHIR server already failed: {stopped.message}"
+            continue
+        try:
+            if next_link(sent.get(key)):
+                data = fetch.complete(request, key, sent[key])
+            else:
+                data = fetch(request, key, render_template(templates[key], request))
+        except DataUnavailable as exc:
+            out.provenance[key] = "failed"
+            failures[key] = exc.message
+            kind = type(exc) if kind is DataUnavailable else kind
+            server_wide = isinstance(exc, FhirServerError) and exc.server_wide
+            if isinstance(exc, FhirServerNotAllowed) or server_wide:
+                stopped = exc
+            continue
+        out.data[key] = data
+        out.provenance[key] = "empty" if data is None else "fetched"
+    if failures:
+        if isinstance(stopped, FhirServerNotAllowed):
+            kind = FhirServerNotAllowed  # a refused server is the answer, whatever else failed first
+        first = next(iter(failures.values()))
+        raise kind(f"prefetch data could not be obtained for {', '.join(failures)}: {first}",
+                   field=_field(list(failures)),
+                   details=[f"prefetch.{key}: {reason}" for key, reason in failures.items()])
+
+
+def _field(keys: list[str]) -> str:
+    return f"prefetch.{keys[0]}" if len(keys) == 1 else "prefetch"

@@ -1,0 +1,53 @@
+"""The services this CDS service offers and their prefetch templates (built from the pack's value sets)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cds.rules.pack import RulePack
+
+SERVICES = (
+    ("bone-health-patient-view", "patient-view", "Bone health on aromatase inhibitors (chart review)"),
+    ("bone-health-order-select", "order-select", "Bone health on aromatase inhibitors (while ordering)"),
+    ("bone-health-order-sign", "order-sign", "Bone health on aromatase inhibitors (before signing)"),
+)
+
+DESCRIPTION = (
+    "Bone-health advice for patients on aromatase inhibitors: low estradiol in men, falling DXA "
+    "bone density, missing or low 25-OH vitamin D, and overdue monitoring. Every card cites its source."
+)
+
+
+def prefetch_templates(pack: RulePack) -> dict[str, str]:
+    vs = pack.valuesets
+    loinc = vs["systems"]["loinc"]
+
+    def codes(values: list[str]) -> str:
+        return ",".join(f"{loinc}|{c}" for c in values)
+
+    dxa_codes = [
+        c for site in vs["dxa"].values() for kind in ("t_score", "z_score", "bmd") for c in site[kind]
+    ]
+    observations = "Observation?patient={{context.patientId}}&code="
+    return {
+        "patient": "Patient/{{context.patientId}}",
+        "estradiol": observations + codes(vs["labs"]["estradiol"]["loinc"]),
+        "vitaminD": observations + codes(vs["labs"]["vitamin_d"]["loinc"]),
+        "dxa": observations + codes(dxa_codes),
+        "medications": (
+            "MedicationRequest?patient={{context.patientId}}&status=active,on-hold"
+            "&_include=MedicationRequest:medication"
+        ),
+    }
+
+
+def discovery_document(pack: RulePack) -> dict[str, Any]:
+    prefetch = prefetch_templates(pack)
+    return {"services": [
+        {"id": service_id, "hook": hook, "title": title, "description": DESCRIPTION, "prefetch": prefetch}
+        for service_id, hook, title in SERVICES
+    ]}
+
+
+def hook_of(service_id: str) -> str | None:
+    return next((hook for sid, hook, _ in SERVICES if sid == service_id), None)

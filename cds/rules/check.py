@@ -1,0 +1,314 @@
+"""Checking a loaded rule pack: every problem in every file, as one list of sentences. Pure code.
+
+What is checked (each has a test that writes a broken pack and expects the problem to be named):
+
+* pack.yaml: an id and a semantic version;
+* thresholds.yaml: every threshold has a numeric value, a unit and a source;
+* valuesets.yaml: systems named by medications/orders exist, every lab has LOINC codes and accepts its own
+  canonical unit, every DXA site has a title;
+* each rule: id and file name, semantic version, status, kind, When/Then text, citations (title and an
+  https:// URL), conditions (known fact types, known operators, unique aliases, negation over base facts
+  only), thresholds that exist, value-set names that resolve (drug class, analyte, order kind, DXA site),
+  ``needs`` entries, ``derive``; and for card rules the indicator, placeholders that name a matched alias,
+  a summary that stays under 140 characters for every threshold value, suggestions and their actions,
+  override reasons and ``supersedes`` targets.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from cds.rules.conditions import OPERATORS
+from cds.rules.templating import PLACEHOLDER, references, strings_in
+from cds.rules.transforms import TRANSFORMS
+
+if TYPE_CHECKING:
+    from cds.rules.pack import Rule, RulePack
+
+SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
+STATUSES = {"active", "draft", "retired"}
+INDICATORS = {"info", "warning", "critical"}
+#: fact types produced by the facts stage; derived types come from rules' ``derive``
+BASE_FACTS = {"patient", "medication", "lab", "dxa", "dxa_change", "problem", "order"}
+#: per base fact type, fields whose value must name entries of value sets (an order's kind is an order
+#: value set or, for a draft medication order, a medication class)
+_VALUESET_FIELDS = {
+    "medication": {"drug_class": ("medications",)},
+    "lab": {"analyte": ("labs",)},
+    "problem": {"analyte": ("labs",)},
+    "order": {"kind": ("orders", "medications")},
+    "dxa": {"site": ("dxa",)},
+    "dxa_change": {"site": ("dxa",)},
+}
+#: widest text a placeholder can produce, for the summary-length check
+_PLACEHOLDER_WIDTH = {
+    "ingredient": 15,
+    "site_title": 22,
+    "date": 10,
+    "from_date": 10,
+    "to_date": 10,
+    "change_text": 60,
+    "band_title": 22,
+    "what": 22,
+    "score_name": 7,
+    "reported": 14,
+}
+
+
+def check(pack: RulePack) -> list[str]:
+    """Every problem in a pack: schema, versions, citations, thresholds, value sets, card wording."""
+    problems: list[str] = []
+    if not pack.id:
+        problems.append("pack.yaml: needs an id")
+    if not SEMVER.match(pack.version):
+        problems.append(f"pack.yaml: version {pack.version!r} is not semantic (MAJOR.MINOR.PATCH)")
+    for name, spec in pack.thresholds.items():
+        value = spec.get("value")
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not spec.get("source")
+            or not spec.get("unit")
+        ):
+            problems.append(f"thresholds.yaml: {name} needs a numeric value, a unit and a source")
+    problems += _check_valuesets(pack.valuesets)
+    known_facts = BASE_FACTS | pack.derived_types()
+    seen: set[str] = set()
+    for rule in pack.rules:
+        where = rule.path or rule.id
+        try:
+            found = _check_rule(rule, pack, known_facts)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a shape no specific check expects
+            found = [f"malformed rule ({type(exc).__name__}: {exc}); see docs/rules.md for the schema"]
+        problems += [f"{where}: {p}" for p in found]
+        if rule.id in seen:
+            problems.append(f"{where}: duplicate rule id {rule.id!r}")
+        seen.add(rule.id)
+    return problems
+
+
+def _check_valuesets(vs: dict[str, Any]) -> list[str]:
+    problems = []
+    systems = vs.get("systems") or {}
+    for key in ("rxnorm", "atc", "loinc"):
+        if key not in systems:
+            problems.append(f"valuesets.yaml: systems.{key} is missing")
+    for name, spec in (vs.get("medications") or {}).items():
+        if (
+            not isinstance(spec, dict)
+            or not isinstance(spec.get("ingredients"), dict)
+            or not spec["ingredients"]
+        ):
+            problems.append(f"valuesets.yaml: medications.{name} needs ingredients")
+    for name, spec in (vs.get("labs") or {}).items():
+        if (
+            not isinstance(spec, dict)
+            or not spec.get("loinc")
+            or spec.get("canonical_unit") not in (spec.get("units") or {})
+        ):
+            problems.append(
+                f"valuesets.yaml: labs.{name} needs LOINC codes and units including its canonical unit"
+            )
+    for name, spec in (vs.get("dxa") or {}).items():
+        if not isinstance(spec, dict) or not spec.get("title"):
+            problems.append(f"valuesets.yaml: dxa.{name} needs a title")
+    for name, spec in (vs.get("orders") or {}).items():
+        for system_key in spec or {}:
+            if system_key not in systems:
+                problems.append(f"valuesets.yaml: orders.{name} uses system {system_key!r}, not in systems")
+    return problems
+
+
+def _check_rule(rule: Rule, pack: RulePack, known_facts: set[str]) -> list[str]:
+    problems = []
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", rule.id):
+        problems.append(f"id {rule.id!r} must be lower-case words joined by hyphens")
+    if rule.path and rule.path != f"{rule.id}.yaml":
+        problems.append(f"file name should be {rule.id}.yaml")
+    if not SEMVER.match(rule.version):
+        problems.append(f"version {rule.version!r} is not semantic (MAJOR.MINOR.PATCH)")
+    if rule.status not in STATUSES:
+        problems.append(f"status {rule.status!r} not one of {sorted(STATUSES)}")
+    if rule.kind not in {"derived", "card"}:
+        problems.append(f"kind {rule.kind!r} must be 'derived' or 'card'")
+    for name in ("title", "when", "then"):
+        if not isinstance(getattr(rule, name), str) or not getattr(rule, name).strip():
+            problems.append(f"{name} must be a non-empty text")
+    if not isinstance(rule.citations, list) or not rule.citations:
+        problems.append("needs at least one citation")
+    for citation in rule.citations if isinstance(rule.citations, list) else []:
+        if (
+            not isinstance(citation, dict)
+            or not str(citation.get("url", "")).startswith("https://")
+            or not citation.get("title")
+        ):
+            problems.append(f"citation {citation!r} needs a title and an https:// url")
+    if not isinstance(rule.match, dict) or not rule.match.get("all"):
+        return problems + ["match.all needs at least one condition"]
+    problems += _check_conditions(rule, pack, known_facts)
+    for need in rule.needs:
+        if (
+            not isinstance(need, dict)
+            or need.get("fact") not in BASE_FACTS
+            or not need.get("field")
+            or not need.get("reason")
+        ):
+            problems.append(f"needs entry {need!r} must name a base fact, a field and a reason")
+    if rule.derive is not None:
+        if not isinstance(rule.derive, dict) or not rule.derive.get("t"):
+            problems.append("derive needs a fact type t")
+        else:
+            for name, source in (rule.derive.get("copy") or {}).items():
+                if str(source).partition(".")[0] not in rule.aliases:
+                    problems.append(f"derive.copy.{name} reads {source!r}, but no condition is named that")
+            for name, template in (rule.derive.get("format") or {}).items():
+                for alias, _field in references(str(template)):
+                    if alias not in rule.aliases:
+                        problems.append(
+                            f"derive.format.{name} refers to {alias!r}, but no condition is named that"
+                        )
+    if rule.kind == "derived" and not rule.derive:
+        problems.append("a derived rule needs derive.t")
+    if rule.kind == "card":
+        problems += _check_card(rule, pack)
+    return problems
+
+
+def _operands(spec: Any) -> list[tuple[str, Any]]:
+    return list(spec.items()) if isinstance(spec, dict) else [("eq", spec)]
+
+
+def _check_where(where: Any, label: str, fact: str, pack: RulePack) -> list[str]:
+
+    if not isinstance(where, dict):
+        return [f"{label}: where must be a mapping of field to test"]
+    problems = []
+    for name, spec in where.items():
+        for op, operand in _operands(spec):
+            if op not in OPERATORS:
+                problems.append(f"{label}: unknown operator {op!r} on {fact}.{name}")
+            elif op == "in" and (not isinstance(operand, list) or not operand):
+                problems.append(f"{label}: 'in' on {fact}.{name} needs a non-empty list")
+            if (
+                isinstance(operand, dict)
+                and "threshold" in operand
+                and operand["threshold"] not in pack.thresholds
+            ):
+                problems.append(
+                    f"refers to threshold {operand['threshold']!r}, which thresholds.yaml does not define"
+                )
+            elif op in {"lt", "lte", "gt", "gte"} and not (
+                isinstance(operand, dict)
+                or (isinstance(operand, int | float) and not isinstance(operand, bool))
+            ):
+                problems.append(f"{label}: {op} on {fact}.{name} needs a number or a threshold")
+            sections = _VALUESET_FIELDS.get(fact, {}).get(name)
+            if sections and op in {"eq", "in", "ne"}:
+                names = {n for s in sections for n in (pack.valuesets.get(s) or {})}
+                for value in operand if isinstance(operand, list) else [operand]:
+                    if isinstance(value, str) and value not in names:
+                        problems.append(
+                            f"{label}: {name} {value!r} is not in valuesets.yaml {' or '.join(sections)}"
+                        )
+    return problems
+
+
+def _check_conditions(rule: Rule, pack: RulePack, known_facts: set[str]) -> list[str]:
+    problems = []
+    aliases = rule.aliases
+    if len(set(aliases)) != len(aliases):
+        problems.append(f"match.all names an alias twice: {aliases}")
+    for section in ("all", "none"):
+        for index, cond in enumerate(rule.match.get(section) or []):
+            label = f"match.{section}[{index}]"
+            if not isinstance(cond, dict):
+                problems.append(f"{label}: not a mapping")
+                continue
+            fact = cond.get("fact")
+            if fact not in known_facts:
+                problems.append(f"{label}: unknown fact type {fact!r}")
+            if section == "none" and fact not in BASE_FACTS:
+                problems.append(f"match.none: {fact!r} is derived; negation only over base facts")
+            problems += _check_where(cond.get("where") or {}, label, str(fact), pack)
+            any_of = cond.get("any_of")
+            if any_of is not None and (not isinstance(any_of, list) or not any_of):
+                problems.append(f"{label}: any_of must be a non-empty list of where mappings")
+            for alt in any_of if isinstance(any_of, list) else []:
+                problems += _check_where(alt, f"{label}.any_of", str(fact), pack)
+    for name in rule.thresholds:
+        if name not in pack.thresholds:
+            problems.append(f"refers to threshold {name!r}, which thresholds.yaml does not define")
+    return problems
+
+
+def _check_card(rule: Rule, pack: RulePack) -> list[str]:
+
+    problems = []
+    card = rule.card if isinstance(rule.card, dict) else {}
+    if not card.get("summary"):
+        return ["a card rule needs card.summary"]
+    if card.get("indicator") not in INDICATORS:
+        problems.append(f"card.indicator must be one of {sorted(INDICATORS)}")
+    aliases = set(rule.aliases) | {"threshold", "context"}
+    for text in strings_in(card):
+        for alias, name in references(text):
+            if alias not in aliases:
+                problems.append(
+                    f"card text refers to {{{alias}.{name}}}, but no condition is named {alias!r}"
+                )
+            if alias == "threshold" and name not in pack.thresholds:
+                problems.append(f"card text refers to unknown threshold {name!r}")
+    longest = _longest_summary(card["summary"], pack)
+    if longest >= 140:
+        problems.append(f"card.summary can reach {longest} characters; it must stay under 140")
+    for option in card.get("indicator_when") or []:
+        if option.get("indicator") not in INDICATORS:
+            problems.append(f"indicator_when: indicator must be one of {sorted(INDICATORS)}")
+        for key in option.get("where") or {}:
+            if key.partition(".")[0] not in rule.aliases:
+                problems.append(f"indicator_when tests {key!r}, but no condition is named that")
+    for reason in card.get("override_reasons") or []:
+        if not reason.get("code") or not reason.get("display"):
+            problems.append("every override reason needs a code and a display")
+    card_rules = {r.id for r in pack.rules if r.kind == "card"}
+    for other in card.get("supersedes") or []:
+        if other not in card_rules or other == rule.id:
+            problems.append(f"supersedes {other!r}, which is not another card rule of this pack")
+    orderable = set(pack.valuesets.get("orders") or {}) | set(pack.valuesets.get("medications") or {})
+    for suggestion in card.get("suggestions") or []:
+        if not suggestion.get("label") or not suggestion.get("actions"):
+            problems.append("every suggestion needs a label and actions")
+        if suggestion.get("unless_ordered") and suggestion["unless_ordered"] not in orderable:
+            problems.append(
+                f"unless_ordered {suggestion['unless_ordered']!r} is not an order kind or "
+                "medication class in valuesets.yaml"
+            )
+        loop = suggestion.get("for_each")
+        if loop and loop.get("alias") not in rule.aliases:
+            problems.append(f"for_each names alias {loop.get('alias')!r}, but no condition is named that")
+        for action in suggestion.get("actions") or []:
+            kind = action.get("type")
+            if kind not in {"create", "update", "delete"}:
+                problems.append(f"action type {kind!r} must be create, update or delete")
+            if not action.get("description"):
+                problems.append("every action needs a description")
+            if kind == "create" and not isinstance(action.get("resource"), dict):
+                problems.append("a create action needs a resource")
+            if kind in {"update", "delete"} and action.get("resource_from") not in rule.aliases:
+                problems.append(f"an {kind} action needs resource_from naming a matched order")
+            if action.get("transform") and action["transform"] not in TRANSFORMS:
+                problems.append(f"unknown transform {action['transform']!r} (known: {sorted(TRANSFORMS)})")
+    return problems
+
+
+def _longest_summary(summary: str, pack: RulePack) -> int:
+    def width(match: re.Match[str]) -> str:
+        alias, name, _spec = match.groups()
+        if alias == "threshold" and name in pack.thresholds:
+            return "x" * len(f"{pack.thresholds[name]['value']:g}")
+        if alias == "context":
+            return "x" * 40
+        return "x" * _PLACEHOLDER_WIDTH.get(name, 8)
+
+    return len(PLACEHOLDER.sub(width, summary))

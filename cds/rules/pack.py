@@ -1,0 +1,152 @@
+"""The rule pack: versioned, cited rule files in ``rules/`` loaded, checked and compiled.
+
+Layout of a pack folder::
+
+    pack.yaml          id, version, title
+    thresholds.yaml    named default thresholds (value, unit, help, source)
+    valuesets.yaml     codes: medications by class, lab analytes with units, DXA sites, orders
+    rules/*.yaml       one rule per file (see docs/rules.md for the schema)
+    archive/           retired rules, never loaded
+
+A site's threshold overrides (``CDS_SITE_CONFIG``) are applied on top of ``thresholds.yaml``. The pack's
+content hash covers every loaded file plus the overrides, so an audit record names exactly what ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cds.errors import RulePackError
+from cds.rules.check import check
+
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "rules"
+SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    version: str
+    status: str
+    kind: str
+    title: str
+    when: str
+    then: str
+    citations: list[dict[str, Any]]
+    match: dict[str, list[dict[str, Any]]]
+    thresholds: list[str] = field(default_factory=list)
+    needs: list[dict[str, Any]] = field(default_factory=list)
+    derive: dict[str, Any] | None = None
+    card: dict[str, Any] | None = None
+    path: str = ""
+
+    @property
+    def aliases(self) -> list[str]:
+        conditions = self.match.get("all") if isinstance(self.match, dict) else None
+        return [(c.get("as") if isinstance(c, dict) else None) or f"m{i}"
+                for i, c in enumerate(conditions if isinstance(conditions, list) else [])]
+
+
+@dataclass(frozen=True)
+class RulePack:
+    id: str
+    version: str
+    title: str
+    content_hash: str
+    thresholds: dict[str, dict[str, Any]]
+    valuesets: dict[str, Any]
+    rules: list[Rule]
+    directory: str
+
+    def threshold(self, name: str) -> float:
+        return self.thresholds[name]["value"]
+
+    def derived_types(self) -> set[str]:
+        return {r.derive["t"] for r in self.rules if isinstance(r.derive, dict) and r.derive.get("t")}
+
+    def rule(self, rule_id: str) -> Rule:
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(rule_id)
+
+    @property
+    def active_rules(self) -> list[Rule]:
+        return [r for r in self.rules if r.status == "active"]
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RulePackError(f"{path}: cannot read: {exc}") from exc
+
+
+def load(directory: str | Path | None = None, site_config: str | Path | None = None) -> RulePack:
+    """Load and check a pack; raise ``RulePackError`` listing every problem found."""
+    root = Path(directory) if directory else DEFAULT_DIR
+    if not (root / "pack.yaml").is_file():
+        raise RulePackError(f"{root}: not a rule pack (no pack.yaml)")
+    digest = hashlib.sha256()
+    files = [root / "pack.yaml", root / "thresholds.yaml", root / "valuesets.yaml",
+             *sorted((root / "rules").glob("*.yaml"))]
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    meta = _read_yaml(root / "pack.yaml") or {}
+    declared = (_read_yaml(root / "thresholds.yaml") or {}).get("thresholds") or {}
+    # a bare number has no unit or source: kept as {"value": ...} so the check names what is missing
+    thresholds = {k: dict(v) if isinstance(v, dict) else {"value": v} for k, v in declared.items()}
+    problems: list[str] = []
+    if site_config:
+        site_path = Path(site_config)
+        digest.update(b"site\0" + site_path.read_bytes())
+        overrides = ((_read_yaml(site_path) or {}).get("thresholds") or {})
+        for name, value in overrides.items():
+            if name not in thresholds:
+                problems.append(f"{site_path}: override of unknown threshold {name!r}")
+            elif not isinstance(value, int | float) or isinstance(value, bool):
+                problems.append(f"{site_path}: threshold {name} must be a number, got {value!r}")
+            else:
+                thresholds[name]["value"] = value
+                thresholds[name]["site_override"] = True
+    valuesets = _read_yaml(root / "valuesets.yaml") or {}
+    rules = []
+    for path in files[3:]:
+        data = _read_yaml(path)
+        if not isinstance(data, dict):
+            problems.append(f"{path.name}: not a mapping")
+            continue
+        try:
+            rules.append(_rule_from(data, path))
+        except KeyError as exc:
+            problems.append(f"{path.name}: missing field {exc}")
+        except TypeError as exc:
+            problems.append(f"{path.name}: {exc}")
+    pack = RulePack(id=str(meta.get("id", "")), version=str(meta.get("version", "")),
+                    title=str(meta.get("title", "")), content_hash=digest.hexdigest(),
+                    thresholds=thresholds, valuesets=valuesets, rules=rules, directory=str(root))
+
+    problems += check(pack)
+    if problems:
+        raise RulePackError(f"rule pack {root} has {len(problems)} problem(s)", details=problems)
+    return pack
+
+
+RULE_FIELDS = {"id", "version", "status", "kind", "title", "when", "then", "citations", "match", "thresholds",
+               "needs", "derive", "card"}
+
+
+def _rule_from(data: dict[str, Any], path: Path) -> Rule:
+    unknown = sorted(set(data) - RULE_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown field(s) {', '.join(unknown)}")
+    return Rule(id=data["id"], version=str(data["version"]), status=data["status"], kind=data["kind"],
+                title=data["title"], when=data["when"], then=data["then"], citations=data["citations"],
+                match=data["match"], thresholds=data.get("thresholds", []), needs=data.get("needs", []),
+                derive=data.get("derive"), card=data.get("card"), path=path.name)

@@ -1,0 +1,207 @@
+"""Replaying fixture bundles against a running service and checking the cards it answers.
+
+A fixture is any ``*.json`` FHIR Bundle with a sidecar ``<name>.expected.json``::
+
+    {"hook": "order-sign", "at": "2026-11-22",
+     "cards": [{"rule": "low-estradiol-on-ai", "indicator": "warning", "summary_contains": "Low estradiol"}],
+     "not_cards": ["vitamin-d-missing"],
+     "status": 200}
+
+Each expected card must be answered (a card whose ``source.topic.code`` is the rule id, with that
+indicator and a summary containing that text, when given); no card may come from a rule in
+``not_cards``; with ``strict``, no other card may come at all. ``status`` (default 200) is the HTTP status
+expected. ``find_fixtures`` and ``compare`` are pure; ``replay`` does the I/O through a ``HookClient``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cds.toolkit.hookclient import HookClient, outcome_line
+from cds.toolkit.offline import load_bundle
+from cds.toolkit.request import build_hook_request, choose_service, load_sidecar, shift_for
+
+
+@dataclass
+class Fixture:
+    path: Path
+    expected: dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    fixture: Path
+    verdict: str  # passed | failed | errored
+    latency_ms: float | None = None
+    problems: list[str] = field(default_factory=list)  # the diff, one line each
+    cards: list[dict[str, Any]] = field(default_factory=list)
+
+
+def find_fixtures(root: str | Path) -> list[Fixture]:
+    """Every fixture with a sidecar under ``root`` (recursively; ``root`` may be one fixture file)."""
+    root = Path(root)
+    candidates = [root] if root.is_file() else sorted(root.rglob("*.json"))
+    found = []
+    for path in candidates:
+        if path.name.endswith(".expected.json"):
+            continue
+        expected = load_sidecar(path)
+        if expected is not None:
+            found.append(Fixture(path, expected))
+    return found
+
+
+def rule_of(card: Mapping[str, Any]) -> str:
+    return str(((card.get("source") or {}).get("topic") or {}).get("code") or "(no rule)")
+
+
+def describe(card: Mapping[str, Any]) -> str:
+    return f"{rule_of(card)} [{card.get('indicator')}] {card.get('summary')!r}"
+
+
+def _expectation(spec: Mapping[str, Any]) -> str:
+    parts = [str(spec.get("rule"))]
+    if spec.get("indicator"):
+        parts.append(f"[{spec['indicator']}]")
+    if spec.get("summary_contains"):
+        parts.append(f"summary containing {spec['summary_contains']!r}")
+    return " ".join(parts)
+
+
+def compare(expected: Mapping[str, Any], cards: list[dict[str, Any]], *, strict: bool = False) -> list[str]:
+    """The differences between the expectations and the cards answered, as diff lines (empty: a pass)."""
+    problems: list[str] = []
+    used: set[int] = set()
+    for spec in expected.get("cards") or []:
+        same_rule = [i for i, c in enumerate(cards) if rule_of(c) == spec.get("rule")]
+        fits = [
+            i
+            for i in same_rule
+            if i not in used
+            and (not spec.get("indicator") or cards[i].get("indicator") == spec["indicator"])
+            and (not spec.get("summary_contains") or spec["summary_contains"] in str(cards[i].get("summary")))
+        ]
+        if fits:
+            used.add(fits[0])
+            continue
+        problems.append(f"- expected {_expectation(spec)}")
+        for i in same_rule:
+            problems.append(f"+ answered {describe(cards[i])}")
+    unwanted = set(expected.get("not_cards") or [])
+    for i, card in enumerate(cards):
+        if rule_of(card) in unwanted:
+            problems.append(f"+ unexpected {describe(card)} (listed in not_cards)")
+        elif (
+            strict
+            and i not in used
+            and not any(rule_of(card) == s.get("rule") for s in expected.get("cards") or [])
+        ):
+            problems.append(f"+ unexpected {describe(card)} (strict: not in cards)")
+    return problems
+
+
+def replay(
+    fixtures: Iterable[Fixture],
+    client: HookClient,
+    *,
+    prefetch: str = "full",
+    shift: bool = True,
+    server_date: dt.date | None = None,
+    strict: bool = False,
+    progress: Callable[[int, Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Send each fixture to the service; return one ``Outcome`` per fixture, in order."""
+    fixtures = list(fixtures)
+    outcomes: list[Outcome] = []
+    found = client.discovery()
+    for index, fixture in enumerate(fixtures):
+        if found.error:
+            outcome = Outcome(fixture.path, "errored", problems=[f"! discovery failed: {found.error}"])
+        else:
+            outcome = _one(
+                fixture,
+                client,
+                found.body,
+                prefetch=prefetch,
+                shift=shift,
+                server_date=server_date,
+                strict=strict,
+            )
+        outcomes.append(outcome)
+        if progress is not None:
+            progress(index + 1, outcome)
+    return outcomes
+
+
+def _one(
+    fixture: Fixture,
+    client: HookClient,
+    discovery: dict[str, Any],
+    *,
+    prefetch: str,
+    shift: bool,
+    server_date: dt.date | None,
+    strict: bool,
+) -> Outcome:
+    expected = fixture.expected
+    try:
+        bundle = load_bundle(fixture.path)
+        hook = expected["hook"]
+        service = choose_service(discovery, hook, expected.get("service"))
+        days = shift_for(expected.get("at"), server_date, shift)
+        body = build_hook_request(
+            bundle,
+            hook,
+            service,
+            prefetch=expected.get("prefetch", prefetch),
+            omit=expected.get("omit", ()),
+            shift_days=days,
+        )
+    except Exception as exc:  # noqa: BLE001 - a broken fixture is reported, and the replay goes on
+        message = getattr(exc, "message", None) or str(exc)
+        return Outcome(fixture.path, "errored", problems=[f"! cannot build the request: {message}"])
+    exchange = client.call(service["id"], body)
+    if exchange.status is None:
+        return Outcome(fixture.path, "errored", exchange.latency_ms, [f"! {exchange.error}"])
+    want_status = int(expected.get("status", 200))
+    if exchange.status != want_status:
+        verdict = "errored" if exchange.status >= 500 or want_status == 200 else "failed"
+        return Outcome(
+            fixture.path,
+            verdict,
+            exchange.latency_ms,
+            [
+                f"- expected HTTP {want_status}",
+                f"+ answered HTTP {exchange.status}: {outcome_line(exchange.body)}",
+            ],
+        )
+    if want_status != 200:
+        return Outcome(fixture.path, "passed", exchange.latency_ms)
+    cards = exchange.body.get("cards") if isinstance(exchange.body, dict) else None
+    if not isinstance(cards, list):
+        return Outcome(fixture.path, "errored", exchange.latency_ms, ["! the answer has no 'cards' list"])
+    problems = compare(expected, cards, strict=strict)
+    return Outcome(fixture.path, "failed" if problems else "passed", exchange.latency_ms, problems, cards)
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile (``pct`` in 0..100) of ``values``; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * pct // 100))  # ceil
+    return ordered[int(rank) - 1]
+
+
+def summary(outcomes: list[Outcome]) -> dict[str, Any]:
+    latencies = [o.latency_ms for o in outcomes if o.latency_ms is not None]
+    counts = {v: sum(1 for o in outcomes if o.verdict == v) for v in ("passed", "failed", "errored")}
+    return {
+        "total": len(outcomes),
+        **counts,
+        "latency_ms": {f"p{p}": percentile(latencies, p) for p in (50, 95, 99)},
+    }

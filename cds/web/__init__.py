@@ -1,0 +1,1 @@
+"""The HTTP service: the Flask app factory, endpoints, the request guard, OpenAPI, metrics and serving."""

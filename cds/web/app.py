@@ -1,0 +1,77 @@
+"""The Flask application factory: settings, rule pack, evaluator, then each feature registers itself."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from cds import settings
+from cds.decide.evaluate import Evaluator
+from cds.decide.service import HookService
+from cds.errors import CdsError, operation_outcome
+from cds.fhir import client as fhir_client
+from cds.fhir import parse as fhir_parse
+from cds.rules import pack as rulepack
+
+log = logging.getLogger("cds")
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the service. ``config`` overrides settings by name (e.g. ``{"RULES_DIR": ...}``)."""
+    app = Flask("cds")  # the package: its templates/ folder
+    values = settings.load(config)
+    app.config.update(values)
+    app.config["MAX_CONTENT_LENGTH"] = None  # the body limit is ours, answered with an OperationOutcome
+    logging.basicConfig(level=getattr(logging, str(values["LOG_LEVEL"]).upper(), logging.INFO))
+
+    pack = rulepack.load(values["RULES_DIR"] or None, values["SITE_CONFIG"] or None)
+    fhir_parse.warm_up()
+    evaluator = Evaluator(pack)
+    app.extensions["cds.pack"] = pack
+    app.extensions["cds.evaluator"] = evaluator
+    app.extensions["cds.service"] = HookService(evaluator, source_label=values["SOURCE_LABEL"],
+                                                max_entries=values["MAX_BUNDLE_ENTRIES"],
+                                                fetch=fhir_client.FhirClient(
+                                                    fhir_client.ClientSettings.from_settings(values)),
+                                                model_cache=fhir_parse.ModelCache(values["MODEL_CACHE_SIZE"]))
+
+    from cds.web import api, metrics, openapi
+    from cds.web import guard as http_guard
+
+    api.init_app(app)
+    http_guard.init_app(app)
+    openapi.init_app(app)
+    metrics.init_app(app)
+    if values["AUDIT"]:
+        from cds import audit
+
+        audit.init_app(app)
+    _register_error_handlers(app)
+    return app
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(CdsError)
+    def cds_error(exc: CdsError):
+        if exc.status == 401:
+            return "", 401, {"WWW-Authenticate": "Bearer"}
+        if exc.status >= 500:
+            log.error("request failed: %s", exc.message)
+        return jsonify(exc.to_operation_outcome()), exc.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        body = operation_outcome(
+            exc.description or exc.name, code="not-found" if exc.code == 404 else "processing"
+        )
+        return jsonify(body), exc.code or 500
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unexpected error")
+        return jsonify(operation_outcome("internal error; the request was not processed", severity="fatal",
+                                         code="exception")), 500

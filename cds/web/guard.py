@@ -1,0 +1,120 @@
+"""What stands between the network and the CDS endpoints: client authentication, body limits, CORS,
+baseline response headers. The Flask side of ``cds.auth.verify``.
+
+* Every request to the ``cds_hooks`` blueprint (discovery, each service, feedback) but ``/health``
+  carries a trusted client's JWT, checked before the body is read; ``g.client_iss`` is the verified
+  issuer. A failure is a bare 401 (``WWW-Authenticate: Bearer``); the reason goes to the log, never
+  the token. CORS preflight (``OPTIONS``) needs no token.
+* ``read_body`` reads the request body up to ``MAX_BODY_BYTES`` and no further, whatever the
+  ``Content-Length`` says or when the body comes in chunks (413 above the limit).
+* ``CORS_ORIGINS`` lists the browser origins allowed to call the CDS endpoints.
+* Every response gets ``X-Content-Type-Options: nosniff``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+
+from cds.auth.client_token import DEV_ISS, dev_client
+from cds.auth.replay_store import FileJtiStore, JtiStore
+from cds.auth.trusted_clients import JwksCache, TrustedClient, keys_of, load_trusted_clients
+from cds.auth.verify import TokenVerifier
+from cds.errors import LimitExceeded, Unauthorized
+
+log = logging.getLogger("cds.auth")
+
+BLUEPRINT = "cds_hooks"
+OPEN_ENDPOINTS = {"cds_hooks.health"}
+CORS_METHODS = "GET, POST, OPTIONS"
+CORS_HEADERS = "Authorization, Content-Type"
+CHUNK = 64 * 1024
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["cds.auth"] = build_verifier(app.config)
+    app.before_request_funcs.setdefault(BLUEPRINT, []).append(authenticate)
+    app.after_request(add_headers)
+
+
+def build_verifier(config: Any) -> TokenVerifier:
+    """The token verifier the settings describe, with the start-up warnings they call for."""
+    if config["TRUSTED_CLIENTS"]:
+        clients = load_trusted_clients(config["TRUSTED_CLIENTS"])
+        log.info("trusting %d CDS client(s) from %s", len(clients), config["TRUSTED_CLIENTS"])
+    elif config["DEV_MODE"]:
+        _, jwks = dev_client(config["DEV_CLIENT_DIR"])
+        clients = {DEV_ISS: TrustedClient(iss=DEV_ISS, keys=keys_of(jwks, where="dev client", strict=True))}
+        log.warning("*" * 78)
+        log.warning("DEVELOPMENT TRUST IS ON: calls signed by the development client (iss %s, key in %s)",
+                    DEV_ISS, config["DEV_CLIENT_DIR"])
+        log.warning("are accepted. Never run like this in production: set CDS_DEV_MODE=false and")
+        log.warning("CDS_TRUSTED_CLIENTS to the file of the CDS clients you trust.")
+        log.warning("*" * 78)
+    else:
+        clients = {}
+        log.error("no trusted CDS clients: CDS_DEV_MODE is off and CDS_TRUSTED_CLIENTS is not set, "
+                  "so every call to the CDS endpoints will be refused with 401")
+    jwks = JwksCache(session=config.get("JWKS_SESSION"), ttl=config["JWKS_CACHE_SECONDS"],
+                     timeout=config["JWKS_TIMEOUT_SECONDS"])
+    store = JtiStore.from_url(config["DATABASE_URL"],
+                              fallback=FileJtiStore(Path(config["AUDIT_SPOOL_DIR"]).parent / "jti-fallback"))
+    return TokenVerifier(clients, replay=store.remember, jwks=jwks, leeway=config["AUTH_LEEWAY_SECONDS"],
+                         max_lifetime=config["AUTH_MAX_TOKEN_LIFETIME"])
+
+
+def expected_audience() -> str:
+    """The exact URL of the endpoint called, as the client should name it in ``aud`` (no query string)."""
+    public = current_app.config.get("PUBLIC_URL") or ""
+    if public:
+        return public.rstrip("/") + request.path
+    return request.base_url
+
+
+def authenticate() -> None:
+    if request.method == "OPTIONS" or request.endpoint in OPEN_ENDPOINTS:
+        return
+    verifier: TokenVerifier = current_app.extensions["cds.auth"]
+    try:
+        identity = verifier.verify(request.headers.get("Authorization"), expected_audience())
+    except Unauthorized as exc:
+        log.warning("refused %s %s: %s", request.method, request.path, exc.message)
+        raise
+    g.client_iss = identity.iss
+    g.client_tenant = identity.tenant
+
+
+def read_body(max_bytes: int) -> bytes:
+    """The request body, read no further than ``max_bytes`` (``LimitExceeded`` above it)."""
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        raise LimitExceeded(f"request body is {declared} bytes, more than the limit of {max_bytes}",
+                            field="(body)")
+    stream = request.stream
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = stream.read(min(CHUNK, max_bytes + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > max_bytes:
+            raise LimitExceeded(f"request body is more than the limit of {max_bytes} bytes", field="(body)")
+        chunks.append(chunk)
+
+
+def add_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    origin = request.headers.get("Origin")
+    allowed = current_app.config.get("CORS_ORIGINS") or ()
+    if request.blueprint == BLUEPRINT and origin and ("*" in allowed or origin in allowed):
+        response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
+        response.vary.add("Origin")
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
+            response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
+            response.headers["Access-Control-Max-Age"] = "600"
+    return response

@@ -1,0 +1,95 @@
+"""Prometheus metrics, served at ``GET /metrics`` (turn off with ``CDS_METRICS_ENABLED=false``).
+
+    cds_http_requests_total{endpoint, method, status}     every request, by route template
+    cds_http_request_duration_seconds{endpoint}           latency histogram
+    cds_cards_total{rule, indicator}                      cards answered, by rule id and indicator
+    cds_errors_total{endpoint, kind}                      4xx ("client") and 5xx ("server") answers
+
+``endpoint`` is the Flask route template (``/cds-services/<service_id>``), or ``(unmatched)`` for a URL
+no route serves, so a scanner cannot blow up the label set.
+
+Under gunicorn each worker is a process: ``cds serve --prod`` sets ``PROMETHEUS_MULTIPROC_DIR`` (a fresh
+folder, unless already set) before the workers start, every worker writes its values there, and
+``/metrics`` adds up all workers (``cds/web/gunicorn_conf.py`` marks a dead worker's files). Run any other
+multi-process server the same way, or the numbers are those of whichever worker answers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flask import Blueprint, Flask, Response, abort, current_app, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter("cds_http_requests", "HTTP requests answered", ["endpoint", "method", "status"])
+LATENCY = Histogram(
+    "cds_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+CARDS = Counter("cds_cards", "Cards answered", ["rule", "indicator"])
+ERRORS = Counter("cds_errors", "Error answers (4xx client, 5xx server)", ["endpoint", "kind"])
+
+bp = Blueprint("metrics", __name__)
+CARD_ENDPOINT = "cds_hooks.call_service"
+
+
+def _endpoint() -> str:
+    rule = request.url_rule
+    return rule.rule if rule is not None else "(unmatched)"
+
+
+def _before() -> None:
+    g.metrics_started = time.perf_counter()
+
+
+def _after(response: Response) -> Response:
+    endpoint = _endpoint()
+    started = g.pop("metrics_started", None)
+    if started is not None:
+        LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+    REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+    if response.status_code >= 400:
+        ERRORS.labels(endpoint, "server" if response.status_code >= 500 else "client").inc()
+    if request.endpoint == CARD_ENDPOINT and response.status_code == 200 and response.is_json:
+        for card in (response.get_json(silent=True) or {}).get("cards") or []:
+            if isinstance(card, dict):
+                topic = (card.get("source") or {}).get("topic") or {}
+                CARDS.labels(str(topic.get("code") or "(none)"), str(card.get("indicator"))).inc()
+    return response
+
+
+def exposition() -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest()
+
+
+@bp.get("/metrics")
+def metrics():
+    if not current_app.config.get("METRICS_ENABLED", True):
+        abort(404, "metrics are turned off")
+    return Response(exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_before)
+    app.after_request(_after)
+    app.register_blueprint(bp)
+
+
+def mark_process_dead(pid: int) -> None:
+    """For gunicorn's ``child_exit``: drop a dead worker's live values (its counters stay counted)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)
