@@ -3,8 +3,9 @@
 Built from the same tables the service uses (service ids, hooks, the rule pack's prefetch templates), so
 it cannot drift on those; ``tests/test_openapi.py`` keeps the rest in step (every route documented, every
 documented path served, every example valid against its schema) and fuzzes the service against it.
-Request and response schemas follow CDS Hooks 2.0. A 401 has an empty body by design: nothing that helps
-an attacker.
+The CDS Hooks request and response schemas are generated from the models the service validates
+requests with (``cds/hooks/models.py``). A 401 has an empty body by design: nothing that helps an
+attacker.
 """
 
 from __future__ import annotations
