@@ -108,7 +108,8 @@ def test_every_bad_field_is_reported_the_first_named():
     assert error.field == "hookInstance"
     assert error.details == ["context.userId must be a string", "context.draftOrders is required"]
     issues = error.to_operation_outcome()["issue"]
-    assert [i.get("expression") for i in issues] == [["hookInstance"], None, None]
+    assert [i["expression"] for i in issues] == [
+        ["hookInstance"], ["context.userId"], ["context.draftOrders"]]
 
 
 def test_a_wrong_hook_is_echoed_short_and_escaped():

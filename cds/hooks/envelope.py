@@ -177,7 +177,7 @@ def _message(error: Any) -> str:
     if kind == "too_short":
         return "must not be empty"
     if kind == "string_pattern_mismatch":
-        return PATTERN_MESSAGES.get(ctx.get("pattern"), "is not in the expected form")
+        return PATTERN_MESSAGES.get(str(ctx.get("pattern")), "is not in the expected form")
     if kind == "literal_error":
         return f"must be {ctx['expected']}"
     if "field" in ctx:  # one of the models' own rules: the message is written for the field
@@ -196,4 +196,6 @@ def _validate(model: type[BaseModel], body: dict[str, Any]) -> None:
             path = _path(tuple(error["loc"]) + inner)
             issues.append((path, f"{path} {_message(error)}"))
         (first_path, first), rest = issues[0], issues[1:]
-        raise EnvelopeError(first, field=first_path, details=[text for _, text in rest[:9]]) from None
+        rest = rest[:9]
+        raise EnvelopeError(first, field=first_path, details=[text for _, text in rest],
+                            detail_fields=[path for path, _ in rest]) from None
