@@ -187,35 +187,34 @@ def document(
 
     ``audit``: whether the auditor API is served (it is not when ``CDS_AUDIT`` is off).
     """
-    doc = copy.deepcopy(
-        {
-            "openapi": "3.1.0",
-            "info": {
-                "title": "Bone Health CDS",
-                "version": version,
-                "description": "A CDS Hooks 2.0 service giving bone-health advice for patients on aromatase "
-                "inhibitors. Every call under /cds-services carries a client JWT "
-                "(Authorization: Bearer), as CDS Hooks requires. The auditor API under /audit/api takes an "
-                "auditor's token instead (Bearer, or HTTP Basic with the auditor's name); the auditor's "
-                "HTML pages under /audit are for people and are not described here.",
-            },
-            "tags": [{"name": "CDS Hooks"}, {"name": "Operations"}, {"name": "Audit"}],
-            "paths": {**PATHS, **(AUDIT_PATHS if audit else {})},
-            "components": {
-                "schemas": {**SCHEMAS, **AUDIT_SCHEMAS},
-                "securitySchemes": {
-                    "clientJWT": {
-                        "type": "http",
-                        "scheme": "bearer",
-                        "bearerFormat": "JWT",
-                        "description": "A JWT signed by a trusted CDS client (ES384/RS384): iss, "
-                        "aud = the exact URL called, exp, iat, jti; header kid, typ JWT.",
-                    },
-                    **_audit.AUDIT_SECURITY_SCHEMES,
+    spec: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Bone Health CDS",
+            "version": version,
+            "description": "A CDS Hooks 2.0 service giving bone-health advice for patients on aromatase "
+            "inhibitors. Every call under /cds-services carries a client JWT "
+            "(Authorization: Bearer), as CDS Hooks requires. The auditor API under /audit/api takes an "
+            "auditor's token instead (Bearer, or HTTP Basic with the auditor's name); the auditor's "
+            "HTML pages under /audit are for people and are not described here.",
+        },
+        "tags": [{"name": "CDS Hooks"}, {"name": "Operations"}, {"name": "Audit"}],
+        "paths": {**PATHS, **(AUDIT_PATHS if audit else {})},
+        "components": {
+            "schemas": {**SCHEMAS, **AUDIT_SCHEMAS},
+            "securitySchemes": {
+                "clientJWT": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A JWT signed by a trusted CDS client (ES384/RS384): iss, "
+                    "aud = the exact URL called, exp, iat, jti; header kid, typ JWT.",
                 },
+                **_audit.AUDIT_SECURITY_SCHEMES,
             },
-        }
-    )
+        },
+    }
+    doc = copy.deepcopy(spec)
     if discovery is not None:
         doc["paths"]["/cds-services"]["get"]["responses"]["200"]["content"][JSON]["example"] = discovery
     return doc
