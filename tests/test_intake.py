@@ -65,15 +65,16 @@ class Service:
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         return self._send("POST", path, payload)
 
-    def get(self, path: str) -> tuple[int, Any]:
-        return self._send("GET", path, None)
+    def get(self, path: str, **claims: Any) -> tuple[int, Any]:
+        return self._send("GET", path, None, claims)
 
-    def _send(self, method: str, path: str, payload: bytes | None) -> tuple[int, Any]:
+    def _send(self, method: str, path: str, payload: bytes | None,
+              claims: dict[str, Any] | None = None) -> tuple[int, Any]:
         end = time.monotonic() + DEADLINE
         while True:
             conn = http.client.HTTPConnection(urlsplit(self.base).netloc, timeout=DEADLINE)
             try:
-                headers = {"Authorization": "Bearer " + make_token(self.base + path)}
+                headers = {"Authorization": "Bearer " + make_token(self.base + path, claims=claims)}
                 if payload is not None:
                     headers["Content-Type"] = "application/json"
                 conn.request(method, path, body=payload, headers=headers)
@@ -199,4 +200,13 @@ def test_more_than_100_feedback_items_are_refused_before_any_is_stored(service):
     issue = service.refused(FEEDBACK, {"feedback": [overridden(card)] * 101}, "feedback")
     assert "100" in issue["diagnostics"]
     assert service.count("SELECT count(*) FROM audit_feedback WHERE card_uuid = :c", c=card) == 0
+    service.still_audits()
+
+
+def test_a_trusted_token_whose_jti_holds_a_lone_surrogate_is_a_bare_401(service):
+    """The jti is hashed into the replay store: one that cannot be encoded is refused like any unusable
+    jti, not answered 500."""
+    assert service.get("/cds-services", jti=f"jti-{uuid.uuid4()}-\ud800") == (401, None)
+    status, discovery = service.get("/cds-services", jti=f"jti-{uuid.uuid4()}")
+    assert status == 200 and len(discovery["services"]) == 3
     service.still_audits()
