@@ -76,6 +76,7 @@ PATHS: dict[str, Any] = {
                     "The request is malformed: the diagnostics name the field.",
                     "context.patientId is required",
                     "required",
+                    "context.patientId",
                 ),
                 "401": UNAUTHORIZED,
                 "404": error_response("No such service.", "no CDS service with id 'x'", "not-found"),
@@ -113,7 +114,12 @@ PATHS: dict[str, Any] = {
                 "200": json_response(
                     "FeedbackAccepted", {"accepted": 1}, "The number of feedback items accepted."
                 ),
-                "400": error_response("The feedback is malformed.", "feedback must be a non-empty array"),
+                "400": error_response(
+                    "The feedback is malformed: the diagnostics name the field.",
+                    "feedback[0].outcome must be 'accepted' or 'overridden'",
+                    "required",
+                    "feedback[0].outcome",
+                ),
                 "401": UNAUTHORIZED,
                 "404": error_response("No such service.", "no CDS service with id 'x'", "not-found"),
                 "413": error_response("The body is too large.", "request body is too large", "too-costly"),

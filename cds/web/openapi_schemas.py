@@ -32,11 +32,12 @@ def json_response(schema: str, example: Any = None, description: str = "") -> di
     return {"description": description or schema, "content": {JSON: media}}
 
 
-def error_response(description: str, example_message: str, code: str = "invalid") -> dict[str, Any]:
-    example = {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": code, "diagnostics": example_message}],
-    }
+def error_response(description: str, example_message: str, code: str = "invalid",
+                   field: str | None = None) -> dict[str, Any]:
+    issue: dict[str, Any] = {"severity": "error", "code": code, "diagnostics": example_message}
+    if field:
+        issue["expression"] = [field]
+    example = {"resourceType": "OperationOutcome", "issue": [issue]}
     return json_response("OperationOutcome", example, description)
 
 
