@@ -16,7 +16,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    WrapValidator,
+)
 from pydantic import model_validator as _model_validator
 from pydantic_core import PydanticCustomError
 
@@ -51,7 +61,7 @@ PATTERN_MESSAGES = {
     URL_PATTERN: "must be an http(s) URL",
     NOT_BLANK: "must not be blank",
     PATIENT_ID_PATTERN: "must be a Patient id",
-    REFERENCE_PATTERN: "must list references like 'MedicationRequest/103'",
+    REFERENCE_PATTERN: "must be a reference like 'MedicationRequest/103'",
 }
 
 
@@ -177,10 +187,27 @@ class FhirAuthorization(_Request):
         return self
 
 
+def _references(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:  # one message for the list, as for its items
+        raise PydanticCustomError(
+            "references", f"must list at most {MAX_SELECTIONS} references like 'MedicationRequest/103'"
+        ) from None
+
+
+Selections = Annotated[list[Reference], Field(max_length=MAX_SELECTIONS), WrapValidator(_references)]
+
+
 class PatientViewContext(_Request):
+    """The patient-view context; ``selections`` and ``draftOrders``, when a client sends them with this
+    hook, are read (and checked) as the order hooks' are."""
+
     userId: Ident
     patientId: PatientId
     encounterId: Ident | None = None
+    selections: Selections | None = None
+    draftOrders: Bundle | None = None
 
 
 class OrderSignContext(PatientViewContext):
@@ -188,7 +215,7 @@ class OrderSignContext(PatientViewContext):
 
 
 class OrderSelectContext(PatientViewContext):
-    selections: Annotated[list[Reference], Field(max_length=MAX_SELECTIONS)]
+    selections: Selections
     draftOrders: Bundle
 
 
