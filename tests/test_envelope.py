@@ -156,3 +156,10 @@ def test_the_number_of_feedback_items_is_capped():
 def test_service_ids_are_bounded():
     check_service_id("s" * 128)
     assert refusal(check_service_id, "s" * 129).field == "service"
+
+
+def test_the_documented_examples_pass_the_envelope():
+    from cds.web.openapi_schemas import EXAMPLE_FEEDBACK, EXAMPLE_REQUEST
+
+    assert parse_hook_request(copy.deepcopy(EXAMPLE_REQUEST), "patient-view").patient_id == "p1"
+    assert parse_feedback(copy.deepcopy(EXAMPLE_FEEDBACK)) == EXAMPLE_FEEDBACK["feedback"]
