@@ -20,8 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from cds.errors import CdsError
-
-HOOKS = ("patient-view", "order-select", "order-sign")
+from cds.toolkit.request import HOOKS
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -41,27 +40,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from cds import settings
-    from cds.decide.evaluate import Evaluator
-    from cds.fhir import parse as fhir_parse
     from cds.rules import pack as rulepack
-    from cds.toolkit.offline import as_bundle, load_bundle, parse_at, split_bundle
+    from cds.toolkit.offline import evaluate_bundle, load_bundle, parse_at
 
     values = settings.load()
     pack = rulepack.load(args.rules or values["RULES_DIR"] or None, values["SITE_CONFIG"] or None)
-    bundle = load_bundle(args.bundle)
-    patient_id, record, drafts = split_bundle(bundle, args.hook)
-    evaluator = Evaluator(pack)
-    resources = fhir_parse.parse_all(as_bundle(record), where=args.bundle, relevant=evaluator.relevant)
-    draft_models = fhir_parse.parse_all(as_bundle(drafts), where=f"{args.bundle} (draft orders)",
-                                        relevant=evaluator.relevant)
-    selections = (
-        [f"{d['resourceType']}/{d.get('id')}" for d in drafts[:1]] if args.hook == "order-select" else []
-    )
-    evaluation = evaluator.evaluate(
-        resources, draft_models, patient_id=patient_id, now=parse_at(args.at),
-        context={"patientId": patient_id, "userId": "Practitioner/example"},
-        drafts_by_ref={f"{d['resourceType']}/{d.get('id')}": d for d in drafts}, selections=selections,
-        source_label=values["SOURCE_LABEL"])
+    offline = evaluate_bundle(load_bundle(args.bundle), args.hook, pack, now=parse_at(args.at),
+                              source_label=values["SOURCE_LABEL"])
+    evaluation = offline.evaluation
     if args.json:
         print(json.dumps({"cards": evaluation.cards, "fired": evaluation.fired,
                           "not_evaluated": evaluation.not_evaluated, "superseded": evaluation.superseded},

@@ -21,19 +21,17 @@ from typing import Any, TextIO
 
 from cds.auth.client_token import DEV_ISS, signer_from
 from cds.toolkit.hookclient import HookClient
-from cds.toolkit.offline import load_bundle
 from cds.toolkit.replay import Outcome, find_fixtures, replay, rule_of, summary
 from cds.toolkit.request import (
+    HOOKS,
     PREFETCH_MODES,
     build_hook_request,
     choose_service,
+    load_bundle,
     load_sidecar,
     parse_date,
     shift_for,
 )
-
-HOOKS = ("patient-view", "order-select", "order-sign")
-
 
 # -- output --------------------------------------------------------------------------------------------------
 
