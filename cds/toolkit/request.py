@@ -98,8 +98,8 @@ def unsent(bundle: dict[str, Any], hook: str) -> list[str]:
     resources filed under another patient (no FHIR search for this patient returns them)."""
     patient_id, record, _ = split_bundle(bundle, hook)
     return [
-        f"{r.get('resourceType')}/{r.get('id')} is filed under another patient, so no search for this "
-        "patient returns it"
+        f"{r.get('resourceType')}/{r.get('id')} (filed under another patient: no search for this patient "
+        "returns it)"
         for r in filed_elsewhere(record, patient_id)
     ]
 
