@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from cds.errors import InvalidFhir
+from cds.hooks.services import SERVICES
 from cds.toolkit.dateshift import days_between, shift_dates
 from cds.toolkit.prefetch_answer import answer_all, filed_elsewhere
 
-HOOKS = ("patient-view", "order-select", "order-sign")
+HOOKS = tuple(dict.fromkeys(hook for _, hook, _ in SERVICES))  # the hooks this service answers
 ORDER_TYPES = ("MedicationRequest", "ServiceRequest")
 USER_ID = "Practitioner/example"
 PREFETCH_MODES = ("full", "partial", "none")
