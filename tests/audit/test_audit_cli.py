@@ -154,3 +154,15 @@ def test_token_says_the_service_must_be_restarted(cli):
     assert entry.split(": ", 1)[1].startswith("dana:")
     assert "restart the service with the new CDS_AUDITOR_TOKENS value" in out
     assert main(["audit", "token", "a:b"]) == 2
+
+
+def test_the_audit_commands_are_on_the_flask_command_line(app, cli):
+    runner = app.test_cli_runner()
+    listed = runner.invoke(args=["audit", "list", "--limit", "1"])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.startswith("2 record(s)") and "next page: add --offset 1" in listed.output
+    missing = runner.invoke(args=["audit", "show", "77"])
+    assert missing.exit_code == 2
+    assert missing.output.strip().splitlines() == [
+        "cds: error: no audit record '77' (give a seq, record id, card uuid or hookInstance)"
+    ]
