@@ -180,6 +180,13 @@ for _command in COMMANDS:
     cli.add_command(_command)
 
 
+class _NeverRaised(click.UsageError):
+    """Stands in for click's ``NoArgsIsHelpError`` (click >= 8.2) on an older click, which exits 0 instead."""
+
+
+_NO_ARGS: type[click.UsageError] = getattr(click.exceptions, "NoArgsIsHelpError", _NeverRaised)
+
+
 def _quiet_stdout() -> None:
     """After a closed pipe: point stdout at /dev/null, so that the interpreter's last flush is silent."""
     try:
@@ -202,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.flush()
             if exc.exit_code == 0:  # --help, --version
                 raise SystemExit(0) from None
+            return exc.exit_code
+        except _NO_ARGS as exc:  # `cds` or `cds audit` alone: the help, as a usage error
+            click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
             return exc.exit_code
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx else "cds"

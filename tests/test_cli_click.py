@@ -194,3 +194,11 @@ def test_wait_gives_up_after_its_timeout_in_one_line(capsys):
     assert main(["wait", "--url", url, "--timeout", "1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"cds: error: {url} did not answer GET /health within 1 s")
+
+
+@pytest.mark.parametrize("argv", [[], ["audit"], ["rules"]])
+def test_a_group_alone_prints_its_help_as_a_usage_error(argv, capsys):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    usage = f"Usage: {' '.join(['cds', *argv])} [OPTIONS] COMMAND"
+    assert captured.out == "" and captured.err.startswith(usage)
