@@ -180,9 +180,10 @@ def _cannot_check(fixture: Fixture, server: _ServerPack) -> str | None:
     if site:
         plain, label = server.plain()
         if plain:
+            thresholds = site.get("thresholds") if isinstance(site, dict) else None
             overrides = ", ".join(
-                f"{name}={value}" for name, value in sorted((site.get("thresholds") or {}).items())
-            )
+                f"{name}={value}" for name, value in sorted((thresholds or {}).items())
+            ) if isinstance(thresholds, dict) else ""
             return (f"skipped: needs the site config {overrides or site}, and the server runs the packaged "
                     f"{label} without one")
     try:
