@@ -76,3 +76,13 @@ def test_evaluate_names_the_order_each_fired_rule_refers_to(capsys):
     assert len(low) == 2
     assert any(" for MedicationRequest/mr-ana-renew (draft order): " in line for line in low)
     assert any(" for MedicationRequest/mr-ana: " in line for line in low)
+
+
+def test_evaluate_sends_the_record_as_the_fixture_holds_it(capsys):
+    """Offline, as in the golden tests, a result filed under another patient is sent: the service's defence
+    (an evaluation-gaps card naming it) is what the fixture is about."""
+    fixture = FIXTURES / "evaluation-gaps" / "in-result-for-another-patient.json"
+    assert main(["evaluate", str(fixture), "--hook", "order-sign", "--at", "2026-11-22", "--json"]) == 0
+    cards = json.loads(capsys.readouterr().out)["cards"]
+    gaps = [c for c in cards if c["source"]["topic"]["code"] == "evaluation-gaps"]
+    assert len(gaps) == 1 and "different patient" in gaps[0]["detail"]

@@ -276,3 +276,14 @@ def test_site_config_fixtures_run_against_a_server_with_a_site_config(tmp_path, 
     assert code == 0, out
     rows = table(out)
     assert (rows["passed"], rows["skipped"]) == ("1", "0")
+
+
+def test_request_says_what_of_the_bundle_it_does_not_send(server, capsys):
+    fixture = ROOT / "fixtures" / "evaluation-gaps" / "in-result-for-another-patient.json"
+    code = main(cli("request", str(fixture), "--url", server.url, "--json"))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert ("cds: note: not sent: Observation/e2-other (filed under another patient: no search for this "
+            "patient returns it)") in captured.err
+    sent_cards = {c["source"]["topic"]["code"] for c in json.loads(captured.out)["cards"]}
+    assert "evaluation-gaps" not in sent_cards  # the service never saw the misfiled result

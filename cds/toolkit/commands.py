@@ -33,6 +33,7 @@ from cds.toolkit.request import (
     load_sidecar,
     parse_date,
     shift_for,
+    unsent,
 )
 
 # -- output --------------------------------------------------------------------------------------------------
@@ -155,6 +156,8 @@ def request_cmd(bundle: str, hook: str | None, service: str | None, omit: tuple[
         return 1
     entry = choose_service(found.body, hook, service)
     body = build_hook_request(record, hook, entry, prefetch=o["prefetch"], omit=omit, shift_days=days)
+    for line in unsent(record, hook):
+        click.echo(f"cds: note: not sent: {line}", err=True)
     exchange = client.call(entry["id"], body)
     if exchange.error:
         click.echo(f"cds: error: {exchange.error}", err=True)
