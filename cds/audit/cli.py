@@ -3,7 +3,7 @@
 cds audit migrate                          bring the database schema up to date
 cds audit list [filters] [--json]          newest first
 cds audit show ID [--json]                 one record (seq, record id or card uuid)
-cds audit verify                           check the hash chain; exit 1 at the first broken link
+cds audit verify [--expect-head HEAD]      check every audit table against the chains; print the head
 cds audit export --format ndjson|csv       every record, oldest first, to stdout (or --output)
 cds audit replay --rules DIR [--since D]   which cards would appear, disappear or change
 cds audit drain                            move spooled records into the database now
@@ -111,12 +111,11 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    checked, broken = queries.verify_chain(_engine(_values()))
-    if broken is None:
-        print(f"audit chain OK: {checked} record(s) verified")
-        return 0
-    print(f"audit chain BROKEN at record #{broken.seq} ({broken.id}): {broken.reason}")
-    return 1
+    from cds.audit.verify import verify_lines
+
+    code, lines = verify_lines(_engine(_values()), args.expect_head)
+    print("\n".join(lines))
+    return code
 
 
 CSV_COLUMNS = (
@@ -211,9 +210,10 @@ def _drain(args: argparse.Namespace) -> int:
     values = _values()
     store = open_store(values, rulepack.load(values["RULES_DIR"] or None, values["SITE_CONFIG"] or None))
     moved = store.drain(wait=True)
+    quarantined = store.health()["quarantined"]
     print(
         f"moved {moved} spooled entr{'y' if moved == 1 else 'ies'} to the database; "
-        f"{store.spool.count()} left"
+        f"{store.spool.count()} left; {quarantined} quarantined in all"
     )
     return 0
 
@@ -265,7 +265,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("id", help="record seq, record id or card uuid")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_show)
-    cmds.add_parser("verify", help="verify the hash chain").set_defaults(func=_verify)
+    p = cmds.add_parser("verify", help="verify every audit table against the hash chains")
+    p.add_argument("--expect-head", help="a head printed by an earlier verify, kept elsewhere")
+    p.set_defaults(func=_verify)
     p = cmds.add_parser("export", help="export records, oldest first")
     p.add_argument("--format", choices=("ndjson", "csv"), default="ndjson")
     p.add_argument("--output", "-o", help="file to write (default stdout)")

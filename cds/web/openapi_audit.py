@@ -170,8 +170,11 @@ AUDIT_PATHS: dict[str, Any] = {
         {
             "200": json_response(
                 "AuditVerification",
-                {"checked": 12, "ok": True, "firstBroken": None},
-                "How many records were checked, and the first broken link if any.",
+                {"checked": 12, "feedbackChecked": 3, "quarantined": 0, "ok": True,
+                 "head": "12.3.0:" + "5e" * 32, "problems": [], "firstBroken": None},
+                "How many records, feedback items and quarantined entries were checked against their "
+                "chains (cards and derived columns included), the head to keep elsewhere, and what is "
+                "broken.",
             )
         },
     ),
@@ -280,7 +283,11 @@ AUDIT_SCHEMAS: dict[str, Any] = {
         "required": ["checked", "ok", "firstBroken"],
         "properties": {
             "checked": COUNT,
+            "feedbackChecked": COUNT,
+            "quarantined": COUNT,
             "ok": {"type": "boolean"},
+            "head": {"type": ["string", "null"], "description": "records.feedback.quarantined:sha256"},
+            "problems": {"type": "array", "items": {"type": "string"}},
             "firstBroken": {
                 "type": ["object", "null"],
                 "properties": {

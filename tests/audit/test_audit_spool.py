@@ -76,7 +76,8 @@ def _run_outage(app, stop, start) -> None:
     feedback = feedback_for_card(store.engine, cards[0]["uuid"])
     assert [(f["outcome"], f["knownCard"]) for f in feedback] == [("overridden", True)]
     health = client.get("/health").get_json()
-    assert health["status"] == "ok" and health["audit"] == {"database": "ok", "spool": 0, "lost": 0}
+    assert health["status"] == "ok" and health["audit"] == {"database": "ok", "spool": 0, "lost": 0,
+                                                        "quarantined": 0, "interrupted": 0}
 
 
 def test_sqlite_outage_spools_and_drains(make_app, tmp_path):

@@ -26,9 +26,9 @@ def _tables(engine) -> set[str]:
 def test_migrations_from_empty_sqlite(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path}/empty.sqlite3")
     assert _tables(engine) == set()
-    assert ensure_schema(engine) == "0001"
+    assert ensure_schema(engine) == "0002"
     assert {"audit_record", "audit_card", "audit_feedback", "seen_jti", "alembic_version"} <= _tables(engine)
-    assert ensure_schema(engine) == "0001"  # idempotent
+    assert ensure_schema(engine) == "0002"  # idempotent
     cols = {c["name"]: c for c in inspect(engine).get_columns("seen_jti")}
     assert set(cols) == {"jti_key", "expires_at"}
     assert inspect(engine).get_pk_constraint("seen_jti")["constrained_columns"] == ["jti_key"]
@@ -45,7 +45,7 @@ def test_migrations_from_empty_postgres(pg_base_url):
     engine = create_engine(f"{PG_URL}?options=-csearch_path%3D{schema}")
     try:
         assert _tables(engine) == set()
-        assert ensure_schema(engine) == "0001"
+        assert ensure_schema(engine) == "0002"
         assert {"audit_record", "audit_card", "audit_feedback", "seen_jti"} <= _tables(engine)
         cols = {c["name"]: c for c in inspect(engine).get_columns("seen_jti")}
         assert str(cols["jti_key"]["type"]) == "VARCHAR(128)"
@@ -214,7 +214,7 @@ def test_migrations_match_the_declared_tables(backend, tmp_path, request):
     url = f"sqlite:///{tmp_path}/m.sqlite3" if backend == "sqlite" else request.getfixturevalue("pg_url")
     engine = create_engine(url)
     ensure_schema(engine)
-    ours = {"audit_record", "audit_card", "audit_feedback", "seen_jti"}
+    ours = {"audit_record", "audit_card", "audit_feedback", "audit_quarantine", "seen_jti"}
     with engine.connect() as conn:
         context = MigrationContext.configure(
             conn,
