@@ -40,7 +40,7 @@ def engine_for(url: str) -> Engine:
         return engine
 
 
-def _private_folder(folder: Path) -> None:
+def private_folder(folder: Path) -> None:
     """Create ``folder`` and any missing parent with mode 0700 (existing folders are left as they are)."""
     missing = []
     while not folder.exists():
@@ -59,7 +59,7 @@ def private_sqlite_file(path: Path) -> None:
     SQLite creates the ``-wal`` and ``-shm`` files with the mode of the database file, so they are 0600
     too; any already there (or a database file made by an older version, 0644) are set to 0600 here.
     """
-    _private_folder(path.parent)
+    private_folder(path.parent)
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cds.db import private_folder
+
 log = logging.getLogger("cds.audit")
 
 
@@ -45,7 +47,7 @@ class CallMarkers:
             return self._owner
         with self._mutex:
             if self._pid != os.getpid():
-                self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                private_folder(self.folder)
                 owner = f"{os.getpid()}.{secrets.token_hex(4)}"
                 # locked before it takes its name, so no reaper ever sees it unlocked
                 tmp = self.folder / f".{owner}.tmp"

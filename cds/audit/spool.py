@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cds.db import private_folder
+
 _COUNTER = itertools.count()
 
 
@@ -36,7 +38,7 @@ class Spool:
         self.folder = Path(folder)
 
     def _ensure(self) -> None:
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_folder(self.folder)
 
     def append(self, entry: dict[str, Any]) -> Path:
         """Write one entry durably; raise ``OSError`` when it cannot be written."""
