@@ -137,8 +137,8 @@ class AuditStore:
             if found:
                 feedback.refuse(found)
         for item in items:
-            self.submit({"kind": "feedback", "service": service_id, "client": client_iss, "item": item,
-                         "received": _utc(received).isoformat()})
+            self.submit({"kind": "feedback", "id": str(uuid.uuid4()), "service": service_id,
+                         "client": client_iss, "item": item, "received": _utc(received).isoformat()})
 
     def submit(self, entry: dict[str, Any]) -> None:
         with self._held_lock:

@@ -65,14 +65,13 @@ def upgrade() -> None:
         op.add_column("audit_feedback", column)
     table = sa.table(
         "audit_feedback",
-        *(
-            sa.column(name)
-            for name in (
-                "id", "card_uuid", "service", "outcome", "outcome_time", "received", "accepted",
-                "override_code", "override_display", "comment", "known_card", "client_iss", "seq", "content",
-                "prev_hash", "hash",
-            )
-        ),
+        sa.column("id", sa.Integer),
+        *(sa.column(name, sa.String) for name in ("card_uuid", "service", "outcome", "outcome_time",
+                                                  "override_code", "client_iss", "prev_hash", "hash")),
+        *(sa.column(name, sa.Text) for name in ("accepted", "override_display", "comment", "content")),
+        sa.column("received", sa.DateTime(timezone=True)),
+        sa.column("known_card", sa.Boolean),
+        sa.column("seq", sa.Integer),
     )
     conn = op.get_bind()
     prev = chain.GENESIS
