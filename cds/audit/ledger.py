@@ -8,7 +8,9 @@ another process appended between the read of the head and the write) on SQLite.
 A *poison* entry is one the database refuses because of what it holds — a value longer than its column,
 a type it cannot bind, text that does not encode, a constraint it breaks — as opposed to a database that
 cannot be reached. Retrying a poison entry fails forever, so the store sets it aside (``quarantine.py``)
-instead of keeping it at the head of the queue.
+instead of keeping it at the head of the queue. A write path that commits several entries in one
+transaction must, when that transaction fails as data, write them again one by one so that only the
+poison entry is set aside.
 """
 
 from __future__ import annotations
