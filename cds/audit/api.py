@@ -87,6 +87,16 @@ def rule(rule_id: str):
     return jsonify(queries.rule_stats(_engine(), [rule_id])[0])
 
 
+@bp.get("/quarantine")
+def quarantined():
+    from cds.audit import quarantine
+
+    limit, offset = paging(request.args)
+    limit = max(1, min(limit, queries.MAX_PAGE))
+    return jsonify({"total": quarantine.count(_engine()), "limit": limit, "offset": offset,
+                    "entries": quarantine.entries(_engine(), limit=limit, offset=offset)})
+
+
 @bp.get("/verify")
 def verify():
     from cds.audit.verify import verify_all

@@ -72,17 +72,14 @@ def count(engine: Engine) -> int:
         return conn.execute(select(func.count()).select_from(audit_quarantine)).scalar_one()
 
 
-def entries(engine: Engine) -> list[dict[str, Any]]:
-    """Every quarantined entry, oldest first: seq, time, kind, reason and the entry itself."""
+def entries(engine: Engine, *, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    """Quarantined entries, oldest first: seq, time, kind, reason and the entry itself."""
     with engine.connect() as conn:
-        rows = conn.execute(select(audit_quarantine).order_by(audit_quarantine.c.seq)).all()
-    return [
-        {
-            "seq": r.seq,
-            "time": columns(json.loads(r.content))["time"].isoformat(),
-            "kind": r.kind,
-            "reason": r.reason,
-            "entry": json.loads(json.loads(r.content)["entry"]),
-        }
-        for r in rows
-    ]
+        query = select(audit_quarantine).order_by(audit_quarantine.c.seq).offset(max(0, offset))
+        rows = conn.execute(query.limit(limit) if limit else query).all()
+    out = []
+    for r in rows:
+        content = json.loads(r.content)
+        out.append({"seq": r.seq, "time": columns(content)["time"].isoformat(), "kind": r.kind,
+                    "reason": r.reason, "entry": json.loads(content["entry"])})
+    return out

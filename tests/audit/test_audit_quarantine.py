@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from audit_support import SERVICE, hook_body
+from audit_support import BEARER, SERVICE, hook_body
 
 from cds.audit import quarantine, queries
 from cds.audit.record import build_content
@@ -89,6 +89,11 @@ def test_poison_on_the_request_path_is_set_aside_and_later_records_land(app, db_
     assert health["audit"]["quarantined"] == len(poison) and health["audit"]["spool"] == 0
     metrics = client.get("/metrics").get_data(as_text=True)
     assert f"cds_audit_quarantined_entries {float(len(poison))}" in metrics
+    listed = client.get("/audit/api/quarantine", headers=BEARER).get_json()
+    assert listed["total"] == len(poison) and [e["seq"] for e in listed["entries"]] == list(
+        range(1, len(poison) + 1)
+    )
+    assert listed["entries"][0]["entry"] == poison[0]
 
 
 def test_poison_in_the_spool_after_an_outage_does_not_block_the_drain(app, db_url):
