@@ -77,7 +77,7 @@ def test_feedback_for_unknown_card_is_stored_and_flagged(app):
                             "item": {"card": str(uuid.uuid4()), "outcome": "accepted"}})
         _send(client, {"card": stranger, "outcome": "overridden", "outcomeTimestamp": "2026-11-22T08:00:00Z"})
         fcntl.flock(lock, fcntl.LOCK_UN)
-    assert store.wait_drained(60)
+    assert store.wait_drained(120)
     stored = feedback_for_card(store.engine, stranger)
     assert len(stored) == 1 and stored[0]["knownCard"] is False
 

@@ -144,7 +144,7 @@ def test_feedback_while_records_wait_in_the_spool_is_checked_when_written(served
         assert res.status_code == 200, res.text
         _refused(_feedback(base, [_item(card)], iss=OTHER_ISS), 404, "feedback[0].card")
         fcntl.flock(lock, fcntl.LOCK_UN)
-    assert store.wait_drained(60)
+    assert store.wait_drained(120)
     unknown = feedback_for_card(store.engine, stranger)
     assert len(unknown) == 1 and unknown[0]["knownCard"] is False
     mine = feedback_for_card(store.engine, card["uuid"])
@@ -170,7 +170,7 @@ def test_feedback_while_the_database_is_down_is_kept(make_app, tmp_path, live_se
         assert store.spool.count() == 2
     finally:
         os.rename(tmp_path / "away", folder)
-    assert store.wait_drained(60)
+    assert store.wait_drained(120)
     stored = feedback_for_card(store.engine, card["uuid"])
     assert [(f["outcome"], f["knownCard"]) for f in stored] == [("overridden", True)]
     held = quarantine.entries(store.engine)

@@ -106,7 +106,7 @@ def test_poison_in_the_spool_after_an_outage_does_not_block_the_drain(app, db_ur
     for entry in poison:
         spool.append(entry)
     spool.append(_call_entry(store, 2))
-    assert store.wait_drained(60), f"spool still holds {spool.count()} entries"
+    assert store.wait_drained(120), f"spool still holds {spool.count()} entries"
     assert [r.hook_instance for r in queries.iter_records(store.engine)] == ["hi-1", "hi-2"]
     _assert_intact(store, records=2, quarantined=len(poison))
     # a call made afterwards goes straight in
@@ -150,7 +150,7 @@ def test_an_entry_not_even_the_quarantine_takes_is_kept_as_a_poison_file(app, mo
     monkeypatch.setattr(quarantine, "add", refuse)
     store.spool.append(_feedback(outcome=None))
     store.spool.append(_call_entry(store, 1))
-    assert store.wait_drained(60)
+    assert store.wait_drained(120)
     assert [r.hook_instance for r in queries.iter_records(store.engine)] == ["hi-1"]
     assert len(list(store.spool.folder.glob("*.poison"))) == 1
     assert store.health()["quarantined"] == 1
@@ -172,5 +172,5 @@ def test_a_database_outage_is_not_mistaken_for_poison(make_app, pg_url, pg_proxy
         assert store.spool.count() == 3
     finally:
         pg_proxy.start()
-    assert store.wait_drained(60)
+    assert store.wait_drained(120)
     _assert_intact(store, records=3, quarantined=0)

@@ -151,7 +151,7 @@ def test_spool_survives_a_restart_and_drains_at_start(make_app, tmp_path):
     spool.append({"kind": "call", "content": build_content(call, store.pack, store.secret)})
     store.close()
     second = make_app(url)
-    assert second.extensions["cds.audit"].wait_drained(10)
+    assert second.extensions["cds.audit"].wait_drained(120)
     _call(second.test_client(), 2)
     _check_all_recorded(second.extensions["cds.audit"], 3)
 
@@ -197,7 +197,7 @@ def test_database_and_spool_both_failing_still_answers(make_app, tmp_path, caplo
     finally:
         os.rename(tmp_path / "away", folder)
     _call(app.test_client(), 1)  # queues behind the held entry
-    assert store.wait_drained(20)
+    assert store.wait_drained(120)
     assert store.lost == 0
     checked, broken = queries.verify_chain(store.engine)
     assert broken is None and checked == 2
