@@ -115,13 +115,18 @@ PATHS: dict[str, Any] = {
                     "FeedbackAccepted", {"accepted": 1}, "The number of feedback items accepted."
                 ),
                 "400": error_response(
-                    "The feedback is malformed: the diagnostics name the field.",
+                    "The feedback is malformed (the diagnostics name the field), or accepts suggestions the "
+                    "card does not have (nothing is stored).",
                     "feedback[0].outcome must be 'accepted' or 'overridden'",
                     "required",
                     "feedback[0].outcome",
                 ),
                 "401": UNAUTHORIZED,
-                "404": error_response("No such service.", "no CDS service with id 'x'", "not-found"),
+                "404": error_response(
+                    "No such service, or a card this service did not issue on that service to this client "
+                    "(nothing is stored).",
+                    "feedback[0].card: no card 'x' was issued on service 'y' to this client", "not-found",
+                ),
                 "413": error_response("The body is too large.", "request body is too large", "too-costly"),
                 "500": SERVER_ERROR,
                 "503": error_response(
