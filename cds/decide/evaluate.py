@@ -99,7 +99,7 @@ class Evaluator:
         findings, superseded = derive_findings(firings, self.pack)
         inputs = CardInputs(pack=self.pack, context=context, drafts_by_ref=drafts_by_ref,
                             ordered_kinds=frozenset(f["kind"] for f in facts if f["t"] == "order"),
-                            source_label=source_label)
+                            source_label=source_label, facts=tuple(facts))
         cards, card_rules = [], {}
         for finding in findings:
             card = render_card(finding, inputs)
