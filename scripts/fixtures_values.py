@@ -334,6 +334,18 @@ def _dxa_values(b: Any) -> None:
             card(GAPS, "info", "", detail_contains="g/cm-2"),
         ],
     )
+    undated = d("dxa-1", "lumbar_spine", "bmd", 0.91, 100, unit=("g/cm-2", "g/cm-2"))
+    del undated["effectiveDateTime"]  # as in HL7's own BMD example
+    fix(
+        b,
+        rule,
+        "in-hl7-bmd-example-undated-named",
+        b.record(dxa=undated),
+        cards=[
+            card(rule, "info", "No DXA", detail_contains="has no date"),
+            card(GAPS, "info", "", detail_contains="has no date"),
+        ],
+    )
     fix(
         b,
         rule,
