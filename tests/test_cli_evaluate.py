@@ -17,7 +17,7 @@ def test_evaluate_text_lists_cards_and_fired_rules(capsys):
     assert main(["evaluate", str(ESCALATION), "--hook", "order-sign", "--at", "2026-11-22"]) == 0
     out = capsys.readouterr().out
     assert "1 card(s)" in out and "[critical]" in out
-    assert "low-estradiol-on-ai v1.1.0" in out and "low-estradiol-with-bone-loss v1.0.0" in out
+    assert "low-estradiol-on-ai v1.2.0" in out and "low-estradiol-with-bone-loss v1.1.0" in out
     assert "value=14.0" in out  # the fact that fired the rule
     assert "set aside: falling-bone-density (explained by low-estradiol-with-bone-loss)" in out
 

@@ -23,7 +23,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds.decide.readings import dxa_site, dxa_unit_problem, observed_date, reported_precision, shown_value
+from cds.decide.readings import (
+    MEASURE,
+    dxa_site,
+    dxa_unit_problem,
+    observed_date,
+    reported_precision,
+    shown_value,
+)
 from cds.fhir.units import to_canonical
 from cds.fhir.values import Reading
 from cds.fhir.values import read as read_value
@@ -153,32 +160,32 @@ class _Builder:
         if analyte is None and dxa is None:
             self.out.ignored["observation not used by the rules"] += 1
             return
-        what = self.vs["labs"][analyte]["title"] if analyte else f"DXA {dxa[1].replace('_', '-')}"
+        what = self.vs["labs"][analyte]["title"] if analyte else f"DXA {MEASURE[dxa[1]]}"
         about = analyte or "dxa"
         if obs.status not in COUNTED_STATUSES:
             self.out.ignored[f"observation with status {obs.status}"] += 1
             self._not_counted(obs, ref, about, what)
             return
         if not _subject_ok(obs, self.ctx.patient_id):
-            self.problem(f"A {what} result ({ref}) refers to a different patient and was ignored", ref=ref,
+            self.problem(f"{what} result ({ref}) refers to a different patient and was ignored", ref=ref,
                          analyte=analyte, about=about)
             return
         when = observed_date(obs)
         if when is None:
-            self.problem(f"A {what} result ({ref}) has no date and was not used", ref=ref, analyte=analyte,
+            self.problem(f"{what} result ({ref}) has no date and was not used", ref=ref, analyte=analyte,
                          about=about)
             return
         if when < EARLIEST_RESULT:
-            self.problem(f"A {what} result ({ref}) is dated {when}, before {EARLIEST_RESULT.year}, and was "
+            self.problem(f"{what} result ({ref}) is dated {when}, before {EARLIEST_RESULT.year}, and was "
                          "not used", ref=ref, analyte=analyte, date=None, about=about)
             return
         if when > self.today + dt.timedelta(days=1):
-            self.problem(f"A {what} result ({ref}) is dated {when}, in the future, and was not used", ref=ref,
+            self.problem(f"{what} result ({ref}) is dated {when}, in the future, and was not used", ref=ref,
                          analyte=analyte, date=None, about=about)
             return
         reading = read_value(obs, self.vs.get("unit_text_aliases") or {})
         if reading.why:
-            self.problem(f"A {what} result ({ref}, {when}) {reading.why} and was not used", ref=ref,
+            self.problem(f"{what} result ({ref}, {when}) {reading.why} and was not used", ref=ref,
                          analyte=analyte, date=when, about=about)
             return
         if analyte:
@@ -228,7 +235,7 @@ class _Builder:
             self.latest_lab[analyte] = fact
 
     def _dxa(self, site: str, kind: str, reading: Reading, when: dt.date, ref: str, obs: Any) -> None:
-        label = kind.replace("_", "-")
+        label = MEASURE[kind]
         title = self.vs["dxa"][site]["title"]
         if reading.comparator:
             self.problem(f"DXA {label} at the {title} on {when} ({ref}) is reported as {reading.reported!r}, "

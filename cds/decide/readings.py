@@ -18,6 +18,8 @@ from typing import Any
 from cds.fhir.units import match_unit
 from cds.fhir.values import Reading, quoted
 
+#: each DXA measure as a card names it
+MEASURE = {"t_score": "T-score", "z_score": "Z-score", "bmd": "BMD"}
 #: decimal places of each DXA measure as reported (ISCD Official Positions)
 PRECISION = {"t_score": 1, "z_score": 1, "bmd": 3}
 SNOMED = "http://snomed.info/sct"
