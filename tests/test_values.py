@@ -144,3 +144,19 @@ def test_an_unknown_site_unit_switch_stops_the_pack_loading(tmp_path):
     assert "must be true or false" in " ".join(error.value.details)
     site.write_text(yaml.safe_dump({"units": {"read_g_cm-2_as_g_cm2": True}}))
     assert rulepack.load(site_config=site).valuesets["site_units"] == {"read_g_cm-2_as_g_cm2": True}
+
+
+def test_stored_lab_facts_without_shown_still_read_as_a_number():
+    from cds.decide.evaluate import Evaluator
+
+    facts = [
+        {"t": "patient", "sex": "male", "age": 60},
+        {"t": "medication", "ref": "MedicationRequest/a", "drug_class": "aromatase_inhibitor",
+         "ingredient": "anastrozole", "status": "active", "draft": False, "selected": False,
+         "matched_by": "rxnorm", "code": "84857"},
+        {"t": "lab", "analyte": "estradiol", "value": 12.0, "unit": "pg/mL", "reported": "12 pg/mL",
+         "date": "2026-10-01", "age_days": 52, "ref": "Observation/e"},
+    ]
+    evaluation = Evaluator(PACK).from_facts(facts, context={"patientId": "p"}, drafts_by_ref={})
+    (low,) = [c for c in evaluation.cards if c["source"]["topic"]["code"] == "low-estradiol-on-ai"]
+    assert "Low estradiol (12.0 pg/mL)" in low["summary"]
