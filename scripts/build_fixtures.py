@@ -129,14 +129,12 @@ def lab(
     comparator: str | None = None,
     value_string: str | None = None,
     absent: tuple[str, str] | None = None,
-    reference_range: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """A laboratory result in the US Core pattern; the lab-system shapes by keyword.
 
     ``comparator``: ``valueQuantity.comparator`` (a result below or above a limit); ``value_string``: the
     result as ``valueString`` ("<5 pg/mL") instead of a quantity; ``absent``: ``dataAbsentReason`` (code,
-    text) and no value; ``code_unit=None``: the unit as text only (no system, no code);
-    ``reference_range``: (low, high) in ``unit``.
+    text) and no value; ``code_unit=None``: the unit as text only (no system, no code).
     """
     obs: dict[str, Any] = {
         "resourceType": "Observation",
@@ -158,10 +156,6 @@ def lab(
         "effectiveDateTime": f"{ago(days_ago)}T08:30:00Z",
         "issued": f"{ago(days_ago)}T14:00:00Z",
     }
-    if reference_range is not None:
-        low, high = reference_range
-        obs["referenceRange"] = [{"low": {"value": low, "unit": unit, "system": UCUM, "code": unit},
-                                  "high": {"value": high, "unit": unit, "system": UCUM, "code": unit}}]
     if absent is not None:
         code, text = absent
         obs["dataAbsentReason"] = {

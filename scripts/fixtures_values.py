@@ -36,12 +36,6 @@ def _estradiol_limits(b: Any) -> None:
         ("in-comparator-below-10-critical", e2(10, comparator="<"), "critical", "(<10 pg/mL)"),
         ("in-comparator-below-5-severe", e2(5, comparator="<"), "critical", "(<5 pg/mL)"),
         ("in-valuestring-below-5-severe", e2(None, value_string="<5 pg/mL"), "critical", "(<5 pg/mL)"),
-        (
-            "in-valuestring-below-5-unit-from-reference-range",
-            e2(None, value_string="<5", reference_range=(10, 40)),
-            "critical",
-            "(<5 pg/mL)",
-        ),
         ("in-comparator-below-or-equal-19", e2(19, comparator="<="), "warning", "(<=19 pg/mL)"),
         ("in-comparator-below-73-pmol-l", e2(73, "pmol/L", comparator="<"), "warning", "(<19.9 pg/mL)"),
         ("in-text-only-unit-ng-per-l", e2(15, "ng/L", code_unit=None), "warning", "(15.0 pg/mL)"),
@@ -109,6 +103,17 @@ def _estradiol_limits(b: Any) -> None:
 
 def _estradiol_unusable(b: Any) -> None:
     e2 = b.estradiol
+    fix(
+        b,
+        E2_DUE,
+        "in-valuestring-without-unit-not-guessed",
+        b.record(e2=e2(None, value_string="<5")),
+        cards=[
+            card(E2_DUE, "info", "", detail_contains="no unit was given"),
+            card(GAPS, "info", "", detail_contains="no unit was given"),
+        ],
+        not_cards=[E2_LOW],
+    )
     due = card(E2_DUE, "info", "No estradiol result", actions=["create"])
     fix(
         b,

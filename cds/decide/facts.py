@@ -107,6 +107,10 @@ def _change_text(change: dict[str, Any]) -> str:
     return "; ".join(parts) or "no comparable measure"
 
 
+def _reported(scan: dict[str, Any], kind: str) -> float | None:
+    return reported_precision(kind, scan[kind]) if kind in scan else None
+
+
 class _Builder:
     def __init__(self, valuesets: dict[str, Any], ctx: Context):
         self.vs = valuesets
@@ -254,7 +258,7 @@ class _Builder:
         key, title = dxa_site(site, obs, self.vs)
         self.site_titles[key] = (site, title)
         scan = self.scans[key].setdefault(when, {"refs": []})
-        scan[kind] = reported_precision(kind, value)
+        scan[kind] = value  # as measured; the facts carry it at reporting precision
         scan["refs"].append(ref)
 
     def dxa_facts(self) -> None:
@@ -270,9 +274,9 @@ class _Builder:
                     "site_title": title,
                     "date": dates[-1].isoformat(),
                     "age_days": (self.today - dates[-1]).days,
-                    "t_score": latest.get("t_score"),
-                    "z_score": latest.get("z_score"),
-                    "bmd": latest.get("bmd"),
+                    "t_score": _reported(latest, "t_score"),
+                    "z_score": _reported(latest, "z_score"),
+                    "bmd": _reported(latest, "bmd"),
                     "refs": ",".join(latest["refs"]),
                 }
             )
@@ -282,13 +286,15 @@ class _Builder:
             change: dict[str, Any] = {"t": "dxa_change", "site": site, "site_key": key, "site_title": title,
                                       "from_date": dates[-2].isoformat(), "to_date": dates[-1].isoformat(),
                                       "refs": ",".join(before["refs"] + latest["refs"])}
+            # the change is measured on the values as sent (a least significant change is a property of the
+            # measurement, not of its rounding); the values quoted are at reporting precision
             if "t_score" in before and "t_score" in latest:
-                change.update(t_from=before["t_score"], t_to=latest["t_score"],
+                change.update(t_from=_reported(before, "t_score"), t_to=_reported(latest, "t_score"),
                               t_drop=round(before["t_score"] - latest["t_score"], 4))
             if "bmd" in before and "bmd" in latest and before["bmd"] > 0:
                 drop = before["bmd"] - latest["bmd"]
-                change.update(bmd_from=before["bmd"], bmd_to=latest["bmd"], bmd_drop=round(drop, 4),
-                              bmd_drop_pct=round(100 * drop / before["bmd"], 3))
+                change.update(bmd_from=_reported(before, "bmd"), bmd_to=_reported(latest, "bmd"),
+                              bmd_drop=round(drop, 4), bmd_drop_pct=round(100 * drop / before["bmd"], 3))
             change["change_text"] = _change_text(change)
             self.out.facts.append(change)
 

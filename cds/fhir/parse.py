@@ -113,7 +113,7 @@ READ_ELEMENTS: dict[str, frozenset[str]] = {
     "Patient": frozenset({"id", "meta", "gender", "birthDate"}),
     "Observation": frozenset({"id", "meta", "status", "code", "subject", "effectiveDateTime",
                               "effectivePeriod", "effectiveInstant", "issued", "valueQuantity",
-                              "valueString", "dataAbsentReason", "bodySite", "referenceRange"}),
+                              "valueString", "dataAbsentReason", "bodySite"}),
     "MedicationRequest": frozenset({"id", "meta", "status", "intent", "subject", "medicationCodeableConcept",
                                     "medicationReference", "contained", "dosageInstruction"}),
     "Medication": frozenset({"id", "meta", "code"}),

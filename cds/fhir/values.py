@@ -5,7 +5,7 @@ Handled shapes (see docs/rules.md, "Values as laboratories report them"):
 * ``valueQuantity`` with an optional ``comparator`` (``<``, ``<=``, ``>``, ``>=``): a result below or above
   a limit of quantitation; the true value is at most (at least) the number;
 * ``valueString`` such as ``"<5"``, ``"<5 pg/mL"``, ``"> 100 ng/mL"`` or ``"14.2 pg/mL"``: read the same way;
-  a string without a unit takes the unit of the Observation's reference range, when it has one;
+  a string without a unit ("<5") has no unit, and an unknown unit is never guessed;
 * the unit: the UCUM ``code`` when the system is UCUM (or not given), else the ``unit`` text with the
   usual non-UCUM spellings replaced (``mcg`` -> ``ug``);
 * ``dataAbsentReason``, a text result ("Haemolysed"), or no value at all: not usable, and why.
@@ -81,14 +81,6 @@ def _quantity_unit(q: Any, aliases: Mapping[str, str]) -> tuple[str, str]:
     return from_text(text, aliases), text
 
 
-def _range_unit(obs: Any, aliases: Mapping[str, str]) -> tuple[str, str]:
-    for rng in obs.referenceRange or []:
-        for q in (rng.low, rng.high):
-            if q is not None and (q.code or q.unit):
-                return _quantity_unit(q, aliases)
-    return "", ""
-
-
 def read(obs: Any, aliases: Mapping[str, str]) -> Reading:
     """The value of ``obs`` (an R4B Observation) as reported, or why it cannot be used."""
     absent = getattr(obs, "dataAbsentReason", None)
@@ -112,9 +104,6 @@ def read(obs: Any, aliases: Mapping[str, str]) -> Reading:
             return Reading(why=f"was reported as text {quoted(text)!r}, not a number")
         sign, number, unit_text = found.groups()
         comparator = _SIGNS.get(sign or "", sign or "")
-        if unit_text:
-            unit, shown = from_text(unit_text, aliases), unit_text
-        else:
-            unit, shown = _range_unit(obs, aliases)
-        return Reading(float(number), comparator, unit, quoted(shown), number)
+        unit = from_text(unit_text, aliases) if unit_text else ""
+        return Reading(float(number), comparator, unit, quoted(unit_text), number)
     return Reading(why="has no numeric value")
