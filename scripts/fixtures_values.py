@@ -25,6 +25,7 @@ def define(b: Any) -> None:
     _estradiol_unusable(b)
     _vitamin_d(b)
     _dxa_values(b)
+    _dxa_set_aside(b)
     _wording(b)
     _hostile(b)
 
@@ -380,6 +381,36 @@ def _dxa_values(b: Any) -> None:
         b.record(dxa=d("dxa-1", "hip", "t_score", -0.5, 100, status="preliminary")),
         cards=[card(rule, "info", "", detail_contains="status preliminary")],
         not_cards=[GAPS],
+    )
+
+
+def _dxa_set_aside(b: Any) -> None:
+    d = b.dxa
+    newer = d("dxa-new", "hip", "bmd", 0.91, 30, unit=("g/cm-2", "g/cm-2"))
+    fix(
+        b,
+        "dxa-overdue",
+        "in-731-days-newer-scan-set-aside-named",
+        b.record(dxa=[d("dxa-old", "hip", "t_score", -0.5, 731), newer]),
+        cards=[
+            card("dxa-overdue", "info", "DXA overdue", actions=["create"], detail_contains="g/cm-2"),
+            card(GAPS, "info"),
+        ],
+    )
+    fix(
+        b,
+        "bone-at-risk-from-low-density",
+        "in-z-score-17-digits-one-decimal",
+        b.record(
+            age=40,
+            dxa=[
+                d("dxa-1", "lumbar_spine", "z_score", -2.4499999999999997, 100),
+                d("dxa-2", "lumbar_spine", "t_score", -0.8, 100),
+            ],
+        ),
+        fired=["bone-at-risk-from-low-density"],
+        derived=[{"t": "bone_at_risk", "measure": "Z-score -2.4"}],
+        cards=[card("bone-density-low-on-ai", "warning", "Z-score -2.4 at the Lumbar spine")],
     )
 
 
