@@ -72,7 +72,7 @@ def test_evaluate_names_the_order_each_fired_rule_refers_to(capsys):
     out = capsys.readouterr().out
     fired = out.split("rules fired:\n", 1)[1].splitlines()
     assert len(fired) == len(set(fired)), "two fired lines read the same"
-    low = [line for line in fired if line.startswith("  low-estradiol-on-ai v1.1.0")]
+    low = [line for line in fired if line.startswith("  low-estradiol-on-ai v1.2.0")]
     assert len(low) == 2
     assert any(" for MedicationRequest/mr-ana-renew (draft order): " in line for line in low)
     assert any(" for MedicationRequest/mr-ana: " in line for line in low)
