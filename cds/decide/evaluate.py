@@ -16,7 +16,7 @@ from cds.decide.cards import CardInputs, render_card
 from cds.decide.facts import Context, FactSet, build_facts
 from cds.decide.findings import derive_findings
 from cds.fhir.relevance import Relevance
-from cds.rules.conditions import compile_rule
+from cds.rules.conditions import compile_rule, holds
 from cds.rules.engine import CompiledRule, Firing, RuleEngine
 from cds.rules.pack import Rule, RulePack
 from cds.rules.templating import render
@@ -57,9 +57,8 @@ def _gaps(pack: RulePack, facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     gaps = []
     for rule in pack.active_rules:
         for need in rule.needs:
-            ok = any(f["t"] == need["fact"] and f.get(need["field"]) is not None
-                     and ("in" not in need or f.get(need["field"]) in need["in"]) for f in facts)
-            if not ok:
+            test = {need["field"]: {"exists": True, **({"in": need["in"]} if "in" in need else {})}}
+            if not any(f["t"] == need["fact"] and holds(test, {"": f}, pack) for f in facts):
                 gaps.append({"t": "problem", "kind": "gap", "rule": rule.id, "reason": need["reason"]})
     return gaps
 
