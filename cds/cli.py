@@ -41,6 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from cds import settings
+    from cds.decide.case import Case
     from cds.decide.evaluate import Evaluator
     from cds.fhir import parse as fhir_parse
     from cds.rules import pack as rulepack
@@ -57,11 +58,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     selections = (
         [f"{d['resourceType']}/{d.get('id')}" for d in drafts[:1]] if args.hook == "order-select" else []
     )
-    evaluation = evaluator.evaluate(
-        resources, draft_models, patient_id=patient_id, now=parse_at(args.at),
-        context={"patientId": patient_id, "userId": "Practitioner/example"},
-        drafts_by_ref={f"{d['resourceType']}/{d.get('id')}": d for d in drafts}, selections=selections,
-        source_label=values["SOURCE_LABEL"])
+    case = Case(hook=args.hook, patient_id=patient_id, now=parse_at(args.at),
+                context={"patientId": patient_id, "userId": "Practitioner/example"},
+                resources=tuple(resources), drafts=tuple(draft_models),
+                drafts_by_ref={f"{d['resourceType']}/{d.get('id')}": d for d in drafts},
+                selections=frozenset(selections))
+    evaluation = evaluator.evaluate(case, source_label=values["SOURCE_LABEL"])
     if args.json:
         print(json.dumps({"cards": evaluation.cards, "fired": evaluation.fired,
                           "not_evaluated": evaluation.not_evaluated, "superseded": evaluation.superseded},

@@ -1,18 +1,18 @@
 """The pure pipeline: parsed resources -> facts -> rules engine -> findings -> cards.
 
-``Evaluator`` is built once per rule pack (compiling the pack into the engine) and is then called per
-request. It does no I/O and touches no Flask globals; the HTTP layer, the CLI and the audit replay all
-call it the same way.
+``Evaluator`` is built once per rule pack (compiling the pack into the engine) and is then called once per
+hook call with that call's ``Case`` (cds/decide/case.py). It does no I/O and touches no Flask globals; the
+HTTP layer and the CLI call ``evaluate``, the audit's re-run of stored facts calls ``from_facts``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cds.decide.cards import CardInputs, render_card
+from cds.decide.case import Case
 from cds.decide.facts import Context, FactSet, build_facts
 from cds.decide.findings import derive_findings
 from cds.fhir.relevance import Relevance
@@ -80,14 +80,12 @@ class Evaluator:
     def run_facts(self, facts: list[dict[str, Any]]) -> list[Firing]:
         return self.engine.evaluate(facts)
 
-    def evaluate(self, resources: Iterable[Any], drafts: Iterable[Any], *, patient_id: str | None,
-                 now: dt.datetime, context: Mapping[str, Any], drafts_by_ref: Mapping[str, dict[str, Any]],
-                 selections: Iterable[str] = (), source_label: str = "Bone Health CDS") -> Evaluation:
-        drafts = list(drafts)
-        ctx = Context(patient_id=patient_id, now=now, draft_refs=frozenset(drafts_by_ref),
-                      selections=frozenset(selections))
-        fact_set = self.facts(resources, drafts, ctx)
-        return self.from_facts(fact_set.facts, context=context, drafts_by_ref=drafts_by_ref,
+    def evaluate(self, case: Case, *, source_label: str = "Bone Health CDS") -> Evaluation:
+        """One hook call: the case's resources and draft orders to facts, then rules, findings and cards."""
+        ctx = Context(patient_id=case.patient_id, now=case.now, draft_refs=frozenset(case.drafts_by_ref),
+                      selections=case.selections)
+        fact_set = self.facts(case.resources, case.drafts, ctx)
+        return self.from_facts(fact_set.facts, context=case.context, drafts_by_ref=case.drafts_by_ref,
                                source_label=source_label, ignored=dict(fact_set.ignored))
 
     def from_facts(self, facts: list[dict[str, Any]], *, context: Mapping[str, Any],
