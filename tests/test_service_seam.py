@@ -117,3 +117,26 @@ def test_create_app_builds_the_service_with_the_audit_store(auth_config):
     off = create_app({**auth_config, "AUDIT": False})
     assert off.extensions["cds.service"].audit is None and off.extensions["cds.service"].explain_link is None
     assert "cds.audit" not in off.extensions
+
+
+class BrokenFetch:
+    """A FHIR client with a bug: it raises what no FHIR failure raises."""
+
+    def __call__(self, request, key, query):
+        raise RuntimeError("a bug in the FHIR client")
+
+    def complete(self, request, key, bundle):
+        raise RuntimeError("a bug in the FHIR client")
+
+
+def test_an_unexpected_failure_is_recorded_as_a_500_and_raised():
+    sink = Recorder()
+    service = HookService(EVALUATOR, fetch=BrokenFetch(), audit=sink)
+    body = low_estradiol_body()
+    del body["prefetch"]["dxa"]  # to be fetched, by the broken client
+    body["fhirServer"] = "https://ehr.example.org/fhir"
+    with pytest.raises(RuntimeError):
+        service.call(SERVICE, body, now=NOW)
+    [call] = sink.calls
+    assert (call.status, call.outcome, call.hook_instance) == (500, "500", body["hookInstance"])
+    assert call.error == "internal error; the request was not processed" and call.evaluation is None
