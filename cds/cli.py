@@ -43,6 +43,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from cds import settings
     from cds.decide.evaluate import Evaluator
     from cds.fhir import parse as fhir_parse
+    from cds.fhir.references import ReferenceIndex
     from cds.rules import pack as rulepack
     from cds.toolkit.offline import as_bundle, load_bundle, parse_at, split_bundle
 
@@ -61,7 +62,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         resources, draft_models, patient_id=patient_id, now=parse_at(args.at),
         context={"patientId": patient_id, "userId": "Practitioner/example"},
         drafts_by_ref={f"{d['resourceType']}/{d.get('id')}": d for d in drafts}, selections=selections,
-        source_label=values["SOURCE_LABEL"])
+        source_label=values["SOURCE_LABEL"], references=ReferenceIndex.of([bundle]))
     if args.json:
         print(json.dumps({"cards": evaluation.cards, "fired": evaluation.fired,
                           "not_evaluated": evaluation.not_evaluated, "superseded": evaluation.superseded},

@@ -15,6 +15,7 @@ from typing import Any
 from cds.decide.cards import CardInputs, render_card
 from cds.decide.facts import Context, FactSet, build_facts
 from cds.decide.findings import derive_findings
+from cds.fhir.references import ReferenceIndex
 from cds.fhir.relevance import Relevance
 from cds.rules.conditions import compile_rule
 from cds.rules.engine import CompiledRule, Firing, RuleEngine
@@ -83,10 +84,11 @@ class Evaluator:
 
     def evaluate(self, resources: Iterable[Any], drafts: Iterable[Any], *, patient_id: str | None,
                  now: dt.datetime, context: Mapping[str, Any], drafts_by_ref: Mapping[str, dict[str, Any]],
-                 selections: Iterable[str] = (), source_label: str = "Bone Health CDS") -> Evaluation:
+                 selections: Iterable[str] = (), source_label: str = "Bone Health CDS",
+                 references: ReferenceIndex | None = None) -> Evaluation:
         drafts = list(drafts)
         ctx = Context(patient_id=patient_id, now=now, draft_refs=frozenset(drafts_by_ref),
-                      selections=frozenset(selections))
+                      selections=frozenset(selections), references=references)
         fact_set = self.facts(resources, drafts, ctx)
         return self.from_facts(fact_set.facts, context=context, drafts_by_ref=drafts_by_ref,
                                source_label=source_label, ignored=dict(fact_set.ignored))

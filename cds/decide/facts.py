@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from cds.fhir import references as fhir_refs
+from cds.fhir.relevance import ingredient_names, name_in_text
 from cds.fhir.units import to_canonical
 
 COUNTED_STATUSES = {"final", "amended", "corrected"}
@@ -46,12 +48,21 @@ class Context:
     now: dt.datetime
     draft_refs: frozenset[str] = frozenset()
     selections: frozenset[str] = frozenset()
+    #: the fullUrls of the call's Bundles, to resolve ``urn:uuid`` references (see ``cds.fhir.references``)
+    references: fhir_refs.ReferenceIndex | None = None
 
 
 def _codings(concept: Any) -> list[tuple[str, str]]:
     if concept is None:
         return []
     return [(c.system or "", c.code or "") for c in (concept.coding or []) if c.code]
+
+
+def _texts(concept: Any) -> list[str]:
+    """The words of a CodeableConcept: its text and its codings' displays."""
+    if concept is None:
+        return []
+    return [t for t in [concept.text, *(c.display for c in (concept.coding or []))] if t]
 
 
 #: a result dated before this is a data error (e.g. 0001-01-01 for "unknown"), not a very old result
@@ -81,12 +92,9 @@ def _ref(resource: Any) -> str:
     return f"{_rtype(resource)}/{resource.id}" if resource.id else f"{_rtype(resource)}/(no id)"
 
 
-def _subject_ok(resource: Any, patient_id: str | None) -> bool:
-    subject = getattr(resource, "subject", None)
-    if patient_id is None or subject is None or not subject.reference:
-        return True
-    ref = subject.reference
-    return ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}") or ref == patient_id
+#: why a resource whose subject is not the patient was set aside (no other patient's id is ever named)
+NOT_MINE = {fhir_refs.OTHER: "refers to a different patient",
+            fhir_refs.UNRESOLVED: "has a subject reference that does not resolve to this patient"}
 
 
 def _change_text(change: dict[str, Any]) -> str:
@@ -118,6 +126,14 @@ class _Builder:
         self.latest_lab: dict[str, dict[str, Any]] = {}
         self.scans: dict[str, dict[dt.date, dict[str, Any]]] = defaultdict(dict)
         self.medications: dict[str, Any] = {}
+        self.refs = ctx.references or fhir_refs.EMPTY
+        self.selections = {self.refs.key(s) or s for s in ctx.selections}
+
+    def not_mine(self, resource: Any) -> str | None:
+        """Why ``resource`` is not this patient's (None when it is, or says nothing about whose it is)."""
+        verdict = fhir_refs.patient_verdict(fhir_refs.subject_reference(resource), self.ctx.patient_id,
+                                            self.refs)
+        return NOT_MINE.get(verdict)
 
     def problem(self, reason: str, *, ref: str | None = None, analyte: str | None = None,
                 date: dt.date | None = None, kind: str = "data") -> None:
@@ -154,9 +170,9 @@ class _Builder:
             self.out.ignored[f"observation with status {obs.status}"] += 1
             return
         what = self.vs["labs"][analyte]["title"] if analyte else f"DXA {dxa[1].replace('_', '-')}"
-        if not _subject_ok(obs, self.ctx.patient_id):
-            self.problem(f"A {what} result ({ref}) refers to a different patient and was ignored", ref=ref,
-                         analyte=analyte)
+        why = self.not_mine(obs)
+        if why:
+            self.problem(f"A {what} result ({ref}) {why} and was ignored", ref=ref, analyte=analyte)
             return
         when = _date(obs.effectiveDateTime or (obs.effectivePeriod.start if obs.effectivePeriod else None)
                      or obs.issued)
@@ -253,35 +269,42 @@ class _Builder:
     # -- medications and orders ----------------------------------------------------------------------------
     def medication_request(self, mr: Any, *, draft: bool) -> None:
         ref = _ref(mr)
-        if not _subject_ok(mr, self.ctx.patient_id):
-            self.problem(f"A medication order ({ref}) refers to a different patient and was ignored", ref=ref)
+        why = self.not_mine(mr)
+        if why:
+            self.problem(f"A medication order ({ref}) {why} and was ignored", ref=ref)
             return
         codings = list(_codings(mr.medicationCodeableConcept))
-        text = (mr.medicationCodeableConcept.text if mr.medicationCodeableConcept else None) or ""
+        texts = _texts(mr.medicationCodeableConcept)
         med_ref = mr.medicationReference.reference if mr.medicationReference else None
         via = ""
         if med_ref:
-            contained = next((c for c in (mr.contained or []) if med_ref == f"#{c.id}"), None)
-            med = contained or self.medications.get(med_ref)
+            target = self.refs.resolve(med_ref)
+            contained = next((c for c in (mr.contained or []) if target and target.contained
+                              and c.id == target.id), None)
+            med = contained or self.medications.get((target.key if target else None) or med_ref)
             if med is not None and getattr(med, "code", None) is not None:
                 via = " (contained Medication)" if contained is not None else f" ({med_ref})"
                 codings += _codings(med.code)
-                text = text or med.code.text or ""
-            if not text and mr.medicationReference.display:
-                text = mr.medicationReference.display
-            if med is None and not text:
+                texts += _texts(med.code)
+            if mr.medicationReference.display:
+                texts.append(mr.medicationReference.display)
+            if med is None and not texts:
                 self.problem(f"A medication order ({ref}) refers to {med_ref}, which was not supplied, so "
                              "its drug could not be identified", ref=ref)
-        selected = ref in self.ctx.selections
-        for drug_class, ingredient, how, code in self._classify(codings, text):
-            matched_by = how + via if how != "text" else "ingredient name in text"
-            self.out.facts.append({"t": "medication", "ref": ref, "drug_class": drug_class,
-                                   "ingredient": ingredient, "status": mr.status or "unknown", "draft": draft,
-                                   "selected": selected, "matched_by": matched_by, "code": code})
+        selected = ref in self.selections
+        for drug_class, ingredient, how, code in self._classify(codings, " | ".join(texts)):
+            fact = {"t": "medication", "ref": ref, "drug_class": drug_class, "ingredient": ingredient,
+                    "status": mr.status or "unknown", "draft": draft, "selected": selected,
+                    "matched_by": how + via, "code": code}
+            if how.startswith("text:"):  # a name in the text, no code: said so in the evidence
+                fact.update(matched_by="ingredient name in text", matched_name=how[len("text:"):])
+            self.out.facts.append(fact)
             if draft:
                 self.out.facts.append({"t": "order", "kind": drug_class, "ref": ref})
 
     def _classify(self, codings: list[tuple[str, str]], text: str) -> Iterable[tuple[str, str, str, str]]:
+        """Per drug class, the first ingredient whose RxNorm or ATC code is among ``codings``, else the first
+        whose name (INN, USAN or brand, see valuesets.yaml) is in ``text`` (``how`` is then "text:<name>")."""
         rxnorm, atc = self.systems.get("rxnorm"), self.systems.get("atc")
         for drug_class, spec in self.vs.get("medications", {}).items():
             found = None
@@ -294,10 +317,10 @@ class _Builder:
                 if found:
                     break
             if not found and text:
-                lowered = text.lower()
-                for ingredient in spec["ingredients"]:
-                    if ingredient in lowered:
-                        found = (drug_class, ingredient, "text", "")
+                for ingredient, codes in spec["ingredients"].items():
+                    name = name_in_text(text, ingredient_names(ingredient, codes))
+                    if name:
+                        found = (drug_class, ingredient, f"text:{name}", "")
                         break
             if found:
                 yield found

@@ -18,6 +18,7 @@ from cds.decide.evaluate import Evaluation, Evaluator
 from cds.errors import CdsError, UnknownService
 from cds.fhir import parse as fhir_parse
 from cds.fhir.prefetch import Fetch, Gathered, gather
+from cds.fhir.references import ReferenceIndex
 from cds.hooks.envelope import HookRequest, parse_hook_request
 from cds.hooks.services import hook_of, prefetch_templates
 
@@ -110,10 +111,11 @@ class HookService:
                 model = fhir_parse.parse_resource(raw, where=where, cache=self.model_cache)
                 draft_models.append(model)
                 drafts_json[f"{raw['resourceType']}/{raw.get('id')}"] = raw
+        references = ReferenceIndex.of([*gathered.data.values(), request.draft_orders])
         return self.evaluator.evaluate(
             resources, draft_models, patient_id=request.patient_id, now=now,
             context={**request.context, "patientId": request.patient_id}, drafts_by_ref=drafts_json,
-            selections=request.selections, source_label=self.source_label)
+            selections=request.selections, source_label=self.source_label, references=references)
 
     def _add_explain_links(self, evaluation: Evaluation, base_url: str | None) -> None:
         if not self.explain_url or not base_url:

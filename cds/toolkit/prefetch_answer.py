@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from cds.fhir.references import MINE, ReferenceIndex, patient_verdict, subject_reference
+
 TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
 USER_TOKENS = {
     "userPractitionerId": "Practitioner",
@@ -66,13 +68,9 @@ def _token_match(wanted: str, found: set[tuple[str, str]]) -> bool:
     return False
 
 
-def _refers_to(resource: dict[str, Any], patient_id: str) -> bool:
-    for field in ("subject", "patient"):
-        ref = resource.get(field)
-        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-            text = ref["reference"]
-            return text in (patient_id, f"Patient/{patient_id}") or text.endswith(f"/Patient/{patient_id}")
-    return True  # no subject: the record is the patient's
+def _refers_to(resource: dict[str, Any], patient_id: str, index: ReferenceIndex | None = None) -> bool:
+    """Whether the resource's subject is the patient (no subject: the record is the patient's)."""
+    return patient_verdict(subject_reference(resource), patient_id, index) == MINE
 
 
 def matches(resource: dict[str, Any], params: Iterable[tuple[str, str]]) -> bool:
