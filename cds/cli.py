@@ -65,10 +65,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         source_label=values["SOURCE_LABEL"], references=ReferenceIndex.of([bundle]))
     if args.json:
         print(json.dumps({"cards": evaluation.cards, "fired": evaluation.fired,
-                          "not_evaluated": evaluation.not_evaluated, "superseded": evaluation.superseded},
-                         indent=2, default=str))
+                          "not_evaluated": evaluation.not_evaluated, "superseded": evaluation.superseded,
+                          "out_of_scope": evaluation.out_of_scope}, indent=2, default=str))
         return 0
     print(f"{len(evaluation.cards)} card(s) for {args.bundle} ({args.hook}, rule pack {pack.version})")
+    if evaluation.out_of_scope:
+        print(f"out of scope ({evaluation.out_of_scope['code']}): {evaluation.out_of_scope['reason']}")
     for card in evaluation.cards:
         print(f"  [{card['indicator']:<8}] {card['summary']}")
         for s in card.get("suggestions", []):

@@ -101,6 +101,8 @@ def _show(args: argparse.Namespace) -> int:
         print(f"  fired {fired['rule']} v{fired['version']} on {', '.join(fired['facts'])}")
     for gap in r["notEvaluated"]:
         print(f"  could not evaluate {gap['rule']}: {gap['reason']}")
+    if r.get("outOfScope"):
+        print(f"  out of scope ({r['outOfScope']['code']}): {r['outOfScope']['reason']}")
     for f in found["feedback"]:
         print(
             f"  feedback {f['outcome']} on {f['card']} at {f['received'][:19]}"

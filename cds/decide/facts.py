@@ -3,13 +3,16 @@
 Input: parsed R4B models, the hook context, the evaluation time and the rule pack's value sets.
 Output: a list of fact dicts (each with a type ``t``), ready for the engine:
 
-    patient     sex, age
+    patient     sex, age (at death for a deceased patient), deceased, deceased_date
     medication  one per (order, drug class): ingredient, status, draft, selected, matched_by
     lab         the latest usable result per analyte, normalised to the analyte's canonical unit
     dxa         the latest scan per site (T-score, Z-score, BMD merged by date)
     dxa_change  the latest scan vs the one before it at the same site
     problem     a result that could not be used (unknown unit, no value, no date, other patient), and why
     order       what the draft orders already order (so a rule does not suggest it again)
+
+References (subjects, medicationReference, selections) are resolved by ``cds.fhir.references``: a resource
+whose subject is another patient, or does not resolve to this one, becomes a ``problem``, never data.
 
 Only results with status final, amended or corrected count. The work is linear in the resources: one pass
 to classify, then per-analyte and per-site maxima. No I/O, no Flask, no engine.
@@ -147,14 +150,16 @@ class _Builder:
         if mine:
             p = mine[0]
             fact["sex"] = p.gender or "unknown"
+            died = _date(p.deceasedDateTime)
+            if p.deceasedBoolean or p.deceasedDateTime is not None:
+                fact["deceased"] = True
+                if died:
+                    fact["deceased_date"] = died.isoformat()
             born = _date(p.birthDate)
-            if born:
-                years = (
-                    self.today.year
-                    - born.year
-                    - ((self.today.month, self.today.day) < (born.month, born.day))
-                )
-                fact["age"] = years
+            # age is never counted past the date of death; deceased on an unknown date: age unknown
+            until = min(self.today, died) if died else None if fact.get("deceased") else self.today
+            if born and until:
+                fact["age"] = until.year - born.year - ((until.month, until.day) < (born.month, born.day))
         self.out.facts.append(fact)
 
     # -- observations ----------------------------------------------------------------------------------------
