@@ -5,6 +5,7 @@
     cds replay DIR --url BASE                   replay every fixture with a sidecar, report pass/fail
     cds evaluate BUNDLE --hook HOOK [--at DATE] [--json]
     cds rules check [DIR]                       validate a rule pack
+    cds rules valuesets [DIR]                   value-set coverage: codes by system, names, where verified
     cds dev-token --url URL                     print a development client token for a call to URL
     cds audit list|show|verify|export|replay|migrate|drain|token   the audit trail (cds/audit/cli.py)
 
@@ -101,6 +102,16 @@ def _rules_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rules_valuesets(args: argparse.Namespace) -> int:
+    """Print the value-set coverage (a pure function of the pack); exit 1 when a code has no source."""
+    from cds.rules import pack as rulepack
+    from cds.rules.coverage import coverage_text, missing_sources
+
+    pack = rulepack.load(args.dir)
+    print(coverage_text(pack))
+    return 1 if missing_sources(pack.valuesets) else 0
+
+
 def _dev_token(args: argparse.Namespace) -> int:
     from cds import settings
     from cds.auth.client_token import DEV_ISS, dev_client, sign_client_token
@@ -138,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = rules_sub.add_parser("check", help="validate every rule file")
     check.add_argument("dir", nargs="?")
     check.set_defaults(func=_rules_check)
+    coverage = rules_sub.add_parser("valuesets",
+                                    help="list value-set coverage: codes by system, names, sources")
+    coverage.add_argument("dir", nargs="?")
+    coverage.set_defaults(func=_rules_valuesets)
 
     token = sub.add_parser("dev-token", help="print a development client token (good for one call)")
     token.add_argument("--url", required=True, help="exact URL of the endpoint the token is for (its aud)")
