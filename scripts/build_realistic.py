@@ -21,8 +21,18 @@ import realistic_shapes as s  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "fixtures" / "realistic"
 HOOK_AT = {"at": "2026-11-22"}
+VITD = ("62292-8", "25-Hydroxyvitamin D2+D3 [Mass/volume] in Serum or Plasma")
+E2 = ("2243-4", "Estradiol [Mass/volume] in Serum or Plasma")
 ON_AI_RULES = ["dxa-baseline-missing", "vitamin-d-missing", "estradiol-monitoring-due", "low-estradiol-on-ai",
                "bone-density-low-on-ai", "osteopenia-on-ai", "dxa-overdue", "evaluation-gaps"]
+
+
+def anastrozole(pid: str, rid: str = "mr-anastrozole") -> dict[str, Any]:
+    return s.medication_request(rid, pid, code="199224", display="anastrozole 1 MG Oral Tablet")
+
+
+def letrozole(pid: str) -> dict[str, Any]:
+    return s.medication_request("mr-letrozole", pid, code="200064", display="letrozole 2.5 MG Oral Tablet")
 
 
 def synthea_trt_man() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -30,8 +40,8 @@ def synthea_trt_man() -> tuple[dict[str, Any], dict[str, Any]]:
     p.background(30)
     p.medication("835840", "1 ML testosterone cypionate 200 MG/ML Injection")
     p.medication("199224", "anastrozole 1 MG Oral Tablet")
-    p.lab("2243-4", "Estradiol [Mass/volume] in Serum or Plasma", 14.2, "pg/mL", days_ago=40)
-    p.lab("62292-8", "25-Hydroxyvitamin D2+D3 [Mass/volume] in Serum or Plasma", 41.37299810373482, "ng/mL",
+    p.lab(*E2, 14.2, "pg/mL", days_ago=40)
+    p.lab(*VITD, 41.37299810373482, "ng/mL",
           days_ago=40)
     p.dxa_t_score(-0.81234567890123456, days_ago=200)
     bundle = p.bundle("Synthea-shaped transaction bundle: man on testosterone and anastrozole, estradiol "
@@ -47,7 +57,7 @@ def synthea_woman_on_alendronic_acid() -> tuple[dict[str, Any], dict[str, Any]]:
     p.background(36)
     p.medication("200064", "letrozole 2.5 MG Oral Tablet")
     p.medication("904419", "Alendronic acid 10 MG Oral Tablet")
-    p.lab("62292-8", "25-Hydroxyvitamin D2+D3 [Mass/volume] in Serum or Plasma", 36.18822707963512, "ng/mL",
+    p.lab(*VITD, 36.18822707963512, "ng/mL",
           days_ago=400)
     p.dxa_t_score(-2.7776543210987654, days_ago=150)
     renewal = s.medication_request("letrozole-renewal", p.pid, status="draft", code="200064",
@@ -61,7 +71,8 @@ def synthea_woman_on_alendronic_acid() -> tuple[dict[str, Any], dict[str, Any]]:
                                "summary_contains": "No 25-OH vitamin D result"}],
                     "fired": ["on-aromatase-inhibitor", "on-bone-protective-therapy",
                               "bone-density-osteoporosis-range"],
-                    "derived": [{"t": "on_bone_protection", "ingredient": "alendronate", "matched_by": "rxnorm"}],
+                    "derived": [{"t": "on_bone_protection", "ingredient": "alendronate",
+                                 "matched_by": "rxnorm"}],
                     "not_cards": ["bone-density-low-on-ai", "dxa-baseline-missing", "evaluation-gaps"]}
 
 
@@ -79,7 +90,7 @@ def us_core_deceased() -> tuple[dict[str, Any], dict[str, Any]]:
     pid = "uscore-woman-deceased"
     patient = {**s.us_core_patient(pid, "female", 111), "deceasedDateTime": "2019-04-02T06:10:00-05:00"}
     resources = [patient,
-                 s.medication_request("mr-letrozole", pid, code="200064", display="letrozole 2.5 MG Oral Tablet")]
+                 letrozole(pid)]
     return _collection(resources, "US Core shapes: a woman who died in 2019, aged 103, letrozole still "
                                   "active, no DXA or vitamin D: out of scope, no cards"), {
         "hook": "patient-view", **HOOK_AT, "cards": [], "not_cards": ON_AI_RULES}
@@ -88,8 +99,8 @@ def us_core_deceased() -> tuple[dict[str, Any], dict[str, Any]]:
 def us_core_deceased_boolean() -> tuple[dict[str, Any], dict[str, Any]]:
     pid = "uscore-man-deceased"
     resources = [{**s.us_core_patient(pid, "male", 72), "deceasedBoolean": True},
-                 s.medication_request("mr-anastrozole", pid, code="199224", display="anastrozole 1 MG Oral Tablet"),
-                 s.us_core_lab("o-e2", pid, "2243-4", "Estradiol [Mass/volume] in Serum or Plasma", 8, "pg/mL",
+                 anastrozole(pid),
+                 s.us_core_lab("o-e2", pid, *E2, 8, "pg/mL",
                                days_ago=30)]
     return _collection(resources, "US Core shapes: a man recorded as deceased (deceasedBoolean, no date), "
                                   "anastrozole active, estradiol 8 pg/mL: out of scope, no cards"), {
@@ -99,7 +110,7 @@ def us_core_deceased_boolean() -> tuple[dict[str, Any], dict[str, Any]]:
 def us_core_girl() -> tuple[dict[str, Any], dict[str, Any]]:
     pid = "uscore-girl-11"
     resources = [s.us_core_patient(pid, "female", 11),
-                 s.medication_request("mr-letrozole", pid, code="200064", display="letrozole 2.5 MG Oral Tablet")]
+                 letrozole(pid)]
     return _collection(resources, "US Core shapes: an 11-year-old girl on letrozole, no DXA or vitamin D: "
                                   "below adult_min_age, no adult bone advice"), {
         "hook": "patient-view", **HOOK_AT, "cards": [], "not_cards": ON_AI_RULES}
@@ -108,10 +119,10 @@ def us_core_girl() -> tuple[dict[str, Any], dict[str, Any]]:
 def us_core_man_18() -> tuple[dict[str, Any], dict[str, Any]]:
     pid = "uscore-man-18"
     resources = [s.us_core_patient(pid, "male", 18),
-                 s.medication_request("mr-anastrozole", pid, code="199224", display="anastrozole 1 MG Oral Tablet"),
-                 s.us_core_lab("o-vitd", pid, "62292-8", "25-Hydroxyvitamin D2+D3 [Mass/volume] in Serum or Plasma",
+                 anastrozole(pid),
+                 s.us_core_lab("o-vitd", pid, *VITD,
                                38, "ng/mL", days_ago=30),
-                 s.us_core_lab("o-e2", pid, "2243-4", "Estradiol [Mass/volume] in Serum or Plasma", 28, "pg/mL",
+                 s.us_core_lab("o-e2", pid, *E2, 28, "pg/mL",
                                days_ago=30)]
     return _collection(resources, "US Core shapes: a man of exactly 18 on anastrozole, no DXA: in scope, "
                                   "the baseline DXA is advised"), {
@@ -126,9 +137,9 @@ def us_core_alendronic_acid_text() -> tuple[dict[str, Any], dict[str, Any]]:
            ("o-hip-z", "80938-4", "DXA Hip-L Z-score BMD", -1.19, "z"),
            ("o-hip-bmd", "46278-8", "DXA Hip-L ArMass BMD", 0.634, "bmd")]
     resources = [s.us_core_patient(pid, "female", 64),
-                 s.medication_request("mr-anastrozole", pid, code="199224", display="anastrozole 1 MG Oral Tablet"),
+                 anastrozole(pid),
                  s.medication_request("mr-alendronic", pid, text="Alendronic acid 70 mg tablet, once weekly"),
-                 s.us_core_lab("o-vitd", pid, "62292-8", "25-Hydroxyvitamin D2+D3 [Mass/volume] in Serum or Plasma",
+                 s.us_core_lab("o-vitd", pid, *VITD,
                                44, "ng/mL", days_ago=60),
                  *(s.us_core_dxa(rid, pid, code, display, value, kind, days_ago=100)
                    for rid, code, display, value, kind in dxa),
@@ -144,11 +155,11 @@ def us_core_alendronic_acid_text() -> tuple[dict[str, Any], dict[str, Any]]:
 
 def sandbox_dxa_cpt() -> tuple[dict[str, Any], dict[str, Any]]:
     pid = "sandbox-woman-dxa"
-    order = s.sandbox_draft(s.medication_request("mr-anastrozole-draft", pid, code="199224",
-                                                 display="anastrozole 1 MG Oral Tablet"))
-    dxa = s.sandbox_draft(s.service_request("sr-dxa", pid, s.CPT, "77080", "DXA bone density, axial skeleton"))
+    order = s.sandbox_draft(anastrozole(pid, "mr-anastrozole-draft"))
+    dxa = s.sandbox_draft(s.service_request("sr-dxa", pid, s.CPT, "77080",
+                                            "DXA bone density, axial skeleton"))
     resources = [s.us_core_patient(pid, "female", 61), order, dxa,
-                 s.us_core_lab("o-vitd", pid, "62292-8", "25-Hydroxyvitamin D2+D3 [Mass/volume] in Serum or Plasma",
+                 s.us_core_lab("o-vitd", pid, *VITD,
                                35, "ng/mL", days_ago=60)]
     return _collection(resources, "CDS Hooks sandbox draft orders (category as an object, coding [{}]): "
                                   "anastrozole and a DXA ordered as CPT 77080, no DXA on record"), {

@@ -64,8 +64,9 @@ ENCOUNTER_TYPES = [("162673000", "General examination of patient (procedure)"),
 CONDITIONS = [("444814009", "Viral sinusitis (disorder)"), ("59621000", "Essential hypertension (disorder)"),
               ("160903007", "Full-time employment (finding)"), ("73595000", "Stress (finding)"),
               ("10509002", "Acute bronchitis (disorder)")]
-VACCINES = [("140", "Influenza, seasonal, injectable, preservative free"), ("113", "Td (adult) preservative free"),
-            ("208", "SARS-COV-2 (COVID-19) vaccine, mRNA, spike protein, LNP, preservative free, 30 mcg/0.3mL")]
+VACCINES = [("140", "Influenza, seasonal, injectable, preservative free"),
+            ("113", "Td (adult) preservative free"),
+            ("208", "SARS-COV-2 (COVID-19) vaccine, mRNA, spike protein, LNP, preservative free")]
 VITALS = [("8302-2", "Body Height", "cm", 150.0, 190.0), ("29463-7", "Body Weight", "kg", 55.0, 110.0),
           ("39156-5", "Body mass index (BMI) [Ratio]", "kg/m2", 19.0, 34.0),
           ("8867-4", "Heart rate", "/min", 55.0, 95.0), ("9279-1", "Respiratory rate", "/min", 12.0, 18.0)]
@@ -103,7 +104,8 @@ class SyntheaPatient:
             patient["deceasedDateTime"] = stamp(deceased, 3)
         self.add(patient)
         self.org = f"Organization?identifier={SYNTHEA_ORG}|{self.uuid()}"
-        self.doctor = f"Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|99999{self.rng.randint(10000, 99999)}"
+        npi = f"99999{self.rng.randint(10000, 99999)}"
+        self.doctor = f"Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|{npi}"
 
     def uuid(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
@@ -166,7 +168,8 @@ class SyntheaPatient:
                           "clinicalStatus": concept("http://terminology.hl7.org/CodeSystem/condition-clinical",
                                                     "resolved", "resolved"),
                           "code": concept(SNOMED, code, display), "subject": self.ref(),
-                          "encounter": self.ref(enc), "onsetDateTime": stamp(when), "recordedDate": stamp(when)})
+                          "encounter": self.ref(enc), "onsetDateTime": stamp(when),
+                          "recordedDate": stamp(when)})
             if n % 2 == 0:
                 code, display = self.rng.choice(VACCINES)
                 self.add({"resourceType": "Immunization", "status": "completed",
@@ -199,8 +202,9 @@ class SyntheaPatient:
         """Synthea's bone density workup: the procedure, then a T-score coded 38265-5 whatever the site."""
         enc = self.encounter(day(days_ago))
         self.add({"resourceType": "Procedure", "status": "completed",
-                  "code": concept(SNOMED, "312681000", "Bone density scan (procedure)"), "subject": self.ref(),
-                  "encounter": self.ref(enc), "performedPeriod": {"start": stamp(day(days_ago))}})
+                  "code": concept(SNOMED, "312681000", "Bone density scan (procedure)"),
+                  "subject": self.ref(), "encounter": self.ref(enc),
+                  "performedPeriod": {"start": stamp(day(days_ago))}})
         self.add({"resourceType": "Observation", "status": "final",
                   "category": [{"coding": [{"system": OBS_CATEGORY, "code": "procedure"}]}],
                   "code": concept(LOINC, "38265-5", "DXA [T-score] Bone density"), "subject": self.ref(),
@@ -252,7 +256,7 @@ def us_core_dxa(rid: str, pid: str, code: str, display: str, value: float, kind:
 
 def us_core_dxa_report(rid: str, pid: str, results: list[str], *, days_ago: int) -> dict[str, Any]:
     return {"resourceType": "DiagnosticReport", "id": rid, "status": "final",
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "LP29684-5", "display": "Radiology"}]}],
+            "category": [{"coding": [{"system": LOINC, "code": "LP29684-5", "display": "Radiology"}]}],
             "code": concept(LOINC, "83311-1", "Bone density quantitative measurement by DXA panel"),
             "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": stamp(day(days_ago)),
             "result": [{"reference": f"Observation/{r}"} for r in results]}
