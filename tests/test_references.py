@@ -170,3 +170,25 @@ def test_a_dxa_ordered_by_cpt_is_not_suggested_again(call):
     order["code"]["coding"] = [{"system": LOINC, "code": "24966-4"}]  # a BMD result code is no order
     assert "dxa-baseline-missing" in rules(call(body))
 
+
+
+def test_a_urn_uuid_patient_reference_never_reaches_the_audit_record(app, call):
+    """A Synthea-style draft order (subject urn:uuid:<patient id>) echoed in an update suggestion: the audit
+    content holds the patient key prefix in its place, never the id."""
+    import json
+
+    from cds.audit.record import build_content
+    from cds.rules import pack as rulepack
+
+    kept = []
+    app.extensions["cds.service"].audit = type("Sink", (), {"record_call": lambda self, c: kept.append(c)})()
+    pid = "5cbc121b-cd71-4428-b8b7-31e53eba8184"
+    draft = urn_subject(med(status="draft", mid="draft-ana",
+                            timing={"frequency": 1, "period": 1, "periodUnit": "d"}), f"urn:uuid:{pid}")
+    e2 = urn_subject(obs(E2, 12, "pg/mL", RECENT, oid="o-e2"), f"urn:uuid:{pid}")
+    body = hook_body("order-sign", pid=pid, record=[patient(pid=pid), e2], drafts=[draft])
+    card = rules(call(body))["low-estradiol-on-ai"]
+    echoed = [a["resource"] for s in card["suggestions"] for a in s["actions"] if a["type"] == "update"]
+    assert echoed and echoed[0]["subject"]["reference"] == f"urn:uuid:{pid}"
+    content = json.dumps(build_content(kept[-1], rulepack.load(), b"secret"))
+    assert pid not in content and "urn:uuid:pk-" in content
