@@ -118,3 +118,16 @@ def test_audit_command_with_an_unreachable_database_is_one_line(monkeypatch, cap
     assert main(["audit", "list"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cds: error: cannot open the audit database") and "\n" not in err
+
+
+def test_show_says_when_the_patient_was_out_of_scope(cli, app):
+    body = hook_body("carl")
+    body["prefetch"]["patient"]["deceasedDateTime"] = "2025-02-01T08:00:00Z"
+    response = app.test_client().post(f"/cds-services/{SERVICE}", json=body)
+    assert response.status_code == 200 and response.get_json() == {"cards": []}
+    code, out = cli("audit", "show", "3")
+    assert code == 0 and "out of scope (deceased): the patient is recorded as deceased on 2025-02-01" in out
+    code, out = cli("audit", "show", "3", "--json")
+    record = json.loads(out)["record"]
+    assert record["outOfScope"]["code"] == "deceased" and record["cards"] == [] and record["fired"] == []
+    assert json.loads(cli("audit", "show", "1", "--json")[1])["record"]["outOfScope"] is None
