@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cds.errors import InvalidFhir
+from cds.fhir import references
 
 ORDER_TYPES = ("MedicationRequest", "ServiceRequest")
 USER_ID = "Practitioner/example"
@@ -90,9 +91,9 @@ def _search(record: list[dict], query: str) -> dict[str, Any]:
              and ("code" not in wanted or _codes(r) & wanted["code"])
              and ("status" not in wanted or r.get("status") in wanted["status"])]
     if any(inc.endswith(":medication") for inc in wanted.get("_include", ())):
-        refs = {((r.get("medicationReference") or {}).get("reference")) for r in found}
-        found += [r for r in record
-                  if r.get("resourceType") == "Medication" and f"Medication/{r.get('id')}" in refs]
+        targets = [references.parse((r.get("medicationReference") or {}).get("reference")) for r in found]
+        ids = {t.id for t in targets if t is not None and not t.contained and t.type in (None, "Medication")}
+        found += [r for r in record if r.get("resourceType") == "Medication" and r.get("id") in ids]
     return as_bundle(found, "searchset")
 
 
