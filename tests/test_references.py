@@ -192,3 +192,15 @@ def test_a_urn_uuid_patient_reference_never_reaches_the_audit_record(app, call):
     assert echoed and echoed[0]["subject"]["reference"] == f"urn:uuid:{pid}"
     content = json.dumps(build_content(kept[-1], rulepack.load(), b"secret"))
     assert pid not in content and "urn:uuid:pk-" in content
+
+
+def test_offline_prefetch_includes_a_medication_named_by_an_absolute_or_urn_reference():
+    from cds.toolkit.offline import prefetch_from_record
+
+    meds = [{"resourceType": "Medication", "id": mid, "code": {"text": "anastrozole"}}
+            for mid in ("m1", "m2")]
+    orders = [{"resourceType": "MedicationRequest", "id": f"mr{n}", "status": "active", "intent": "order",
+               "subject": {"reference": "Patient/p1"}, "medicationReference": {"reference": ref}}
+              for n, ref in enumerate(["https://ehr.example.org/fhir/Medication/m1", "urn:uuid:m2"])]
+    bundle = prefetch_from_record([patient(), *orders, *meds])["medications"]
+    assert {e["resource"]["id"] for e in bundle["entry"]} == {"mr0", "mr1", "m1", "m2"}
