@@ -8,6 +8,7 @@ subject is another patient, or resolves to no one, is set aside with a note, nev
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 from builders import LOINC, RXNORM, hook_body, med, obs, patient
@@ -181,7 +182,8 @@ def test_a_urn_uuid_patient_reference_never_reaches_the_audit_record(app, call):
     from cds.rules import pack as rulepack
 
     kept = []
-    app.extensions["cds.service"].audit = type("Sink", (), {"record_call": lambda self, c: kept.append(c)})()
+    sink = type("Sink", (), {"record_call": lambda self, c: kept.append(c)})()
+    app.extensions["cds.service"] = dataclasses.replace(app.extensions["cds.service"], audit=sink)
     pid = "5cbc121b-cd71-4428-b8b7-31e53eba8184"
     draft = urn_subject(med(status="draft", mid="draft-ana",
                             timing={"frequency": 1, "period": 1, "periodUnit": "d"}), f"urn:uuid:{pid}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -35,7 +36,7 @@ class Keep:
 @pytest.fixture
 def audited(app):
     sink = Keep()
-    app.extensions["cds.service"].audit = sink
+    app.extensions["cds.service"] = dataclasses.replace(app.extensions["cds.service"], audit=sink)
     return sink
 
 
