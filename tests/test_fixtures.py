@@ -79,7 +79,7 @@ def test_fixture_layout():
     rule_ids = {r.id for r in rulepack.load().active_rules}
     assert PATHS, "no fixtures found"
     for path in PATHS:
-        if path.parent.name == "scenarios":  # whole-patient scenarios, named for the patient they describe
+        if path.parent.name in ("scenarios", "realistic"):  # whole patients, named for who they are
             continue
         assert re.fullmatch(r"(in|out)-[a-z0-9.-]+", path.stem), path
         assert path.parent.name in rule_ids, f"{path.parent.name} is not an active rule id"

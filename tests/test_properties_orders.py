@@ -31,7 +31,7 @@ ATC = "http://www.whocc.no/atc"
 MEDS = PACK.valuesets["medications"]
 AI = MEDS["aromatase_inhibitor"]["ingredients"]
 AI_NAMES = sorted(AI)
-AI_CODES = sorted({c for codes in AI.values() for c in codes.get("rxnorm", []) + codes.get("atc", [])})
+AI_CODES = sorted({c for codes in AI.values() for c in [*codes.get("rxnorm", []), *codes.get("atc", [])]})
 OTHER_CODES = sorted(
     {
         c

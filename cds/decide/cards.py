@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cds.decide.findings import Finding
+from cds.fhir.tidy import for_echo
 from cds.rules.conditions import holds
 from cds.rules.pack import RulePack
 from cds.rules.templating import render, render_tree
@@ -66,6 +67,7 @@ def _action(
     if original is None:
         return None
     updated = TRANSFORMS[spec["transform"]](original) if spec.get("transform") else copy.deepcopy(original)
+    updated = for_echo(updated) if updated is not None else None  # never echo invalid FHIR to the EHR
     if updated is None:
         return None
     action["resource"] = updated

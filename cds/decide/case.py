@@ -16,6 +16,7 @@ from typing import Any
 
 from cds.fhir import parse as fhir_parse
 from cds.fhir.prefetch import Gathered
+from cds.fhir.references import ReferenceIndex
 from cds.hooks.envelope import HookRequest
 
 
@@ -43,6 +44,8 @@ class Case:
     hook_instance: str | None = None
     #: per prefetch key: client | fetched | empty | failed
     provenance: Mapping[str, str] = field(default_factory=_empty)
+    #: the fullUrls of the call's Bundles, to resolve ``urn:uuid`` references (``cds.fhir.references``)
+    references: ReferenceIndex | None = None
 
 
 def build_case(service_id: str, request: HookRequest, gathered: Gathered, now: dt.datetime, *,
@@ -74,4 +77,5 @@ def build_case(service_id: str, request: HookRequest, gathered: Gathered, now: d
         service_id=service_id,
         hook_instance=request.hook_instance,
         provenance=MappingProxyType(dict(gathered.provenance)),
+        references=ReferenceIndex.of([*gathered.data.values(), request.draft_orders]),
     )

@@ -15,6 +15,7 @@ from cds.decide.cards import CardInputs, render_card
 from cds.decide.case import Case
 from cds.decide.facts import Context, FactSet, build_facts
 from cds.decide.findings import derive_findings
+from cds.decide.scope import out_of_scope
 from cds.fhir.relevance import Relevance
 from cds.rules.conditions import compile_rule, holds
 from cds.rules.engine import CompiledRule, Firing, RuleEngine
@@ -31,10 +32,12 @@ class Evaluation:
     facts: list[dict[str, Any]]
     ignored: dict[str, int] = field(default_factory=dict)
     card_rules: dict[str, str] = field(default_factory=dict)  # card uuid -> rule id
+    out_of_scope: dict[str, Any] | None = None  # {"code", "reason"}: no rule ran (see cds.decide.scope)
 
     def to_json(self) -> dict[str, Any]:
         return {"cards": self.cards, "fired": self.fired, "not_evaluated": self.not_evaluated,
-                "superseded": self.superseded, "facts": self.facts, "ignored": self.ignored}
+                "superseded": self.superseded, "facts": self.facts, "ignored": self.ignored,
+                "out_of_scope": self.out_of_scope}
 
 
 def _deriver(rule: Rule):
@@ -92,7 +95,7 @@ class Evaluator:
     def evaluate(self, case: Case, *, source_label: str = "Bone Health CDS") -> Evaluation:
         """One hook call: the case's resources and draft orders to facts, then rules, findings and cards."""
         ctx = Context(patient_id=case.patient_id, now=case.now, draft_refs=frozenset(case.drafts_by_ref),
-                      selections=case.selections)
+                      selections=case.selections, references=case.references)
         fact_set = self.facts(case.resources, case.drafts, ctx)
         return self.from_facts(fact_set.facts, context=case.context, drafts_by_ref=case.drafts_by_ref,
                                source_label=source_label, ignored=dict(fact_set.ignored))
@@ -102,7 +105,8 @@ class Evaluator:
                    ignored: dict[str, int] | None = None) -> Evaluation:
         """Run the rules over already-built facts (also used to replay stored facts under another pack)."""
         facts = [_with_shown(f) for f in facts]
-        firings = self.run_facts(facts)
+        scope = out_of_scope(facts, self.pack)
+        firings = [] if scope else self.run_facts(facts)
         findings, superseded = derive_findings(firings, self.pack)
         inputs = CardInputs(pack=self.pack, context=context, drafts_by_ref=drafts_by_ref,
                             ordered_kinds=frozenset(f["kind"] for f in facts if f["t"] == "order"),
@@ -115,10 +119,10 @@ class Evaluator:
         return Evaluation(
             cards=cards,
             fired=[self._fired(f) for f in firings],
-            not_evaluated=[{"rule": f["rule"], "reason": f["reason"]} for f in facts
-                           if f["t"] == "problem" and f.get("kind") == "gap"],
+            not_evaluated=[] if scope else [{"rule": f["rule"], "reason": f["reason"]} for f in facts
+                                            if f["t"] == "problem" and f.get("kind") == "gap"],
             superseded=[{"rule": f.rule_id, "superseded_by": f.superseded_by} for f in superseded],
-            facts=facts, ignored=ignored or {}, card_rules=card_rules,
+            facts=facts, ignored=ignored or {}, card_rules=card_rules, out_of_scope=scope,
         )
 
     def _fired(self, firing: Firing) -> dict[str, Any]:

@@ -110,7 +110,7 @@ class ModelCache:
 #: no rule reads cannot change any advice, so a resource is not refused for it, and validating it would be
 #: most of the cost of a call (real EHR resources carry narrative, reference ranges, performers, notes...).
 READ_ELEMENTS: dict[str, frozenset[str]] = {
-    "Patient": frozenset({"id", "meta", "gender", "birthDate"}),
+    "Patient": frozenset({"id", "meta", "gender", "birthDate", "deceasedBoolean", "deceasedDateTime"}),
     "Observation": frozenset({"id", "meta", "status", "code", "subject", "effectiveDateTime",
                               "effectivePeriod", "effectiveInstant", "issued", "valueQuantity",
                               "valueString", "dataAbsentReason", "bodySite"}),
@@ -165,6 +165,17 @@ def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) ->
     if key is not None:
         cache.put(key, model)
     return model
+
+
+def validates_fully(data: Any) -> bool:
+    """Whether ``data`` is, as a whole (not only the elements the rules read), a valid R4 resource."""
+    if not isinstance(data, dict) or not is_used_type(data.get("resourceType")):
+        return False
+    try:
+        model_for(data["resourceType"]).model_validate(data)
+    except (ValidationError, TypeError, ValueError):
+        return False
+    return True
 
 
 def iter_resources(data: Any, *, where: str, max_entries: int | None = None) -> Iterator[tuple[str, dict]]:
