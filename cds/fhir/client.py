@@ -2,6 +2,9 @@
 
 The request controls ``fhirServer``, so it is checked against ``CDS_FHIR_SERVER_ALLOWLIST`` before any
 request is made (scheme, host, port and path prefix compared as parsed parts, never as a string prefix).
+A URL whose path has a dot segment (``.``, ``..``) or an encoded separator or dot (``%2F``, ``%5C``,
+``%2E``, a backslash) is refused outright, and every URL requested is built again from the parts that were
+compared, so what is checked is what is sent (``next`` links included).
 Every call has a connect and a read timeout; idempotent GETs are retried a bounded number of times on
 429/502/503/504 with exponential backoff (``Retry-After`` honoured up to a cap); searches follow ``next``
 links up to a cap on pages and resources. Any failure raises ``FhirServerError`` (a ``DataUnavailable``:
@@ -16,6 +19,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -37,6 +41,13 @@ _URLLIB3.setLevel(max(_URLLIB3.level, logging.INFO))
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 ACCEPT = "application/fhir+json"
+#: in a URL path: an encoded separator or dot, or a backslash (some servers take it for a separator)
+_AMBIGUOUS = re.compile(r"%(2[eEfF]|5[cC])|\\")
+
+
+def plain_path(path: str) -> bool:
+    """True when a URL path means the same to every server: no dot segment, no encoded separator or dot."""
+    return not _AMBIGUOUS.search(path) and not any(seg in (".", "..") for seg in path.split("/"))
 
 
 class Base(NamedTuple):
@@ -54,11 +65,18 @@ class Base(NamedTuple):
     @property
     def origin(self) -> str:
         default = DEFAULT_PORTS[self.scheme] == self.port
-        return f"{self.scheme}://{self.host}" + ("" if default else f":{self.port}")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}" + ("" if default else f":{self.port}")
+
+    @property
+    def url(self) -> str:
+        """The URL again, from the parts compared (no final '/')."""
+        return self.origin + "".join(f"/{segment}" for segment in self.path)
 
 
 def parse_base(url: str) -> Base | None:
-    """``Base`` of an absolute http(s) URL, or ``None`` when it is not one (or has credentials in it)."""
+    """``Base`` of an absolute http(s) URL, or ``None`` when it is not one (or has credentials in it, or a
+    path that is not plain: see ``plain_path``)."""
     try:
         parts = urlsplit(url.strip())
         port = parts.port
@@ -66,6 +84,8 @@ def parse_base(url: str) -> Base | None:
         return None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS or not parts.hostname or parts.username is not None:
+        return None
+    if not plain_path(parts.path):
         return None
     path = tuple(segment for segment in parts.path.split("/") if segment)
     return Base(scheme, parts.hostname.lower().rstrip("."), port or DEFAULT_PORTS[scheme], path)
@@ -118,8 +138,11 @@ class FhirClient:
     # -- the Fetch protocol -------------------------------------------------------------------------------
     def __call__(self, request: HookRequest, key: str, query: str) -> Any:
         base = self._server(request)
-        url = f"{request.fhir_server}/{query.lstrip('/')}"
         path = query.split("?", 1)[0].strip("/").split("/")
+        if not plain_path(query.split("?", 1)[0]):
+            raise FhirServerError("a prefetch query with a dot segment or an encoded separator was not sent",
+                                  field=f"prefetch.{key}")
+        url = f"{base.url}/{query.lstrip('/')}"
         if "?" not in query and len(path) == 2:  # a read: Type/id
             body = self._get(request, key, url, read=True)
             if body is not None and body.get("resourceType") != path[0]:
@@ -156,11 +179,13 @@ class FhirClient:
             if pages >= cap_pages:
                 raise FhirServerError(f"the search has more than {cap_pages} pages (CDS_FHIR_MAX_PAGES); "
                                       "the data would be incomplete", field=f"prefetch.{key}")
-            url = urljoin(f"{request.fhir_server}/", link)
-            target = parse_base(url)
-            if target is None or not base.contains(target):
-                raise FhirServerError("a next link points outside fhirServer; it was not followed",
+            joined = urlsplit(urljoin(f"{base.url}/", link.strip()))
+            target = parse_base(joined._replace(query="", fragment="").geturl())
+            if target is None or not base.contains(target) or not plain_path(urlsplit(link.strip()).path):
+                raise FhirServerError("a next link points outside fhirServer (or has a dot segment or an "
+                                      "encoded separator in its path); it was not followed",
                                       field=f"prefetch.{key}")
+            url = target.url + (f"?{joined.query}" if joined.query else "")
             bundle = self._bundle(request, key, url)
             entries += list(bundle.get("entry") or [])
             pages += 1
