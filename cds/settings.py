@@ -185,6 +185,18 @@ SETTINGS: tuple[Setting, ...] = (
         "JWKS_TIMEOUT_SECONDS", 5.0, "Connect and read timeout when fetching a JWK Set, in seconds.", _float
     ),
     Setting(
+        "REPLAY_FALLBACK",
+        "none",
+        "While the database (the token replay store shared by every host) is unreachable: `none` answers "
+        "503, `host` accepts tokens checked against a same-host store only.",
+    ),
+    Setting(
+        "REPLAY_FALLBACK_DIR",
+        "",
+        "Folder of the same-host replay store (`REPLAY_FALLBACK=host`); empty means a folder on the RAM disk "
+        "`/dev/shm`. Never on the audit spool's disk (the service refuses to start).",
+    ),
+    Setting(
         "CORS_ORIGINS",
         "",
         "Comma-separated browser origins allowed to call the CDS endpoints (`*` for "

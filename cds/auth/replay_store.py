@@ -5,6 +5,13 @@ store neither holds client-chosen strings nor needs a length limit on them. Inse
 already there fails on the primary key, which makes "first use wins" atomic across every process and
 host sharing the database. Expired rows are purged now and then; a key whose row has expired may be
 used again (its token can no longer pass the ``exp`` check anyway).
+
+When the database cannot be reached, the default is to fail closed: the call is a 503 (``AuthUnavailable``),
+because no other store is shared by every host. ``CDS_REPLAY_FALLBACK=host`` trades that for availability:
+keys go to a same-host file store (``FileJtiStore``) meanwhile, which refuses replays across this host's
+processes only. That folder (``CDS_REPLAY_FALLBACK_DIR``, by default on the RAM disk ``/dev/shm``) must not
+be on the disk of the audit spool (``fallback_store`` refuses to start otherwise), so that a spool disk
+filled up during an outage cannot stop the calls.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from cds import db
-from cds.errors import AuthUnavailable
+from cds.errors import AuthUnavailable, ConfigurationError
 
 #: JWT replay protection (created by the migrations in cds/migrations): sha256 hex of iss + jti, and expiry.
 seen_jti = Table(
@@ -37,6 +44,8 @@ log = logging.getLogger("cds.auth")
 
 
 PURGE_INTERVAL_SECONDS = 60.0
+FALLBACK_MODES = ("none", "host")
+RAM_DISK = Path("/dev/shm")
 
 
 def jti_key(iss: str, jti: str) -> str:
@@ -84,13 +93,50 @@ class FileJtiStore:
         return found
 
 
+def _device(path: Path) -> int:
+    """The device (disk) a path is on, or would be on: that of its nearest existing folder."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return os.stat(path).st_dev
+
+
+def fallback_store(mode: str, directory: str, spool_dir: str) -> FileJtiStore | None:
+    """The same-host fallback the settings ask for (``None`` for ``none``: fail closed), checked at start-up.
+
+    Raises ``ConfigurationError`` naming the setting for an unknown mode, a folder that cannot be made, or a
+    folder on the audit spool's disk.
+    """
+    if mode not in FALLBACK_MODES:
+        raise ConfigurationError(f"setting CDS_REPLAY_FALLBACK: {mode!r} is not one of "
+                                 f"{', '.join(FALLBACK_MODES)}")
+    if mode == "none":
+        return None
+    if directory:
+        folder = Path(directory)
+    elif RAM_DISK.is_dir():
+        folder = RAM_DISK / f"cds-jti-fallback-{os.getuid()}"
+    else:
+        raise ConfigurationError("setting CDS_REPLAY_FALLBACK_DIR: no RAM disk (/dev/shm) here; name a "
+                                 "folder that is not on the audit spool's disk")
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"setting CDS_REPLAY_FALLBACK_DIR: {folder} cannot be made "
+                                 f"({exc.strerror})") from exc
+    if _device(folder) == _device(Path(spool_dir)):
+        raise ConfigurationError(f"setting CDS_REPLAY_FALLBACK_DIR: {folder} is on the same disk as the "
+                                 f"audit spool ({spool_dir}); a full spool disk would stop every call")
+    return FileJtiStore(folder)
+
+
 class JtiStore:
     """``remember(iss, jti, expires_at)`` is True the first time a pair is seen, False on a replay.
 
-    The database is the store shared by every process and host. While it is unavailable, keys go to a
-    same-host file store (``fallback``) so that hook calls keep working, with replay protection across
-    this host's processes; the keys are copied into the database when it is back. Without a fallback, an
-    unavailable database is a 503.
+    The database is the store shared by every process and host. Without a fallback (the default), an
+    unavailable database is a 503. With one, keys go to the same-host file store (``fallback``) while the
+    database is unavailable, so that hook calls keep working with replay protection across this host's
+    processes; the keys are copied into the database when it is back.
     """
 
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time,

@@ -14,13 +14,12 @@ baseline response headers. The Flask side of ``cds.auth.verify``.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 
 from cds.auth.client_token import DEV_ISS, dev_client
-from cds.auth.replay_store import FileJtiStore, JtiStore
+from cds.auth.replay_store import JtiStore, fallback_store
 from cds.auth.trusted_clients import JwksCache, TrustedClient, keys_of, load_trusted_clients
 from cds.auth.verify import TokenVerifier
 from cds.errors import LimitExceeded, Unauthorized
@@ -60,8 +59,9 @@ def build_verifier(config: Any) -> TokenVerifier:
                   "so every call to the CDS endpoints will be refused with 401")
     jwks = JwksCache(session=config.get("JWKS_SESSION"), ttl=config["JWKS_CACHE_SECONDS"],
                      timeout=config["JWKS_TIMEOUT_SECONDS"])
-    store = JtiStore.from_url(config["DATABASE_URL"],
-                              fallback=FileJtiStore(Path(config["AUDIT_SPOOL_DIR"]).parent / "jti-fallback"))
+    fallback = fallback_store(config["REPLAY_FALLBACK"], config["REPLAY_FALLBACK_DIR"],
+                              config["AUDIT_SPOOL_DIR"])
+    store = JtiStore.from_url(config["DATABASE_URL"], fallback=fallback)
     return TokenVerifier(clients, replay=store.remember, jwks=jwks, leeway=config["AUTH_LEEWAY_SECONDS"],
                          max_lifetime=config["AUTH_MAX_TOKEN_LIFETIME"])
 
