@@ -5,7 +5,9 @@ request is made (scheme, host, port and path prefix compared as parsed parts, ne
 A URL whose path has a dot segment (``.``, ``..``) or an encoded separator or dot (``%2F``, ``%5C``,
 ``%2E``, a backslash) is refused outright, and every URL requested is built again from the parts that were
 compared, so what is checked is what is sent (``next`` links included).
-Every call has a connect and a read timeout; idempotent GETs are retried a bounded number of times on
+Every GET has a connect and a read timeout, and one overall deadline from connect to the last byte of the
+answer (``CDS_FHIR_RESPONSE_SECONDS``, ``cds.deadline``: a server dripping its status line, headers or body
+is cut off when it passes); idempotent GETs are retried a bounded number of times on
 429/502/503/504 with exponential backoff (``Retry-After`` honoured up to a cap); searches follow ``next``
 links up to a cap on pages and resources. Any failure raises ``FhirServerError`` (a ``DataUnavailable``:
 HTTP 412) naming the key.
@@ -29,6 +31,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
+from cds.deadline import Deadline, deadline_session
 from cds.errors import ConfigurationError, FhirServerError, FhirServerNotAllowed
 from cds.fhir.prefetch import next_link
 from cds.hooks.envelope import HookRequest
@@ -132,7 +135,7 @@ class FhirClient:
     def __init__(self, settings: ClientSettings, session: requests.Session | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
-        self.session = session or requests.Session()
+        self.session = session or deadline_session()
         self.sleep = sleep
 
     # -- the Fetch protocol -------------------------------------------------------------------------------
@@ -208,37 +211,48 @@ class FhirClient:
         timeout = (self.settings.connect_timeout, self.settings.read_timeout)
         attempt = 0
         while True:
-            started = time.perf_counter()
-            try:
-                response = self.session.get(url, headers=headers, timeout=timeout, allow_redirects=False,
-                                            stream=True)
-            except requests.ConnectTimeout as exc:
-                raise FhirServerError(f"the FHIR server could not be reached within {timeout[0]:g} s",
-                                      field=where, server_wide=True) from exc
-            except requests.ReadTimeout as exc:
-                raise FhirServerError(f"the FHIR server did not answer within {timeout[1]:g} s",
-                                      field=where, server_wide=True) from exc
-            except requests.ConnectionError as exc:
-                raise FhirServerError("the FHIR server could not be reached (connection failed)",
-                                      field=where, server_wide=True) from exc
-            except requests.RequestException as exc:
-                raise FhirServerError(f"the request to the FHIR server failed ({type(exc).__name__})",
-                                      field=where, server_wide=True) from exc
-            status = response.status_code
-            log.info("prefetch %s: GET %s %s -> HTTP %s in %.0f ms", key, "read" if read else "search", rtype,
-                     status, (time.perf_counter() - started) * 1000)
-            if status in RETRY_STATUSES and attempt < self.settings.retries:
+            with Deadline(self.settings.response_seconds) as deadline:
+                started = time.perf_counter()
+                try:
+                    response = self.session.get(url, headers=headers, timeout=timeout, allow_redirects=False,
+                                                stream=True)
+                except requests.RequestException as exc:
+                    raise self._failed(exc, where, timeout, deadline) from exc
+                status = response.status_code
+                log.info("prefetch %s: GET %s %s -> HTTP %s in %.0f ms", key, "read" if read else "search",
+                         rtype, status, (time.perf_counter() - started) * 1000)
+                retry = status in RETRY_STATUSES and attempt < self.settings.retries
+                if not retry:
+                    try:
+                        return self._body(response, where, read=read, deadline=deadline)
+                    finally:
+                        response.close()
                 delay = self._delay(response, attempt)
-                log.debug("prefetch %s: retrying after %.2f s (attempt %d)", key, delay, attempt + 1)
                 response.close()
-                self.sleep(delay)
-                attempt += 1
-                continue
-            try:
-                deadline = started + self.settings.response_seconds
-                return self._body(response, where, read=read, deadline=deadline)
-            finally:
-                response.close()
+            log.debug("prefetch %s: retrying after %.2f s (attempt %d)", key, delay, attempt + 1)
+            self.sleep(delay)
+            attempt += 1
+
+    def _failed(self, exc: requests.RequestException, where: str, timeout: tuple[float, float],
+                deadline: Deadline) -> FhirServerError:
+        if deadline.expired:
+            return self._too_slow(where)
+        if isinstance(exc, requests.ConnectTimeout):
+            return FhirServerError(f"the FHIR server could not be reached within {timeout[0]:g} s",
+                                   field=where, server_wide=True)
+        if isinstance(exc, requests.ReadTimeout):
+            return FhirServerError(f"the FHIR server did not answer within {timeout[1]:g} s", field=where,
+                                   server_wide=True)
+        if isinstance(exc, requests.ConnectionError):
+            return FhirServerError("the FHIR server could not be reached (connection failed)", field=where,
+                                   server_wide=True)
+        return FhirServerError(f"the request to the FHIR server failed ({type(exc).__name__})", field=where,
+                               server_wide=True)
+
+    def _too_slow(self, where: str) -> FhirServerError:
+        return FhirServerError("the FHIR server did not finish its answer within "
+                               f"{self.settings.response_seconds:g} s (CDS_FHIR_RESPONSE_SECONDS)",
+                               field=where, server_wide=True)
 
     def _delay(self, response: requests.Response, attempt: int) -> float:
         delay = self.settings.backoff * (2 ** attempt)
@@ -254,7 +268,7 @@ class FhirClient:
                     pass
         return max(0.0, min(delay, self.settings.retry_after_cap))
 
-    def _content(self, response: requests.Response, where: str, deadline: float) -> bytes:
+    def _content(self, response: requests.Response, where: str, deadline: Deadline) -> bytes:
         """The body, read in chunks: a server that trickles past the response budget, sends more than the
         size cap or breaks off mid-body is a failure, never a worker held indefinitely."""
         cap, chunks, size = self.settings.max_response_bytes, [], 0
@@ -269,18 +283,20 @@ class FhirClient:
                 if size > cap:
                     raise FhirServerError(f"the FHIR server's answer is larger than {cap} bytes "
                                           "(CDS_FHIR_MAX_RESPONSE_BYTES)", field=where)
-                if time.perf_counter() > deadline:
-                    raise FhirServerError("the FHIR server did not finish its answer within "
-                                          f"{self.settings.response_seconds:g} s (CDS_FHIR_RESPONSE_SECONDS)",
-                                          field=where, server_wide=True)
+                if deadline.remaining() <= 0:
+                    raise self._too_slow(where)
                 chunks.append(chunk)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if deadline.expired or deadline.remaining() <= 0:
+                raise self._too_slow(where) from exc
             raise FhirServerError(f"the FHIR server's answer broke off ({type(exc).__name__})",
                                   field=where, server_wide=True) from exc
+        if deadline.expired:  # cut off by the deadline: what came is not the whole answer
+            raise self._too_slow(where)
         return b"".join(chunks)
 
     def _body(self, response: requests.Response, where: str, *, read: bool,
-              deadline: float) -> dict[str, Any] | None:
+              deadline: Deadline) -> dict[str, Any] | None:
         status = response.status_code
         if read and status in (404, 410):
             return None
