@@ -14,8 +14,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from support import PG_URL, make_token
 from sqlalchemy.engine import make_url
+from support import PG_URL, make_token
 
 from cds import create_app
 from cds.errors import ConfigurationError

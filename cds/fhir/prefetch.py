@@ -129,7 +129,8 @@ def gather(request: HookRequest, templates: Mapping[str, str], fetch: Fetch | No
 def _check_patients(request: HookRequest, out: Gathered) -> None:
     """A Patient under any key must be the context's patient (no id given, or another id: 412)."""
     for key, data in out.data.items():
-        if isinstance(data, dict) and data.get("resourceType") == "Patient" and data.get("id") != request.patient_id:
+        is_patient = isinstance(data, dict) and data.get("resourceType") == "Patient"
+        if is_patient and data.get("id") != request.patient_id:
             out.provenance[key] = "failed"
             raise DataUnavailable(f"prefetch.{key} holds a Patient resource that is not the patient of "
                                   "context.patientId; it was not used", field=f"prefetch.{key}")
