@@ -112,17 +112,15 @@ class TokenVerifier:
         return token
 
     def _key(self, client: TrustedClient, kid: str, alg: str, jku: Any) -> VerificationKey:
-        if jku is not None:
-            if not isinstance(jku, str) or jku not in client.jku:
-                raise Unauthorized(f"jku {str(jku)[:200]!r} is not registered for issuer {client.iss!r}")
-            urls: tuple[str, ...] = (jku,)
-        else:
-            urls = () if kid in client.keys else client.jku
-        key = client.keys.get(kid) if jku is None else None
-        for url in urls:
-            key = self.jwks.keys(url).get(kid) or self.jwks.keys(url, refresh=True).get(kid)
-            if key is not None:
-                break
+        """Pinned keys first (no fetch); a registered ``jku`` is fetched only for a ``kid`` not pinned."""
+        if jku is not None and (not isinstance(jku, str) or jku not in client.jku):
+            raise Unauthorized(f"jku {str(jku)[:200]!r} is not registered for issuer {client.iss!r}")
+        key = client.keys.get(kid)
+        if key is None:
+            for url in (jku,) if jku is not None else client.jku:
+                key = self.jwks.find(url, kid)
+                if key is not None:
+                    break
         if key is None:
             raise Unauthorized(f"no key {kid[:100]!r} for issuer {client.iss!r}")
         if not key.fits(alg):
