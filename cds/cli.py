@@ -32,8 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
         from cds import settings
         from cds.web.serving import run_production
 
-        values = settings.load(overrides)
-        return run_production(values["HOST"], values["PORT"], values["WORKERS"])
+        return run_production(settings.load(overrides))
     app = create_app(overrides)
     app.run(host=app.config["HOST"], port=app.config["PORT"], debug=False, threaded=True)
     return 0

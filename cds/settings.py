@@ -69,7 +69,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "PUBLIC_URL",
         "",
-        "External base URL of the service, used in card links; empty means the request's own URL.",
+        "External base URL of the service: a client token's `aud` must name the endpoint under it, and card "
+        "links start with it. Empty: the address `cds serve` is bound to (`--prod` refuses to start).",
+    ),
+    Setting(
+        "AUDIENCES",
+        (),
+        "Comma-separated further base URLs the service answers to (a token's `aud` may name the endpoint "
+        "under any of them).",
+        _csv,
     ),
     Setting("MAX_BODY_BYTES", 5_000_000, "Largest accepted request body, in bytes (413 above it).", _int),
     Setting(
@@ -204,6 +212,12 @@ SETTINGS: tuple[Setting, ...] = (
         _csv,
     ),
     Setting("WORKERS", 0, "gunicorn workers for `cds serve --prod`; 0 means 2 x CPU cores + 1.", _int),
+    Setting("THREADS", 4, "Threads per worker for `cds serve --prod` (each answers one request at a time).",
+            _int),
+    Setting("HEADER_TIMEOUT_SECONDS", 10.0, "`--prod`: a connection whose request line and headers are not "
+            "complete this many seconds after it opened (or after its last answer) is closed.", _float),
+    Setting("BODY_TIMEOUT_SECONDS", 30.0, "`--prod`: longest the request body may take to arrive once the "
+            "headers are in (408 after it).", _float),
     Setting("METRICS_ENABLED", True, "Serve Prometheus metrics at `/metrics`.", _bool),
 )
 
