@@ -188,7 +188,7 @@ def test_the_production_worker_answers_to_its_public_url_only(prod, tmp_path):
     assert requests.get(good, headers={"Authorization": f"Bearer {make_token(good)}"},
                         timeout=30).status_code == 200
     for aud, headers in [("http://attacker.example.org/cds-services", {"Host": "attacker.example.org"}),
-                         ("https://127.0.0.1:%d/cds-services" % port, {"X-Forwarded-Proto": "https"}),
+                         (f"https://127.0.0.1:{port}/cds-services", {"X-Forwarded-Proto": "https"}),
                          ("https://evil.example.org/cds-services",
                           {"X-Forwarded-Host": "evil.example.org", "X-Forwarded-Proto": "https"})]:
         response = requests.get(good, headers={"Authorization": f"Bearer {make_token(aud)}", **headers},
@@ -198,7 +198,7 @@ def test_the_production_worker_answers_to_its_public_url_only(prod, tmp_path):
 
 if os.environ.get("CDS_SERVING_MEASURE_GTHREAD"):  # pragma: no cover - a measurement, run by hand
     def test_measure_stock_gthread(tmp_path):
-        """With gunicorn's own gthread worker the same slow sockets freeze /health (see docs/robustness.md)."""
+        """With gunicorn's own gthread worker the same slow sockets freeze /health (docs/robustness.md)."""
         port = free_port()
         proc = start(tmp_path, port, GUNICORN_CMD_ARGS="--worker-class gthread")
         base = f"http://127.0.0.1:{port}"
