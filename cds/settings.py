@@ -120,6 +120,10 @@ SETTINGS: tuple[Setting, ...] = (
             "answer (a server still sending is cut off: 412).", _float),
     Setting("FHIR_MAX_RESPONSE_BYTES", 20_000_000, "Largest answer accepted from the FHIR server for one "
             "GET, in bytes (412 above it).", _int),
+    Setting("CALL_BUDGET_SECONDS", 15.0, "Longest one hook call may run (fetching, validating, evaluating) "
+            "before it is answered 503 naming the budget; 0 means no limit.", _float),
+    Setting("CALL_MAX_RESOURCES", 5_000, "Most FHIR resources one hook call may have validated, over every "
+            "prefetch key and the draft orders (503 above it); 0 means no limit.", _int),
     Setting(
         "MODEL_CACHE_SIZE",
         20_000,

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cds.decide.budget import Budget
 from cds.decide.evaluate import Evaluation, Evaluator
 from cds.errors import CdsError, UnknownService
 from cds.fhir import parse as fhir_parse
@@ -57,6 +58,9 @@ class HookService:
     model_cache: fhir_parse.ModelCache | None = None
     #: when set, each card gets a "Why this card?" link to ``explain_url.format(base=..., uuid=...)``
     explain_url: str | None = None
+    #: the budget of one call (``cds.decide.budget``): seconds, and resources validated
+    budget_seconds: float | None = None
+    max_resources: int | None = None
 
     def call(self, service_id: str, body: Any, *, now: dt.datetime | None = None,
              client_iss: str | None = None, base_url: str | None = None) -> dict[str, Any]:
@@ -66,13 +70,15 @@ class HookService:
         request: HookRequest | None = None
         gathered = Gathered()
         evaluation: Evaluation | None = None
+        budget = Budget(self.budget_seconds, self.max_resources)
         try:
             if hook is None:
                 raise UnknownService(f"no CDS service with id {service_id!r}", field="service")
             request = parse_hook_request(body, hook)
             # gather fills ``gathered`` as it goes, so the audit record has the provenance even on a 412
             gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered)
-            evaluation = self.evaluate(request, gathered, when)
+            budget.check("fetching prefetch data")
+            evaluation = self.evaluate(request, gathered, when, budget=budget)
             self._add_explain_links(evaluation, base_url)
             response = {"cards": evaluation.cards}
             self._record(
@@ -96,8 +102,9 @@ class HookService:
             )
             raise
 
-    def evaluate(self, request: HookRequest, gathered: Gathered, now: dt.datetime) -> Evaluation:
-        relevant = self.evaluator.relevant
+    def evaluate(self, request: HookRequest, gathered: Gathered, now: dt.datetime,
+                 budget: Budget | None = None) -> Evaluation:
+        relevant = self.evaluator.relevant if budget is None else budget.relevant(self.evaluator.relevant)
         resources = []
         for key, data in gathered.data.items():
             resources += fhir_parse.parse_all(data, where=f"prefetch.{key}", max_entries=self.max_entries,
@@ -110,6 +117,8 @@ class HookService:
                 model = fhir_parse.parse_resource(raw, where=where, cache=self.model_cache)
                 draft_models.append(model)
                 drafts_json[f"{raw['resourceType']}/{raw.get('id')}"] = raw
+        if budget is not None:
+            budget.check("validating FHIR resources")
         return self.evaluator.evaluate(
             resources, draft_models, patient_id=request.patient_id, now=now,
             context={**request.context, "patientId": request.patient_id}, drafts_by_ref=drafts_json,

@@ -37,7 +37,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                                                 max_entries=values["MAX_BUNDLE_ENTRIES"],
                                                 fetch=fhir_client.FhirClient(
                                                     fhir_client.ClientSettings.from_settings(values)),
-                                                model_cache=fhir_parse.ModelCache(values["MODEL_CACHE_SIZE"]))
+                                                model_cache=fhir_parse.ModelCache(values["MODEL_CACHE_SIZE"]),
+                                                budget_seconds=values["CALL_BUDGET_SECONDS"],
+                                                max_resources=values["CALL_MAX_RESOURCES"])
 
     from cds.web import api, metrics, openapi
     from cds.web import guard as http_guard
