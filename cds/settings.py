@@ -116,8 +116,8 @@ SETTINGS: tuple[Setting, ...] = (
         _int,
     ),
     Setting("FHIR_MAX_RESOURCES", 2_000, "Most resources fetched for one prefetch key (412 above it).", _int),
-    Setting("FHIR_RESPONSE_SECONDS", 10.0, "Longest one FHIR GET may take from request to last byte of its "
-            "answer (a server still sending is cut off: 412).", _float),
+    Setting("FHIR_RESPONSE_SECONDS", 10.0, "Deadline of one FHIR GET, from connect to the last byte of its "
+            "answer (a server still sending its status line, headers or body is cut off: 412).", _float),
     Setting("FHIR_MAX_RESPONSE_BYTES", 20_000_000, "Largest answer accepted from the FHIR server for one "
             "GET, in bytes (412 above it).", _int),
     Setting("CALL_BUDGET_SECONDS", 15.0, "Longest one hook call may run (fetching, validating, evaluating) "
@@ -194,7 +194,8 @@ SETTINGS: tuple[Setting, ...] = (
         "JWKS_CACHE_SECONDS", 300, "How long a JWK Set fetched from a `jku` URL is kept, in seconds.", _int
     ),
     Setting(
-        "JWKS_TIMEOUT_SECONDS", 5.0, "Connect and read timeout when fetching a JWK Set, in seconds.", _float
+        "JWKS_TIMEOUT_SECONDS", 5.0, "Deadline of one JWK Set fetch, from connect to last byte, in seconds.",
+        _float
     ),
     Setting(
         "REPLAY_FALLBACK",
