@@ -62,13 +62,19 @@ def make(auth_config, tmp_path, live_server, **config):
     return app, live_server(app)
 
 
+def test_the_default_resource_cap_is_below_the_attack():
+    from cds.settings import load
+
+    assert 0 < load({})["CALL_MAX_RESOURCES"] < 3 * 4_700
+
+
 def test_too_many_resources_for_one_call_is_a_503_at_once(auth_config, tmp_path, live_server, body):
-    app, base = make(auth_config, tmp_path, live_server)
+    app, base = make(auth_config, tmp_path, live_server, CALL_MAX_RESOURCES=1_000)
     response, elapsed = post(base, body)
     assert response.status_code == 503, response.text[:500]
     issue = response.json()["issue"][0]
     assert issue["code"] == "too-costly" and "CDS_CALL_MAX_RESOURCES" in issue["diagnostics"]
-    assert elapsed < 15, elapsed  # refused after 5,000 validations, not 14,100
+    assert elapsed < 15, elapsed  # refused after 1,000 validations, not 14,100
     row = audited(app)
     assert row["outcome"] == "503" and "CDS_CALL_MAX_RESOURCES" in row["content"]
     app.extensions["cds.audit"].close()
