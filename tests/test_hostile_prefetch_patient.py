@@ -32,6 +32,15 @@ def test_the_contexts_own_patient_is_used(call, context_id):
     assert response.get_json()["cards"]
 
 
+def test_another_patient_inside_a_bundle_is_refused(call):
+    body = hook_body("patient-view", record=[med()])
+    body["prefetch"]["patient"] = {"resourceType": "Bundle", "type": "searchset",
+                                   "entry": [{"resource": patient("someone-else", gender="male")}]}
+    response = call(body)
+    assert response.status_code == 412
+    assert response.get_json()["issue"][0]["expression"] == ["prefetch.patient"]
+
+
 def test_a_patient_without_id_is_refused(call):
     body = hook_body("patient-view", record=[patient("p1"), med()])
     del body["prefetch"]["patient"]["id"]

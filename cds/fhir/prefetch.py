@@ -126,11 +126,23 @@ def gather(request: HookRequest, templates: Mapping[str, str], fetch: Fetch | No
     return out
 
 
+def _patients(data: Any) -> list[dict[str, Any]]:
+    """The Patient resources in a prefetch value: itself, or the entries of a Bundle."""
+    if not isinstance(data, dict):
+        return []
+    if data.get("resourceType") == "Patient":
+        return [data]
+    if data.get("resourceType") == "Bundle" and isinstance(data.get("entry"), list):
+        found = [e.get("resource") for e in data["entry"] if isinstance(e, dict)]
+        return [r for r in found if isinstance(r, dict) and r.get("resourceType") == "Patient"]
+    return []
+
+
 def _check_patients(request: HookRequest, out: Gathered) -> None:
-    """A Patient under any key must be the context's patient (no id given, or another id: 412)."""
+    """A Patient under any key (or in a Bundle under it) must be the context's patient (no id given, or
+    another id: 412)."""
     for key, data in out.data.items():
-        is_patient = isinstance(data, dict) and data.get("resourceType") == "Patient"
-        if is_patient and data.get("id") != request.patient_id:
+        if any(patient.get("id") != request.patient_id for patient in _patients(data)):
             out.provenance[key] = "failed"
             raise DataUnavailable(f"prefetch.{key} holds a Patient resource that is not the patient of "
                                   "context.patientId; it was not used", field=f"prefetch.{key}")
