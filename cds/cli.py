@@ -1,34 +1,54 @@
-"""The ``cds`` command line: one entry point over the same core as the web service.
+"""The ``cds`` command line (click): one entry point over the same core as the web service.
 
     cds serve [--host H] [--port P] [--prod]    run the service (development server; gunicorn with --prod)
+    cds wait --url BASE [--timeout S]           exit 0 once the service answers GET /health
     cds request BUNDLE --hook HOOK --url BASE   send a fixture as a signed hook call, print the cards
-    cds replay DIR --url BASE                   replay every fixture with a sidecar, report pass/fail
+    cds replay DIR --url BASE                   replay every fixture with a sidecar, report pass/fail/skip
     cds evaluate BUNDLE --hook HOOK [--at DATE] [--json]
-    cds rules check [DIR]                       validate a rule pack
+    cds rules check [DIR]                       validate a rule pack and the site config
     cds dev-token --url URL                     print a development client token for a call to URL
-    cds audit list|show|verify|export|replay|migrate|drain|token   the audit trail (cds/audit/cli.py)
+    cds audit list|show|verify|export|replay|migrate|drain|token|patient-key   (cds/audit/cli.py)
+    cds --version
 
-Errors are one line on stderr and a non-zero exit status; never a traceback.
+Errors are one line on stderr and a non-zero exit status; never a traceback. Output into a closed pipe
+(``cds audit list | head -1``) ends quietly. ``main`` returns the exit status (``--help`` and
+``--version`` exit through ``SystemExit(0)``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from cds.errors import CdsError
+import click
 
-HOOKS = ("patient-view", "order-select", "order-sign")
+from cds.audit.cli import Commands, Failed, audit, order_of
+from cds.toolkit.commands import COMMANDS
+from cds.toolkit.request import HOOKS
+from cds.version import __version__
 
 
-def _serve(args: argparse.Namespace) -> int:
+@click.group("cds", cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="cds", message="%(prog)s %(version)s",
+                      help="print the version and exit")
+def cli() -> None:
+    """Bone-health CDS Hooks service: run it, try it, check its rules and its audit trail."""
+
+
+@cli.command("serve")
+@click.option("--host", help="address to listen on (default: CDS_HOST)")
+@click.option("--port", type=click.IntRange(0, 65535), help="port to listen on (default: CDS_PORT)")
+@click.option("--prod", is_flag=True, help="run under gunicorn (CDS_WORKERS workers; default 2 x cores + 1)")
+def serve_cmd(host: str | None, port: int | None, prod: bool) -> int:
+    """Run the service (Flask's development server; gunicorn with --prod)."""
     from cds import create_app
 
-    overrides = {k: v for k, v in {"HOST": args.host, "PORT": args.port}.items() if v is not None}
-    if args.prod:
+    overrides = {k: v for k, v in {"HOST": host, "PORT": port}.items() if v is not None}
+    if prod:
         from cds import settings
         from cds.web.serving import run_production
 
@@ -38,47 +58,44 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+@cli.command("evaluate")
+@click.argument("bundle", type=click.Path(dir_okay=False))
+@click.option("--hook", type=click.Choice(HOOKS), default="patient-view", show_default=True,
+              help="the hook the bundle is evaluated for (order hooks: its draft orders are the orders)")
+@click.option("--at", metavar="DATE", help="evaluation date (ISO, default now)")
+@click.option("--json", "as_json", is_flag=True, help='print {"cards": [...], "fired": [...], ...}')
+@click.option("--rules", "rules_dir", type=click.Path(file_okay=False),
+              help="rule pack folder (default: CDS_RULES_DIR or the packaged rules)")
+def evaluate_cmd(bundle: str, hook: str, at: str | None, as_json: bool, rules_dir: str | None) -> int:
+    """Evaluate a fixture BUNDLE offline, through the request path of `cds request`, and print the cards."""
     from cds import settings
-    from cds.decide.evaluate import Evaluator
-    from cds.fhir import parse as fhir_parse
     from cds.rules import pack as rulepack
-    from cds.toolkit.offline import as_bundle, load_bundle, parse_at, split_bundle
+    from cds.toolkit.offline import evaluate_bundle, load_bundle, parse_at
 
     values = settings.load()
-    pack = rulepack.load(args.rules or values["RULES_DIR"] or None, values["SITE_CONFIG"] or None)
-    bundle = load_bundle(args.bundle)
-    patient_id, record, drafts = split_bundle(bundle, args.hook)
-    evaluator = Evaluator(pack)
-    resources = fhir_parse.parse_all(as_bundle(record), where=args.bundle, relevant=evaluator.relevant)
-    draft_models = fhir_parse.parse_all(as_bundle(drafts), where=f"{args.bundle} (draft orders)",
-                                        relevant=evaluator.relevant)
-    selections = (
-        [f"{d['resourceType']}/{d.get('id')}" for d in drafts[:1]] if args.hook == "order-select" else []
-    )
-    evaluation = evaluator.evaluate(
-        resources, draft_models, patient_id=patient_id, now=parse_at(args.at),
-        context={"patientId": patient_id, "userId": "Practitioner/example"},
-        drafts_by_ref={f"{d['resourceType']}/{d.get('id')}": d for d in drafts}, selections=selections,
-        source_label=values["SOURCE_LABEL"])
-    if args.json:
-        print(json.dumps({"cards": evaluation.cards, "fired": evaluation.fired,
-                          "not_evaluated": evaluation.not_evaluated, "superseded": evaluation.superseded},
-                         indent=2, default=str))
+    pack = rulepack.load(rules_dir or values["RULES_DIR"] or None, values["SITE_CONFIG"] or None)
+    offline = evaluate_bundle(load_bundle(bundle), hook, pack, now=parse_at(at),
+                              source_label=values["SOURCE_LABEL"])
+    evaluation = offline.evaluation
+    if as_json:
+        report = {"cards": evaluation.cards, "fired": evaluation.fired,
+                  "not_evaluated": evaluation.not_evaluated, "superseded": evaluation.superseded}
+        click.echo(json.dumps(report, indent=2, default=str))
         return 0
-    print(f"{len(evaluation.cards)} card(s) for {args.bundle} ({args.hook}, rule pack {pack.version})")
+    click.echo(f"{len(evaluation.cards)} card(s) for {bundle} ({hook}, rule pack {pack.version})")
     for card in evaluation.cards:
-        print(f"  [{card['indicator']:<8}] {card['summary']}")
+        click.echo(f"  [{card['indicator']:<8}] {card['summary']}")
         for s in card.get("suggestions", []):
-            print(f"             -> {s['label']}")
-    print("rules fired:")
+            click.echo(f"             -> {s['label']}")
+    click.echo("rules fired:")
     for fired in evaluation.fired:
         evidence = ", ".join(f"{alias}={_brief(fact)}" for alias, fact in fired["facts"].items())
-        print(f"  {fired['rule']} v{fired['version']}: {evidence}")
+        order = f" for {order_of(fired)}" if order_of(fired) else ""
+        click.echo(f"  {fired['rule']} v{fired['version']}{order}: {evidence}")
     for item in evaluation.superseded:
-        print(f"  set aside: {item['rule']} (explained by {item['superseded_by']})")
+        click.echo(f"  set aside: {item['rule']} (explained by {item['superseded_by']})")
     for gap in evaluation.not_evaluated:
-        print(f"  could not evaluate {gap['rule']}: {gap['reason']}")
+        click.echo(f"  could not evaluate {gap['rule']}: {gap['reason']}")
     return 0
 
 
@@ -89,83 +106,121 @@ def _brief(fact: dict[str, Any]) -> str:
     return fact["t"] + "(" + ", ".join(f"{k}={fact[k]}" for k in keys) + ")"
 
 
-def _rules_check(args: argparse.Namespace) -> int:
+@cli.group("rules", cls=Commands)
+def rules() -> None:
+    """Rule-pack tools."""
+
+
+@rules.command("check")
+@click.argument("directory", metavar="[DIR]", required=False, type=click.Path(file_okay=False))
+def rules_check_cmd(directory: str | None) -> int:
+    """Validate every rule file of the pack in DIR (default: the packaged rules), and the site config
+    named by CDS_SITE_CONFIG, if any."""
+    from cds import settings
     from cds.rules import pack as rulepack
 
-    pack = rulepack.load(args.dir)
-    print(f"rule pack {pack.id} {pack.version}: {len(pack.rules)} rules OK (sha256 {pack.content_hash[:12]})")
+    site = settings.load()["SITE_CONFIG"] or None
+    if site:
+        _check_site_file(Path(site))
+    pack = rulepack.load(directory, site)
+    line = f"rule pack {pack.id} {pack.version}: {len(pack.rules)} rules OK (sha256 {pack.content_hash[:12]})"
+    if site:
+        overrides = sorted(name for name, t in pack.thresholds.items() if t.get("site_override"))
+        line += f"; site config {site}: {len(overrides)} override(s) OK ({', '.join(overrides) or 'none'})"
+    click.echo(line)
     return 0
 
 
-def _dev_token(args: argparse.Namespace) -> int:
+def _check_site_file(path: Path) -> None:
+    """The site config is a readable YAML mapping with a ``thresholds`` mapping; else a ``Failed`` naming
+    the problem (the rule pack names bad overrides)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise Failed(f"site config {path} (CDS_SITE_CONFIG): cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        reason = " ".join(str(exc).split())
+        raise Failed(f"site config {path} (CDS_SITE_CONFIG): not YAML: {reason}") from None
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        raise Failed(f"site config {path} (CDS_SITE_CONFIG): expected a mapping with 'thresholds'")
+    unknown = sorted(str(k) for k in data if k != "thresholds")
+    if unknown:
+        raise Failed(f"site config {path} (CDS_SITE_CONFIG): unknown section(s) {', '.join(unknown)} "
+                     "(only 'thresholds' is read)")
+    if not isinstance(data.get("thresholds") or {}, dict):
+        raise Failed(f"site config {path} (CDS_SITE_CONFIG): 'thresholds' must map names to numbers")
+
+
+@cli.command("dev-token")
+@click.option("--url", required=True, help="exact URL of the endpoint the token is for (its aud)")
+@click.option("--lifetime", type=click.IntRange(1), default=300, show_default=True,
+              help="seconds the token is valid")
+@click.option("--tenant", help="optional tenant claim")
+def dev_token_cmd(url: str, lifetime: int, tenant: str | None) -> int:
+    """Print a development client token, good for one call to URL."""
     from cds import settings
     from cds.auth.client_token import DEV_ISS, dev_client, sign_client_token
 
     values = settings.load()
     if values["TRUSTED_CLIENTS"] or not values["DEV_MODE"]:
-        print("cds: note: the service trusts the development client only when CDS_DEV_MODE is true and "
-              "CDS_TRUSTED_CLIENTS is not set", file=sys.stderr)
+        click.echo("cds: note: the service trusts the development client only when CDS_DEV_MODE is true and "
+                   "CDS_TRUSTED_CLIENTS is not set", err=True)
     private, _ = dev_client(values["DEV_CLIENT_DIR"])
-    print(sign_client_token(private, DEV_ISS, args.url, lifetime=args.lifetime, tenant=args.tenant))
+    click.echo(sign_client_token(private, DEV_ISS, url, lifetime=lifetime, tenant=tenant))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cds", description="Bone-health CDS Hooks service")
-    sub = parser.add_subparsers(dest="command", required=True)
+cli.add_command(audit)
+for _command in COMMANDS:
+    cli.add_command(_command)
 
-    serve = sub.add_parser("serve", help="run the service")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--prod", action="store_true",
-                       help="run under gunicorn (CDS_WORKERS workers; default 2 x cores + 1)")
-    serve.set_defaults(func=_serve)
 
-    ev = sub.add_parser("evaluate", help="evaluate a FHIR bundle offline and print the cards")
-    ev.add_argument("bundle")
-    ev.add_argument("--hook", choices=HOOKS, default="patient-view")
-    ev.add_argument("--at", help="evaluation date (ISO, default now)")
-    ev.add_argument("--json", action="store_true", help='print {"cards": [...], "fired": [...]}')
-    ev.add_argument("--rules", help="rule pack folder (default: CDS_RULES_DIR or the packaged rules)")
-    ev.set_defaults(func=_evaluate)
+class _NeverRaised(click.UsageError):
+    """Stands in for click's ``NoArgsIsHelpError`` (click >= 8.2) on an older click, which exits 0 instead."""
 
-    rules = sub.add_parser("rules", help="rule-pack tools")
-    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
-    check = rules_sub.add_parser("check", help="validate every rule file")
-    check.add_argument("dir", nargs="?")
-    check.set_defaults(func=_rules_check)
 
-    token = sub.add_parser("dev-token", help="print a development client token (good for one call)")
-    token.add_argument("--url", required=True, help="exact URL of the endpoint the token is for (its aud)")
-    token.add_argument("--lifetime", type=int, default=300, help="seconds the token is valid (default 300)")
-    token.add_argument("--tenant", help="optional tenant claim")
-    token.set_defaults(func=_dev_token)
-    from cds.audit.cli import add_parser as add_audit_parser
+_NO_ARGS: type[click.UsageError] = getattr(click.exceptions, "NoArgsIsHelpError", _NeverRaised)
 
-    add_audit_parser(sub)
-    from cds.toolkit.commands import add_parsers
 
-    add_parsers(sub)
-    return parser
+def _quiet_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null, so that the interpreter's last flush is silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (a captured stream): nothing left to flush
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        return func(args)
-    except CdsError as exc:
-        print(f"cds: error: {exc.message}", file=sys.stderr)
-        for detail in exc.details:
-            print(f"  - {detail}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"cds: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI answers in one line, never a traceback
-        first_line = (str(exc).splitlines() or [""])[0]
-        print(f"cds: internal error: {type(exc).__name__}: {first_line}", file=sys.stderr)
-        return 1
+        try:
+            with cli.make_context("cds", args) as ctx:
+                result = cli.invoke(ctx)
+            sys.stdout.flush()
+            return result if isinstance(result, int) else 0
+        except click.exceptions.Exit as exc:
+            sys.stdout.flush()
+            if exc.exit_code == 0:  # --help, --version
+                raise SystemExit(0) from None
+            return exc.exit_code
+        except _NO_ARGS as exc:  # `cds` or `cds audit` alone: the help, as a usage error
+            click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
+            return exc.exit_code
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "cds"
+            click.echo(f"cds: error: {exc.format_message()} (see: {where} --help)", err=True)
+            return exc.exit_code
+        except click.ClickException as exc:
+            exc.show()
+            return exc.exit_code
+        except click.Abort:
+            return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141  # as a process killed by SIGPIPE: the reader went away, nothing more to say

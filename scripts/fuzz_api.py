@@ -101,11 +101,7 @@ class Fuzzer:
     def token(self, kind: str, url: str) -> str | None:
         now = time.time()
         if kind == "valid":
-            token = sign(url)
-            with self.lock:
-                if len(self.used_tokens) < 200:
-                    self.used_tokens.append(token)
-            return f"Bearer {token}"
+            return f"Bearer {sign(url)}"  # kept for replays once it has been answered (see send)
         if kind == "missing":
             return None
         if kind == "garbage":
@@ -123,9 +119,9 @@ class Fuzzer:
             return "Bearer " + _forged(url, now, TEST_ISS, self.stranger, "ES384")
         if kind == "alg-none":
             return "Bearer " + _forged(url, now, TEST_ISS, None, "none")
-        if kind == "replayed":
+        if kind == "replayed":  # a token the service has already answered (send: "expired" until one has)
             with self.lock:
-                old = self.rng.choice(self.used_tokens) if self.used_tokens else sign(url)
+                old = self.rng.choice(self.used_tokens) if self.used_tokens else sign(url, now=now - 7200)
             return f"Bearer {old}"
         if kind == "huge":
             return "Bearer " + "A" * self.rng.choice([9_000, 70_000])
@@ -168,6 +164,10 @@ class Fuzzer:
             return
         text = response.text
         with self.lock:
+            if kind == "valid" and 200 <= response.status_code < 300 and len(self.used_tokens) < 200:
+                # used now: its jti is spent, so the same token again is a replay (recorded only after the
+                # answer, so that no "replayed" request can carry a token before its first use)
+                self.used_tokens.append(auth.removeprefix("Bearer "))
             self.requests += 1
             self.statuses[str(response.status_code)] += 1
             self.by_source[source][response.status_code] += 1

@@ -1,4 +1,8 @@
-"""Evaluating one fixture through the HTTP API and listing every way the answer differs from its sidecar."""
+"""Evaluating one fixture through the HTTP API and listing every way the answer differs from its sidecar.
+
+The request is built by the command line's own builder (``cds.toolkit.request.build_hook_request``, as
+``cds request``/``cds replay``/``cds evaluate`` build it), from the app's own discovery document.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ from typing import Any
 
 from cds.errors import InvalidFhir
 from cds.fhir import parse as fhir_parse
-from cds.hooks.services import prefetch_templates
-from cds.toolkit.offline import hook_request
+from cds.hooks.services import discovery_document
+from cds.toolkit.request import build_hook_request, choose_service
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SERVICE = {
@@ -42,14 +46,26 @@ def _subset(want: dict[str, Any], have: dict[str, Any]) -> bool:
     return all(have.get(k) == v for k, v in want.items())
 
 
+def request_for(app: Any, path: Path, expected: dict[str, Any], *, misfiled: bool = True) -> dict[str, Any]:
+    """The hook request the command line builds for the fixture, for the app's discovery entry.
+
+    The golden tests send the record as the fixture holds it (``misfiled=True``): the same request as
+    ``cds replay`` except for resources filed under another patient, which replay does not send (it skips
+    those fixtures); ``tests/test_fixtures.py`` checks that.
+    """
+    bundle = json.loads(path.read_text(encoding="utf-8"))
+    hook = expected.get("hook", "order-sign")
+    service = choose_service(discovery_document(app.extensions["cds.pack"]), hook, SERVICE[hook])
+    return build_hook_request(bundle, hook, service, misfiled=misfiled)
+
+
 def differences(app: Any, path: Path, expected: dict[str, Any]) -> list[str]:
     """Evaluate ``path`` through ``POST /cds-services/<id>`` and compare with ``expected``."""
-    bundle = json.loads(path.read_text(encoding="utf-8"))
     hook = expected.get("hook", "order-sign")
     app.config["NOW"] = dt.datetime.fromisoformat(expected.get("at", "2026-11-22")).replace(tzinfo=dt.UTC)
     recorder = Recorder()
     app.extensions["cds.service"].audit = recorder
-    body = hook_request(bundle, hook, templates=prefetch_templates(app.extensions["cds.pack"]))
+    body = request_for(app, path, expected)
     response = app.test_client().post(f"/cds-services/{SERVICE[hook]}", json=body)
     if response.status_code != 200:
         return [f"HTTP {response.status_code}: {response.get_data(as_text=True)[:300]}"]

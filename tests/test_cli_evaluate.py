@@ -63,3 +63,26 @@ def test_evaluate_subprocess_and_errors(tmp_path):
         [sys.executable, "-m", "cds", "evaluate", str(bad)], capture_output=True, text=True, timeout=120
     )
     assert failed.returncode == 2 and "not JSON" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_evaluate_names_the_order_each_fired_rule_refers_to(capsys):
+    """Two orders (the active anastrozole and its renewal being signed): each fired line says which."""
+    two_orders = FIXTURES / "scenarios" / "trt-man-anastrozole-low-estradiol.json"
+    assert main(["evaluate", str(two_orders), "--hook", "order-sign", "--at", "2026-11-22"]) == 0
+    out = capsys.readouterr().out
+    fired = out.split("rules fired:\n", 1)[1].splitlines()
+    assert len(fired) == len(set(fired)), "two fired lines read the same"
+    low = [line for line in fired if line.startswith("  low-estradiol-on-ai v1.1.0")]
+    assert len(low) == 2
+    assert any(" for MedicationRequest/mr-ana-renew (draft order): " in line for line in low)
+    assert any(" for MedicationRequest/mr-ana: " in line for line in low)
+
+
+def test_evaluate_sends_the_record_as_the_fixture_holds_it(capsys):
+    """Offline, as in the golden tests, a result filed under another patient is sent: the service's defence
+    (an evaluation-gaps card naming it) is what the fixture is about."""
+    fixture = FIXTURES / "evaluation-gaps" / "in-result-for-another-patient.json"
+    assert main(["evaluate", str(fixture), "--hook", "order-sign", "--at", "2026-11-22", "--json"]) == 0
+    cards = json.loads(capsys.readouterr().out)["cards"]
+    gaps = [c for c in cards if c["source"]["topic"]["code"] == "evaluation-gaps"]
+    assert len(gaps) == 1 and "different patient" in gaps[0]["detail"]

@@ -235,3 +235,55 @@ def test_a_sidecar_can_expect_an_error_status(server, tmp_path, capsys):
         "ERRORED: no-prefetch.json" in out
         and "+ answered HTTP 412: prefetch data could not be obtained" in out
     )
+
+
+def test_replay_of_every_fixture_against_a_default_server_passes_or_says_why_it_skips(server, capsys):
+    """The project's own fixtures against a server with the default settings: the ones that need a site
+    config, or data the request builder does not send, are skipped with the reason; every other passes."""
+    fixtures = ROOT / "fixtures"
+    code = main(cli("replay", str(fixtures), "--url", server.url))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    total = len(list(fixtures.rglob("*.expected.json")))
+    rows = table(out)
+    assert rows["fixtures"] == str(total) and rows["failed"] == rows["errored"] == "0"
+    assert (rows["passed"], rows["skipped"]) == (str(total - 3), "3")
+    skipped = {line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("SKIPPED: ")}
+    assert skipped == {
+        "bone-density-ai-treatment-threshold/out-woman-45-site-proxy-50.json",
+        "bone-density-below-expected-for-age/in-woman-45-z-minus-2.0-site-proxy-50.json",
+        "evaluation-gaps/in-result-for-another-patient.json",
+    }
+    assert out.count("skipped: needs the site config postmenopausal_proxy_age=50, and the server runs the "
+                     "packaged rule pack") == 2
+    assert ("skipped: the request builder does not send Observation/e2-other (filed under another patient: "
+            "no search for this patient returns it)") in out
+
+
+def test_site_config_fixtures_run_against_a_server_with_a_site_config(tmp_path, capsys):
+    site = tmp_path / "site.yaml"
+    site.write_text("thresholds:\n  postmenopausal_proxy_age: 50\n")
+    public = [k for k in json.loads(KEYS.read_text())["keys"] if "d" not in k]
+    trusted = tmp_path / "trusted-clients.json"
+    trusted.write_text(json.dumps({"clients": [{"iss": ISS, "jwks": {"keys": public}}]}))
+    now = dt.datetime.combine(SERVER_DAY, dt.time(9, 30), tzinfo=dt.UTC)
+    app = create_app({"NOW": now, "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3", "DEV_MODE": False,
+                      "TRUSTED_CLIENTS": str(trusted), "SITE_CONFIG": str(site)})
+    fixture = ROOT / "fixtures/bone-density-below-expected-for-age/in-woman-45-z-minus-2.0-site-proxy-50.json"
+    with LiveServer(app) as live:
+        code = main(cli("replay", str(fixture), "--url", live.url))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = table(out)
+    assert (rows["passed"], rows["skipped"]) == ("1", "0")
+
+
+def test_request_says_what_of_the_bundle_it_does_not_send(server, capsys):
+    fixture = ROOT / "fixtures" / "evaluation-gaps" / "in-result-for-another-patient.json"
+    code = main(cli("request", str(fixture), "--url", server.url, "--json"))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert ("cds: note: not sent: Observation/e2-other (filed under another patient: no search for this "
+            "patient returns it)") in captured.err
+    sent_cards = {c["source"]["topic"]["code"] for c in json.loads(captured.out)["cards"]}
+    assert "evaluation-gaps" not in sent_cards  # the service never saw the misfiled result

@@ -8,10 +8,14 @@ import re
 
 import pytest
 import yaml
-from fixture_check import FIXTURES, all_fixtures, differences, expected_for
+from fixture_check import FIXTURES, SERVICE, all_fixtures, differences, expected_for, request_for
 from support import make_test_app
 
+from cds.hooks.services import discovery_document
 from cds.rules import pack as rulepack
+from cds.toolkit.replay import Fixture
+from cds.toolkit.replay import request_for as replay_request
+from cds.toolkit.request import load_bundle, unsent
 
 PATHS = all_fixtures()
 _APPS: dict[str, object] = {}
@@ -34,6 +38,40 @@ def test_fixture(path, tmp_path_factory):
     expected = expected_for(path)
     app = _app(expected.get("site_config"), tmp_path_factory)
     assert differences(app, path, expected) == []
+
+
+def _without_instance(body: dict) -> dict:
+    return {k: v for k, v in body.items() if k != "hookInstance"}
+
+
+def _entries(prefetch: dict) -> set[tuple[str, str]]:
+    return {(key, e["resource"]["id"]) for key, bundle in prefetch.items()
+            if isinstance(bundle, dict) and "entry" in bundle for e in bundle["entry"]}
+
+
+def test_the_golden_tests_send_what_cds_replay_sends(tmp_path_factory):
+    """The golden request of every fixture is the one ``cds replay`` sends (without its date shift), except
+    for the fixtures whose record holds results filed under another patient: replay does not send those
+    resources (it skips the fixture and says why), and that is the only difference."""
+    app = _app(None, tmp_path_factory)
+    discovery = discovery_document(app.extensions["cds.pack"])
+    differing = []
+    for path in PATHS:
+        expected = expected_for(path)
+        golden = _without_instance(request_for(app, path, expected))
+        service, sent = replay_request(Fixture(path, {"hook": "order-sign", **expected}), discovery,
+                                       shift=False)
+        assert service["id"] == SERVICE[golden["hook"]]
+        sent = _without_instance(sent)
+        left_out = unsent(load_bundle(path), golden["hook"])
+        if not left_out:
+            assert golden == sent, path
+            continue
+        differing.append(path.stem)
+        assert golden["context"] == sent["context"] and golden["prefetch"].keys() == sent["prefetch"].keys()
+        extra = _entries(golden["prefetch"]) - _entries(sent["prefetch"])
+        assert {f"Observation/{rid}" for _, rid in extra} == {line.split(" ")[0] for line in left_out}, path
+    assert differing == ["in-result-for-another-patient"]
 
 
 def test_fixture_layout():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from pathlib import Path
 
 import jwt
@@ -131,6 +132,61 @@ def test_fill_tokens():
         fill("PractitionerRole?practitioner={{userPractitionerId}}", context)
         == "PractitionerRole?practitioner=dr"
     )
+
+
+@pytest.mark.parametrize("template", [
+    "Patient/{{context.patientId}}",
+    "Encounter/{{ context.encounterId }}",
+    "Observation?patient={{context.patientId}}&encounter={{context.encounter_id2}}",
+    "PractitionerRole?practitioner={{userPractitionerId}}",
+    "X?who={{userPatientId}}",
+    "X?v={{context.draftOrders}}",
+    "X?v={{context.selections}}",
+    "X?v={{unknownToken}}",
+])
+def test_the_toolkit_fills_templates_exactly_as_the_service_renders_them(template):
+    """One grammar: what ``cds request`` fills (or leaves out) is what the service renders (or refuses)."""
+    from cds.errors import DataUnavailable
+    from cds.fhir.prefetch import render_template
+    from cds.hooks.envelope import parse_hook_request
+
+    context = {"userId": "Practitioner/dr 1", "patientId": "p?1&x", "encounterId": "enc-4",
+               "encounter_id2": "e/2"}
+    body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "context": context}
+    request = parse_hook_request(body, "patient-view")
+    try:
+        rendered = render_template(template, request)
+    except DataUnavailable:
+        rendered = None
+    answered = answer_all({"key": template}, [], context)
+    if rendered is None:
+        assert answered == {}  # left out, as the specification asks of a client that cannot fill it
+        with pytest.raises(DataUnavailable):
+            fill(template, context)
+    else:
+        assert fill(template, context) == rendered and "key" in answered
+        assert "{{" not in rendered
+
+
+def test_a_key_the_client_cannot_fill_is_left_out_of_the_request():
+    bundle = json.loads((SCENARIOS / "trt-man-anastrozole-low-estradiol.json").read_text())
+    service = {"id": "s", "hook": "order-sign",
+               "prefetch": {"patient": "Patient/{{context.patientId}}",
+                            "roles": "PractitionerRole?practitioner={{userPractitionerRoleId}}"}}
+    body = build_hook_request(bundle, "order-sign", service)
+    assert list(body["prefetch"]) == ["patient"]
+
+
+def test_include_adds_the_referenced_medications():
+    record = [
+        {"resourceType": "MedicationRequest", "id": "mr", "status": "active",
+         "subject": {"reference": "Patient/p1"}, "medicationReference": {"reference": "Medication/ana"}},
+        {"resourceType": "Medication", "id": "ana"},
+        {"resourceType": "Medication", "id": "unrelated"},
+    ]
+    query = "MedicationRequest?patient=p1&status=active&_include=MedicationRequest:medication"
+    assert ids(answer(query, record)) == ["mr", "ana"]
+    assert ids(answer("MedicationRequest?patient=p1", record)) == ["mr"]
 
 
 def test_every_template_of_the_service_is_answered():

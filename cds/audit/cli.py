@@ -1,25 +1,84 @@
 """``cds audit ...``: the audit trail from the command line (same store and queries as the web pages).
 
 cds audit migrate                          bring the database schema up to date
-cds audit list [filters] [--json]          newest first
-cds audit show ID [--json]                 one record (seq, record id or card uuid)
+cds audit list [filters] [--json]          newest first, one page (--limit, --offset)
+cds audit show ID [--json]                 one record (seq, record id, card uuid or hookInstance)
 cds audit verify                           check the hash chain; exit 1 at the first broken link
 cds audit export --format ndjson|csv       every record, oldest first, to stdout (or --output)
 cds audit replay --rules DIR [--since D]   which cards would appear, disappear or change
 cds audit drain                            move spooled records into the database now
 cds audit token NAME                       make an auditor token and its AUDITOR_TOKENS entry
 cds audit patient-key < ID                 the patient key of a patient id read from stdin
+
+The same group is on the Flask command line: ``flask --app cds.web.app audit list``. ``Commands`` is the
+click group class of the whole ``cds`` command line: a failing command says why in one line on stderr
+(``cds: error: ...``) and exits non-zero, never with a traceback.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
 
 from cds.audit import queries
+from cds.errors import CdsError
+
+ORDER_TYPES = ("MedicationRequest", "ServiceRequest")
+
+
+class Failed(click.ClickException):
+    """A command's failure, shown as ``cds: error: <message>`` (and one ``  - detail`` line per detail)."""
+
+    def __init__(self, message: str, details: list[str] | None = None, *, code: int = 2,
+                 kind: str = "error"):
+        super().__init__(message)
+        self.details, self.exit_code, self.kind = details or [], code, kind
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"cds: {self.kind}: {self.message}", err=True)
+        for detail in self.details:
+            click.echo(f"  - {detail}", err=True)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    raise Failed(message, code=code)
+
+
+class Commands(click.Group):
+    """A group whose commands return their exit status and fail in one line (``Failed``)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            result = super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+            raise
+        except CdsError as exc:
+            raise Failed(exc.message, list(exc.details)) from None
+        except ValueError as exc:
+            raise Failed(str(exc)) from None
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(130) from None
+        except Exception as exc:  # noqa: BLE001 - the command line answers in one line, never a traceback
+            first_line = (str(exc).splitlines() or [""])[0]
+            raise Failed(f"{type(exc).__name__}: {first_line}", code=1, kind="internal error") from None
+        if isinstance(result, int) and result:
+            raise click.exceptions.Exit(result)
+        return result
+
+
+def order_of(fired: dict[str, Any]) -> str | None:
+    """The order a fired rule refers to (``MedicationRequest/mr-1 (draft order)``), when one of its facts
+    comes from a MedicationRequest or ServiceRequest; None otherwise."""
+    for fact in (fired.get("facts") or {}).values():
+        ref = fact.get("ref") if isinstance(fact, dict) else None
+        if isinstance(ref, str) and ref.partition("/")[0] in ORDER_TYPES:
+            return f"{ref} (draft order)" if fact.get("draft") else ref
+    return None
 
 
 def _values() -> dict[str, Any]:
@@ -46,76 +105,143 @@ def _engine(values: dict[str, Any]):
     return engine
 
 
-def _filters(args: argparse.Namespace) -> queries.Filters:
+def _time(raw: str | None, option: str):
+    try:
+        return queries.parse_time(raw)
+    except ValueError:
+        fail(f"{option} {raw!r} is not an ISO date or date-time (YYYY-MM-DD[THH:MM[:SS]])")
+
+
+def _filters(o: dict[str, Any]) -> queries.Filters:
     return queries.Filters(
-        since=queries.parse_time(args.since),
-        until=queries.parse_time(args.until),
-        service=args.service,
-        rule=args.rule,
-        indicator=args.indicator,
-        outcome=args.outcome,
-        patient_key=args.patient_key,
+        since=_time(o.get("since"), "--since"),
+        until=_time(o.get("until"), "--until"),
+        service=o.get("service"),
+        rule=o.get("rule"),
+        indicator=o.get("indicator"),
+        outcome=o.get("outcome"),
+        patient_key=o.get("patient_key"),
     )
 
 
-def _migrate(args: argparse.Namespace) -> int:
+def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--since", metavar="DATE", help="from this date or date-time (UTC)"),
+        click.option("--until", metavar="DATE", help="before this date or date-time (UTC)"),
+        click.option("--service", help="only calls to this service id"),
+        click.option("--rule", help="records where this rule fired"),
+        click.option("--indicator", type=click.Choice(["info", "warning", "critical"]),
+                     help="records with a card of this indicator"),
+        click.option("--outcome", help="ok, 400, 412, ... (the call's outcome)"),
+        click.option("--patient-key", help="the 64-hex patient key (see: cds audit patient-key)"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+JSON = click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
+
+
+@click.group("audit", cls=Commands)
+def audit() -> None:
+    """The audit trail: list, show, verify, export, replay under another rule pack."""
+
+
+@audit.command("migrate")
+def migrate_cmd() -> int:
+    """Bring the database schema up to date."""
     from cds.db import ensure_schema
 
     revision = ensure_schema(_engine(_values()))  # already migrated by _engine; reports the revision
-    print(f"database at revision {revision}")
+    click.echo(f"database at revision {revision}")
     return 0
 
 
-def _list(args: argparse.Namespace) -> int:
-    page = queries.list_records(_engine(_values()), _filters(args), limit=args.limit, offset=args.offset)
-    if args.json:
-        print(json.dumps(page, indent=2))
+@audit.command("list")
+@filter_options
+@click.option("--limit", type=click.IntRange(1, queries.MAX_PAGE), default=50, show_default=True,
+              help="records per page")
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True,
+              help="records to skip (newest first): the page start")
+@JSON
+def list_cmd(limit: int, offset: int, as_json: bool, **filters: Any) -> int:
+    """List records, newest first, one page at a time."""
+    page = queries.list_records(_engine(_values()), _filters(filters), limit=limit, offset=offset)
+    if as_json:
+        click.echo(json.dumps(page, indent=2))
         return 0
-    print(f"{page['total']} record(s)")
+    click.echo(f"{page['total']} record(s)")
     for rec in page["records"]:
         cards = "; ".join(f"[{c['indicator']}] {c['summary']}" for c in rec["cards"]) or "no card"
-        print(f"{rec['seq']:>6}  {rec['time'][:19]}  {rec['service']:<26} {rec['outcome']:<4} {cards}")
+        click.echo(f"{rec['seq']:>6}  {rec['time'][:19]}  {rec['service']:<26} {rec['outcome']:<4} {cards}")
+    shown = len(page["records"])
+    if offset + shown < page["total"]:
+        click.echo(f"showing {offset + 1}-{offset + shown} of {page['total']}; next page: add "
+                   f"--offset {offset + shown} (or --limit up to {queries.MAX_PAGE})")
     return 0
 
 
-def _show(args: argparse.Namespace) -> int:
-    found = queries.get_record(_engine(_values()), args.id)
+def _find(engine: Any, key: str) -> tuple[dict[str, Any] | None, list[int]]:
+    """The record for ``key`` (seq, record id, card uuid or hookInstance) and, for a hookInstance, the seq of
+    every record of that call."""
+    found = queries.get_record(engine, key)
+    if found is not None:
+        return found, []
+    seqs = queries.seqs_for_hook_instance(engine, key)
+    return (queries.get_record(engine, str(seqs[-1])), seqs) if seqs else (None, [])
+
+
+@audit.command("show")
+@click.argument("key", metavar="ID")
+@JSON
+def show_cmd(key: str, as_json: bool) -> int:
+    """One record in full: ID is its seq, record id, a card uuid or the call's hookInstance."""
+    found, seqs = _find(_engine(_values()), key)
     if found is None:
-        print(f"cds: error: no audit record {args.id!r}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(found, indent=2))
+        fail(f"no audit record {key!r} (give a seq, record id, card uuid or hookInstance)")
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
         return 0
     r = found["record"]
-    print(f"record #{found['seq']} {r['id']}  {r['time']}  {r['service']}  outcome {r['outcome']}")
-    print(
+    if len(seqs) > 1:
+        click.echo(f"hookInstance {key} was recorded {len(seqs)} times "
+                   f"(#{', #'.join(map(str, seqs))}); the newest:")
+    click.echo(f"record #{found['seq']} {r['id']}  {r['time']}  {r['service']}  outcome {r['outcome']}")
+    click.echo(
         f"rule pack {r['rulePack']['id']} {r['rulePack']['version']} ({r['rulePack']['contentHash'][:12]})"
         f"  patient key {(r['patientKey'] or '-')[:16]}  latency {r['latencyMs']} ms"
     )
+    if r.get("hookInstance"):
+        click.echo(f"hookInstance {r['hookInstance']}")
     for card in r["cards"]:
-        print(
+        click.echo(
             f"  card [{card['indicator']}] {card['summary']}"
             f"  ({r['cardRules'].get(card['uuid'])}, {card['uuid']})"
         )
     for fired in r["fired"]:
-        print(f"  fired {fired['rule']} v{fired['version']} on {', '.join(fired['facts'])}")
+        order = order_of(fired)
+        click.echo(f"  fired {fired['rule']} v{fired['version']}" + (f" for {order}" if order else "")
+                   + f" on {', '.join(fired['facts'])}")
     for gap in r["notEvaluated"]:
-        print(f"  could not evaluate {gap['rule']}: {gap['reason']}")
+        click.echo(f"  could not evaluate {gap['rule']}: {gap['reason']}")
     for f in found["feedback"]:
-        print(
+        click.echo(
             f"  feedback {f['outcome']} on {f['card']} at {f['received'][:19]}"
             + (f" ({f['overrideReason']['code']})" if f["overrideReason"] else "")
         )
-    print(f"  hash {found['hash']}")
+    click.echo(f"  hash {found['hash']}")
     return 0
 
 
-def _verify(args: argparse.Namespace) -> int:
+@audit.command("verify")
+def verify_cmd() -> int:
+    """Verify the hash chain; exit 1 at the first broken link."""
     checked, broken = queries.verify_chain(_engine(_values()))
     if broken is None:
-        print(f"audit chain OK: {checked} record(s) verified")
+        click.echo(f"audit chain OK: {checked} record(s) verified")
         return 0
-    print(f"audit chain BROKEN at record #{broken.seq} ({broken.id}): {broken.reason}")
+    click.echo(f"audit chain BROKEN at record #{broken.seq} ({broken.id}): {broken.reason}")
     return 1
 
 
@@ -135,99 +261,116 @@ CSV_COLUMNS = (
 )
 
 
-def _export(args: argparse.Namespace) -> int:
-    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
+@audit.command("export")
+@click.option("--format", "fmt", type=click.Choice(["ndjson", "csv"]), default="ndjson", show_default=True,
+              help="ndjson: the full records with their chain hashes; csv: one summary row per record")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
+              help="file to write (default: standard output)")
+@filter_options
+def export_cmd(fmt: str, output: str | None, **filters: Any) -> int:
+    """Export records, oldest first."""
+    rows = queries.iter_records(_engine(_values()), _filters(filters))
+    out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
     try:
-        rows = queries.iter_records(_engine(_values()), _filters(args))
-        if args.format == "ndjson":
+        if fmt == "ndjson":
             for row in rows:
-                out.write(
-                    json.dumps(
-                        {
-                            "seq": row.seq,
-                            "prevHash": row.prev_hash,
-                            "hash": row.hash,
-                            "record": json.loads(row.content),
-                        },
-                        separators=(",", ":"),
-                    )
-                    + "\n"
-                )
+                record = {"seq": row.seq, "prevHash": row.prev_hash, "hash": row.hash,
+                          "record": json.loads(row.content)}
+                out.write(json.dumps(record, separators=(",", ":")) + "\n")
         else:
             writer = csv.writer(out)
             writer.writerow(CSV_COLUMNS)
             for row in rows:
-                writer.writerow(
-                    [
-                        queries._utc(row.time).isoformat()
-                        if c == "time"
-                        else " ".join(row.rules.split())
-                        if c == "rules"
-                        else getattr(row, c)
-                        for c in CSV_COLUMNS
-                    ]
-                )
+                writer.writerow([_csv_cell(row, c) for c in CSV_COLUMNS])
     finally:
-        if args.output:
+        if output:
             out.close()
     return 0
 
 
-def _replay(args: argparse.Namespace) -> int:
+def _csv_cell(row: Any, column: str) -> Any:
+    if column == "time":
+        return queries._utc(row.time).isoformat()
+    if column == "rules":
+        return " ".join(row.rules.split())
+    return getattr(row, column)
+
+
+@audit.command("replay")
+@click.option("--rules", "rules_dir", required=True, type=click.Path(file_okay=False),
+              help="rule pack folder to compare against")
+@click.option("--since", metavar="DATE", help="calls from this date or date-time (UTC)")
+@click.option("--until", metavar="DATE", help="calls before this date or date-time (UTC)")
+@JSON
+def replay_cmd(rules_dir: str, since: str | None, until: str | None, as_json: bool) -> int:
+    """Re-run the stored facts of past calls under another rule pack: which cards would change."""
     from cds.audit.rerun import replay
     from cds.rules import pack as rulepack
 
     values = _values()
-    pack = rulepack.load(args.rules, values["SITE_CONFIG"] or None)
-    filters = queries.Filters(since=queries.parse_time(args.since), until=queries.parse_time(args.until))
+    pack = rulepack.load(rules_dir, values["SITE_CONFIG"] or None)
+    filters = queries.Filters(since=_time(since, "--since"), until=_time(until, "--until"))
     report = replay(queries.iter_records(_engine(values), filters), pack)
-    if args.json:
-        print(json.dumps(report, indent=2))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
         return 0
     t = report["totals"]
-    print(
+    click.echo(
         f"replayed {t['replayed']} call(s) under rule pack {pack.id} {pack.version}: "
         f"{t['callsChanged']} would "
         f"differ ({t['appeared']} card(s) appear, {t['disappeared']} disappear, {t['changed']} change)"
     )
     for call in report["calls"]:
-        print(f"#{call['seq']} {call['time'][:19]} {call['service']}")
+        click.echo(f"#{call['seq']} {call['time'][:19]} {call['service']}")
         for c in call["appeared"]:
-            print(f"  + [{c['indicator']}] {c['rule']}: {c['summary']}")
+            click.echo(f"  + [{c['indicator']}] {c['rule']}: {c['summary']}")
         for c in call["disappeared"]:
-            print(f"  - [{c['indicator']}] {c['rule']}: {c['summary']}")
+            click.echo(f"  - [{c['indicator']}] {c['rule']}: {c['summary']}")
         for c in call["changed"]:
-            print(
+            click.echo(
                 f"  ~ {c['rule']}: [{c['before']['indicator']}] {c['before']['summary']}"
                 f"  ->  [{c['after']['indicator']}] {c['after']['summary']}"
             )
     return 0
 
 
-def _drain(args: argparse.Namespace) -> int:
+@audit.command("drain")
+def drain_cmd() -> int:
+    """Move spooled records into the database now."""
     from cds.audit import open_store
     from cds.rules import pack as rulepack
 
     values = _values()
     store = open_store(values, rulepack.load(values["RULES_DIR"] or None, values["SITE_CONFIG"] or None))
     moved = store.drain(wait=True)
-    print(
+    click.echo(
         f"moved {moved} spooled entr{'y' if moved == 1 else 'ies'} to the database; "
         f"{store.spool.count()} left"
     )
     return 0
 
 
-def _token(args: argparse.Namespace) -> int:
+@audit.command("token")
+@click.argument("name")
+def token_cmd(name: str) -> int:
+    """Make an auditor token for NAME and its CDS_AUDITOR_TOKENS entry."""
     from cds.audit.auth import new_token
 
-    token, entry = new_token(args.name)
-    print(f"token (give it to {args.name}; it is not stored): {token}")
-    print(f"add to CDS_AUDITOR_TOKENS: {entry}")
+    if not name or ":" in name or "," in name or name != name.strip():
+        fail(f"auditor name {name!r}: use a name without ':', ',' or surrounding spaces")
+    token, entry = new_token(name)
+    click.echo(f"token (give it to {name}; it is not stored): {token}")
+    click.echo(f"add to CDS_AUDITOR_TOKENS: {entry}")
+    click.echo(
+        "then restart the service with the new CDS_AUDITOR_TOKENS value (entries are comma-separated): "
+        "it reads the auditors at start-up, so the token works only after the restart"
+    )
     return 0
 
 
-def _patient_key(args: argparse.Namespace) -> int:
+@audit.command("patient-key")
+def patient_key_cmd() -> int:
+    """Print the patient key of a patient id read from standard input (kept out of shell history)."""
     from cds.audit import patient_secret
     from cds.audit.record import patient_key
 
@@ -235,52 +378,6 @@ def _patient_key(args: argparse.Namespace) -> int:
     if patient_id.startswith("Patient/"):
         patient_id = patient_id[len("Patient/") :]
     if not patient_id:
-        print("cds: error: give the patient id on standard input", file=sys.stderr)
-        return 2
-    print(patient_key(patient_secret(_values()), patient_id))
+        fail("give the patient id on standard input")
+    click.echo(patient_key(patient_secret(_values()), patient_id))
     return 0
-
-
-def _add_filters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--since", help="from this date or date-time (UTC)")
-    p.add_argument("--until", help="before this date or date-time (UTC)")
-    p.add_argument("--service")
-    p.add_argument("--rule", help="records where this rule fired")
-    p.add_argument("--indicator", choices=("info", "warning", "critical"))
-    p.add_argument("--outcome", help="ok, 400, 412, ...")
-    p.add_argument("--patient-key")
-
-
-def add_parser(sub: Any) -> None:
-    audit = sub.add_parser("audit", help="the audit trail: list, show, verify, export, replay")
-    cmds = audit.add_subparsers(dest="audit_command", required=True)
-    cmds.add_parser("migrate", help="bring the database schema up to date").set_defaults(func=_migrate)
-    p = cmds.add_parser("list", help="list records, newest first")
-    _add_filters(p)
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--offset", type=int, default=0)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_list)
-    p = cmds.add_parser("show", help="one record in full")
-    p.add_argument("id", help="record seq, record id or card uuid")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_show)
-    cmds.add_parser("verify", help="verify the hash chain").set_defaults(func=_verify)
-    p = cmds.add_parser("export", help="export records, oldest first")
-    p.add_argument("--format", choices=("ndjson", "csv"), default="ndjson")
-    p.add_argument("--output", "-o", help="file to write (default stdout)")
-    _add_filters(p)
-    p.set_defaults(func=_export)
-    p = cmds.add_parser("replay", help="re-run stored facts under another rule pack")
-    p.add_argument("--rules", required=True, help="rule pack folder to compare against")
-    p.add_argument("--since")
-    p.add_argument("--until")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_replay)
-    cmds.add_parser("drain", help="move spooled records into the database now").set_defaults(func=_drain)
-    cmds.add_parser("patient-key", help="the patient key of a patient id (read from stdin)").set_defaults(
-        func=_patient_key
-    )
-    p = cmds.add_parser("token", help="make an auditor token")
-    p.add_argument("name")
-    p.set_defaults(func=_token)

@@ -276,3 +276,15 @@ def verify_chain(engine: Engine) -> tuple[int, chain.Broken | None]:
             )
 
     return chain.verify(links(), check=lambda link: _columns_agree(rows.pop(link.seq)))
+
+
+def seqs_for_hook_instance(engine: Engine, hook_instance: str) -> list[int]:
+    """The ``seq`` of every record of the call with this ``hookInstance`` (what the EHR logs), oldest first:
+    usually one, more when the client sent the same instance again."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(audit_record.c.seq)
+            .where(audit_record.c.hook_instance == hook_instance)
+            .order_by(audit_record.c.seq)
+        ).all()
+    return [row.seq for row in rows]

@@ -22,20 +22,13 @@ answered 404), ``failed`` (could not be obtained). Pure code: the network is beh
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import quote
 
 from cds.errors import DataUnavailable, FhirServerError, FhirServerNotAllowed
+from cds.hooks import tokens
 from cds.hooks.envelope import HookRequest
-
-TOKEN = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
-
-#: prefetch token -> the resource type ``context.userId`` must name for the token to be filled
-USER_TOKENS = {"userPractitionerId": "Practitioner", "userPractitionerRoleId": "PractitionerRole",
-               "userPatientId": "Patient", "userRelatedPersonId": "RelatedPerson"}
 
 
 class Fetch(Protocol):
@@ -55,33 +48,12 @@ class Gathered:
 
 
 def render_template(template: str, request: HookRequest) -> str:
-    """Fill ``{{context.x}}`` and ``{{userXId}}`` tokens from the request, each value URL-encoded.
+    """Fill the template's tokens from the request (``cds.hooks.tokens``), each value URL-encoded.
 
     Raises ``DataUnavailable`` naming the token when it cannot be filled (no such context field, a field that
     is not a primitive, or a user token that does not match the type of ``context.userId``).
     """
-    user = str(request.context.get("userId", ""))
-    user_type, _, user_id = user.partition("/")
-
-    def value(match: re.Match[str]) -> str:
-        token = match.group(1)
-        if token == "context.patientId":
-            found: Any = request.patient_id
-        elif token.startswith("context.") and token.count(".") == 1:
-            found = request.context.get(token[len("context."):])
-            if isinstance(found, bool):
-                found = "true" if found else "false"
-            if not isinstance(found, str | int | float) or found == "":
-                raise DataUnavailable(f"prefetch token {{{{{token}}}}} has no primitive value in the context",
-                                      field=token)
-        elif token in USER_TOKENS and user_type == USER_TOKENS[token] and user_id:
-            found = user_id
-        else:
-            raise DataUnavailable(f"prefetch token {{{{{token}}}}} cannot be filled from this request",
-                                  field=token)
-        return quote(str(found), safe="")
-
-    return TOKEN.sub(value, template)
+    return tokens.fill(template, request.context, patient_id=request.patient_id)
 
 
 def is_operation_outcome(value: Any) -> bool:

@@ -1,39 +1,40 @@
-"""``cds request`` and ``cds replay``: an integration engineer's view of a running service.
+"""``cds request``, ``cds replay`` and ``cds wait``: an integration engineer's view of a running service.
 
     cds request BUNDLE --hook HOOK --url BASE [--service ID] [--prefetch full|partial|none] [--json]
     cds replay DIR --url BASE [--strict] [--json]
+    cds wait --url BASE [--timeout S]            exit 0 once the service answers GET /health
 
 Both sign a client JWT per call (``--key FILE``, ``--iss``; default the development client's key), and
 move every date of a fixture by (server date - the fixture's ``at``) first, so that its boundaries hold on
 any day (``--no-shift`` sends the dates as written; ``--server-date`` when the server's "now" is not today).
-Exit status: 0 success (every fixture passed), 1 an HTTP error or a failed/errored fixture, 2 bad usage.
+Exit status: 0 success (every fixture passed or was skipped, with the reason), 1 an HTTP error or a
+failed/errored fixture, 2 bad usage.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
 import shutil
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+import click
+
 from cds.auth.client_token import DEV_ISS, signer_from
 from cds.toolkit.hookclient import HookClient
-from cds.toolkit.offline import load_bundle
 from cds.toolkit.replay import Outcome, find_fixtures, replay, rule_of, summary
 from cds.toolkit.request import (
+    HOOKS,
     PREFETCH_MODES,
     build_hook_request,
     choose_service,
+    load_bundle,
     load_sidecar,
     parse_date,
     shift_for,
+    unsent,
 )
-
-HOOKS = ("patient-view", "order-select", "order-sign")
-
 
 # -- output --------------------------------------------------------------------------------------------------
 
@@ -66,6 +67,7 @@ def summary_table(stats: dict[str, Any]) -> str:
         ("passed", str(stats["passed"])),
         ("failed", str(stats["failed"])),
         ("errored", str(stats["errored"])),
+        ("skipped", str(stats["skipped"])),
         ("latency p50", _fmt_ms(lat["p50"])),
         ("latency p95", _fmt_ms(lat["p95"])),
         ("latency p99", _fmt_ms(lat["p99"])),
@@ -95,145 +97,161 @@ class ProgressBar:
 # -- commands ------------------------------------------------------------------------------------------------
 
 
-def _client(args: argparse.Namespace) -> HookClient:
-    signer = signer_from(args.key, iss=args.iss)
+def _client(o: dict[str, Any]) -> HookClient:
+    signer = signer_from(o["key"], iss=o["iss"])
     if signer is None:
-        print(
-            "cds: note: no signing key (--key, or the development client's key); calls carry no JWT",
-            file=sys.stderr,
-        )
-    return HookClient(args.url, signer=signer, timeout=(args.connect_timeout, args.timeout))
+        click.echo("cds: note: no signing key (--key, or the development client's key); calls carry no JWT",
+                   err=True)
+    return HookClient(o["url"], signer=signer, timeout=(o["connect_timeout"], o["timeout"]))
 
 
-def _request(args: argparse.Namespace) -> int:
-    bundle = load_bundle(args.bundle)
-    sidecar = load_sidecar(args.bundle) or {}
-    hook = args.hook or sidecar.get("hook")
+def _server_date(o: dict[str, Any]) -> Any:
+    return parse_date(o["server_date"], "--server-date") if o["server_date"] else None
+
+
+def common_options(func: Any) -> Any:
+    options = [
+        click.option("--url", required=True, help="the service's base URL (the one /cds-services hangs off)"),
+        click.option("--prefetch", type=click.Choice(PREFETCH_MODES), default="full", show_default=True,
+                     help="answer every prefetch key (full), some (partial), or send none"),
+        click.option("--key", type=click.Path(dir_okay=False),
+                     help="private JWK or JWK Set file to sign with (default: the dev client's key)"),
+        click.option("--iss", default=DEV_ISS, show_default=True, help="the client's issuer"),
+        click.option("--no-shift", is_flag=True, help="send the fixture's dates as written"),
+        click.option("--server-date", metavar="DATE",
+                     help="the date the server evaluates at (default: today, UTC)"),
+        click.option("--timeout", type=float, default=30.0, show_default=True,
+                     help="read timeout per call, seconds"),
+        click.option("--connect-timeout", type=float, default=5.0, show_default=True,
+                     help="connect timeout, seconds"),
+        click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.command("request")
+@click.argument("bundle", type=click.Path(dir_okay=False))
+@click.option("--hook", type=click.Choice(HOOKS), help="the hook (default: the bundle's sidecar)")
+@click.option("--service", help="service id (default: the discovery's service for the hook)")
+@click.option("--omit", multiple=True, metavar="KEY",
+              help="with --prefetch partial: a prefetch key to leave out (repeatable)")
+@click.option("--at", metavar="DATE",
+              help="the date the bundle was written for (default: the sidecar's 'at'; none: no shift)")
+@common_options
+def request_cmd(bundle: str, hook: str | None, service: str | None, omit: tuple[str, ...], at: str | None,
+                **o: Any) -> int:
+    """Send one fixture BUNDLE to a running service as a signed hook call, and print the cards."""
+    record = load_bundle(bundle)
+    sidecar = load_sidecar(bundle) or {}
+    hook = hook or sidecar.get("hook")
     if hook not in HOOKS:
         raise ValueError(f"--hook is required (one of {', '.join(HOOKS)}) when the bundle has no sidecar")
-    server_date = parse_date(args.server_date, "--server-date") if args.server_date else None
-    days = shift_for(args.at or sidecar.get("at"), server_date, not args.no_shift)
-    client = _client(args)
+    days = shift_for(at or sidecar.get("at"), _server_date(o), not o["no_shift"])
+    client = _client(o)
     found = client.discovery()
     if found.error:
-        print(f"cds: error: {found.error}", file=sys.stderr)
+        click.echo(f"cds: error: {found.error}", err=True)
         return 1
-    service = choose_service(found.body, hook, args.service)
-    body = build_hook_request(bundle, hook, service, prefetch=args.prefetch, omit=args.omit, shift_days=days)
-    exchange = client.call(service["id"], body)
+    entry = choose_service(found.body, hook, service)
+    body = build_hook_request(record, hook, entry, prefetch=o["prefetch"], omit=omit, shift_days=days)
+    for line in unsent(record, hook):
+        click.echo(f"cds: note: not sent: {line}", err=True)
+    exchange = client.call(entry["id"], body)
     if exchange.error:
-        print(f"cds: error: {exchange.error}", file=sys.stderr)
+        click.echo(f"cds: error: {exchange.error}", err=True)
         return 1
     cards = exchange.body.get("cards") or []
-    if args.json:
-        print(json.dumps(exchange.body, indent=2))
+    if o["as_json"]:
+        click.echo(json.dumps(exchange.body, indent=2))
         return 0
     shifted = f", dates moved {days:+d} days" if days else ""
-    print(
-        f"{service['id']} answered {len(cards)} card(s) in {exchange.latency_ms:.0f} ms "
-        f"(prefetch {args.prefetch}{shifted})"
+    click.echo(
+        f"{entry['id']} answered {len(cards)} card(s) in {exchange.latency_ms:.0f} ms "
+        f"(prefetch {o['prefetch']}{shifted})"
     )
-    print(cards_table(cards))
+    click.echo(cards_table(cards))
     return 0
 
 
-def _replay(args: argparse.Namespace) -> int:
-    fixtures = find_fixtures(args.dir)
+@click.command("replay")
+@click.argument("folder", metavar="DIR", type=click.Path(exists=True))
+@click.option("--strict", is_flag=True, help="also fail on cards the sidecar does not list")
+@click.option("--progress/--no-progress", default=None,
+              help="progress bar on stderr (default: when stderr is a terminal)")
+@common_options
+def replay_cmd(folder: str, strict: bool, progress: bool | None, **o: Any) -> int:
+    """Send every fixture under DIR (those with a sidecar <name>.expected.json) and check the cards.
+
+    A fixture that cannot be checked against a live server (it needs a site config the server lacks, or
+    holds data the request builder does not send) is skipped, with the reason.
+    """
+    fixtures = find_fixtures(folder)
     if not fixtures:
-        raise ValueError(f"no fixtures with a sidecar <name>.expected.json under {args.dir}")
-    server_date = parse_date(args.server_date, "--server-date") if args.server_date else None
-    client = _client(args)
-    show_bar = sys.stderr.isatty() if args.progress is None else args.progress
+        raise ValueError(f"no fixtures with a sidecar <name>.expected.json under {folder}")
+    client = _client(o)
+    show_bar = sys.stderr.isatty() if progress is None else progress
     outcomes = replay(
         fixtures,
         client,
-        prefetch=args.prefetch,
-        shift=not args.no_shift,
-        server_date=server_date,
-        strict=args.strict,
+        prefetch=o["prefetch"],
+        shift=not o["no_shift"],
+        server_date=_server_date(o),
+        strict=strict,
         progress=ProgressBar(len(fixtures)) if show_bar else None,
     )
     stats = summary(outcomes)
-    root = Path(args.dir)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "summary": stats,
-                    "fixtures": [
-                        {
-                            "fixture": str(o.fixture),
-                            "verdict": o.verdict,
-                            "latency_ms": o.latency_ms,
-                            "problems": o.problems,
-                        }
-                        for o in outcomes
-                    ],
-                },
-                indent=2,
-            )
-        )
+    root = Path(folder)
+    if o["as_json"]:
+        report = {
+            "summary": stats,
+            "fixtures": [
+                {"fixture": str(x.fixture), "verdict": x.verdict, "latency_ms": x.latency_ms,
+                 "problems": x.problems}
+                for x in outcomes
+            ],
+        }
+        click.echo(json.dumps(report, indent=2))
     else:
         for outcome in outcomes:
             if outcome.verdict != "passed":
                 name = outcome.fixture.relative_to(root) if root.is_dir() else outcome.fixture
-                print(f"{outcome.verdict.upper()}: {name}")
+                click.echo(f"{outcome.verdict.upper()}: {name}")
                 for line in outcome.problems:
-                    print(f"    {line}")
-        print(f"replay of {root} against {args.url}:")
-        print(summary_table(stats))
-    return 0 if stats["passed"] == stats["total"] else 1
+                    click.echo(f"    {line}")
+        click.echo(f"replay of {root} against {o['url']}:")
+        click.echo(summary_table(stats))
+    return 0 if stats["failed"] == stats["errored"] == 0 else 1
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", required=True, help="the service's base URL (the one /cds-services hangs off)")
-    p.add_argument(
-        "--prefetch",
-        choices=PREFETCH_MODES,
-        default="full",
-        help="answer every prefetch key (full), some (partial), or send none",
-    )
-    p.add_argument("--key", help="private JWK or JWK Set file to sign with (default: the dev client's key)")
-    p.add_argument("--iss", default=DEV_ISS, help=f"the client's issuer (default {DEV_ISS})")
-    p.add_argument("--no-shift", action="store_true", help="send the fixture's dates as written")
-    p.add_argument("--server-date", help="the date the server evaluates at (default: today, UTC)")
-    p.add_argument("--timeout", type=float, default=30.0, help="read timeout per call, seconds (default 30)")
-    p.add_argument("--connect-timeout", type=float, default=5.0, help="connect timeout, seconds (default 5)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+@click.command("wait")
+@click.option("--url", required=True, help="the service's base URL (its GET /health is asked)")
+@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="seconds to wait before giving up (exit 1)")
+def wait_cmd(url: str, timeout: float) -> int:
+    """Wait until the service at URL answers GET /health with 200 (retrying any error), then exit 0."""
+    found = wait_for_health(url, timeout)
+    if found is not None:
+        click.echo(f"cds: error: {url} did not answer GET /health within {timeout:g} s ({found})", err=True)
+        return 1
+    return 0
 
 
-def add_parsers(sub: Any) -> None:
-    req = sub.add_parser("request", help="send one fixture bundle to a running service as a signed hook call")
-    req.add_argument("bundle")
-    req.add_argument("--hook", choices=HOOKS, help="the hook (default: the bundle's sidecar)")
-    req.add_argument("--service", help="service id (default: the discovery's service for the hook)")
-    req.add_argument(
-        "--omit",
-        action="append",
-        default=[],
-        metavar="KEY",
-        help="with --prefetch partial: a prefetch key to leave out (repeatable)",
-    )
-    req.add_argument(
-        "--at", help="the date the bundle was written for (default: the sidecar's 'at'; none: no shift)"
-    )
-    _common(req)
-    req.set_defaults(func=_request)
+def wait_for_health(url: str, timeout: float, interval: float = 0.25) -> str | None:
+    """None once ``url``/health answers 200 within ``timeout`` seconds; else the last problem seen."""
+    import time
 
-    rep = sub.add_parser(
-        "replay", help="send every fixture under a folder and check the cards against its sidecar"
-    )
-    rep.add_argument("dir")
-    rep.add_argument("--strict", action="store_true", help="also fail on cards the sidecar does not list")
-    rep.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar on stderr (default: when stderr is a terminal)",
-    )
-    _common(rep)
-    rep.set_defaults(func=_replay, omit=[])
+    deadline = time.monotonic() + timeout
+    client = HookClient(url, timeout=(min(5.0, max(timeout, 0.1)), min(10.0, max(timeout, 0.1))))
+    while True:
+        found = client.health()
+        if found.status == 200:
+            return None
+        problem = found.error or f"HTTP {found.status}"
+        if time.monotonic() >= deadline:
+            return problem
+        time.sleep(interval)
 
 
-def today_utc() -> dt.date:
-    return dt.datetime.now(dt.UTC).date()
+COMMANDS = (request_cmd, replay_cmd, wait_cmd)

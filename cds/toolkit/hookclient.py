@@ -62,17 +62,17 @@ class HookClient:
         self.session = session or requests.Session()
         self.timeout = timeout
 
-    def _headers(self, url: str) -> dict[str, str]:
+    def _headers(self, url: str, signed: bool = True) -> dict[str, str]:
         headers = {"Accept": "application/json"}
-        if self.signer is not None:
+        if signed and self.signer is not None:
             headers.update(self.signer.headers(url))
         return headers
 
-    def _send(self, method: str, url: str, body: Any = None) -> Exchange:
+    def _send(self, method: str, url: str, body: Any = None, signed: bool = True) -> Exchange:
         started = time.perf_counter()
         try:
             response = self.session.request(
-                method, url, json=body, headers=self._headers(url), timeout=self.timeout
+                method, url, json=body, headers=self._headers(url, signed), timeout=self.timeout
             )
         except requests.Timeout:
             return Exchange(url, None, None, _ms(started), f"{method} {url}: timed out")
@@ -94,6 +94,10 @@ class HookClient:
 
     def discovery(self) -> Exchange:
         return self._send("GET", f"{self.base_url}/cds-services")
+
+    def health(self) -> Exchange:
+        """``GET /health`` (unsigned: it is not a CDS Hooks endpoint): status and the rule pack in force."""
+        return self._send("GET", f"{self.base_url}/health", signed=False)
 
     def call(self, service_id: str, body: dict[str, Any]) -> Exchange:
         return self._send("POST", f"{self.base_url}/cds-services/{service_id}", body)

@@ -1,120 +1,88 @@
-"""Evaluating a FHIR Bundle offline (no server, no network): used by ``cds evaluate`` and the fixture tests.
+"""Evaluating a fixture bundle offline (no server, no network): ``cds evaluate``.
 
-A fixture bundle holds a patient's record; for the order hooks, its MedicationRequests and ServiceRequests
-with status ``draft`` are taken as the hook's draft orders (the first draft is the selection for
-order-select).
+The bundle goes through the same request builder as ``cds request``/``cds replay`` and the golden fixture
+tests (``cds.toolkit.request.build_hook_request``), and the request through the service's own call path
+(``cds.decide.service.HookService``: envelope, prefetch, parsing, rules, cards), so what ``cds evaluate``
+prints is what the service answers for that request. Offline, the record is sent as the fixture holds it,
+misfiled results included (``misfiled=True``), as the golden tests do.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import uuid
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from cds.errors import InvalidFhir
+from cds.decide.evaluate import Evaluation, Evaluator
+from cds.decide.service import CallRecord, HookService
+from cds.hooks.services import discovery_document, prefetch_templates
+from cds.rules.pack import RulePack
+from cds.toolkit.request import (
+    USER_ID,
+    as_bundle,
+    build_hook_request,
+    choose_service,
+    hook_context,
+    load_bundle,
+    split_bundle,
+)
 
-ORDER_TYPES = ("MedicationRequest", "ServiceRequest")
-USER_ID = "Practitioner/example"
-
-
-def load_bundle(path: str | Path) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InvalidFhir(f"{path}: cannot read: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise InvalidFhir(f"{path}: not JSON (line {exc.lineno}: {exc.msg})") from exc
-    if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
-        raise InvalidFhir(f"{path}: not a FHIR Bundle")
-    return data
-
-
-def split_bundle(bundle: dict[str, Any], hook: str) -> tuple[str, list[dict], list[dict]]:
-    """Return ``(patient_id, record_resources, draft_orders)`` from a fixture bundle."""
-    resources = [e["resource"] for e in bundle.get("entry", []) if isinstance(e, dict) and "resource" in e]
-    patient = next((r for r in resources if r.get("resourceType") == "Patient"), None)
-    patient_id = (patient or {}).get("id") or "unknown"
-    drafts: list[dict] = []
-    record: list[dict] = []
-    for r in resources:
-        if hook != "patient-view" and r.get("resourceType") in ORDER_TYPES and r.get("status") == "draft":
-            drafts.append(r)
-        else:
-            record.append(r)
-    return patient_id, record, drafts
+__all__ = ["USER_ID", "as_bundle", "evaluate_bundle", "hook_context", "hook_request", "load_bundle",
+           "parse_at", "prefetch_from_record", "split_bundle"]
 
 
-def as_bundle(resources: list[dict], bundle_type: str = "collection") -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": bundle_type, "entry": [{"resource": r} for r in resources]}
+class _Recorder:
+    """An audit sink keeping the call record: the evaluation behind the answer."""
+
+    def __init__(self) -> None:
+        self.last: CallRecord | None = None
+
+    def record_call(self, call: CallRecord) -> None:
+        self.last = call
 
 
-def hook_context(hook: str, patient_id: str, drafts: list[dict[str, Any]],
-                 user_id: str = USER_ID) -> dict[str, Any]:
-    """The hook's ``context``: user and patient, and for the order hooks the draft orders (order-select
-    selects the first)."""
-    context: dict[str, Any] = {"userId": user_id, "patientId": patient_id}
-    if hook != "patient-view":
-        context["draftOrders"] = as_bundle(drafts)
-    if hook == "order-select":
-        context["selections"] = [f"{d['resourceType']}/{d.get('id')}" for d in drafts[:1]]
-    return context
+@dataclass
+class Offline:
+    request: dict[str, Any]  # the hook request sent
+    response: dict[str, Any]  # the service's answer
+    evaluation: Evaluation
+
+
+def evaluate_bundle(bundle: dict[str, Any], hook: str, pack: RulePack, *, now: dt.datetime,
+                    source_label: str = "Bone Health CDS") -> Offline:
+    """The hook request for ``bundle``, and the service's answer and evaluation for it at ``now``."""
+    service = choose_service(discovery_document(pack), hook)
+    body = build_hook_request(bundle, hook, service, misfiled=True)
+    recorder = _Recorder()
+    hook_service = HookService(Evaluator(pack), source_label=source_label, audit=recorder)
+    response = hook_service.call(service["id"], body, now=now)
+    evaluation = recorder.last.evaluation if recorder.last else None
+    if evaluation is None:  # the service records every answered call with its evaluation
+        raise RuntimeError("the service answered without recording its evaluation")
+    return Offline(body, response, evaluation)
 
 
 def hook_request(bundle: dict[str, Any], hook: str, *, prefetch: dict[str, Any] | None = None,
                  templates: dict[str, str] | None = None) -> dict[str, Any]:
-    """A spec-shaped hook request for a fixture bundle, each prefetch key answered from the record."""
-    patient_id, record, drafts = split_bundle(bundle, hook)
-    context = hook_context(hook, patient_id, drafts)
-    if prefetch is None:
-        prefetch = prefetch_from_record(record, templates)
-    return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context, "prefetch": prefetch}
-
-
-def _codes(resource: dict[str, Any]) -> set[str]:
-    codings = ((resource.get("code") or {}).get("coding")) or []
-    return {f"{c.get('system', '')}|{c.get('code', '')}" for c in codings if isinstance(c, dict)}
-
-
-def _search(record: list[dict], query: str) -> dict[str, Any]:
-    """Answer a prefetch search (``Type?param=a,b&...``) from the record: the parameters the templates use
-    (``code`` as ``system|code`` tokens, ``status``, ``_include=Type:medication``) are applied, the patient
-    parameter is implied (a fixture holds one patient's record)."""
-    resource_type, _, params = query.partition("?")
-    wanted: dict[str, set[str]] = {}
-    for part in params.split("&"):
-        name, _, value = part.partition("=")
-        wanted[name] = set(value.split(",")) if value else set()
-    found = [r for r in record if r.get("resourceType") == resource_type
-             and ("code" not in wanted or _codes(r) & wanted["code"])
-             and ("status" not in wanted or r.get("status") in wanted["status"])]
-    if any(inc.endswith(":medication") for inc in wanted.get("_include", ())):
-        refs = {((r.get("medicationReference") or {}).get("reference")) for r in found}
-        found += [r for r in record
-                  if r.get("resourceType") == "Medication" and f"Medication/{r.get('id')}" in refs]
-    return as_bundle(found, "searchset")
+    """The full-prefetch request for ``bundle`` (``build_hook_request`` with the record as the fixture holds
+    it); ``templates`` default to the packaged rule pack's, ``prefetch`` replaces the answered one."""
+    if templates is None:
+        templates = _default_templates()
+    body = build_hook_request(bundle, hook, {"prefetch": templates}, misfiled=True)
+    if prefetch is not None:
+        body["prefetch"] = prefetch
+    return body
 
 
 def prefetch_from_record(record: list[dict], templates: dict[str, str] | None = None) -> dict[str, Any]:
-    """Answer every prefetch key from the record, each with what its template asks for.
+    """Every prefetch key answered from ``record`` (one patient's resources), as ``hook_request`` does."""
+    return hook_request(as_bundle(record), "patient-view", templates=templates).get("prefetch") or {}
 
-    ``templates`` defaults to the packaged rule pack's discovery templates. A read (``Patient/{{...}}``)
-    gets the resource or ``None``; a search gets a searchset Bundle of the matching resources.
-    """
-    if templates is None:
-        from cds.hooks.services import prefetch_templates
-        from cds.rules.pack import load
 
-        templates = prefetch_templates(load())
-    out: dict[str, Any] = {}
-    for key, template in templates.items():
-        if "?" not in template:
-            resource_type = template.partition("/")[0]
-            out[key] = next((r for r in record if r.get("resourceType") == resource_type), None)
-        else:
-            out[key] = _search(record, template)
-    return out
+def _default_templates() -> dict[str, str]:
+    from cds.rules.pack import load
+
+    return prefetch_templates(load())
 
 
 def parse_at(value: str | None) -> dt.datetime:

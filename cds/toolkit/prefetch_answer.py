@@ -1,47 +1,34 @@
 """Answering a service's prefetch templates from a patient's record, as an EHR would. Pure code.
 
-Used by ``cds request`` and ``cds replay`` to build the ``prefetch`` of a hook request from a fixture
-bundle and the service's discovery entry. Each template is filled (``{{context.patientId}}``,
-``{{userPractitionerId}}``...) and answered from the record:
+The one way the toolkit builds a ``prefetch`` (``cds.toolkit.request.build_hook_request``, behind the golden
+fixture tests, ``cds evaluate``, ``cds request`` and ``cds replay``). Each template is filled with the
+project's one token grammar (``cds.hooks.tokens``, which the service renders its own templates with); a key
+whose template cannot be filled is left out, as the specification asks of a client. The filled query is
+answered from the record:
 
 * a read ``Type/id`` -> that resource, or ``null`` when the record has none;
 * a search ``Type?param=value&...`` -> a ``searchset`` Bundle of the record's resources of that type that
   match every parameter this module understands: ``patient``/``subject`` (a reference to the patient),
   ``code`` (token list ``system|code,code``), ``status``, ``intent`` and ``category`` (token lists), and
-  ``_id``. Other parameters (``date``, ``_sort``, ``_count``...) do not filter: every resource of the type
-  is returned, which a service must tolerate anyway.
+  ``_id``; ``_include=MedicationRequest:medication`` adds the Medications the matches refer to. Other
+  parameters (``date``, ``_sort``, ``_count``...) do not filter: every resource of the type is returned,
+  which a service must tolerate anyway.
+
+A resource filed under another patient (its ``subject``/``patient`` names someone else) is never in an
+answer, as with a real FHIR server, unless ``misfiled=True``: then the record is taken as the EHR holds it,
+misfiled results included (the fixtures that test the service's defence against them need that).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
-TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
-USER_TOKENS = {
-    "userPractitionerId": "Practitioner",
-    "userPractitionerRoleId": "PractitionerRole",
-    "userPatientId": "Patient",
-    "userRelatedPersonId": "RelatedPerson",
-}
+from cds.errors import DataUnavailable
+from cds.hooks.tokens import fill
 
-
-def fill(template: str, context: Mapping[str, Any]) -> str:
-    """The template with its tokens replaced from the hook context (unknown tokens left empty)."""
-    user_type, _, user_id = str(context.get("userId", "")).partition("/")
-
-    def value(match: re.Match[str]) -> str:
-        token = match.group(1)
-        if token.startswith("context."):
-            found = context.get(token[len("context.") :])
-            return str(found) if isinstance(found, str | int | float) else ""
-        if USER_TOKENS.get(token) == user_type:
-            return user_id
-        return ""
-
-    return TOKEN.sub(value, template)
+__all__ = ["answer", "answer_all", "fill", "filed_elsewhere", "matches", "searchset"]
 
 
 def _tokens(concept: Any) -> set[tuple[str, str]]:
@@ -75,11 +62,16 @@ def _refers_to(resource: dict[str, Any], patient_id: str) -> bool:
     return True  # no subject: the record is the patient's
 
 
-def matches(resource: dict[str, Any], params: Iterable[tuple[str, str]]) -> bool:
+def filed_elsewhere(record: Iterable[dict[str, Any]], patient_id: str) -> list[dict[str, Any]]:
+    """The record's resources filed under another patient: no search for ``patient_id`` returns them."""
+    return [r for r in record if r.get("resourceType") != "Patient" and not _refers_to(r, patient_id)]
+
+
+def matches(resource: dict[str, Any], params: Iterable[tuple[str, str]], *, misfiled: bool = False) -> bool:
     for name, value in params:
         name = name.split(":", 1)[0]
         if name in ("patient", "subject"):
-            if not _refers_to(resource, value.removeprefix("Patient/")):
+            if not misfiled and not _refers_to(resource, value.removeprefix("Patient/")):
                 return False
         elif name == "code":
             concept = resource.get("code") or resource.get("medicationCodeableConcept")
@@ -109,20 +101,36 @@ def searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def answer(query: str, record: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _included(found: list[dict[str, Any]], record: list[dict[str, Any]], includes: list[str]) -> list[dict]:
+    """The Medications that ``found`` refers to, for ``_include=MedicationRequest:medication``."""
+    if not any(inc.endswith(":medication") for inc in includes):
+        return []
+    refs = {str((r.get("medicationReference") or {}).get("reference")) for r in found}
+    return [r for r in record
+            if r.get("resourceType") == "Medication" and f"Medication/{r.get('id')}" in refs]
+
+
+def answer(query: str, record: list[dict[str, Any]], *, misfiled: bool = False) -> dict[str, Any] | None:
     """The record's answer to one filled query: a resource, ``None``, or a searchset Bundle."""
     path, _, qs = query.partition("?")
-    path = path.strip("/")
+    path = unquote(path.strip("/"))
     if not qs and path.count("/") == 1:
         rtype, rid = path.split("/")
         return next((r for r in record if r.get("resourceType") == rtype and str(r.get("id")) == rid), None)
     params = parse_qsl(qs, keep_blank_values=True)
-    found = [r for r in record if r.get("resourceType") == path and matches(r, params)]
-    return searchset(found)
+    found = [r for r in record if r.get("resourceType") == path and matches(r, params, misfiled=misfiled)]
+    return searchset(found + _included(found, record, [v for k, v in params if k == "_include"]))
 
 
-def answer_all(
-    templates: Mapping[str, str], record: list[dict[str, Any]], context: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Every key of ``templates`` answered from ``record``."""
-    return {key: answer(fill(template, context), record) for key, template in templates.items()}
+def answer_all(templates: Mapping[str, str], record: list[dict[str, Any]], context: Mapping[str, Any], *,
+               misfiled: bool = False) -> dict[str, Any]:
+    """Every key of ``templates`` answered from ``record``; a key whose template cannot be filled from
+    ``context`` is left out (the service then fetches it, or answers 412)."""
+    out: dict[str, Any] = {}
+    for key, template in templates.items():
+        try:
+            query = fill(template, context)
+        except DataUnavailable:
+            continue
+        out[key] = answer(query, record, misfiled=misfiled)
+    return out

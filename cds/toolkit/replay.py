@@ -11,6 +11,13 @@ Each expected card must be answered (a card whose ``source.topic.code`` is the r
 indicator and a summary containing that text, when given); no card may come from a rule in
 ``not_cards``; with ``strict``, no other card may come at all. ``status`` (default 200) is the HTTP status
 expected. ``find_fixtures`` and ``compare`` are pure; ``replay`` does the I/O through a ``HookClient``.
+
+A fixture that cannot be checked against a live server is *skipped*, with the reason, and the rest run:
+
+* its record holds data the request builder does not send (a result filed under another patient: no FHIR
+  search for this patient returns it, so no EHR sends it; the golden tests send it, offline);
+* its sidecar needs a ``site_config`` the server lacks (the server's ``/health`` names the packaged rule
+  pack's content hash, that is, no site config at all).
 """
 
 from __future__ import annotations
@@ -22,8 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from cds.toolkit.hookclient import HookClient, outcome_line
-from cds.toolkit.offline import load_bundle
-from cds.toolkit.request import build_hook_request, choose_service, load_sidecar, shift_for
+from cds.toolkit.request import (
+    build_hook_request,
+    choose_service,
+    load_bundle,
+    load_sidecar,
+    shift_for,
+    unsent,
+)
 
 
 @dataclass
@@ -35,7 +48,7 @@ class Fixture:
 @dataclass
 class Outcome:
     fixture: Path
-    verdict: str  # passed | failed | errored
+    verdict: str  # passed | failed | errored | skipped
     latency_ms: float | None = None
     problems: list[str] = field(default_factory=list)  # the diff, one line each
     cards: list[dict[str, Any]] = field(default_factory=list)
@@ -118,9 +131,12 @@ def replay(
     fixtures = list(fixtures)
     outcomes: list[Outcome] = []
     found = client.discovery()
+    server = _ServerPack(client)
     for index, fixture in enumerate(fixtures):
         if found.error:
             outcome = Outcome(fixture.path, "errored", problems=[f"! discovery failed: {found.error}"])
+        elif (reason := _cannot_check(fixture, server)) is not None:
+            outcome = Outcome(fixture.path, "skipped", problems=[reason])
         else:
             outcome = _one(
                 fixture,
@@ -137,6 +153,65 @@ def replay(
     return outcomes
 
 
+class _ServerPack:
+    """Whether the server runs the packaged rule pack without a site config (asked once, when needed)."""
+
+    def __init__(self, client: HookClient):
+        self.client = client
+        self._answer: tuple[bool, str] | None = None
+
+    def plain(self) -> tuple[bool, str]:
+        """``(True, "rule pack <id> <version>")`` when ``/health`` names the packaged pack's content hash."""
+        if self._answer is None:
+            from cds.rules.pack import load
+
+            packaged = load()
+            found = self.client.health()
+            pack = (found.body or {}).get("rulePack") if isinstance(found.body, dict) else None
+            pack = pack if isinstance(pack, dict) else {}
+            label = f"rule pack {pack.get('id')} {pack.get('version')}"
+            self._answer = (found.ok and pack.get("contentHash") == packaged.content_hash, label)
+        return self._answer
+
+
+def _cannot_check(fixture: Fixture, server: _ServerPack) -> str | None:
+    """Why ``fixture`` cannot be checked against this server, or None when it can."""
+    site = fixture.expected.get("site_config")
+    if site:
+        plain, label = server.plain()
+        if plain:
+            thresholds = site.get("thresholds") if isinstance(site, dict) else None
+            overrides = ", ".join(
+                f"{name}={value}" for name, value in sorted((thresholds or {}).items())
+            ) if isinstance(thresholds, dict) else ""
+            return (f"skipped: needs the site config {overrides or site}, and the server runs the packaged "
+                    f"{label} without one")
+    try:
+        left_out = unsent(load_bundle(fixture.path), str(fixture.expected.get("hook")))
+    except Exception:  # noqa: BLE001 - an unreadable fixture is reported when its request is built
+        return None
+    if left_out:
+        return "skipped: the request builder does not send " + "; ".join(left_out)
+    return None
+
+
+def request_for(fixture: Fixture, discovery: Mapping[str, Any], *, prefetch: str = "full", shift: bool = True,
+                server_date: dt.date | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(service, body)``: the discovery entry and the hook request ``cds replay`` sends for ``fixture``."""
+    expected = fixture.expected
+    hook = expected["hook"]
+    service = choose_service(discovery, hook, expected.get("service"))
+    body = build_hook_request(
+        load_bundle(fixture.path),
+        hook,
+        service,
+        prefetch=expected.get("prefetch", prefetch),
+        omit=expected.get("omit", ()),
+        shift_days=shift_for(expected.get("at"), server_date, shift),
+    )
+    return service, body
+
+
 def _one(
     fixture: Fixture,
     client: HookClient,
@@ -149,17 +224,8 @@ def _one(
 ) -> Outcome:
     expected = fixture.expected
     try:
-        bundle = load_bundle(fixture.path)
-        hook = expected["hook"]
-        service = choose_service(discovery, hook, expected.get("service"))
-        days = shift_for(expected.get("at"), server_date, shift)
-        body = build_hook_request(
-            bundle,
-            hook,
-            service,
-            prefetch=expected.get("prefetch", prefetch),
-            omit=expected.get("omit", ()),
-            shift_days=days,
+        service, body = request_for(
+            fixture, discovery, prefetch=prefetch, shift=shift, server_date=server_date
         )
     except Exception as exc:  # noqa: BLE001 - a broken fixture is reported, and the replay goes on
         message = getattr(exc, "message", None) or str(exc)
@@ -199,7 +265,8 @@ def percentile(values: list[float], pct: float) -> float | None:
 
 def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     latencies = [o.latency_ms for o in outcomes if o.latency_ms is not None]
-    counts = {v: sum(1 for o in outcomes if o.verdict == v) for v in ("passed", "failed", "errored")}
+    verdicts = ("passed", "failed", "errored", "skipped")
+    counts = {v: sum(1 for o in outcomes if o.verdict == v) for v in verdicts}
     return {
         "total": len(outcomes),
         **counts,

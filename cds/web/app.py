@@ -53,6 +53,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
         audit.init_app(app)
     _register_error_handlers(app)
+    from cds.audit.cli import audit as audit_commands
+
+    app.cli.add_command(audit_commands)  # flask --app cds.web.app audit list|show|verify|...
     return app
 
 

@@ -118,3 +118,51 @@ def test_audit_command_with_an_unreachable_database_is_one_line(monkeypatch, cap
     assert main(["audit", "list"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cds: error: cannot open the audit database") and "\n" not in err
+
+
+def test_show_finds_a_call_by_its_hook_instance(app, cli):
+    instance = "8d3f0a52-6a1c-4e0e-9a57-2f1f3c9b7e10"
+    client = app.test_client()
+    for _ in range(2):  # the EHR sent the same call twice: both records are named, the newest shown
+        answer = client.post(f"/cds-services/{SERVICE}", json=hook_body("cy", instance=instance))
+        assert answer.status_code == 200
+    code, out = cli("audit", "show", instance)
+    assert code == 0, out
+    assert out.startswith(f"hookInstance {instance} was recorded 2 times (#3, #4); the newest:")
+    assert "record #4 " in out and f"hookInstance {instance}" in out
+    code, out = cli("audit", "show", instance, "--json")
+    assert code == 0 and json.loads(out)["seq"] == 4 and json.loads(out)["record"]["hookInstance"] == instance
+    code, _ = cli("audit", "show", "0b7e3a3c-0000-4000-8000-000000000000")
+    assert code == 2
+
+
+def test_show_and_list_name_the_order_and_the_next_page(cli):
+    code, out = cli("audit", "show", "2")
+    fired = [line for line in out.splitlines() if line.startswith("  fired falling-bone-density")]
+    assert code == 0 and len(fired) == 1 and " for MedicationRequest/" in fired[0]
+    code, out = cli("audit", "list", "--limit", "1")
+    assert code == 0 and out.startswith("2 record(s)")
+    assert out.splitlines()[-1] == "showing 1-1 of 2; next page: add --offset 1 (or --limit up to 500)"
+    code, out = cli("audit", "list", "--limit", "1", "--offset", "1")
+    assert code == 0 and "showing" not in out and len(out.splitlines()) == 2
+
+
+def test_token_says_the_service_must_be_restarted(cli):
+    code, out = cli("audit", "token", "dana")
+    assert code == 0
+    entry = next(line for line in out.splitlines() if line.startswith("add to CDS_AUDITOR_TOKENS: "))
+    assert entry.split(": ", 1)[1].startswith("dana:")
+    assert "restart the service with the new CDS_AUDITOR_TOKENS value" in out
+    assert main(["audit", "token", "a:b"]) == 2
+
+
+def test_the_audit_commands_are_on_the_flask_command_line(app, cli):
+    runner = app.test_cli_runner()
+    listed = runner.invoke(args=["audit", "list", "--limit", "1"])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.startswith("2 record(s)") and "next page: add --offset 1" in listed.output
+    missing = runner.invoke(args=["audit", "show", "77"])
+    assert missing.exit_code == 2
+    assert missing.output.strip().splitlines() == [
+        "cds: error: no audit record '77' (give a seq, record id, card uuid or hookInstance)"
+    ]
