@@ -112,7 +112,7 @@ def wait_for_health(base: str, proc: subprocess.Popen, seconds: float = 120) -> 
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            return requests.get(f"{base}/health", timeout=10)
+            return requests.get(f"{base}/health", timeout=(2, 30))  # workers may still be booting
         except requests.RequestException:
             time.sleep(0.3)
     return None

@@ -26,6 +26,10 @@ log = logging.getLogger("cds.decide.service")
 
 
 class AuditSink(Protocol):
+    """Where each call's record goes. A sink may also offer ``call_started(service, when) -> marker`` and
+    ``call_finished(marker)``: the service calls them around each call, so that a call whose process dies
+    before it answers is still counted."""
+
     def record_call(self, call: CallRecord) -> None: ...
 
 
@@ -71,6 +75,8 @@ class HookService:
         gathered = Gathered()
         evaluation: Evaluation | None = None
         budget = Budget(self.budget_seconds, self.max_resources)
+        started_hook = getattr(self.audit, "call_started", None)
+        marker = started_hook(service_id, when) if started_hook else None
         try:
             if hook is None:
                 raise UnknownService(f"no CDS service with id {service_id!r}", field="service")
@@ -101,6 +107,13 @@ class HookService:
                 error=exc.message,
             )
             raise
+        except Exception:
+            self._record(service_id, hook, request, client_iss, when, started, 500, "500", evaluation,
+                         gathered, error="internal error; the request was not processed")
+            raise
+        finally:
+            if started_hook:
+                self.audit.call_finished(marker)
 
     def evaluate(self, request: HookRequest, gathered: Gathered, now: dt.datetime,
                  budget: Budget | None = None) -> Evaluation:
