@@ -8,7 +8,7 @@ calls, and the service refuses to start with the fallback on the spool's disk.
 
 from __future__ import annotations
 
-import select
+import selectors
 import shutil
 import socket
 import threading
@@ -83,15 +83,20 @@ class Proxy:
 
     @staticmethod
     def _pump(a: socket.socket, b: socket.socket) -> None:
+        poller = selectors.DefaultSelector()  # not select(): the suite may hold descriptors above 1024
         try:
+            poller.register(a, selectors.EVENT_READ)
+            poller.register(b, selectors.EVENT_READ)
             while True:
-                for s in select.select([a, b], [], [], 1.0)[0]:
-                    data = s.recv(65536)
+                for key, _ in poller.select(1.0):
+                    data = key.fileobj.recv(65536)
                     if not data:
                         return
-                    (b if s is a else a).sendall(data)
-        except OSError:
+                    (b if key.fileobj is a else a).sendall(data)
+        except (OSError, ValueError):
             return
+        finally:
+            poller.close()
 
     def url(self, base: str) -> str:
         return make_url(base).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sqlalchemy import Column, DateTime, String, Table, delete, insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from cds import db
 from cds.errors import AuthUnavailable, ConfigurationError
@@ -44,6 +44,7 @@ log = logging.getLogger("cds.auth")
 
 
 PURGE_INTERVAL_SECONDS = 60.0
+LOCKED_RETRIES = 2  # a SQLite database locked past its busy timeout is tried again this many times
 FALLBACK_MODES = ("none", "host")
 RAM_DISK = Path("/dev/shm")
 
@@ -156,38 +157,50 @@ class JtiStore:
     def remember(self, iss: str, jti: str, expires_at: dt.datetime) -> bool:
         key = jti_key(iss, jti)
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        for attempt in range(LOCKED_RETRIES + 1):
+            try:
+                return self._remember(key, expires_at, now)
+            except OperationalError as exc:  # SQLite busy past its timeout: a moment, not an outage
+                if "locked" not in str(exc.orig).lower() or attempt == LOCKED_RETRIES:
+                    return self._unavailable(exc, key, expires_at, now)
+                time.sleep(0.2 * (attempt + 1))
+            except SQLAlchemyError as exc:
+                return self._unavailable(exc, key, expires_at, now)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _remember(self, key: str, expires_at: dt.datetime, now: dt.datetime) -> bool:
+        self._ensure_schema()
+        self._maybe_purge(now)
         try:
-            self._ensure_schema()
-            self._maybe_purge(now)
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(insert(seen_jti).values(jti_key=key, expires_at=expires_at))
-                return self._not_in_fallback(key, now)
-            except IntegrityError:
-                pass
-            # The key is known: a replay, unless the row is left over from an expired token.
             with self.engine.begin() as conn:
-                removed = conn.execute(delete(seen_jti).where(seen_jti.c.jti_key == key,
-                                                              seen_jti.c.expires_at < now)).rowcount
-            if not removed:
-                return False
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(insert(seen_jti).values(jti_key=key, expires_at=expires_at))
-            except IntegrityError:
-                return False
-            return True
-        except SQLAlchemyError as exc:
-            if self.fallback is None:
-                log.error("replay store unavailable: %s", type(exc).__name__)
-                raise AuthUnavailable("the service cannot check tokens for replay just now") from exc
-            log.warning("replay store: database unavailable (%s); using the same-host fallback",
-                        type(exc).__name__)
-            try:
-                return self.fallback.remember(key, expires_at, now)
-            except OSError as file_exc:
-                log.error("replay store unavailable: database and fallback both failed")
-                raise AuthUnavailable("the service cannot check tokens for replay just now") from file_exc
+                conn.execute(insert(seen_jti).values(jti_key=key, expires_at=expires_at))
+            return self._not_in_fallback(key, now)
+        except IntegrityError:
+            pass
+        # The key is known: a replay, unless the row is left over from an expired token.
+        with self.engine.begin() as conn:
+            removed = conn.execute(delete(seen_jti).where(seen_jti.c.jti_key == key,
+                                                          seen_jti.c.expires_at < now)).rowcount
+        if not removed:
+            return False
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(seen_jti).values(jti_key=key, expires_at=expires_at))
+        except IntegrityError:
+            return False
+        return True
+
+    def _unavailable(self, exc: SQLAlchemyError, key: str, expires_at: dt.datetime, now: dt.datetime) -> bool:
+        if self.fallback is None:
+            log.error("replay store unavailable: %s", type(exc).__name__)
+            raise AuthUnavailable("the service cannot check tokens for replay just now") from exc
+        log.warning("replay store: database unavailable (%s); using the same-host fallback",
+                    type(exc).__name__)
+        try:
+            return self.fallback.remember(key, expires_at, now)
+        except OSError as file_exc:
+            log.error("replay store unavailable: database and fallback both failed")
+            raise AuthUnavailable("the service cannot check tokens for replay just now") from file_exc
 
     def _not_in_fallback(self, key: str, now: dt.datetime) -> bool:
         """A key first seen during an outage is in the fallback only: still a replay."""
