@@ -53,8 +53,7 @@ def serve_cmd(host: str | None, port: int | None, prod: bool) -> int:
         from cds import settings
         from cds.web.serving import run_production
 
-        values = settings.load(overrides)
-        return run_production(values["HOST"], values["PORT"], values["WORKERS"])
+        return run_production(settings.load(overrides))
     app = create_app(overrides)
     app.run(host=app.config["HOST"], port=app.config["PORT"], debug=False, threaded=True)
     return 0

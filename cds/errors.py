@@ -9,9 +9,11 @@
     │   ├── InvalidFhir               400  error / structure        (a resource fails FHIR R4 validation)
     │   ├── UnknownService            404  error / not-found
     │   ├── NotFound                  404  error / not-found        (an audit record, a card)
-    │   └── LimitExceeded             413  error / too-costly       (body size, bundle entries)
+    │   ├── LimitExceeded             413  error / too-costly       (body size, bundle entries)
+    │   └── ClientTooSlow             408  error / timeout          (the body did not arrive in time)
     ├── Unauthorized                  401  (bare body: nothing that helps an attacker)
     ├── AuthUnavailable               503  error / transient        (the token replay store cannot be reached)
+    ├── BudgetExceeded                503  error / too-costly       (time or work budget of a call used up)
     ├── DataUnavailable               412  error / not-found        (data a rule needs cannot be obtained)
     │   ├── FhirServerNotAllowed      412  error / security         (fhirServer is not in the allow-list)
     │   └── FhirServerError           412  error / not-found        (the fhirServer failed: down, timeout,
@@ -87,6 +89,11 @@ class LimitExceeded(RequestError):
     code = "too-costly"
 
 
+class ClientTooSlow(RequestError):
+    status = 408
+    code = "timeout"
+
+
 class Unauthorized(CdsError):
     status = 401
     code = "security"
@@ -95,6 +102,13 @@ class Unauthorized(CdsError):
 class AuthUnavailable(CdsError):
     status = 503
     code = "transient"
+
+
+class BudgetExceeded(CdsError):
+    """A call used up its budget (``CALL_BUDGET_SECONDS`` or ``CALL_MAX_RESOURCES``); the message names it."""
+
+    status = 503
+    code = "too-costly"
 
 
 class DataUnavailable(CdsError):

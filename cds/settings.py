@@ -69,7 +69,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "PUBLIC_URL",
         "",
-        "External base URL of the service, used in card links; empty means the request's own URL.",
+        "External base URL of the service: a client token's `aud` must name the endpoint under it, and card "
+        "links start with it. Empty: the address `cds serve` is bound to (`--prod` refuses to start).",
+    ),
+    Setting(
+        "AUDIENCES",
+        (),
+        "Comma-separated further base URLs the service answers to (a token's `aud` may name the endpoint "
+        "under any of them).",
+        _csv,
     ),
     Setting("MAX_BODY_BYTES", 5_000_000, "Largest accepted request body, in bytes (413 above it).", _int),
     Setting(
@@ -108,10 +116,14 @@ SETTINGS: tuple[Setting, ...] = (
         _int,
     ),
     Setting("FHIR_MAX_RESOURCES", 2_000, "Most resources fetched for one prefetch key (412 above it).", _int),
-    Setting("FHIR_RESPONSE_SECONDS", 10.0, "Longest one FHIR GET may take from request to last byte of its "
-            "answer (a server still sending is cut off: 412).", _float),
+    Setting("FHIR_RESPONSE_SECONDS", 10.0, "Deadline of one FHIR GET, from connect to the last byte of its "
+            "answer (a server still sending its status line, headers or body is cut off: 412).", _float),
     Setting("FHIR_MAX_RESPONSE_BYTES", 20_000_000, "Largest answer accepted from the FHIR server for one "
             "GET, in bytes (412 above it).", _int),
+    Setting("CALL_BUDGET_SECONDS", 15.0, "Longest one hook call may run (fetching, validating, evaluating) "
+            "before it is answered 503 naming the budget; 0 means no limit.", _float),
+    Setting("CALL_MAX_RESOURCES", 5_000, "Most FHIR resources one hook call may have validated, over every "
+            "prefetch key and the draft orders (503 above it); 0 means no limit.", _int),
     Setting(
         "MODEL_CACHE_SIZE",
         20_000,
@@ -182,7 +194,20 @@ SETTINGS: tuple[Setting, ...] = (
         "JWKS_CACHE_SECONDS", 300, "How long a JWK Set fetched from a `jku` URL is kept, in seconds.", _int
     ),
     Setting(
-        "JWKS_TIMEOUT_SECONDS", 5.0, "Connect and read timeout when fetching a JWK Set, in seconds.", _float
+        "JWKS_TIMEOUT_SECONDS", 5.0, "Deadline of one JWK Set fetch, from connect to last byte, in seconds.",
+        _float
+    ),
+    Setting(
+        "REPLAY_FALLBACK",
+        "none",
+        "While the database (the token replay store shared by every host) is unreachable: `none` answers "
+        "503, `host` accepts tokens checked against a same-host store only.",
+    ),
+    Setting(
+        "REPLAY_FALLBACK_DIR",
+        "",
+        "Folder of the same-host replay store (`REPLAY_FALLBACK=host`); empty means a folder on the RAM disk "
+        "`/dev/shm`. Never on the audit spool's disk (the service refuses to start).",
     ),
     Setting(
         "CORS_ORIGINS",
@@ -192,6 +217,12 @@ SETTINGS: tuple[Setting, ...] = (
         _csv,
     ),
     Setting("WORKERS", 0, "gunicorn workers for `cds serve --prod`; 0 means 2 x CPU cores + 1.", _int),
+    Setting("THREADS", 4, "Threads per worker for `cds serve --prod` (each answers one request at a time).",
+            _int),
+    Setting("HEADER_TIMEOUT_SECONDS", 10.0, "`--prod`: a connection whose request line and headers are not "
+            "complete this many seconds after it opened (or after its last answer) is closed.", _float),
+    Setting("BODY_TIMEOUT_SECONDS", 30.0, "`--prod`: longest the request body may take to arrive once the "
+            "headers are in (408 after it).", _float),
     Setting("METRICS_ENABLED", True, "Serve Prometheus metrics at `/metrics`.", _bool),
 )
 

@@ -94,6 +94,7 @@ def service(
         **os.environ,
         "CDS_DEV_MODE": "false",
         "CDS_TRUSTED_CLIENTS": str(trusted_clients(folder)),
+        "CDS_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "CDS_DATABASE_URL": database_url or f"sqlite:///{folder}/audit.sqlite3",
         "CDS_AUDIT_SPOOL_DIR": str(folder / "spool"),
         "CDS_AUDIT_PATIENT_KEY_SECRET": "robustness-test-patient-key-secret",

@@ -8,6 +8,7 @@
 * ``close-mid``     sends a ``Content-Length`` larger than what follows, then closes cleanly (FIN)
 * ``hang``          reads the request and never answers (the connection stays open)
 * ``drip``          answers 200 and then one byte of body every ``drip_interval`` seconds, forever
+* ``drip-head``     sends its status line and headers one byte every ``drip_interval`` seconds, forever
 * ``slow``          waits ``delay`` seconds, then answers correctly
 * ``huge``          a well-formed JSON Bundle of ``huge_bytes`` bytes (a long padding string)
 * ``not-json``      200 with an HTML page
@@ -141,6 +142,13 @@ class FaultServer:
                 conn.sendall(self._head(10_000_000) + b"{")
                 while not self.stopped.wait(self.drip_interval):
                     conn.sendall(b" ")
+                return
+            if mode == "drip-head":
+                head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-Padding-%d: x\r\n" % n for n in range(100_000))
+                for byte in head:
+                    if self.stopped.wait(self.drip_interval):
+                        return
+                    conn.sendall(bytes([byte]))
                 return
             if mode == "slow":
                 time.sleep(self.delay)

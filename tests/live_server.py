@@ -75,6 +75,8 @@ class LiveServer:
     def __init__(self, app: Any):
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
+        if hasattr(app, "config") and app.config.get("PUBLIC_URL") in ("", "http://localhost"):
+            app.config["PUBLIC_URL"] = self.url  # the app answers to the address it is served at
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> LiveServer:

@@ -38,6 +38,7 @@ from cds.auth.client_token import public_jwk, sign_client_token
 
 DATA = Path(__file__).parent / "data"
 TEST_ISS = "https://ehr.example.org/cds-client"
+TEST_CLIENT_BASE = "http://localhost"
 
 
 def _test_keys() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
@@ -91,6 +92,8 @@ def _keep_state_out_of_the_repo(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CDS_DATABASE_URL", f"sqlite:///{where}/cds.sqlite3")
     monkeypatch.setenv("CDS_AUDIT_SECRET_FILE", str(where / "audit-patient-key.secret"))
     monkeypatch.setenv("CDS_AUDIT_SPOOL_DIR", str(where / "audit-spool"))
+    # the test client calls http://localhost/...; a test serving on a port says so (``live_server``)
+    monkeypatch.setenv("CDS_PUBLIC_URL", TEST_CLIENT_BASE)
 
 
 def trusted_clients_file_in(folder: Path) -> Path:
@@ -126,6 +129,13 @@ def authed_client() -> Callable[[Flask], FlaskClient]:
     return make
 
 
+def serve_at(app: Flask, base: str) -> None:
+    """An app served on a port answers to that address (as ``cds serve`` does), unless the test named
+    another public URL."""
+    if app.config.get("PUBLIC_URL") in ("", TEST_CLIENT_BASE):
+        app.config["PUBLIC_URL"] = base
+
+
 @pytest.fixture
 def live_server() -> Any:
     """``live_server(app)`` serves the app over real HTTP on a free local port and returns its base URL."""
@@ -133,10 +143,12 @@ def live_server() -> Any:
 
     def start(app: Flask) -> str:
         server = make_server("127.0.0.1", 0, app, threaded=True)
+        base = f"http://127.0.0.1:{server.server_port}"
+        serve_at(app, base)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         servers.append((server, thread))
-        return f"http://127.0.0.1:{server.server_port}"
+        return base
 
     yield start
     for server, thread in servers:

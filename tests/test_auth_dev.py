@@ -84,6 +84,7 @@ def test_cds_serve_out_of_the_box_answers_a_dev_token(tmp_path):
     env = {**os.environ, "CDS_PORT": str(port)}
     env.pop("CDS_DEV_MODE", None)
     env.pop("CDS_TRUSTED_CLIENTS", None)
+    env.pop("CDS_PUBLIC_URL", None)  # the development server answers to the address it is bound to
     server = subprocess.Popen([sys.executable, "-m", "cds", "serve"], env=env, cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

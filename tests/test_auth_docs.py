@@ -20,5 +20,7 @@ def test_security_md_names_every_auth_and_limit_setting():
     text = (DOCS / "security.md").read_text()
     for name in ("DEV_MODE", "TRUSTED_CLIENTS", "DEV_CLIENT_DIR", "AUTH_LEEWAY_SECONDS",
                  "AUTH_MAX_TOKEN_LIFETIME", "JWKS_CACHE_SECONDS", "JWKS_TIMEOUT_SECONDS", "CORS_ORIGINS",
-                 "MAX_BODY_BYTES", "MAX_JSON_DEPTH", "MAX_BUNDLE_ENTRIES", "PUBLIC_URL"):
+                 "MAX_BODY_BYTES", "MAX_JSON_DEPTH", "MAX_BUNDLE_ENTRIES", "PUBLIC_URL", "AUDIENCES",
+                 "REPLAY_FALLBACK", "REPLAY_FALLBACK_DIR", "CALL_BUDGET_SECONDS", "CALL_MAX_RESOURCES",
+                 "HEADER_TIMEOUT_SECONDS", "BODY_TIMEOUT_SECONDS", "FHIR_RESPONSE_SECONDS"):
         assert f"CDS_{name}" in text, name

@@ -179,3 +179,32 @@ def test_key_session_is_injectable(make_app, keys):
     app, _ = make_app(JWKS_SESSION=CountingSession())
     assert call(app, "RS384", keys.url("/jwks.json")) == 200
     assert CountingSession.calls == 1
+
+
+def test_a_failing_key_server_is_backed_off_longer_after_each_failure(make_app, keys):
+    app, clock = make_app(jku_paths=("/broken.json",))
+    for _ in range(5):
+        assert call(app, "RS384", keys.url("/broken.json")) == 401
+    assert keys.hits["/broken.json"] == 1
+    clock.now += 10.5  # the first back-off (10 s) is over: one more try
+    for _ in range(5):
+        assert call(app, "RS384", keys.url("/broken.json")) == 401
+    assert keys.hits["/broken.json"] == 2
+    clock.now += 15  # the second back-off is 20 s
+    assert call(app, "RS384", keys.url("/broken.json")) == 401
+    assert keys.hits["/broken.json"] == 2
+    clock.now += 6
+    assert call(app, "RS384", keys.url("/broken.json")) == 401
+    assert keys.hits["/broken.json"] == 3
+
+
+def test_a_key_server_that_recovers_is_used_after_its_back_off(make_app, keys):
+    app, clock = make_app()
+    good = keys.jwks
+    keys.jwks = "not a key set"  # answers 200 with something unusable
+    assert call(app, "RS384", keys.url("/jwks.json")) == 401
+    keys.jwks = good
+    assert call(app, "RS384", keys.url("/jwks.json")) == 401  # still backed off
+    clock.now += 11
+    assert call(app, "RS384", keys.url("/jwks.json")) == 200
+    assert keys.hits["/jwks.json"] == 2

@@ -107,13 +107,26 @@ def test_store_keeps_a_hash_until_expiry_then_purges(tmp_path):
         assert list(conn.execute(select(seen_jti.c.jti_key)).scalars()) == [jti_key("iss-a", "id-1")]
 
 
-def test_database_down_falls_back_to_the_same_host_store_and_still_refuses_replays(auth_config, tmp_path):
+@pytest.fixture
+def ram_folder():
+    """A folder on the RAM disk, off the disk of the audit spool (which is under tmp_path)."""
+    import shutil
+    from pathlib import Path
+
+    folder = Path("/dev/shm") / f"cds-test-jti-{uuid.uuid4().hex}"
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_database_down_falls_back_to_the_same_host_store_and_still_refuses_replays(auth_config, tmp_path,
+                                                                                   ram_folder):
     app = create_app({**auth_config, "DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
-                      "AUDIT_SPOOL_DIR": str(tmp_path / "spool")})
+                      "AUDIT_SPOOL_DIR": str(tmp_path / "spool"), "REPLAY_FALLBACK": "host",
+                      "REPLAY_FALLBACK_DIR": str(ram_folder)})
     token = make_token(DISCOVERY)
     assert app.test_client().get("/cds-services", headers=bearer(token)).status_code == 200
     assert app.test_client().get("/cds-services", headers=bearer(token)).status_code == 401
-    assert len(list((tmp_path / "jti-fallback").iterdir())) == 1
+    assert len(list(ram_folder.iterdir())) == 1
 
 
 def test_fallback_keys_go_into_the_database_when_it_is_back(tmp_path):
@@ -127,11 +140,12 @@ def test_fallback_keys_go_into_the_database_when_it_is_back(tmp_path):
     assert not store.remember("iss", "during-outage", at)  # now known to the database itself
 
 
-def test_database_and_fallback_both_down_is_503(auth_config, tmp_path):
-    blocked = tmp_path / "not-a-folder"
-    blocked.write_text("a file where the fallback folder would be")
+def test_database_and_fallback_both_down_is_503(auth_config, tmp_path, ram_folder):
     app = create_app({**auth_config, "DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
-                      "AUDIT_SPOOL_DIR": str(blocked / "spool")})
+                      "AUDIT_SPOOL_DIR": str(tmp_path / "spool"), "REPLAY_FALLBACK": "host",
+                      "REPLAY_FALLBACK_DIR": str(ram_folder)})
+    ram_folder.rmdir()
+    ram_folder.write_text("a file where the fallback folder would be")
     response = app.test_client().get("/cds-services", headers=bearer(make_token(DISCOVERY)))
     assert response.status_code == 503
     assert response.get_json()["issue"][0]["code"] == "transient"

@@ -91,14 +91,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_prod_runs_gunicorn_and_answers_health(tmp_path):
-    port = free_port()
-    env = {
+def prod_env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a `cds serve --prod` on ``port``: production trust, its own public URL."""
+    from support import trusted_clients_file_in
+
+    return {
         **os.environ,
         "CDS_WORKERS": "2",
+        "CDS_DEV_MODE": "false",
+        "CDS_TRUSTED_CLIENTS": str(trusted_clients_file_in(tmp_path)),
+        "CDS_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "CDS_DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        **extra,
     }
+
+
+def wait_for_health(base: str, proc: subprocess.Popen, seconds: float = 120) -> requests.Response | None:
+    """The first answer of ``GET /health``, retrying every kind of request error up to a generous deadline."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            return requests.get(f"{base}/health", timeout=(2, 30))  # workers may still be booting
+        except requests.RequestException:
+            time.sleep(0.3)
+    return None
+
+
+def test_serve_prod_runs_gunicorn_and_answers_health(tmp_path):
+    port = free_port()
+    env = prod_env(tmp_path, port)
     log = (tmp_path / "gunicorn.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "cds", "serve", "--prod", "--port", str(port)],
@@ -109,20 +131,13 @@ def test_serve_prod_runs_gunicorn_and_answers_health(tmp_path):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        health = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:  # workers load the app (and warm their caches) after the socket is open: wait for them
-                health = requests.get(f"{base}/health", timeout=(2, 30))
-                break
-            except requests.RequestException:
-                time.sleep(0.3)
+        health = wait_for_health(base, proc)
         assert health is not None, (tmp_path / "gunicorn.log").read_text()
         assert health.status_code == 200
         assert health.json()["status"] == "ok"
         for _ in range(6):
-            assert requests.get(f"{base}/health", timeout=5).status_code == 200
-        metrics = requests.get(f"{base}/metrics", timeout=5).text
+            assert requests.get(f"{base}/health", timeout=30).status_code == 200
+        metrics = requests.get(f"{base}/metrics", timeout=30).text
         # every worker writes to the shared folder, and /metrics adds them all up
         assert sample(metrics, "cds_http_requests_total", endpoint="/health", method="GET", status="200") == 7
         text = (tmp_path / "gunicorn.log").read_text()

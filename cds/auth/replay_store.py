@@ -5,6 +5,13 @@ store neither holds client-chosen strings nor needs a length limit on them. Inse
 already there fails on the primary key, which makes "first use wins" atomic across every process and
 host sharing the database. Expired rows are purged now and then; a key whose row has expired may be
 used again (its token can no longer pass the ``exp`` check anyway).
+
+When the database cannot be reached, the default is to fail closed: the call is a 503 (``AuthUnavailable``),
+because no other store is shared by every host. ``CDS_REPLAY_FALLBACK=host`` trades that for availability:
+keys go to a same-host file store (``FileJtiStore``) meanwhile, which refuses replays across this host's
+processes only. That folder (``CDS_REPLAY_FALLBACK_DIR``, by default on the RAM disk ``/dev/shm``) must not
+be on the disk of the audit spool (``fallback_store`` refuses to start otherwise), so that a spool disk
+filled up during an outage cannot stop the calls.
 """
 
 from __future__ import annotations
@@ -20,10 +27,10 @@ from pathlib import Path
 
 from sqlalchemy import Column, DateTime, String, Table, delete, insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from cds import db
-from cds.errors import AuthUnavailable
+from cds.errors import AuthUnavailable, ConfigurationError
 
 #: JWT replay protection (created by the migrations in cds/migrations): sha256 hex of iss + jti, and expiry.
 seen_jti = Table(
@@ -37,6 +44,9 @@ log = logging.getLogger("cds.auth")
 
 
 PURGE_INTERVAL_SECONDS = 60.0
+LOCKED_RETRIES = 2  # a SQLite database locked past its busy timeout is tried again this many times
+FALLBACK_MODES = ("none", "host")
+RAM_DISK = Path("/dev/shm")
 
 
 def jti_key(iss: str, jti: str) -> str:
@@ -84,13 +94,50 @@ class FileJtiStore:
         return found
 
 
+def _device(path: Path) -> int:
+    """The device (disk) a path is on, or would be on: that of its nearest existing folder."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return os.stat(path).st_dev
+
+
+def fallback_store(mode: str, directory: str, spool_dir: str) -> FileJtiStore | None:
+    """The same-host fallback the settings ask for (``None`` for ``none``: fail closed), checked at start-up.
+
+    Raises ``ConfigurationError`` naming the setting for an unknown mode, a folder that cannot be made, or a
+    folder on the audit spool's disk.
+    """
+    if mode not in FALLBACK_MODES:
+        raise ConfigurationError(f"setting CDS_REPLAY_FALLBACK: {mode!r} is not one of "
+                                 f"{', '.join(FALLBACK_MODES)}")
+    if mode == "none":
+        return None
+    if directory:
+        folder = Path(directory)
+    elif RAM_DISK.is_dir():
+        folder = RAM_DISK / f"cds-jti-fallback-{os.getuid()}"
+    else:
+        raise ConfigurationError("setting CDS_REPLAY_FALLBACK_DIR: no RAM disk (/dev/shm) here; name a "
+                                 "folder that is not on the audit spool's disk")
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"setting CDS_REPLAY_FALLBACK_DIR: {folder} cannot be made "
+                                 f"({exc.strerror})") from exc
+    if _device(folder) == _device(Path(spool_dir)):
+        raise ConfigurationError(f"setting CDS_REPLAY_FALLBACK_DIR: {folder} is on the same disk as the "
+                                 f"audit spool ({spool_dir}); a full spool disk would stop every call")
+    return FileJtiStore(folder)
+
+
 class JtiStore:
     """``remember(iss, jti, expires_at)`` is True the first time a pair is seen, False on a replay.
 
-    The database is the store shared by every process and host. While it is unavailable, keys go to a
-    same-host file store (``fallback``) so that hook calls keep working, with replay protection across
-    this host's processes; the keys are copied into the database when it is back. Without a fallback, an
-    unavailable database is a 503.
+    The database is the store shared by every process and host. Without a fallback (the default), an
+    unavailable database is a 503. With one, keys go to the same-host file store (``fallback``) while the
+    database is unavailable, so that hook calls keep working with replay protection across this host's
+    processes; the keys are copied into the database when it is back.
     """
 
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time,
@@ -110,38 +157,50 @@ class JtiStore:
     def remember(self, iss: str, jti: str, expires_at: dt.datetime) -> bool:
         key = jti_key(iss, jti)
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        for attempt in range(LOCKED_RETRIES + 1):
+            try:
+                return self._remember(key, expires_at, now)
+            except OperationalError as exc:  # SQLite busy past its timeout: a moment, not an outage
+                if "locked" not in str(exc.orig).lower() or attempt == LOCKED_RETRIES:
+                    return self._unavailable(exc, key, expires_at, now)
+                time.sleep(0.2 * (attempt + 1))
+            except SQLAlchemyError as exc:
+                return self._unavailable(exc, key, expires_at, now)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _remember(self, key: str, expires_at: dt.datetime, now: dt.datetime) -> bool:
+        self._ensure_schema()
+        self._maybe_purge(now)
         try:
-            self._ensure_schema()
-            self._maybe_purge(now)
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(insert(seen_jti).values(jti_key=key, expires_at=expires_at))
-                return self._not_in_fallback(key, now)
-            except IntegrityError:
-                pass
-            # The key is known: a replay, unless the row is left over from an expired token.
             with self.engine.begin() as conn:
-                removed = conn.execute(delete(seen_jti).where(seen_jti.c.jti_key == key,
-                                                              seen_jti.c.expires_at < now)).rowcount
-            if not removed:
-                return False
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(insert(seen_jti).values(jti_key=key, expires_at=expires_at))
-            except IntegrityError:
-                return False
-            return True
-        except SQLAlchemyError as exc:
-            if self.fallback is None:
-                log.error("replay store unavailable: %s", type(exc).__name__)
-                raise AuthUnavailable("the service cannot check tokens for replay just now") from exc
-            log.warning("replay store: database unavailable (%s); using the same-host fallback",
-                        type(exc).__name__)
-            try:
-                return self.fallback.remember(key, expires_at, now)
-            except OSError as file_exc:
-                log.error("replay store unavailable: database and fallback both failed")
-                raise AuthUnavailable("the service cannot check tokens for replay just now") from file_exc
+                conn.execute(insert(seen_jti).values(jti_key=key, expires_at=expires_at))
+            return self._not_in_fallback(key, now)
+        except IntegrityError:
+            pass
+        # The key is known: a replay, unless the row is left over from an expired token.
+        with self.engine.begin() as conn:
+            removed = conn.execute(delete(seen_jti).where(seen_jti.c.jti_key == key,
+                                                          seen_jti.c.expires_at < now)).rowcount
+        if not removed:
+            return False
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(seen_jti).values(jti_key=key, expires_at=expires_at))
+        except IntegrityError:
+            return False
+        return True
+
+    def _unavailable(self, exc: SQLAlchemyError, key: str, expires_at: dt.datetime, now: dt.datetime) -> bool:
+        if self.fallback is None:
+            log.error("replay store unavailable: %s", type(exc).__name__)
+            raise AuthUnavailable("the service cannot check tokens for replay just now") from exc
+        log.warning("replay store: database unavailable (%s); using the same-host fallback",
+                    type(exc).__name__)
+        try:
+            return self.fallback.remember(key, expires_at, now)
+        except OSError as file_exc:
+            log.error("replay store unavailable: database and fallback both failed")
+            raise AuthUnavailable("the service cannot check tokens for replay just now") from file_exc
 
     def _not_in_fallback(self, key: str, now: dt.datetime) -> bool:
         """A key first seen during an outage is in the fallback only: still a replay."""

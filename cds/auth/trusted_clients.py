@@ -9,7 +9,8 @@ The file named by ``CDS_TRUSTED_CLIENTS``::
 
 A client may have both. A token's ``jku`` header must be one of the URLs registered for its ``iss``;
 key sets are fetched from those URLs only (never from a URL a request names on its own), with a
-timeout, no redirects and a size limit, and cached for a bounded time (``JwksCache``).
+deadline, no redirects and a size limit, and cached for a bounded time (``JwksCache``). A pinned key
+(``jwks``) whose ``kid`` matches is used without any fetch, even when the token names a ``jku``.
 
 Only asymmetric keys are taken: EC (P-256, P-384, P-521) and RSA of at least 2048 bits. A private key
 found in a key set is reduced to its public half.
@@ -21,6 +22,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ import requests
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.exceptions import InvalidKeyError
 
+from cds.deadline import Deadline, deadline_session
 from cds.errors import ConfigurationError, Unauthorized
 
 log = logging.getLogger("cds.auth")
@@ -154,53 +157,109 @@ def load_trusted_clients(path: str | Path) -> dict[str, TrustedClient]:
 
 
 @dataclass
-class _Fetched:
-    keys: dict[str, VerificationKey]
-    at: float
+class _Entry:
+    keys: dict[str, VerificationKey] | None = None  # the last set fetched, if any
+    fetched_at: float = 0.0
+    error: str | None = None  # why the last fetch failed, while it is being backed off
+    failed_at: float = 0.0
+    failures: int = 0  # failed fetches in a row
 
 
 class JwksCache:
     """Key sets fetched from registered ``jku`` URLs, each kept ``ttl`` seconds.
 
-    ``keys(url, refresh=True)`` re-fetches before the lifetime is over (a token named a ``kid`` the
-    cached set lacks: the client may have rotated its keys), but not more than once per
-    ``min_refresh`` seconds per URL, so tokens with made-up ``kid`` values cannot make the service
-    hammer a client's key server.
+    ``find(url, kid)`` fetches only when it must: the set is not cached or has expired, or it lacks
+    ``kid`` (the client may have rotated its keys) — then at most once per ``min_refresh`` seconds per
+    URL, so tokens with made-up ``kid`` values cannot make the service hammer a client's key server.
+    A failed fetch is remembered too: the URL is not asked again for ``min_refresh`` seconds, doubled for
+    each further failure up to ``max_backoff``, and every token for it meanwhile fails at once.
+
+    Each URL has its own lock, so a key server that hangs holds up only the tokens naming that URL (a
+    waiting caller gives up after ``timeout``), and one fetch has one deadline of ``timeout`` seconds from
+    connect to last byte (``cds.deadline``).
     """
 
     def __init__(self, *, session: requests.Session | None = None, ttl: float = 300.0, timeout: float = 5.0,
-                 min_refresh: float = 10.0, clock: Callable[[], float] = time.monotonic):
-        self.session = session or requests.Session()
+                 min_refresh: float = 10.0, max_backoff: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.session = session or deadline_session()
         self.ttl = ttl
         self.timeout = timeout
         self.min_refresh = min_refresh
+        self.max_backoff = max_backoff
         self.clock = clock
-        self._entries: dict[str, _Fetched] = {}
-        self._lock = threading.Lock()
+        self.fetches: Counter[str] = Counter()  # fetch attempts by URL
+        self._entries: dict[str, _Entry] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
-    def keys(self, url: str, *, refresh: bool = False) -> dict[str, VerificationKey]:
-        with self._lock:
+    def _lock(self, url: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(url, threading.Lock())
+
+    def _backoff(self, failures: int) -> float:
+        return min(self.min_refresh * 2 ** max(failures - 1, 0), self.max_backoff)
+
+    def _cached(self, entry: _Entry | None, kid: str, now: float) -> tuple[bool, VerificationKey | None]:
+        """(answered, key): whether the cache answers without a fetch, and with which key."""
+        if entry is None:
+            return False, None
+        fresh = entry.keys is not None and now - entry.fetched_at < self.ttl
+        if fresh and kid in entry.keys:  # type: ignore[operator]
+            return True, entry.keys[kid]  # type: ignore[index]
+        if entry.error is not None and now - entry.failed_at < self._backoff(entry.failures):
+            if fresh:
+                return True, None
+            raise Unauthorized(f"{entry.error} (not asked again for "
+                               f"{self._backoff(entry.failures) - (now - entry.failed_at):.0f} s)")
+        if fresh and now - entry.fetched_at < self.min_refresh:
+            return True, None  # kid unknown, but the set was fetched only just now
+        return False, None
+
+    def find(self, url: str, kid: str) -> VerificationKey | None:
+        """The key ``kid`` of the set at ``url`` (``None`` when the set has no such key)."""
+        answered, key = self._cached(self._entries.get(url), kid, self.clock())
+        if answered:
+            return key
+        lock = self._lock(url)
+        if not lock.acquire(timeout=self.timeout):
+            raise Unauthorized(f"JWK Set {url} is still being fetched by another call")
+        try:
             entry = self._entries.get(url)
-            age = self.clock() - entry.at if entry else None
-            if entry and age is not None and age < (self.min_refresh if refresh else self.ttl):
-                return entry.keys
-            keys = self._fetch(url)
-            self._entries[url] = _Fetched(keys, self.clock())
-            return keys
+            now = self.clock()
+            answered, key = self._cached(entry, kid, now)  # another call may have fetched it meanwhile
+            if answered:
+                return key
+            entry = entry or _Entry()
+            try:
+                keys = self._fetch(url)
+            except Unauthorized as exc:
+                entry.error, entry.failed_at, entry.failures = exc.message, self.clock(), entry.failures + 1
+                self._entries[url] = entry
+                raise
+            self._entries[url] = _Entry(keys=keys, fetched_at=self.clock())
+            return keys.get(kid)
+        finally:
+            lock.release()
 
     def _fetch(self, url: str) -> dict[str, VerificationKey]:
-        try:
-            with self.session.get(url, timeout=(self.timeout, self.timeout), allow_redirects=False,
-                                  stream=True, headers={"Accept": "application/json"}) as resp:
-                if resp.status_code != 200:
-                    raise Unauthorized(f"JWK Set {url} answered HTTP {resp.status_code}")
-                raw = b""
-                for chunk in resp.iter_content(16384):
-                    raw += chunk
-                    if len(raw) > MAX_JWKS_BYTES:
-                        break
-        except requests.RequestException as exc:
-            raise Unauthorized(f"JWK Set {url} could not be fetched ({type(exc).__name__})") from exc
+        self.fetches[url] += 1
+        with Deadline(self.timeout) as deadline:
+            try:
+                with self.session.get(url, timeout=(self.timeout, self.timeout), allow_redirects=False,
+                                      stream=True, headers={"Accept": "application/json"}) as resp:
+                    if resp.status_code != 200:
+                        raise Unauthorized(f"JWK Set {url} answered HTTP {resp.status_code}")
+                    raw = b""
+                    for chunk in resp.iter_content(16384):
+                        raw += chunk
+                        if len(raw) > MAX_JWKS_BYTES or deadline.remaining() <= 0:
+                            break
+            except requests.RequestException as exc:
+                why = "deadline passed" if deadline.expired else type(exc).__name__
+                raise Unauthorized(f"JWK Set {url} could not be fetched ({why})") from exc
+        if deadline.expired:
+            raise Unauthorized(f"JWK Set {url} was not fetched within {self.timeout:g} s")
         if len(raw) > MAX_JWKS_BYTES:
             raise Unauthorized(f"JWK Set {url} is larger than {MAX_JWKS_BYTES} bytes")
         try:

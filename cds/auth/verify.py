@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -80,8 +80,9 @@ class TokenVerifier:
         self.max_lifetime = max_lifetime
         self.clock = clock
 
-    def verify(self, authorization: str | None, audience: str) -> ClientIdentity:
-        """Check an ``Authorization`` header value for a call to the endpoint at URL ``audience``."""
+    def verify(self, authorization: str | None, audience: str | Sequence[str]) -> ClientIdentity:
+        """Check an ``Authorization`` header value for a call to the endpoint at URL ``audience`` (or at any
+        of several URLs: the names the service is configured to answer to)."""
         token = self._bearer(authorization)
         try:
             header = jwt.get_unverified_header(token)
@@ -121,24 +122,23 @@ class TokenVerifier:
         return token
 
     def _key(self, client: TrustedClient, kid: str, alg: str, jku: Any) -> VerificationKey:
-        if jku is not None:
-            if not isinstance(jku, str) or jku not in client.jku:
-                raise Unauthorized(f"jku {str(jku)[:200]!r} is not registered for issuer {client.iss!r}")
-            urls: tuple[str, ...] = (jku,)
-        else:
-            urls = () if kid in client.keys else client.jku
-        key = client.keys.get(kid) if jku is None else None
-        for url in urls:
-            key = self.jwks.keys(url).get(kid) or self.jwks.keys(url, refresh=True).get(kid)
-            if key is not None:
-                break
+        """Pinned keys first (no fetch); a registered ``jku`` is fetched only for a ``kid`` not pinned."""
+        if jku is not None and (not isinstance(jku, str) or jku not in client.jku):
+            raise Unauthorized(f"jku {str(jku)[:200]!r} is not registered for issuer {client.iss!r}")
+        key = client.keys.get(kid)
+        if key is None:
+            for url in (jku,) if jku is not None else client.jku:
+                key = self.jwks.find(url, kid)
+                if key is not None:
+                    break
         if key is None:
             raise Unauthorized(f"no key {kid[:100]!r} for issuer {client.iss!r}")
         if not key.fits(alg):
             raise Unauthorized(f"key {kid!r} of issuer {client.iss!r} does not fit algorithm {alg}")
         return key
 
-    def _check_claims(self, claims: Mapping[str, Any], iss: str, kid: str, audience: str) -> ClientIdentity:
+    def _check_claims(self, claims: Mapping[str, Any], iss: str, kid: str,
+                      audience: str | Sequence[str]) -> ClientIdentity:
         now = self.clock()
         exp, iat = _number(claims, "exp"), _number(claims, "iat")
         if exp <= now - self.leeway:
@@ -151,9 +151,11 @@ class TokenVerifier:
             raise Unauthorized(f"token of issuer {iss!r} lives longer than {self.max_lifetime:.0f} s")
         aud = claims.get("aud")
         auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        wanted = normalize_url(audience)
-        if not any(isinstance(a, str) and normalize_url(a) == wanted for a in auds):
-            raise Unauthorized(f"token of issuer {iss!r} is for another audience, not {audience}")
+        accepted = [audience] if isinstance(audience, str) else list(audience)
+        wanted = {normalize_url(a) for a in accepted}
+        if not any(isinstance(a, str) and normalize_url(a) in wanted for a in auds):
+            raise Unauthorized(f"token of issuer {iss!r} is for another audience, not "
+                               f"{' or '.join(accepted)}")
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS or not _encodable(jti):
             raise Unauthorized(f"token of issuer {iss!r} has no usable 'jti'")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cds.decide.budget import Budget
 from cds.decide.case import Case, build_case
 from cds.decide.evaluate import Evaluation, Evaluator
 from cds.errors import CdsError, UnknownService
@@ -73,6 +74,9 @@ class HookService:
     model_cache: fhir_parse.ModelCache | None = None
     #: when set, each card gets a "Why this card?" link to ``explain_link(base_url, card_uuid)``
     explain_link: ExplainLink | None = None
+    #: the budget of one call (``cds.decide.budget``): seconds, and resources validated
+    budget_seconds: float | None = None
+    max_resources: int | None = None
 
     def call(self, service_id: str, body: Any, *, now: dt.datetime | None = None,
              client_iss: str | None = None, base_url: str | None = None) -> dict[str, Any]:
@@ -82,6 +86,7 @@ class HookService:
         request: HookRequest | None = None
         gathered = Gathered()
         evaluation: Evaluation | None = None
+        budget = Budget(self.budget_seconds, self.max_resources)
         started_hook = getattr(self.audit, "call_started", None)
         marker = started_hook(service_id, when) if started_hook else None
         try:
@@ -90,7 +95,9 @@ class HookService:
             request = parse_hook_request(body, hook)
             # gather fills ``gathered`` as it goes, so the audit record has the provenance even on a 412
             gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered)
-            case = self.case_for(service_id, request, gathered, when)
+            budget.check("fetching prefetch data")
+            case = self.case_for(service_id, request, gathered, when, budget=budget)
+            budget.check("validating FHIR resources")
             evaluation = self.evaluator.evaluate(case, source_label=self.source_label)
             self._add_explain_links(evaluation, base_url)
             self._record(service_id, hook, request, gathered, client_iss, when, started, 200, "ok",
@@ -109,9 +116,12 @@ class HookService:
             if started_hook:
                 self.audit.call_finished(marker)
 
-    def case_for(self, service_id: str, request: HookRequest, gathered: Gathered, now: dt.datetime) -> Case:
-        """The call's ``Case``: the gathered prefetch and the draft orders parsed, once."""
-        return build_case(service_id, request, gathered, now, relevant=self.evaluator.relevant,
+    def case_for(self, service_id: str, request: HookRequest, gathered: Gathered, now: dt.datetime,
+                 budget: Budget | None = None) -> Case:
+        """The call's ``Case``: the gathered prefetch and the draft orders parsed, once (each resource
+        checked against the call's ``budget`` when one is given)."""
+        relevant = self.evaluator.relevant if budget is None else budget.relevant(self.evaluator.relevant)
+        return build_case(service_id, request, gathered, now, relevant=relevant,
                           max_entries=self.max_entries, cache=self.model_cache)
 
     def _add_explain_links(self, evaluation: Evaluation, base_url: str | None) -> None:

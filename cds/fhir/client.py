@@ -2,7 +2,12 @@
 
 The request controls ``fhirServer``, so it is checked against ``CDS_FHIR_SERVER_ALLOWLIST`` before any
 request is made (scheme, host, port and path prefix compared as parsed parts, never as a string prefix).
-Every call has a connect and a read timeout; idempotent GETs are retried a bounded number of times on
+A URL whose path has a dot segment (``.``, ``..``) or an encoded separator or dot (``%2F``, ``%5C``,
+``%2E``, a backslash) is refused outright, and every URL requested is built again from the parts that were
+compared, so what is checked is what is sent (``next`` links included).
+Every GET has a connect and a read timeout, and one overall deadline from connect to the last byte of the
+answer (``CDS_FHIR_RESPONSE_SECONDS``, ``cds.deadline``: a server dripping its status line, headers or body
+is cut off when it passes); idempotent GETs are retried a bounded number of times on
 429/502/503/504 with exponential backoff (``Retry-After`` honoured up to a cap); searches follow ``next``
 links up to a cap on pages and resources. Any failure raises ``FhirServerError`` (a ``DataUnavailable``:
 HTTP 412) naming the key.
@@ -16,6 +21,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,6 +31,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
+from cds.deadline import Deadline, deadline_session
 from cds.errors import ConfigurationError, FhirServerError, FhirServerNotAllowed
 from cds.fhir.prefetch import next_link
 from cds.hooks.envelope import HookRequest
@@ -37,6 +44,13 @@ _URLLIB3.setLevel(max(_URLLIB3.level, logging.INFO))
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 ACCEPT = "application/fhir+json"
+#: in a URL path: an encoded separator or dot, or a backslash (some servers take it for a separator)
+_AMBIGUOUS = re.compile(r"%(2[eEfF]|5[cC])|\\")
+
+
+def plain_path(path: str) -> bool:
+    """True when a URL path means the same to every server: no dot segment, no encoded separator or dot."""
+    return not _AMBIGUOUS.search(path) and not any(seg in (".", "..") for seg in path.split("/"))
 
 
 class Base(NamedTuple):
@@ -54,11 +68,18 @@ class Base(NamedTuple):
     @property
     def origin(self) -> str:
         default = DEFAULT_PORTS[self.scheme] == self.port
-        return f"{self.scheme}://{self.host}" + ("" if default else f":{self.port}")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}" + ("" if default else f":{self.port}")
+
+    @property
+    def url(self) -> str:
+        """The URL again, from the parts compared (no final '/')."""
+        return self.origin + "".join(f"/{segment}" for segment in self.path)
 
 
 def parse_base(url: str) -> Base | None:
-    """``Base`` of an absolute http(s) URL, or ``None`` when it is not one (or has credentials in it)."""
+    """``Base`` of an absolute http(s) URL, or ``None`` when it is not one (or has credentials in it, or a
+    path that is not plain: see ``plain_path``)."""
     try:
         parts = urlsplit(url.strip())
         port = parts.port
@@ -66,6 +87,8 @@ def parse_base(url: str) -> Base | None:
         return None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS or not parts.hostname or parts.username is not None:
+        return None
+    if not plain_path(parts.path):
         return None
     path = tuple(segment for segment in parts.path.split("/") if segment)
     return Base(scheme, parts.hostname.lower().rstrip("."), port or DEFAULT_PORTS[scheme], path)
@@ -112,14 +135,17 @@ class FhirClient:
     def __init__(self, settings: ClientSettings, session: requests.Session | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
-        self.session = session or requests.Session()
+        self.session = session or deadline_session()
         self.sleep = sleep
 
     # -- the Fetch protocol -------------------------------------------------------------------------------
     def __call__(self, request: HookRequest, key: str, query: str) -> Any:
         base = self._server(request)
-        url = f"{request.fhir_server}/{query.lstrip('/')}"
         path = query.split("?", 1)[0].strip("/").split("/")
+        if not plain_path(query.split("?", 1)[0]):
+            raise FhirServerError("a prefetch query with a dot segment or an encoded separator was not sent",
+                                  field=f"prefetch.{key}")
+        url = f"{base.url}/{query.lstrip('/')}"
         if "?" not in query and len(path) == 2:  # a read: Type/id
             body = self._get(request, key, url, read=True)
             if body is not None and body.get("resourceType") != path[0]:
@@ -156,11 +182,13 @@ class FhirClient:
             if pages >= cap_pages:
                 raise FhirServerError(f"the search has more than {cap_pages} pages (CDS_FHIR_MAX_PAGES); "
                                       "the data would be incomplete", field=f"prefetch.{key}")
-            url = urljoin(f"{request.fhir_server}/", link)
-            target = parse_base(url)
-            if target is None or not base.contains(target):
-                raise FhirServerError("a next link points outside fhirServer; it was not followed",
+            joined = urlsplit(urljoin(f"{base.url}/", link.strip()))
+            target = parse_base(joined._replace(query="", fragment="").geturl())
+            if target is None or not base.contains(target) or not plain_path(urlsplit(link.strip()).path):
+                raise FhirServerError("a next link points outside fhirServer (or has a dot segment or an "
+                                      "encoded separator in its path); it was not followed",
                                       field=f"prefetch.{key}")
+            url = target.url + (f"?{joined.query}" if joined.query else "")
             bundle = self._bundle(request, key, url)
             entries += list(bundle.get("entry") or [])
             pages += 1
@@ -183,37 +211,48 @@ class FhirClient:
         timeout = (self.settings.connect_timeout, self.settings.read_timeout)
         attempt = 0
         while True:
-            started = time.perf_counter()
-            try:
-                response = self.session.get(url, headers=headers, timeout=timeout, allow_redirects=False,
-                                            stream=True)
-            except requests.ConnectTimeout as exc:
-                raise FhirServerError(f"the FHIR server could not be reached within {timeout[0]:g} s",
-                                      field=where, server_wide=True) from exc
-            except requests.ReadTimeout as exc:
-                raise FhirServerError(f"the FHIR server did not answer within {timeout[1]:g} s",
-                                      field=where, server_wide=True) from exc
-            except requests.ConnectionError as exc:
-                raise FhirServerError("the FHIR server could not be reached (connection failed)",
-                                      field=where, server_wide=True) from exc
-            except requests.RequestException as exc:
-                raise FhirServerError(f"the request to the FHIR server failed ({type(exc).__name__})",
-                                      field=where, server_wide=True) from exc
-            status = response.status_code
-            log.info("prefetch %s: GET %s %s -> HTTP %s in %.0f ms", key, "read" if read else "search", rtype,
-                     status, (time.perf_counter() - started) * 1000)
-            if status in RETRY_STATUSES and attempt < self.settings.retries:
+            with Deadline(self.settings.response_seconds) as deadline:
+                started = time.perf_counter()
+                try:
+                    response = self.session.get(url, headers=headers, timeout=timeout, allow_redirects=False,
+                                                stream=True)
+                except requests.RequestException as exc:
+                    raise self._failed(exc, where, timeout, deadline) from exc
+                status = response.status_code
+                log.info("prefetch %s: GET %s %s -> HTTP %s in %.0f ms", key, "read" if read else "search",
+                         rtype, status, (time.perf_counter() - started) * 1000)
+                retry = status in RETRY_STATUSES and attempt < self.settings.retries
+                if not retry:
+                    try:
+                        return self._body(response, where, read=read, deadline=deadline)
+                    finally:
+                        response.close()
                 delay = self._delay(response, attempt)
-                log.debug("prefetch %s: retrying after %.2f s (attempt %d)", key, delay, attempt + 1)
                 response.close()
-                self.sleep(delay)
-                attempt += 1
-                continue
-            try:
-                deadline = started + self.settings.response_seconds
-                return self._body(response, where, read=read, deadline=deadline)
-            finally:
-                response.close()
+            log.debug("prefetch %s: retrying after %.2f s (attempt %d)", key, delay, attempt + 1)
+            self.sleep(delay)
+            attempt += 1
+
+    def _failed(self, exc: requests.RequestException, where: str, timeout: tuple[float, float],
+                deadline: Deadline) -> FhirServerError:
+        if deadline.expired:
+            return self._too_slow(where)
+        if isinstance(exc, requests.ConnectTimeout):
+            return FhirServerError(f"the FHIR server could not be reached within {timeout[0]:g} s",
+                                   field=where, server_wide=True)
+        if isinstance(exc, requests.ReadTimeout):
+            return FhirServerError(f"the FHIR server did not answer within {timeout[1]:g} s", field=where,
+                                   server_wide=True)
+        if isinstance(exc, requests.ConnectionError):
+            return FhirServerError("the FHIR server could not be reached (connection failed)", field=where,
+                                   server_wide=True)
+        return FhirServerError(f"the request to the FHIR server failed ({type(exc).__name__})", field=where,
+                               server_wide=True)
+
+    def _too_slow(self, where: str) -> FhirServerError:
+        return FhirServerError("the FHIR server did not finish its answer within "
+                               f"{self.settings.response_seconds:g} s (CDS_FHIR_RESPONSE_SECONDS)",
+                               field=where, server_wide=True)
 
     def _delay(self, response: requests.Response, attempt: int) -> float:
         delay = self.settings.backoff * (2 ** attempt)
@@ -229,7 +268,7 @@ class FhirClient:
                     pass
         return max(0.0, min(delay, self.settings.retry_after_cap))
 
-    def _content(self, response: requests.Response, where: str, deadline: float) -> bytes:
+    def _content(self, response: requests.Response, where: str, deadline: Deadline) -> bytes:
         """The body, read in chunks: a server that trickles past the response budget, sends more than the
         size cap or breaks off mid-body is a failure, never a worker held indefinitely."""
         cap, chunks, size = self.settings.max_response_bytes, [], 0
@@ -244,18 +283,20 @@ class FhirClient:
                 if size > cap:
                     raise FhirServerError(f"the FHIR server's answer is larger than {cap} bytes "
                                           "(CDS_FHIR_MAX_RESPONSE_BYTES)", field=where)
-                if time.perf_counter() > deadline:
-                    raise FhirServerError("the FHIR server did not finish its answer within "
-                                          f"{self.settings.response_seconds:g} s (CDS_FHIR_RESPONSE_SECONDS)",
-                                          field=where, server_wide=True)
+                if deadline.remaining() <= 0:
+                    raise self._too_slow(where)
                 chunks.append(chunk)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if deadline.expired or deadline.remaining() <= 0:
+                raise self._too_slow(where) from exc
             raise FhirServerError(f"the FHIR server's answer broke off ({type(exc).__name__})",
                                   field=where, server_wide=True) from exc
+        if deadline.expired:  # cut off by the deadline: what came is not the whole answer
+            raise self._too_slow(where)
         return b"".join(chunks)
 
     def _body(self, response: requests.Response, where: str, *, read: bool,
-              deadline: float) -> dict[str, Any] | None:
+              deadline: Deadline) -> dict[str, Any] | None:
         status = response.status_code
         if read and status in (404, 410):
             return None

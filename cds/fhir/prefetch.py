@@ -11,7 +11,8 @@ Per key of the discovery document's prefetch templates:
 Fetching is delegated to a ``Fetch`` (``cds.fhir.client.FhirClient``). When a key cannot be obtained (no
 ``fhirServer``, the server not allowed, down, refusing, answering garbage) the call fails with
 ``DataUnavailable`` (HTTP 412) naming every such key and why. The rules need every key, so partial data is
-never evaluated: complete data or an honest 412.
+never evaluated: complete data or an honest 412. A Patient resource (sent or fetched) must be the patient
+of ``context.patientId``; another patient's is refused with a 412 naming the key, never evaluated.
 
 Provenance per key goes to the audit record, and is complete before any error is raised:
 ``client`` (sent by the client and used as sent), ``fetched`` (the service asked the FHIR server, including
@@ -89,10 +90,34 @@ def gather(request: HookRequest, templates: Mapping[str, str], fetch: Fetch | No
             wanted[key] = "the client sent one page of a paged Bundle"
         else:
             out.data[key], out.provenance[key] = sent[key], "client"
+    _check_patients(request, out)  # before any fetch: another patient's data is not completed either
     if wanted:
         _fetch_all(request, templates, fetch, wanted, sent, out)
+        _check_patients(request, out)
     out.data = {key: out.data[key] for key in templates if key in out.data}  # template order, either way
     return out
+
+
+def _patients(data: Any) -> list[dict[str, Any]]:
+    """The Patient resources in a prefetch value: itself, or the entries of a Bundle."""
+    if not isinstance(data, dict):
+        return []
+    if data.get("resourceType") == "Patient":
+        return [data]
+    if data.get("resourceType") == "Bundle" and isinstance(data.get("entry"), list):
+        found = [e.get("resource") for e in data["entry"] if isinstance(e, dict)]
+        return [r for r in found if isinstance(r, dict) and r.get("resourceType") == "Patient"]
+    return []
+
+
+def _check_patients(request: HookRequest, out: Gathered) -> None:
+    """A Patient under any key (or in a Bundle under it) must be the context's patient (no id given, or
+    another id: 412)."""
+    for key, data in out.data.items():
+        if any(patient.get("id") != request.patient_id for patient in _patients(data)):
+            out.provenance[key] = "failed"
+            raise DataUnavailable(f"prefetch.{key} holds a Patient resource that is not the patient of "
+                                  "context.patientId; it was not used", field=f"prefetch.{key}")
 
 
 def _fetch_all(request: HookRequest, templates: Mapping[str, str], fetch: Fetch | None,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, Flask, current_app, g, jsonify, request
+from flask import Blueprint, Flask, current_app, g, jsonify
 
 from cds.errors import UnknownService
 from cds.hooks.envelope import check_service_id, parse_feedback
 from cds.hooks.services import discovery_document, hook_of
-from cds.web.guard import read_body
+from cds.web.guard import public_bases, read_body
 from cds.web.jsonbody import parse_json
 
 bp = Blueprint("cds_hooks", __name__)
@@ -33,7 +33,7 @@ def call_service(service_id: str):
     body = _body()
     response = service.call(service_id, body, now=now() if callable(now) else now,
                             client_iss=getattr(g, "client_iss", None),
-                            base_url=current_app.config.get("PUBLIC_URL") or request.host_url)
+                            base_url=public_bases(current_app.config)[0])
     return jsonify(response)
 
 

@@ -50,6 +50,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: AuditSink
         audit=audit_sink if audit_sink is not None else store,
         model_cache=fhir_parse.ModelCache(values["MODEL_CACHE_SIZE"]),
         explain_link=explain_link,
+        budget_seconds=values["CALL_BUDGET_SECONDS"],
+        max_resources=values["CALL_MAX_RESOURCES"],
     )
 
     from cds.web import api, metrics, openapi

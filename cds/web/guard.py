@@ -3,10 +3,12 @@ baseline response headers. The Flask side of ``cds.auth.verify``.
 
 * Every request to the ``cds_hooks`` blueprint (discovery, each service, feedback) but ``/health``
   carries a trusted client's JWT, checked before the body is read; ``g.client_iss`` is the verified
-  issuer. A failure is a bare 401 (``WWW-Authenticate: Bearer``); the reason goes to the log, never
-  the token. CORS preflight (``OPTIONS``) needs no token.
+  issuer. Its ``aud`` must name the endpoint under one of ``public_bases`` — configuration, never the
+  request's Host or X-Forwarded-* headers. A failure is a bare 401 (``WWW-Authenticate: Bearer``); the
+  reason goes to the log, never the token. CORS preflight (``OPTIONS``) needs no token.
 * ``read_body`` reads the request body up to ``MAX_BODY_BYTES`` and no further, whatever the
-  ``Content-Length`` says or when the body comes in chunks (413 above the limit).
+  ``Content-Length`` says or when the body comes in chunks (413 above the limit); a body that does not
+  arrive within the production worker's read deadline is a 408.
 * ``CORS_ORIGINS`` lists the browser origins allowed to call the CDS endpoints.
 * Every response gets ``X-Content-Type-Options: nosniff``.
 """
@@ -14,16 +16,15 @@ baseline response headers. The Flask side of ``cds.auth.verify``.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 
 from cds.auth.client_token import DEV_ISS, dev_client
-from cds.auth.replay_store import FileJtiStore, JtiStore
+from cds.auth.replay_store import JtiStore, fallback_store
 from cds.auth.trusted_clients import JwksCache, TrustedClient, keys_of, load_trusted_clients
 from cds.auth.verify import TokenVerifier
-from cds.errors import LimitExceeded, Unauthorized
+from cds.errors import ClientTooSlow, LimitExceeded, Unauthorized
 
 log = logging.getLogger("cds.auth")
 
@@ -60,18 +61,34 @@ def build_verifier(config: Any) -> TokenVerifier:
                   "so every call to the CDS endpoints will be refused with 401")
     jwks = JwksCache(session=config.get("JWKS_SESSION"), ttl=config["JWKS_CACHE_SECONDS"],
                      timeout=config["JWKS_TIMEOUT_SECONDS"])
-    store = JtiStore.from_url(config["DATABASE_URL"],
-                              fallback=FileJtiStore(Path(config["AUDIT_SPOOL_DIR"]).parent / "jti-fallback"))
+    fallback = fallback_store(config["REPLAY_FALLBACK"], config["REPLAY_FALLBACK_DIR"],
+                              config["AUDIT_SPOOL_DIR"])
+    store = JtiStore.from_url(config["DATABASE_URL"], fallback=fallback)
     return TokenVerifier(clients, replay=store.remember, jwks=jwks, leeway=config["AUTH_LEEWAY_SECONDS"],
                          max_lifetime=config["AUTH_MAX_TOKEN_LIFETIME"])
 
 
-def expected_audience() -> str:
-    """The exact URL of the endpoint called, as the client should name it in ``aud`` (no query string)."""
-    public = current_app.config.get("PUBLIC_URL") or ""
-    if public:
-        return public.rstrip("/") + request.path
-    return request.base_url
+LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def public_bases(config: Any) -> list[str]:
+    """The base URLs this service answers to, from configuration only (never a request's Host or
+    X-Forwarded-* headers): ``PUBLIC_URL`` then ``AUDIENCES``; with neither, the address the server is
+    bound to (``HOST``, ``PORT``; a wildcard address as loopback), as the development server does. The
+    first is the base of card links."""
+    named = (config.get("PUBLIC_URL") or "", *(config.get("AUDIENCES") or ()))
+    bases = [b.strip().rstrip("/") for b in named]
+    bases = [b for b in bases if b]
+    if bases:
+        return bases
+    host = str(config.get("HOST") or "")
+    host = LOOPBACK.get(host, host)
+    return [f"http://{f'[{host}]' if ':' in host else host}:{config.get('PORT')}"]
+
+
+def expected_audiences() -> list[str]:
+    """The exact URLs of the endpoint called, as a client may name it in ``aud`` (no query string)."""
+    return [base + request.path for base in public_bases(current_app.config)]
 
 
 def authenticate() -> None:
@@ -79,7 +96,7 @@ def authenticate() -> None:
         return
     verifier: TokenVerifier = current_app.extensions["cds.auth"]
     try:
-        identity = verifier.verify(request.headers.get("Authorization"), expected_audience())
+        identity = verifier.verify(request.headers.get("Authorization"), expected_audiences())
     except Unauthorized as exc:
         log.warning("refused %s %s: %s", request.method, request.path, exc.message)
         raise
@@ -97,7 +114,11 @@ def read_body(max_bytes: int) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while True:
-        chunk = stream.read(min(CHUNK, max_bytes + 1 - total))
+        try:
+            chunk = stream.read(min(CHUNK, max_bytes + 1 - total))
+        except TimeoutError as exc:  # the production worker's read deadline (cds/web/worker.py)
+            raise ClientTooSlow("the request body did not arrive within the time allowed "
+                                "(CDS_BODY_TIMEOUT_SECONDS)", field="(body)") from exc
         if not chunk:
             return b"".join(chunks)
         total += len(chunk)

@@ -7,7 +7,9 @@
     cds_audit_*                                           the audit's figures (cds/audit/metrics.py)
 
 ``endpoint`` is the Flask route template (``/cds-services/<service_id>``), or ``(unmatched)`` for a URL
-no route serves, so a scanner cannot blow up the label set.
+no route serves; ``method`` is one of the HTTP methods in ``METHODS``, any other (made up) method is
+``other``; ``status`` is a status code the service itself answered. So a scanner cannot blow up the label
+sets, whatever paths and methods it sends.
 
 Under gunicorn each worker is a process: ``cds serve --prod`` sets ``PROMETHEUS_MULTIPROC_DIR`` (a fresh
 folder, unless already set) before the workers start, every worker writes its values there, and
@@ -40,6 +42,9 @@ LATENCY = Histogram(
 CARDS = Counter("cds_cards", "Cards answered", ["rule", "indicator"])
 ERRORS = Counter("cds_errors", "Error answers (4xx client, 5xx server)", ["endpoint", "kind"])
 
+#: the methods counted by name; anything else a client sends is counted as "other"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 bp = Blueprint("metrics", __name__)
 CARD_ENDPOINT = "cds_hooks.call_service"
 
@@ -47,6 +52,10 @@ CARD_ENDPOINT = "cds_hooks.call_service"
 def _endpoint() -> str:
     rule = request.url_rule
     return rule.rule if rule is not None else "(unmatched)"
+
+
+def _method() -> str:
+    return request.method if request.method in METHODS else "other"
 
 
 def _before() -> None:
@@ -58,7 +67,7 @@ def _after(response: Response) -> Response:
     started = g.pop("metrics_started", None)
     if started is not None:
         LATENCY.labels(endpoint).observe(time.perf_counter() - started)
-    REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+    REQUESTS.labels(endpoint, _method(), str(response.status_code)).inc()
     if response.status_code >= 400:
         ERRORS.labels(endpoint, "server" if response.status_code >= 500 else "client").inc()
     if request.endpoint == CARD_ENDPOINT and response.status_code == 200 and response.is_json:

@@ -91,10 +91,16 @@ PATHS: dict[str, Any] = {
                     "too-costly",
                 ),
                 "500": SERVER_ERROR,
+                "408": error_response(
+                    "The body did not arrive in time (production server).",
+                    "the request body did not arrive within the time allowed (CDS_BODY_TIMEOUT_SECONDS)",
+                    "timeout",
+                ),
                 "503": error_response(
-                    "The audit trail cannot record the call, so it is not answered.",
-                    "audit store unavailable",
-                    "transient",
+                    "The call is not answered: the audit trail or the token replay store cannot take it "
+                    "(transient), or it ran out of its time or work budget (too-costly, naming the budget).",
+                    "the call holds more than 5000 resources to validate (CDS_CALL_MAX_RESOURCES)",
+                    "too-costly",
                 ),
             },
         }
@@ -127,6 +133,8 @@ PATHS: dict[str, Any] = {
                     "(nothing is stored).",
                     "feedback[0].card: no card 'x' was issued on service 'y' to this client", "not-found",
                 ),
+                "408": error_response("The body did not arrive in time (production server).",
+                                      "the request body did not arrive within the time allowed", "timeout"),
                 "413": error_response("The body is too large.", "request body is too large", "too-costly"),
                 "500": SERVER_ERROR,
                 "503": error_response(

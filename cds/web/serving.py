@@ -1,8 +1,14 @@
 """Running the service: the development server, or gunicorn for production (``cds serve --prod``).
 
 Production runs ``gunicorn "cds:create_app()"`` with ``CDS_WORKERS`` workers (0, the default, means
-2 x cores + 1) bound to HOST:PORT. Before the workers start, ``PROMETHEUS_MULTIPROC_DIR`` is set to a
-fresh folder (or the one given is emptied) so that ``/metrics`` adds up every worker.
+2 x cores + 1) of ``CDS_THREADS`` threads each (``cds/web/gunicorn_conf.py``, ``cds/web/worker.py``)
+bound to HOST:PORT. Before the workers start, ``PROMETHEUS_MULTIPROC_DIR`` is set to a fresh folder (or
+the one given is emptied) so that ``/metrics`` adds up every worker.
+
+``--prod`` refuses to start (one line, exit status 2) without ``CDS_PUBLIC_URL`` or ``CDS_AUDIENCES`` (the
+URLs clients call: the ``aud`` of their tokens and the base of card links are never taken from a request's
+Host header), and with development trust (``CDS_DEV_MODE`` on, or a trusted-clients file that trusts the
+development client).
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 
 def worker_count(setting: int, cores: int | None = None) -> int:
@@ -49,8 +57,28 @@ def gunicorn_argv(host: str, port: int, workers: int, extra: list[str] | None = 
     ]
 
 
-def run_production(host: str, port: int, workers: int) -> int:
-    """Replace this process by gunicorn (never returns unless exec fails)."""
+def production_problems(values: Mapping[str, Any]) -> list[str]:
+    """Why these settings must not run in production (empty when they may)."""
+    from cds.auth.client_token import DEV_ISS
+    from cds.auth.trusted_clients import load_trusted_clients
+
+    problems = []
+    if not (values.get("PUBLIC_URL") or values.get("AUDIENCES")):
+        problems.append("--prod needs CDS_PUBLIC_URL, the base URL clients call (the aud of their tokens)")
+    if values.get("DEV_MODE"):
+        problems.append("--prod refuses development trust: set CDS_DEV_MODE=false and CDS_TRUSTED_CLIENTS")
+    elif values.get("TRUSTED_CLIENTS") and DEV_ISS in load_trusted_clients(values["TRUSTED_CLIENTS"]):
+        problems.append(f"--prod refuses development trust: {values['TRUSTED_CLIENTS']} trusts {DEV_ISS}")
+    return problems
+
+
+def run_production(values: Mapping[str, Any]) -> int:
+    """Replace this process by gunicorn (never returns unless exec fails or the settings are refused)."""
+    problems = production_problems(values)
+    if problems:
+        print(f"cds: error: {'; '.join(problems)}", file=sys.stderr, flush=True)
+        return 2
+    host, port, workers = values["HOST"], values["PORT"], values["WORKERS"]
     prepare_metrics_dir()
     argv = gunicorn_argv(host, port, worker_count(workers))
     print(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 from audit_support import AUDITOR_TOKEN, SERVICE, hook_body
-from support import make_token
+from support import make_token, serve_at
 from werkzeug.serving import make_server
 
 pytestmark = pytest.mark.browser
@@ -48,6 +48,7 @@ def live_service(make_app, tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_port}"
+    serve_at(app, base)
     try:
         yield base
     finally:

@@ -1,0 +1,157 @@
+"""The gunicorn worker of ``cds serve --prod``: gthread, with the request head read in the event loop and
+every request read against a deadline.
+
+gunicorn's own gthread worker hands a connection to a thread as soon as its first bytes arrive, and the
+thread then blocks until the request line and headers are complete: a client sending one header line
+every few seconds holds a thread for as long as it likes, and a handful of them hold every thread
+(measured: five such sockets against two workers of four threads froze ``GET /health``). Here:
+
+* the head (request line and headers) is read by the worker's event loop, without blocking, into a
+  buffer; a connection whose head is not complete ``HEADER_TIMEOUT_SECONDS`` after it was accepted (or
+  after its previous answer, on a kept-alive connection) is closed. Slow heads cost a socket, never a
+  thread. A head larger than 64 KiB is handed on as it is, for gunicorn's parser to refuse.
+* once the head is complete the request goes to a thread, and from then on every read of that request
+  from the socket (the body) shares one deadline of ``BODY_TIMEOUT_SECONDS``; past it the read fails with
+  ``ReadDeadlineExceeded`` (a ``TimeoutError``), which ``cds.web.guard.read_body`` answers with a 408.
+
+TLS and HTTP/2 are left to gunicorn's own code paths (the service is run behind a TLS proxy).
+"""
+
+from __future__ import annotations
+
+import errno
+import selectors
+import socket
+import time
+from functools import partial
+from typing import Any
+
+from gunicorn.http.errors import NoMoreData
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+MAX_HEAD_BYTES = 64 * 1024
+
+
+class ReadDeadlineExceeded(NoMoreData, TimeoutError):
+    """The client did not send its request within the read deadline."""
+
+    def __str__(self) -> str:
+        return "the client did not send its request in time"
+
+
+class DeadlineSocket:
+    """A client socket whose reads fail once ``deadline`` (monotonic seconds) has passed."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self.deadline: float | None = None
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        if self.deadline is None:
+            return self._sock.recv(size, *flags)
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise ReadDeadlineExceeded()
+        self._sock.settimeout(remaining)
+        try:
+            return self._sock.recv(size, *flags)
+        except TimeoutError:
+            raise ReadDeadlineExceeded() from None
+        finally:
+            self._sock.settimeout(None)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class BoundedThreadWorker(ThreadWorker):
+    header_timeout = 10.0
+    body_timeout = 30.0
+
+    def init_process(self) -> None:
+        from cds import settings
+
+        values = settings.load()
+        self.header_timeout = values["HEADER_TIMEOUT_SECONDS"]
+        self.body_timeout = values["BODY_TIMEOUT_SECONDS"]
+        self.heads: list[TConn] = []  # connections whose head is being read, oldest first
+        super().init_process()
+
+    # -- new connections and kept-alive ones: the head is read here, in the event loop ----------------------
+    def accept(self, listener: socket.socket) -> None:
+        if self.cfg.is_ssl:
+            return super().accept(listener)
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        conn = TConn(self.cfg, DeadlineSocket(client_sock), client_addr, listener.getsockname())
+        self._read_head_later(conn)
+
+    def on_client_socket_readable(self, conn: TConn, client: Any) -> None:
+        if self.cfg.is_ssl or conn.is_http2:
+            return super().on_client_socket_readable(conn, client)
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self._read_head_later(conn)
+        self._read_head(conn, client)
+
+    def _read_head_later(self, conn: TConn) -> None:
+        conn.cds_head = bytearray()
+        conn.cds_head_deadline = time.monotonic() + self.header_timeout
+        conn.sock.setblocking(False)
+        self.heads.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._read_head, conn))
+
+    def _read_head(self, conn: TConn, client: Any) -> None:
+        try:
+            chunk = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:  # the client went away
+            self._drop_head(conn)
+            return
+        conn.cds_head += chunk
+        head = bytes(conn.cds_head).lstrip(b"\r\n")
+        if b"\r\n\r\n" in head or b"\n\n" in head or len(head) > MAX_HEAD_BYTES:
+            self.poller.unregister(conn.sock)
+            self.heads.remove(conn)
+            conn.data_ready = True
+            self.enqueue_req(conn)
+
+    def _drop_head(self, conn: TConn) -> None:
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        if conn in self.heads:
+            self.heads.remove(conn)
+        self.nr_conns -= 1
+        conn.close()
+
+    def murder_pending(self) -> None:
+        super().murder_pending()
+        now = time.monotonic()
+        for conn in [c for c in self.heads if c.cds_head_deadline <= now]:
+            self._drop_head(conn)
+
+    # -- in a thread: the head is already here, the rest of the request has a deadline ----------------------
+    def handle(self, conn: TConn) -> Any:
+        head = getattr(conn, "cds_head", None)
+        if head is not None:
+            conn.cds_head = None
+            conn.sock.setblocking(True)
+            conn.init()
+            conn.parser.unreader.unread(bytes(head))
+        if isinstance(conn.sock, DeadlineSocket):
+            conn.sock.deadline = time.monotonic() + self.body_timeout
+        try:
+            return super().handle(conn)
+        finally:
+            if isinstance(conn.sock, DeadlineSocket):
+                conn.sock.deadline = None
