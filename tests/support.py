@@ -132,8 +132,8 @@ def authed_client() -> Callable[[Flask], FlaskClient]:
 def serve_at(app: Flask, base: str) -> None:
     """An app served on a port answers to that address (as ``cds serve`` does), unless the test named
     another public URL."""
-    if app.config.get("PUBLIC_URL") in ("", TEST_CLIENT_BASE):
-        app.config["PUBLIC_URL"] = base
+    if app.config.get("PUBLIC_URL") in ("", TEST_CLIENT_BASE, app.config.get("TEST_SERVED_AT")):
+        app.config["PUBLIC_URL"] = app.config["TEST_SERVED_AT"] = base  # a module's app served again
 
 
 @pytest.fixture

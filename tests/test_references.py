@@ -97,17 +97,29 @@ def test_urn_uuid_subjects_resolve_to_the_patient_entry(call):
 
 
 def test_a_result_of_another_patient_in_the_bundle_is_set_aside_with_a_note(call):
+    ai = urn_subject(med(mid="mr-ai"), UUID_P)
+    theirs = obs(E2, 5, "pg/mL", RECENT, oid="o-theirs")
+    theirs["subject"] = {"reference": "Patient/p9"}
+    body = hook_body("patient-view")
+    body["prefetch"] = synthea_prefetch([theirs], [ai])
+    cards = rules(call(body))
+    assert "low-estradiol-on-ai" not in cards
+    detail = cards["evaluation-gaps"]["detail"]
+    assert "Observation/o-theirs" in detail and "different patient" in detail
+    assert "p9" not in detail  # no other patient's id is ever written
+
+
+def test_another_patients_patient_resource_in_a_bundle_is_refused(call):
+    """Another patient's Patient resource is never read (its sex would decide a card): 412 naming the key."""
     other = {"resourceType": "Patient", "id": "p9", "gender": "male"}
     ai = urn_subject(med(mid="mr-ai"), UUID_P)
     theirs = urn_subject(obs(E2, 5, "pg/mL", RECENT, oid="o-theirs"), UUID_OTHER)
     body = hook_body("patient-view")
     body["prefetch"] = synthea_prefetch([theirs], [ai])
     body["prefetch"]["estradiol"]["entry"].append(entry(other, UUID_OTHER))
-    cards = rules(call(body))
-    assert "low-estradiol-on-ai" not in cards
-    detail = cards["evaluation-gaps"]["detail"]
-    assert "Observation/o-theirs" in detail and "different patient" in detail
-    assert "p9" not in detail and UUID_OTHER not in detail  # no other patient's id is ever written
+    response = call(body)
+    assert response.status_code == 412
+    assert response.get_json()["issue"][0]["expression"] == ["prefetch.estradiol"]
 
 
 def test_a_subject_that_resolves_to_no_one_is_set_aside_and_said_so(call):
