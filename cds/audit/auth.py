@@ -63,7 +63,7 @@ def authenticate(header: str | None, tokens: dict[str, str]) -> str | None:
             name, sep, token = base64.b64decode(value, validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return None
-        expected = tokens.get(name)
-        ok = hmac.compare_digest(digest(token), expected or "0" * 64)
-        return name if sep and expected and ok else None
+        wanted = tokens.get(name)
+        ok = hmac.compare_digest(digest(token), wanted or "0" * 64)
+        return name if sep and wanted and ok else None
     return None

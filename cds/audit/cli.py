@@ -37,7 +37,8 @@ class Failed(click.ClickException):
     def __init__(self, message: str, details: list[str] | None = None, *, code: int = 2,
                  kind: str = "error"):
         super().__init__(message)
-        self.details, self.exit_code, self.kind = details or [], code, kind
+        self.details, self.kind = details or [], kind
+        self.exit_code = code  # type: ignore[misc]  # click reads it per instance
 
     def show(self, file: Any = None) -> None:
         click.echo(f"cds: {self.kind}: {self.message}", err=True)

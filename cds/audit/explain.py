@@ -85,7 +85,7 @@ def explain_card(content: dict[str, Any], card_uuid: str, pack: RulePack | None)
     version = firings[0].get("version") if firings else None
     return {
         "card": card,
-        "rule": rule_info(pack, rule_id, version),
+        "rule": rule_info(pack, str(rule_id or ""), version),
         "firings": [
             [
                 {"alias": alias, **_node(f, content, pack, 1)}

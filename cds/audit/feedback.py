@@ -49,7 +49,7 @@ def issued_cards(conn: Connection, uuids: list[str]) -> dict[str, IssuedCard]:
         ).all()
         for row in rows:
             cards = json.loads(row.content).get("cards", [])
-            card = next((c for c in cards if c.get("uuid") == row.uuid), {})
+            card: dict[str, Any] = next((c for c in cards if c.get("uuid") == row.uuid), {})
             suggestions = frozenset(
                 s["uuid"] for s in card.get("suggestions") or [] if isinstance(s, dict) and "uuid" in s
             )

@@ -123,7 +123,8 @@ class _taken:
     """``with _taken(path) as ok``: ok when an exclusive, non-blocking flock on ``path`` was taken."""
 
     def __init__(self, path: Path):
-        self.path, self.fd = path, None
+        self.path = path
+        self.fd: int | None = None
 
     def __enter__(self) -> bool:
         try:

@@ -194,7 +194,7 @@ def rule_stats(engine: Engine, rule_ids: list[str], *, top: int = 5) -> list[dic
                 select(func.count()).select_from(audit_card).where(audit_card.c.rule_id == rule_id)
             ).scalar_one()
             joined = audit_feedback.join(audit_card, audit_card.c.uuid == audit_feedback.c.card_uuid)
-            counts = dict(
+            counts: dict[str, int] = dict(
                 conn.execute(
                     select(audit_feedback.c.outcome, func.count(func.distinct(audit_feedback.c.card_uuid)))
                     .select_from(joined)

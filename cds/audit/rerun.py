@@ -65,7 +65,8 @@ def compare(seq: int, content: dict[str, Any], after: dict[str, dict[str, Any]])
     for rule in sorted(set(before) | set(after)):
         old, new = before.get(rule), after.get(rule)
         if old is None:
-            impact.appeared.append(new)
+            if new is not None:
+                impact.appeared.append(new)
         elif new is None:
             impact.disappeared.append(old)
         elif (old["indicator"], old["summary"]) != (new["indicator"], new["summary"]):

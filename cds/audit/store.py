@@ -25,7 +25,6 @@ import logging
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,13 +123,13 @@ class AuditStore:
         queued = bool(self._held) or self.spool.pending()
         try:
             with self.engine.connect() as conn:
-                cards = feedback.issued_cards(conn, [item.get("card") for item in items])
+                cards = feedback.issued_cards(conn, [str(item.get("card")) for item in items])
         except SQLAlchemyError as exc:
             log.warning("feedback accepted unchecked: the audit database cannot be read (%s); it is "
                         "checked when written", type(exc).__name__)
             cards, queued = {}, True
         for i, item in enumerate(items):
-            card = cards.get(item.get("card"))
+            card = cards.get(str(item.get("card")))
             if card is None and queued:
                 continue  # its record may be behind us in the queue: checked when written
             found = feedback.problem(item, f"feedback[{i}]", card, service_id, client_iss)
@@ -379,6 +378,3 @@ class AuditStore:
             "interrupted": self._counts["interrupted"] + self.markers.pending(),
         }
 
-
-def feedback_sink(store: AuditStore) -> Callable[..., None]:
-    return store.store_feedback

@@ -216,7 +216,7 @@ def expect_head(engine: Engine, report: Report, kept: str) -> str | None:
         for (name, table), seq in zip(tables, counts, strict=True):
             if seq:
                 heads[name] = conn.execute(select(table.c.hash).where(table.c.seq == seq)).scalar_one()
-    if head_of(*counts, heads) != kept.strip():
+    if head_of(counts[0], counts[1], counts[2], heads) != kept.strip():
         return "the trail does not match the expected head: entries up to it were rewritten"
     return None
 

@@ -67,7 +67,8 @@ class FileJtiStore:
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             except FileExistsError:
-                if self._expiry(path) is not None and self._expiry(path) >= now:
+                expiry = self._expiry(path)
+                if expiry is not None and expiry >= now:
                     return False
                 path.unlink(missing_ok=True)  # an expired key may be used again
                 continue

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.exceptions import InvalidKeyError
 
@@ -84,7 +86,7 @@ def public_key_of(jwk: Mapping[str, Any]) -> VerificationKey:
         key = (ECAlgorithm if kty == "EC" else RSAAlgorithm).from_jwk(dict(jwk))
     except (InvalidKeyError, ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"key {kid!r}: not a valid {kty} JWK ({exc})") from exc
-    if hasattr(key, "private_numbers"):
+    if isinstance(key, EllipticCurvePrivateKey | RSAPrivateKey):
         key = key.public_key()
     if kty == "RSA" and key.key_size < MIN_RSA_BITS:
         raise ValueError(f"key {kid!r}: RSA key of {key.key_size} bits, fewer than {MIN_RSA_BITS}")

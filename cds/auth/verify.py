@@ -107,7 +107,7 @@ class TokenVerifier:
                 "verify_iss": False, "require": []})
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"signature check failed ({type(exc).__name__}) for issuer {iss!r}") from exc
-        return self._check_claims(claims, iss, kid, audience)
+        return self._check_claims(claims, client.iss, kid, audience)
 
     @staticmethod
     def _bearer(authorization: str | None) -> str:

@@ -77,7 +77,7 @@ def _action(
 def _variant(card: dict[str, Any], match: Mapping[str, Mapping[str, Any]], pack: RulePack) -> dict[str, Any]:
     """The card's wording for this match: the first variant whose ``where`` holds, over the base card."""
     for option in card.get("variants", []) or []:
-        if holds(option["where"], dict(match), pack):
+        if holds(option["where"], {k: dict(v) for k, v in match.items()}, pack):
             return {**card, **{k: v for k, v in option.items() if k != "where"}}
     return card
 
@@ -89,7 +89,7 @@ def _notes(card: dict[str, Any], inputs: CardInputs) -> str:
         return ""
     lines = []
     for fact in inputs.facts:
-        if fact.get("t") == spec["fact"] and holds(spec.get("where") or {}, {"": fact}, inputs.pack):
+        if fact.get("t") == spec["fact"] and holds(spec.get("where") or {}, {"": dict(fact)}, inputs.pack):
             line = render(spec["item"], {"note": fact}, escape=True)
             if line not in lines:
                 lines.append(line)
@@ -119,7 +119,7 @@ def _suggestions(card: dict[str, Any], finding: Finding, inputs: CardInputs) -> 
             actions = [a for a in (_action(x, scope, inputs) for x in spec["actions"]) if a is not None]
             if not actions:
                 continue
-            suggestion = {
+            suggestion: dict[str, Any] = {
                 "label": render(spec["label"], scope, escape=True),
                 "uuid": str(uuid.uuid4()),
                 "actions": actions,

@@ -185,7 +185,7 @@ class _Builder:
         if analyte is None and dxa is None:
             self.out.ignored["observation not used by the rules"] += 1
             return
-        what = self.vs["labs"][analyte]["title"] if analyte else f"DXA {MEASURE[dxa[1]]}"
+        what = self.vs["labs"][analyte]["title"] if analyte else f"DXA {MEASURE[dxa[1]]}" if dxa else "DXA"
         about = analyte or "dxa"
         if obs.status not in COUNTED_STATUSES:
             self.out.ignored[f"observation with status {obs.status}"] += 1
@@ -216,7 +216,7 @@ class _Builder:
             return
         if analyte:
             self._lab(analyte, reading, when, ref)
-        else:
+        elif dxa is not None:
             self._dxa(dxa[0], dxa[1], reading, when, ref, obs)
 
     def _not_counted(self, obs: Any, ref: str, about: str, what: str) -> None:
@@ -244,6 +244,7 @@ class _Builder:
 
     def _lab(self, analyte: str, reading: Reading, when: dt.date, ref: str) -> None:
         spec = self.vs["labs"][analyte]
+        assert reading.number is not None  # observation() sets aside a reading without a number
         canonical, why = to_canonical(reading.number, reading.unit, spec)
         if canonical is None:
             shown = f"{reading.comparator}{reading.number_text} {reading.unit_text or '(no unit)'}"
@@ -273,6 +274,7 @@ class _Builder:
                          f"{why}", ref=ref, date=when, about="dxa")
             return
         value = reading.number
+        assert value is not None  # observation() sets aside a reading without a number
         if not (0.05 <= value <= 3 if kind == "bmd" else -10 <= value <= 10):
             self.problem(f"DXA {label} {value:g} at the {title} on {when} ({ref}) is outside any plausible "
                          "range", ref=ref, date=when, about="dxa")

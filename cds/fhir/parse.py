@@ -152,7 +152,7 @@ def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) ->
     part = read_part(data)
     _check_decimals(part, where)
     key = cache.key(part) if cache is not None and cache.max_entries > 0 else None
-    if key is not None:
+    if key is not None and cache is not None:
         model = cache.get(key)
         if model is not None:
             return model
@@ -162,7 +162,7 @@ def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) ->
         raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {_describe(exc)}", field=where) from exc
     except (TypeError, ValueError) as exc:  # fhir.resources raises these for some malformed primitives
         raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {exc}", field=where) from exc
-    if key is not None:
+    if key is not None and cache is not None:
         cache.put(key, model)
     return model
 

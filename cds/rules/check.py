@@ -34,7 +34,7 @@ INDICATORS = {"info", "warning", "critical"}
 BASE_FACTS = {"patient", "medication", "lab", "dxa", "dxa_change", "problem", "order"}
 #: per base fact type, fields whose value must name entries of value sets (an order's kind is an order
 #: value set or, for a draft medication order, a medication class)
-_VALUESET_FIELDS = {
+_VALUESET_FIELDS: dict[str, dict[str, Any]] = {
     "medication": {"drug_class": ("medications",)},
     "lab": {"analyte": ("labs",)},
     "problem": {"analyte": ("labs",)},
@@ -187,7 +187,7 @@ def _check_where(where: Any, label: str, fact: str, pack: RulePack) -> list[str]
 
     if not isinstance(where, dict):
         return [f"{label}: where must be a mapping of field to test"]
-    problems = []
+    problems: list[str] = []
     for name, spec in where.items():
         for op, operand in _operands(spec):
             before = len(problems)

@@ -73,11 +73,11 @@ def coverage_text(pack: RulePack) -> str:
             out.append(f"  {ingredient}")
             out.append(f"    names matched in text (whole words, any case): {names}")
             for system in ("rxnorm", "atc"):
-                listed = list(_entries(codes.get(system)))
-                if not listed:
+                entries = list(_entries(codes.get(system)))
+                if not entries:
                     fallback = "ATC and name" if system == "rxnorm" else "name"
                     out.append(f"    {system}: none (matched by {fallback})")
-                for code, meta in listed:
+                for code, meta in entries:
                     out.append(f"    {system}: {_describe(code, meta)}")
     loinc_sources = (vs.get("code_sources") or {}).get("loinc") or {}
     for kind, spec in (vs.get("orders") or {}).items():

@@ -117,7 +117,8 @@ class RuleEngine:
             self._name = f"pack{_RULESET_COUNTER}"
             definition: dict[str, Any] = {}
             for index, rule in enumerate(self.rules):
-                body = {"all": list(rule.definition["all"]) + [{"ready$gate": {"t": "ready"}}]}
+                gate = [{"ready$gate": {"t": "ready"}}]
+                body: dict[str, Any] = {"all": list(rule.definition["all"]) + gate}
                 body["run"] = self._action(rule)
                 definition[f"r{index}"] = body
             definition["sentinel"] = {"all": [{"ready$gate": {"t": "ready"}}], "run": self._sentinel}

@@ -59,12 +59,13 @@ def build_verifier(config: Any) -> TokenVerifier:
         clients = {}
         log.error("no trusted CDS clients: CDS_DEV_MODE is off and CDS_TRUSTED_CLIENTS is not set, "
                   "so every call to the CDS endpoints will be refused with 401")
-    jwks = JwksCache(session=config.get("JWKS_SESSION"), ttl=config["JWKS_CACHE_SECONDS"],
+    jwks_cache = JwksCache(session=config.get("JWKS_SESSION"), ttl=config["JWKS_CACHE_SECONDS"],
                      timeout=config["JWKS_TIMEOUT_SECONDS"])
     fallback = fallback_store(config["REPLAY_FALLBACK"], config["REPLAY_FALLBACK_DIR"],
                               config["AUDIT_SPOOL_DIR"])
     store = JtiStore.from_url(config["DATABASE_URL"], fallback=fallback)
-    return TokenVerifier(clients, replay=store.remember, jwks=jwks, leeway=config["AUTH_LEEWAY_SECONDS"],
+    return TokenVerifier(clients, replay=store.remember, jwks=jwks_cache,
+                         leeway=config["AUTH_LEEWAY_SECONDS"],
                          max_lifetime=config["AUTH_MAX_TOKEN_LIFETIME"])
 
 

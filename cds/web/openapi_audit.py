@@ -24,7 +24,7 @@ AUDIT_SECURITY_SCHEMES: dict[str, Any] = {
         "description": "HTTP Basic with the auditor's name as user and the token as password.",
     },
 }
-AUDITOR = [{"auditorBearer": []}, {"auditorBasic": []}]
+AUDITOR: list[dict[str, list[str]]] = [{"auditorBearer": []}, {"auditorBasic": []}]
 
 AUDITOR_UNAUTHORIZED = {
     "description": "No auditor credential, or a wrong one. The body is empty by design.",
