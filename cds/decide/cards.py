@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cds.decide.findings import Finding
+from cds.fhir.parse import outgoing_resource
 from cds.rules.conditions import holds
 from cds.rules.pack import RulePack
 from cds.rules.templating import render, render_tree
@@ -43,13 +44,23 @@ def _scope(match: Mapping[str, Mapping[str, Any]], inputs: CardInputs) -> dict[s
     return scope
 
 
+def _valid(action: dict[str, Any], dropped: list[str]) -> dict[str, Any] | None:
+    """The action with its resource as valid R4 (repaired if need be), or None, the reason in ``dropped``."""
+    resource, why = outgoing_resource(action["resource"], where=f"the {action['type']} suggestion's resource")
+    if resource is None:
+        dropped.append(f"{action['description']}: not offered, {why}")
+        return None
+    action["resource"] = resource
+    return action
+
+
 def _action(
-    spec: dict[str, Any], scope: dict[str, Mapping[str, Any]], inputs: CardInputs
+    spec: dict[str, Any], scope: dict[str, Mapping[str, Any]], inputs: CardInputs, dropped: list[str]
 ) -> dict[str, Any] | None:
     action: dict[str, Any] = {"type": spec["type"], "description": render(spec["description"], scope)}
     if spec["type"] == "create":
         action["resource"] = render_tree(spec["resource"], scope)
-        return action
+        return _valid(action, dropped)
     target = scope[spec["resource_from"]].get("ref")
     if spec["type"] == "delete":
         action["resourceId"] = target
@@ -61,10 +72,11 @@ def _action(
     if updated is None:
         return None
     action["resource"] = updated
-    return action
+    return _valid(action, dropped)
 
 
-def _suggestions(card: dict[str, Any], finding: Finding, inputs: CardInputs) -> list[dict[str, Any]]:
+def _suggestions(card: dict[str, Any], finding: Finding, inputs: CardInputs,
+                 dropped: list[str]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for spec in card.get("suggestions", []) or []:
         if spec.get("unless_ordered") in inputs.ordered_kinds:
@@ -84,7 +96,8 @@ def _suggestions(card: dict[str, Any], finding: Finding, inputs: CardInputs) -> 
         else:
             scopes.append(_scope(finding.primary, inputs))
         for scope in scopes:
-            actions = [a for a in (_action(x, scope, inputs) for x in spec["actions"]) if a is not None]
+            actions = [a for a in (_action(x, scope, inputs, dropped) for x in spec["actions"])
+                       if a is not None]
             if not actions:
                 continue
             suggestion = {
@@ -124,7 +137,10 @@ def render_card(finding: Finding, inputs: CardInputs) -> dict[str, Any]:
         "source": {"label": inputs.source_label, "url": citation["url"],
                    "topic": {"system": RULE_SYSTEM, "code": rule.id, "display": rule.title}},
     }
-    suggestions = _suggestions(card, finding, inputs)
+    dropped: list[str] = []
+    suggestions = _suggestions(card, finding, inputs, dropped)
+    if dropped:  # never invalid FHIR in a suggestion: the card says what it leaves out, and why
+        out["detail"] += "\n\n" + "\n".join(f"- {line}" for line in dropped)
     if suggestions:
         out["suggestions"] = suggestions
         out["selectionBehavior"] = card.get("selection_behavior", "at-most-one")
