@@ -31,6 +31,7 @@ class Evaluation:
     facts: list[dict[str, Any]]
     ignored: dict[str, int] = field(default_factory=dict)
     card_rules: dict[str, str] = field(default_factory=dict)  # card uuid -> rule id
+    series: list[dict[str, Any]] = field(default_factory=list)  # every usable result over time (facts.py)
 
     def to_json(self) -> dict[str, Any]:
         return {"cards": self.cards, "fired": self.fired, "not_evaluated": self.not_evaluated,
@@ -88,8 +89,10 @@ class Evaluator:
         ctx = Context(patient_id=patient_id, now=now, draft_refs=frozenset(drafts_by_ref),
                       selections=frozenset(selections))
         fact_set = self.facts(resources, drafts, ctx)
-        return self.from_facts(fact_set.facts, context=context, drafts_by_ref=drafts_by_ref,
-                               source_label=source_label, ignored=dict(fact_set.ignored))
+        evaluation = self.from_facts(fact_set.facts, context=context, drafts_by_ref=drafts_by_ref,
+                                     source_label=source_label, ignored=dict(fact_set.ignored))
+        evaluation.series = fact_set.series
+        return evaluation
 
     def from_facts(self, facts: list[dict[str, Any]], *, context: Mapping[str, Any],
                    drafts_by_ref: Mapping[str, dict[str, Any]], source_label: str = "Bone Health CDS",

@@ -35,6 +35,9 @@ UCUM = "http://unitsofmeasure.org"
 class FactSet:
     facts: list[dict[str, Any]] = field(default_factory=list)
     ignored: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: every usable result as reported (value, unit, comparator, date, site), oldest first: the charts of
+    #: "why this card" show the patient's results over time, where the facts keep only the latest
+    series: list[dict[str, Any]] = field(default_factory=list)
 
     def of(self, t: str) -> list[dict[str, Any]]:
         return [f for f in self.facts if f["t"] == t]
@@ -179,11 +182,12 @@ class _Builder:
             return
         unit = (q.code if q.code and q.system in (None, UCUM) else q.unit) or ""
         if analyte:
-            self._lab(analyte, float(raw), unit, when, ref, q.unit or unit)
+            self._lab(analyte, float(raw), unit, when, ref, q.unit or unit, q.comparator)
         else:
-            self._dxa(dxa[0], dxa[1], float(raw), unit, when, ref)
+            self._dxa(dxa[0], dxa[1], float(raw), unit, when, ref, q.comparator)
 
-    def _lab(self, analyte: str, value: float, unit: str, when: dt.date, ref: str, shown_unit: str) -> None:
+    def _lab(self, analyte: str, value: float, unit: str, when: dt.date, ref: str, shown_unit: str,
+             comparator: str | None = None) -> None:
         spec = self.vs["labs"][analyte]
         canonical, why = to_canonical(value, unit, spec)
         if canonical is None:
@@ -193,11 +197,15 @@ class _Builder:
         fact = {"t": "lab", "analyte": analyte, "value": round(canonical, 4), "unit": spec["canonical_unit"],
                 "reported": f"{value:g} {shown_unit}".strip(), "date": when.isoformat(),
                 "age_days": (self.today - when).days, "ref": ref}
+        self.out.series.append({"kind": "lab", "analyte": analyte, "value": fact["value"],
+                                "unit": fact["unit"], "reported": fact["reported"],
+                                "comparator": comparator, "date": fact["date"]})
         best = self.latest_lab.get(analyte)
         if best is None or (fact["date"], ref) > (best["date"], best["ref"]):
             self.latest_lab[analyte] = fact
 
-    def _dxa(self, site: str, kind: str, value: float, unit: str, when: dt.date, ref: str) -> None:
+    def _dxa(self, site: str, kind: str, value: float, unit: str, when: dt.date, ref: str,
+             comparator: str | None = None) -> None:
         accepted = self.vs.get("dxa_units", {}).get("bmd" if kind == "bmd" else "score", [])
         title = self.vs["dxa"][site]["title"]
         if unit not in accepted:
@@ -212,6 +220,9 @@ class _Builder:
                 date=when,
             )
             return
+        self.out.series.append({"kind": "dxa", "site": site, "site_title": title, "measure": kind,
+                                "value": value, "unit": unit, "comparator": comparator,
+                                "date": when.isoformat()})
         scan = self.scans[site].setdefault(when, {"refs": []})
         scan[kind] = value
         scan["refs"].append(ref)
@@ -332,4 +343,5 @@ def build_facts(resources: Iterable[Any], drafts: Iterable[Any], ctx: Context,
             b.service_request(d)
     b.out.facts.extend(b.latest_lab.values())
     b.dxa_facts()
+    b.out.series.sort(key=lambda p: (p["date"], p["kind"], p.get("analyte") or p.get("site") or ""))
     return b.out

@@ -59,8 +59,9 @@ class HookService:
     fetch: Fetch | None = None
     audit: AuditSink | None = None
     model_cache: fhir_parse.ModelCache | None = None
-    #: when set, each card gets a "Why this card?" link to ``explain_url.format(base=..., uuid=...)``
-    explain_url: str | None = None
+    #: when set, each card gets a "Why this card?" link: ``explain_url(base, uuid)`` when it is callable
+    #: (a signed link), else ``explain_url.format(base=..., uuid=...)``
+    explain_url: Any = None
 
     def call(self, service_id: str, body: Any, *, now: dt.datetime | None = None,
              client_iss: str | None = None, base_url: str | None = None) -> dict[str, Any]:
@@ -132,7 +133,9 @@ class HookService:
         if not self.explain_url or not base_url:
             return
         for card in evaluation.cards:
-            url = self.explain_url.format(base=base_url.rstrip("/"), uuid=card["uuid"])
+            base = base_url.rstrip("/")
+            url = (self.explain_url(base, card["uuid"]) if callable(self.explain_url)
+                   else self.explain_url.format(base=base, uuid=card["uuid"]))
             card.setdefault("links", []).append({"label": "Why this card?", "url": url, "type": "absolute"})
 
     def _record(self, service_id: str, hook: str | None, request: HookRequest | None, client_iss: str | None,
