@@ -113,7 +113,7 @@ def test_serve_prod_runs_gunicorn_and_answers_health(tmp_path):
         health = None
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                health = requests.get(f"{base}/health", timeout=2)
+                health = requests.get(f"{base}/health", timeout=(2, 30))  # workers may still be booting
                 break
             except requests.ConnectionError:
                 time.sleep(0.3)
