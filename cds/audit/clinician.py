@@ -62,6 +62,13 @@ def _thresholds() -> dict[str, float]:
     return {name: spec["value"] for name, spec in current_app.extensions["cds.pack"].thresholds.items()}
 
 
+def _as_reported(fact: dict[str, Any], point: dict[str, Any]) -> str:
+    """A lab value as reported, with its comparator (in ``reported`` already when the facts carry it)."""
+    reported = str(fact.get("reported") or fact.get("value"))
+    comparator = point.get("comparator") or fact.get("comparator") or ""
+    return reported if reported.startswith(comparator) else comparator + reported
+
+
 def _results(content: dict[str, Any], focus: dict[str, Any]) -> list[dict[str, Any]]:
     """The results the card rested on, as reported: each lab or DXA fact its rule fired on, a row a value."""
     series = content.get("series") or []
@@ -83,12 +90,13 @@ def _results(content: dict[str, Any], focus: dict[str, Any]) -> list[dict[str, A
                           and p.get("value") == fact.get("value")), {})
             title = current_app.extensions["cds.pack"].valuesets.get("labs", {}).get(fact.get("analyte"), {})
             add({"what": title.get("title", fact.get("analyte")), "site": "",
-                 "value": (point.get("comparator") or "") + str(fact.get("reported") or fact.get("value")),
+                 "value": _as_reported(fact, point),
                  "date": fact.get("date")})
         elif kind in ("dxa", "dxa_change"):
             dates = [fact.get("date")] if kind == "dxa" else [fact.get("from_date"), fact.get("to_date")]
             for p in series:
-                if p.get("kind") == "dxa" and p.get("site") == fact.get("site") and p.get("date") in dates:
+                if p.get("kind") == "dxa" and p.get("date") in dates \
+                        and p.get("site") == (fact.get("site_key") or fact.get("site")):
                     unit = p.get("unit") if p["measure"] == "bmd" else ""
                     add({"what": "DXA " + MEASURES.get(p["measure"], p["measure"]),
                          "site": p.get("site_title") or p.get("site"),
