@@ -24,7 +24,7 @@ from cds.decide.findings import Finding
 from cds.fhir.parse import outgoing_resource
 from cds.rules.conditions import holds
 from cds.rules.pack import RulePack
-from cds.rules.templating import render, render_tree
+from cds.rules.templating import escape_text, render, render_tree
 from cds.rules.transforms import TRANSFORMS
 
 RULE_SYSTEM = "https://bone-health-cds.example.org/rules"
@@ -55,7 +55,7 @@ def _valid(action: dict[str, Any], dropped: list[str]) -> dict[str, Any] | None:
     """The action with its resource as valid R4 (repaired if need be), or None, the reason in ``dropped``."""
     resource, why = outgoing_resource(action["resource"], where=f"the {action['type']} suggestion's resource")
     if resource is None:
-        dropped.append(f"{action['description']}: not offered, {why}")
+        dropped.append(f"{action['description']}: not offered, {escape_text(why)}")  # Markdown-safe
         return None
     action["resource"] = resource
     return action
