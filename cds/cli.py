@@ -6,6 +6,7 @@
     cds replay DIR --url BASE                   replay every fixture with a sidecar, report pass/fail/skip
     cds evaluate BUNDLE --hook HOOK [--at DATE] [--json]
     cds rules check [DIR]                       validate a rule pack and the site config
+    cds rules valuesets [DIR]                   value-set coverage: codes by system, names, where verified
     cds dev-token --url URL                     print a development client token for a call to URL
     cds audit list|show|verify|export|replay|migrate|drain|token|patient-key   (cds/audit/cli.py)
     cds --version
@@ -80,10 +81,13 @@ def evaluate_cmd(bundle: str, hook: str, at: str | None, as_json: bool, rules_di
     evaluation = offline.evaluation
     if as_json:
         report = {"cards": evaluation.cards, "fired": evaluation.fired,
-                  "not_evaluated": evaluation.not_evaluated, "superseded": evaluation.superseded}
+                  "not_evaluated": evaluation.not_evaluated, "superseded": evaluation.superseded,
+                  "out_of_scope": evaluation.out_of_scope}
         click.echo(json.dumps(report, indent=2, default=str))
         return 0
     click.echo(f"{len(evaluation.cards)} card(s) for {bundle} ({hook}, rule pack {pack.version})")
+    if evaluation.out_of_scope:
+        click.echo(f"out of scope ({evaluation.out_of_scope['code']}): {evaluation.out_of_scope['reason']}")
     for card in evaluation.cards:
         click.echo(f"  [{card['indicator']:<8}] {card['summary']}")
         for s in card.get("suggestions", []):
@@ -130,6 +134,19 @@ def rules_check_cmd(directory: str | None) -> int:
         line += f"; site config {site}: {len(overrides)} override(s) OK ({', '.join(overrides) or 'none'})"
     click.echo(line)
     return 0
+
+
+@rules.command("valuesets")
+@click.argument("directory", metavar="[DIR]", required=False, type=click.Path(file_okay=False))
+def rules_valuesets_cmd(directory: str | None) -> int:
+    """List the value-set coverage of the pack in DIR: each set's codes by system, the names matched and
+    where each code was verified. Exits 1 when a code says nowhere where it was verified."""
+    from cds.rules import pack as rulepack
+    from cds.rules.coverage import coverage_text, missing_sources
+
+    pack = rulepack.load(directory)
+    click.echo(coverage_text(pack))
+    return 1 if missing_sources(pack.valuesets) else 0
 
 
 def _check_site_file(path: Path) -> None:

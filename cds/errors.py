@@ -20,7 +20,8 @@
     └── AuditUnavailable              503  error / transient        (neither database nor spool can record)
 
 Every error carries a message that names the field or datum at fault; ``to_operation_outcome`` turns
-it into the FHIR body. The service never answers with a stack trace.
+it into the FHIR body (``details`` become further issues, each naming its own field when
+``detail_fields`` says which). The service never answers with a stack trace.
 """
 
 from __future__ import annotations
@@ -33,15 +34,17 @@ class CdsError(Exception):
     severity = "error"
     code = "exception"
 
-    def __init__(self, message: str, *, field: str | None = None, details: list[str] | None = None):
+    def __init__(self, message: str, *, field: str | None = None, details: list[str] | None = None,
+                 detail_fields: list[str | None] | None = None):
         super().__init__(message)
         self.message = message
         self.field = field
         self.details = details or []
+        self.detail_fields = detail_fields or []
 
     def to_operation_outcome(self) -> dict[str, Any]:
         return operation_outcome(self.message, severity=self.severity, code=self.code, field=self.field,
-                                 details=self.details)
+                                 details=self.details, detail_fields=self.detail_fields)
 
 
 class ConfigurationError(CdsError):
@@ -122,11 +125,16 @@ class AuditUnavailable(CdsError):
 
 
 def operation_outcome(message: str, *, severity: str = "error", code: str = "processing",
-                      field: str | None = None, details: list[str] | None = None) -> dict[str, Any]:
+                      field: str | None = None, details: list[str] | None = None,
+                      detail_fields: list[str | None] | None = None) -> dict[str, Any]:
     issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": message}
     if field:
         issue["expression"] = [field]
     issues = [issue]
-    for extra in details or []:
-        issues.append({"severity": severity, "code": code, "diagnostics": extra})
+    fields = list(detail_fields or [])
+    for index, extra in enumerate(details or []):
+        more: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": extra}
+        if index < len(fields) and fields[index]:
+            more["expression"] = [fields[index]]
+        issues.append(more)
     return {"resourceType": "OperationOutcome", "issue": issues}

@@ -15,6 +15,7 @@ from cds.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "fixtures" / "scenarios"
+REALISTIC = ROOT / "fixtures" / "realistic"
 ISS = "urn:cds:test-client"
 # A server "now" far from the fixtures' date, so every replay below depends on the date shift.
 SERVER_DAY = dt.date(2028, 2, 29)
@@ -65,6 +66,18 @@ def test_replay_of_the_scenarios_passes(server, capsys):
     assert rows["failed"] == rows["errored"] == "0"
     assert rows["latency p50"].endswith(" ms") and rows["latency p99"].endswith(" ms")
     assert server.jwt.checked == fixtures + 1  # discovery, then one signed call per fixture, each jti new
+
+
+def test_replay_of_the_realistic_corpus_passes(server, capsys):
+    """Synthea transaction bundles, US Core profiles and sandbox draft orders, through a live server."""
+    code = main(cli("replay", str(REALISTIC), "--url", server.url, "--strict"))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    fixtures = len(list(REALISTIC.glob("*.expected.json")))
+    assert fixtures >= 7
+    rows = table(out)
+    assert rows["fixtures"] == rows["passed"] == str(fixtures)
+    assert rows["failed"] == rows["errored"] == "0"
 
 
 def test_replay_without_the_date_shift_fails_on_a_later_day(server, capsys):

@@ -5,10 +5,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import http.client
+import json
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import hypothesis
 import jsonschema
@@ -16,12 +20,13 @@ import pytest
 import schemathesis
 from live_server import KEYS
 from openapi_spec_validator import validate
-from support import TEST_ISS, trusted_clients_file_in
+from support import TEST_ISS, make_token, trusted_clients_file_in
 
 from cds.auth.client_token import Signer, load_private_jwk
 from cds.web.openapi import document
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
+JSON = "application/json"
 DOCUMENTED_BLUEPRINTS = ("cds_hooks.", "openapi.", "metrics.", "cds_audit_api.")
 AUDITOR_TOKEN = "auditor-token-for-openapi-tests"
 AUDITOR_ENTRY = f"carol:{hashlib.sha256(AUDITOR_TOKEN.encode()).hexdigest()}"
@@ -142,6 +147,96 @@ def test_real_answers_validate_against_the_schemas(client, doc):
     assert len(answer["cards"]) >= 2
     check("CardsResponse", answer)
     check("OperationOutcome", client.post("/cds-services/bone-health-patient-view", json={}).get_json())
+
+
+def _post_over_http(base: str, path: str, body: dict) -> tuple[int, dict]:
+    """POST JSON with a fresh client token per try; retried on any connection error up to a deadline."""
+    end = time.monotonic() + 60
+    while True:
+        conn = http.client.HTTPConnection(urlsplit(base).netloc, timeout=60)
+        try:
+            headers = {"Authorization": "Bearer " + make_token(base + path), "Content-Type": JSON}
+            conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
+            response = conn.getresponse()
+            assert response.getheader("Content-Type") == JSON
+            return response.status, json.loads(response.read())
+        except (OSError, http.client.HTTPException):
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.2)
+        finally:
+            conn.close()
+
+
+@pytest.mark.parametrize("hook", ["patient-view", "order-select", "order-sign"])
+def test_answers_sent_over_http_validate_against_the_generated_schemas(auth_config, live_server, hook):
+    """Each hook's cards (with create, update and delete actions and the "Why this card?" link) and the
+    feedback on them, as a client receives them, fit the schemas generated from the models; so does
+    every refusal. The models themselves accept the same answers."""
+    from builders import hook_body, med, obs, patient
+
+    from cds import create_app
+    from cds.hooks import models
+
+    app = create_app({**auth_config, **AUDIT_CONFIG})
+    base = live_server(app)
+    doc = document(discovery={"services": []})
+
+    def check(schema_name, data):
+        wrapped = {"components": doc["components"], "$ref": f"#/components/schemas/{schema_name}"}
+        jsonschema.Draft202012Validator(wrapped).validate(data)
+
+    record = [patient(), med(), obs("2243-4", 8, "pg/mL", "2026-10-01")]
+    drafts = [med(status="draft", mid="d1", timing={"frequency": 2, "period": 1, "periodUnit": "wk"})]
+    body = hook_body(hook, record=record, drafts=drafts if hook != "patient-view" else [])
+    path = "/cds-services/bone-health-" + hook
+    status, answer = _post_over_http(base, path, body)
+    assert status == 200, answer
+    check("CardsResponse", answer)
+    models.CardsResponse.model_validate(answer)
+    cards = answer["cards"]
+    assert len(cards) >= 2 and all(card["links"] for card in cards)
+    kinds = {a["type"] for c in cards for s in c.get("suggestions", []) for a in s["actions"]}
+    assert kinds == ({"create"} if hook == "patient-view" else {"create", "update", "delete"})
+
+    suggestion = next(s for c in cards for s in c.get("suggestions", []))
+    card = next(c for c in cards if suggestion in c.get("suggestions", []))
+    feedback = {"feedback": [
+        {"card": card["uuid"], "outcome": "accepted", "acceptedSuggestions": [{"id": suggestion["uuid"]}],
+         "outcomeTimestamp": "2026-11-22T10:00:00Z"},
+        {"card": cards[-1]["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:01:00Z",
+         "overrideReason": {"reason": cards[-1]["overrideReasons"][0], "userComment": "seen"}},
+    ]}
+    check("Feedback", feedback)
+    status, accepted = _post_over_http(base, path + "/feedback", feedback)
+    assert (status, accepted) == (200, {"accepted": 2})
+    check("FeedbackAccepted", accepted)
+    models.FeedbackAccepted.model_validate(accepted)
+
+    for refused_path, refused_body in ((path, {**body, "hookInstance": "{" + body["hookInstance"] + "}"}),
+                                       (path + "/feedback", {"feedback": []})):
+        status, outcome = _post_over_http(base, refused_path, refused_body)
+        assert status == 400
+        check("OperationOutcome", outcome)
+        models.OperationOutcome.model_validate(outcome)
+
+
+def test_the_request_schemas_are_the_models_own(doc):
+    """The document's request schemas say what the envelope checks: a body the schema refuses, the service
+    refuses, naming the same field."""
+    from cds.hooks import models
+
+    schemas = doc["components"]["schemas"]
+    assert schemas["PatientViewContext"]["properties"]["userId"]["maxLength"] == models.MAX_ID
+    item = schemas["FeedbackItem"]["properties"]
+    assert item["card"]["pattern"] == models.UUID_PATTERN
+    assert item["outcomeTimestamp"]["maxLength"] == models.MAX_TIMESTAMP
+    assert schemas["Feedback"]["properties"]["feedback"]["maxItems"] == models.MAX_FEEDBACK_ITEMS
+    assert {s["$ref"].rsplit("/", 1)[1] for s in schemas["HookRequest"]["oneOf"]} == {
+        "PatientViewRequest", "OrderSelectRequest", "OrderSignRequest"}
+    assert schemas["Card"]["additionalProperties"] is False  # an answer holds declared fields only
+    # optional response fields are left out, never null
+    assert schemas["Card"]["properties"]["detail"] == {"type": "string"}
 
 
 def test_the_auditor_api_takes_auditor_credentials_only():

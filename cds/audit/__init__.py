@@ -110,23 +110,31 @@ def open_store(values: dict[str, Any], pack: RulePack, *, migrate: bool | None =
     return store
 
 
-def init_app(app) -> None:
-    """Wire the audit store into the app: the service's sink, the feedback sink, /health, auditor pages."""
-    from cds.audit import api, clinician, web
-    from cds.audit.auth import parse_tokens
+def card_linker(values: dict[str, Any]):
+    """The service's explanation-link builder: ``(base_url, card_uuid) -> url`` of the clinician's "Why this
+    card?" page, signed for that card with the link secret and expiring after ``WHY_LINK_HOURS``."""
     from cds.auth import links
 
-    values = app.config
-    pack = app.extensions["cds.pack"]
-    store = open_store(values, pack)
-    service = app.extensions["cds.service"]
-    service.audit = store
     secret = link_secret(values)
     lifetime = float(values.get("WHY_LINK_HOURS", 72.0)) * 3600
     if lifetime <= 0:
         raise ConfigurationError("setting CDS_WHY_LINK_HOURS must be greater than 0")
-    app.extensions["cds.link_secret"] = secret
-    service.explain_url = lambda base, card_uuid: f"{base}/why/{links.sign(secret, card_uuid, lifetime)}"
+
+    def card_link(base_url: str, card_uuid: str) -> str:
+        return f"{base_url}/why/{links.sign(secret, card_uuid, lifetime)}"
+
+    return card_link
+
+
+def init_app(app, store) -> None:
+    """Serve the audit trail whose ``store`` the hook service records to: the feedback sink, /health, the
+    auditor pages and API, the clinicians' "Why this card?" pages. ``create_app`` opens the store first
+    and gives it, and ``card_linker``'s link builder, to the service it builds."""
+    from cds.audit import api, clinician, web
+    from cds.audit.auth import parse_tokens
+
+    values = app.config
+    app.extensions["cds.link_secret"] = link_secret(values)
     app.extensions["cds.audit"] = store
     app.extensions["cds.feedback"] = store.store_feedback
     app.extensions.setdefault("cds.health", {})["audit"] = store.health

@@ -227,6 +227,8 @@ def show_cmd(key: str, as_json: bool) -> int:
                    + f" on {', '.join(fired['facts'])}")
     for gap in r["notEvaluated"]:
         click.echo(f"  could not evaluate {gap['rule']}: {gap['reason']}")
+    if r.get("outOfScope"):
+        click.echo(f"  out of scope ({r['outOfScope']['code']}): {r['outOfScope']['reason']}")
     for f in found["feedback"]:
         click.echo(
             f"  feedback {f['outcome']} on {f['card']} at {f['received'][:19]}"

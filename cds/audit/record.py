@@ -1,9 +1,9 @@
 """A ``CallRecord`` to the JSON content of one audit record. Pure code.
 
 The content never holds the raw patient id, a JWT or a FHIR access token: the patient is a keyed hash
-(HMAC-SHA256 with the audit secret) and every ``Patient/<id>`` reference or bare patient id inside cards,
-facts and context is replaced by ``Patient/<key prefix>``. The facts are kept so that ``cds audit replay``
-can run the call again under another rule pack.
+(HMAC-SHA256 with the audit secret) and every ``Patient/<id>`` or ``urn:uuid:<id>`` reference or bare
+patient id inside cards, facts and context has the key prefix in place of the id. The facts are kept so
+that ``cds audit replay`` can run the call again under another rule pack.
 """
 
 from __future__ import annotations
@@ -32,13 +32,14 @@ def scrub(value: Any, patient_id: str | None, stand_in: str) -> Any:
     """``value`` with every mention of the raw patient id replaced by ``stand_in``."""
     if not patient_id:
         return value
-    pattern = re.compile(r"Patient/" + re.escape(patient_id) + r"(?![A-Za-z0-9\-.])")
+    # "Patient/<id>" (relative or inside an absolute URL) and "urn:uuid:<id>" (a Bundle entry's fullUrl)
+    pattern = re.compile(r"(Patient/|urn:uuid:)" + re.escape(patient_id) + r"(?![A-Za-z0-9\-.])")
 
     def walk(v: Any) -> Any:
         if isinstance(v, str):
             if v == patient_id:
                 return stand_in
-            return pattern.sub("Patient/" + stand_in, v) if patient_id in v else v
+            return pattern.sub(r"\g<1>" + stand_in, v) if patient_id in v else v
         if isinstance(v, list):
             return [walk(x) for x in v]
         if isinstance(v, dict):
@@ -79,6 +80,7 @@ def build_content(
         "cardRules": {},
         "fired": [],
         "notEvaluated": [],
+        "outOfScope": None,
         "superseded": [],
         "facts": [],
         "ignored": {},
@@ -90,6 +92,7 @@ def build_content(
                 "cardRules": dict(ev.card_rules),
                 "fired": ev.fired,
                 "notEvaluated": ev.not_evaluated,
+                "outOfScope": ev.out_of_scope,
                 "superseded": ev.superseded,
                 "facts": ev.facts,
                 "ignored": dict(ev.ignored),

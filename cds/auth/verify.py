@@ -53,6 +53,15 @@ def normalize_url(url: str) -> str:
     return urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, parts.fragment))
 
 
+def _encodable(text: str) -> bool:
+    """Whether ``text`` encodes to UTF-8 (JSON lets a token carry a lone surrogate, which cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _number(claims: Mapping[str, Any], name: str) -> float:
     value = claims.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -146,7 +155,7 @@ class TokenVerifier:
         if not any(isinstance(a, str) and normalize_url(a) == wanted for a in auds):
             raise Unauthorized(f"token of issuer {iss!r} is for another audience, not {audience}")
         jti = claims.get("jti")
-        if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
+        if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS or not _encodable(jti):
             raise Unauthorized(f"token of issuer {iss!r} has no usable 'jti'")
         tenant = claims.get("tenant")
         if tenant is not None and not isinstance(tenant, str):

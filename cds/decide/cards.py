@@ -22,6 +22,7 @@ from typing import Any
 
 from cds.decide.findings import Finding
 from cds.fhir.parse import outgoing_resource
+from cds.fhir.tidy import for_echo
 from cds.rules.conditions import holds
 from cds.rules.pack import RulePack
 from cds.rules.templating import escape_text, render, render_tree
@@ -79,7 +80,8 @@ def _action(
     updated = TRANSFORMS[spec["transform"]](original) if spec.get("transform") else copy.deepcopy(original)
     if updated is None:
         return None
-    action["resource"] = updated
+    # never echo invalid FHIR to the EHR: the known sloppy shapes repaired, then what is still invalid named
+    action["resource"] = for_echo(updated) or updated
     return _valid(action, dropped)
 
 

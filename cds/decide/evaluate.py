@@ -1,22 +1,23 @@
 """The pure pipeline: parsed resources -> facts -> rules engine -> findings -> cards.
 
-``Evaluator`` is built once per rule pack (compiling the pack into the engine) and is then called per
-request. It does no I/O and touches no Flask globals; the HTTP layer, the CLI and the audit replay all
-call it the same way.
+``Evaluator`` is built once per rule pack (compiling the pack into the engine) and is then called once per
+hook call with that call's ``Case`` (cds/decide/case.py). It does no I/O and touches no Flask globals; the
+HTTP layer and the CLI call ``evaluate``, the audit's re-run of stored facts calls ``from_facts``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cds.decide.cards import CardInputs, render_card
+from cds.decide.case import Case
 from cds.decide.facts import Context, FactSet, build_facts
 from cds.decide.findings import derive_findings
+from cds.decide.scope import out_of_scope
 from cds.fhir.relevance import Relevance
-from cds.rules.conditions import compile_rule
+from cds.rules.conditions import compile_rule, holds
 from cds.rules.engine import CompiledRule, Firing, RuleEngine
 from cds.rules.pack import Rule, RulePack
 from cds.rules.templating import render
@@ -32,10 +33,12 @@ class Evaluation:
     ignored: dict[str, int] = field(default_factory=dict)
     card_rules: dict[str, str] = field(default_factory=dict)  # card uuid -> rule id
     series: list[dict[str, Any]] = field(default_factory=list)  # every usable result over time (facts.py)
+    out_of_scope: dict[str, Any] | None = None  # {"code", "reason"}: no rule ran (see cds.decide.scope)
 
     def to_json(self) -> dict[str, Any]:
         return {"cards": self.cards, "fired": self.fired, "not_evaluated": self.not_evaluated,
-                "superseded": self.superseded, "facts": self.facts, "ignored": self.ignored}
+                "superseded": self.superseded, "facts": self.facts, "ignored": self.ignored,
+                "out_of_scope": self.out_of_scope}
 
 
 def _deriver(rule: Rule):
@@ -58,9 +61,8 @@ def _gaps(pack: RulePack, facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     gaps = []
     for rule in pack.active_rules:
         for need in rule.needs:
-            ok = any(f["t"] == need["fact"] and f.get(need["field"]) is not None
-                     and ("in" not in need or f.get(need["field"]) in need["in"]) for f in facts)
-            if not ok:
+            test = {need["field"]: {"exists": True, **({"in": need["in"]} if "in" in need else {})}}
+            if not any(f["t"] == need["fact"] and holds(test, {"": f}, pack) for f in facts):
                 gaps.append({"t": "problem", "kind": "gap", "rule": rule.id, "reason": need["reason"]})
     return gaps
 
@@ -91,14 +93,12 @@ class Evaluator:
     def run_facts(self, facts: list[dict[str, Any]]) -> list[Firing]:
         return self.engine.evaluate(facts)
 
-    def evaluate(self, resources: Iterable[Any], drafts: Iterable[Any], *, patient_id: str | None,
-                 now: dt.datetime, context: Mapping[str, Any], drafts_by_ref: Mapping[str, dict[str, Any]],
-                 selections: Iterable[str] = (), source_label: str = "Bone Health CDS") -> Evaluation:
-        drafts = list(drafts)
-        ctx = Context(patient_id=patient_id, now=now, draft_refs=frozenset(drafts_by_ref),
-                      selections=frozenset(selections))
-        fact_set = self.facts(resources, drafts, ctx)
-        evaluation = self.from_facts(fact_set.facts, context=context, drafts_by_ref=drafts_by_ref,
+    def evaluate(self, case: Case, *, source_label: str = "Bone Health CDS") -> Evaluation:
+        """One hook call: the case's resources and draft orders to facts, then rules, findings and cards."""
+        ctx = Context(patient_id=case.patient_id, now=case.now, draft_refs=frozenset(case.drafts_by_ref),
+                      selections=case.selections, references=case.references)
+        fact_set = self.facts(case.resources, case.drafts, ctx)
+        evaluation = self.from_facts(fact_set.facts, context=case.context, drafts_by_ref=case.drafts_by_ref,
                                      source_label=source_label, ignored=dict(fact_set.ignored))
         evaluation.series = fact_set.series
         return evaluation
@@ -108,7 +108,8 @@ class Evaluator:
                    ignored: dict[str, int] | None = None) -> Evaluation:
         """Run the rules over already-built facts (also used to replay stored facts under another pack)."""
         facts = [_with_shown(f) for f in facts]
-        firings = self.run_facts(facts)
+        scope = out_of_scope(facts, self.pack)
+        firings = [] if scope else self.run_facts(facts)
         findings, superseded = derive_findings(firings, self.pack)
         inputs = CardInputs(pack=self.pack, context=context, drafts_by_ref=drafts_by_ref,
                             ordered_kinds=frozenset(f["kind"] for f in facts if f["t"] == "order"),
@@ -121,10 +122,10 @@ class Evaluator:
         return Evaluation(
             cards=cards,
             fired=[self._fired(f) for f in firings],
-            not_evaluated=[{"rule": f["rule"], "reason": f["reason"]} for f in facts
-                           if f["t"] == "problem" and f.get("kind") == "gap"],
+            not_evaluated=[] if scope else [{"rule": f["rule"], "reason": f["reason"]} for f in facts
+                                            if f["t"] == "problem" and f.get("kind") == "gap"],
             superseded=[{"rule": f.rule_id, "superseded_by": f.superseded_by} for f in superseded],
-            facts=facts, ignored=ignored or {}, card_rules=card_rules,
+            facts=facts, ignored=ignored or {}, card_rules=card_rules, out_of_scope=scope,
         )
 
     def _fired(self, firing: Firing) -> dict[str, Any]:

@@ -3,13 +3,16 @@
 Input: parsed R4B models, the hook context, the evaluation time and the rule pack's value sets.
 Output: a list of fact dicts (each with a type ``t``), ready for the engine:
 
-    patient     sex, age
+    patient     sex, age (at death for a deceased patient), deceased, deceased_date
     medication  one per (order, drug class): ingredient, status, draft, selected, matched_by
     lab         the latest usable result per analyte, normalised to the analyte's canonical unit
     dxa         the latest scan per site (T-score, Z-score, BMD merged by date)
     dxa_change  the latest scan vs the one before it at the same site
     problem     a result that could not be used (unknown unit, no value, no date, other patient), and why
     order       what the draft orders already order (so a rule does not suggest it again)
+
+References (subjects, medicationReference, selections) are resolved by ``cds.fhir.references``: a resource
+whose subject is another patient, or does not resolve to this one, becomes a ``problem``, never data.
 
 Only results with status final, amended or corrected count. The work is linear in the resources: one pass
 to classify, then per-analyte and per-site maxima. No I/O, no Flask, no engine.
@@ -31,6 +34,8 @@ from cds.decide.readings import (
     reported_precision,
     shown_value,
 )
+from cds.fhir import references as fhir_refs
+from cds.fhir.relevance import ingredient_names, name_in_text
 from cds.fhir.units import to_canonical
 from cds.fhir.values import Reading
 from cds.fhir.values import read as read_value
@@ -56,12 +61,21 @@ class Context:
     now: dt.datetime
     draft_refs: frozenset[str] = frozenset()
     selections: frozenset[str] = frozenset()
+    #: the fullUrls of the call's Bundles, to resolve ``urn:uuid`` references (see ``cds.fhir.references``)
+    references: fhir_refs.ReferenceIndex | None = None
 
 
 def _codings(concept: Any) -> list[tuple[str, str]]:
     if concept is None:
         return []
     return [(c.system or "", c.code or "") for c in (concept.coding or []) if c.code]
+
+
+def _texts(concept: Any) -> list[str]:
+    """The words of a CodeableConcept: its text and its codings' displays."""
+    if concept is None:
+        return []
+    return [t for t in [concept.text, *(c.display for c in (concept.coding or []))] if t]
 
 
 #: a result dated before this is a data error (e.g. 0001-01-01 for "unknown"), not a very old result
@@ -91,12 +105,9 @@ def _ref(resource: Any) -> str:
     return f"{_rtype(resource)}/{resource.id}" if resource.id else f"{_rtype(resource)}/(no id)"
 
 
-def _subject_ok(resource: Any, patient_id: str | None) -> bool:
-    subject = getattr(resource, "subject", None)
-    if patient_id is None or subject is None or not subject.reference:
-        return True
-    ref = subject.reference
-    return ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}") or ref == patient_id
+#: why a resource whose subject is not the patient was set aside (no other patient's id is ever named)
+NOT_MINE = {fhir_refs.OTHER: "refers to a different patient",
+            fhir_refs.UNRESOLVED: "has a subject reference that does not resolve to this patient"}
 
 
 def _change_text(change: dict[str, Any]) -> str:
@@ -134,6 +145,14 @@ class _Builder:
         self.site_titles: dict[str, tuple[str, str]] = {}
         self.not_counted: dict[str, tuple[dt.date, str, str, str]] = {}
         self.medications: dict[str, Any] = {}
+        self.refs = ctx.references or fhir_refs.EMPTY
+        self.selections = {self.refs.key(s) or s for s in ctx.selections}
+
+    def not_mine(self, resource: Any) -> str | None:
+        """Why ``resource`` is not this patient's (None when it is, or says nothing about whose it is)."""
+        verdict = fhir_refs.patient_verdict(fhir_refs.subject_reference(resource), self.ctx.patient_id,
+                                            self.refs)
+        return NOT_MINE.get(verdict)
 
     def problem(self, reason: str, *, ref: str | None = None, analyte: str | None = None,
                 date: dt.date | None = None, kind: str = "data", about: str | None = None) -> None:
@@ -148,14 +167,16 @@ class _Builder:
         if mine:
             p = mine[0]
             fact["sex"] = p.gender or "unknown"
+            died = _date(p.deceasedDateTime)
+            if p.deceasedBoolean or p.deceasedDateTime is not None:
+                fact["deceased"] = True
+                if died:
+                    fact["deceased_date"] = died.isoformat()
             born = _date(p.birthDate)
-            if born:
-                years = (
-                    self.today.year
-                    - born.year
-                    - ((self.today.month, self.today.day) < (born.month, born.day))
-                )
-                fact["age"] = years
+            # age is never counted past the date of death; deceased on an unknown date: age unknown
+            until = min(self.today, died) if died else None if fact.get("deceased") else self.today
+            if born and until:
+                fact["age"] = until.year - born.year - ((until.month, until.day) < (born.month, born.day))
         self.out.facts.append(fact)
 
     # -- observations ----------------------------------------------------------------------------------------
@@ -173,9 +194,10 @@ class _Builder:
             self.out.ignored[f"observation with status {obs.status}"] += 1
             self._not_counted(obs, ref, about, what)
             return
-        if not _subject_ok(obs, self.ctx.patient_id):
-            self.problem(f"{what} result ({ref}) refers to a different patient and was ignored", ref=ref,
-                         analyte=analyte, about=about)
+        why = self.not_mine(obs)
+        if why:
+            self.problem(f"{what} result ({ref}) {why} and was ignored", ref=ref, analyte=analyte,
+                         about=about)
             return
         when = observed_date(obs)
         if when is None:
@@ -203,7 +225,7 @@ class _Builder:
     def _not_counted(self, obs: Any, ref: str, about: str, what: str) -> None:
         """Remember the newest result not counted for its status (said on the monitoring cards)."""
         when = observed_date(obs)
-        if when is None or not _subject_ok(obs, self.ctx.patient_id):
+        if when is None or self.not_mine(obs):
             return
         newest = self.not_counted.get(about)
         if newest is None or (when, ref) > (newest[0], newest[1]):
@@ -310,35 +332,42 @@ class _Builder:
     # -- medications and orders ----------------------------------------------------------------------------
     def medication_request(self, mr: Any, *, draft: bool) -> None:
         ref = _ref(mr)
-        if not _subject_ok(mr, self.ctx.patient_id):
-            self.problem(f"A medication order ({ref}) refers to a different patient and was ignored", ref=ref)
+        why = self.not_mine(mr)
+        if why:
+            self.problem(f"A medication order ({ref}) {why} and was ignored", ref=ref)
             return
         codings = list(_codings(mr.medicationCodeableConcept))
-        text = (mr.medicationCodeableConcept.text if mr.medicationCodeableConcept else None) or ""
+        texts = _texts(mr.medicationCodeableConcept)
         med_ref = mr.medicationReference.reference if mr.medicationReference else None
         via = ""
         if med_ref:
-            contained = next((c for c in (mr.contained or []) if med_ref == f"#{c.id}"), None)
-            med = contained or self.medications.get(med_ref)
+            target = self.refs.resolve(med_ref)
+            contained = next((c for c in (mr.contained or []) if target and target.contained
+                              and c.id == target.id), None)
+            med = contained or self.medications.get((target.key if target else None) or med_ref)
             if med is not None and getattr(med, "code", None) is not None:
                 via = " (contained Medication)" if contained is not None else f" ({med_ref})"
                 codings += _codings(med.code)
-                text = text or med.code.text or ""
-            if not text and mr.medicationReference.display:
-                text = mr.medicationReference.display
-            if med is None and not text:
+                texts += _texts(med.code)
+            if mr.medicationReference.display:
+                texts.append(mr.medicationReference.display)
+            if med is None and not texts:
                 self.problem(f"A medication order ({ref}) refers to {med_ref}, which was not supplied, so "
                              "its drug could not be identified", ref=ref)
-        selected = ref in self.ctx.selections
-        for drug_class, ingredient, how, code in self._classify(codings, text):
-            matched_by = how + via if how != "text" else "ingredient name in text"
-            self.out.facts.append({"t": "medication", "ref": ref, "drug_class": drug_class,
-                                   "ingredient": ingredient, "status": mr.status or "unknown", "draft": draft,
-                                   "selected": selected, "matched_by": matched_by, "code": code})
+        selected = ref in self.selections
+        for drug_class, ingredient, how, code in self._classify(codings, " | ".join(texts)):
+            fact = {"t": "medication", "ref": ref, "drug_class": drug_class, "ingredient": ingredient,
+                    "status": mr.status or "unknown", "draft": draft, "selected": selected,
+                    "matched_by": how + via, "code": code}
+            if how.startswith("text:"):  # a name in the text, no code: said so in the evidence
+                fact.update(matched_by="ingredient name in text", matched_name=how[len("text:"):])
+            self.out.facts.append(fact)
             if draft:
                 self.out.facts.append({"t": "order", "kind": drug_class, "ref": ref})
 
     def _classify(self, codings: list[tuple[str, str]], text: str) -> Iterable[tuple[str, str, str, str]]:
+        """Per drug class, the first ingredient whose RxNorm or ATC code is among ``codings``, else the first
+        whose name (INN, USAN or brand, see valuesets.yaml) is in ``text`` (``how`` is then "text:<name>")."""
         rxnorm, atc = self.systems.get("rxnorm"), self.systems.get("atc")
         for drug_class, spec in self.vs.get("medications", {}).items():
             found = None
@@ -351,10 +380,10 @@ class _Builder:
                 if found:
                     break
             if not found and text:
-                lowered = text.lower()
-                for ingredient in spec["ingredients"]:
-                    if ingredient in lowered:
-                        found = (drug_class, ingredient, "text", "")
+                for ingredient, codes in spec["ingredients"].items():
+                    name = name_in_text(text, ingredient_names(ingredient, codes))
+                    if name:
+                        found = (drug_class, ingredient, f"text:{name}", "")
                         break
             if found:
                 yield found

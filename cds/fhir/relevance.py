@@ -5,11 +5,36 @@ Validating a FHIR resource is the costliest step of a call, and the EHR sends mu
 use it: a Patient or Medication; an Observation with a LOINC code of a lab analyte or a DXA site; a
 MedicationRequest whose codes or text match a medication value set (or that points at a Medication); a
 ServiceRequest whose code is an order kind.
+
+Names are matched as whole words, case-insensitive: an ingredient's own name and its ``names`` in
+valuesets.yaml (INN and USAN spellings such as "alendronic acid" / "alendronate", and brand names), so
+"Alendronic acid 10 MG Oral Tablet" is alendronate and "methyltestosterone" is not testosterone.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
+
+
+def ingredient_names(ingredient: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """An ingredient's names from its value-set entry, lower case, longest first."""
+    names = {ingredient.lower(), *(str(n).lower() for n in (spec.get("names") or []))}
+    return tuple(sorted(names, key=lambda n: (-len(n), n)))
+
+
+@lru_cache(maxsize=256)
+def _pattern(names: tuple[str, ...]) -> re.Pattern[str]:
+    words = "|".join(re.escape(n).replace(r"\ ", r"[\s-]+") for n in names)
+    return re.compile(rf"(?<![a-z])({words})(?![a-z])")
+
+
+def name_in_text(text: str, names: Iterable[str]) -> str | None:
+    """The first of ``names`` found in ``text`` as a whole word (any case), or None."""
+    found = _pattern(tuple(names)).search(text.lower()) if text else None
+    return found.group(1) if found else None
 
 
 class Relevance:
@@ -21,14 +46,15 @@ class Relevance:
             for kind in ("t_score", "z_score", "bmd"):
                 self.observation_codes.update(site.get(kind, []))
         self.medication_codes: set[str] = set()
-        self.ingredients: set[str] = set()
+        names: set[str] = set()
         for spec in valuesets.get("medications", {}).values():
             for name, codes in spec["ingredients"].items():
-                self.ingredients.add(name.lower())
+                names.update(ingredient_names(name, codes))
                 self.medication_codes.update(codes.get("rxnorm", []))
                 self.medication_codes.update(codes.get("atc", []))
         self.order_codes: set[str] = {c for spec in valuesets.get("orders", {}).values()
                                       for codes in spec.values() for c in codes}
+        self.names = tuple(sorted(names, key=lambda n: (-len(n), n)))
 
     @staticmethod
     def _codes(concept: Any) -> set[str]:
@@ -45,8 +71,7 @@ class Relevance:
         codings = concept.get("coding")
         codings = codings if isinstance(codings, list) else []  # a malformed coding is for validation
         texts = [concept.get("text")] + [c.get("display") for c in codings if isinstance(c, dict)]
-        blob = " ".join(t for t in texts if isinstance(t, str)).lower()
-        return any(name in blob for name in self.ingredients)
+        return name_in_text(" | ".join(t for t in texts if isinstance(t, str)), self.names) is not None
 
     def __call__(self, resource: Any) -> bool:
         if not isinstance(resource, dict):

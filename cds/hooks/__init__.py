@@ -1,2 +1,2 @@
-"""The CDS Hooks protocol: the request envelope and the service definitions (discovery, prefetch
-templates)."""
+"""The CDS Hooks protocol: the bodies (models), the request envelope and the service definitions
+(discovery, prefetch templates)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cds.hooks.models import Discovery, Service
 from cds.rules.pack import RulePack
 
 SERVICES = (
@@ -42,11 +43,11 @@ def prefetch_templates(pack: RulePack) -> dict[str, str]:
 
 
 def discovery_document(pack: RulePack) -> dict[str, Any]:
+    """The discovery answer, built through its model (``cds/hooks/models.py``)."""
     prefetch = prefetch_templates(pack)
-    return {"services": [
-        {"id": service_id, "hook": hook, "title": title, "description": DESCRIPTION, "prefetch": prefetch}
-        for service_id, hook, title in SERVICES
-    ]}
+    services = [Service(id=service_id, hook=hook, title=title, description=DESCRIPTION, prefetch=prefetch)
+                for service_id, hook, title in SERVICES]
+    return Discovery(services=services).model_dump(exclude_none=True)
 
 
 def hook_of(service_id: str) -> str | None:

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from cds.errors import DataUnavailable
+from cds.fhir.references import MINE, ReferenceIndex, parse, patient_verdict, subject_reference
 from cds.hooks.tokens import fill
 
 __all__ = ["answer", "answer_all", "fill", "filed_elsewhere", "matches", "searchset"]
@@ -53,13 +54,9 @@ def _token_match(wanted: str, found: set[tuple[str, str]]) -> bool:
     return False
 
 
-def _refers_to(resource: dict[str, Any], patient_id: str) -> bool:
-    for field in ("subject", "patient"):
-        ref = resource.get(field)
-        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-            text = ref["reference"]
-            return text in (patient_id, f"Patient/{patient_id}") or text.endswith(f"/Patient/{patient_id}")
-    return True  # no subject: the record is the patient's
+def _refers_to(resource: dict[str, Any], patient_id: str, index: ReferenceIndex | None = None) -> bool:
+    """Whether the resource's subject is the patient (no subject: the record is the patient's)."""
+    return patient_verdict(subject_reference(resource), patient_id, index) == MINE
 
 
 def filed_elsewhere(record: Iterable[dict[str, Any]], patient_id: str) -> list[dict[str, Any]]:
@@ -105,9 +102,9 @@ def _included(found: list[dict[str, Any]], record: list[dict[str, Any]], include
     """The Medications that ``found`` refers to, for ``_include=MedicationRequest:medication``."""
     if not any(inc.endswith(":medication") for inc in includes):
         return []
-    refs = {str((r.get("medicationReference") or {}).get("reference")) for r in found}
-    return [r for r in record
-            if r.get("resourceType") == "Medication" and f"Medication/{r.get('id')}" in refs]
+    targets = [parse((r.get("medicationReference") or {}).get("reference")) for r in found]
+    ids = {t.id for t in targets if t is not None and not t.contained and t.type in (None, "Medication")}
+    return [r for r in record if r.get("resourceType") == "Medication" and r.get("id") in ids]
 
 
 def answer(query: str, record: list[dict[str, Any]], *, misfiled: bool = False) -> dict[str, Any] | None:

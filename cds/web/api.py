@@ -7,7 +7,7 @@ import datetime as dt
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 
 from cds.errors import UnknownService
-from cds.hooks.envelope import parse_feedback
+from cds.hooks.envelope import check_service_id, parse_feedback
 from cds.hooks.services import discovery_document, hook_of
 from cds.web.guard import read_body
 from cds.web.jsonbody import parse_json
@@ -27,6 +27,7 @@ def discovery():
 
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str):
+    check_service_id(service_id)  # an over-long id is refused before it is looked up or recorded
     service = current_app.extensions["cds.service"]
     now = current_app.config.get("NOW")  # tests may pin evaluation time
     body = _body()
@@ -38,6 +39,7 @@ def call_service(service_id: str):
 
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str):
+    check_service_id(service_id)
     if hook_of(service_id) is None:
         raise UnknownService(f"no CDS service with id {service_id!r}", field="service")
     items = parse_feedback(_body())

@@ -3,8 +3,9 @@
 Built from the same tables the service uses (service ids, hooks, the rule pack's prefetch templates), so
 it cannot drift on those; ``tests/test_openapi.py`` keeps the rest in step (every route documented, every
 documented path served, every example valid against its schema) and fuzzes the service against it.
-Request and response schemas follow CDS Hooks 2.0. A 401 has an empty body by design: nothing that helps
-an attacker.
+The CDS Hooks request and response schemas are generated from the models the service validates
+requests with (``cds/hooks/models.py``). A 401 has an empty body by design: nothing that helps an
+attacker.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ PATHS: dict[str, Any] = {
                     "The request is malformed: the diagnostics name the field.",
                     "context.patientId is required",
                     "required",
+                    "context.patientId",
                 ),
                 "401": UNAUTHORIZED,
                 "404": error_response("No such service.", "no CDS service with id 'x'", "not-found"),
@@ -113,8 +115,11 @@ PATHS: dict[str, Any] = {
                     "FeedbackAccepted", {"accepted": 1}, "The number of feedback items accepted."
                 ),
                 "400": error_response(
-                    "The feedback is malformed, or accepts suggestions the card does not have (nothing is "
-                    "stored).", "feedback[0].acceptedSuggestions[0].id: 'x' is not a suggestion of card 'y'"
+                    "The feedback is malformed (the diagnostics name the field), or accepts suggestions the "
+                    "card does not have (nothing is stored).",
+                    "feedback[0].outcome must be 'accepted' or 'overridden'",
+                    "required",
+                    "feedback[0].outcome",
                 ),
                 "401": UNAUTHORIZED,
                 "404": error_response(
@@ -193,35 +198,34 @@ def document(
 
     ``audit``: whether the auditor API is served (it is not when ``CDS_AUDIT`` is off).
     """
-    doc = copy.deepcopy(
-        {
-            "openapi": "3.1.0",
-            "info": {
-                "title": "Bone Health CDS",
-                "version": version,
-                "description": "A CDS Hooks 2.0 service giving bone-health advice for patients on aromatase "
-                "inhibitors. Every call under /cds-services carries a client JWT "
-                "(Authorization: Bearer), as CDS Hooks requires. The auditor API under /audit/api takes an "
-                "auditor's token instead (Bearer, or HTTP Basic with the auditor's name); the auditor's "
-                "HTML pages under /audit are for people and are not described here.",
-            },
-            "tags": [{"name": "CDS Hooks"}, {"name": "Operations"}, {"name": "Audit"}],
-            "paths": {**PATHS, **(AUDIT_PATHS if audit else {})},
-            "components": {
-                "schemas": {**SCHEMAS, **AUDIT_SCHEMAS},
-                "securitySchemes": {
-                    "clientJWT": {
-                        "type": "http",
-                        "scheme": "bearer",
-                        "bearerFormat": "JWT",
-                        "description": "A JWT signed by a trusted CDS client (ES384/RS384): iss, "
-                        "aud = the exact URL called, exp, iat, jti; header kid, typ JWT.",
-                    },
-                    **_audit.AUDIT_SECURITY_SCHEMES,
+    spec: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Bone Health CDS",
+            "version": version,
+            "description": "A CDS Hooks 2.0 service giving bone-health advice for patients on aromatase "
+            "inhibitors. Every call under /cds-services carries a client JWT "
+            "(Authorization: Bearer), as CDS Hooks requires. The auditor API under /audit/api takes an "
+            "auditor's token instead (Bearer, or HTTP Basic with the auditor's name); the auditor's "
+            "HTML pages under /audit are for people and are not described here.",
+        },
+        "tags": [{"name": "CDS Hooks"}, {"name": "Operations"}, {"name": "Audit"}],
+        "paths": {**PATHS, **(AUDIT_PATHS if audit else {})},
+        "components": {
+            "schemas": {**SCHEMAS, **AUDIT_SCHEMAS},
+            "securitySchemes": {
+                "clientJWT": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A JWT signed by a trusted CDS client (ES384/RS384): iss, "
+                    "aud = the exact URL called, exp, iat, jti; header kid, typ JWT.",
                 },
+                **_audit.AUDIT_SECURITY_SCHEMES,
             },
-        }
-    )
+        },
+    }
+    doc = copy.deepcopy(spec)
     if discovery is not None:
         doc["paths"]["/cds-services"]["get"]["responses"]["200"]["content"][JSON]["example"] = discovery
     return doc

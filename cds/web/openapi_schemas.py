@@ -1,19 +1,23 @@
 """Schemas and examples of the OpenAPI document (``cds/web/openapi.py``): CDS Hooks 2.0 bodies, FHIR kept
 loose.
 
-A FHIR resource is any object with a ``resourceType``: the service validates FHIR itself
-(``cds/fhir/parse.py``) and answers 400 naming the field; the document only says where resources go.
+The CDS Hooks bodies' schemas are generated from the models the service validates requests with
+(``cds/hooks/models.py``); only ``Health`` is written here. A FHIR resource is any object with a
+``resourceType``: the service validates FHIR itself (``cds/fhir/parse.py``) and answers 400 naming the
+field; the document only says where resources go.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+
+from cds.hooks import models
 from cds.hooks.services import SERVICES
 
 REF = "#/components/schemas/"
 JSON = "application/json"
-HOOKS = sorted({hook for _, hook, _ in SERVICES})
 SERVICE_IDS = [sid for sid, _, _ in SERVICES]
 
 
@@ -28,11 +32,12 @@ def json_response(schema: str, example: Any = None, description: str = "") -> di
     return {"description": description or schema, "content": {JSON: media}}
 
 
-def error_response(description: str, example_message: str, code: str = "invalid") -> dict[str, Any]:
-    example = {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": code, "diagnostics": example_message}],
-    }
+def error_response(description: str, example_message: str, code: str = "invalid",
+                   field: str | None = None) -> dict[str, Any]:
+    issue: dict[str, Any] = {"severity": "error", "code": code, "diagnostics": example_message}
+    if field:
+        issue["expression"] = [field]
+    example = {"resourceType": "OperationOutcome", "issue": [issue]}
     return json_response("OperationOutcome", example, description)
 
 
@@ -46,206 +51,30 @@ SERVER_ERROR = error_response(
     "exception",
 )
 
-CODING = {
-    "type": "object",
-    "properties": {"system": {"type": "string"}, "code": {"type": "string"}, "display": {"type": "string"}},
-}
+class _Generator(GenerateJsonSchema):
+    """pydantic's JSON Schema, without a title on every property."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
+def model_schemas() -> dict[str, Any]:
+    """The schemas of the CDS Hooks bodies, generated from ``cds/hooks/models.py``; ``HookRequest`` is the
+    request of any hook, told apart by ``hook``."""
+    _, top = models_json_schema(list(models.DOCUMENTED), ref_template=REF + "{model}",
+                                schema_generator=_Generator)
+    schemas: dict[str, Any] = dict(top["$defs"])
+    by_hook = {hook: model.__name__ for hook, model in models.HOOK_REQUESTS.items()}
+    schemas["HookRequest"] = {
+        "oneOf": [schema_ref(name) for name in by_hook.values()],
+        "discriminator": {"propertyName": "hook", "mapping": {h: REF + n for h, n in by_hook.items()}},
+        "description": "A hook call; the context fields depend on the hook.",
+    }
+    return schemas
+
 
 SCHEMAS: dict[str, Any] = {
-    "Coding": CODING,
-    "Resource": {
-        "type": "object",
-        "required": ["resourceType"],
-        "properties": {"resourceType": {"type": "string", "minLength": 1}, "id": {"type": "string"}},
-        "additionalProperties": True,
-        "description": "Any FHIR R4 resource (JSON).",
-    },
-    "Bundle": {
-        "type": "object",
-        "required": ["resourceType"],
-        "additionalProperties": True,
-        "properties": {
-            "resourceType": {"const": "Bundle"},
-            "type": {"type": "string"},
-            "entry": {
-                "type": "array",
-                "items": {"type": "object", "properties": {"resource": schema_ref("Resource")}},
-            },
-        },
-    },
-    "OperationOutcome": {
-        "type": "object",
-        "required": ["resourceType", "issue"],
-        "properties": {
-            "resourceType": {"const": "OperationOutcome"},
-            "issue": {
-                "type": "array",
-                "minItems": 1,
-                "items": {
-                    "type": "object",
-                    "required": ["severity", "code"],
-                    "properties": {
-                        "severity": {"enum": ["fatal", "error", "warning", "information"]},
-                        "code": {"type": "string"},
-                        "diagnostics": {"type": "string"},
-                        "expression": {"type": "array", "items": {"type": "string"}},
-                    },
-                },
-            },
-        },
-    },
-    "Service": {
-        "type": "object",
-        "required": ["id", "hook", "description"],
-        "properties": {
-            "id": {"type": "string"},
-            "hook": {"type": "string"},
-            "title": {"type": "string"},
-            "description": {"type": "string"},
-            "prefetch": {"type": "object", "additionalProperties": {"type": "string"}},
-            "usageRequirements": {"type": "string"},
-        },
-    },
-    "Discovery": {
-        "type": "object",
-        "required": ["services"],
-        "properties": {"services": {"type": "array", "items": schema_ref("Service")}},
-    },
-    "HookRequest": {
-        "type": "object",
-        "required": ["hook", "hookInstance", "context"],
-        "properties": {
-            "hook": {"type": "string", "enum": HOOKS},
-            "hookInstance": {"type": "string", "format": "uuid"},
-            "fhirServer": {"type": "string", "format": "uri"},
-            "fhirAuthorization": {
-                "type": "object",
-                "required": ["access_token", "token_type"],
-                "properties": {
-                    "access_token": {"type": "string"},
-                    "token_type": {"const": "Bearer"},
-                    "expires_in": {"type": "integer"},
-                    "scope": {"type": "string"},
-                    "subject": {"type": "string"},
-                    "patient": {"type": "string"},
-                },
-            },
-            "context": {
-                "type": "object",
-                "required": ["userId", "patientId"],
-                "properties": {
-                    "userId": {"type": "string", "minLength": 1},
-                    "patientId": {"type": "string", "minLength": 1},
-                    "encounterId": {"type": "string"},
-                    "selections": {"type": "array", "items": {"type": "string"}},
-                    "draftOrders": schema_ref("Bundle"),
-                },
-            },
-            "prefetch": {
-                "type": "object",
-                "additionalProperties": {"anyOf": [schema_ref("Resource"), {"type": "null"}]},
-            },
-        },
-    },
-    "Action": {
-        "type": "object",
-        "required": ["type"],
-        "properties": {
-            "type": {"enum": ["create", "update", "delete"]},
-            "description": {"type": "string"},
-            "resource": schema_ref("Resource"),
-            "resourceId": {"type": "string"},
-        },
-    },
-    "Suggestion": {
-        "type": "object",
-        "required": ["label"],
-        "properties": {
-            "label": {"type": "string"},
-            "uuid": {"type": "string", "format": "uuid"},
-            "isRecommended": {"type": "boolean"},
-            "actions": {"type": "array", "items": schema_ref("Action")},
-        },
-    },
-    "Link": {
-        "type": "object",
-        "required": ["label", "url", "type"],
-        "properties": {
-            "label": {"type": "string"},
-            "url": {"type": "string"},
-            "type": {"enum": ["absolute", "smart"]},
-            "appContext": {"type": "string"},
-            "autolaunchable": {"type": "boolean"},
-        },
-    },
-    "Card": {
-        "type": "object",
-        "required": ["summary", "indicator", "source"],
-        "properties": {
-            "uuid": {"type": "string", "format": "uuid"},
-            "summary": {"type": "string", "maxLength": 139},
-            "detail": {"type": "string"},
-            "indicator": {"enum": ["info", "warning", "critical"]},
-            "source": {
-                "type": "object",
-                "required": ["label"],
-                "properties": {
-                    "label": {"type": "string"},
-                    "url": {"type": "string"},
-                    "icon": {"type": "string"},
-                    "topic": schema_ref("Coding"),
-                },
-            },
-            "suggestions": {"type": "array", "items": schema_ref("Suggestion")},
-            "selectionBehavior": {"enum": ["at-most-one", "any"]},
-            "overrideReasons": {"type": "array", "items": schema_ref("Coding")},
-            "links": {"type": "array", "items": schema_ref("Link")},
-        },
-    },
-    "CardsResponse": {
-        "type": "object",
-        "required": ["cards"],
-        "properties": {
-            "cards": {"type": "array", "items": schema_ref("Card")},
-            "systemActions": {"type": "array", "items": schema_ref("Action")},
-        },
-    },
-    "Feedback": {
-        "type": "object",
-        "required": ["feedback"],
-        "properties": {
-            "feedback": {
-                "type": "array",
-                "minItems": 1,
-                "items": {
-                    "type": "object",
-                    "required": ["card", "outcome", "outcomeTimestamp"],
-                    "properties": {
-                        "card": {"type": "string", "format": "uuid"},
-                        "outcome": {"enum": ["accepted", "overridden"]},
-                        "outcomeTimestamp": {"type": "string"},
-                        "acceptedSuggestions": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["id"],
-                                "properties": {"id": {"type": "string"}},
-                            },
-                        },
-                        "overrideReason": {
-                            "type": "object",
-                            "properties": {"reason": schema_ref("Coding"), "userComment": {"type": "string"}},
-                        },
-                    },
-                },
-            }
-        },
-    },
-    "FeedbackAccepted": {
-        "type": "object",
-        "required": ["accepted"],
-        "properties": {"accepted": {"type": "integer", "minimum": 1}},
-    },
+    **model_schemas(),
     "Health": {
         "type": "object",
         "required": ["status", "rulePack"],

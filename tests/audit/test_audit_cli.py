@@ -120,6 +120,19 @@ def test_audit_command_with_an_unreachable_database_is_one_line(monkeypatch, cap
     assert err.startswith("cds: error: cannot open the audit database") and "\n" not in err
 
 
+def test_show_says_when_the_patient_was_out_of_scope(cli, app):
+    body = hook_body("carl")
+    body["prefetch"]["patient"]["deceasedDateTime"] = "2025-02-01T08:00:00Z"
+    response = app.test_client().post(f"/cds-services/{SERVICE}", json=body)
+    assert response.status_code == 200 and response.get_json() == {"cards": []}
+    code, out = cli("audit", "show", "3")
+    assert code == 0 and "out of scope (deceased): the patient is recorded as deceased on 2025-02-01" in out
+    code, out = cli("audit", "show", "3", "--json")
+    record = json.loads(out)["record"]
+    assert record["outOfScope"]["code"] == "deceased" and record["cards"] == [] and record["fired"] == []
+    assert json.loads(cli("audit", "show", "1", "--json")[1])["record"]["outOfScope"] is None
+
+
 def test_show_finds_a_call_by_its_hook_instance(app, cli):
     instance = "8d3f0a52-6a1c-4e0e-9a57-2f1f3c9b7e10"
     client = app.test_client()
