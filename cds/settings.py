@@ -143,6 +143,23 @@ SETTINGS: tuple[Setting, ...] = (
         "File holding the development patient-key secret (used when AUDIT_PATIENT_KEY_SECRET is empty).",
     ),
     Setting(
+        "LINK_SECRET",
+        "",
+        "Secret signing each card's \"Why this card?\" link (at least 16 characters; the same on every "
+        "replica); empty means a development secret kept in LINK_SECRET_FILE (a warning is logged).",
+    ),
+    Setting(
+        "LINK_SECRET_FILE",
+        "instance/link.secret",
+        "File holding the development link secret (used when LINK_SECRET is empty).",
+    ),
+    Setting(
+        "WHY_LINK_HOURS",
+        72.0,
+        "Hours a card's \"Why this card?\" link opens its page; after that it answers 410.",
+        _float,
+    ),
+    Setting(
         "AUDIT_SPOOL_DIR",
         "instance/audit-spool",
         "Folder of the durable spool that keeps audit records while the database is unavailable.",

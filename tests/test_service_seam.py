@@ -10,6 +10,7 @@ import pytest
 from builders import hook_body, med, obs, patient
 
 from cds import create_app
+from cds.auth.links import verify as verify_link
 from cds.decide.case import build_case
 from cds.decide.evaluate import Evaluator
 from cds.decide.service import HookService
@@ -108,7 +109,11 @@ def test_create_app_builds_the_service_with_the_audit_store(auth_config):
     app = create_app(auth_config)
     service = app.extensions["cds.service"]
     assert service.audit is app.extensions["cds.audit"]
-    assert service.explain_link("https://cds.example.org", "u-1") == "https://cds.example.org/audit/cards/u-1"
+    # the builder signs a link to the clinician's page of that one card (cds/auth/links.py)
+    card = "0b7c61d8-1a0e-4b7f-a7a5-5f3c2c9e2f10"
+    link = service.explain_link("https://cds.example.org", card)
+    assert link.startswith("https://cds.example.org/why/")
+    assert verify_link(app.extensions["cds.link_secret"], link.rsplit("/", 1)[1]) == card
 
     sink = Recorder()
     service = create_app(auth_config, audit_sink=sink).extensions["cds.service"]

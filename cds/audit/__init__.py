@@ -14,6 +14,7 @@
     verify.py   every audit table checked against the chains; the head to keep elsewhere
     metrics.py  the audit's figures on /metrics
     auth.py     auditor credentials (AUDITOR_TOKENS)
+    clinician.py  /why/<link>: the clinician's "why this card" (no login; a signed card link)   chart.py
     api.py      /audit/api/... (JSON)          web.py   /audit/... (HTML, templates/audit)
     cli.py      cds audit ...                  replay.py  stored facts under another rule pack
 
@@ -37,29 +38,43 @@ from cds.rules.pack import RulePack
 log = logging.getLogger("cds.audit")
 
 DEV_SECRET_FILE = "instance/audit-patient-key.secret"
+DEV_LINK_SECRET_FILE = "instance/link.secret"
 
 
-def patient_secret(values: dict[str, Any]) -> bytes:
-    """``AUDIT_PATIENT_KEY_SECRET``, or a development secret generated once and kept under instance/."""
-    configured = str(values.get("AUDIT_PATIENT_KEY_SECRET") or "")
+def _secret(values: dict[str, Any], name: str, file_setting: str, default_file: str, changes: str) -> bytes:
+    configured = str(values.get(name) or "")
     if configured:
         if len(configured) < 16:
-            raise ConfigurationError("setting CDS_AUDIT_PATIENT_KEY_SECRET must be at least 16 characters")
+            raise ConfigurationError(f"setting CDS_{name} must be at least 16 characters")
         return configured.encode("utf-8")
-    path = Path(values.get("AUDIT_SECRET_FILE") or DEV_SECRET_FILE)
+    path = Path(values.get(file_setting) or default_file)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
         log.warning(
-            "CDS_AUDIT_PATIENT_KEY_SECRET is not set: generated a development secret in %s. "
-            "Set the secret in production; patient keys change when it changes.",
+            "CDS_%s is not set: generated a development secret in %s. Set the secret in production; %s.",
+            name,
             path,
+            changes,
         )
     else:
-        log.warning("CDS_AUDIT_PATIENT_KEY_SECRET is not set: using the development secret in %s", path)
+        log.warning("CDS_%s is not set: using the development secret in %s", name, path)
     return path.read_text(encoding="utf-8").strip().encode("utf-8")
+
+
+def patient_secret(values: dict[str, Any]) -> bytes:
+    """``AUDIT_PATIENT_KEY_SECRET``, or a development secret generated once and kept under instance/."""
+    return _secret(values, "AUDIT_PATIENT_KEY_SECRET", "AUDIT_SECRET_FILE", DEV_SECRET_FILE,
+                   "patient keys change when it changes")
+
+
+def link_secret(values: dict[str, Any]) -> bytes:
+    """``LINK_SECRET`` (signs the clinicians' card links), or a development secret kept under instance/."""
+    return _secret(values, "LINK_SECRET", "LINK_SECRET_FILE", DEV_LINK_SECRET_FILE,
+                   "every replica needs the same one, and card links already issued stop opening when it "
+                   "changes")
 
 
 def database_url(values: dict[str, Any]) -> str:
@@ -95,18 +110,31 @@ def open_store(values: dict[str, Any], pack: RulePack, *, migrate: bool | None =
     return store
 
 
-def card_link(base_url: str, card_uuid: str) -> str:
-    """The "Why this card?" page of one card (the service's explanation-link builder)."""
-    return f"{base_url}/audit/cards/{card_uuid}"
+def card_linker(values: dict[str, Any]):
+    """The service's explanation-link builder: ``(base_url, card_uuid) -> url`` of the clinician's "Why this
+    card?" page, signed for that card with the link secret and expiring after ``WHY_LINK_HOURS``."""
+    from cds.auth import links
+
+    secret = link_secret(values)
+    lifetime = float(values.get("WHY_LINK_HOURS", 72.0)) * 3600
+    if lifetime <= 0:
+        raise ConfigurationError("setting CDS_WHY_LINK_HOURS must be greater than 0")
+
+    def card_link(base_url: str, card_uuid: str) -> str:
+        return f"{base_url}/why/{links.sign(secret, card_uuid, lifetime)}"
+
+    return card_link
 
 
 def init_app(app, store) -> None:
     """Serve the audit trail whose ``store`` the hook service records to: the feedback sink, /health, the
-    auditor pages and API. ``create_app`` opens the store first and gives it to the service it builds."""
-    from cds.audit import api, web
+    auditor pages and API, the clinicians' "Why this card?" pages. ``create_app`` opens the store first
+    and gives it, and ``card_linker``'s link builder, to the service it builds."""
+    from cds.audit import api, clinician, web
     from cds.audit.auth import parse_tokens
 
     values = app.config
+    app.extensions["cds.link_secret"] = link_secret(values)
     app.extensions["cds.audit"] = store
     app.extensions["cds.feedback"] = store.store_feedback
     app.extensions.setdefault("cds.health", {})["audit"] = store.health
@@ -118,6 +146,7 @@ def init_app(app, store) -> None:
         log.warning("CDS_AUDITOR_TOKENS is empty: the auditor pages and API answer 401 to everyone")
     app.register_blueprint(api.bp)
     app.register_blueprint(web.bp)
+    app.register_blueprint(clinician.bp)
     if store.spool.pending():
         store.kick()
     try:

@@ -29,14 +29,38 @@ def require_auditor() -> Response | None:
 bp.before_request(require_auditor)
 
 
+#: the query parameters of a record search: anything else is a 400 naming it, never "every record"
+FILTERS = ("since", "until", "service", "rule", "indicator", "outcome", "patientKey", "patient_key",
+           "hookInstance")
+PAGING = ("limit", "offset")
+HEX = frozenset("0123456789abcdef")
+
+
 def _time(args: Any, name: str):
+    parse = queries.parse_until if name == "until" else queries.parse_time
     try:
-        return queries.parse_time(args.get(name))
+        return parse(args.get(name))
     except ValueError as exc:
         raise RequestError(f"{name} must be an ISO date or date-time: {exc}", field=name) from exc
 
 
+def _patient_key(args: Any) -> str | None:
+    raw = (args.get("patientKey") or args.get("patient_key") or "").strip().lower()
+    raw = raw.removeprefix("patient/").removeprefix("pk-")
+    if raw and (len(raw) > 64 or not set(raw) <= HEX):
+        raise RequestError("patientKey must be the patient key or its first hex digits (as shown)",
+                           field="patientKey")
+    return raw or None
+
+
 def filters_from(args: Any) -> queries.Filters:
+    unknown = sorted(set(args) - set(FILTERS) - set(PAGING))
+    if unknown:
+        raise RequestError(
+            f"unknown filter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: the filters are "
+            f"{', '.join(f for f in FILTERS if f != 'patient_key')} (and limit, offset)",
+            field=unknown[0],
+        )
     return queries.Filters(
         since=_time(args, "since"),
         until=_time(args, "until"),
@@ -44,8 +68,31 @@ def filters_from(args: Any) -> queries.Filters:
         rule=args.get("rule") or None,
         indicator=args.get("indicator") or None,
         outcome=args.get("outcome") or None,
-        patient_key=(args.get("patientKey") or args.get("patient_key") or "").strip().lower() or None,
+        patient_key=_patient_key(args),
+        hook_instance=(args.get("hookInstance") or "").strip() or None,
     )
+
+
+def page_links(args: Any, page: dict[str, Any], endpoint: str) -> dict[str, str | None]:
+    """The next (older) and previous (newer) pages of a search, as URLs with the same filters."""
+    from flask import url_for
+
+    kept = {k: v for k, v in args.items() if k not in ("offset", "limit") and v}
+    limit, offset, total = page["limit"], page["offset"], page["total"]
+    older, newer = offset + limit < total, offset > 0
+    return {
+        "next": url_for(endpoint, **kept, limit=limit, offset=offset + limit) if older else None,
+        "prev": url_for(endpoint, **kept, limit=limit, offset=max(0, offset - limit)) if newer else None,
+    }
+
+
+def known_rule(rule_id: str, stats: dict[str, Any]) -> bool:
+    """A rule of the loaded pack, or one the trail holds (retired or renamed since)."""
+    try:
+        current_app.extensions["cds.pack"].rule(rule_id)
+        return True
+    except KeyError:
+        return bool(stats["fired"] or stats["cardsShown"])
 
 
 def paging(args: Any) -> tuple[int, int]:
@@ -65,7 +112,10 @@ def _engine():
 @bp.get("/records")
 def records():
     limit, offset = paging(request.args)
-    return jsonify(queries.list_records(_engine(), filters_from(request.args), limit=limit, offset=offset))
+    page = queries.list_records(_engine(), filters_from(request.args), limit=limit, offset=offset)
+    page["returned"] = len(page["records"])
+    page.update(page_links(request.args, page, ".records"))
+    return jsonify(page)
 
 
 @bp.get("/records/<key>")
@@ -84,7 +134,11 @@ def rules():
 
 @bp.get("/rules/<rule_id>")
 def rule(rule_id: str):
-    return jsonify(queries.rule_stats(_engine(), [rule_id])[0])
+    stats = queries.rule_stats(_engine(), [rule_id])[0]
+    if not known_rule(rule_id, stats):
+        raise NotFound(f"no rule {rule_id!r}: not in the loaded rule pack, and never in the audit trail",
+                       field="rule")
+    return jsonify(stats)
 
 
 @bp.get("/quarantine")

@@ -26,7 +26,8 @@ class Filters:
     rule: str | None = None
     indicator: str | None = None
     outcome: str | None = None
-    patient_key: str | None = None
+    patient_key: str | None = None  # the full 64-hex key, or a prefix of it (the 16 digits the pages show)
+    hook_instance: str | None = None  # the call's hookInstance, as the EHR logs it
 
     def where(self) -> list[Any]:
         c = audit_record.c
@@ -48,7 +49,12 @@ class Filters:
         if self.outcome:
             out.append(c.outcome == self.outcome)
         if self.patient_key:
-            out.append(c.patient_key == self.patient_key)
+            if len(self.patient_key) >= 64:
+                out.append(c.patient_key == self.patient_key)
+            else:
+                out.append(c.patient_key.like(_escape(self.patient_key) + "%", escape="\\"))
+        if self.hook_instance:
+            out.append(c.hook_instance == self.hook_instance)
         return out
 
 
@@ -72,6 +78,17 @@ def parse_time(raw: str | None) -> dt.datetime | None:
         raise ValueError(f"{raw!r} is outside the years 1 to 9999 in UTC") from exc
 
 
+def parse_until(raw: str | None) -> dt.datetime | None:
+    """``until`` as ``parse_time``, except that a bare date (``2026-12-01``) includes that whole day."""
+    value = parse_time(raw)
+    if value is not None and raw and len(raw.strip()) == 10 and "T" not in raw:
+        try:
+            return value + dt.timedelta(days=1)
+        except OverflowError as exc:
+            raise ValueError(f"{raw!r} is outside the years 1 to 9999 in UTC") from exc
+    return value
+
+
 def summary(row: Any, cards: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "seq": row.seq,
@@ -80,6 +97,7 @@ def summary(row: Any, cards: list[dict[str, Any]] | None = None) -> dict[str, An
         "service": row.service,
         "hook": row.hook,
         "outcome": row.outcome,
+        "hookInstance": row.hook_instance,
         "patientKey": row.patient_key,
         "rulePackVersion": row.pack_version,
         "latencyMs": row.latency_ms,

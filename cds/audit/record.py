@@ -96,6 +96,7 @@ def build_content(
                 "superseded": ev.superseded,
                 "facts": ev.facts,
                 "ignored": dict(ev.ignored),
+                "series": list(ev.series),
             }
         )
         content["rulePack"]["rules"] = {f["rule"]: f["version"] for f in ev.fired}

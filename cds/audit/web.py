@@ -10,9 +10,11 @@ import json
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
 
 from cds.audit import explain, queries
-from cds.audit.api import filters_from, paging, require_auditor
+from cds.audit.api import filters_from, known_rule, paging, require_auditor
+from cds.errors import CdsError
 from cds.hooks.services import discovery_document
 
 bp = Blueprint("cds_audit_web", __name__, url_prefix="/audit")
@@ -44,6 +46,28 @@ def brief_fact(fact: dict[str, Any]) -> str:
         if k != "t" and v is not None
     ]
     return f"{fact.get('t', '?')}(" + ", ".join(parts) + ")"
+
+
+def _error_page(status: int, message: str) -> Response:
+    body = render_template("audit/error.html", status=status, message=message)
+    return Response(body, status, mimetype="text/html")
+
+
+@bp.errorhandler(CdsError)
+def _cds_error(exc: CdsError) -> Response:
+    """A bad filter, an unknown record: an HTML page saying so (the JSON API answers OperationOutcome)."""
+    return _error_page(exc.status, exc.message)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response:
+    return _error_page(exc.code or 500, exc.description or exc.name)
+
+
+def _thresholds_of(rule) -> list[dict[str, Any]]:
+    """The thresholds a rule names, with the values in force (the pack with the site's overrides)."""
+    values = _pack().thresholds
+    return [{"name": n, **values[n]} for n in (rule.thresholds if rule else []) if n in values]
 
 
 @bp.app_template_filter("fact")
@@ -119,7 +143,11 @@ def card(card_uuid: str):
 def rules():
     stats = queries.rule_stats(_engine(), [r.id for r in _pack().rules])
     titles = {r.id: r for r in _pack().rules}
-    return render_template("audit/rules.html", stats=stats, titles=titles)
+    thresholds = {r.id: _thresholds_of(r) for r in _pack().rules}
+    card_rules = [s for s in stats if titles[s["rule"]].kind != "derived"]
+    derived_rules = [s for s in stats if titles[s["rule"]].kind == "derived"]
+    return render_template("audit/rules.html", card_rules=card_rules, derived_rules=derived_rules,
+                           titles=titles, thresholds=thresholds)
 
 
 @bp.get("/rules/<rule_id>")
@@ -129,5 +157,8 @@ def rule(rule_id: str):
     except KeyError:
         info = None
     stats = queries.rule_stats(_engine(), [rule_id], top=10)[0]
+    if not known_rule(rule_id, stats):
+        abort(404, f"no rule {rule_id!r}: not in the loaded rule pack, and never in the audit trail")
     recent = queries.list_records(_engine(), queries.Filters(rule=rule_id), limit=10)
-    return render_template("audit/rule.html", rule=info, rule_id=rule_id, stats=stats, recent=recent)
+    return render_template("audit/rule.html", rule=info, rule_id=rule_id, stats=stats, recent=recent,
+                           thresholds=_thresholds_of(info))

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from cds.decide.findings import Finding
+from cds.fhir.parse import outgoing_resource
 from cds.fhir.tidy import for_echo
 from cds.rules.conditions import holds
 from cds.rules.pack import RulePack
-from cds.rules.templating import render, render_tree
+from cds.rules.templating import escape_text, render, render_tree
 from cds.rules.transforms import TRANSFORMS
 
 RULE_SYSTEM = "https://bone-health-cds.example.org/rules"
@@ -51,14 +52,24 @@ def _scope(match: Mapping[str, Mapping[str, Any]], inputs: CardInputs) -> dict[s
     return scope
 
 
+def _valid(action: dict[str, Any], dropped: list[str]) -> dict[str, Any] | None:
+    """The action with its resource as valid R4 (repaired if need be), or None, the reason in ``dropped``."""
+    resource, why = outgoing_resource(action["resource"], where=f"the {action['type']} suggestion's resource")
+    if resource is None:
+        dropped.append(f"{action['description']}: not offered, {escape_text(why)}")  # Markdown-safe
+        return None
+    action["resource"] = resource
+    return action
+
+
 def _action(
-    spec: dict[str, Any], scope: dict[str, Mapping[str, Any]], inputs: CardInputs
+    spec: dict[str, Any], scope: dict[str, Mapping[str, Any]], inputs: CardInputs, dropped: list[str]
 ) -> dict[str, Any] | None:
     action: dict[str, Any] = {"type": spec["type"],
                               "description": render(spec["description"], scope, escape=True)}
     if spec["type"] == "create":
         action["resource"] = render_tree(spec["resource"], scope)
-        return action
+        return _valid(action, dropped)
     target = scope[spec["resource_from"]].get("ref")
     if spec["type"] == "delete":
         action["resourceId"] = target
@@ -67,11 +78,11 @@ def _action(
     if original is None:
         return None
     updated = TRANSFORMS[spec["transform"]](original) if spec.get("transform") else copy.deepcopy(original)
-    updated = for_echo(updated) if updated is not None else None  # never echo invalid FHIR to the EHR
     if updated is None:
         return None
-    action["resource"] = updated
-    return action
+    # never echo invalid FHIR to the EHR: the known sloppy shapes repaired, then what is still invalid named
+    action["resource"] = for_echo(updated) or updated
+    return _valid(action, dropped)
 
 
 def _variant(card: dict[str, Any], match: Mapping[str, Mapping[str, Any]], pack: RulePack) -> dict[str, Any]:
@@ -96,7 +107,8 @@ def _notes(card: dict[str, Any], inputs: CardInputs) -> str:
     return (spec["intro"].strip() + "\n\n" + "\n".join(lines)) if lines else ""
 
 
-def _suggestions(card: dict[str, Any], finding: Finding, inputs: CardInputs) -> list[dict[str, Any]]:
+def _suggestions(card: dict[str, Any], finding: Finding, inputs: CardInputs,
+                 dropped: list[str]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for spec in card.get("suggestions", []) or []:
         if spec.get("unless_ordered") in inputs.ordered_kinds:
@@ -116,7 +128,8 @@ def _suggestions(card: dict[str, Any], finding: Finding, inputs: CardInputs) -> 
         else:
             scopes.append(_scope(finding.primary, inputs))
         for scope in scopes:
-            actions = [a for a in (_action(x, scope, inputs) for x in spec["actions"]) if a is not None]
+            actions = [a for a in (_action(x, scope, inputs, dropped) for x in spec["actions"])
+                       if a is not None]
             if not actions:
                 continue
             suggestion: dict[str, Any] = {
@@ -159,7 +172,10 @@ def render_card(finding: Finding, inputs: CardInputs) -> dict[str, Any]:
         "source": {"label": inputs.source_label, "url": citation["url"],
                    "topic": {"system": RULE_SYSTEM, "code": rule.id, "display": rule.title}},
     }
-    suggestions = _suggestions(card, finding, inputs)
+    dropped: list[str] = []
+    suggestions = _suggestions(card, finding, inputs, dropped)
+    if dropped:  # never invalid FHIR in a suggestion: the card says what it leaves out, and why
+        out["detail"] += "\n\n" + "\n".join(f"- {line}" for line in dropped)
     if suggestions:
         out["suggestions"] = suggestions
         out["selectionBehavior"] = card.get("selection_behavior", "at-most-one")

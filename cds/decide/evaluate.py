@@ -32,6 +32,7 @@ class Evaluation:
     facts: list[dict[str, Any]]
     ignored: dict[str, int] = field(default_factory=dict)
     card_rules: dict[str, str] = field(default_factory=dict)  # card uuid -> rule id
+    series: list[dict[str, Any]] = field(default_factory=list)  # every usable result over time (facts.py)
     out_of_scope: dict[str, Any] | None = None  # {"code", "reason"}: no rule ran (see cds.decide.scope)
 
     def to_json(self) -> dict[str, Any]:
@@ -97,8 +98,10 @@ class Evaluator:
         ctx = Context(patient_id=case.patient_id, now=case.now, draft_refs=frozenset(case.drafts_by_ref),
                       selections=case.selections, references=case.references)
         fact_set = self.facts(case.resources, case.drafts, ctx)
-        return self.from_facts(fact_set.facts, context=case.context, drafts_by_ref=case.drafts_by_ref,
-                               source_label=source_label, ignored=dict(fact_set.ignored))
+        evaluation = self.from_facts(fact_set.facts, context=case.context, drafts_by_ref=case.drafts_by_ref,
+                                     source_label=source_label, ignored=dict(fact_set.ignored))
+        evaluation.series = fact_set.series
+        return evaluation
 
     def from_facts(self, facts: list[dict[str, Any]], *, context: Mapping[str, Any],
                    drafts_by_ref: Mapping[str, dict[str, Any]], source_label: str = "Bone Health CDS",

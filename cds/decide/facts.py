@@ -47,6 +47,9 @@ COUNTED_STATUSES = {"final", "amended", "corrected"}
 class FactSet:
     facts: list[dict[str, Any]] = field(default_factory=list)
     ignored: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: every usable result as reported (value, unit, comparator, date, site), oldest first: the charts of
+    #: "why this card" show the patient's results over time, where the facts keep only the latest
+    series: list[dict[str, Any]] = field(default_factory=list)
 
     def of(self, t: str) -> list[dict[str, Any]]:
         return [f for f in self.facts if f["t"] == t]
@@ -257,6 +260,9 @@ class _Builder:
                 "age_days": (self.today - when).days, "ref": ref}
         if reading.comparator:  # a limit, not a value: the true value is below ("<", "<=") or above it
             fact["comparator"] = reading.comparator
+        self.out.series.append({"kind": "lab", "analyte": analyte, "value": fact["value"],
+                                "unit": fact["unit"], "reported": fact["reported"],
+                                "comparator": reading.comparator or None, "date": fact["date"]})
         best = self.latest_lab.get(analyte)
         if best is None or (fact["date"], ref) > (best["date"], best["ref"]):
             self.latest_lab[analyte] = fact
@@ -281,6 +287,9 @@ class _Builder:
             return
         key, title = dxa_site(site, obs, self.vs)
         self.site_titles[key] = (site, title)
+        self.out.series.append({"kind": "dxa", "site": key, "site_title": title, "measure": kind,
+                                "value": value, "unit": reading.unit_text or reading.unit,
+                                "comparator": None, "date": when.isoformat()})
         scan = self.scans[key].setdefault(when, {"refs": []})
         scan[kind] = value  # as measured; the facts carry it at reporting precision
         scan["refs"].append(ref)
@@ -412,4 +421,5 @@ def build_facts(resources: Iterable[Any], drafts: Iterable[Any], ctx: Context,
     b.out.facts.extend(b.latest_lab.values())
     b.dxa_facts()
     b.status_notes()
+    b.out.series.sort(key=lambda p: (p["date"], p["kind"], p.get("analyte") or p.get("site") or ""))
     return b.out

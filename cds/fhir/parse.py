@@ -227,3 +227,58 @@ def parse_all(data: Any, *, where: str, max_entries: int | None = None,
             continue
         models.append(parse_resource(resource, where=here, cache=cache))
     return models
+
+
+def _pruned(value: Any) -> Any:
+    """``value`` without empty objects, lists and strings (FHIR ele-1: an element has a value or children)."""
+    if isinstance(value, dict):
+        out = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [v for v in (_pruned(x) for x in value) if v not in (None, "", [], {})]
+    return value
+
+
+def _wrap_at(data: Any, loc: tuple[Any, ...]) -> bool:
+    """Wrap the object at ``loc`` in a list (a repeating element sent as one object); whether it did."""
+    parent = data
+    for part in loc[:-1]:
+        try:
+            parent = parent[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    if isinstance(parent, dict) and isinstance(parent.get(loc[-1]), dict):
+        parent[loc[-1]] = [parent[loc[-1]]]
+        return True
+    return False
+
+
+def outgoing_resource(data: Any, *, where: str) -> tuple[dict[str, Any] | None, str | None]:
+    """A resource this service sends (a suggestion's), checked as valid R4 by the R4B model of its type.
+
+    Sloppy drafts echoed back are repaired where the meaning is plain: empty elements (``coding: [{}]``)
+    dropped, a repeating element sent as one object (``category: {...}``) wrapped in a list. Returns
+    ``(resource, None)``, or ``(None, why)`` when it is not valid R4 even so: it must then not be sent.
+    """
+    from fhir.resources.R4B import get_fhir_model_class
+
+    if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
+        return None, f"{where}: not a FHIR resource"
+    try:
+        model = get_fhir_model_class(data["resourceType"])
+    except (KeyError, ValueError, AttributeError, ImportError):
+        return None, f"{where}: resourceType {data['resourceType']!r} is not an R4 resource type"
+    repaired = _pruned(data)
+    for _ in range(20):
+        try:
+            model.model_validate(repaired)
+            return repaired, None
+        except ValidationError as exc:
+            errors = exc.errors()
+            fixed = [e for e in errors
+                     if e.get("type") == "list_type" and _wrap_at(repaired, tuple(e["loc"]))]
+            if not fixed:
+                return None, f"{where}: not valid FHIR {data['resourceType']}: {_describe(exc)}"
+        except (TypeError, ValueError) as exc:
+            return None, f"{where}: not valid FHIR {data['resourceType']}: {exc}"
+    return None, f"{where}: not valid FHIR {data['resourceType']}"

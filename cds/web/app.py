@@ -37,9 +37,9 @@ def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: AuditSink
     fetch = fhir_client.FhirClient(fhir_client.ClientSettings.from_settings(values))
     store, explain_link = None, None
     if values["AUDIT"]:  # the audit store first: the service records to it from its first call
-        from cds.audit import card_link, open_store
+        from cds.audit import card_linker, open_store
 
-        store, explain_link = open_store(values, pack), card_link
+        store, explain_link = open_store(values, pack), card_linker(values)
     app.extensions["cds.pack"] = pack
     app.extensions["cds.evaluator"] = evaluator
     app.extensions["cds.service"] = HookService(

@@ -49,12 +49,15 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
 
 FILTERS = [
     _query("since", "Records at or after this ISO date or date-time (UTC when it names no zone)."),
-    _query("until", "Records before this ISO date or date-time (UTC when it names no zone)."),
+    _query("until", "Records before this ISO date-time (UTC when it names no zone); a date includes that "
+           "day."),
     _query("service", "Only calls to this service id."),
     _query("rule", "Only calls in which this rule fired."),
     _query("indicator", "Only calls that showed a card of this indicator (info, warning, critical)."),
     _query("outcome", "Only calls with this outcome: `ok`, or the HTTP status answered (`400`, `412`, ...)."),
-    _query("patientKey", "Only calls about the patient with this keyed hash (see docs/audit.md)."),
+    _query("patientKey", "Only calls about the patient with this keyed hash, or whose key starts with these "
+           "hex digits (the 16 the pages show; see docs/audit.md)."),
+    _query("hookInstance", "Only the call with this hookInstance (what the EHR logs)."),
     _query("limit", "Records per page (at most 500).", {"type": "integer", "minimum": 1, "default": 50}),
     _query(
         "offset", "Records to skip.", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1, "default": 0}
@@ -116,7 +119,7 @@ AUDIT_PATHS: dict[str, Any] = {
                 "One page of record summaries, with the number of records that match.",
             ),
             "400": error_response(
-                "A filter or the paging is malformed.",
+                "A filter or the paging is malformed, or a parameter is not a filter (it is named).",
                 "since must be an ISO date or date-time: Invalid isoformat string: 'yesterday'",
             ),
         },
@@ -152,8 +155,11 @@ AUDIT_PATHS: dict[str, Any] = {
     ),
     "/audit/api/rules/{rule_id}": _get(
         "auditRule",
-        "Statistics of one rule (zeros for a rule never seen)",
-        {"200": json_response("AuditRuleStats", EXAMPLE_RULE_STATS, "The rule's statistics.")},
+        "Statistics of one rule of the loaded pack, or of one the audit trail holds",
+        {"200": json_response("AuditRuleStats", EXAMPLE_RULE_STATS, "The rule's statistics."),
+         "404": error_response("No such rule in the loaded pack, and never in the audit trail.",
+                               "no rule 'vitd-mising': not in the loaded rule pack, and never in the audit "
+                               "trail")},
         parameters=[
             {
                 "name": "rule_id",
@@ -222,6 +228,7 @@ AUDIT_SCHEMAS: dict[str, Any] = {
             "service": {"type": "string"},
             "hook": NULLABLE_STRING,
             "outcome": {"type": "string"},
+            "hookInstance": NULLABLE_STRING,
             "patientKey": NULLABLE_STRING,
             "rulePackVersion": NULLABLE_STRING,
             "latencyMs": {"type": ["number", "null"]},
@@ -237,6 +244,9 @@ AUDIT_SCHEMAS: dict[str, Any] = {
             "limit": {"type": "integer"},
             "offset": {"type": "integer"},
             "records": {"type": "array", "items": schema_ref("AuditRecordSummary")},
+            "returned": {"type": "integer", "description": "records on this page"},
+            "next": {"type": ["string", "null"], "description": "the next (older) page, or null"},
+            "prev": {"type": ["string", "null"], "description": "the previous (newer) page, or null"},
         },
     },
     "AuditFeedback": {

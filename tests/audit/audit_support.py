@@ -131,6 +131,7 @@ def make_app(tmp_path) -> Callable[..., Any]:
             "DATABASE_URL": url,
             "AUDIT_SPOOL_DIR": str(tmp_path / "spool"),
             "AUDIT_PATIENT_KEY_SECRET": SECRET,
+            "LINK_SECRET": SECRET,
             "AUDITOR_TOKENS": AUDITOR_ENTRY,
             "AUDIT_SPOOL_RETRY_SECONDS": 0.1,
             "LOG_LEVEL": "WARNING",

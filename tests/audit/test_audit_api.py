@@ -83,7 +83,52 @@ def test_filters(filled):
     today = dt.datetime.now(dt.UTC).date()
     assert _records(filled, since=today.isoformat())["total"] == 4
     assert _records(filled, since=(today + dt.timedelta(days=1)).isoformat())["total"] == 0
-    assert _records(filled, until=today.isoformat())["total"] == 0
+    # until as a date includes that day (issue 16); as a date-time it is the exclusive instant
+    assert _records(filled, until=today.isoformat())["total"] == 4
+    assert _records(filled, until=(today - dt.timedelta(days=1)).isoformat())["total"] == 0
+    assert _records(filled, until=f"{today.isoformat()}T00:00:00Z")["total"] == 0
+
+
+def test_find_by_hook_instance_and_short_patient_key(filled):
+    everything = _records(filled)["records"]
+    one = everything[1]
+    found = _records(filled, hookInstance=one["hookInstance"])
+    assert found["total"] == 1 and found["records"][0]["seq"] == one["seq"]
+    assert _records(filled, hookInstance="not-a-logged-instance")["total"] == 0
+    keyed = next(r for r in everything if r["patientKey"])
+    same = sum(1 for r in everything if r["patientKey"] == keyed["patientKey"])
+    short = keyed["patientKey"][:16]
+    for shown in (short, "pk-" + short, short.upper()):  # the 16 digits the pages show, pk- stand-ins
+        page = _records(filled, patientKey=shown)
+        assert page["total"] == same and {r["patientKey"] for r in page["records"]} == {keyed["patientKey"]}
+    res = filled.get("/audit/api/records?patientKey=not-hex", headers=BEARER)
+    assert res.status_code == 400 and "patientKey" in res.get_json()["issue"][0]["diagnostics"]
+
+
+def test_unknown_filters_are_a_400_naming_them(filled):
+    for query, named in (("hookinstance=x", "hookinstance"),
+                         ("indicatr=warning&servce=x", "indicatr, servce")):
+        res = filled.get(f"/audit/api/records?{query}", headers=BEARER)
+        assert res.status_code == 400, query
+        body = res.get_json()
+        assert body["resourceType"] == "OperationOutcome" and named in body["issue"][0]["diagnostics"]
+
+
+def test_paging_hints(filled):
+    first = _records(filled, limit=3)
+    assert first["returned"] == 3 and first["total"] == 4 and first["prev"] is None
+    assert "offset=3" in first["next"] and "limit=3" in first["next"]
+    second = filled.get(first["next"], headers=BEARER).get_json()
+    assert [r["seq"] for r in second["records"]] == [1]
+    assert second["next"] is None and "offset=0" in second["prev"]
+    filtered = _records(filled, outcome="ok", limit=1)
+    assert "outcome=ok" in filtered["next"]
+
+
+def test_unknown_rule_is_a_404(filled):
+    res = filled.get("/audit/api/rules/vitamin-d-mising", headers=BEARER)
+    assert res.status_code == 404 and res.get_json()["resourceType"] == "OperationOutcome"
+    assert filled.get("/audit/api/rules/vitamin-d-missing", headers=BEARER).get_json()["fired"] == 2
 
 
 def test_paging_newest_first(filled):

@@ -121,7 +121,8 @@ def test_auditor_finds_a_card_and_sees_why(browser, live_service):
     page.screenshot(path=str(ARTIFACTS / "audit-record.png"), full_page=True)
     page.locator(f"#card-{dxa_card['uuid']} a", has_text="why this card?").click()
     assert page.url.endswith(f"/audit/cards/{dxa_card['uuid']}")
-    assert page.url == dxa_card["links"][-1]["url"]  # the link the EHR got with the card
+    # the link the EHR got with the card opens the clinician's page (no login), not this auditor's page
+    assert "/why/" in dxa_card["links"][-1]["url"] and page.url != dxa_card["links"][-1]["url"]
     text = page.locator("main").inner_text()
     assert "Why this card?" in text
     assert "falling-bone-density v1.0.0" in text  # the rule and its version
@@ -136,7 +137,7 @@ def test_auditor_finds_a_card_and_sees_why(browser, live_service):
 
     # a derived fact: the vitamin D card rests on "on_ai", derived from the medication order
     vitd = next(c for c in cards if c["summary"].startswith("No 25-OH vitamin D"))
-    page.goto(vitd["links"][-1]["url"])
+    page.goto(f"{base}/audit/cards/{vitd['uuid']}")
     assert page.locator("h1").inner_text() == "Why this card?"
     tree = page.locator("ul.explanation").inner_text()
     assert "on_ai(" in tree and "derived fact, from rule on-aromatase-inhibitor v1.0.0" in tree
@@ -154,4 +155,65 @@ def test_auditor_finds_a_card_and_sees_why(browser, live_service):
     assert "different-scanner" in page.locator("#override-reasons").inner_text()
     assert "GE then Hologic" in page.locator("main").inner_text()
     page.screenshot(path=str(ARTIFACTS / "audit-rule-statistics.png"), full_page=True)
+    context.close()
+
+
+def test_auditor_finds_a_call_by_hook_instance_and_patient_key_and_reads_errors_as_pages(
+    browser, live_service
+):
+    base = live_service
+    instances = []
+    with requests.Session() as http:
+        for i in range(28):  # more than one page of 25
+            body = hook_body("ann" if i % 2 else f"p{i}")
+            instances.append(body["hookInstance"])
+            url = f"{base}/cds-services/{SERVICE}"
+            token = {"Authorization": "Bearer " + make_token(url)}
+            res = http.post(url, json=body, timeout=60, headers=token)
+            assert res.status_code == 200
+    context = browser.new_context(http_credentials={"username": "alice", "password": AUDITOR_TOKEN},
+                                  viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.goto(f"{base}/audit/")
+    assert page.locator("#total").inner_text().startswith("28 record(s), showing 1–25 of 28")
+    page.locator("a", has_text="older →").click()
+    assert page.locator("#total").inner_text().startswith("28 record(s), showing 26–28 of 28")
+
+    # the hookInstance the EHR logged finds its one call
+    page.goto(f"{base}/audit/")
+    page.fill("input[name=hookInstance]", instances[6])
+    page.click("button[type=submit]")
+    assert page.locator("#total").inner_text().startswith("1 record(s)")
+    assert page.locator("#records tbody tr").count() == 1
+
+    # the short patient key shown finds that patient's calls
+    page.goto(f"{base}/audit/")
+    short = page.locator("#records tbody tr").first.locator("td.hash").inner_text().strip()
+    assert len(short) == 16
+    page.fill("input[name=patientKey]", short)
+    page.click("button[type=submit]")
+    assert page.locator("#total").inner_text().startswith("14 record(s)")  # ann's calls, every other one
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "audit-search-patient-key.png"), full_page=True)
+
+    # errors are pages, not raw JSON: a misspelt filter, a bad date, an unknown rule, an unknown record
+    for path, status, says in (("/audit/?indicatr=warning", 400, "unknown filter indicatr"),
+                               ("/audit/?until=yesterday", 400, "until must be an ISO date"),
+                               ("/audit/rules/vitamin-d-mising", 404, "no rule 'vitamin-d-mising'"),
+                               ("/audit/records/999999", 404, "no audit record 999999")):
+        answer = page.goto(base + path)
+        assert answer.status == status and "text/html" in answer.headers["content-type"], path
+        assert says in page.locator("#error").inner_text(), path
+    page.screenshot(path=str(ARTIFACTS / "audit-error-page.png"), full_page=True)
+
+    # the rules page: card rules and derived rules apart, with the threshold values in force
+    page.goto(f"{base}/audit/rules/")
+    cards = page.locator("#rule-stats").inner_text()
+    derived = page.locator("#derived-rule-stats").inner_text()
+    assert "low-estradiol-on-ai" in cards and "on-aromatase-inhibitor" not in cards
+    assert "on-aromatase-inhibitor" in derived and "low-estradiol-on-ai" not in derived
+    assert "estradiol_low_pg_ml = 20 pg/mL" in cards
+    page.screenshot(path=str(ARTIFACTS / "audit-rules.png"), full_page=True)
+    page.goto(f"{base}/audit/rules/low-estradiol-on-ai")
+    assert "estradiol_severe_pg_ml" in page.locator("#thresholds").inner_text()
     context.close()

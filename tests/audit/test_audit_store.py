@@ -9,12 +9,13 @@ import threading
 import uuid
 
 import pytest
-from audit_support import BEARER, PG_URL, SERVICE, hook_body
+from audit_support import BEARER, PG_URL, SECRET, SERVICE, hook_body
 from sqlalchemy import create_engine, inspect, text
 
 from cds.audit import queries
 from cds.audit.spool import Spool
 from cds.audit.store import AuditStore
+from cds.auth.links import verify as verify_link
 from cds.db import engine_for, ensure_schema, metadata
 from cds.rules.pack import load as load_pack
 
@@ -84,7 +85,9 @@ def test_record_holds_the_call_but_no_patient_id_or_token(app):
     for card in cards:
         link = card["links"][-1]
         assert link["label"] == "Why this card?" and link["type"] == "absolute"
-        assert link["url"] == f"http://localhost/audit/cards/{card['uuid']}"
+        # the clinician's page: a link signed for this card (no auditor login), see test_clinician_why.py
+        assert link["url"].startswith("http://localhost/why/")
+        assert verify_link(SECRET.encode(), link["url"].rsplit("/", 1)[1]) == card["uuid"]
 
     found = client.get("/audit/api/records/1", headers=BEARER).get_json()
     raw = json.dumps(found)
@@ -174,6 +177,7 @@ WRITER = """
 import sys, uuid
 from cds.audit.spool import Spool
 from cds.audit.store import AuditStore
+from cds.auth.links import verify as verify_link
 from cds.db import engine_for
 from cds.rules.pack import load
 url, tag, n, spool = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
