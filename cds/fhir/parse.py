@@ -112,7 +112,7 @@ READ_ELEMENTS: dict[str, frozenset[str]] = {
     "Observation": frozenset({"id", "meta", "status", "code", "subject", "effectiveDateTime",
                               "effectivePeriod", "effectiveInstant", "issued", "valueQuantity"}),
     "MedicationRequest": frozenset({"id", "meta", "status", "intent", "subject", "medicationCodeableConcept",
-                                    "medicationReference", "contained", "dosageInstruction"}),
+                                    "medicationReference", "contained", "dosageInstruction", "authoredOn"}),
     "Medication": frozenset({"id", "meta", "code"}),
     "ServiceRequest": frozenset({"id", "meta", "status", "intent", "subject", "code"}),
 }

@@ -14,7 +14,8 @@ SERVICES = (
 
 DESCRIPTION = (
     "Bone-health advice for patients on aromatase inhibitors: low estradiol in men, falling DXA "
-    "bone density, missing or low 25-OH vitamin D, and overdue monitoring. Every card cites its source."
+    "bone density, missing or low 25-OH vitamin D, calcium and testosterone monitoring, overdue monitoring, "
+    "and calcium and vitamin D before bone-directed therapy is ordered. Every card cites its source."
 )
 
 
@@ -34,6 +35,10 @@ def prefetch_templates(pack: RulePack) -> dict[str, str]:
         "estradiol": observations + codes(vs["labs"]["estradiol"]["loinc"]),
         "vitaminD": observations + codes(vs["labs"]["vitamin_d"]["loinc"]),
         "dxa": observations + codes(dxa_codes),
+        "testosterone": observations + codes(vs["labs"]["testosterone"]["loinc"]),
+        "calcium": observations + codes(
+            [c for name in ("calcium", "albumin", "ionized_calcium") for c in vs["labs"][name]["loinc"]]),
+        "boneTurnover": observations + codes(vs["labs"]["ctx"]["loinc"] + vs["labs"]["p1np"]["loinc"]),
         "medications": (
             "MedicationRequest?patient={{context.patientId}}&status=active,on-hold"
             "&_include=MedicationRequest:medication"
