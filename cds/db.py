@@ -6,6 +6,7 @@ migrations in ``cds/migrations``; ``ensure_schema`` brings a database up to date
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -19,13 +20,14 @@ _LOCK = threading.Lock()
 
 
 def engine_for(url: str) -> Engine:
-    """A shared engine for ``url``; SQLite files get their folder created, WAL mode and a busy timeout."""
+    """A shared engine for ``url``; SQLite files get their folder created, WAL mode and a busy timeout,
+    and are readable by their owner only (see ``private_sqlite_file``)."""
     with _LOCK:
         engine = _ENGINES.get(url)
         if engine is not None:
             return engine
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite_file(Path(url[len("sqlite:///"):].split("?", 1)[0]))
         engine = create_engine(url, pool_pre_ping=True, future=True)
         if engine.dialect.name == "sqlite":
             @event.listens_for(engine, "connect")
@@ -36,6 +38,38 @@ def engine_for(url: str) -> Engine:
                 cur.close()
         _ENGINES[url] = engine
         return engine
+
+
+def private_folder(folder: Path) -> None:
+    """Create ``folder`` and any missing parent with mode 0700 (existing folders are left as they are)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+
+
+def private_sqlite_file(path: Path) -> None:
+    """The SQLite database file exists with mode 0600, in a folder created 0700.
+
+    SQLite creates the ``-wal`` and ``-shm`` files with the mode of the database file, so they are 0600
+    too; any already there (or a database file made by an older version, 0644) are set to 0600 here.
+    """
+    private_folder(path.parent)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if name.stat().st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except OSError:  # not there (yet), or not ours to change
+            pass
 
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"

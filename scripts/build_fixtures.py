@@ -128,7 +128,15 @@ def lab(
     code_unit: str | None = "same",
     subject: str = PID,
     comparator: str | None = None,
+    value_string: str | None = None,
+    absent: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
+    """A laboratory result in the US Core pattern; the lab-system shapes by keyword.
+
+    ``comparator``: ``valueQuantity.comparator`` (a result below or above a limit); ``value_string``: the
+    result as ``valueString`` ("<5 pg/mL") instead of a quantity; ``absent``: ``dataAbsentReason`` (code,
+    text) and no value; ``code_unit=None``: the unit as text only (no system, no code).
+    """
     obs: dict[str, Any] = {
         "resourceType": "Observation",
         "id": rid,
@@ -149,12 +157,21 @@ def lab(
         "effectiveDateTime": f"{ago(days_ago)}T08:30:00Z",
         "issued": f"{ago(days_ago)}T14:00:00Z",
     }
-    if value is not None:
+    if absent is not None:
+        code, text = absent
+        obs["dataAbsentReason"] = {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": code,
+                        "display": {"error": "Error", "not-performed": "Not Performed"}.get(code, code)}],
+            "text": text,
+        }
+    elif value_string is not None:
+        obs["valueString"] = value_string
+    elif value is not None:
         q: dict[str, Any] = {"value": value, "unit": unit}
+        if comparator:
+            q = {"value": value, "comparator": comparator, "unit": unit}
         if code_unit is not None:
             q.update(system=UCUM, code=unit if code_unit == "same" else code_unit)
-        if comparator:
-            q["comparator"] = comparator
         obs["valueQuantity"] = q
     else:
         obs["dataAbsentReason"] = {
@@ -166,14 +183,14 @@ def lab(
 
 
 def estradiol(value: float, unit: str = "pg/mL", days_ago: int = 30, rid: str = "e2-1", **kw: Any) -> dict:
-    loinc = "2243-4" if unit == "pg/mL" else "14715-7"
+    loinc = "14715-7" if unit in ("pmol/L", "nmol/L") else "2243-4"
     return lab(rid, loinc, value, unit, days_ago, display="Estradiol (E2) [Mass or Moles/volume]", **kw)
 
 
 def vitamin_d(
     value: float | None, unit: str = "ng/mL", days_ago: int = 60, rid: str = "vitd-1", **kw: Any
 ) -> dict:
-    loinc = "62292-8" if unit == "ng/mL" else "14635-7"
+    loinc = "14635-7" if unit in ("nmol/L",) else "62292-8"
     return lab(rid, loinc, value, unit, days_ago, display="25-Hydroxyvitamin D", **kw)
 
 
@@ -206,11 +223,19 @@ def dxa(
     *,
     status: str = "final",
     code: str | None = None,
+    body_site: dict[str, Any] | None = None,
+    unit: tuple[str, str | None] | None = None,
 ) -> dict[str, Any]:
-    """A DXA Observation shaped like the US Core DXA examples (imaging category, T-score unit ``1``)."""
+    """A DXA Observation shaped like the US Core DXA examples (imaging category, T-score unit ``1``).
+
+    ``body_site``: a ``bodySite`` CodeableConcept; ``unit``: (text, UCUM code or None for text only).
+    """
     loinc = code or VS["dxa"][site][kind][0]
-    unit = {"bmd": ("g/cm2", "g/cm2"), "t_score": ("T-Score", "1"), "z_score": ("Z-Score", "1")}[kind]
-    return {
+    unit = unit or {"bmd": ("g/cm2", "g/cm2"), "t_score": ("T-Score", "1"), "z_score": ("Z-Score", "1")}[kind]
+    quantity: dict[str, Any] = {"value": value, "unit": unit[0]}
+    if unit[1] is not None:
+        quantity.update(system=UCUM, code=unit[1])
+    obs = {
         "resourceType": "Observation",
         "id": rid,
         "status": status,
@@ -231,8 +256,11 @@ def dxa(
         },
         "subject": {"reference": f"Patient/{PID}"},
         "effectiveDateTime": f"{ago(days_ago)}T10:00:00Z",
-        "valueQuantity": {"value": value, "unit": unit[0], "system": UCUM, "code": unit[1]},
+        "valueQuantity": quantity,
     }
+    if body_site is not None:
+        obs["bodySite"] = body_site
+    return obs
 
 
 def service_request(rid: str, system: str, code: str, text: str) -> dict[str, Any]:

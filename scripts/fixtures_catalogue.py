@@ -15,6 +15,7 @@ MALE_ONLY_E2 = "low-estradiol-on-ai"
 def define(b: Any) -> None:
     import fixtures_dxa  # the DXA half of the catalogue; imports card and fix from here
     import fixtures_newrules  # testosterone, calcium and the order-time checks
+    import fixtures_values  # values as laboratories and DXA systems report them
 
     _aromatase_inhibitor(b)
     _other_medications(b)
@@ -24,6 +25,7 @@ def define(b: Any) -> None:
     _vitamin_d(b)
     _estradiol_due(b)
     _gaps(b)
+    fixtures_values.define(b)
     fixtures_newrules.define(b)
 
 
@@ -202,7 +204,8 @@ def _low_estradiol(b: Any) -> None:
         rule,
         "out-unknown-unit-reported",
         b.record(e2=e2(15, "ng/dL")),
-        cards=[card("evaluation-gaps", "info", "could not use", detail_contains="ng/dL")],
+        cards=[card("evaluation-gaps", "info", "could not use", detail_contains="ng/dL"),
+               card("estradiol-monitoring-due", "info", "", detail_contains="ng/dL")],
         not_cards=[rule],
     )
 
@@ -320,14 +323,6 @@ def _vitamin_d(b: Any) -> None:
         cards=[card(rule, "info")],
         not_cards=["vitamin-d-low"],
     )
-    fix(
-        b,
-        rule,
-        "out-recent-result-unknown-unit",
-        b.record(vitd=v(38, "IU/mL")),
-        cards=[card("evaluation-gaps", "info", "", detail_contains="IU/mL")],
-        not_cards=[rule],
-    )
 
 
 def _estradiol_due(b: Any) -> None:
@@ -360,14 +355,17 @@ def _gaps(b: Any) -> None:
         rule,
         "in-unknown-vitamin-d-unit",
         b.record(vitd=b.vitamin_d(40, "mg/dL")),
-        cards=[card(rule, "info", "could not use", detail_contains="mg/dL")],
+        cards=[
+            card(rule, "info", "could not use", detail_contains="mg/dL"),
+            card("vitamin-d-missing", "info"),
+        ],
     )
     fix(
         b,
         rule,
         "in-value-missing",
         b.record(vitd=b.vitamin_d(None)),
-        cards=[card(rule, "info", "", detail_contains="no numeric value")],
+        cards=[card(rule, "info", "", detail_contains="no numeric value"), card("vitamin-d-missing", "info")],
     )
     fix(
         b,

@@ -84,6 +84,9 @@ def differences(app: Any, path: Path, expected: dict[str, Any]) -> list[str]:
             problems.append(f"{item['rule']}: summary {card['summary']!r} lacks {item['summary_contains']!r}")
         if item.get("detail_contains", "") not in card["detail"]:
             problems.append(f"{item['rule']}: detail lacks {item['detail_contains']!r}")
+        for text in item.get("detail_lacks", []):
+            if text in card["detail"]:
+                problems.append(f"{item['rule']}: detail contains {text!r}, which it must not")
         for suggestion in card.get("suggestions", []):
             for action in suggestion["actions"]:
                 if "resource" in action:

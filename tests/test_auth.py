@@ -10,6 +10,7 @@ import time
 
 import jwt
 import pytest
+from builders import hook_body, med, patient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from support import PRIVATE_KEYS, PUBLIC_JWKS, TEST_ISS, make_token
@@ -84,6 +85,10 @@ def test_aud_may_be_an_array_or_differ_only_by_final_slash_case_or_default_port(
 
 
 def test_service_call_and_feedback_need_and_accept_a_token(app, client):
+    # a card this client was issued, for the feedback below (feedback is taken only for such cards)
+    issued = client.post(SERVICE, json=hook_body("patient-view", record=[patient(gender="female"), med()]),
+                         headers={"Authorization": "Bearer " + make_token(BASE + SERVICE)})
+    card_uuid = issued.get_json()["cards"][0]["uuid"]
     recorded = []
     sink = type("Sink", (), {"record_call": lambda self, call: recorded.append(call)})
     app.extensions["cds.service"].audit = sink()
@@ -97,7 +102,7 @@ def test_service_call_and_feedback_need_and_accept_a_token(app, client):
     assert response.get_json()["resourceType"] == "OperationOutcome"
     assert [(r.client_iss, r.status) for r in recorded] == [(TEST_ISS, 412)]
 
-    feedback = {"feedback": [{"card": "5b4a1c2e-3f1d-4c59-9a43-2b7f0e9d1a10", "outcome": "overridden",
+    feedback = {"feedback": [{"card": card_uuid, "outcome": "overridden",
                               "outcomeTimestamp": "2026-11-22T10:00:00Z"}]}
     assert_bare_401(client.post(FEEDBACK, json=feedback))
     response = client.post(FEEDBACK, json=feedback,

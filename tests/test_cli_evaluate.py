@@ -17,7 +17,7 @@ def test_evaluate_text_lists_cards_and_fired_rules(capsys):
     assert main(["evaluate", str(ESCALATION), "--hook", "order-sign", "--at", "2026-11-22"]) == 0
     out = capsys.readouterr().out
     assert "1 card(s)" in out and "[critical]" in out
-    assert "low-estradiol-on-ai v1.1.0" in out and "low-estradiol-with-bone-loss v1.0.0" in out
+    assert "low-estradiol-on-ai v1.2.0" in out and "low-estradiol-with-bone-loss v1.1.0" in out
     assert "value=14.0" in out  # the fact that fired the rule
     assert "set aside: falling-bone-density (explained by low-estradiol-with-bone-loss)" in out
 
@@ -72,7 +72,7 @@ def test_evaluate_names_the_order_each_fired_rule_refers_to(capsys):
     out = capsys.readouterr().out
     fired = out.split("rules fired:\n", 1)[1].splitlines()
     assert len(fired) == len(set(fired)), "two fired lines read the same"
-    low = [line for line in fired if line.startswith("  low-estradiol-on-ai v1.1.0")]
+    low = [line for line in fired if line.startswith("  low-estradiol-on-ai v1.2.0")]
     assert len(low) == 2
     assert any(" for MedicationRequest/mr-ana-renew (draft order): " in line for line in low)
     assert any(" for MedicationRequest/mr-ana: " in line for line in low)

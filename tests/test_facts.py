@@ -72,11 +72,19 @@ def test_latest_per_analyte_is_by_date_not_by_order():
 
 
 def test_pmol_converted_and_unknown_unit_reported_not_guessed():
-    facts = facts_for([fx.patient(), fx.estradiol(73, "pmol/L", rid="a"), fx.vitamin_d(30, "ug/L")])
+    facts = facts_for([fx.patient(), fx.estradiol(73, "pmol/L", rid="a"), fx.vitamin_d(30, "ug/dL")])
     (lab,) = of(facts, "lab")
     assert lab["value"] == pytest.approx(19.886, abs=1e-3)
     (problem,) = of(facts, "problem")
-    assert "ug/L" in problem["reason"] and problem["analyte"] == "vitamin_d"
+    assert "ug/dL" in problem["reason"] and problem["analyte"] == "vitamin_d"
+
+
+def test_ucum_spellings_of_an_accepted_unit_are_the_same_unit():
+    facts = facts_for([fx.patient(), fx.estradiol(15, "ng/L", rid="a"), fx.vitamin_d(12, "ug/L")])
+    labs = {f["analyte"]: f for f in of(facts, "lab")}
+    assert labs["estradiol"]["value"] == 15 and labs["estradiol"]["shown"] == "15.0 pg/mL"
+    assert labs["vitamin_d"]["value"] == 12 and labs["vitamin_d"]["reported"] == "12 ug/L"
+    assert not of(facts, "problem")
 
 
 def test_latest_per_dxa_site_and_change_at_the_same_site_only():

@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from builders import hook_body, med, patient
 
 URL = "/cds-services/bone-health-order-sign/feedback"
 
@@ -19,10 +20,14 @@ def item(**overrides):
 
 
 def test_accepted_and_overridden_feedback_is_answered(client):
-    overridden = item(outcome="overridden", acceptedSuggestions=None,
+    # feedback is taken for cards issued on that service (tests/audit/test_audit_feedback_owner.py)
+    body = hook_body("order-sign", record=[patient(gender="female")], drafts=[med(status="draft")])
+    cards = client.post("/cds-services/bone-health-order-sign", json=body).get_json()["cards"]
+    accepted = item(card=cards[0]["uuid"], acceptedSuggestions=[{"id": cards[0]["suggestions"][0]["uuid"]}])
+    overridden = item(card=cards[1]["uuid"], outcome="overridden", acceptedSuggestions=None,
                       overrideReason={"reason": {"code": "dose-already-reduced", "system": "x",
                                                  "display": "Dose already reduced"}, "userComment": "ok"})
-    response = client.post(URL, json={"feedback": [item(), overridden]})
+    response = client.post(URL, json={"feedback": [accepted, overridden]})
     assert response.status_code == 200
     assert response.get_json() == {"accepted": 2}
 

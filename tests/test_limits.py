@@ -17,6 +17,7 @@ LIMIT = 2000
 SERVICE = "/cds-services/bone-health-patient-view"
 FEEDBACK = SERVICE + "/feedback"
 ORIGIN = "https://app.example.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 
 def hook_body(**prefetch) -> dict:
@@ -27,8 +28,8 @@ def hook_body(**prefetch) -> dict:
             "context": {"userId": "Practitioner/1", "patientId": "p1"}, "prefetch": {**base, **prefetch}}
 
 
-def feedback_body(padding: int = 0) -> bytes:
-    item = {"card": "5b4a1c2e-3f1d-4c59-9a43-2b7f0e9d1a10", "outcome": "overridden",
+def feedback_body(padding: int = 0, card: str = "5b4a1c2e-3f1d-4c59-9a43-2b7f0e9d1a10") -> bytes:
+    item = {"card": card, "outcome": "overridden",
             "outcomeTimestamp": "2026-11-22T10:00:00Z", "overrideReason": {"userComment": "x" * padding}}
     return json.dumps({"feedback": [item]}).encode()
 
@@ -91,8 +92,20 @@ def test_chunked_body_over_the_limit_is_413(base):
     assert_outcome(body, "too-costly")
 
 
+def issued_card(base: str) -> str:
+    """A card the service issued to the test client (feedback is taken only for such cards)."""
+    order = {"resourceType": "MedicationRequest", "id": "m1", "status": "active", "intent": "order",
+             "subject": {"reference": "Patient/p1"},
+             "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "84857"}]}}
+    bundle = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": order}]}
+    body = hook_body(medications=bundle)
+    status, _, answer = request(base, "POST", SERVICE, json.dumps(body).encode(), json_headers(base, SERVICE))
+    assert status == 200 and answer["cards"], answer
+    return answer["cards"][0]["uuid"]
+
+
 def test_chunked_body_within_the_limit_is_read(base):
-    data = feedback_body(100)
+    data = feedback_body(100, card=issued_card(base))
     chunks = (data[i:i + 50] for i in range(0, len(data), 50))
     status, _, body = request(base, "POST", FEEDBACK, chunks, json_headers(base, FEEDBACK), chunked=True)
     assert status == 200

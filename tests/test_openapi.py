@@ -149,7 +149,7 @@ def test_the_auditor_api_takes_auditor_credentials_only():
     audit_ops = [
         op for path, ops in doc["paths"].items() if path.startswith("/audit/") for op in ops.values()
     ]
-    assert len(audit_ops) == 5
+    assert len(audit_ops) == 6  # records, record, rules, rule, quarantine, verify
     schemes = doc["components"]["securitySchemes"]
     assert schemes["auditorBearer"] == {**schemes["auditorBearer"], "type": "http", "scheme": "bearer"}
     assert schemes["auditorBasic"] == {**schemes["auditorBasic"], "type": "http", "scheme": "basic"}

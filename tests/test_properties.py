@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 from cds.decide.evaluate import Evaluator
 from cds.errors import CdsError
 from cds.fhir import parse as fhir_parse
+from cds.fhir import units
 from cds.fhir.units import to_canonical
 from cds.rules import pack as rulepack
 
 PACK = rulepack.load()
+units.warm_up()  # the UCUM registry loads once, before any example is timed
 EVALUATOR = Evaluator(PACK)
 NOW = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
 LAB_CODES = [c for spec in PACK.valuesets["labs"].values() for c in spec["loinc"]]

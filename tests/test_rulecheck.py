@@ -92,7 +92,7 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
         "'oestradiol' is not in valuesets.yaml labs",
     ),
     "unknown order kind": (
-        lambda p: _rule(p, VIT_D, _set("match", "none", "2", "where", "kind", value="vit_d")),
+        lambda p: _rule(p, VIT_D, _set("match", "none", "1", "where", "kind", value="vit_d")),
         "'vit_d' is not in valuesets.yaml orders",
     ),
     "unknown unless_ordered": (

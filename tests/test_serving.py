@@ -109,13 +109,13 @@ def test_serve_prod_runs_gunicorn_and_answers_health(tmp_path):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         health = None
         while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                health = requests.get(f"{base}/health", timeout=2)
+            try:  # workers load the app (and warm their caches) after the socket is open: wait for them
+                health = requests.get(f"{base}/health", timeout=(2, 30))
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.3)
         assert health is not None, (tmp_path / "gunicorn.log").read_text()
         assert health.status_code == 200

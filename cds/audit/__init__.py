@@ -6,7 +6,13 @@
     schema.py   the tables (on cds.db.metadata); migrations in cds/migrations
     spool.py    the durable local spool used while the database is unavailable
     store.py    AuditStore: the AuditSink and feedback sink; appends, spools, drains
-    queries.py  lists, filters, one record, rule statistics, chain verification
+    ledger.py   appending to a chained table; poison (data) errors told from outages
+    feedback.py feedback tied to its card, service and client; the feedback chain's columns
+    quarantine.py  entries the database refused as data, set aside (chained)
+    inflight.py started-call markers: calls of a process that died are recorded "interrupted"
+    queries.py  lists, filters, one record, rule statistics
+    verify.py   every audit table checked against the chains; the head to keep elsewhere
+    metrics.py  the audit's figures on /metrics
     auth.py     auditor credentials (AUDITOR_TOKENS)
     api.py      /audit/api/... (JSON)          web.py   /audit/... (HTML, templates/audit)
     cli.py      cds audit ...                  replay.py  stored facts under another rule pack
@@ -103,6 +109,9 @@ def init_app(app) -> None:
     app.extensions["cds.audit"] = store
     app.extensions["cds.feedback"] = store.store_feedback
     app.extensions.setdefault("cds.health", {})["audit"] = store.health
+    from cds.audit.metrics import AuditCollector
+
+    app.extensions.setdefault("cds.metrics.collectors", []).append(AuditCollector(store))
     app.extensions["cds.auditors"] = parse_tokens(values.get("AUDITOR_TOKENS") or ())
     if not app.extensions["cds.auditors"]:
         log.warning("CDS_AUDITOR_TOKENS is empty: the auditor pages and API answer 401 to everyone")
@@ -110,3 +119,7 @@ def init_app(app) -> None:
     app.register_blueprint(web.bp)
     if store.spool.pending():
         store.kick()
+    try:
+        store.reap_interrupted()  # calls of a process that died before this one started
+    except Exception:  # noqa: BLE001 - start anyway; /health tries again
+        log.exception("interrupted calls could not be recorded at start-up")

@@ -29,19 +29,23 @@ def require_auditor() -> Response | None:
 bp.before_request(require_auditor)
 
 
-def filters_from(args: Any) -> queries.Filters:
+def _time(args: Any, name: str):
     try:
-        return queries.Filters(
-            since=queries.parse_time(args.get("since")),
-            until=queries.parse_time(args.get("until")),
-            service=args.get("service") or None,
-            rule=args.get("rule") or None,
-            indicator=args.get("indicator") or None,
-            outcome=args.get("outcome") or None,
-            patient_key=(args.get("patientKey") or args.get("patient_key") or "").strip().lower() or None,
-        )
+        return queries.parse_time(args.get(name))
     except ValueError as exc:
-        raise RequestError(f"since/until must be ISO dates or date-times: {exc}", field="since") from exc
+        raise RequestError(f"{name} must be an ISO date or date-time: {exc}", field=name) from exc
+
+
+def filters_from(args: Any) -> queries.Filters:
+    return queries.Filters(
+        since=_time(args, "since"),
+        until=_time(args, "until"),
+        service=args.get("service") or None,
+        rule=args.get("rule") or None,
+        indicator=args.get("indicator") or None,
+        outcome=args.get("outcome") or None,
+        patient_key=(args.get("patientKey") or args.get("patient_key") or "").strip().lower() or None,
+    )
 
 
 def paging(args: Any) -> tuple[int, int]:
@@ -83,13 +87,30 @@ def rule(rule_id: str):
     return jsonify(queries.rule_stats(_engine(), [rule_id])[0])
 
 
+@bp.get("/quarantine")
+def quarantined():
+    from cds.audit import quarantine
+
+    limit, offset = paging(request.args)
+    limit = max(1, min(limit, queries.MAX_PAGE))
+    return jsonify({"total": quarantine.count(_engine()), "limit": limit, "offset": offset,
+                    "entries": quarantine.entries(_engine(), limit=limit, offset=offset)})
+
+
 @bp.get("/verify")
 def verify():
-    checked, broken = queries.verify_chain(_engine())
+    from cds.audit.verify import verify_all
+
+    report = verify_all(_engine())
+    broken = report.first_broken
     return jsonify(
         {
-            "checked": checked,
-            "ok": broken is None,
+            "checked": report.records,
+            "feedbackChecked": report.feedback,
+            "quarantined": report.quarantined,
+            "ok": report.ok,
+            "head": report.head if report.ok else None,
+            "problems": report.problems,
             "firstBroken": None
             if broken is None
             else {"seq": broken.seq, "id": broken.id, "reason": broken.reason},

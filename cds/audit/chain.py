@@ -9,22 +9,43 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 GENESIS = "0" * 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def canonical(content: Any) -> str:
-    """The one JSON text a record's content hashes as: sorted keys, no spaces, UTF-8, no NaN."""
+def _dumps(content: Any) -> str:
     return json.dumps(
         content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
     )
 
 
+def _escape_surrogate(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def canonical(content: Any) -> str:
+    """The one JSON text a record's content hashes as: sorted keys, no spaces, UTF-8, no NaN.
+
+    A lone surrogate (``"\\ud800"``: valid in a Python string and in JSON escapes, not in UTF-8) is
+    written as its ``\\uXXXX`` escape, so the text always encodes and always stores; the text is the
+    fixed point (decoding and writing it again gives the same text), so ``verify`` can recompute it.
+    """
+    text = _dumps(content)
+    if _SURROGATE.search(text) is None:
+        return text
+    # Decoding joins escaped surrogate pairs into one character: write the decoded value once more.
+    return _SURROGATE.sub(_escape_surrogate, _dumps(json.loads(_SURROGATE.sub(_escape_surrogate, text))))
+
+
 def link_hash(prev_hash: str, content_json: str) -> str:
-    return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + content_json.encode("utf-8")).hexdigest()
+    """sha256(prev_hash + "\\n" + content); content as UTF-8 (a surrogate left in it still encodes)."""
+    data = prev_hash.encode("ascii") + b"\n" + content_json.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

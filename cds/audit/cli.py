@@ -3,7 +3,7 @@
 cds audit migrate                          bring the database schema up to date
 cds audit list [filters] [--json]          newest first, one page (--limit, --offset)
 cds audit show ID [--json]                 one record (seq, record id, card uuid or hookInstance)
-cds audit verify                           check the hash chain; exit 1 at the first broken link
+cds audit verify [--expect-head HEAD]      check every audit table against the chains; print the head
 cds audit export --format ndjson|csv       every record, oldest first, to stdout (or --output)
 cds audit replay --rules DIR [--since D]   which cards would appear, disappear or change
 cds audit drain                            move spooled records into the database now
@@ -108,7 +108,9 @@ def _engine(values: dict[str, Any]):
 def _time(raw: str | None, option: str):
     try:
         return queries.parse_time(raw)
-    except ValueError:
+    except ValueError as exc:
+        if "outside the years" in str(exc):
+            fail(f"{option} {exc}")
         fail(f"{option} {raw!r} is not an ISO date or date-time (YYYY-MM-DD[THH:MM[:SS]])")
 
 
@@ -235,14 +237,15 @@ def show_cmd(key: str, as_json: bool) -> int:
 
 
 @audit.command("verify")
-def verify_cmd() -> int:
-    """Verify the hash chain; exit 1 at the first broken link."""
-    checked, broken = queries.verify_chain(_engine(_values()))
-    if broken is None:
-        click.echo(f"audit chain OK: {checked} record(s) verified")
-        return 0
-    click.echo(f"audit chain BROKEN at record #{broken.seq} ({broken.id}): {broken.reason}")
-    return 1
+@click.option("--expect-head", metavar="HEAD", help="A head printed by an earlier verify and kept elsewhere: "
+              "fail unless the trail still holds it (a cut tail or a rewrite).")
+def verify_cmd(expect_head: str | None) -> int:
+    """Check every audit table against the hash chains and print the head; exit 1 when broken."""
+    from cds.audit.verify import verify_lines
+
+    code, lines = verify_lines(_engine(_values()), expect_head)
+    click.echo("\n".join(lines))
+    return code
 
 
 CSV_COLUMNS = (
@@ -343,9 +346,10 @@ def drain_cmd() -> int:
     values = _values()
     store = open_store(values, rulepack.load(values["RULES_DIR"] or None, values["SITE_CONFIG"] or None))
     moved = store.drain(wait=True)
+    quarantined = store.health()["quarantined"]
     click.echo(
         f"moved {moved} spooled entr{'y' if moved == 1 else 'ies'} to the database; "
-        f"{store.spool.count()} left"
+        f"{store.spool.count()} left; {quarantined} quarantined in all"
     )
     return 0
 

@@ -12,7 +12,6 @@ from sqlalchemy import and_, exists, func, select
 from sqlalchemy.engine import Engine
 
 from cds.audit import chain
-from cds.audit.record import columns_of
 from cds.audit.schema import audit_card, audit_feedback, audit_record
 
 MAX_PAGE = 500
@@ -62,11 +61,15 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 
 def parse_time(raw: str | None) -> dt.datetime | None:
-    """An ISO date or date-time (UTC when it names no zone); ``ValueError`` when malformed."""
+    """An ISO date or date-time (UTC when it names no zone); ``ValueError`` when malformed or when it
+    falls outside the years 1 to 9999 once moved to UTC (``9999-12-31T23:59:59-05:00``)."""
     if not raw:
         return None
     value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    return _utc(value)
+    try:
+        return _utc(value)
+    except OverflowError as exc:
+        raise ValueError(f"{raw!r} is outside the years 1 to 9999 in UTC") from exc
 
 
 def summary(row: Any, cards: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -254,28 +257,14 @@ def iter_records(engine: Engine, filters: Filters | None = None, *, batch: int =
         last = rows[-1].seq
 
 
-def _columns_agree(row: Any) -> str | None:
-    try:
-        expected = columns_of(json.loads(row.content))
-    except (ValueError, KeyError, TypeError):
-        return None  # the chain check reports malformed content
-    for name, value in expected.items():
-        if getattr(row, name) != value:
-            return f"column {name} does not match the record's content (edited)"
-    return None
-
-
 def verify_chain(engine: Engine) -> tuple[int, chain.Broken | None]:
-    rows = {}
+    """(records checked, the first problem or None) over every audit table (``verify.verify_all``)."""
+    from cds.audit.verify import verify_all
 
-    def links() -> Iterator[chain.Link]:
-        for row in iter_records(engine):
-            rows[row.seq] = row
-            yield chain.Link(
-                seq=row.seq, id=row.id, content=row.content, prev_hash=row.prev_hash, hash=row.hash
-            )
-
-    return chain.verify(links(), check=lambda link: _columns_agree(rows.pop(link.seq)))
+    report = verify_all(engine)
+    if report.first_broken is not None or report.ok:
+        return report.records, report.first_broken
+    return report.records, chain.Broken(0, "-", report.problems[0])
 
 
 def seqs_for_hook_instance(engine: Engine, hook_instance: str) -> list[int]:

@@ -14,6 +14,7 @@ import re
 import uuid
 from typing import Any
 
+from cds.audit.ledger import storable
 from cds.decide.service import CallRecord
 from cds.rules.pack import RulePack
 
@@ -101,7 +102,7 @@ def build_content(
 def columns_of(content: dict[str, Any]) -> dict[str, Any]:
     """The indexed columns stored beside the content (derived from it, so ``verify`` can recheck them)."""
     fired = sorted({f["rule"] for f in content.get("fired", [])})
-    return {
+    columns = {
         "id": content["id"],
         "service": content["service"],
         "hook": content.get("hook"),
@@ -114,16 +115,17 @@ def columns_of(content: dict[str, Any]) -> dict[str, Any]:
         "latency_ms": content.get("latencyMs"),
         "rules": " " + " ".join(fired) + " ",
     }
+    return {name: storable(value) for name, value in columns.items()}
 
 
 def cards_of(content: dict[str, Any]) -> list[dict[str, Any]]:
     rules = content.get("cardRules", {})
     return [
         {
-            "uuid": c["uuid"],
-            "rule_id": rules.get(c["uuid"], ""),
-            "indicator": c.get("indicator", ""),
-            "summary": c.get("summary", ""),
+            "uuid": storable(c["uuid"]),
+            "rule_id": storable(rules.get(c["uuid"], "")),
+            "indicator": storable(c.get("indicator", "")),
+            "summary": storable(c.get("summary", "")),
         }
         for c in content.get("cards", [])
     ]

@@ -3,7 +3,10 @@ in ``cds.auth.replay_store``). The migrations in ``cds/migrations`` create them.
 
 audit_record    one row per hook call, append-only, hash-chained by ``seq`` (see ``chain.py``)
 audit_card      one row per card returned (uuid -> record, rule, indicator), written with its record
-audit_feedback  one row per feedback item received, never updated (repeat feedback is a new row)
+audit_feedback  one row per feedback item received, never updated (repeat feedback is a new row);
+                hash-chained by ``seq`` like the records (a chain of its own)
+audit_quarantine  entries the database refused as data (a value too long, not storable): set aside,
+                hash-chained by ``seq``, so that the entries behind them are written
 """
 
 from __future__ import annotations
@@ -68,5 +71,24 @@ audit_feedback = Table(
     Column("override_display", Text),
     Column("comment", Text),
     Column("known_card", Boolean, nullable=False),  # False: no audited card has this uuid (yet)
+    Column("client_iss", String(512)),  # the client that sent it (its token's iss)
+    Column("seq", Integer),  # feedback chain position, 1, 2, 3 ... (always set; unique index below)
+    Column("content", Text),  # canonical JSON of the item as received, with service, client, time
+    Column("prev_hash", String(64)),
+    Column("hash", String(64)),
 )
 Index("ix_audit_feedback_received", audit_feedback.c.received)
+Index("ix_audit_feedback_seq", audit_feedback.c.seq, unique=True)
+
+audit_quarantine = Table(
+    "audit_quarantine",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # chain position, 1, 2, 3 ...
+    Column("id", String(36), nullable=False, unique=True),
+    Column("time", DateTime(timezone=True), nullable=False),  # when it was set aside
+    Column("kind", String(16), nullable=False),  # call | feedback | other
+    Column("reason", Text, nullable=False),  # why the database refused it
+    Column("content", Text, nullable=False),  # canonical JSON: id, time, kind, reason, the entry (escaped)
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)

@@ -21,7 +21,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cds.db import private_folder
+
 _COUNTER = itertools.count()
+
+
+class Unstorable(Exception):
+    """Raised by a drain's ``write`` for an entry no database write can take: the file is kept as
+    ``<name>.poison`` and the drain goes on."""
+
 _COUNTER_LOCK = threading.Lock()
 
 
@@ -30,7 +38,7 @@ class Spool:
         self.folder = Path(folder)
 
     def _ensure(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_folder(self.folder)
 
     def append(self, entry: dict[str, Any]) -> Path:
         """Write one entry durably; raise ``OSError`` when it cannot be written."""
@@ -69,6 +77,13 @@ class Spool:
     def count(self) -> int:
         return len(self.files())
 
+    def poisoned(self) -> int:
+        """Entries set aside as ``.poison`` files (not even the quarantine table could take them)."""
+        try:
+            return sum(1 for p in self.folder.iterdir() if p.suffix == ".poison")
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+
     def pending(self) -> bool:
         try:
             with os.scandir(self.folder) as it:
@@ -93,7 +108,8 @@ class Spool:
     def drain(self, write: Callable[[dict[str, Any]], None], *, wait: bool = False) -> int:
         """Hand every entry, oldest first, to ``write`` (one database transaction each); delete it after.
 
-        Stops at the first entry ``write`` raises on and re-raises (the entry stays for the next try).
+        Stops at the first entry ``write`` raises on and re-raises (the entry stays for the next try),
+        except ``Unstorable``: that entry's file is renamed ``.poison`` and the drain goes on.
         Returns how many entries were moved; 0 when another process is draining and ``wait`` is false.
         """
         moved = 0
@@ -112,6 +128,10 @@ class Spool:
                     except ValueError:
                         path.rename(path.with_suffix(".corrupt"))  # kept for a person to look at
                         continue
-                    write(entry)
+                    try:
+                        write(entry)
+                    except Unstorable:
+                        path.rename(path.with_suffix(".poison"))
+                        continue
                     path.unlink()
                     moved += 1

@@ -11,34 +11,42 @@ be written either, the entry is held in memory (up to ``HOLD_LIMIT`` entries, be
 while anything is held, new entries queue behind it) and moved to the spool or the database by the same
 thread once either is back. Only past that limit, or if the process dies while holding entries, is an
 entry lost: that is logged as an error and the hook call still answers.
+
+An entry the database refuses as data (``ledger.is_poison``) is set aside in the quarantine
+(``quarantine.py``) instead of waiting at the head of the queue, wherever it is written from: the request
+path, the spool or memory. A call whose process dies before it answers is counted through its started-call
+marker (``inflight.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from cds.audit import chain
+from cds.audit import chain, feedback, ledger, quarantine
+from cds.audit.inflight import CallMarkers
 from cds.audit.record import build_content, cards_of, columns_of
 from cds.audit.schema import audit_card, audit_feedback, audit_record
-from cds.audit.spool import Spool
+from cds.audit.spool import Spool, Unstorable
 from cds.db import ensure_schema
 from cds.decide.service import CallRecord
+from cds.hooks.services import hook_of
 from cds.rules.pack import RulePack
 
 log = logging.getLogger("cds.audit")
 
-CHAIN_LOCK_KEY = 0x6364_7361_7564_6974 % (2**63)  # "cdsaudit": the advisory lock guarding the chain head
-_SQLITE_RETRIES = 20
+CHAIN_LOCK_KEY = ledger.RECORD_LOCK  # "cdsaudit": the advisory lock guarding the chain head
+INTERRUPTED = "interrupted"  # the outcome of a call whose process died before it answered
 HOLD_LIMIT = 10_000  # entries kept in memory while neither the database nor the spool can take them
 
 
@@ -64,6 +72,33 @@ class AuditStore:
         self._held: deque[dict[str, Any]] = deque()  # entries waiting in memory (spool unwritable)
         self._held_lock = threading.Lock()
         self.migrate_pending = False  # the database was down at start-up: migrate before the first write
+        self.markers = CallMarkers(Path(spool.folder) / "calls")
+        self._counts = {"quarantined": 0, "interrupted": 0}  # last read from the database
+
+    # -- started-call markers -------------------------------------------------------------------------
+    def call_started(self, service: str, started: dt.datetime) -> Path | None:
+        return self.markers.start(service, started)
+
+    def call_finished(self, marker: Path | None) -> None:
+        self.markers.end(marker)
+
+    def reap_interrupted(self) -> int:
+        """Record the calls of processes that died mid-call (outcome ``interrupted``)."""
+        return self.markers.reap(self._record_interrupted)
+
+    def _record_interrupted(self, marker: dict[str, Any]) -> None:
+        try:
+            started = _utc(dt.datetime.fromisoformat(marker["started"]))
+        except (TypeError, ValueError):
+            started = dt.datetime.now(dt.UTC)
+        call = CallRecord(service=marker["service"][:128], hook=hook_of(marker["service"]),
+                          hook_instance=None, patient_id=None, client_iss=None, started=started,
+                          latency_ms=0.0, outcome=INTERRUPTED, status=0,
+                          error="the process handling this call stopped before it answered")
+        content = build_content(call, self.pack, self.secret)
+        content["latencyMs"] = None
+        content["marker"] = marker["marker"]
+        self.submit({"kind": "call", "content": content})
 
     # -- the sinks ------------------------------------------------------------------------------------
     def record_call(self, call: CallRecord) -> None:
@@ -80,16 +115,30 @@ class AuditStore:
             self.lost += 1
             log.exception("audit entry LOST for a %s call", call.service)
 
-    def store_feedback(self, service_id: str, items: list[dict[str, Any]], *, received: dt.datetime) -> None:
+    def store_feedback(self, service_id: str, items: list[dict[str, Any]], *, received: dt.datetime,
+                       client_iss: str | None = None) -> None:
+        """Store feedback items, all or none: an item for a card not issued on ``service_id`` to
+        ``client_iss``, or naming suggestions the card does not have, refuses the call (``NotFound`` /
+        ``RequestError`` naming the item). A card not found while entries still wait in the spool or in
+        memory, or while the database cannot be read, is accepted and checked when it is written."""
+        queued = bool(self._held) or self.spool.pending()
+        try:
+            with self.engine.connect() as conn:
+                cards = feedback.issued_cards(conn, [item.get("card") for item in items])
+        except SQLAlchemyError as exc:
+            log.warning("feedback accepted unchecked: the audit database cannot be read (%s); it is "
+                        "checked when written", type(exc).__name__)
+            cards, queued = {}, True
+        for i, item in enumerate(items):
+            card = cards.get(item.get("card"))
+            if card is None and queued:
+                continue  # its record may be behind us in the queue: checked when written
+            found = feedback.problem(item, f"feedback[{i}]", card, service_id, client_iss)
+            if found:
+                feedback.refuse(found)
         for item in items:
-            self.submit(
-                {
-                    "kind": "feedback",
-                    "service": service_id,
-                    "item": item,
-                    "received": _utc(received).isoformat(),
-                }
-            )
+            self.submit({"kind": "feedback", "id": str(uuid.uuid4()), "service": service_id,
+                         "client": client_iss, "item": item, "received": _utc(received).isoformat()})
 
     def submit(self, entry: dict[str, Any]) -> None:
         with self._held_lock:
@@ -100,10 +149,31 @@ class AuditStore:
             try:
                 self.write(entry)
                 return
-            except SQLAlchemyError as exc:
+            except Exception as exc:
+                if ledger.is_poison(exc):
+                    self._set_aside(entry, exc)
+                    return
+                if not isinstance(exc, SQLAlchemyError):
+                    raise
                 log.warning(
                     "audit database unavailable (%s); spooling to %s", type(exc).__name__, self.spool.folder
                 )
+        self._spool(entry)
+
+    def _set_aside(self, entry: dict[str, Any], exc: BaseException) -> None:
+        """Quarantine a poison entry from the request path; spooled if the quarantine cannot take it now
+        (the drain tries again, and keeps it as a ``.poison`` file if it never can)."""
+        try:
+            self._quarantine(entry, exc)
+        except Exception:  # noqa: BLE001 - the spool keeps it
+            self._spool(entry)
+
+    def _quarantine(self, entry: dict[str, Any], exc: BaseException) -> None:
+        seq = quarantine.add(self.engine, self._chain_lock, entry, exc)
+        log.error("audit %s entry quarantined as #%d: the database refused it (%s)",
+                  entry.get("kind"), seq, quarantine.reason_of(exc))
+
+    def _spool(self, entry: dict[str, Any]) -> None:
         try:
             self.spool.append(entry)
         except OSError as exc:
@@ -136,8 +206,10 @@ class AuditStore:
                     else:
                         try:
                             self.write(entry)
-                        except SQLAlchemyError:
-                            self.spool.append(entry)
+                        except Exception as exc:
+                            if not isinstance(exc, SQLAlchemyError) and not ledger.is_poison(exc):
+                                raise
+                            self.spool.append(entry)  # the drain quarantines it if it is poison
                 except OSError:
                     break
                 self._held.popleft()
@@ -163,16 +235,9 @@ class AuditStore:
     def append(self, content: dict[str, Any], *, dedupe: bool = False) -> int:
         """Append one record to the chain in one transaction; return its ``seq``."""
         content_json = chain.canonical(content)
-        attempts = _SQLITE_RETRIES if self.engine.dialect.name == "sqlite" else 1
-        for attempt in range(attempts):
-            try:
-                with self._chain_lock, self.engine.begin() as conn:
-                    return self._append_in(conn, content, content_json, dedupe)
-            except (IntegrityError, OperationalError) as exc:
-                # SQLite: another process appended between our read and write; read the head again.
-                if attempt + 1 >= attempts or not _is_sqlite_race(exc):
-                    raise
-        raise AssertionError("unreachable")
+        return ledger.retried(
+            self.engine, self._chain_lock, lambda conn: self._append_in(conn, content, content_json, dedupe)
+        )
 
     def _append_in(self, conn: Connection, content: dict[str, Any], content_json: str, dedupe: bool) -> int:
         if conn.dialect.name == "postgresql":
@@ -203,39 +268,41 @@ class AuditStore:
         return seq
 
     def _insert_feedback(self, entry: dict[str, Any]) -> None:
-        item = entry["item"]
-        reason = item.get("overrideReason") or {}
-        coding = reason.get("reason") or {}
-        with self.engine.begin() as conn:
-            known = (
-                conn.execute(
-                    select(func.count()).select_from(audit_card).where(audit_card.c.uuid == item["card"])
-                ).scalar_one()
-                > 0
-            )
-            conn.execute(
-                insert(audit_feedback).values(
-                    card_uuid=item["card"],
-                    service=entry["service"],
-                    outcome=item["outcome"],
-                    outcome_time=item.get("outcomeTimestamp"),
-                    received=_utc(dt.datetime.fromisoformat(entry["received"])),
-                    accepted=json.dumps([a.get("id") for a in item.get("acceptedSuggestions") or []]),
-                    override_code=coding.get("code"),
-                    override_display=coding.get("display"),
-                    comment=reason.get("userComment"),
-                    known_card=known,
-                )
-            )
-        if not known:
-            log.warning("feedback for card %s, which no audit record holds (stored, flagged)", item["card"])
+        entry.setdefault("id", str(uuid.uuid4()))  # kept through retries and the spool
+
+        def work(conn: Connection) -> bool:
+            known = feedback.check_on_write(conn, entry)
+            content = feedback.content_of(entry, known)
+            ledger.append_link(conn, audit_feedback, ledger.FEEDBACK_LOCK, chain.canonical(content),
+                               feedback.columns(content))
+            return known
+
+        if not ledger.retried(self.engine, self._chain_lock, work):
+            log.warning("feedback for a card no audit record holds (stored, flagged)")
 
     # -- the spool ------------------------------------------------------------------------------------
     def drain(self, *, wait: bool = False) -> int:
         """Move spooled entries to the database, oldest first; raises if the database fails mid-way."""
         if not self.spool.pending():
             return 0  # nothing spooled (or no spool folder at all): nothing to lock
-        return self.spool.drain(lambda entry: self.write(entry, dedupe=True), wait=wait)
+        return self.spool.drain(self._drain_write, wait=wait)
+
+    def _drain_write(self, entry: dict[str, Any]) -> None:
+        """One spooled entry into the database, or into the quarantine when the database refuses it as data;
+        raises (the drain stops, the entry stays) when the database is unavailable."""
+        try:
+            self.write(entry, dedupe=True)
+        except Exception as exc:
+            if not ledger.is_poison(exc):
+                raise
+            try:
+                self._quarantine(entry, exc)
+            except Exception as again:
+                if ledger.is_poison(again):
+                    log.error("audit entry kept as a .poison file: not even the quarantine takes it (%s)",
+                              quarantine.reason_of(again))
+                    raise Unstorable() from again
+                raise
 
     def kick(self) -> None:
         """Make sure a background thread is draining the spool."""
@@ -283,24 +350,34 @@ class AuditStore:
 
     # -- health ---------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
+        """The audit state. ``quarantined`` (entries set aside) and ``interrupted`` (calls whose process
+        died before answering) count the whole trail, every process; ``lost`` counts this process's."""
+        try:
+            self.reap_interrupted()
+        except Exception:  # noqa: BLE001 - health must answer
+            log.exception("interrupted calls could not be recorded")
         try:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
+                self._counts = {
+                    "quarantined": quarantine.count(self.engine),
+                    "interrupted": conn.execute(
+                        select(func.count()).select_from(audit_record)
+                        .where(audit_record.c.outcome == INTERRUPTED)
+                    ).scalar_one(),
+                }
             database = "ok"
         except SQLAlchemyError:
-            database = "unavailable"
+            database = "unavailable"  # the counts are the last ones read
         spooled = self.spool.count() + len(self._held)  # waiting on disk, or in memory
         return {
             "ok": database == "ok" and spooled == 0,
             "database": database,
             "spool": spooled,
             "lost": self.lost,
+            "quarantined": self._counts["quarantined"] + self.spool.poisoned(),
+            "interrupted": self._counts["interrupted"] + self.markers.pending(),
         }
-
-
-def _is_sqlite_race(exc: Exception) -> bool:
-    message = str(getattr(exc, "orig", exc)).lower()
-    return "unique" in message or "locked" in message or "busy" in message
 
 
 def feedback_sink(store: AuditStore) -> Callable[..., None]:

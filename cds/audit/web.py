@@ -27,7 +27,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 INDICATORS = ("info", "warning", "critical")
-OUTCOMES = ("ok", "400", "401", "404", "412", "413", "500")
+OUTCOMES = ("ok", "400", "401", "404", "412", "413", "500", "interrupted")
 PAGE = 25
 
 

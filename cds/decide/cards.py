@@ -4,6 +4,12 @@ Every card: ``uuid``, ``summary`` (< 140 characters), ``detail`` (Markdown), ``i
 (label, citation url, topic), and when present ``suggestions`` (each with ``uuid`` and create / update /
 delete actions carrying FHIR resources) with ``selectionBehavior``, ``overrideReasons`` and ``links``.
 Empty optional fields are omitted.
+
+Every value filled into the text a person reads (summary, detail, suggestion labels, action descriptions)
+is escaped for Markdown and HTML (``render(..., escape=True)``); resources in actions are FHIR data and
+are not. A card may choose its wording by the matched facts (``variants``: the first whose ``where``
+holds replaces summary, detail or suggestions) and may list facts of the whole record beside its own
+(``notes``: e.g. the results a monitoring card set aside, and why).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class CardInputs:
     drafts_by_ref: Mapping[str, dict[str, Any]]
     ordered_kinds: frozenset[str]
     source_label: str
+    facts: tuple[Mapping[str, Any], ...] = ()
 
 
 def _scope(match: Mapping[str, Mapping[str, Any]], inputs: CardInputs) -> dict[str, Mapping[str, Any]]:
@@ -46,7 +53,8 @@ def _scope(match: Mapping[str, Mapping[str, Any]], inputs: CardInputs) -> dict[s
 def _action(
     spec: dict[str, Any], scope: dict[str, Mapping[str, Any]], inputs: CardInputs
 ) -> dict[str, Any] | None:
-    action: dict[str, Any] = {"type": spec["type"], "description": render(spec["description"], scope)}
+    action: dict[str, Any] = {"type": spec["type"],
+                              "description": render(spec["description"], scope, escape=True)}
     if spec["type"] == "create":
         action["resource"] = render_tree(spec["resource"], scope)
         return action
@@ -62,6 +70,28 @@ def _action(
         return None
     action["resource"] = updated
     return action
+
+
+def _variant(card: dict[str, Any], match: Mapping[str, Mapping[str, Any]], pack: RulePack) -> dict[str, Any]:
+    """The card's wording for this match: the first variant whose ``where`` holds, over the base card."""
+    for option in card.get("variants", []) or []:
+        if holds(option["where"], dict(match), pack):
+            return {**card, **{k: v for k, v in option.items() if k != "where"}}
+    return card
+
+
+def _notes(card: dict[str, Any], inputs: CardInputs) -> str:
+    """The ``notes`` lines: facts of the record that match ``notes.where``, each as ``notes.item``."""
+    spec = card.get("notes")
+    if not spec:
+        return ""
+    lines = []
+    for fact in inputs.facts:
+        if fact.get("t") == spec["fact"] and holds(spec.get("where") or {}, {"": fact}, inputs.pack):
+            line = render(spec["item"], {"note": fact}, escape=True)
+            if line not in lines:
+                lines.append(line)
+    return (spec["intro"].strip() + "\n\n" + "\n".join(lines)) if lines else ""
 
 
 def _suggestions(card: dict[str, Any], finding: Finding, inputs: CardInputs) -> list[dict[str, Any]]:
@@ -88,7 +118,7 @@ def _suggestions(card: dict[str, Any], finding: Finding, inputs: CardInputs) -> 
             if not actions:
                 continue
             suggestion = {
-                "label": render(spec["label"], scope),
+                "label": render(spec["label"], scope, escape=True),
                 "uuid": str(uuid.uuid4()),
                 "actions": actions,
             }
@@ -100,21 +130,24 @@ def _suggestions(card: dict[str, Any], finding: Finding, inputs: CardInputs) -> 
 
 def render_card(finding: Finding, inputs: CardInputs) -> dict[str, Any]:
     rule = inputs.pack.rule(finding.rule_id)
-    card = rule.card or {}
     scope = _scope(finding.primary, inputs)
-    summary = render(card["summary"], scope)
+    card = _variant(rule.card or {}, scope, inputs.pack)
+    summary = render(card["summary"], scope, escape=True)
     if len(summary) > MAX_SUMMARY:
         summary = summary[: MAX_SUMMARY - 1].rstrip() + "…"
-    detail = render(card.get("detail", ""), scope).strip()
+    detail = render(card.get("detail", ""), scope, escape=True).strip()
     listing = card.get("detail_list")
     if listing:
         items = []
         for match in finding.matches:
-            line = render(listing["item"], _scope(match, inputs))
+            line = render(listing["item"], _scope(match, inputs), escape=True)
             if line not in items:
                 items.append(line)
         detail = (detail + "\n\n" + "\n".join(items)).strip()
-    citation = rule.citations[0]
+    notes = _notes(card, inputs)
+    if notes:
+        detail = (detail + "\n\n" + notes).strip()
+    citation = rule.citations[card.get("citation", 0)]  # the card (or its variant) may name its source
     detail += f"\n\nRule `{rule.id}` v{rule.version}. Source: [{citation['title']}]({citation['url']})"
     out: dict[str, Any] = {
         "uuid": str(uuid.uuid4()),

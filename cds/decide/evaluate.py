@@ -64,6 +64,15 @@ def _gaps(pack: RulePack, facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return gaps
 
 
+def _with_shown(fact: dict[str, Any]) -> dict[str, Any]:
+    """A lab fact stored before labs carried ``shown`` (how a card quotes the value) gets it, so that a past
+    call replayed under this pack reads as it would today."""
+    if fact.get("t") != "lab" or "shown" in fact or not isinstance(fact.get("value"), int | float):
+        return fact
+    shown = f"{fact.get('comparator', '')}{fact['value']:.1f} {fact.get('unit', '')}"
+    return {**fact, "shown": shown.strip()}
+
+
 class Evaluator:
     def __init__(self, pack: RulePack):
         self.pack = pack
@@ -96,11 +105,12 @@ class Evaluator:
                    drafts_by_ref: Mapping[str, dict[str, Any]], source_label: str = "Bone Health CDS",
                    ignored: dict[str, int] | None = None) -> Evaluation:
         """Run the rules over already-built facts (also used to replay stored facts under another pack)."""
+        facts = [_with_shown(f) for f in facts]
         firings = self.run_facts(facts)
         findings, superseded = derive_findings(firings, self.pack)
         inputs = CardInputs(pack=self.pack, context=context, drafts_by_ref=drafts_by_ref,
                             ordered_kinds=frozenset(f["kind"] for f in facts if f["t"] == "order"),
-                            source_label=source_label)
+                            source_label=source_label, facts=tuple(facts))
         cards, card_rules = [], {}
         for finding in findings:
             card = render_card(finding, inputs)

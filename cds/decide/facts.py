@@ -18,18 +18,25 @@ to classify, then per-analyte and per-site maxima. No I/O, no Flask, no engine.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from cds.decide import lab_context
+from cds.decide.readings import (
+    MEASURE,
+    dxa_site,
+    dxa_unit_problem,
+    observed_date,
+    reported_precision,
+    shown_value,
+)
 from cds.fhir.units import to_canonical
+from cds.fhir.values import Reading
+from cds.fhir.values import read as read_value
 
 COUNTED_STATUSES = {"final", "amended", "corrected"}
-UCUM = "http://unitsofmeasure.org"
 
 
 @dataclass
@@ -97,8 +104,12 @@ def _change_text(change: dict[str, Any]) -> str:
         parts.append(f"BMD {change['bmd_from']:.3f} to {change['bmd_to']:.3f} g/cm2 "
                      f"({-change['bmd_drop_pct']:+.1f} %)")
     if "t_drop" in change:
-        parts.append(f"T-score {change['t_from']:g} to {change['t_to']:g}")
+        parts.append(f"T-score {change['t_from']:.1f} to {change['t_to']:.1f}")
     return "; ".join(parts) or "no comparable measure"
+
+
+def _reported(scan: dict[str, Any], kind: str) -> float | None:
+    return reported_precision(kind, scan[kind]) if kind in scan else None
 
 
 class _Builder:
@@ -119,11 +130,14 @@ class _Builder:
         self.latest_lab: dict[str, dict[str, Any]] = {}
         self.lab_days: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # analyte -> date -> fact
         self.scans: dict[str, dict[dt.date, dict[str, Any]]] = defaultdict(dict)
+        self.site_titles: dict[str, tuple[str, str]] = {}
+        self.not_counted: dict[str, tuple[dt.date, str, str, str]] = {}
         self.medications: dict[str, Any] = {}
 
     def problem(self, reason: str, *, ref: str | None = None, analyte: str | None = None,
-                date: dt.date | None = None, kind: str = "data") -> None:
+                date: dt.date | None = None, kind: str = "data", about: str | None = None) -> None:
         self.out.facts.append({"t": "problem", "kind": kind, "reason": reason, "ref": ref, "analyte": analyte,
+                               "about": about or analyte,
                                "age_days": (self.today - date).days if date else None})
 
     # -- patient -------------------------------------------------------------------------------------------
@@ -152,49 +166,76 @@ class _Builder:
         if analyte is None and dxa is None:
             self.out.ignored["observation not used by the rules"] += 1
             return
+        what = self.vs["labs"][analyte]["title"] if analyte else f"DXA {MEASURE[dxa[1]]}"
+        about = analyte or "dxa"
         if obs.status not in COUNTED_STATUSES:
             self.out.ignored[f"observation with status {obs.status}"] += 1
+            self._not_counted(obs, ref, about, what)
             return
-        what = self.vs["labs"][analyte]["title"] if analyte else f"DXA {dxa[1].replace('_', '-')}"
         if not _subject_ok(obs, self.ctx.patient_id):
-            self.problem(f"A {what} result ({ref}) refers to a different patient and was ignored", ref=ref,
-                         analyte=analyte)
+            self.problem(f"{what} result ({ref}) refers to a different patient and was ignored", ref=ref,
+                         analyte=analyte, about=about)
             return
-        when = _date(obs.effectiveDateTime or (obs.effectivePeriod.start if obs.effectivePeriod else None)
-                     or obs.issued)
+        when = observed_date(obs)
         if when is None:
-            self.problem(f"A {what} result ({ref}) has no date and was not used", ref=ref, analyte=analyte)
+            self.problem(f"{what} result ({ref}) has no date and was not used", ref=ref, analyte=analyte,
+                         about=about)
             return
         if when < EARLIEST_RESULT:
-            self.problem(f"A {what} result ({ref}) is dated {when}, before {EARLIEST_RESULT.year}, and was "
-                         "not used", ref=ref, analyte=analyte, date=None)
+            self.problem(f"{what} result ({ref}) is dated {when}, before {EARLIEST_RESULT.year}, and was "
+                         "not used", ref=ref, analyte=analyte, date=None, about=about)
             return
         if when > self.today + dt.timedelta(days=1):
-            self.problem(f"A {what} result ({ref}) is dated {when}, in the future, and was not used", ref=ref,
-                         analyte=analyte, date=None)
+            self.problem(f"{what} result ({ref}) is dated {when}, in the future, and was not used", ref=ref,
+                         analyte=analyte, date=None, about=about)
             return
-        q = obs.valueQuantity
-        raw = q.value if q is not None else None
-        if raw is None or (isinstance(raw, Decimal | float) and not math.isfinite(float(raw))):
-            self.problem(f"A {what} result ({ref}, {when}) has no numeric value and was not used", ref=ref,
-                         analyte=analyte, date=when)
+        reading = read_value(obs, self.vs.get("unit_text_aliases") or {})
+        if reading.why:
+            self.problem(f"{what} result ({ref}, {when}) {reading.why} and was not used", ref=ref,
+                         analyte=analyte, date=when, about=about)
             return
-        unit = (q.code if q.code and q.system in (None, UCUM) else q.unit) or ""
         if analyte:
-            self._lab(analyte, float(raw), unit, when, ref, q.unit or unit)
+            self._lab(analyte, reading, when, ref)
         else:
-            self._dxa(dxa[0], dxa[1], float(raw), unit, when, ref)
+            self._dxa(dxa[0], dxa[1], reading, when, ref, obs)
 
-    def _lab(self, analyte: str, value: float, unit: str, when: dt.date, ref: str, shown_unit: str) -> None:
+    def _not_counted(self, obs: Any, ref: str, about: str, what: str) -> None:
+        """Remember the newest result not counted for its status (said on the monitoring cards)."""
+        when = observed_date(obs)
+        if when is None or not _subject_ok(obs, self.ctx.patient_id):
+            return
+        newest = self.not_counted.get(about)
+        if newest is None or (when, ref) > (newest[0], newest[1]):
+            self.not_counted[about] = (when, ref, str(obs.status), what)
+
+    def status_notes(self) -> None:
+        """A note for each analyte (and DXA) whose newest result has a status that is not counted."""
+        for about, (when, ref, status, what) in sorted(self.not_counted.items()):
+            if about == "dxa":
+                usable = [d for by_date in self.scans.values() for d in by_date]
+            else:
+                usable = [dt.date.fromisoformat(self.latest_lab[about]["date"])] if about in self.latest_lab \
+                    else []
+            if usable and max(usable) >= when:
+                continue
+            self.problem(f"The latest {what} result ({ref}, {when}) has status {status} and was not counted",
+                         ref=ref, analyte=None if about == "dxa" else about, date=when, kind="status",
+                         about=about)
+
+    def _lab(self, analyte: str, reading: Reading, when: dt.date, ref: str) -> None:
         spec = self.vs["labs"][analyte]
-        canonical, why = to_canonical(value, unit, spec)
+        canonical, why = to_canonical(reading.number, reading.unit, spec)
         if canonical is None:
-            self.problem(f"{spec['title']} {value:g} {shown_unit or '(no unit)'} on {when} ({ref}): {why}",
-                         ref=ref, analyte=analyte, date=when)
+            shown = f"{reading.comparator}{reading.number_text} {reading.unit_text or '(no unit)'}"
+            self.problem(f"{spec['title']} {shown} on {when} ({ref}): {why}", ref=ref, analyte=analyte,
+                         date=when, about=analyte)
             return
         fact = {"t": "lab", "analyte": analyte, "value": round(canonical, 4), "unit": spec["canonical_unit"],
-                "reported": f"{value:g} {shown_unit}".strip(), "date": when.isoformat(),
+                "reported": reading.reported,
+                "shown": shown_value(canonical, reading, spec["canonical_unit"]), "date": when.isoformat(),
                 "age_days": (self.today - when).days, "ref": ref}
+        if reading.comparator:  # a limit, not a value: the true value is below ("<", "<=") or above it
+            fact["comparator"] = reading.comparator
         best = self.latest_lab.get(analyte)
         if best is None or (fact["date"], ref) > (best["date"], best["ref"]):
             self.latest_lab[analyte] = fact
@@ -202,56 +243,63 @@ class _Builder:
         if same_day is None or ref > same_day["ref"]:
             self.lab_days[analyte][fact["date"]] = fact
 
-    def _dxa(self, site: str, kind: str, value: float, unit: str, when: dt.date, ref: str) -> None:
-        accepted = self.vs.get("dxa_units", {}).get("bmd" if kind == "bmd" else "score", [])
+    def _dxa(self, site: str, kind: str, reading: Reading, when: dt.date, ref: str, obs: Any) -> None:
+        label = MEASURE[kind]
         title = self.vs["dxa"][site]["title"]
-        if unit not in accepted:
-            self.problem(f"DXA {kind.replace('_', '-')} at the {title} on {when} ({ref}) has unit {unit!r}, "
-                         f"which this service does not recognise", ref=ref, date=when)
+        if reading.comparator:
+            self.problem(f"DXA {label} at the {title} on {when} ({ref}) is reported as {reading.reported!r}, "
+                         "not as one value, and was set aside", ref=ref, date=when, about="dxa")
             return
+        why = dxa_unit_problem(kind, reading, self.vs)
+        if why:
+            self.problem(f"DXA {label} at the {title} on {when} ({ref}) has unit {reading.unit_text!r}, "
+                         f"{why}", ref=ref, date=when, about="dxa")
+            return
+        value = reading.number
         if not (0.05 <= value <= 3 if kind == "bmd" else -10 <= value <= 10):
-            self.problem(
-                f"DXA {kind.replace('_', '-')} {value:g} at the {title} on {when} ({ref}) is outside "
-                "any plausible range",
-                ref=ref,
-                date=when,
-            )
+            self.problem(f"DXA {label} {value:g} at the {title} on {when} ({ref}) is outside any plausible "
+                         "range", ref=ref, date=when, about="dxa")
             return
-        scan = self.scans[site].setdefault(when, {"refs": []})
-        scan[kind] = value
+        key, title = dxa_site(site, obs, self.vs)
+        self.site_titles[key] = (site, title)
+        scan = self.scans[key].setdefault(when, {"refs": []})
+        scan[kind] = value  # as measured; the facts carry it at reporting precision
         scan["refs"].append(ref)
 
     def dxa_facts(self) -> None:
-        for site, by_date in self.scans.items():
-            title = self.vs["dxa"][site]["title"]
+        for key, by_date in self.scans.items():
+            site, title = self.site_titles[key]
             dates = sorted(by_date)
             latest = by_date[dates[-1]]
             self.out.facts.append(
                 {
                     "t": "dxa",
                     "site": site,
+                    "site_key": key,
                     "site_title": title,
                     "date": dates[-1].isoformat(),
                     "age_days": (self.today - dates[-1]).days,
-                    "t_score": latest.get("t_score"),
-                    "z_score": latest.get("z_score"),
-                    "bmd": latest.get("bmd"),
+                    "t_score": _reported(latest, "t_score"),
+                    "z_score": _reported(latest, "z_score"),
+                    "bmd": _reported(latest, "bmd"),
                     "refs": ",".join(latest["refs"]),
                 }
             )
             if len(dates) < 2:
                 continue
             before = by_date[dates[-2]]
-            change: dict[str, Any] = {"t": "dxa_change", "site": site, "site_title": title,
+            change: dict[str, Any] = {"t": "dxa_change", "site": site, "site_key": key, "site_title": title,
                                       "from_date": dates[-2].isoformat(), "to_date": dates[-1].isoformat(),
                                       "refs": ",".join(before["refs"] + latest["refs"])}
+            # the change is measured on the values as sent (a least significant change is a property of the
+            # measurement, not of its rounding); the values quoted are at reporting precision
             if "t_score" in before and "t_score" in latest:
-                change.update(t_from=before["t_score"], t_to=latest["t_score"],
+                change.update(t_from=_reported(before, "t_score"), t_to=_reported(latest, "t_score"),
                               t_drop=round(before["t_score"] - latest["t_score"], 4))
             if "bmd" in before and "bmd" in latest and before["bmd"] > 0:
                 drop = before["bmd"] - latest["bmd"]
-                change.update(bmd_from=before["bmd"], bmd_to=latest["bmd"], bmd_drop=round(drop, 4),
-                              bmd_drop_pct=round(100 * drop / before["bmd"], 3))
+                change.update(bmd_from=_reported(before, "bmd"), bmd_to=_reported(latest, "bmd"),
+                              bmd_drop=round(drop, 4), bmd_drop_pct=round(100 * drop / before["bmd"], 3))
             change["change_text"] = _change_text(change)
             self.out.facts.append(change)
 
@@ -349,4 +397,5 @@ def build_facts(resources: Iterable[Any], drafts: Iterable[Any], ctx: Context,
     lab_context.apply(b.latest_lab, b.lab_days, b.out.facts, valuesets.get("labs", {}), thresholds or {})
     b.out.facts.extend(b.latest_lab.values())
     b.dxa_facts()
+    b.status_notes()
     return b.out

@@ -25,6 +25,10 @@ log = logging.getLogger("cds.decide.service")
 
 
 class AuditSink(Protocol):
+    """Where each call's record goes. A sink may also offer ``call_started(service, when) -> marker`` and
+    ``call_finished(marker)``: the service calls them around each call, so that a call whose process dies
+    before it answers is still counted."""
+
     def record_call(self, call: CallRecord) -> None: ...
 
 
@@ -66,6 +70,8 @@ class HookService:
         request: HookRequest | None = None
         gathered = Gathered()
         evaluation: Evaluation | None = None
+        started_hook = getattr(self.audit, "call_started", None)
+        marker = started_hook(service_id, when) if started_hook else None
         try:
             if hook is None:
                 raise UnknownService(f"no CDS service with id {service_id!r}", field="service")
@@ -95,6 +101,13 @@ class HookService:
                 error=exc.message,
             )
             raise
+        except Exception:
+            self._record(service_id, hook, request, client_iss, when, started, 500, "500", evaluation,
+                         gathered, error="internal error; the request was not processed")
+            raise
+        finally:
+            if started_hook:
+                self.audit.call_finished(marker)
 
     def evaluate(self, request: HookRequest, gathered: Gathered, now: dt.datetime) -> Evaluation:
         relevant = self.evaluator.relevant

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cds.errors import InvalidFhir
+from cds.fhir import units
 
 #: resourceType -> module name in fhir.resources.R4B
 USED_TYPES = {
@@ -46,6 +47,7 @@ def warm_up() -> None:
     """Import every model and validate one tiny instance so the first request pays nothing extra."""
     for resource_type in USED_TYPES:
         model_for(resource_type)
+    units.warm_up()
     parse_resource({"resourceType": "Patient", "id": "warm-up"}, where="warm-up")
 
 
@@ -110,7 +112,8 @@ class ModelCache:
 READ_ELEMENTS: dict[str, frozenset[str]] = {
     "Patient": frozenset({"id", "meta", "gender", "birthDate"}),
     "Observation": frozenset({"id", "meta", "status", "code", "subject", "effectiveDateTime",
-                              "effectivePeriod", "effectiveInstant", "issued", "valueQuantity"}),
+                              "effectivePeriod", "effectiveInstant", "issued", "valueQuantity",
+                              "valueString", "dataAbsentReason", "bodySite"}),
     "MedicationRequest": frozenset({"id", "meta", "status", "intent", "subject", "medicationCodeableConcept",
                                     "medicationReference", "contained", "dosageInstruction", "authoredOn"}),
     "Medication": frozenset({"id", "meta", "code"}),

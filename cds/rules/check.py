@@ -53,6 +53,7 @@ _PLACEHOLDER_WIDTH = {
     "what": 22,
     "score_name": 7,
     "reported": 14,
+    "shown": 16,
 }
 
 
@@ -251,7 +252,8 @@ def _check_card(rule: Rule, pack: RulePack) -> list[str]:
     if card.get("indicator") not in INDICATORS:
         problems.append(f"card.indicator must be one of {sorted(INDICATORS)}")
     aliases = set(rule.aliases) | {"threshold", "context"}
-    for text in strings_in(card):
+    problems += _check_variants_and_notes(rule, card)
+    for text in strings_in({k: v for k, v in card.items() if k != "notes"}):
         for alias, name in references(text):
             if alias not in aliases:
                 problems.append(
@@ -259,9 +261,12 @@ def _check_card(rule: Rule, pack: RulePack) -> list[str]:
                 )
             if alias == "threshold" and name not in pack.thresholds:
                 problems.append(f"card text refers to unknown threshold {name!r}")
-    longest = _longest_summary(card["summary"], pack)
-    if longest >= 140:
-        problems.append(f"card.summary can reach {longest} characters; it must stay under 140")
+    summaries = [card["summary"]] + [v["summary"] for v in card.get("variants") or []
+                                      if isinstance(v, dict) and isinstance(v.get("summary"), str)]
+    for summary in summaries:
+        longest = _longest_summary(summary, pack)
+        if longest >= 140:
+            problems.append(f"card.summary can reach {longest} characters; it must stay under 140")
     for option in card.get("indicator_when") or []:
         if option.get("indicator") not in INDICATORS:
             problems.append(f"indicator_when: indicator must be one of {sorted(INDICATORS)}")
@@ -299,6 +304,44 @@ def _check_card(rule: Rule, pack: RulePack) -> list[str]:
                 problems.append(f"an {kind} action needs resource_from naming a matched order")
             if action.get("transform") and action["transform"] not in TRANSFORMS:
                 problems.append(f"unknown transform {action['transform']!r} (known: {sorted(TRANSFORMS)})")
+    return problems
+
+
+#: what a card variant may replace
+VARIANT_FIELDS = {"where", "summary", "detail", "suggestions", "citation"}
+
+
+def _check_variants_and_notes(rule: Rule, card: dict[str, Any]) -> list[str]:
+    problems = []
+    variants = card.get("variants")
+    if variants is not None and not isinstance(variants, list):
+        return ["card.variants must be a list"]
+    options = [("card", card)] + [(f"card.variants[{i}]", v) for i, v in enumerate(variants or [])]
+    for where, option in options:
+        index = option.get("citation", 0) if isinstance(option, dict) else 0
+        count = len(rule.citations or [])
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < count:
+            problems.append(f"{where}.citation must be the index of one of the rule's citations")
+    for index, variant in enumerate(variants or []):
+        if not isinstance(variant, dict) or not isinstance(variant.get("where"), dict) \
+                or not variant["where"]:
+            problems.append(f"card.variants[{index}] needs a where mapping")
+            continue
+        unknown = sorted(set(variant) - VARIANT_FIELDS)
+        if unknown:
+            problems.append(f"card.variants[{index}]: unknown field(s) {', '.join(unknown)}")
+        for key in variant["where"]:
+            if key.partition(".")[0] not in rule.aliases:
+                problems.append(f"card.variants[{index}] tests {key!r}, but no condition is named that")
+    notes = card.get("notes")
+    if notes is not None:
+        if not isinstance(notes, dict) or notes.get("fact") not in BASE_FACTS or not notes.get("item") \
+                or not notes.get("intro") or not isinstance(notes.get("where") or {}, dict):
+            problems.append("card.notes needs a base fact, a where mapping, an intro and an item")
+        else:
+            for alias, _name in references(str(notes["item"])):
+                if alias != "note":
+                    problems.append(f"card.notes.item refers to {alias!r}; it can name only {{note.<field>}}")
     return problems
 
 

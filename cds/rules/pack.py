@@ -27,6 +27,8 @@ from cds.rules.check import check
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "rules"
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
+#: the site configuration's ``units`` switches (docs/site-config.md)
+SITE_UNIT_SWITCHES = {"read_g_cm-2_as_g_cm2": "read HL7's DXA unit g/cm-2 (strict UCUM: g.cm2) as g/cm2"}
 
 
 @dataclass(frozen=True)
@@ -103,10 +105,20 @@ def load(directory: str | Path | None = None, site_config: str | Path | None = N
     # a bare number has no unit or source: kept as {"value": ...} so the check names what is missing
     thresholds = {k: dict(v) if isinstance(v, dict) else {"value": v} for k, v in declared.items()}
     problems: list[str] = []
+    site_units: dict[str, bool] = {}
     if site_config:
         site_path = Path(site_config)
         digest.update(b"site\0" + site_path.read_bytes())
-        overrides = ((_read_yaml(site_path) or {}).get("thresholds") or {})
+        site = _read_yaml(site_path) or {}
+        overrides = site.get("thresholds") or {}
+        for name, value in (site.get("units") or {}).items():
+            if name not in SITE_UNIT_SWITCHES:
+                known = ", ".join(sorted(SITE_UNIT_SWITCHES))
+                problems.append(f"{site_path}: unknown units switch {name!r} (known: {known})")
+            elif not isinstance(value, bool):
+                problems.append(f"{site_path}: units.{name} must be true or false, got {value!r}")
+            else:
+                site_units[name] = value
         for name, value in overrides.items():
             if name not in thresholds:
                 problems.append(f"{site_path}: override of unknown threshold {name!r}")
@@ -116,6 +128,8 @@ def load(directory: str | Path | None = None, site_config: str | Path | None = N
                 thresholds[name]["value"] = value
                 thresholds[name]["site_override"] = True
     valuesets = _read_yaml(root / "valuesets.yaml") or {}
+    if isinstance(valuesets, dict):
+        valuesets["site_units"] = site_units
     rules = []
     for path in files[3:]:
         data = _read_yaml(path)

@@ -1,6 +1,10 @@
 """Placeholders in rule text: ``{alias.field}`` or ``{alias.field:.1f}``, filled from matched facts.
 
 ``threshold.<name>`` and ``context.<field>`` are filled from the pack's thresholds and the hook context.
+Card text (``render(..., escape=True)``) escapes every filled-in text for Markdown and HTML: values come
+from FHIR data (units, names, displays, reported text, site names), and an EHR renders card ``detail`` as
+Markdown, so ``<img src=x onerror=...>``, ``[x](javascript:...)`` or ``*bold*`` in a unit must arrive as
+text, never as markup. Resource templates (``render_tree``) are FHIR data, not Markdown: never escaped.
 Pure code: data in, data out.
 """
 
@@ -18,12 +22,39 @@ def references(text: str) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2)) for m in PLACEHOLDER.finditer(text)]
 
 
+#: characters that open Markdown inline syntax wherever they stand (emphasis, code, links, images,
+#: strikethrough, tables, escapes); each is escaped with a backslash, which CommonMark turns back into the
+#: character itself
+_MARKDOWN = re.compile(r"([\\`*_\[\]~|])")
+#: "<" that could open an HTML tag, comment, declaration or autolink; "&" that could open an entity. A "<"
+#: before a digit, a space or "=" ("<5 pg/mL", "<= 20") opens nothing and is left as written.
+_HTML_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
+_ENTITY = re.compile(r"&(?=#|[A-Za-z0-9]+;)")
+#: "://" and "www." make live links in GitHub-flavoured Markdown even without brackets
+_AUTOLINK = re.compile(r"(?i)(?<=[a-z])(:)(?=//)|(?<![a-z0-9])(w)(?=ww\.)")
+
+
+def escape_text(value: str) -> str:
+    """``value`` as literal text in Markdown and HTML: on one line, no markup can form from it."""
+    flat = " ".join(str(value).split())
+    flat = _MARKDOWN.sub(r"\\\1", flat)
+    flat = _ENTITY.sub("&amp;", flat)
+    flat = _HTML_OPEN.sub("&lt;", flat)
+    return _AUTOLINK.sub(lambda m: "&#58;" if m.group(1) else "&#119;", flat)
+
+
 def _fmt_number(value: float) -> str:
     return f"{value:g}" if abs(value) < 1e6 else f"{value:.3e}"
 
 
-def render(text: str, scope: Mapping[str, Mapping[str, Any]]) -> str:
+def render(text: str, scope: Mapping[str, Mapping[str, Any]], *, escape: bool = False) -> str:
+    """Fill the placeholders of ``text``; with ``escape``, every filled-in text is escaped for Markdown."""
+
     def one(match: re.Match[str]) -> str:
+        filled = _fill(match)
+        return escape_text(filled) if escape else filled
+
+    def _fill(match: re.Match[str]) -> str:
         alias, field, spec = match.groups()
         value = scope.get(alias, {}).get(field)
         if value is None:

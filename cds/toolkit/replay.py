@@ -181,9 +181,11 @@ def _cannot_check(fixture: Fixture, server: _ServerPack) -> str | None:
         plain, label = server.plain()
         if plain:
             thresholds = site.get("thresholds") if isinstance(site, dict) else None
+            switches = site.get("units") if isinstance(site, dict) else None
             overrides = ", ".join(
-                f"{name}={value}" for name, value in sorted((thresholds or {}).items())
-            ) if isinstance(thresholds, dict) else ""
+                [f"{name}={value}" for name, value in sorted((thresholds or {}).items())]
+                + [f"units.{name}={str(value).lower()}" for name, value in sorted((switches or {}).items())]
+            ) if isinstance(thresholds or {}, dict) and isinstance(switches or {}, dict) else ""
             return (f"skipped: needs the site config {overrides or site}, and the server runs the packaged "
                     f"{label} without one")
     try:

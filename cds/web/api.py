@@ -43,7 +43,7 @@ def feedback(service_id: str):
     items = parse_feedback(_body())
     store = current_app.extensions.get("cds.feedback")
     if store is not None:
-        store(service_id, items, received=dt.datetime.now(dt.UTC))
+        store(service_id, items, received=dt.datetime.now(dt.UTC), client_iss=getattr(g, "client_iss", None))
     return jsonify({"accepted": len(items)})
 
 

@@ -4,6 +4,7 @@
     cds_http_request_duration_seconds{endpoint}           latency histogram
     cds_cards_total{rule, indicator}                      cards answered, by rule id and indicator
     cds_errors_total{endpoint, kind}                      4xx ("client") and 5xx ("server") answers
+    cds_audit_*                                           the audit's figures (cds/audit/metrics.py)
 
 ``endpoint`` is the Flask route template (``/cds-services/<service_id>``), or ``(unmatched)`` for a URL
 no route serves, so a scanner cannot blow up the label set.
@@ -72,8 +73,17 @@ def exposition() -> bytes:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry)
-    return generate_latest()
+        text = generate_latest(registry)
+    else:
+        text = generate_latest()
+    # figures read when scraped (e.g. the audit's), registered by a feature as "cds.metrics.collectors"
+    collectors = current_app.extensions.get("cds.metrics.collectors") or []
+    if collectors:
+        extra = CollectorRegistry()
+        for collector in collectors:
+            extra.register(collector)
+        text += generate_latest(extra)
+    return text
 
 
 @bp.get("/metrics")

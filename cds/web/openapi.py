@@ -112,9 +112,16 @@ PATHS: dict[str, Any] = {
                 "200": json_response(
                     "FeedbackAccepted", {"accepted": 1}, "The number of feedback items accepted."
                 ),
-                "400": error_response("The feedback is malformed.", "feedback must be a non-empty array"),
+                "400": error_response(
+                    "The feedback is malformed, or accepts suggestions the card does not have (nothing is "
+                    "stored).", "feedback[0].acceptedSuggestions[0].id: 'x' is not a suggestion of card 'y'"
+                ),
                 "401": UNAUTHORIZED,
-                "404": error_response("No such service.", "no CDS service with id 'x'", "not-found"),
+                "404": error_response(
+                    "No such service, or a card this service did not issue on that service to this client "
+                    "(nothing is stored).",
+                    "feedback[0].card: no card 'x' was issued on service 'y' to this client", "not-found",
+                ),
                 "413": error_response("The body is too large.", "request body is too large", "too-costly"),
                 "500": SERVER_ERROR,
                 "503": error_response(

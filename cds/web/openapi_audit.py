@@ -117,7 +117,7 @@ AUDIT_PATHS: dict[str, Any] = {
             ),
             "400": error_response(
                 "A filter or the paging is malformed.",
-                "since/until must be ISO dates or date-times: Invalid isoformat string: 'yesterday'",
+                "since must be an ISO date or date-time: Invalid isoformat string: 'yesterday'",
             ),
         },
         parameters=FILTERS,
@@ -164,14 +164,37 @@ AUDIT_PATHS: dict[str, Any] = {
             }
         ],
     ),
+    "/audit/api/quarantine": _get(
+        "auditQuarantine",
+        "Entries the database refused as data, set aside so that the rest were written (oldest first)",
+        {
+            "200": json_response(
+                "AuditQuarantine",
+                {"total": 1, "limit": 50, "offset": 0, "entries": [
+                    {"seq": 1, "time": "2026-11-22T08:00:01+00:00", "kind": "feedback",
+                     "reason": "DataError: value too long for type character varying(64)",
+                     "entry": {"kind": "feedback", "service": "bone-health-patient-view"}}]},
+                "The quarantined entries, each with why the database refused it.",
+            ),
+            "400": error_response("limit or offset is not an integer in range.", "limit and offset must be "
+                                  "integers"),
+        },
+        parameters=[
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+            {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+        ],
+    ),
     "/audit/api/verify": _get(
         "auditVerify",
         "Check the hash chain of the whole audit trail",
         {
             "200": json_response(
                 "AuditVerification",
-                {"checked": 12, "ok": True, "firstBroken": None},
-                "How many records were checked, and the first broken link if any.",
+                {"checked": 12, "feedbackChecked": 3, "quarantined": 0, "ok": True,
+                 "head": "12.3.0:" + "5e" * 32, "problems": [], "firstBroken": None},
+                "How many records, feedback items and quarantined entries were checked against their "
+                "chains (cards and derived columns included), the head to keep elsewhere, and what is "
+                "broken.",
             )
         },
     ),
@@ -275,12 +298,39 @@ AUDIT_SCHEMAS: dict[str, Any] = {
         "required": ["rules"],
         "properties": {"rules": {"type": "array", "items": schema_ref("AuditRuleStats")}},
     },
+    "AuditQuarantine": {
+        "type": "object",
+        "required": ["total", "limit", "offset", "entries"],
+        "properties": {
+            "total": COUNT,
+            "limit": COUNT,
+            "offset": COUNT,
+            "entries": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["seq", "time", "kind", "reason", "entry"],
+                    "properties": {
+                        "seq": {"type": "integer", "minimum": 1},
+                        "time": {"type": "string", "format": "date-time"},
+                        "kind": {"type": "string", "enum": ["call", "feedback", "other"]},
+                        "reason": {"type": "string"},
+                        "entry": {"description": "the entry as it was to be written"},
+                    },
+                },
+            },
+        },
+    },
     "AuditVerification": {
         "type": "object",
         "required": ["checked", "ok", "firstBroken"],
         "properties": {
             "checked": COUNT,
+            "feedbackChecked": COUNT,
+            "quarantined": COUNT,
             "ok": {"type": "boolean"},
+            "head": {"type": ["string", "null"], "description": "records.feedback.quarantined:sha256"},
+            "problems": {"type": "array", "items": {"type": "string"}},
             "firstBroken": {
                 "type": ["object", "null"],
                 "properties": {

@@ -105,7 +105,9 @@ def pg_url(pg_base_url: str) -> Iterator[str]:
     with engine.begin() as conn:
         exists = conn.execute(text("SELECT to_regclass('audit_record')")).scalar()
         if exists:
-            conn.execute(text("TRUNCATE audit_feedback, audit_card, audit_record, seen_jti"))
+            conn.execute(
+                text("TRUNCATE audit_quarantine, audit_feedback, audit_card, audit_record, seen_jti")
+            )
     engine.dispose()
     yield pg_base_url
 

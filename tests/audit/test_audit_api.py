@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 
 import pytest
 from audit_support import AUDITOR_TOKEN, BEARER, SERVICE, hook_body
@@ -125,11 +126,17 @@ def test_rule_statistics_and_verify(filled):
     assert (
         rules["on-aromatase-inhibitor"]["fired"] == 2 and rules["on-aromatase-inhibitor"]["cardsShown"] == 0
     )
-    assert filled.get("/audit/api/verify", headers=BEARER).get_json() == {
+    verified = filled.get("/audit/api/verify", headers=BEARER).get_json()
+    head = verified.pop("head")
+    assert verified == {
         "checked": 4,
+        "feedbackChecked": 0,
+        "quarantined": 0,
         "ok": True,
+        "problems": [],
         "firstBroken": None,
     }
+    assert re.fullmatch(r"4\.0\.0:[0-9a-f]{64}", head)
 
 
 def test_pages_carry_security_headers(filled):

@@ -1,7 +1,9 @@
-"""Feedback stored against the card's uuid: every item kept, repeats too; unknown cards stored, flagged."""
+"""Feedback stored against the card's uuid: every item kept, repeats too; unknown cards stored, flagged
+while records still wait in the spool (refused otherwise: tests/audit/test_audit_feedback_owner.py)."""
 
 from __future__ import annotations
 
+import fcntl
 import uuid
 
 from audit_support import BEARER, SERVICE, hook_body
@@ -61,12 +63,22 @@ def test_repeat_feedback_is_kept_not_overwritten(app):
 
 
 def test_feedback_for_unknown_card_is_stored_and_flagged(app):
+    """While entries wait in the spool the card's record may be among them: stored, flagged."""
     from cds.audit.queries import feedback_for_card
 
     client = app.test_client()
+    store = app.extensions["cds.audit"]
     stranger = str(uuid.uuid4())
-    _send(client, {"card": stranger, "outcome": "overridden", "outcomeTimestamp": "2026-11-22T08:00:00Z"})
-    stored = feedback_for_card(app.extensions["cds.audit"].engine, stranger)
+    store.spool.folder.mkdir(parents=True, exist_ok=True)
+    with open(store.spool.folder / ".drain.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process is draining: the spool stays non-empty
+        store.spool.append({"kind": "feedback", "service": SERVICE, "client": None,
+                            "received": "2026-11-22T08:00:00+00:00",
+                            "item": {"card": str(uuid.uuid4()), "outcome": "accepted"}})
+        _send(client, {"card": stranger, "outcome": "overridden", "outcomeTimestamp": "2026-11-22T08:00:00Z"})
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    assert store.wait_drained(120)
+    stored = feedback_for_card(store.engine, stranger)
     assert len(stored) == 1 and stored[0]["knownCard"] is False
 
 

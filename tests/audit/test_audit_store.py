@@ -26,9 +26,9 @@ def _tables(engine) -> set[str]:
 def test_migrations_from_empty_sqlite(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path}/empty.sqlite3")
     assert _tables(engine) == set()
-    assert ensure_schema(engine) == "0001"
+    assert ensure_schema(engine) == "0002"
     assert {"audit_record", "audit_card", "audit_feedback", "seen_jti", "alembic_version"} <= _tables(engine)
-    assert ensure_schema(engine) == "0001"  # idempotent
+    assert ensure_schema(engine) == "0002"  # idempotent
     cols = {c["name"]: c for c in inspect(engine).get_columns("seen_jti")}
     assert set(cols) == {"jti_key", "expires_at"}
     assert inspect(engine).get_pk_constraint("seen_jti")["constrained_columns"] == ["jti_key"]
@@ -45,7 +45,7 @@ def test_migrations_from_empty_postgres(pg_base_url):
     engine = create_engine(f"{PG_URL}?options=-csearch_path%3D{schema}")
     try:
         assert _tables(engine) == set()
-        assert ensure_schema(engine) == "0001"
+        assert ensure_schema(engine) == "0002"
         assert {"audit_record", "audit_card", "audit_feedback", "seen_jti"} <= _tables(engine)
         cols = {c["name"]: c for c in inspect(engine).get_columns("seen_jti")}
         assert str(cols["jti_key"]["type"]) == "VARCHAR(128)"
@@ -214,7 +214,7 @@ def test_migrations_match_the_declared_tables(backend, tmp_path, request):
     url = f"sqlite:///{tmp_path}/m.sqlite3" if backend == "sqlite" else request.getfixturevalue("pg_url")
     engine = create_engine(url)
     ensure_schema(engine)
-    ours = {"audit_record", "audit_card", "audit_feedback", "seen_jti"}
+    ours = {"audit_record", "audit_card", "audit_feedback", "audit_quarantine", "seen_jti"}
     with engine.connect() as conn:
         context = MigrationContext.configure(
             conn,
@@ -227,3 +227,53 @@ def test_migrations_match_the_declared_tables(backend, tmp_path, request):
         diff = compare_metadata(context, metadata)
     engine.dispose()
     assert diff == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_migration_0002_chains_the_feedback_already_stored(backend, tmp_path, request):
+    """Feedback rows written under revision 0001 are chained by 0002 and verify; new ones follow them."""
+    import datetime as dt
+
+    from alembic import command
+    from alembic.config import Config
+
+    from cds.audit.verify import verify_all
+    from cds.db import MIGRATIONS
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path}/old.sqlite3"
+    else:
+        url = request.getfixturevalue("pg_url")
+        admin = create_engine(url)
+        with admin.begin() as conn:  # the session schema is at head: start it again at 0001
+            conn.execute(text("DROP TABLE IF EXISTS audit_quarantine, audit_feedback, audit_card, "
+                              "audit_record, seen_jti, alembic_version CASCADE"))
+        admin.dispose()
+    engine = create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        received = dt.datetime(2026, 11, 22, 8, 0, tzinfo=dt.UTC)
+        for i, (code, comment) in enumerate([("declined", "later"), (None, None), ("other", None)]):
+            conn.execute(text(
+                "INSERT INTO audit_feedback (card_uuid, service, outcome, outcome_time, received, accepted, "
+                "override_code, override_display, comment, known_card) "
+                "VALUES (:c, 'bone-health-patient-view', :o, '2026-11-22T08:00:00Z', :r, :a, :code, :d, :m, "
+                ":k)"),
+                {"c": f"card-{i}", "o": "overridden" if code else "accepted", "r": received,
+                 "a": "[]" if code else '["s-1"]', "code": code, "d": code and code.title(), "m": comment,
+                 "k": i != 2})
+    assert ensure_schema(engine) == "0002"
+    report = verify_all(engine)
+    assert report.ok and report.feedback == 3, report.problems
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT card_uuid, seq, comment, accepted, known_card FROM audit_feedback "
+                                 "ORDER BY seq")).all()
+    assert [(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows] == [
+        ("card-0", 1, "later", "[]", True),
+        ("card-1", 2, None, '["s-1"]', True),
+        ("card-2", 3, None, "[]", False),
+    ]
+    engine.dispose()
