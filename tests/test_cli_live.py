@@ -133,7 +133,8 @@ def test_request_prints_the_cards(server, capsys):
     code = main(cli("request", str(fixture), "--hook", "order-sign", "--url", server.url))
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "bone-health-order-sign answered 3 card(s)" in out
+    assert "bone-health-order-sign answered 4 card(s)" in out  # and the yearly calcium: none on record
+    assert "-> Order calcium and albumin (create, create)" in out
     lines = out.splitlines()
     assert any("warning" in line and "falling-bone-density" in line for line in lines)
     assert any("info" in line and "vitamin-d-missing" in line for line in lines)
@@ -212,7 +213,8 @@ def test_the_hook_comes_from_the_sidecar_when_not_given(server, capsys):
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert "bone-health-patient-view answered 2 card(s)" in out and "Left femur" in out
+    assert "bone-health-patient-view answered 3 card(s)" in out and "Left femur" in out
+    assert "calcium-monitoring-due" in out
 
 
 def test_a_bundle_without_sidecar_needs_a_hook(server, tmp_path, capsys):
