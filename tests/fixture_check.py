@@ -60,11 +60,13 @@ def request_for(app: Any, path: Path, expected: dict[str, Any], *, misfiled: boo
 
 
 def differences(app: Any, path: Path, expected: dict[str, Any]) -> list[str]:
-    """Evaluate ``path`` through ``POST /cds-services/<id>`` and compare with ``expected``."""
+    """Evaluate ``path`` through ``POST /cds-services/<id>`` and compare with ``expected``; ``app`` is built
+    with a ``Recorder`` as its audit sink (``create_app(..., audit_sink=Recorder())``)."""
     hook = expected.get("hook", "order-sign")
     app.config["NOW"] = dt.datetime.fromisoformat(expected.get("at", "2026-11-22")).replace(tzinfo=dt.UTC)
-    recorder = Recorder()
-    app.extensions["cds.service"].audit = recorder
+    recorder = app.extensions["cds.service"].audit
+    assert isinstance(recorder, Recorder), "build the app with audit_sink=Recorder()"
+    recorder.last = None
     body = request_for(app, path, expected)
     response = app.test_client().post(f"/cds-services/{SERVICE[hook]}", json=body)
     if response.status_code != 200:

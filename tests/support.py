@@ -174,16 +174,18 @@ def call(client):
     return _call
 
 
-def make_test_app(config: dict[str, Any] | None = None) -> Flask:
+def make_test_app(config: dict[str, Any] | None = None, *, audit_sink: Any = None) -> Flask:
     """An app that trusts only the test client, on a temporary database, whose ``test_client()`` signs every
-    request (for module-level or cached apps that cannot use the fixtures above)."""
+    request (for module-level or cached apps that cannot use the fixtures above); hook calls are recorded
+    to ``audit_sink`` when one is given."""
     import tempfile
 
     where = Path(tempfile.mkdtemp(prefix="cds-test-"))
     trusted = where / "trusted-clients.json"
     trusted.write_text(json.dumps({"clients": [{"iss": TEST_ISS, "jwks": copy.deepcopy(PUBLIC_JWKS)}]}))
     app = create_app({"DEV_MODE": False, "TRUSTED_CLIENTS": str(trusted),
-                      "DATABASE_URL": f"sqlite:///{where}/cds.sqlite3", **(config or {})})
+                      "DATABASE_URL": f"sqlite:///{where}/cds.sqlite3", **(config or {})},
+                     audit_sink=audit_sink)
     app.test_client_class = AuthedClient
     return app
 

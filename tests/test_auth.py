@@ -84,14 +84,15 @@ def test_aud_may_be_an_array_or_differ_only_by_final_slash_case_or_default_port(
     assert get_discovery(client, make_token(aud)).status_code == 200
 
 
-def test_service_call_and_feedback_need_and_accept_a_token(app, client):
+def test_service_call_and_feedback_need_and_accept_a_token(auth_config, client):
     # a card this client was issued, for the feedback below (feedback is taken only for such cards)
     issued = client.post(SERVICE, json=hook_body("patient-view", record=[patient(gender="female"), med()]),
                          headers={"Authorization": "Bearer " + make_token(BASE + SERVICE)})
     card_uuid = issued.get_json()["cards"][0]["uuid"]
     recorded = []
     sink = type("Sink", (), {"record_call": lambda self, call: recorded.append(call)})
-    app.extensions["cds.service"].audit = sink()
+    # the same service on the same audit database, built to record its hook calls to the sink
+    client = create_app(auth_config, audit_sink=sink()).test_client()
     assert_bare_401(client.post(SERVICE, json=HOOK_BODY))
     assert recorded == []  # refused before the service saw the call
     # A call past authentication that stops before the rules engine (no prefetch, no fhirServer: the

@@ -189,3 +189,25 @@ def test_forward_chaining_escalation_supersedes_loose_cards(evaluator):
     } in evaluation.superseded
     chain = [f["rule"] for f in evaluation.fired]
     assert chain.index("low-estradiol-on-ai") < chain.index("low-estradiol-with-bone-loss")
+
+
+def test_the_engine_mixes_kinds_but_compiled_conditions_compare_typed_copies():
+    """Raw engine terms take ``true`` for ``1`` and the number ``1`` for ``"1"``; the typed copies the adapter
+    asserts keep them apart, and never show in what the engine hands back."""
+    from cds.rules.conditions import compile_condition
+
+    pack = rulepack.load()
+
+    def engine(where: dict) -> RuleEngine:
+        return RuleEngine([CompiledRule("c", {"all": [{"m": compile_condition({"fact": "f", "where": where},
+                                                                              pack)}]})])
+
+    def raw(term: dict) -> RuleEngine:
+        return RuleEngine([CompiledRule("c", {"all": [{"m": {"$and": [{"t": "f"}, term]}}]})])
+
+    assert raw({"x": 1}).evaluate([{"t": "f", "x": True}]) != []
+    assert raw({"x": "1"}).evaluate([{"t": "f", "x": 1}]) != []
+    assert engine({"x": 1}).evaluate([{"t": "f", "x": True}]) == []
+    assert engine({"x": "1"}).evaluate([{"t": "f", "x": 1}]) == []
+    firings = engine({"x": 1}).evaluate([{"t": "f", "x": 1.0, "y": None}])
+    assert [f.matched for f in firings] == [{"m": {"t": "f", "x": 1.0}}]

@@ -8,7 +8,7 @@ import re
 
 import pytest
 import yaml
-from fixture_check import FIXTURES, SERVICE, all_fixtures, differences, expected_for, request_for
+from fixture_check import FIXTURES, SERVICE, Recorder, all_fixtures, differences, expected_for, request_for
 from support import make_test_app
 
 from cds.hooks.services import discovery_document
@@ -29,7 +29,7 @@ def _app(site_config: dict | None, tmp_path_factory: pytest.TempPathFactory):
             path = tmp_path_factory.mktemp("site") / "site.yaml"
             path.write_text(yaml.safe_dump(site_config), encoding="utf-8")
             config["SITE_CONFIG"] = str(path)
-        _APPS[key] = make_test_app(config)
+        _APPS[key] = make_test_app(config, audit_sink=Recorder())
     return _APPS[key]
 
 

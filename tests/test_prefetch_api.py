@@ -27,9 +27,8 @@ from fhir_server_support import (
 from support import AuthedClient
 from werkzeug import Request, Response
 
-from cds import settings
 from cds.errors import ConfigurationError
-from cds.fhir.client import ClientSettings, FhirClient
+from cds.fhir.client import FhirClient
 from cds.web.app import create_app
 
 KEYS = ["patient", "estradiol", "vitaminD", "dxa", "monitoring", "medications"]
@@ -38,19 +37,16 @@ EXPECTED_RULES = {"low-estradiol-with-bone-loss", "vitamin-d-missing", "calcium-
 
 @pytest.fixture
 def make_app(httpserver, auth_config):
-    """The app with its FHIR client built from settings (as create_app does) and a recording audit sink."""
+    """The app with its FHIR client built by create_app from the settings, and a recording audit sink."""
 
     def make(**overrides):
         wanted = {"FHIR_SERVER_ALLOWLIST": fhir_url(httpserver), "FHIR_READ_TIMEOUT": 2.0,
                   "FHIR_CONNECT_TIMEOUT": 1.0, "FHIR_BACKOFF_SECONDS": 0.01, **overrides}
-        values = settings.load(wanted, environ={})
-        app = create_app({**auth_config, "NOW": NOW})
+        sink = RecordingSink()
+        app = create_app({**auth_config, "NOW": NOW, **wanted}, audit_sink=sink)
         app.testing = True
         app.test_client_class = AuthedClient
-        service = app.extensions["cds.service"]
-        service.fetch = FhirClient(ClientSettings.from_settings(values))
-        service.audit = RecordingSink()
-        return app, service.audit
+        return app, sink
 
     return make
 

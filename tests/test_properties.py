@@ -9,6 +9,7 @@ import math
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from cds.decide.case import Case
 from cds.decide.evaluate import Evaluator
 from cds.errors import CdsError
 from cds.fhir import parse as fhir_parse
@@ -136,8 +137,8 @@ def parse_or_skip(raw):
 @given(patient=patients, raws=st.lists(observations, max_size=8))
 def test_random_records_never_crash_and_cards_use_only_usable_values(patient, raws):
     models = [m for m in (parse_or_skip(r) for r in [patient, AI, *raws]) if m is not None]
-    evaluation = EVALUATOR.evaluate(models, [], patient_id="p1", now=NOW, context={"patientId": "p1"},
-                                    drafts_by_ref={})
+    evaluation = EVALUATOR.evaluate(Case(hook="patient-view", patient_id="p1", now=NOW,
+                                         context={"patientId": "p1"}, resources=tuple(models)))
     for fact in evaluation.facts:
         if fact["t"] == "lab":
             assert isinstance(fact["value"], float) and math.isfinite(fact["value"]) and fact["value"] >= 0
@@ -172,8 +173,8 @@ def test_well_formed_records_give_cards_only_from_counted_results(gender, raws):
     raws = [{**r, "id": f"o{next(ids)}"} for r in raws]
     patient = {"resourceType": "Patient", "id": "p1", "gender": gender, "birthDate": "1960-01-01"}
     models = [fhir_parse.parse_resource(r, where="test") for r in [patient, AI, *raws]]
-    evaluation = EVALUATOR.evaluate(models, [], patient_id="p1", now=NOW, context={"patientId": "p1"},
-                                    drafts_by_ref={})
+    evaluation = EVALUATOR.evaluate(Case(hook="patient-view", patient_id="p1", now=NOW,
+                                         context={"patientId": "p1"}, resources=tuple(models)))
     counted = {f"Observation/{r['id']}" for r in raws if r["status"] != "preliminary"}
     labs = [f for f in evaluation.facts if f["t"] == "lab"]
     event(f"{len(evaluation.cards)} card(s)")

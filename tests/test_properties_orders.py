@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import math
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from cds.decide.evaluate import Evaluator
@@ -285,6 +285,9 @@ def test_random_orders_never_crash_and_ai_cards_need_a_usable_ai_order(
     ),
     code=st.sampled_from(["2243-4", "38267-1", "62292-8", "1989-3", "0000-0"]),
 )
+# found by the search: a decimal sent as the JSON string "-0" was coerced to 0 and made a low-estradiol card
+@example(value="-0", unit="pg/mL", date="2026-11-22T23:30:00-11:00", code="2243-4")
+@example(value="5", unit="pg/mL", date="2026-11-22", code="2243-4")
 def test_absurd_results_next_to_an_ai_order_never_crash_or_make_a_card_from_the_value(
     value, unit, date, code
 ):

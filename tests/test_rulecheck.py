@@ -111,6 +111,34 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
         lambda p: _rule(p, LOW_E2, _set("match", "all", "2", "where", "value", value={"below": 20})),
         "unknown operator 'below'",
     ),
+    "null operand": (
+        lambda p: _rule(p, LOW_E2, _set("match", "all", "2", "where", "value", value={"ne": None})),
+        "ne needs a number, a string, a boolean or {threshold: name}, not None",
+    ),
+    "bare list": (
+        lambda p: _rule(p, LOW_E2, _set("match", "all", "0", "where", "sex", value=["male", "female"])),
+        "eq needs a number, a string, a boolean",
+    ),
+    "exists needs a boolean": (
+        lambda p: _rule(p, LOW_E2, _set("match", "all", "2", "where", "value", value={"exists": "yes"})),
+        "exists needs true or false, not 'yes'",
+    ),
+    "string compared by order": (
+        lambda p: _rule(
+            p, LOW_E2, _set("card", "indicator_when", "0", "where", value={"lab.value": {"lt": "ten"}})
+        ),
+        "indicator_when: lt on match.lab.value needs a number or a threshold",
+    ),
+    "for_each operand": (
+        lambda p: _rule(
+            p, LOW_E2, _set("card", "suggestions", "0", "for_each", "where", value={"draft": {"in": []}})
+        ),
+        "for_each: 'in' on ai.draft needs a non-empty list",
+    ),
+    "needs in": (
+        lambda p: _rule(p, LOW_E2, _set("needs", "0", "in", value="male")),
+        "needs: 'in' on patient.sex needs a non-empty list",
+    ),
     "file name": (
         lambda p: (p / "rules" / f"{VIT_D}.yaml").rename(p / "rules" / "vitd.yaml"),
         "file name should be",

@@ -95,17 +95,18 @@ def open_store(values: dict[str, Any], pack: RulePack, *, migrate: bool | None =
     return store
 
 
-def init_app(app) -> None:
-    """Wire the audit store into the app: the service's sink, the feedback sink, /health, auditor pages."""
+def card_link(base_url: str, card_uuid: str) -> str:
+    """The "Why this card?" page of one card (the service's explanation-link builder)."""
+    return f"{base_url}/audit/cards/{card_uuid}"
+
+
+def init_app(app, store) -> None:
+    """Serve the audit trail whose ``store`` the hook service records to: the feedback sink, /health, the
+    auditor pages and API. ``create_app`` opens the store first and gives it to the service it builds."""
     from cds.audit import api, web
     from cds.audit.auth import parse_tokens
 
     values = app.config
-    pack = app.extensions["cds.pack"]
-    store = open_store(values, pack)
-    service = app.extensions["cds.service"]
-    service.audit = store
-    service.explain_url = "{base}/audit/cards/{uuid}"
     app.extensions["cds.audit"] = store
     app.extensions["cds.feedback"] = store.store_feedback
     app.extensions.setdefault("cds.health", {})["audit"] = store.health

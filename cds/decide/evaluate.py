@@ -1,22 +1,22 @@
 """The pure pipeline: parsed resources -> facts -> rules engine -> findings -> cards.
 
-``Evaluator`` is built once per rule pack (compiling the pack into the engine) and is then called per
-request. It does no I/O and touches no Flask globals; the HTTP layer, the CLI and the audit replay all
-call it the same way.
+``Evaluator`` is built once per rule pack (compiling the pack into the engine) and is then called once per
+hook call with that call's ``Case`` (cds/decide/case.py). It does no I/O and touches no Flask globals; the
+HTTP layer and the CLI call ``evaluate``, the audit's re-run of stored facts calls ``from_facts``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cds.decide.cards import CardInputs, render_card
+from cds.decide.case import Case
 from cds.decide.facts import Context, FactSet, build_facts
 from cds.decide.findings import derive_findings
 from cds.fhir.relevance import Relevance
-from cds.rules.conditions import compile_rule
+from cds.rules.conditions import compile_rule, holds
 from cds.rules.engine import CompiledRule, Firing, RuleEngine
 from cds.rules.pack import Rule, RulePack
 from cds.rules.templating import render
@@ -57,9 +57,8 @@ def _gaps(pack: RulePack, facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     gaps = []
     for rule in pack.active_rules:
         for need in rule.needs:
-            ok = any(f["t"] == need["fact"] and f.get(need["field"]) is not None
-                     and ("in" not in need or f.get(need["field"]) in need["in"]) for f in facts)
-            if not ok:
+            test = {need["field"]: {"exists": True, **({"in": need["in"]} if "in" in need else {})}}
+            if not any(f["t"] == need["fact"] and holds(test, {"": f}, pack) for f in facts):
                 gaps.append({"t": "problem", "kind": "gap", "rule": rule.id, "reason": need["reason"]})
     return gaps
 
@@ -91,14 +90,12 @@ class Evaluator:
     def run_facts(self, facts: list[dict[str, Any]]) -> list[Firing]:
         return self.engine.evaluate(facts)
 
-    def evaluate(self, resources: Iterable[Any], drafts: Iterable[Any], *, patient_id: str | None,
-                 now: dt.datetime, context: Mapping[str, Any], drafts_by_ref: Mapping[str, dict[str, Any]],
-                 selections: Iterable[str] = (), source_label: str = "Bone Health CDS") -> Evaluation:
-        drafts = list(drafts)
-        ctx = Context(patient_id=patient_id, now=now, draft_refs=frozenset(drafts_by_ref),
-                      selections=frozenset(selections))
-        fact_set = self.facts(resources, drafts, ctx)
-        return self.from_facts(fact_set.facts, context=context, drafts_by_ref=drafts_by_ref,
+    def evaluate(self, case: Case, *, source_label: str = "Bone Health CDS") -> Evaluation:
+        """One hook call: the case's resources and draft orders to facts, then rules, findings and cards."""
+        ctx = Context(patient_id=case.patient_id, now=case.now, draft_refs=frozenset(case.drafts_by_ref),
+                      selections=case.selections)
+        fact_set = self.facts(case.resources, case.drafts, ctx)
+        return self.from_facts(fact_set.facts, context=case.context, drafts_by_ref=case.drafts_by_ref,
                                source_label=source_label, ignored=dict(fact_set.ignored))
 
     def from_facts(self, facts: list[dict[str, Any]], *, context: Mapping[str, Any],

@@ -3,7 +3,9 @@
     envelope -> prefetch (client data or fetched) -> FHIR parsing -> facts -> rules -> findings -> cards
              -> audit record
 
-No Flask here: the HTTP layer hands in the parsed body and gets back the response body.
+No Flask here: the HTTP layer hands in the parsed body and gets back the response body. The request is
+validated and its prefetch gathered, then frozen into one ``Case`` (cds/decide/case.py) that evaluation
+reads; what the service talks to (FHIR client, audit sink, explanation links) is given when it is built.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cds.decide.case import Case, build_case
 from cds.decide.evaluate import Evaluation, Evaluator
 from cds.errors import CdsError, UnknownService
 from cds.fhir import parse as fhir_parse
@@ -51,16 +55,24 @@ class CallRecord:
     context: dict[str, Any] = field(default_factory=dict)  # hook context (the audit keeps a few fields)
 
 
-@dataclass
+#: a card's "Why this card?" address from the service's public base URL and the card's uuid
+ExplainLink = Callable[[str, str], str]
+
+
+@dataclass(frozen=True)
 class HookService:
+    """The hook service with everything it talks to given when it is built: the evaluator, the FHIR client
+    (``fetch``), the audit sink and the explanation-link builder. Nothing is set on it afterwards."""
+
     evaluator: Evaluator
     source_label: str = "Bone Health CDS"
     max_entries: int | None = None
     fetch: Fetch | None = None
+    #: receives one ``CallRecord`` per call, answered or refused (None: nothing is recorded)
     audit: AuditSink | None = None
     model_cache: fhir_parse.ModelCache | None = None
-    #: when set, each card gets a "Why this card?" link to ``explain_url.format(base=..., uuid=...)``
-    explain_url: str | None = None
+    #: when set, each card gets a "Why this card?" link to ``explain_link(base_url, card_uuid)``
+    explain_link: ExplainLink | None = None
 
     def call(self, service_id: str, body: Any, *, now: dt.datetime | None = None,
              client_iss: str | None = None, base_url: str | None = None) -> dict[str, Any]:
@@ -78,66 +90,40 @@ class HookService:
             request = parse_hook_request(body, hook)
             # gather fills ``gathered`` as it goes, so the audit record has the provenance even on a 412
             gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered)
-            evaluation = self.evaluate(request, gathered, when)
+            case = self.case_for(service_id, request, gathered, when)
+            evaluation = self.evaluator.evaluate(case, source_label=self.source_label)
             self._add_explain_links(evaluation, base_url)
-            response = {"cards": evaluation.cards}
-            self._record(
-                service_id, hook, request, client_iss, when, started, 200, "ok", evaluation, gathered
-            )
-            return response
+            self._record(service_id, hook, request, gathered, client_iss, when, started, 200, "ok",
+                         evaluation)
+            return {"cards": evaluation.cards}
         except CdsError as exc:
             outcome = "412" if exc.status == 412 else str(exc.status)
-            self._record(
-                service_id,
-                hook,
-                request,
-                client_iss,
-                when,
-                started,
-                exc.status,
-                outcome,
-                evaluation,
-                gathered,
-                error=exc.message,
-            )
+            self._record(service_id, hook, request, gathered, client_iss, when, started, exc.status, outcome,
+                         evaluation, error=exc.message)
             raise
         except Exception:
-            self._record(service_id, hook, request, client_iss, when, started, 500, "500", evaluation,
-                         gathered, error="internal error; the request was not processed")
+            self._record(service_id, hook, request, gathered, client_iss, when, started, 500, "500",
+                         evaluation, error="internal error; the request was not processed")
             raise
         finally:
             if started_hook:
                 self.audit.call_finished(marker)
 
-    def evaluate(self, request: HookRequest, gathered: Gathered, now: dt.datetime) -> Evaluation:
-        relevant = self.evaluator.relevant
-        resources = []
-        for key, data in gathered.data.items():
-            resources += fhir_parse.parse_all(data, where=f"prefetch.{key}", max_entries=self.max_entries,
-                                              relevant=relevant, cache=self.model_cache)
-        drafts_json = {}
-        draft_models = []
-        for where, raw in fhir_parse.iter_resources(request.draft_orders, where="context.draftOrders",
-                                                    max_entries=self.max_entries):
-            if isinstance(raw, dict) and fhir_parse.is_used_type(raw.get("resourceType")) and relevant(raw):
-                model = fhir_parse.parse_resource(raw, where=where, cache=self.model_cache)
-                draft_models.append(model)
-                drafts_json[f"{raw['resourceType']}/{raw.get('id')}"] = raw
-        return self.evaluator.evaluate(
-            resources, draft_models, patient_id=request.patient_id, now=now,
-            context={**request.context, "patientId": request.patient_id}, drafts_by_ref=drafts_json,
-            selections=request.selections, source_label=self.source_label)
+    def case_for(self, service_id: str, request: HookRequest, gathered: Gathered, now: dt.datetime) -> Case:
+        """The call's ``Case``: the gathered prefetch and the draft orders parsed, once."""
+        return build_case(service_id, request, gathered, now, relevant=self.evaluator.relevant,
+                          max_entries=self.max_entries, cache=self.model_cache)
 
     def _add_explain_links(self, evaluation: Evaluation, base_url: str | None) -> None:
-        if not self.explain_url or not base_url:
+        if self.explain_link is None or not base_url:
             return
         for card in evaluation.cards:
-            url = self.explain_url.format(base=base_url.rstrip("/"), uuid=card["uuid"])
+            url = self.explain_link(base_url.rstrip("/"), card["uuid"])
             card.setdefault("links", []).append({"label": "Why this card?", "url": url, "type": "absolute"})
 
-    def _record(self, service_id: str, hook: str | None, request: HookRequest | None, client_iss: str | None,
-                when: dt.datetime, started: float, status: int, outcome: str, evaluation: Evaluation | None,
-                gathered: Gathered, error: str | None = None) -> None:
+    def _record(self, service_id: str, hook: str | None, request: HookRequest | None, gathered: Gathered,
+                client_iss: str | None, when: dt.datetime, started: float, status: int, outcome: str,
+                evaluation: Evaluation | None, error: str | None = None) -> None:
         if self.audit is None:
             return
         record = CallRecord(

@@ -127,6 +127,18 @@ def read_part(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in keep or k == "resourceType"}
 
 
+def _check_decimals(part: dict[str, Any], where: str) -> None:
+    """A FHIR decimal is a JSON number. The models would coerce a string such as ``"-0"`` or ``"5"`` into
+    a number; a lab value sent as a string is malformed, and must never be read as a result."""
+    quantity = part.get("valueQuantity")
+    if isinstance(quantity, dict) and "value" in quantity:
+        value = quantity["value"]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            field = f"{where}.valueQuantity.value"
+            raise InvalidFhir(f"{field}: a FHIR decimal is a JSON number, got {type(value).__name__} "
+                              f"{str(value)[:40]!r}", field=field)
+
+
 def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) -> Any:
     """Validate the elements the rules read of one resource of a used type; return the R4B model."""
     if not isinstance(data, dict):
@@ -138,6 +150,7 @@ def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) ->
             f"{where}: resourceType {resource_type!r} is not one this service reads", field=where
         )
     part = read_part(data)
+    _check_decimals(part, where)
     key = cache.key(part) if cache is not None and cache.max_entries > 0 else None
     if key is not None:
         model = cache.get(key)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from cds.rules.conditions import OPERATORS
+from cds.errors import RulePackError
+from cds.rules.conditions import OPERATORS, resolve
 from cds.rules.templating import PLACEHOLDER, references, strings_in
 from cds.rules.transforms import TRANSFORMS
 
@@ -156,6 +157,8 @@ def _check_rule(rule: Rule, pack: RulePack, known_facts: set[str]) -> list[str]:
             or not need.get("reason")
         ):
             problems.append(f"needs entry {need!r} must name a base fact, a field and a reason")
+        elif "in" in need:
+            problems += _check_where({need["field"]: {"in": need["in"]}}, "needs", need["fact"], pack)
     if rule.derive is not None:
         if not isinstance(rule.derive, dict) or not rule.derive.get("t"):
             problems.append("derive needs a fact type t")
@@ -187,6 +190,7 @@ def _check_where(where: Any, label: str, fact: str, pack: RulePack) -> list[str]
     problems = []
     for name, spec in where.items():
         for op, operand in _operands(spec):
+            before = len(problems)
             if op not in OPERATORS:
                 problems.append(f"{label}: unknown operator {op!r} on {fact}.{name}")
             elif op == "in" and (not isinstance(operand, list) or not operand):
@@ -212,6 +216,11 @@ def _check_where(where: Any, label: str, fact: str, pack: RulePack) -> list[str]
                         problems.append(
                             f"{label}: {name} {value!r} is not in valuesets.yaml {' or '.join(sections)}"
                         )
+            if len(problems) == before:  # what the condition semantics refuses (an operand of no kind)
+                try:
+                    resolve(op, operand, pack, f"{fact}.{name}")
+                except RulePackError as exc:
+                    problems.append(f"{label}: {exc.message}")
     return problems
 
 
@@ -273,6 +282,7 @@ def _check_card(rule: Rule, pack: RulePack) -> list[str]:
         for key in option.get("where") or {}:
             if key.partition(".")[0] not in rule.aliases:
                 problems.append(f"indicator_when tests {key!r}, but no condition is named that")
+        problems += _check_where(option.get("where") or {}, "indicator_when", "match", pack)
     for reason in card.get("override_reasons") or []:
         if not reason.get("code") or not reason.get("display"):
             problems.append("every override reason needs a code and a display")
@@ -292,6 +302,8 @@ def _check_card(rule: Rule, pack: RulePack) -> list[str]:
         loop = suggestion.get("for_each")
         if loop and loop.get("alias") not in rule.aliases:
             problems.append(f"for_each names alias {loop.get('alias')!r}, but no condition is named that")
+        if loop:
+            problems += _check_where(loop.get("where") or {}, "for_each", str(loop.get("alias")), pack)
         for action in suggestion.get("actions") or []:
             kind = action.get("type")
             if kind not in {"create", "update", "delete"}:

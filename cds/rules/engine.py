@@ -14,6 +14,10 @@ durable-rules hazards handled here (each has a test in ``tests/test_engine.py``)
   too (two matches deriving the same fact; a derived fact only the audit reads).
 * The engine's JSON parser fails on floats in exponent notation (``1e-05``): floats are rounded to four
   decimals before assertion, and magnitudes of 1e15 or more are refused.
+* The engine's comparisons mix kinds of value (``true`` matches ``1``, ``"1"`` matches ``1``, ``"a"`` is
+  greater than ``2``): every scalar field is also asserted under a typed name (``age$num``, ``sex$str``,
+  ``draft$bool``; ``cds.rules.conditions.typed_fields``), compiled conditions compare only those, and the
+  typed copies are dropped again from every fact handed back.
 * ``durable.engine.Host`` starts background dispatcher threads that run pending actions on their own; the
   host used here runs none, so every action runs inside ``evaluate`` under the lock.
 
@@ -38,6 +42,7 @@ from typing import Any
 from durable.engine import Host, MessageNotHandledException, MessageObservedException
 
 from cds.errors import EngineError
+from cds.rules.conditions import TYPED_SUFFIXES, typed_fields
 
 log = logging.getLogger("cds.rules.engine")
 
@@ -82,13 +87,16 @@ def _number(key: str, value: float) -> float:
 
 
 def _strip(fact: dict[str, Any]) -> dict[str, Any]:
-    # The engine's JSON layer has no use for nulls and matching on them is undefined: drop them.
-    return {k: _number(k, v) if isinstance(v, float) else v for k, v in fact.items() if v is not None}
+    # The engine's JSON layer has no use for nulls and matching on them is undefined: drop them (a missing
+    # field and a None field mean the same in the condition language). Then add the typed copies.
+    kept = {k: _number(k, v) if isinstance(v, float) else v for k, v in fact.items() if v is not None}
+    return {**kept, **typed_fields(kept)}
 
 
 def _plain(content: Any) -> dict[str, Any]:
     data = getattr(content, "_d", content)
-    return {k: v for k, v in dict(data).items() if k not in ("sid", "id", "$s")}
+    return {k: v for k, v in dict(data).items()
+            if k not in ("sid", "id", "$s") and not k.endswith(TYPED_SUFFIXES)}
 
 
 @dataclass

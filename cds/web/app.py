@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from cds import settings
 from cds.decide.evaluate import Evaluator
-from cds.decide.service import HookService
+from cds.decide.service import AuditSink, HookService
 from cds.errors import CdsError, operation_outcome
 from cds.fhir import client as fhir_client
 from cds.fhir import parse as fhir_parse
@@ -20,8 +20,11 @@ from cds.rules import pack as rulepack
 log = logging.getLogger("cds")
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the service. ``config`` overrides settings by name (e.g. ``{"RULES_DIR": ...}``)."""
+def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: AuditSink | None = None) -> Flask:
+    """Build the service. ``config`` overrides settings by name (e.g. ``{"RULES_DIR": ...}``).
+
+    Each hook call is recorded to the audit store (``CDS_AUDIT``), or to ``audit_sink`` when one is given
+    (tests that read what a call recorded; the auditor pages, if on, still serve the store)."""
     app = Flask("cds")  # the package: its templates/ folder
     values = settings.load(config)
     app.config.update(values)
@@ -31,13 +34,23 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     pack = rulepack.load(values["RULES_DIR"] or None, values["SITE_CONFIG"] or None)
     fhir_parse.warm_up()
     evaluator = Evaluator(pack)
+    fetch = fhir_client.FhirClient(fhir_client.ClientSettings.from_settings(values))
+    store, explain_link = None, None
+    if values["AUDIT"]:  # the audit store first: the service records to it from its first call
+        from cds.audit import card_link, open_store
+
+        store, explain_link = open_store(values, pack), card_link
     app.extensions["cds.pack"] = pack
     app.extensions["cds.evaluator"] = evaluator
-    app.extensions["cds.service"] = HookService(evaluator, source_label=values["SOURCE_LABEL"],
-                                                max_entries=values["MAX_BUNDLE_ENTRIES"],
-                                                fetch=fhir_client.FhirClient(
-                                                    fhir_client.ClientSettings.from_settings(values)),
-                                                model_cache=fhir_parse.ModelCache(values["MODEL_CACHE_SIZE"]))
+    app.extensions["cds.service"] = HookService(
+        evaluator,
+        source_label=values["SOURCE_LABEL"],
+        max_entries=values["MAX_BUNDLE_ENTRIES"],
+        fetch=fetch,
+        audit=audit_sink if audit_sink is not None else store,
+        model_cache=fhir_parse.ModelCache(values["MODEL_CACHE_SIZE"]),
+        explain_link=explain_link,
+    )
 
     from cds.web import api, metrics, openapi
     from cds.web import guard as http_guard
@@ -46,10 +59,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     http_guard.init_app(app)
     openapi.init_app(app)
     metrics.init_app(app)
-    if values["AUDIT"]:
-        from cds import audit
+    if store is not None:
+        from cds.audit import init_app as serve_audit_trail
 
-        audit.init_app(app)
+        serve_audit_trail(app, store)
     _register_error_handlers(app)
     from cds.audit.cli import audit as audit_commands
 

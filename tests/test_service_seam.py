@@ -1,0 +1,142 @@
+"""The service seam: each hook call becomes one frozen ``Case`` that evaluation reads, and the hook service is
+built with its audit sink and its explanation-link builder; nothing is set on it afterwards."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+from builders import hook_body, med, obs, patient
+
+from cds import create_app
+from cds.decide.case import build_case
+from cds.decide.evaluate import Evaluator
+from cds.decide.service import HookService
+from cds.fhir.prefetch import Gathered, gather
+from cds.hooks.envelope import parse_hook_request
+from cds.hooks.services import prefetch_templates
+from cds.rules import pack as rulepack
+
+PACK = rulepack.load()
+EVALUATOR = Evaluator(PACK)
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+SERVICE = "bone-health-order-select"
+METFORMIN = "6809"  # RxNorm: a drug no rule reads
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def record_call(self, call) -> None:
+        self.calls.append(call)
+
+
+def low_estradiol_body() -> dict:
+    """A man on anastrozole with estradiol 9 pg/mL selecting a new anastrozole order (and a metformin one)."""
+    drafts = [med(mid="draft-ai", status="draft"),
+              med(METFORMIN, "metformin", mid="draft-other", status="draft")]
+    record = [patient(), med(mid="mr-ai"), obs("2243-4", 9.0, "pg/mL", "2026-10-01")]
+    return hook_body("order-select", record=record, drafts=drafts, selections=["MedicationRequest/draft-ai"])
+
+
+def case_of(body: dict):
+    request = parse_hook_request(body, "order-select")
+    gathered = Gathered()
+    gather(request, prefetch_templates(PACK), None, gathered)
+    return build_case(SERVICE, request, gathered, NOW, relevant=EVALUATOR.relevant)
+
+
+def test_a_case_holds_the_whole_call_once_parsed():
+    body = low_estradiol_body()
+    case = case_of(body)
+    assert (case.hook, case.service_id, case.hook_instance, case.patient_id, case.now) == (
+        "order-select", SERVICE, body["hookInstance"], "p1", NOW)
+    assert case.context["userId"] == "Practitioner/doc" and case.context["patientId"] == "p1"
+    assert case.selections == frozenset({"MedicationRequest/draft-ai"})
+    assert list(case.drafts_by_ref) == ["MedicationRequest/draft-ai"]  # the metformin draft is not read
+    assert [d.id for d in case.drafts] == ["draft-ai"]
+    estradiol = body["prefetch"]["estradiol"]["entry"][0]["resource"]["id"]
+    assert sorted(f"{type(r).__name__}/{r.id}" for r in case.resources) == [
+        "MedicationRequest/mr-ai", f"Observation/{estradiol}", "Patient/p1"]
+    assert dict(case.provenance) == dict.fromkeys(body["prefetch"], "client")
+
+
+def test_a_case_cannot_be_changed():
+    case = case_of(low_estradiol_body())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        case.patient_id = "p2"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        case.context["patientId"] = "p2"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        case.drafts_by_ref["MedicationRequest/x"] = {}  # type: ignore[index]
+
+
+def test_the_case_alone_decides_the_cards():
+    evaluation = EVALUATOR.evaluate(case_of(low_estradiol_body()))
+    cards = {c["source"]["topic"]["code"]: c for c in evaluation.cards}
+    assert cards["low-estradiol-on-ai"]["indicator"] == "critical"
+    deletes = [a["resourceId"] for s in cards["low-estradiol-on-ai"].get("suggestions", [])
+               for a in s["actions"] if a["type"] == "delete"]
+    assert deletes == ["MedicationRequest/draft-ai"]  # the draft order, from the case's drafts_by_ref
+
+
+def test_the_service_records_to_the_sink_and_links_with_the_builder_it_was_built_with():
+    sink = Recorder()
+    service = HookService(EVALUATOR, audit=sink, explain_link=lambda base, uuid: f"{base}/why/{uuid}")
+    body = low_estradiol_body()
+    cards = service.call(SERVICE, body, now=NOW, base_url="https://cds.example.org/")["cards"]
+    assert cards
+    for card in cards:
+        assert card["links"][-1] == {"label": "Why this card?", "url": f"https://cds.example.org/why/{card['uuid']}",
+                                     "type": "absolute"}
+    [call] = sink.calls
+    assert (call.hook_instance, call.outcome, call.status) == (body["hookInstance"], "ok", 200)
+    assert [c["uuid"] for c in call.evaluation.cards] == [c["uuid"] for c in cards]
+    assert call.provenance == dict.fromkeys(body["prefetch"], "client")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        service.audit = Recorder()  # type: ignore[misc]
+
+
+def test_a_service_without_sink_or_builder_records_nothing_and_adds_no_link():
+    cards = HookService(EVALUATOR).call(SERVICE, low_estradiol_body(), now=NOW, base_url="https://x")["cards"]
+    assert cards and all("Why this card?" not in str(c.get("links")) for c in cards)
+
+
+def test_create_app_builds_the_service_with_the_audit_store(auth_config):
+    app = create_app(auth_config)
+    service = app.extensions["cds.service"]
+    assert service.audit is app.extensions["cds.audit"]
+    assert service.explain_link("https://cds.example.org", "u-1") == "https://cds.example.org/audit/cards/u-1"
+
+    sink = Recorder()
+    service = create_app(auth_config, audit_sink=sink).extensions["cds.service"]
+    assert service.audit is sink
+
+    off = create_app({**auth_config, "AUDIT": False})
+    assert off.extensions["cds.service"].audit is None and off.extensions["cds.service"].explain_link is None
+    assert "cds.audit" not in off.extensions
+
+
+class BrokenFetch:
+    """A FHIR client with a bug: it raises what no FHIR failure raises."""
+
+    def __call__(self, request, key, query):
+        raise RuntimeError("a bug in the FHIR client")
+
+    def complete(self, request, key, bundle):
+        raise RuntimeError("a bug in the FHIR client")
+
+
+def test_an_unexpected_failure_is_recorded_as_a_500_and_raised():
+    sink = Recorder()
+    service = HookService(EVALUATOR, fetch=BrokenFetch(), audit=sink)
+    body = low_estradiol_body()
+    del body["prefetch"]["dxa"]  # to be fetched, by the broken client
+    body["fhirServer"] = "https://ehr.example.org/fhir"
+    with pytest.raises(RuntimeError):
+        service.call(SERVICE, body, now=NOW)
+    [call] = sink.calls
+    assert (call.status, call.outcome, call.hook_instance) == (500, "500", body["hookInstance"])
+    assert call.error == "internal error; the request was not processed" and call.evaluation is None
