@@ -249,18 +249,22 @@ def test_replay_of_every_fixture_against_a_default_server_passes_or_says_why_it_
     total = len(list(fixtures.rglob("*.expected.json")))
     rows = table(out)
     assert rows["fixtures"] == str(total) and rows["failed"] == rows["errored"] == "0"
-    assert (rows["passed"], rows["skipped"]) == (str(total - 4), "4")
+    assert (rows["passed"], rows["skipped"]) == (str(total - 6), "6")
     skipped = {line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("SKIPPED: ")}
     assert skipped == {
         "bone-density-ai-treatment-threshold/out-woman-45-site-proxy-50.json",
         "bone-density-below-expected-for-age/in-woman-45-z-minus-2.0-site-proxy-50.json",
         "evaluation-gaps/in-result-for-another-patient.json",
         "dxa-baseline-missing/out-bmd-g-cm-minus-2-site-reads-as-g-cm2.json",
+        "calcium-low-on-ai/in-coefficient-by-site-config.json",
+        "calcium-monitoring-due/out-ionized-substitutes-by-site-config.json",
     }
     assert out.count("skipped: needs the site config postmenopausal_proxy_age=50, and the server runs the "
                      "packaged rule pack") == 2
     assert out.count("skipped: needs the site config units.read_g_cm-2_as_g_cm2=true, and the server runs "
                      "the packaged rule pack") == 1
+    for setting in ("calcium_albumin_coefficient=0", "ionized_calcium_substitutes=1"):
+        assert out.count(f"skipped: needs the site config {setting}, and the server runs ") == 1
     assert ("skipped: the request builder does not send Observation/e2-other (filed under another patient: "
             "no search for this patient returns it)") in out
 
