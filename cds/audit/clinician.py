@@ -53,7 +53,7 @@ def _explained(token: str) -> tuple[dict[str, Any], dict[str, Any]] | Response:
     found = queries.get_record(current_app.extensions["cds.audit"].engine, card_uuid)
     pack = current_app.extensions["cds.pack"]
     focus = explain.explain_card(found["record"], card_uuid, pack) if found else None
-    if focus is None:
+    if focus is None or found is None:
         return _refused("no decision is recorded for this card (yet): try again in a moment", 404)
     return found["record"], focus
 
@@ -85,7 +85,7 @@ def _results(content: dict[str, Any], focus: dict[str, Any]) -> list[dict[str, A
         fact = node.get("fact") or {}
         kind = fact.get("t")
         if kind == "lab":
-            point = next((p for p in series if p.get("kind") == "lab"
+            point: dict[str, Any] = next((p for p in series if p.get("kind") == "lab"
                           and p.get("analyte") == fact.get("analyte") and p.get("date") == fact.get("date")
                           and p.get("value") == fact.get("value")), {})
             title = current_app.extensions["cds.pack"].valuesets.get("labs", {}).get(fact.get("analyte"), {})

@@ -56,7 +56,8 @@ def _valid(action: dict[str, Any], dropped: list[str]) -> dict[str, Any] | None:
     """The action with its resource as valid R4 (repaired if need be), or None, the reason in ``dropped``."""
     resource, why = outgoing_resource(action["resource"], where=f"the {action['type']} suggestion's resource")
     if resource is None:
-        dropped.append(f"{action['description']}: not offered, {escape_text(why)}")  # Markdown-safe
+        reason = escape_text(why or "not valid R4")  # Markdown-safe
+        dropped.append(f"{action['description']}: not offered, {reason}")
         return None
     action["resource"] = resource
     return action

@@ -52,7 +52,7 @@ def also_shown(fact: Lab, spec: Mapping[str, Any]) -> None:
     """Quote the value in a second unit too (``also``: "13.9 nmol/L"), from the analyte's own factor."""
     unit = spec.get("also_show")
     factor = (spec.get("units") or {}).get(unit) if unit else None
-    if not factor:
+    if not factor or not unit:
         return
     prefix = {"<": "<", "<=": "<=", ">": ">", ">=": ">="}.get(fact.get("comparator", ""), "")
     if str(fact.get("reported", "")).lower().endswith(unit.lower()):  # reported in it: quote the canonical
