@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -54,16 +55,20 @@ def _overlay_venv(clone: Path, target: Path) -> None:
 
 def _run(block: str, clone: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     script = "set -euo pipefail\n" + block + "\nkill $(jobs -p) 2>/dev/null || true\nwait || true\n"
-    proc = subprocess.Popen(["bash", "-c", script], cwd=clone, env=env, text=True, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        out, err = proc.communicate(timeout=900)
-    finally:
+    # Output goes to files, not pipes: a server left running in the background would hold a pipe open.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(["bash", "-c", script], cwd=clone, env=env, text=True, start_new_session=True,
+                                stdout=out, stderr=err)
         try:
-            os.killpg(proc.pid, signal.SIGTERM)  # the backgrounded server, whatever happened
-        except ProcessLookupError:
-            pass
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+            proc.wait(timeout=900)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)  # the backgrounded server, whatever happened
+            except ProcessLookupError:
+                pass
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
 
 
 def test_the_readme_try_it_blocks_run_on_a_fresh_clone(tmp_path):
