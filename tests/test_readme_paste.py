@@ -79,7 +79,9 @@ def test_the_readme_try_it_blocks_run_on_a_fresh_clone(tmp_path):
     venv = tmp_path / "venv"
     _overlay_venv(clone, venv)
     port = _free_port()
-    env = {**os.environ, "CDS_VENV": str(venv), "CDS_PORT": str(port)}
+    # a newcomer's shell: none of the suite's own CDS_ settings (such as its CDS_PUBLIC_URL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    env.update(CDS_VENV=str(venv), CDS_PORT=str(port))
     env.pop("PYTHONPATH", None)
 
     served = _run(blocks[0].replace("127.0.0.1:5000", f"127.0.0.1:{port}"), clone, env)

@@ -16,7 +16,7 @@ import requests
 from audit_support import SECRET
 from clinician_support import ESTRADIOL, PATIENT, sandbox_request, sloppy_draft
 from markupsafe import escape
-from support import make_token
+from support import make_token, serve_at
 from werkzeug.serving import make_server
 
 from cds.audit.record import patient_key
@@ -50,10 +50,12 @@ def serve(make_app, tmp_path):
     def start(**settings):
         app = make_app(f"sqlite:///{tmp_path}/db{len(servers)}/audit.sqlite3", **settings)
         server = make_server("127.0.0.1", 0, app, threaded=True)
+        base = f"http://127.0.0.1:{server.server_port}"
+        serve_at(app, base)  # the accepted aud and the card links: this server's own address
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         servers.append((server, thread))
-        return f"http://127.0.0.1:{server.server_port}"
+        return base
 
     yield start
     for server, thread in servers:
