@@ -81,7 +81,7 @@ def test_the_readme_try_it_blocks_run_on_a_fresh_clone(tmp_path):
     port = _free_port()
     # a newcomer's shell: none of the suite's own CDS_ settings (such as its CDS_PUBLIC_URL)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
-    env.update(CDS_VENV=str(venv), CDS_PORT=str(port))
+    env.update(CDS_VENV=str(venv), CDS_PORT=str(port), CDS_PYTHON=sys.executable)  # the suite's Python
     env.pop("PYTHONPATH", None)
 
     served = _run(blocks[0].replace("127.0.0.1:5000", f"127.0.0.1:{port}"), clone, env)
