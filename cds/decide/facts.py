@@ -33,6 +33,7 @@ from cds.decide.readings import (
     observed_date,
     reported_precision,
     shown_value,
+    to_date,
 )
 from cds.fhir import references as fhir_refs
 from cds.fhir.relevance import ingredient_names, name_in_text
@@ -80,21 +81,6 @@ def _texts(concept: Any) -> list[str]:
 
 #: a result dated before this is a data error (e.g. 0001-01-01 for "unknown"), not a very old result
 EARLIEST_RESULT = dt.date(1900, 1, 1)
-
-
-def _date(value: Any) -> dt.date | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    text = str(value)
-    try:
-        parts = [int(p) for p in text[:10].split("-")]
-        return dt.date(parts[0], parts[1] if len(parts) > 1 else 1, parts[2] if len(parts) > 2 else 1)
-    except (ValueError, IndexError):
-        return None
 
 
 def _rtype(resource: Any) -> str:
@@ -167,12 +153,12 @@ class _Builder:
         if mine:
             p = mine[0]
             fact["sex"] = p.gender or "unknown"
-            died = _date(p.deceasedDateTime)
+            died = to_date(p.deceasedDateTime)
             if p.deceasedBoolean or p.deceasedDateTime is not None:
                 fact["deceased"] = True
                 if died:
                     fact["deceased_date"] = died.isoformat()
-            born = _date(p.birthDate)
+            born = to_date(p.birthDate)
             # age is never counted past the date of death; deceased on an unknown date: age unknown
             until = min(self.today, died) if died else None if fact.get("deceased") else self.today
             if born and until:

@@ -32,6 +32,11 @@ def observed_date(obs: Any) -> dt.date | None:
     value = (
         obs.effectiveDateTime or (obs.effectivePeriod.start if obs.effectivePeriod else None) or obs.issued
     )
+    return to_date(value)
+
+
+def to_date(value: Any) -> dt.date | None:
+    """A FHIR date or dateTime (a partial date counts as its first day) as a date, or None."""
     if value is None:
         return None
     if isinstance(value, dt.datetime):
