@@ -1,10 +1,20 @@
-"""Benchmark the service against the floor (a no-op Flask endpoint) under the production server.
+"""Benchmark the service against two floors under the production server, in one run.
 
     python bench/run.py [--seconds 15] [--connections 8] [--workers N] [--memory-requests 100000] [--quick]
+    python bench/run.py --scale-out [--quick]     (1 and 2 replicas behind a balancer: bench/scale_out.py)
 
-Starts the service (JWT on, audit on) and the floor under gunicorn on local ports with the same workers,
-drives both with wrk for a bounded time per workload, and reports throughput and p50/p95/p99 latency for
-both and their ratios:
+For every workload three servers are started one after the other on local ports, each under gunicorn with
+the service's configuration and the same worker count, and driven by wrk with the same request bodies:
+
+    service      ``cds serve --prod``: JWT on (a fresh ES384 token per request, jti in the replay store),
+                 audit on (a hash-chained record per call), FHIR validation and the rules
+    bare floor   bench/floor.py: Flask reads the body and answers ``{"cards": []}``
+    spec floor   bench/spec_floor.py: parse the body, verify the same token, refuse a replayed jti and
+                 append one hash-chained record in one locked transaction, in the same database; no FHIR,
+                 no rules (the least a CDS Hooks service with client authentication and a durable audit
+                 must do, done naively). It is sent the very tokens the service was sent (its own tables).
+
+Workloads:
 
     typical-cold   a typical order-sign (Patient, ~40 Observations, 3 MedicationRequests, 1 draft order),
                    a different patient on every request and the warm-patient cache turned off
@@ -12,6 +22,8 @@ both and their ratios:
     scale-N        one patient with N = 10, 100, 1000 Observations (all in one prefetch Bundle)
     memory         N requests in a row: resident memory of the workers after warm-up and at the end
 
+Every workload is reported as a ratio to both floors and the targets of docs/performance.md are evaluated
+(bench/targets.py), with the audit-append figure of bench/append.py when bench/results/append.json exists.
 Writes bench/results/latest.json and bench/results/latency-vs-resources.png. Needs wrk (Debian package
 `wrk`; installed with apt-get when missing and running as root).
 """
@@ -23,181 +35,27 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+from servers import (  # noqa: E402
+    SERVICE_PATH,
+    Client,
+    Server,
+    bench_database,
+    free_port,
+    need_wrk,
+    write_bodies,
+    wrk_run,
+)
+from targets import evaluate, print_targets  # noqa: E402
 from workload import order_sign, order_sign_all_in_one  # noqa: E402
 
-SERVICE_PATH = "/cds-services/bone-health-order-sign"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def need_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        found = shutil.which("wrk")
-    if not found:
-        raise SystemExit("bench: wrk is required (Debian: apt-get install wrk)")
-    return found
-
-
-class Client:
-    """A CDS client key pair trusted by the service under test, signing one token per request."""
-
-    def __init__(self, workdir: Path):
-        import jwt
-        from cryptography.hazmat.primitives.asymmetric import ec
-
-        self.jwt = jwt
-        self.key = ec.generate_private_key(ec.SECP384R1())
-        public = jwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
-        public.update(kid="bench", alg="ES384", use="sig")
-        self.iss = "urn:cds:bench-client"
-        self.trusted = workdir / "trusted-clients.json"
-        self.trusted.write_text(json.dumps({"clients": [{"iss": self.iss, "jwks": {"keys": [public]}}]}))
-
-    def tokens(self, aud: str, count: int, path: Path) -> None:
-        now = int(time.time())
-        with path.open("w") as out:
-            for _ in range(count):
-                claims = {"iss": self.iss, "aud": aud, "iat": now, "exp": now + 3600, "jti": uuid.uuid4().hex}
-                out.write(self.jwt.encode(claims, self.key, algorithm="ES384",
-                                          headers={"kid": "bench", "typ": "JWT"}) + "\n")
-
-
-class Server:
-    """The service under ``cds serve --prod`` (gunicorn), or the floor app under the same gunicorn config."""
-
-    def __init__(self, name: str, app: str, port: int, workers: int, env: dict[str, str]):
-        self.name, self.port = name, port
-        if app == "service":
-            argv = [str(Path(sys.executable).with_name("cds")), "serve", "--prod", "--host", "127.0.0.1",
-                    "--port", str(port)]
-            env = {**env, "CDS_WORKERS": str(workers)}
-        else:
-            argv = [sys.executable, "-m", "gunicorn", "--config", "python:cds.web.gunicorn_conf", "--workers",
-                    str(workers), "--bind", f"127.0.0.1:{port}", app]
-        self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise SystemExit(
-                        f"bench: {name} failed to start:\n{self.proc.stderr.read().decode()[-3000:]}"
-                    ) from None
-                time.sleep(0.3)
-        raise SystemExit(f"bench: {name} did not answer /health within 60 s")
-
-    def worker_rss_kb(self) -> int:
-        total = 0
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        for pid in children.read_text().split() if children.exists() else []:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        return total
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-def bench_database(work: Path, choice: str) -> tuple[str, object]:
-    """The audit/replay database for the run: a fresh PostgreSQL schema (dropped afterwards) or SQLite."""
-    if choice not in ("auto", "sqlite"):
-        return choice, lambda: None
-    if choice == "auto":
-        from sqlalchemy import create_engine, text
-        from sqlalchemy.exc import OperationalError
-
-        base = os.environ.get("CDS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-        schema = f"bench_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(base, connect_args={"connect_timeout": 3})
-        try:
-            with admin.begin() as conn:
-                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        except OperationalError:
-            admin.dispose()
-        else:
-            def drop() -> None:
-                with admin.begin() as conn:
-                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
-
-            return f"{base}?options=-csearch_path%3D{schema}", drop
-    return f"sqlite:///{work}/audit.sqlite3", lambda: None
-
-
-def wrk_run(wrk: str, port: int, bodies: Path, tokens: Path | None, seconds: float, connections: int,
-            threads: int = 2) -> dict:
-    threads = max(1, min(threads, connections))  # wrk needs a connection per thread
-    env = {
-        **os.environ,
-        "BENCH_BODIES": str(bodies),
-        "BENCH_TOKENS": str(tokens or ""),
-        "BENCH_PATH": SERVICE_PATH,
-        "BENCH_THREADS": str(threads),
-    }
-    out = subprocess.run(
-        [
-            wrk,
-            "-t",
-            str(threads),
-            "-c",
-            str(connections),
-            "-d",
-            f"{max(1, int(seconds))}s",
-            "--latency",
-            "-s",
-            str(HERE / "wrk.lua"),
-            f"http://127.0.0.1:{port}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=seconds + 120,
-    )
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
-    if line is None:
-        raise SystemExit(f"bench: wrk gave no result:\n{out.stdout}\n{out.stderr}")
-    result = json.loads(line[len("BENCH_JSON ") :])
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    if out.stderr.strip():
-        result["stderr"] = out.stderr.strip()[:600]
-    return result
-
-
-def write_bodies(path: Path, bodies: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(b, separators=(",", ":")) + "\n" for b in bodies))
-    return path
+FLOORS = {"floor": "bench.floor:app", "spec_floor": "bench.spec_floor:app"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,7 +79,16 @@ def main(argv: list[str] | None = None) -> int:
         help="auto (PostgreSQL at CDS_BENCH_POSTGRES_URL or 127.0.0.1:5432/test when it answers, "
         "else SQLite), sqlite, or a SQLAlchemy URL",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument("--scale-out", action="store_true",
+                        help="run bench/scale_out.py instead (1 and 2 replicas behind a round-robin "
+                             "balancer)")
+    args, rest = parser.parse_known_args(argv)
+    if args.scale_out:
+        import scale_out
+
+        return scale_out.main([*rest, *(["--quick"] if args.quick else [])])
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
     if args.quick:
         args.seconds, args.memory_requests = 5, 5_000
     wrk = need_wrk()
@@ -245,38 +112,47 @@ def main(argv: list[str] | None = None) -> int:
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
         "database": database.split("://", 1)[0],
-        "command": " ".join(["python", "bench/run.py", *(argv or sys.argv[1:])]),
+        "command": " ".join(["python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
         "workers": args.workers,
         "connections": args.connections,
         "seconds": args.seconds,
         "workloads": {},
     }
-    per_second_guess = 1000
+    # tokens per second of a measurement: above what any of the three servers answers here, so that no
+    # token is sent twice (a wrapped-around token is a replay, refused, and counted as non-200)
+    per_second_guess = 3000
 
     def measure(name: str, bodies: list[dict], cache: bool, connections: int | None = None) -> None:
         connections = connections or args.connections
         body_file = write_bodies(work / f"{name}.ndjson", bodies)
-        tokens = work / f"{name}.tokens"
+        warm_tokens, tokens = work / f"{name}.warm-tokens", work / f"{name}.tokens"
+        # one token file for the warm-ups and one for the measurements, each sent once to the service and
+        # once to the spec floor (their jti tables are separate)
+        client.tokens(aud, int(per_second_guess * 2), warm_tokens)
         client.tokens(aud, int(per_second_guess * args.seconds), tokens)
         env = {**base_env, "CDS_MODEL_CACHE_SIZE": "20000" if cache else "0"}
+        runs = {}
         service = Server("service", "service", port, args.workers, env)
         try:
-            wrk_run(wrk, port, body_file, tokens, 2, connections)  # warm-up
-            client.tokens(aud, int(per_second_guess * args.seconds), tokens)
-            svc = wrk_run(wrk, port, body_file, tokens, args.seconds, connections)
+            wrk_run(wrk, port, body_file, warm_tokens, 2, connections)
+            runs["service"] = wrk_run(wrk, port, body_file, tokens, args.seconds, connections)
         finally:
             service.stop()
-        floor = Server("floor", "bench.floor:app", floor_port, args.workers, {})
-        try:
-            wrk_run(wrk, floor_port, body_file, None, 2, connections)
-            flo = wrk_run(wrk, floor_port, body_file, None, args.seconds, connections)
-        finally:
-            floor.stop()
+        for floor, app in FLOORS.items():
+            authed = floor == "spec_floor"
+            server = Server(floor, app, floor_port, args.workers, {**env, "SPEC_FLOOR_AUDIENCE": aud})
+            try:
+                wrk_run(wrk, floor_port, body_file, warm_tokens if authed else None, 2, connections)
+                runs[floor] = wrk_run(wrk, floor_port, body_file, tokens if authed else None, args.seconds,
+                                      connections)
+            finally:
+                server.stop()
+        svc = runs["service"]
         results["workloads"][name] = {
             "connections": connections,
-            "service": svc,
-            "floor": flo,
-            "throughput_ratio": svc["rps"] / flo["rps"],
+            **runs,
+            "throughput_ratio": svc["rps"] / runs["floor"]["rps"],
+            "spec_ratio": svc["rps"] / runs["spec_floor"]["rps"],
             "resources": sum(
                 len((v or {}).get("entry", [])) if isinstance(v, dict) and "entry" in v else 1
                 for v in bodies[0]["prefetch"].values()
@@ -285,9 +161,12 @@ def main(argv: list[str] | None = None) -> int:
             + 1,
         }
         print(
-            f"{name:14} service {svc['rps']:8.1f} req/s p50 {svc['p50_ms']:7.2f} p99 {svc['p99_ms']:7.2f} ms"
-            f" (non-200 {svc['non_200']}) | floor {flo['rps']:8.1f} req/s p99 {flo['p99_ms']:6.2f} ms"
-            f" | ratio {svc['rps'] / flo['rps']:.3f}",
+            f"{name:13} service {svc['rps']:7.1f} req/s p50 {svc['p50_ms']:6.1f} p99 {svc['p99_ms']:6.1f} ms"
+            f" (non-200 {svc['non_200']}) | spec floor {runs['spec_floor']['rps']:7.1f} req/s"
+            f" p99 {runs['spec_floor']['p99_ms']:5.1f} ms (non-200 {runs['spec_floor']['non_200']})"
+            f" | floor {runs['floor']['rps']:7.1f} req/s"
+            f" | x spec {svc['rps'] / runs['spec_floor']['rps']:.3f}"
+            f" x floor {svc['rps'] / runs['floor']['rps']:.3f}",
             flush=True,
         )
 
@@ -306,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                     connections=args.scale_connections)
     if not chosen("memory"):
         drop_schema()
+        load_append(results, out_dir)
+        results["targets"] = evaluate(results)
+        print_targets(results["targets"])
         (out_dir / "partial.json").write_text(json.dumps(results, indent=2))
         print(f"wrote {out_dir / 'partial.json'}")
         return 0
@@ -344,11 +226,24 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     drop_schema()
+    load_append(results, out_dir)
+    results["targets"] = evaluate(results)
+    print_targets(results["targets"])
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2))
-    plot(results, out_dir / "latency-vs-resources.png")
+    if all(f"scale-{n}" in results["workloads"] for n in (10, 100, 1000)):
+        plot(results, out_dir / "latency-vs-resources.png")
     print(f"wrote {out_dir / 'latest.json'} and {out_dir / 'latency-vs-resources.png'}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def load_append(results: dict, out_dir: Path) -> None:
+    """The audit-append microbenchmark's figures (bench/append.py writes bench/results/append.json)."""
+    append_file = out_dir / "append.json"
+    if append_file.exists():
+        results["append"] = json.loads(append_file.read_text())
+        written = dt.datetime.fromtimestamp(append_file.stat().st_mtime, dt.UTC)
+        results["append_file_time"] = written.isoformat(timespec="seconds")
 
 
 def plot(results: dict, path: Path) -> None:
@@ -362,10 +257,12 @@ def plot(results: dict, path: Path) -> None:
         q: [results["workloads"][f"scale-{n}"]["service"][f"{q}_ms"] for n in sizes] for q in ("p50", "p99")
     }
     floor = [results["workloads"][f"scale-{n}"]["floor"]["p50_ms"] for n in sizes]
+    spec = [results["workloads"][f"scale-{n}"]["spec_floor"]["p50_ms"] for n in sizes]
     fig, ax = plt.subplots(figsize=(6, 4))
     for q, values in series.items():
         ax.plot(sizes, values, marker="o", label=f"service {q}")
-    ax.plot(sizes, floor, marker="x", linestyle="--", label="floor p50")
+    ax.plot(sizes, spec, marker="s", linestyle="--", label="spec floor p50")
+    ax.plot(sizes, floor, marker="x", linestyle="--", label="bare floor p50")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("Observations in the request")

@@ -1,0 +1,112 @@
+"""The performance targets (docs/performance.md, "Targets"), evaluated on one run's results.
+
+Each target gives a row: what was asked, what this run measured, and whether it was met (``True``/``False``),
+or ``None`` when this run did not measure it (a workload left out, a quick run too short for the memory
+target, no audit-append figures). Ratios are always between servers measured in the same run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MEMORY_CALLS = 100_000
+# the marginal cost per resource from 100 to 1,000 may be at most this times the one from 10 to 100
+LINEAR_SLACK = 1.5
+NOT_MEASURED = "not measured in this run"
+
+
+def _row(target: str, measured: str, met: bool | None) -> dict[str, Any]:
+    return {"target": target, "measured": measured, "met": met}
+
+
+def append_rates(data: Any) -> dict[int, float]:
+    """Aggregate appends/s by writer count from bench/append.py's JSON. Accepted shapes:
+    ``{"writers": {"1": 552.0 | {"appends_per_second": 552.0}, ...}}`` or a list of objects with ``writers``
+    and ``appends_per_second`` (top level, or under ``results``/``runs``). Anything else: ``{}``."""
+    rates: dict[int, float] = {}
+    if not isinstance(data, dict | list):
+        return rates
+    if isinstance(data, dict) and isinstance(data.get("writers"), dict):
+        for k, v in data["writers"].items():
+            value = v.get("appends_per_second") if isinstance(v, dict) else v
+            if str(k).isdigit() and isinstance(value, int | float):
+                rates[int(k)] = float(value)
+        return rates
+    rows = data if isinstance(data, list) else data.get("results", data.get("runs", []))
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, dict) and isinstance(row.get("writers"), int) \
+                and isinstance(row.get("appends_per_second"), int | float):
+            rates[row["writers"]] = float(row["appends_per_second"])
+    return rates
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    w = results.get("workloads", {})
+    rows = []
+    for name, want, label in (("typical-cold", 0.6, "cold"), ("warm", 1.0, "warm")):
+        if name in w:
+            r = w[name]
+            rows.append(_row(
+                f"{label}: throughput >= {want:g} x spec floor",
+                f"{r['spec_ratio']:.2f} x ({r['service']['rps']:.0f} vs {r['spec_floor']['rps']:.0f} req/s; "
+                f"{r['throughput_ratio']:.3f} x bare floor)",
+                r["spec_ratio"] >= want))
+        else:
+            rows.append(_row(f"{label}: throughput >= {want:g} x spec floor", NOT_MEASURED, None))
+    if "typical-cold" in w:
+        r = w["typical-cold"]
+        at8 = r["connections"] == 8
+        rows.append(_row("cold: p99 < 50 ms at 8 connections",
+                         f"{r['service']['p99_ms']:.1f} ms at {r['connections']} connections "
+                         f"(spec floor {r['spec_floor']['p99_ms']:.1f} ms)",
+                         r["service"]["p99_ms"] < 50 if at8 else None))
+    else:
+        rows.append(_row("cold: p99 < 50 ms at 8 connections", NOT_MEASURED, None))
+    if "scale-1000" in w:
+        r = w["scale-1000"]
+        one = r["connections"] == 1
+        rows.append(_row("1,000 Observations: p50 < 100 ms at one connection",
+                         f"{r['service']['p50_ms']:.1f} ms at {r['connections']} connection(s)",
+                         r["service"]["p50_ms"] < 100 if one else None))
+    else:
+        rows.append(_row("1,000 Observations: p50 < 100 ms at one connection", NOT_MEASURED, None))
+    if all(f"scale-{n}" in w for n in (10, 100, 1000)):
+        p10, p100, p1000 = (w[f"scale-{n}"]["service"]["p50_ms"] for n in (10, 100, 1000))
+        low, high = (p100 - p10) / 90, (p1000 - p100) / 900
+        linear = high <= LINEAR_SLACK * max(low, 1e-6)
+        rows.append(_row("cost linear in resources (10, 100, 1,000 Observations)",
+                         f"p50 {p10:.1f}, {p100:.1f}, {p1000:.1f} ms: {low * 1000:.0f} us per Observation "
+                         f"from 10 to 100, {high * 1000:.0f} us from 100 to 1,000",
+                         linear))
+    else:
+        rows.append(_row("cost linear in resources", NOT_MEASURED, None))
+    m = results.get("memory")
+    if m:
+        rows.append(_row("100,000 calls: worker memory grows < 10 % after warm-up",
+                         f"{m['growth_percent']:+.1f} % over {m['requests']:,} calls",
+                         m["growth_percent"] < 10 if m["requests"] >= MEMORY_CALLS else None))
+    else:
+        rows.append(_row("100,000 calls: worker memory grows < 10 % after warm-up", NOT_MEASURED,
+                         None))
+    rates = append_rates(results.get("append"))
+    if 1 in rates and 16 in rates:
+        ratio = rates[16] / rates[1]
+        rows.append(_row("audit appends (PostgreSQL): 16 writers >= 4 x one writer",
+                         f"{ratio:.2f} x ({rates[16]:.0f} vs {rates[1]:.0f} appends/s; bench/append.py, "
+                         f"bench/results/append.json of {results.get('append_file_time', '?')})",
+                         ratio >= 4))
+    else:
+        rows.append(_row("audit appends (PostgreSQL): 16 writers >= 4 x one writer",
+                         NOT_MEASURED if "append" not in results
+                         else "bench/results/append.json holds no 1- and 16-writer figures", None))
+    return rows
+
+
+def verdict(met: bool | None) -> str:
+    return {True: "yes", False: "**no**", None: "not measured"}[met]
+
+
+def print_targets(rows: list[dict[str, Any]]) -> None:
+    print("\ntargets:")
+    for row in rows:
+        print(f"  {verdict(row['met']).strip('*'):12} {row['target']}: {row['measured']}")
