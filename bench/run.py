@@ -86,7 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale_out:
         import scale_out
 
-        return scale_out.main([*rest, *(["--quick"] if args.quick else [])])
+        forwarded = ["--out", args.out, "--connections", str(args.connections),
+                     "--workers", str(args.workers)]
+        if args.quick:
+            forwarded.append("--quick")
+        elif "--seconds" in (argv if argv is not None else sys.argv[1:]):
+            forwarded += ["--seconds", str(args.seconds)]
+        return scale_out.main([*forwarded, *rest])
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     if args.quick:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -143,10 +144,12 @@ def bench_database(work: Path, choice: str) -> tuple[str, object]:
 
 
 def wrk_run(wrk: str, port: int, bodies: Path, tokens: Path | None, seconds: float, connections: int,
-            threads: int = 2) -> dict:
+            threads: int = 2, expect: str = "") -> dict:
+    """One wrk run; ``expect``: the card signature every 200 answer must carry (``card_signature``)."""
     threads = max(1, min(threads, connections))  # wrk needs a connection per thread
     env = {
         **os.environ,
+        "BENCH_EXPECT": expect,
         "BENCH_BODIES": str(bodies),
         "BENCH_TOKENS": str(tokens or ""),
         "BENCH_PATH": SERVICE_PATH,
@@ -179,6 +182,11 @@ def wrk_run(wrk: str, port: int, bodies: Path, tokens: Path | None, seconds: flo
     if out.stderr.strip():
         result["stderr"] = out.stderr.strip()[:600]
     return result
+
+
+def card_signature(answer_text: str) -> str:
+    """The card summaries of an answer, in order, each followed by "|" (what bench/wrk.lua compares)."""
+    return "".join(m + "|" for m in re.findall(r'"summary"\s*:\s*"(.*?)"', answer_text))
 
 
 def write_bodies(path: Path, bodies: list[dict]) -> Path:
