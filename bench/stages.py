@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import Client, bench_database  # noqa: E402
+from servers import Client, bench_database  # noqa: E402
 from workload import order_sign  # noqa: E402
 
 SPENT: dict[str, float] = collections.defaultdict(float)
