@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         client.tokens(aud, 3000, tokens)
         wrk_run(wrk, port, body_file, tokens, 3, args.connections)
         before = service.worker_rss_kb()
-        done, started, rate = 0, time.time(), 500.0
+        done, started, rate, non_200, samples = 0, time.time(), 500.0, 0, []
         while done < args.memory_requests:
             chunk = 10
             client.tokens(aud, int(rate * chunk * 1.5) + 100, tokens)
@@ -214,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
             done += run["requests"]
             rate = max(run["rps"], 50.0)
             if run["non_200"]:
-                print(f"memory run: {run['non_200']} non-200 answers", flush=True)
+                non_200 += run["non_200"]
+                samples.append(run.get("stderr", "")[:300])
+                print(f"memory run: {run['non_200']} non-200 answers: {samples[-1]}", flush=True)
         after = service.worker_rss_kb()
     finally:
         service.stop()
@@ -224,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         "rss_end_kb": after,
         "growth_percent": 100 * (after - before) / before,
         "seconds": time.time() - started,
+        "non_200": non_200,
+        "non_200_samples": samples[:3],
     }
     print(
         f"memory: {done} requests, worker RSS {before} kB -> {after} kB "
