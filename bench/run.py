@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         done, started, rate, non_200, samples = 0, time.time(), 500.0, 0, []
         while done < args.memory_requests:
             chunk = 10
-            client.tokens(aud, int(rate * chunk * 1.5) + 100, tokens)
+            # three times the last rate: the load here varies, and a token sent twice is a refused replay
+            client.tokens(aud, max(int(rate * chunk * 3), 3000), tokens)
             run = wrk_run(wrk, port, body_file, tokens, chunk, args.connections)
             done += run["requests"]
             rate = max(run["rps"], 50.0)
