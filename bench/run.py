@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {out_dir / 'partial.json'}")
         return 0
 
+    (out_dir / "partial.json").write_text(json.dumps(results, indent=2))  # kept should the memory run stop
+
     # memory: many requests in a row against one service, RSS after warm-up vs at the end
     body_file = write_bodies(work / "memory.ndjson", [order_sign(f"mem-{i}", 40, seed=i) for i in range(50)])
     service = Server("service", "service", port, args.workers, {**base_env, "CDS_MODEL_CACHE_SIZE": "20000"})
