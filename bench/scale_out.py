@@ -8,7 +8,7 @@ one PostgreSQL, one Redis (docs/scaling.md).
   dropped at the end; the migrations run once (``cds audit migrate``) before any replica starts, and the
   replicas start with ``CDS_AUDIT_MIGRATE_ON_START=false``.
 - The replay store is Redis (``CDS_REPLAY_REDIS_URL``, a key prefix of the run's own) when this checkout's
-  settings have that setting and Redis answers at ``CDS_BENCH_REDIS_URL`` (default redis://127.0.0.1:6379/0);
+  settings have that setting and Redis answers at ``CDS_BENCH_REDIS_URL`` (default redis://127.0.0.1:6379/14);
   otherwise the database's ``seen_jti`` table, and the result says which.
 - Replicas share the audit patient-key secret, the link secret, the trusted-client file and the public URL
   (the balancer's); each has its own spool folder. Each replica has ``--workers`` gunicorn workers.
@@ -89,7 +89,7 @@ def redis_replay(work_prefix: str) -> tuple[dict[str, str], str]:
 
     if not any(s.name == "REPLAY_REDIS_URL" for s in settings.SETTINGS):
         return {}, "database (seen_jti): this checkout has no CDS_REPLAY_REDIS_URL setting"
-    url = os.environ.get("CDS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    url = os.environ.get("CDS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
     host_port = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
     host, _, port = host_port.partition(":")
     try:
