@@ -38,7 +38,6 @@ CHUNK = 64 * 1024
 
 def init_app(app: Flask) -> None:
     store = build_replay_store(app.config)
-    app.extensions["cds.replay"] = store
     app.extensions.setdefault("cds.health", {})["replay"] = store.health
     app.extensions["cds.auth"] = build_verifier(app.config, store)
     app.before_request_funcs.setdefault(BLUEPRINT, []).append(authenticate)
