@@ -6,9 +6,7 @@ A resource that fails validation raises ``InvalidFhir`` naming where it is and w
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -18,6 +16,7 @@ from pydantic import ValidationError
 
 from cds.errors import InvalidFhir
 from cds.fhir import units
+from cds.fhir.digest import digest
 
 #: resourceType -> module name in fhir.resources.R4B
 USED_TYPES = {
@@ -78,12 +77,10 @@ class ModelCache:
             return None
         meta = data.get("meta")
         version = meta.get("versionId") if isinstance(meta, dict) else None
-        try:
-            text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError):
+        content = digest(data)
+        if content is None:
             return None
-        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        return str(data.get("resourceType")), rid, str(version), digest
+        return str(data.get("resourceType")), rid, str(version), content
 
     def get(self, key: tuple[str, str, str, bytes]) -> Any:
         with self._lock:
