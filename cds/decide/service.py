@@ -100,7 +100,7 @@ class HookService:
             gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered)
             budget.check("fetching prefetch data")
             key = self._derived_key(service_id, request, gathered, when)
-            derived = self.derived_cache.get(key) if key is not None and self.derived_cache else None
+            derived = self.derived_cache.get(key) if key is not None and self.derived_cache is not None else None
             case = self.case_for(service_id, request, gathered, when, budget=budget, parse=derived is None)
             budget.check("validating FHIR resources")
             if derived is None:
