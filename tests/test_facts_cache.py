@@ -164,7 +164,8 @@ def test_another_rule_pack_is_a_miss_even_on_a_shared_cache(auth_config, authed_
     other = create_app({**auth_config, "NOW": NOW, "SITE_CONFIG": str(site)})
     shared = DerivedCache(100)
     for app in (default, other):
-        app.extensions["cds.service"] = dataclasses.replace(app.extensions["cds.service"], derived_cache=shared)
+        service = app.extensions["cds.service"]
+        app.extensions["cds.service"] = dataclasses.replace(service, derived_cache=shared)
     assert "low-estradiol-on-ai" in topics(cards(authed_client(default), hook_body(HOOK, record=record())))
     got = topics(cards(authed_client(other), hook_body(HOOK, record=record())))
     assert (shared.hits, shared.misses) == (0, 2)

@@ -99,15 +99,14 @@ class Evaluator:
         ctx = Context(patient_id=case.patient_id, now=case.now, draft_refs=frozenset(case.drafts_by_ref),
                       selections=case.selections, references=case.references)
         fact_set = self.facts(case.resources, case.drafts, ctx)
-        derived = self._derive(fact_set.facts, dict(fact_set.ignored))
-        derived.series.extend(fact_set.series)
-        return derived
+        return self._derive(fact_set.facts, dict(fact_set.ignored), fact_set.series)
 
-    def _derive(self, facts: list[dict[str, Any]], ignored: dict[str, int]) -> Derived:
+    def _derive(self, facts: list[dict[str, Any]], ignored: dict[str, int],
+                series: list[dict[str, Any]] | None = None) -> Derived:
         facts = [_with_shown(f) for f in facts]
         scope = out_of_scope(facts, self.pack)
         return Derived(facts=facts, firings=[] if scope else self.run_facts(facts), out_of_scope=scope,
-                       ignored=ignored)
+                       ignored=ignored, series=series or [])
 
     def evaluate(self, case: Case, *, source_label: str = "Bone Health CDS",
                  derived: Derived | None = None) -> Evaluation:
@@ -123,7 +122,8 @@ class Evaluator:
         return self.render(self._derive(facts, ignored or {}), context=context, drafts_by_ref=drafts_by_ref,
                            source_label=source_label)
 
-    def render(self, derived: Derived, *, context: Mapping[str, Any], drafts_by_ref: Mapping[str, dict[str, Any]],
+    def render(self, derived: Derived, *, context: Mapping[str, Any],
+               drafts_by_ref: Mapping[str, dict[str, Any]],
                source_label: str = "Bone Health CDS") -> Evaluation:
         """Findings and cards from derived facts and firings (``derived`` is read, never changed)."""
         facts, scope = derived.facts, derived.out_of_scope

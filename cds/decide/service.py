@@ -100,13 +100,14 @@ class HookService:
             gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered)
             budget.check("fetching prefetch data")
             key = self._derived_key(service_id, request, gathered, when)
-            derived = self.derived_cache.get(key) if key is not None and self.derived_cache is not None else None
+            cache = self.derived_cache
+            derived = cache.get(key) if key is not None and cache is not None else None
             case = self.case_for(service_id, request, gathered, when, budget=budget, parse=derived is None)
             budget.check("validating FHIR resources")
             if derived is None:
                 derived = self.evaluator.derive(case)
-                if key is not None and self.derived_cache is not None:
-                    self.derived_cache.put(key, derived)
+                if key is not None and cache is not None:
+                    cache.put(key, derived)
             evaluation = self.evaluator.evaluate(case, source_label=self.source_label, derived=derived)
             self._add_explain_links(evaluation, base_url)
             self._record(service_id, hook, request, gathered, client_iss, when, started, 200, "ok",
