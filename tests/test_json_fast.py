@@ -82,3 +82,25 @@ def test_non_finite_numbers_have_no_digest_and_the_rest_are_stable():
     assert digest({"value": float("nan")}) is None and digest([math.inf]) is None
     assert digest({"a": [1, "x", None]}) == digest({"a": [1, "x", None]})
     assert digest("a", "b") != digest("ab") != digest("a", "b", "")
+
+
+@settings(max_examples=1000, deadline=None)
+@given(raw=st.lists(st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b"a", b"0", b" ", b"\n", b"\xff"]),
+                    max_size=40).map(b"".join))
+def test_strings_are_removed_as_the_string_pattern_removes_them(raw):
+    from cds.web.jsonbody import _STRING, _outside_strings, _too_deep
+
+    assert _outside_strings(raw) == _STRING.sub(b"", raw)
+    for limit in (0, 1, 3):
+        assert _too_deep(raw, limit) == _too_deep(raw, limit, _STRING.sub(b"", raw))
+
+
+@pytest.mark.parametrize("raw, depth", [
+    (b'{"a": "[[[["}', 1), (b'{"a\\"[[": 1}', 1), (b'["\\\\", [[1]]]', 3), (b'[[["]"]]]', 3),
+    (b'[{"x": "}}}"}, [[]]]', 3),
+])
+def test_depth_ignores_brackets_in_strings(raw, depth):
+    from cds.web.jsonbody import _too_deep
+
+    json.loads(raw)  # each is JSON, of that depth
+    assert not _too_deep(raw, depth) and _too_deep(raw, depth - 1)
