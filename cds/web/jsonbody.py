@@ -4,7 +4,8 @@ The body is parsed by orjson when it can give exactly what the standard library 
 orjson refuses what ``json`` accepts or reports in its own words (``NaN``, ``1e999``, a lone surrogate,
 UTF-16, malformed text), and reads an integer beyond 64 bits as a float, so a body with a run of 19
 or more digits outside its strings, or one orjson refuses, goes to ``json.loads``, whose values and error
-messages are the service's. Numbers are read the same either way: integers as ``int``, decimals as the nearest ``float``.
+messages are the service's. Numbers are read the same either way: integers as ``int``, decimals as the
+nearest ``float``.
 """
 
 from __future__ import annotations
