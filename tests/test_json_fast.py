@@ -104,3 +104,26 @@ def test_depth_ignores_brackets_in_strings(raw, depth):
 
     json.loads(raw)  # each is JSON, of that depth
     assert not _too_deep(raw, depth) and _too_deep(raw, depth - 1)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=st.recursive(
+    st.one_of(st.none(), st.integers(-(10**25), 10**25), st.floats(), st.text(alphabet=st.characters()),
+              st.sampled_from(["\x00", "a\x00b", "\\u0000", "\ud800", "x\udfffy", "\ud83d\ude00", "é"])),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.one_of(st.text(max_size=4), st.sampled_from(["\x00", "\ud800"])), inner, max_size=3),
+    max_leaves=12))
+def test_the_one_pass_storable_check_agrees_with_the_walk(value):
+    from cds.errors import EnvelopeError
+    from cds.hooks import envelope
+
+    walked = envelope._unstorable(value)
+    try:
+        envelope.check_storable(value)
+        refused = None
+    except EnvelopeError as exc:
+        refused = exc.message
+    if walked is None:
+        assert refused is None
+    else:
+        assert refused is not None and walked[1] in refused
