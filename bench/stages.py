@@ -48,18 +48,18 @@ def instrument(app) -> None:
     from cds.fhir import parse as fhir_parse
     from cds.web import api
 
-    api._body = timed("read and parse the JSON body", api._body)
+    if not hasattr(api._body, "__wrapped__"):  # module functions are shared by the runs: wrapped once
+        api._body = timed("read and parse the JSON body", api._body)
+        HookService._derived_key = timed("facts cache key (digest of the call's content)",
+                                         HookService._derived_key)
+        fhir_parse.parse_all = timed("FHIR validation (prefetch)", fhir_parse.parse_all)
+        evaluate.render_card = timed("findings to cards", evaluate.render_card)
     verifier = app.extensions["cds.auth"]
     verifier.verify = timed("verify the client JWT (incl. jti store)", verifier.verify)
     service = app.extensions["cds.service"]
-    if not hasattr(HookService._derived_key, "__wrapped__"):  # the class is shared by the runs
-        HookService._derived_key = timed("facts cache key (digest of the call's content)",
-                                         HookService._derived_key)
-    fhir_parse.parse_all = timed("FHIR validation (prefetch)", fhir_parse.parse_all)
     evaluator = app.extensions["cds.evaluator"]
     evaluator.facts = timed("facts", evaluator.facts)
     evaluator.run_facts = timed("rules engine", evaluator.run_facts)
-    evaluate.render_card = timed("findings to cards", evaluate.render_card)
     service.audit.record_call = timed("audit record", service.audit.record_call)
 
 
