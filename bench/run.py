@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         tokens = work / f"{name}.tokens"
         client.tokens(aud, int(per_second_guess * args.seconds), tokens)
         env = {**base_env, "CDS_MODEL_CACHE_SIZE": "20000" if cache else "0",
-               "CDS_FACTS_CACHE_SIZE": "2000" if cache else "0"}  # cold bodies repeat under wrk: no cache
+               "CDS_FACTS_CACHE_SIZE": "1000" if cache else "0"}  # cold bodies repeat under wrk: no cache
         service = Server("service", "service", port, args.workers, env)
         try:
             wrk_run(wrk, port, body_file, tokens, 2, connections)  # warm-up
