@@ -87,4 +87,4 @@ def hook_body(
             [f"{d['resourceType']}/{d['id']}" for d in list(drafts)[:1]]
     return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
             "prefetch": {"patient": pat, "estradiol": searchset(obs_), "vitaminD": searchset([]),
-                         "dxa": searchset([]), "medications": searchset(meds)}}
+                         "monitoring": searchset([]), "dxa": searchset([]), "medications": searchset(meds)}}

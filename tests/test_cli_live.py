@@ -146,7 +146,8 @@ def test_request_prints_the_cards(server, capsys):
     code = main(cli("request", str(fixture), "--hook", "order-sign", "--url", server.url))
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "bone-health-order-sign answered 3 card(s)" in out
+    assert "bone-health-order-sign answered 4 card(s)" in out  # and the yearly calcium: none on record
+    assert "-> Order calcium and albumin (create, create)" in out
     lines = out.splitlines()
     assert any("warning" in line and "falling-bone-density" in line for line in lines)
     assert any("info" in line and "vitamin-d-missing" in line for line in lines)
@@ -225,7 +226,8 @@ def test_the_hook_comes_from_the_sidecar_when_not_given(server, capsys):
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert "bone-health-patient-view answered 2 card(s)" in out and "Left femur" in out
+    assert "bone-health-patient-view answered 3 card(s)" in out and "Left femur" in out
+    assert "calcium-monitoring-due" in out
 
 
 def test_a_bundle_without_sidecar_needs_a_hook(server, tmp_path, capsys):
@@ -260,18 +262,22 @@ def test_replay_of_every_fixture_against_a_default_server_passes_or_says_why_it_
     total = len(list(fixtures.rglob("*.expected.json")))
     rows = table(out)
     assert rows["fixtures"] == str(total) and rows["failed"] == rows["errored"] == "0"
-    assert (rows["passed"], rows["skipped"]) == (str(total - 4), "4")
+    assert (rows["passed"], rows["skipped"]) == (str(total - 6), "6")
     skipped = {line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("SKIPPED: ")}
     assert skipped == {
         "bone-density-ai-treatment-threshold/out-woman-45-site-proxy-50.json",
         "bone-density-below-expected-for-age/in-woman-45-z-minus-2.0-site-proxy-50.json",
         "evaluation-gaps/in-result-for-another-patient.json",
         "dxa-baseline-missing/out-bmd-g-cm-minus-2-site-reads-as-g-cm2.json",
+        "calcium-low-on-ai/in-coefficient-by-site-config.json",
+        "calcium-monitoring-due/out-ionized-substitutes-by-site-config.json",
     }
     assert out.count("skipped: needs the site config postmenopausal_proxy_age=50, and the server runs the "
                      "packaged rule pack") == 2
     assert out.count("skipped: needs the site config units.read_g_cm-2_as_g_cm2=true, and the server runs "
                      "the packaged rule pack") == 1
+    for setting in ("calcium_albumin_coefficient=0", "ionized_calcium_substitutes=1"):
+        assert out.count(f"skipped: needs the site config {setting}, and the server runs ") == 1
     assert ("skipped: the request builder does not send Observation/e2-other (filed under another patient: "
             "no search for this patient returns it)") in out
 

@@ -230,6 +230,7 @@ def test_random_orders_never_crash_and_ai_cards_need_a_usable_ai_order(
             "patient": patient,
             "medications": bundle,
             "vitaminD": None,
+            "monitoring": None,
             "estradiol": {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": RESULTS[0]}]},
             "dxa": {
                 "resourceType": "Bundle",

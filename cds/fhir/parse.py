@@ -115,7 +115,7 @@ READ_ELEMENTS: dict[str, frozenset[str]] = {
                               "effectivePeriod", "effectiveInstant", "issued", "valueQuantity",
                               "valueString", "dataAbsentReason", "bodySite"}),
     "MedicationRequest": frozenset({"id", "meta", "status", "intent", "subject", "medicationCodeableConcept",
-                                    "medicationReference", "contained", "dosageInstruction"}),
+                                    "medicationReference", "contained", "dosageInstruction", "authoredOn"}),
     "Medication": frozenset({"id", "meta", "code"}),
     "ServiceRequest": frozenset({"id", "meta", "status", "intent", "subject", "code"}),
 }

@@ -89,6 +89,7 @@ def hook_body(
             },
             "estradiol": None,
             "vitaminD": None,
+            "monitoring": None,
             "dxa": _bundle(*dxa),
             "medications": _bundle(*([_ai_order(patient)] if on_ai else [])),
         },
