@@ -239,14 +239,24 @@ def _calcium(b: Any) -> None:
     )
     ionized = b.lab("ica-1", "1994-3", 1.21, "mmol/L", 30, display="Calcium.ionized [Moles/volume] in Blood")
     fix(b, CA_DUE, "in-ionized-only-no-substitute", b.record(ca=ionized), cards=[card(CA_DUE, "info")])
+    # a site that lets ionized calcium stand in sets its own laboratory's lower limit (the pack has none)
+    site_ionized = {"thresholds": {"ionized_calcium_substitutes": 1, "ionized_calcium_low_mmol_l": 1.15}}
     fix(
         b,
         CA_DUE,
         "out-ionized-substitutes-by-site-config",
         b.record(ca=ionized),
         cards=[],
-        site_config={"thresholds": {"ionized_calcium_substitutes": 1}},
+        site_config=site_ionized,
     )
+    at_limit = b.lab("ica-1", "1994-3", 1.15, "mmol/L", 30, display="Calcium.ionized [Moles/volume] in Blood")
+    below = b.lab("ica-1", "1994-3", 1.14, "mmol/L", 30, display="Calcium.ionized [Moles/volume] in Blood")
+    fix(b, CA_LOW, "out-ionized-1.15-at-site-limit", b.record(ca=at_limit), cards=[],
+        not_fired=["low-calcium"], site_config=site_ionized)
+    fix(b, CA_LOW, "in-ionized-1.14-below-site-limit", b.record(ca=below),
+        cards=[card(CA_LOW, "warning", "1.14 mmol/L")], fired=["low-calcium"], site_config=site_ionized)
+    fix(b, CA_LOW, "out-ionized-1.14-without-site-switch", b.record(ca=below),
+        cards=[card(CA_DUE, "info")], not_fired=["low-calcium"])
     fix(
         b,
         CA_DUE,

@@ -23,6 +23,8 @@ def albumin_corrected_calcium(calcium: Lab, albumin_same_day: Lab | None,
     calcium["assessed"] = calcium["value"]
     calcium["assessed_as"] = "total"
     calcium["assessed_text"] = f"total calcium {calcium['reported']}"
+    calcium["limit_text"] = (f"below {thresholds.get('calcium_low_mg_dl', 0):g} mg/dL "
+                             f"({thresholds.get('calcium_low_mmol_l', 0):g} mmol/L)")
     _in_reported_unit(calcium)
     coefficient = thresholds.get("calcium_albumin_coefficient", 0)
     if albumin_same_day is None or not coefficient or "comparator" in calcium \
@@ -92,7 +94,11 @@ def apply(latest_lab: dict[str, Lab], lab_days: Mapping[str, Mapping[str, Lab]],
         albumin_corrected_calcium(calcium, albumin_same_day, thresholds)
     ionized = latest_lab.get("ionized_calcium")
     if ionized is not None and calcium is None and thresholds.get("ionized_calcium_substitutes"):
-        ionized["substitutes"] = True
+        ionized.update(substitutes=True, assessed_as="ionized",
+                       assessed_text=f"ionized calcium {ionized['reported']} (no total calcium; this site "
+                                     "lets an ionized calcium stand in)",
+                       limit_text=f"below this site's ionized calcium limit of "
+                                  f"{thresholds.get('ionized_calcium_low_mmol_l', 0):g} mmol/L")
     for name, fact in latest_lab.items():
         also_shown(fact, labs.get(name) or {})
     monitored_since_start([f for f in facts if f["t"] == "medication"], latest_lab, labs)
