@@ -319,16 +319,36 @@ def _order_time(b: Any) -> None:
         ORDER,
         "in-denosumab-low-calcium",
         b.record(bp=dmab(), ca=ca(8.2, days_ago=20), vitd=vd(38, days_ago=20)),
-        cards=[card(ORDER, "warning", "low calcium on", actions=[])],
+        cards=[card(ORDER, "warning", "Correct calcium and vitamin D before starting denosumab: low calcium "
+                    "8.2 mg/dL", actions=[], detail_contains="total calcium 8.2 mg/dL")],
         not_cards=[CA_LOW, "bone-density-low-on-ai"],
         superseded=[CA_LOW],
+    )
+    # albumin-corrected (Payne, the same day): the summary stays whole, the detail says how it was corrected
+    fix(
+        b,
+        ORDER,
+        "in-denosumab-albumin-corrected-low-calcium",
+        b.record(bp=dmab(), ca=[ca(8.6, days_ago=20), b.albumin(4.5, days_ago=20)], vitd=vd(38, days_ago=20)),
+        cards=[card(ORDER, "warning", "before starting denosumab: low calcium 8.2 mg/dL albumin-corrected",
+                    actions=[], detail_contains="albumin-corrected calcium 8.2 mg/dL (total 8.6 mg/dL")],
+        not_cards=[CA_LOW],
+        superseded=[CA_LOW],
+    )
+    fix(
+        b,
+        ORDER,
+        "out-denosumab-albumin-corrected-8.5",
+        b.record(bp=dmab(), ca=[ca(8.1, days_ago=20), b.albumin(3.5, days_ago=20)], vitd=vd(38, days_ago=20)),
+        cards=[],
+        not_fired=["pretherapy-calcium-low", "low-calcium"],
     )
     fix(
         b,
         ORDER,
         "in-zoledronic-acid-calcium-91-days",
         b.record(bp=zol, ca=ca(9.4, days_ago=91), vitd=vd(38, days_ago=20)),
-        cards=[card(ORDER, "warning", "no recent calcium result", actions=["create", "create"])],
+        cards=[card(ORDER, "warning", "no recent calcium", actions=["create", "create"])],
     )
     fix(
         b,
@@ -343,7 +363,7 @@ def _order_time(b: Any) -> None:
         ORDER,
         "in-denosumab-vitamin-d-91-days",
         b.record(bp=dmab(), ca=ca(9.4, days_ago=20), vitd=vd(38, days_ago=91)),
-        cards=[card(ORDER, "warning", "no recent 25-OH vitamin D result", actions=["create"])],
+        cards=[card(ORDER, "warning", "no recent 25-OH vitamin D", actions=["create"])],
     )
     fix(
         b,
@@ -354,7 +374,7 @@ def _order_time(b: Any) -> None:
             card(
                 ORDER,
                 "warning",
-                "Correct hypocalcaemia and vitamin D deficiency first",
+                "Correct calcium and vitamin D before starting denosumab",
                 actions=["create", "create", "create"],
                 detail_contains="low 25-OH vitamin D 15 ng/mL",
             )

@@ -322,6 +322,7 @@ def test_absurd_results_next_to_an_ai_order_never_crash_or_make_a_card_from_the_
             "estradiol": searchset,
             "vitaminD": searchset,
             "dxa": searchset,
+            "monitoring": searchset,
         },
     }
     try:

@@ -23,6 +23,7 @@ def albumin_corrected_calcium(calcium: Lab, albumin_same_day: Lab | None,
     calcium["assessed"] = calcium["value"]
     calcium["assessed_as"] = "total"
     calcium["assessed_text"] = f"total calcium {calcium['reported']}"
+    calcium["assessed_brief"] = str(calcium["reported"])
     calcium["limit_text"] = (f"below {thresholds.get('calcium_low_mg_dl', 0):g} mg/dL "
                              f"({thresholds.get('calcium_low_mmol_l', 0):g} mmol/L)")
     _in_reported_unit(calcium)
@@ -35,7 +36,8 @@ def albumin_corrected_calcium(calcium: Lab, albumin_same_day: Lab | None,
     text = (f"albumin-corrected calcium {corrected:.1f} mg/dL (total {calcium['reported']}, "
             f"albumin {albumin_same_day['reported']} the same day)")
     calcium.update(assessed=corrected, assessed_as="albumin-corrected", albumin=albumin_same_day["value"],
-                   albumin_ref=albumin_same_day["ref"], assessed_text=text)
+                   albumin_ref=albumin_same_day["ref"], assessed_text=text,
+                   assessed_brief=f"{corrected:.1f} mg/dL albumin-corrected")
     _in_reported_unit(calcium)
 
 
@@ -94,7 +96,7 @@ def apply(latest_lab: dict[str, Lab], lab_days: Mapping[str, Mapping[str, Lab]],
         albumin_corrected_calcium(calcium, albumin_same_day, thresholds)
     ionized = latest_lab.get("ionized_calcium")
     if ionized is not None and calcium is None and thresholds.get("ionized_calcium_substitutes"):
-        ionized.update(substitutes=True, assessed_as="ionized",
+        ionized.update(substitutes=True, assessed_as="ionized", assessed_brief=f"ionized {ionized['reported']}",
                        assessed_text=f"ionized calcium {ionized['reported']} (no total calcium; this site "
                                      "lets an ionized calcium stand in)",
                        limit_text=f"below this site's ionized calcium limit of "
