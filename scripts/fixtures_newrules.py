@@ -374,7 +374,7 @@ def _order_time(b: Any) -> None:
             card(
                 ORDER,
                 "warning",
-                "Correct calcium and vitamin D before starting denosumab",
+                "before starting denosumab: no recent calcium; low 25-OH vitamin D 15 ng/mL",
                 actions=["create", "create", "create"],
                 detail_contains="low 25-OH vitamin D 15 ng/mL",
             )

@@ -302,8 +302,10 @@ def _check_card(rule: Rule, pack: RulePack) -> list[str]:
                 problems.append(f"card text refers to unknown threshold {name!r}")
     summaries = [card["summary"]] + [v["summary"] for v in card.get("variants") or []
                                       if isinstance(v, dict) and isinstance(v.get("summary"), str)]
+    listing = card.get("summary_list")
+    listed = str(listing.get("item", "")) if isinstance(listing, dict) else ""
     for summary in summaries:
-        longest = _longest_summary(summary, pack)
+        longest = _longest_summary(summary + listed, pack)  # with one listed item; more are cut at 140
         if longest >= 140:
             problems.append(f"card.summary can reach {longest} characters; it must stay under 140")
     for option in card.get("indicator_when") or []:
