@@ -24,7 +24,7 @@ HOOK_AT = {"at": "2026-11-22"}
 VITD = ("62292-8", "25-Hydroxyvitamin D2+D3 [Mass/volume] in Serum or Plasma")
 E2 = ("2243-4", "Estradiol [Mass/volume] in Serum or Plasma")
 CALCIUM = ("17861-6", "Calcium [Mass/volume] in Serum or Plasma")
-#: on an AI with no calcium in the last year (issue 17's yearly calcium monitoring): the card a clinician expects
+#: on an AI with no calcium in the last year (yearly calcium monitoring): the card a clinician expects
 CALCIUM_DUE = {"rule": "calcium-monitoring-due", "indicator": "info",
                "summary_contains": "No calcium result in the last 365 days"}
 ON_AI_RULES = ["dxa-baseline-missing", "vitamin-d-missing", "estradiol-monitoring-due", "low-estradiol-on-ai",

@@ -278,7 +278,8 @@ def test_replay_of_every_fixture_against_a_default_server_passes_or_says_why_it_
                      "packaged rule pack") == 2
     assert out.count("skipped: needs the site config units.read_g_cm-2_as_g_cm2=true, and the server runs "
                      "the packaged rule pack") == 1
-    assert out.count("skipped: needs the site config calcium_albumin_coefficient=0, and the server runs ") == 1
+    assert out.count("skipped: needs the site config calcium_albumin_coefficient=0, and the server "
+                     "runs ") == 1
     assert out.count("skipped: needs the site config ionized_calcium_low_mmol_l=1.15, "
                      "ionized_calcium_substitutes=1, and the server runs ") == 3
     assert ("skipped: the request builder does not send Observation/e2-other (filed under another patient: "

@@ -17,8 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import text
 from builders import complete_prefetch
+from sqlalchemy import text
 from support import NOW, make_token
 
 from cds import create_app

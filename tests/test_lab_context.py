@@ -73,3 +73,4 @@ def test_a_testosterone_result_counts_for_the_first_check_only_when_dated_since_
     lab_context.monitored_since_start(meds, {"testosterone": lab("testosterone", 500, "500 ng/dL",
                                                                  date="2026-06-01")}, LABS)
     assert meds[0]["checked_since_start"] is True
+

@@ -172,6 +172,10 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
         ),
         "estradiol_low_pg_ml needs a numeric value, a unit and a source",
     ),
+    "LOINC code with a wrong check digit": (
+        lambda p: _edit(p / "valuesets.yaml", lambda d: d["labs"]["ctx"].update(loinc=["41171-2"])),
+        "labs.ctx '41171-2' is not a LOINC code (its check digit does not match)",
+    ),
     "update without its order": (
         lambda p: _rule(
             p, LOW_E2, _set("card", "suggestions", "0", "actions", "0", "resource_from", value="x")

@@ -96,7 +96,8 @@ def apply(latest_lab: dict[str, Lab], lab_days: Mapping[str, Mapping[str, Lab]],
         albumin_corrected_calcium(calcium, albumin_same_day, thresholds)
     ionized = latest_lab.get("ionized_calcium")
     if ionized is not None and calcium is None and thresholds.get("ionized_calcium_substitutes"):
-        ionized.update(substitutes=True, assessed_as="ionized", assessed_brief=f"ionized {ionized['reported']}",
+        ionized.update(substitutes=True, assessed_as="ionized",
+                       assessed_brief=f"ionized {ionized['reported']}",
                        assessed_text=f"ionized calcium {ionized['reported']} (no total calcium; this site "
                                      "lets an ionized calcium stand in)",
                        limit_text=f"below this site's ionized calcium limit of "

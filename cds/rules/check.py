@@ -144,8 +144,9 @@ def _loinc_codes(vs: dict[str, Any]) -> list[tuple[str, str]]:
     """Every LOINC code in the value sets, with where it is."""
     out = [(f"labs.{name}", code) for name, spec in (vs.get("labs") or {}).items() if isinstance(spec, dict)
            for code in spec.get("loinc") or []]
-    out += [(f"dxa.{name}.{kind}", code) for name, spec in (vs.get("dxa") or {}).items() if isinstance(spec, dict)
-            for kind in ("t_score", "z_score", "bmd") for code in spec.get(kind) or []]
+    out += [(f"dxa.{name}.{kind}", code) for name, spec in (vs.get("dxa") or {}).items()
+            if isinstance(spec, dict) for kind in ("t_score", "z_score", "bmd")
+            for code in spec.get(kind) or []]
     out += [(f"orders.{name}", code) for name, spec in (vs.get("orders") or {}).items()
             for code in (spec or {}).get("loinc") or {}]
     out += [("code_sources.loinc", code) for code in ((vs.get("code_sources") or {}).get("loinc") or {})]
