@@ -188,3 +188,16 @@ def test_bone_turnover_markers_are_kept_as_facts_by_their_loinc_codes():
     assert (labs["ctx"]["value"], labs["p1np"]["value"], labs["p1np"]["unit"]) == (412, 48, "ng/mL")
     rules = (Path(fx.ROOT) / "rules" / "rules").glob("*.yaml")
     assert not [r.name for r in rules if "analyte: ctx" in r.read_text() or "analyte: p1np" in r.read_text()]
+
+
+def test_a_malformed_authored_on_is_an_unknown_start_not_a_refusal():
+    """A sandbox draft's authoredOn in free text: the order is read, its start unknown (no ``started``); any
+    other malformed element still refuses the resource."""
+    from cds.errors import InvalidFhir
+
+    order = {**fx.med_request("trt-1", rxnorm="835840", display="testosterone cypionate 200 MG/ML"),
+             "authoredOn": "the day after tomorrow"}
+    meds = [f for f in facts_for([fx.patient(), order]) if f["t"] == "medication"]
+    assert meds and all("started" not in f for f in meds)
+    with pytest.raises(InvalidFhir, match="invalid FHIR MedicationRequest"):
+        facts_for([fx.patient(), {**order, "intent": 7}])
