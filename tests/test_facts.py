@@ -182,7 +182,8 @@ def test_bone_turnover_markers_are_kept_as_facts_by_their_loinc_codes():
     """CTX (41171-0) and P1NP (77370-5) become lab facts for the clinician's view; the cholesterol/HDL ratio
     (32309-7, once mistaken here for P1NP) is no bone marker; no rule's condition names either marker."""
     facts = facts_for([fx.patient(), fx.lab("ctx-1", "41171-0", 412, "pg/mL", 30),
-                       fx.lab("p1np-1", "77370-5", 48, "ug/L", 30), fx.lab("chol-1", "32309-7", 3.9, "1", 30)])
+                       fx.lab("p1np-1", "77370-5", 48, "ug/L", 30),
+                       fx.lab("chol-1", "32309-7", 3.9, "1", 30)])
     labs = {f["analyte"]: f for f in facts if f["t"] == "lab"}
     assert set(labs) == {"ctx", "p1np"}
     assert (labs["ctx"]["value"], labs["p1np"]["value"], labs["p1np"]["unit"]) == (412, 48, "ng/mL")

@@ -100,7 +100,8 @@ def test_every_threshold_is_documented():
 
 def test_ionized_calcium_stands_in_only_with_the_sites_own_lower_limit(tmp_path):
     """The pack has no ionized-calcium cut-off of its own: a site that lets ionized calcium stand in for total
-    calcium must give its laboratory's lower limit, or the pack refuses to load (and so the service to start)."""
+    calcium must give its laboratory's lower limit, or the pack refuses to load (so the service does not
+    start)."""
     from cds.errors import RulePackError
     from cds.rules import pack as rulepack
 

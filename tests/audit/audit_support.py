@@ -66,7 +66,8 @@ def _calcium(patient: str, obs_id: str, date: str, mg_dl: float) -> dict[str, An
         "code": {"coding": [{"system": "http://loinc.org", "code": "17861-6"}]},
         "subject": {"reference": f"Patient/{patient}"},
         "effectiveDateTime": date,
-        "valueQuantity": {"value": mg_dl, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"},
+        "valueQuantity": {"value": mg_dl, "unit": "mg/dL", "system": "http://unitsofmeasure.org",
+                          "code": "mg/dL"},
     }
 
 
