@@ -115,6 +115,8 @@ def order_sign(pid: str = "bench-1", observations: int = 40, seed: int = 7) -> d
                     if o["code"]["coding"][0]["code"] in ("38267-1", "80946-7", "24966-4", "46278-8")
                 ]
             ),
+            # what the monitoring query (testosterone, calcium, albumin, bone turnover markers) returns
+            "monitoring": bundle([o for o in obs if o["code"]["coding"][0]["code"] in ("2986-8",)]),
             "medications": bundle(meds),
         },
     }
