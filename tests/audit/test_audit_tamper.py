@@ -180,15 +180,15 @@ def test_verify_prints_the_head_and_checks_a_kept_one(trail, cli, app):
     code, out = cli("audit", "verify")
     assert code == 0 and "3 record(s) verified" in out and "3 feedback item(s)" in out
     kept = _head(out)
-    assert kept.startswith("3.3.0:")
+    assert kept.startswith("1-3.3.0.0:")  # chain 1 at position 3; 3 feedback items, 0 quarantined, 0 checkpoints
     assert cli("audit", "verify", "--expect-head", kept)[0] == 0
 
     # more calls later: the kept head is still a point of the trail
     assert app.test_client().post(f"/cds-services/{SERVICE}", json=hook_body("dan")).status_code == 200
     code, out = cli("audit", "verify", "--expect-head", kept)
-    assert code == 0 and "expected head matched" in out and _head(out).startswith("4.3.0:")
+    assert code == 0 and "expected head matched" in out and _head(out).startswith("1-4.3.0.0:")
 
-    code, out = cli("audit", "verify", "--expect-head", "3.3.0:" + "ab" * 32)
+    code, out = cli("audit", "verify", "--expect-head", "1-3.3.0.0:" + "ab" * 32)
     assert code == 1 and "NOT matched" in out and "rewritten" in out
     code, out = cli("audit", "verify", "--expect-head", "not-a-head")
     assert code == 1 and "must look like" in out
