@@ -30,6 +30,7 @@ import json
 import os
 import threading
 import uuid
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -113,6 +114,7 @@ class ChainWriter:
         self._head: Head = (0, chain.GENESIS)
         self._conn: Connection | None = None  # holds the chain's session lock; the chain's writes run on it
         self._pid = os.getpid()
+        self._release: weakref.finalize | None = None  # closes the chain's connection, also when collected
 
     def append(self, contents: list[tuple[dict[str, Any], str]], *, dedupe: bool = False) -> list[int]:
         """Append ``contents`` (content, canonical JSON) in one transaction; return their seqs."""
@@ -155,19 +157,25 @@ class ChainWriter:
             conn.close()
             raise
         self._conn, self.chain_id = conn, number
+        self._release = weakref.finalize(self, _close, conn)
         return conn
 
     def _drop(self) -> None:
-        conn, self._conn, self.chain_id = self._conn, None, None
-        if conn is not None:
-            try:
-                conn.invalidate()  # closes it: its session lock goes with it
-            except Exception:  # noqa: BLE001 - already broken
-                pass
+        release, self._release, self._conn, self.chain_id = self._release, None, None, None
+        if release is not None:
+            release()
 
     def close(self) -> None:
         with self.lock:
             self._drop()
+
+
+def _close(conn: Connection) -> None:
+    """Close the chain's connection for good (not back to the pool): its session lock goes with it."""
+    try:
+        conn.invalidate()
+    except Exception:  # noqa: BLE001 - already broken
+        pass
 
 
 # -- checkpoints --------------------------------------------------------------------------------------------
