@@ -50,18 +50,32 @@ def template_record(work: Path, observations: int) -> dict[str, Any]:
 
     client = Client(work)
     base, path = "http://localhost", "/cds-services/bone-health-order-sign"
-    app = create_app({"DEV_MODE": False, "TRUSTED_CLIENTS": str(client.trusted), "PUBLIC_URL": base,
-                      "DATABASE_URL": f"sqlite:///{work}/template.sqlite3", "AUDIT_SPOOL_DIR": str(work / "spool"),
-                      "AUDIT_PATIENT_KEY_SECRET": SECRET, "LINK_SECRET": SECRET, "AUDITOR_TOKENS": "",
-                      "LOG_LEVEL": "ERROR"})
+    app = create_app(
+        {
+            "DEV_MODE": False,
+            "TRUSTED_CLIENTS": str(client.trusted),
+            "PUBLIC_URL": base,
+            "DATABASE_URL": f"sqlite:///{work}/template.sqlite3",
+            "AUDIT_SPOOL_DIR": str(work / "spool"),
+            "AUDIT_PATIENT_KEY_SECRET": SECRET,
+            "LINK_SECRET": SECRET,
+            "AUDITOR_TOKENS": "",
+            "LOG_LEVEL": "ERROR",
+        }
+    )
     client.tokens(base + path, 1, work / "token")
-    response = app.test_client().post(path, json=order_sign("bench-append", observations),
-                                      headers={"Authorization": f"Bearer {(work / 'token').read_text().strip()}"})
+    response = app.test_client().post(
+        path,
+        json=order_sign("bench-append", observations),
+        headers={"Authorization": f"Bearer {(work / 'token').read_text().strip()}"},
+    )
     assert response.status_code == 200, response.get_data(as_text=True)[:300]
     app.extensions["cds.audit"].close()
     engine = create_engine(f"sqlite:///{work}/template.sqlite3")
     with engine.connect() as conn:
-        content = conn.execute(text("SELECT content FROM audit_record ORDER BY seq DESC LIMIT 1")).scalar_one()
+        content = conn.execute(
+            text("SELECT content FROM audit_record ORDER BY seq DESC LIMIT 1")
+        ).scalar_one()
     engine.dispose()
     return json.loads(content)
 
@@ -75,16 +89,32 @@ def fresh(template: dict[str, Any]) -> dict[str, Any]:
     return content
 
 
-def writer(url: str, design: str, template: dict[str, Any], threads: int, seconds: float, start: Any,
-           counts: Any, index: int, spool: str) -> None:
+def writer(
+    url: str,
+    design: str,
+    template: dict[str, Any],
+    threads: int,
+    seconds: float,
+    start: Any,
+    counts: Any,
+    index: int,
+    spool: str,
+) -> None:
     from cds.audit.spool import Spool
     from cds.audit.store import AuditStore
     from cds.db import engine_for
     from cds.rules import pack as rulepack
 
     engine = engine_for(url)
-    store = AuditStore(engine, rulepack.load(), SECRET.encode(), Spool(spool), own_chains=design == "chains",
-                       group_commit=design == "chains", checkpoint_seconds=2.0)
+    store = AuditStore(
+        engine,
+        rulepack.load(),
+        SECRET.encode(),
+        Spool(spool),
+        own_chains=design == "chains",
+        group_commit=design == "chains",
+        checkpoint_seconds=2.0,
+    )
     store.submit({"kind": "call", "content": fresh(template)})  # connect, claim the chain
     done = [0] * threads
 
@@ -107,13 +137,16 @@ def writer(url: str, design: str, template: dict[str, Any], threads: int, second
     engine.dispose()
 
 
-def measure(url: str, design: str, template: dict[str, Any], n: int, threads: int, seconds: float,
-            spool: str) -> float:
+def measure(
+    url: str, design: str, template: dict[str, Any], n: int, threads: int, seconds: float, spool: str
+) -> float:
     ctx = mp.get_context("spawn")
     start = ctx.Barrier(n + 1)
     counts = ctx.Array("l", n)
-    procs = [ctx.Process(target=writer, args=(url, design, template, threads, seconds, start, counts, i, spool))
-             for i in range(n)]
+    procs = [
+        ctx.Process(target=writer, args=(url, design, template, threads, seconds, start, counts, i, spool))
+        for i in range(n)
+    ]
     for p in procs:
         p.start()
     start.wait()
@@ -125,7 +158,9 @@ def measure(url: str, design: str, template: dict[str, Any], n: int, threads: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--writers", default="1,4,16")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--threads", type=int, default=1, help="request threads per writer process")
@@ -136,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy import create_engine, text
 
     from cds.audit.verify import verify_all
-    from cds.db import ensure_schema, engine_for
+    from cds.db import engine_for, ensure_schema
 
     work = Path(tempfile.mkdtemp(prefix="cds-append-"))
     template = template_record(work, args.observations)
@@ -147,32 +182,50 @@ def main(argv: list[str] | None = None) -> int:
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     url = f"{base}?options=-csearch_path%3D{schema}"
-    results: dict[str, Any] = {"record_bytes": size, "threads": args.threads, "seconds": args.seconds,
-                               "cpus": os.cpu_count(), "designs": {}}
+    results: dict[str, Any] = {
+        "record_bytes": size,
+        "threads": args.threads,
+        "seconds": args.seconds,
+        "cpus": os.cpu_count(),
+        "designs": {},
+    }
     try:
         engine = engine_for(url)
         ensure_schema(engine)
         writers = [int(w) for w in args.writers.split(",")]
-        print(f"records of {size} bytes; {args.threads} thread(s) per writer process; {args.seconds:g} s each")
+        print(
+            f"records of {size} bytes; {args.threads} thread(s) per writer process; {args.seconds:g} s each"
+        )
         for design in args.designs.split(","):
             rates = {}
             for n in writers:
                 rates[n] = measure(url, design, template, n, args.threads, args.seconds, str(work / "spool"))
                 ratio = rates[n] / rates[writers[0]]
                 print(f"  {design:7s} {n:3d} writer(s): {rates[n]:8.0f} appends/s  {ratio:5.2f}x one writer")
-            results["designs"][design] = {str(n): {"appends_per_s": round(r), "ratio": round(r / rates[writers[0]], 2)}
-                                          for n, r in rates.items()}
+            results["designs"][design] = {
+                str(n): {"appends_per_s": round(r), "ratio": round(r / rates[writers[0]], 2)}
+                for n, r in rates.items()
+            }
         if "chains" in results["designs"] and "single" in results["designs"]:
             top = str(writers[-1])
-            vs = results["designs"]["chains"][top]["appends_per_s"] / results["designs"]["single"][top]["appends_per_s"]
+            vs = (
+                results["designs"]["chains"][top]["appends_per_s"]
+                / results["designs"]["single"][top]["appends_per_s"]
+            )
             print(f"  chains / single at {top} writers: {vs:.2f}x")
         began = time.monotonic()
         report = verify_all(engine)
-        print(f"verify: {'OK' if report.ok else 'BROKEN'}: {report.records} records in {len(report.chains)} "
-              f"chain(s), {report.checkpoints} checkpoint(s), {time.monotonic() - began:.1f} s"
-              + ("" if report.ok else f" {report.problems}"))
-        results["verified"] = {"ok": report.ok, "records": report.records, "chains": len(report.chains),
-                               "checkpoints": report.checkpoints}
+        print(
+            f"verify: {'OK' if report.ok else 'BROKEN'}: {report.records} records in {len(report.chains)} "
+            f"chain(s), {report.checkpoints} checkpoint(s), {time.monotonic() - began:.1f} s"
+            + ("" if report.ok else f" {report.problems}")
+        )
+        results["verified"] = {
+            "ok": report.ok,
+            "records": report.records,
+            "chains": len(report.chains),
+            "checkpoints": report.checkpoints,
+        }
         engine.dispose()
         if args.json:
             args.json.write_text(json.dumps(results, indent=2) + "\n")

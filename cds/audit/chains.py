@@ -81,9 +81,8 @@ def insert_links(
     existing: dict[str, int] = {}
     if dedupe:
         ids = [content["id"] for content, _ in contents]
-        existing = dict(conn.execute(
-            select(audit_record.c.id, audit_record.c.seq).where(audit_record.c.id.in_(ids))
-        ).tuples().all())
+        found = conn.execute(select(audit_record.c.id, audit_record.c.seq).where(audit_record.c.id.in_(ids)))
+        existing = {row.id: row.seq for row in found}
     fresh = [(content, text_) for content, text_ in contents if content["id"] not in existing]
     pos, prev = head
     if fresh:
@@ -91,9 +90,18 @@ def insert_links(
         for (content, content_json), seq in zip(fresh, _next_seqs(conn, len(fresh)), strict=True):
             digest = chain.link_hash(prev, content_json)
             pos += 1
-            rows.append({"seq": seq, "chain_id": chain_id, "chain_pos": pos, "content": content_json,
-                         "time": _utc(dt.datetime.fromisoformat(content["time"])), "prev_hash": prev,
-                         "hash": digest, **columns_of(content)})
+            rows.append(
+                {
+                    "seq": seq,
+                    "chain_id": chain_id,
+                    "chain_pos": pos,
+                    "content": content_json,
+                    "time": _utc(dt.datetime.fromisoformat(content["time"])),
+                    "prev_hash": prev,
+                    "hash": digest,
+                    **columns_of(content),
+                }
+            )
             cards += [{**card, "record_seq": seq} for card in cards_of(content)]
             existing[content["id"]] = seq
             prev = digest
@@ -132,7 +140,9 @@ class ChainWriter:
             self._head = head
             return seqs
 
-    def _shared(self, conn: Connection, contents: list[tuple[dict[str, Any], str]], dedupe: bool) -> list[int]:
+    def _shared(
+        self, conn: Connection, contents: list[tuple[dict[str, Any], str]], dedupe: bool
+    ) -> list[int]:
         if conn.dialect.name == "postgresql":
             conn.execute(text(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_CLASS}, :n)"), {"n": SHARED_CHAIN})
         self.chain_id = SHARED_CHAIN
@@ -148,8 +158,9 @@ class ChainWriter:
             number = 0
             while True:
                 number += 1
-                if conn.execute(text(f"SELECT pg_try_advisory_lock({CHAIN_LOCK_CLASS}, :n)"),
-                                {"n": number}).scalar_one():
+                if conn.execute(
+                    text(f"SELECT pg_try_advisory_lock({CHAIN_LOCK_CLASS}, :n)"), {"n": number}
+                ).scalar_one():
                     break
             self._head = head_of(conn, number)
             conn.commit()  # the session lock outlives the transaction
@@ -199,7 +210,9 @@ def checkpoint_columns(content: dict[str, Any]) -> dict[str, Any]:
 
 
 def last_checkpoint(conn: Connection) -> dict[int, Head] | None:
-    row = conn.execute(select(audit_checkpoint.c.content).order_by(audit_checkpoint.c.seq.desc()).limit(1)).first()
+    row = conn.execute(
+        select(audit_checkpoint.c.content).order_by(audit_checkpoint.c.seq.desc()).limit(1)
+    ).first()
     if row is None:
         return None
     return heads_content(json.loads(row.content))
@@ -214,10 +227,18 @@ def write_checkpoint(engine: Engine, lock: threading.Lock) -> int | None:
         heads = chain_heads(conn)
         if not heads or heads == last_checkpoint(conn):
             return None
-        content = {"id": str(uuid.uuid4()), "time": dt.datetime.now(dt.UTC).isoformat(),
-                   "heads": {str(k): {"pos": p, "hash": h} for k, (p, h) in sorted(heads.items())}}
-        return ledger.append_link(conn, audit_checkpoint, ledger.CHECKPOINT_LOCK, chain.canonical(content),
-                                  checkpoint_columns(content))[0]
+        content = {
+            "id": str(uuid.uuid4()),
+            "time": dt.datetime.now(dt.UTC).isoformat(),
+            "heads": {str(k): {"pos": p, "hash": h} for k, (p, h) in sorted(heads.items())},
+        }
+        return ledger.append_link(
+            conn,
+            audit_checkpoint,
+            ledger.CHECKPOINT_LOCK,
+            chain.canonical(content),
+            checkpoint_columns(content),
+        )[0]
 
     return ledger.retried(engine, lock, work)
 

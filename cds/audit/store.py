@@ -31,16 +31,15 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from cds.audit import chain, chains, feedback, ledger, quarantine
+from cds.audit import chain, chains, feedback, health, ledger, quarantine
 from cds.audit.chains import ChainWriter
 from cds.audit.groupcommit import GroupCommit
 from cds.audit.inflight import CallMarkers
 from cds.audit.record import build_content
-from cds.audit.schema import audit_feedback, audit_record
+from cds.audit.schema import audit_feedback
 from cds.audit.spool import Spool, Unstorable
 from cds.db import ensure_schema
 from cds.decide.service import CallRecord
@@ -49,7 +48,7 @@ from cds.rules.pack import RulePack
 
 log = logging.getLogger("cds.audit")
 
-INTERRUPTED = "interrupted"  # the outcome of a call whose process died before it answered
+INTERRUPTED = health.INTERRUPTED
 HOLD_LIMIT = 10_000  # entries kept in memory while neither the database nor the spool can take them
 
 
@@ -386,32 +385,5 @@ class AuditStore:
 
     # -- health ---------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        """The audit state. ``quarantined`` (entries set aside) and ``interrupted`` (calls whose process
-        died before answering) count the whole trail, every process; ``lost`` counts this process's."""
-        try:
-            self.reap_interrupted()
-        except Exception:  # noqa: BLE001 - health must answer
-            log.exception("interrupted calls could not be recorded")
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-                self._counts = {
-                    "quarantined": quarantine.count(self.engine),
-                    "interrupted": conn.execute(
-                        select(func.count()).select_from(audit_record)
-                        .where(audit_record.c.outcome == INTERRUPTED)
-                    ).scalar_one(),
-                }
-            database = "ok"
-        except SQLAlchemyError:
-            database = "unavailable"  # the counts are the last ones read
-        spooled = self.spool.count() + len(self._held)  # waiting on disk, or in memory
-        return {
-            "ok": database == "ok" and spooled == 0,
-            "database": database,
-            "spool": spooled,
-            "lost": self.lost,
-            "quarantined": self._counts["quarantined"] + self.spool.poisoned(),
-            "interrupted": self._counts["interrupted"] + self.markers.pending(),
-        }
-
+        """The audit state (``health.state_of``)."""
+        return health.state_of(self)

@@ -211,7 +211,8 @@ def _walk_one_chain(rows: Iterator[tuple[Any, list[Any]]]) -> tuple[int, chains.
     checked, broken = chain.verify(links(), check=check)
     if broken is not None:
         row = state["row"]  # the link chain.verify stopped at
-        broken = chain.Broken(row.seq, broken.id, f"chain {row.chain_id} position {row.chain_pos}: {broken.reason}")
+        where = f"chain {row.chain_id} position {row.chain_pos}"
+        broken = chain.Broken(row.seq, broken.id, f"{where}: {broken.reason}")
     return checked, state["head"], broken
 
 
@@ -225,7 +226,8 @@ def _verify_records(engine: Engine, report: Report) -> None:
             report.problems.append(f"record #{broken.seq} ({broken.id}): {broken.reason}")
     with engine.connect() as conn:
         outside = conn.execute(
-            select(audit_record.c.seq).where(audit_record.c.chain_id.is_(None) | audit_record.c.chain_pos.is_(None))
+            select(audit_record.c.seq)
+            .where(audit_record.c.chain_id.is_(None) | audit_record.c.chain_pos.is_(None))
             .limit(1)
         ).first()
         orphan = conn.execute(
@@ -259,7 +261,8 @@ def _checkpoints_agree(engine: Engine) -> Callable[[Any, dict[str, Any]], str | 
         with engine.connect() as conn:
             stored = dict(((r.chain_id, r.chain_pos), r.hash) for r in conn.execute(
                 select(audit_record.c.chain_id, audit_record.c.chain_pos, audit_record.c.hash).where(or_(*(
-                    and_(audit_record.c.chain_id == k, audit_record.c.chain_pos == p) for k, (p, _) in heads.items()
+                    and_(audit_record.c.chain_id == k, audit_record.c.chain_pos == p)
+                    for k, (p, _) in heads.items()
                 )))
             ))
         for number, (pos, digest) in sorted(heads.items()):

@@ -106,8 +106,8 @@ def pg_url(pg_base_url: str) -> Iterator[str]:
         exists = conn.execute(text("SELECT to_regclass('audit_record')")).scalar()
         if exists:
             conn.execute(
-                text("TRUNCATE audit_checkpoint, audit_quarantine, audit_feedback, audit_card, audit_record, seen_jti "
-                     "RESTART IDENTITY")
+                text("TRUNCATE audit_checkpoint, audit_quarantine, audit_feedback, audit_card, audit_record, "
+                     "seen_jti RESTART IDENTITY")
             )
     engine.dispose()
     yield pg_base_url

@@ -103,7 +103,8 @@ def test_swapped_sequence_numbers_are_found(app):
     _five_calls(app)
     engine = app.extensions["cds.audit"].engine
     with engine.connect() as conn:
-        cards = [dict(r._mapping) for r in conn.execute(text("SELECT * FROM audit_card WHERE record_seq IN (3, 4)"))]
+        found = conn.execute(text("SELECT * FROM audit_card WHERE record_seq IN (3, 4)"))
+        cards = [dict(r._mapping) for r in found]
     _sql(app, "DELETE FROM audit_card WHERE record_seq IN (3, 4)")
     _sql(app, "UPDATE audit_record SET seq = 104 WHERE seq = 3")
     _sql(app, "UPDATE audit_record SET seq = 3 WHERE seq = 4")

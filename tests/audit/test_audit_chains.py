@@ -25,9 +25,17 @@ from cds.decide.service import CallRecord
 
 
 def _entry(store: AuditStore, i: int, **extra) -> dict:
-    call = CallRecord(service=SERVICE, hook="patient-view", hook_instance=f"hi-{i}", patient_id=f"p-{i}",
-                      client_iss=None, started=dt.datetime.now(dt.UTC), latency_ms=1.0, outcome="ok",
-                      status=200)
+    call = CallRecord(
+        service=SERVICE,
+        hook="patient-view",
+        hook_instance=f"hi-{i}",
+        patient_id=f"p-{i}",
+        client_iss=None,
+        started=dt.datetime.now(dt.UTC),
+        latency_ms=1.0,
+        outcome="ok",
+        status=200,
+    )
     content = build_content(call, store.pack, store.secret)
     content.update(extra)
     return {"kind": "call", "content": content}
@@ -42,8 +50,14 @@ def stores(tmp_path):
     def make(app, **options) -> AuditStore:
         first = app.extensions["cds.audit"]
         engine = create_engine(str(first.engine.url.render_as_string(hide_password=False)))
-        store = AuditStore(engine, first.pack, first.secret, Spool(tmp_path / f"spool-{len(made)}"),
-                           checkpoint_seconds=3600, **options)
+        store = AuditStore(
+            engine,
+            first.pack,
+            first.secret,
+            Spool(tmp_path / f"spool-{len(made)}"),
+            checkpoint_seconds=3600,
+            **options,
+        )
         made.append((store, engine))
         return store
 
@@ -77,8 +91,10 @@ def _run_threads(count: int, work) -> list[BaseException]:
 def test_each_store_appends_to_a_chain_of_its_own(pg_url, make_app, stores):
     app = make_app(pg_url)
     a, b = stores(app), stores(app)
-    errors = _run_threads(8, lambda i: (a if i % 2 else b).submit(_entry(a, i)) or
-                          (a if i % 2 else b).submit(_entry(a, 100 + i)))
+    errors = _run_threads(
+        8,
+        lambda i: (a if i % 2 else b).submit(_entry(a, i)) or (a if i % 2 else b).submit(_entry(a, 100 + i)),
+    )
     assert not errors
     assert {a.chains.chain_id, b.chains.chain_id} == {1, 2}
     report = verify_all(app.extensions["cds.audit"].engine)
@@ -111,7 +127,10 @@ def test_a_chain_whose_owner_stopped_is_taken_over_where_it_ended(pg_url, make_a
 @pytest.mark.postgres
 def test_one_chain_for_every_process_when_own_chains_is_off(pg_url, make_app, stores):
     app = make_app(pg_url)
-    a, b = stores(app, own_chains=False, group_commit=False), stores(app, own_chains=False, group_commit=False)
+    a, b = (
+        stores(app, own_chains=False, group_commit=False),
+        stores(app, own_chains=False, group_commit=False),
+    )
     assert not _run_threads(6, lambda i: (a if i % 2 else b).submit(_entry(a, i)))
     report = verify_all(app.extensions["cds.audit"].engine)
     assert report.ok and report.chains.keys() == {1} and report.records == 6, report.problems
@@ -143,12 +162,16 @@ def test_a_rewritten_checkpointed_record_and_an_edited_checkpoint_are_found(app)
         conn.execute(text("DELETE FROM audit_record WHERE seq = 2"))
     forged = _entry(store, 7)["content"]
     with store.engine.begin() as conn:
-        seqs, _ = chains.insert_links(conn, store.chains.chain_id or 1, (1, prev), [(forged, chains.chain.canonical(forged))], False)
+        seqs, _ = chains.insert_links(
+            conn, store.chains.chain_id or 1, (1, prev), [(forged, chains.chain.canonical(forged))], False
+        )
     report = verify_all(store.engine)
     assert not report.ok and any("another hash" in p for p in report.problems), report.problems
     with store.engine.begin() as conn:
-        conn.execute(text("UPDATE audit_checkpoint SET content = replace(content, :a, :b)"),
-                     {"a": '"pos":2', "b": '"pos":1'})
+        conn.execute(
+            text("UPDATE audit_checkpoint SET content = replace(content, :a, :b)"),
+            {"a": '"pos":2', "b": '"pos":1'},
+        )
     report = verify_all(store.engine)
     assert any("audit_checkpoint #1" in p and "edited" in p for p in report.problems), report.problems
 
@@ -161,8 +184,12 @@ def test_concurrent_calls_are_committed_together_and_each_waits_for_its_own(app)
         entry = _entry(store, i)
         store.submit(entry)
         with store.engine.connect() as conn:  # committed by the time submit returned
-            assert conn.execute(text("SELECT COUNT(*) FROM audit_record WHERE id = :i"),
-                                {"i": entry["content"]["id"]}).scalar_one() == 1
+            assert (
+                conn.execute(
+                    text("SELECT COUNT(*) FROM audit_record WHERE id = :i"), {"i": entry["content"]["id"]}
+                ).scalar_one()
+                == 1
+            )
 
     assert not _run_threads(24, call)
     report = verify_all(store.engine)

@@ -253,8 +253,8 @@ def test_migration_0002_chains_the_feedback_already_stored(backend, tmp_path, re
         url = request.getfixturevalue("pg_url")
         admin = create_engine(url)
         with admin.begin() as conn:  # the session schema is at head: start it again at 0001
-            conn.execute(text("DROP TABLE IF EXISTS audit_checkpoint, audit_quarantine, audit_feedback, audit_card, "
-                              "audit_record, seen_jti, alembic_version CASCADE"))
+            conn.execute(text("DROP TABLE IF EXISTS audit_checkpoint, audit_quarantine, audit_feedback, "
+                              "audit_card, audit_record, seen_jti, alembic_version CASCADE"))
         admin.dispose()
     engine = create_engine(url)
     config = Config()
@@ -327,10 +327,10 @@ def test_migration_0003_makes_the_records_already_stored_chain_1(backend, tmp_pa
             content_json = chain.canonical(content)
             digest = chain.link_hash(prev, content_json)
             conn.execute(text(
-                "INSERT INTO audit_record (seq, id, time, service, hook, hook_instance, client_iss, patient_key, "
-                "pack_version, pack_hash, outcome, latency_ms, rules, content, prev_hash, hash) VALUES (:seq, :id, "
-                ":time, :service, :hook, :hook_instance, :client_iss, :patient_key, :pack_version, :pack_hash, "
-                ":outcome, :latency_ms, :rules, :content, :prev, :hash)"),
+                "INSERT INTO audit_record (seq, id, time, service, hook, hook_instance, client_iss, "
+                "patient_key, pack_version, pack_hash, outcome, latency_ms, rules, content, prev_hash, hash) "
+                "VALUES (:seq, :id, :time, :service, :hook, :hook_instance, :client_iss, :patient_key, "
+                ":pack_version, :pack_hash, :outcome, :latency_ms, :rules, :content, :prev, :hash)"),
                 {**columns_of(content), "seq": seq, "time": dt.datetime.fromisoformat(content["time"]),
                  "content": content_json, "prev": prev, "hash": digest})
             assert not cards_of(content)
@@ -340,7 +340,8 @@ def test_migration_0003_makes_the_records_already_stored_chain_1(backend, tmp_pa
     assert report.ok and report.records == 3 and report.chains == {1: (3, prev)}, report.problems
     store = AuditStore(engine, pack, SECRET.encode(), Spool(tmp_path / "spool"), checkpoint_seconds=3600)
     call = CallRecord(service=SERVICE, hook="patient-view", hook_instance="hi-4", patient_id="p-4",
-                      client_iss=None, started=dt.datetime.now(dt.UTC), latency_ms=1.0, outcome="ok", status=200)
+                      client_iss=None, started=dt.datetime.now(dt.UTC), latency_ms=1.0, outcome="ok",
+                      status=200)
     assert store.append(build_content(call, pack, SECRET.encode())) == 4
     store.close()  # writes a checkpoint of chain 1 at position 4
     report = verify_all(engine)

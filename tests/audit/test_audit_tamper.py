@@ -180,7 +180,7 @@ def test_verify_prints_the_head_and_checks_a_kept_one(trail, cli, app):
     code, out = cli("audit", "verify")
     assert code == 0 and "3 record(s) verified" in out and "3 feedback item(s)" in out
     kept = _head(out)
-    assert kept.startswith("1-3.3.0.0:")  # chain 1 at position 3; 3 feedback items, 0 quarantined, 0 checkpoints
+    assert kept.startswith("1-3.3.0.0:")  # chain 1 at 3; 3 feedback items, 0 quarantined, 0 checkpoints
     assert cli("audit", "verify", "--expect-head", kept)[0] == 0
 
     # more calls later: the kept head is still a point of the trail

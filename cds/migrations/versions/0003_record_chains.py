@@ -31,7 +31,9 @@ def upgrade() -> None:
     op.create_index("ix_audit_record_chain", "audit_record", ["chain_id", "chain_pos"], unique=True)
     if op.get_bind().dialect.name == "postgresql":
         op.execute(f"CREATE SEQUENCE {SEQUENCE} OWNED BY audit_record.seq")
-        op.execute(f"SELECT setval('{SEQUENCE}', COALESCE((SELECT MAX(seq) FROM audit_record), 0) + 1, false)")
+        op.execute(
+            f"SELECT setval('{SEQUENCE}', COALESCE((SELECT MAX(seq) FROM audit_record), 0) + 1, false)"
+        )
         op.execute(f"ALTER TABLE audit_record ALTER COLUMN seq SET DEFAULT nextval('{SEQUENCE}')")
     op.create_table(
         "audit_checkpoint",
