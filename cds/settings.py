@@ -130,6 +130,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Validated FHIR resources kept per process for warm patients (0 turns the cache off).",
         _int,
     ),
+    Setting(
+        "FACTS_CACHE_SIZE",
+        1_000,
+        "Calls' derived facts and rule firings kept per process (about 25 kB each for a patient with 40 "
+        "Observations), by a digest of the prefetch data, draft orders, patient, selections, evaluation "
+        "date and rule pack (site configuration included) they come from; any change is a miss (0 turns "
+        "the cache off).",
+        _int,
+    ),
     Setting("AUDIT", True, "Record every hook call in the audit trail (and serve the auditor pages).", _bool),
     Setting(
         "AUDIT_PATIENT_KEY_SECRET",
@@ -238,6 +247,20 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Folder of the same-host replay store (`REPLAY_FALLBACK=host`); empty means a folder on the RAM disk "
         "`/dev/shm`. Never on the audit spool's disk (the service refuses to start).",
+    ),
+    Setting(
+        "REPLAY_REDIS_URL",
+        "",
+        "Redis holding the token replay store instead of the database (e.g. `redis://127.0.0.1:6379/0`; "
+        "`rediss://` for TLS); empty: the database's `seen_jti` table.",
+    ),
+    Setting("REPLAY_REDIS_PREFIX", "cds:jti:", "Prefix of the replay store's keys in Redis."),
+    Setting(
+        "REPLAY_REDIS_TIMEOUT_SECONDS",
+        1.0,
+        "Deadline of each replay-store command to Redis, for connecting and for the answer (and for a free "
+        "pooled connection); past it Redis counts as unavailable.",
+        _float,
     ),
     Setting(
         "CORS_ORIGINS",
