@@ -128,7 +128,8 @@ def test_many_kept_alive_requests_under_load_are_all_answered(prod):
                         response.read()
                     elif kind == "valid":
                         url = f"{base}/cds-services"
-                        conn.request("GET", "/cds-services", headers={"Authorization": f"Bearer {make_token(url)}"})
+                        conn.request("GET", "/cds-services",
+                                     headers={"Authorization": f"Bearer {make_token(url)}"})
                         response = conn.getresponse()
                         response.read()
                     else:
@@ -221,7 +222,8 @@ def test_an_expired_kept_alive_connection_is_served_if_its_next_request_has_star
         worker.murder_keepalived()
         # the idle one is closed (the client reads the end), the started one is being read, not closed
         assert idle.sock.fileno() == -1 and idle_client.recv(1) == b""
-        assert started.sock.fileno() != -1 and started in worker.heads and started not in worker.keepalived_conns
+        assert started.sock.fileno() != -1 and started in worker.heads
+        assert started not in worker.keepalived_conns
         assert bytes(started.cds_head) == b"GET /health HTTP/1.1\r\nHost: x\r\n"
         assert worker.nr_conns == 1
         for c in (idle_client, started_client):
@@ -230,3 +232,56 @@ def test_an_expired_kept_alive_connection_is_served_if_its_next_request_has_star
     finally:
         listener.close()
         worker.poller.close()
+
+
+KEEP_OPEN = 3.0  # seconds a non-closing client keeps its end open after the server's
+
+
+class NonCloser(threading.Thread):
+    """Sends a request the server answers with ``Connection: close``, reads the answer to the server's end,
+    and keeps its own end open for ``KEEP_OPEN`` s; again and again."""
+
+    def __init__(self, port: int, stop_at: float):
+        super().__init__(daemon=True)
+        self.port, self.stop_at = port, stop_at
+        self.answers = 0
+
+    def run(self) -> None:
+        while time.monotonic() < self.stop_at:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=60) as sock:
+                    sock.sendall(b"BAD\x01METHOD / HTTP/1.1\r\nHost: x\r\n\r\n")
+                    answer = b""
+                    while chunk := sock.recv(65536):  # read to the server's end
+                        answer += chunk
+                    if answer.startswith(b"HTTP/1.1 400"):
+                        self.answers += 1
+                    time.sleep(KEEP_OPEN)  # and keep ours open a while: the server lingers meanwhile
+            except OSError:
+                time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_clients_that_do_not_close_their_end_do_not_hold_the_server_up(prod):
+    """A closing connection lingers (half-closed, reading what the client still sends) without holding the
+    event loop or a thread: `/health` answers promptly while six clients keep their ends open."""
+    import requests
+
+    base, port, _ = prod
+    until = time.monotonic() + 12
+    closers = [NonCloser(port, until) for _ in range(6)]
+    for closer in closers:
+        closer.start()
+    time.sleep(1)
+    latencies = []
+    while time.monotonic() < until:
+        started = time.monotonic()
+        assert requests.get(f"{base}/health", timeout=60).status_code == 200
+        latencies.append(time.monotonic() - started)
+        time.sleep(0.2)
+    for closer in closers:
+        closer.join(timeout=60)
+    assert all(closer.answers >= 2 for closer in closers)  # each was answered, closed, and came back
+    latencies.sort()
+    # lingering in the event loop (gunicorn's close) or in a thread held /health for up to 2 s at a time
+    assert latencies[len(latencies) // 2] < 0.5 and latencies[-1] < 3.0, latencies[-5:]

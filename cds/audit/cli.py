@@ -107,7 +107,7 @@ def _engine(values: dict[str, Any]):
 
 
 def _time(raw: str | None, option: str):
-    """``--since`` or ``--until`` as the API reads them (``queries``: an ``--until`` date includes that day)."""
+    """``--since`` or ``--until`` read as the API reads them: an ``--until`` date includes that day."""
     parse = queries.parse_until if option == "--until" else queries.parse_time
     try:
         return parse(raw)

@@ -23,8 +23,10 @@ A kept-alive connection is closed only when its client cannot be waiting for an 
   on it then got no answer at all.)
 * a kept-alive connection past its keep-alive timeout is closed only if no byte of a next request has
   arrived on it; one whose request has started is served.
-* the lingering close of a connection (half-close, read what the client still sends, up to two seconds)
-  runs in the request's thread, never in the event loop, where it held every other connection up.
+* the lingering close of a connection (half-close, then read and drop what the client still sends, up to
+  ``LINGER_MAX_BYTES`` or ``LINGER_SECONDS``, so that the answer is not lost to a reset) is done by the
+  event loop without blocking: gunicorn's blocking one held the whole event loop up to two seconds for
+  each client that did not close its end, and a thread would be held as long.
 
 TLS and HTTP/2 are left to gunicorn's own code paths (the service is run behind a TLS proxy).
 """
@@ -39,7 +41,6 @@ import time
 from functools import partial
 from typing import Any
 
-from gunicorn import util
 from gunicorn.http.body import LengthReader
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -47,6 +48,8 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 MAX_HEAD_BYTES = 64 * 1024
 DRAIN_MAX_BYTES = 64 * 1024  # the most of an unread body read (and dropped) to keep a connection open
 DRAIN_SECONDS = 5.0
+LINGER_SECONDS = 2.0
+LINGER_MAX_BYTES = 64 * 1024
 
 
 class ReadDeadlineExceeded(NoMoreData, TimeoutError):
@@ -92,6 +95,7 @@ class BoundedThreadWorker(ThreadWorker):
         self.header_timeout = values["HEADER_TIMEOUT_SECONDS"]
         self.body_timeout = values["BODY_TIMEOUT_SECONDS"]
         self.heads: list[TConn] = []  # connections whose head is being read, oldest first
+        self.lingering: list[TConn] = []  # connections half-closed, waiting for their client's end
         self.serving = threading.local()  # .conn: the connection this thread is answering
         super().init_process()
 
@@ -181,12 +185,52 @@ class BoundedThreadWorker(ThreadWorker):
         now = time.monotonic()
         for conn in [c for c in self.heads if c.cds_head_deadline <= now]:
             self._drop_head(conn)
+        for conn in [c for c in self.lingering if c.cds_linger_until <= now]:
+            self._end_linger(conn)
+
+    # -- closing: half-close, then read what the client still sends until it closes (or time is up) ---------
+    def _linger(self, conn: TConn) -> None:
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+            conn.sock.setblocking(False)
+        except OSError:
+            self.nr_conns -= 1
+            conn.sock.close()
+            return
+        conn.cds_linger_until = time.monotonic() + LINGER_SECONDS
+        conn.cds_lingered = 0
+        self.lingering.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._drain_linger, conn))
+
+    def _drain_linger(self, conn: TConn, client: Any) -> None:
+        try:
+            chunk = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        conn.cds_lingered += len(chunk)
+        if not chunk or conn.cds_lingered >= LINGER_MAX_BYTES:
+            self._end_linger(conn)
+
+    def _end_linger(self, conn: TConn) -> None:
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        if conn in self.lingering:
+            self.lingering.remove(conn)
+        self.nr_conns -= 1
+        conn.sock.close()
 
     def finish_request(self, conn: TConn, fs: Any) -> None:
-        if not fs.cancelled() and fs.exception() is None and fs.result() is False and conn.sock.fileno() == -1:
-            self.nr_conns -= 1  # closed by its thread already (see handle)
+        if fs.cancelled() or fs.exception() is not None or fs.result() is not False or self.cfg.is_ssl \
+                or conn.is_http2:
+            return super().finish_request(conn, fs)
+        if conn.sock.fileno() == -1:  # closed in its thread already
+            self.nr_conns -= 1
             return
-        super().finish_request(conn, fs)
+        self._linger(conn)
 
     # -- in a thread: the head is already here, the rest of the request has a deadline ----------------------
     def handle(self, conn: TConn) -> Any:
@@ -205,8 +249,6 @@ class BoundedThreadWorker(ThreadWorker):
             self.serving.conn = None
             if isinstance(conn.sock, DeadlineSocket):
                 conn.sock.deadline = None
-        if result is False and not conn.is_http2:
-            util.close_graceful(conn.sock)  # here, not in the event loop (finish_request's close is then a no-op)
         return result
 
 
