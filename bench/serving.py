@@ -11,8 +11,11 @@ the median over rounds are printed and written to ``bench/results/serving.json``
 
 Configurations (``CONFIGS``): the production worker (``cds.web.worker.BoundedThreadWorker``) at several
 workers x threads; the same with Nagle's algorithm turned back on (``bench/serving_workers.py``: gunicorn
-sets ``TCP_NODELAY`` on its listener, accepted sockets inherit it); gunicorn's own gthread worker and its
-sync worker (no keep-alive) for reference — both without the slow-client protection, so not candidates.
+sets ``TCP_NODELAY`` on its listener, accepted sockets inherit it); the same keeping a connection alive
+only while no other request waits for a thread in that worker (``BalancedWorker``), and that also
+accepts connections only while it has a free thread (``IdleAcceptWorker``); gunicorn's own
+gthread worker and its sync worker (no keep-alive) for reference — both without the slow-client
+protection, so not candidates.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ CONFIGS: dict[str, tuple[int, int, dict[str, str]]] = {
     "bounded-5x1": (5, 1, {}),
     "bounded-8x1": (8, 1, {}),
     "bounded-5x4-nagle": (5, 4, {"GUNICORN_CMD_ARGS": "--worker-class bench.serving_workers.NagleWorker"}),
+    "balanced-5x1": (5, 1, {"GUNICORN_CMD_ARGS": "--worker-class bench.serving_workers.BalancedWorker"}),
+    "balanced-5x4": (5, 4, {"GUNICORN_CMD_ARGS": "--worker-class bench.serving_workers.BalancedWorker"}),
+    "idle-accept-5x1": (5, 1, {"GUNICORN_CMD_ARGS": "--worker-class bench.serving_workers.IdleAcceptWorker"}),
+    "idle-accept-5x2": (5, 2, {"GUNICORN_CMD_ARGS": "--worker-class bench.serving_workers.IdleAcceptWorker"}),
     "gthread-5x4": (5, 4, {"GUNICORN_CMD_ARGS": "--worker-class gthread"}),
     "sync-5": (5, 1, {"GUNICORN_CMD_ARGS": "--worker-class sync"}),
 }

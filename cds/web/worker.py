@@ -101,7 +101,7 @@ class BoundedThreadWorker(ThreadWorker):
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
-        app = self.wsgi
+        app: Any = self.wsgi  # type: ignore[has-type]  # set by gunicorn (untyped)
 
         def settled(environ: dict[str, Any], start_response: Any) -> Any:
             def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
