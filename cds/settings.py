@@ -227,6 +227,20 @@ SETTINGS: tuple[Setting, ...] = (
         "`/dev/shm`. Never on the audit spool's disk (the service refuses to start).",
     ),
     Setting(
+        "REPLAY_REDIS_URL",
+        "",
+        "Redis holding the token replay store instead of the database (e.g. `redis://127.0.0.1:6379/0`; "
+        "`rediss://` for TLS); empty: the database's `seen_jti` table.",
+    ),
+    Setting("REPLAY_REDIS_PREFIX", "cds:jti:", "Prefix of the replay store's keys in Redis."),
+    Setting(
+        "REPLAY_REDIS_TIMEOUT_SECONDS",
+        1.0,
+        "Deadline of each replay-store command to Redis, for connecting and for the answer (and for a free "
+        "pooled connection); past it Redis counts as unavailable.",
+        _float,
+    ),
+    Setting(
         "CORS_ORIGINS",
         "",
         "Comma-separated browser origins allowed to call the CDS endpoints (`*` for "

@@ -1,5 +1,6 @@
 """Fixtures for every test; the helpers themselves live in ``support.py`` (importable by test modules)."""
 
+from redis_support import redis_db  # noqa: F401 - the test Redis (skips when none answers)
 from support import (  # noqa: F401 - fixtures are found by name
     _keep_state_out_of_the_repo,
     app,

@@ -24,8 +24,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Column, DateTime, String, Table, delete, insert
+from sqlalchemy import Column, DateTime, String, Table, delete, insert, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
@@ -83,6 +84,10 @@ class FileJtiStore:
             return dt.datetime.fromisoformat(path.read_text())
         except (OSError, ValueError):
             return None
+
+    def count(self) -> int:
+        """How many keys the fallback holds (expired ones too, until they are absorbed)."""
+        return sum(1 for _ in self.directory.iterdir()) if self.directory.is_dir() else 0
 
     def entries(self) -> list[tuple[str, dt.datetime, Path]]:
         if not self.directory.is_dir():
@@ -229,6 +234,19 @@ class JtiStore:
                 except IntegrityError:
                     pass
             path.unlink(missing_ok=True)
+
+    def health(self) -> dict[str, Any]:
+        """The replay store's state for ``/health``: ``ok`` when the database answers."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            state = "ok"
+        except SQLAlchemyError:
+            state = "unavailable"
+        part: dict[str, Any] = {"ok": state == "ok", "store": "database", "state": state}
+        if self.fallback is not None:
+            part["fallbackKeys"] = self.fallback.count()
+        return part
 
     def _maybe_purge(self, now: dt.datetime) -> None:
         with self._lock:

@@ -21,6 +21,7 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 
 from cds.auth.client_token import DEV_ISS, dev_client
+from cds.auth.replay_redis import MIN_POOL, RedisJtiStore
 from cds.auth.replay_store import JtiStore, fallback_store
 from cds.auth.trusted_clients import JwksCache, TrustedClient, keys_of, load_trusted_clients
 from cds.auth.verify import TokenVerifier
@@ -36,12 +37,28 @@ CHUNK = 64 * 1024
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["cds.auth"] = build_verifier(app.config)
+    store = build_replay_store(app.config)
+    app.extensions.setdefault("cds.health", {})["replay"] = store.health
+    app.extensions["cds.auth"] = build_verifier(app.config, store)
     app.before_request_funcs.setdefault(BLUEPRINT, []).append(authenticate)
     app.after_request(add_headers)
 
 
-def build_verifier(config: Any) -> TokenVerifier:
+def build_replay_store(config: Any) -> JtiStore | RedisJtiStore:
+    """The token replay store the settings ask for: Redis when ``REPLAY_REDIS_URL`` is set, else the
+    database; either with the same-host fallback of ``REPLAY_FALLBACK``."""
+    fallback = fallback_store(config["REPLAY_FALLBACK"], config["REPLAY_FALLBACK_DIR"],
+                              config["AUDIT_SPOOL_DIR"])
+    if not config["REPLAY_REDIS_URL"]:
+        return JtiStore.from_url(config["DATABASE_URL"], fallback=fallback)
+    store = RedisJtiStore.from_url(config["REPLAY_REDIS_URL"], prefix=config["REPLAY_REDIS_PREFIX"],
+                                   timeout=config["REPLAY_REDIS_TIMEOUT_SECONDS"], fallback=fallback,
+                                   max_connections=max(MIN_POOL, 2 * int(config.get("THREADS") or 0)))
+    log.info("token replay store: %s, keys prefixed %r", store.where, store.prefix)
+    return store
+
+
+def build_verifier(config: Any, store: JtiStore | RedisJtiStore | None = None) -> TokenVerifier:
     """The token verifier the settings describe, with the start-up warnings they call for."""
     if config["TRUSTED_CLIENTS"]:
         clients = load_trusted_clients(config["TRUSTED_CLIENTS"])
@@ -61,9 +78,8 @@ def build_verifier(config: Any) -> TokenVerifier:
                   "so every call to the CDS endpoints will be refused with 401")
     jwks_cache = JwksCache(session=config.get("JWKS_SESSION"), ttl=config["JWKS_CACHE_SECONDS"],
                      timeout=config["JWKS_TIMEOUT_SECONDS"])
-    fallback = fallback_store(config["REPLAY_FALLBACK"], config["REPLAY_FALLBACK_DIR"],
-                              config["AUDIT_SPOOL_DIR"])
-    store = JtiStore.from_url(config["DATABASE_URL"], fallback=fallback)
+    if store is None:
+        store = build_replay_store(config)
     return TokenVerifier(clients, replay=store.remember, jwks=jwks_cache,
                          leeway=config["AUTH_LEEWAY_SECONDS"],
                          max_lifetime=config["AUTH_MAX_TOKEN_LIFETIME"])

@@ -89,6 +89,17 @@ SCHEMAS: dict[str, Any] = {
                     "contentHash": {"type": "string"},
                 },
             },
+            "replay": {
+                "type": "object",
+                "description": "The token replay store: the database or Redis; `fallbackKeys` with "
+                               "CDS_REPLAY_FALLBACK=host.",
+                "required": ["store", "state"],
+                "properties": {
+                    "store": {"type": "string", "enum": ["database", "redis"]},
+                    "state": {"type": "string", "enum": ["ok", "unavailable"]},
+                    "fallbackKeys": {"type": "integer"},
+                },
+            },
         },
     },
 }

@@ -1,0 +1,157 @@
+"""The real Redis for the replay-store tests, and the ways it fails.
+
+``redis_url`` is the test Redis (``CDS_TEST_REDIS_URL``, by default database 13 of 127.0.0.1:6379, which
+nothing else here uses) with a fresh key prefix per test; every key under the prefix is deleted afterwards.
+The fixture skips, saying why, when no Redis answers there.
+
+``TcpProxy`` forwards a local port to Redis and can be taken ``down()`` (port closed, every connection cut)
+and brought ``up()`` again on the same port; ``SilentServer`` accepts connections and never answers.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+
+REDIS_URL = os.environ.get("CDS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+@dataclass
+class RedisUnderTest:
+    url: str
+    prefix: str
+    client: redis.Redis
+
+    def keys(self) -> list[str]:
+        return sorted(k.decode() for k in self.client.scan_iter(match=self.prefix + "*"))
+
+
+@pytest.fixture
+def redis_db() -> Iterator[RedisUnderTest]:
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=10, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        pytest.skip(f"no Redis answers at {REDIS_URL} ({type(exc).__name__}: {exc})")
+    prefix = f"cds-test-{uuid.uuid4().hex[:12]}:"
+    try:
+        yield RedisUnderTest(REDIS_URL, prefix, client)
+    finally:
+        for key in client.scan_iter(match=prefix + "*"):
+            client.delete(key)
+        client.close()
+
+
+def wait_for(what: str, condition: Callable[[], bool], deadline: float = 60.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"still waiting after {deadline:.0f} s for {what}")
+        time.sleep(0.05)
+
+
+def closed_port() -> int:
+    """A local port where nothing listens."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SilentServer:
+    """Accepts every connection on a local port, reads nothing and answers nothing (a Redis that hangs)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        for sock in [self.listener, *self.accepted]:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+class TcpProxy:
+    """127.0.0.1:<port> forwarded to ``target``; ``down()`` closes the port and cuts every connection,
+    ``up()`` listens on the same port again."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self.conns: list[socket.socket] = []
+        self.listener: socket.socket | None = None
+        self.up()
+
+    def up(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the same port again
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                return
+            self.conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    @staticmethod
+    def _pump(a: socket.socket, b: socket.socket) -> None:
+        poller = selectors.DefaultSelector()
+        try:
+            poller.register(a, selectors.EVENT_READ)
+            poller.register(b, selectors.EVENT_READ)
+            while True:
+                for key, _ in poller.select(1.0):
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    if not data:
+                        return
+                    (b if key.fileobj is a else a).sendall(data)
+        except (OSError, ValueError):
+            return
+        finally:
+            poller.close()
+
+    def url(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def down(self) -> None:
+        socks, self.conns = [*([self.listener] if self.listener else []), *self.conns], []
+        self.listener = None
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+def redis_target(url: str) -> tuple[tuple[str, int], int]:
+    """(host, port) and database number of a redis:// URL."""
+    kwargs = redis.connection.parse_url(url)
+    return (kwargs.get("host", "127.0.0.1"), int(kwargs.get("port", 6379))), int(kwargs.get("db", 0))
