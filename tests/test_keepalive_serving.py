@@ -7,8 +7,10 @@ closed connection without response"). Now the keep or close decision is made bef
 and says so in the answer.
 
 Real `cds serve --prod` processes and real sockets (http.client, one kept-alive connection per client).
-The last test drives the worker's keep-alive expiry directly, on real sockets, for the case no timing of
-a live server can hit on purpose: the next request's bytes arrive just as the keep-alive timeout passes.
+One test drives the worker's keep-alive expiry directly, on real sockets, for the case no timing of a
+live server can hit on purpose: the next request's bytes arrive just as the keep-alive timeout passes.
+The last one holds the lingering close to not blocking: clients that keep their end open after the
+server's must not hold the server up.
 """
 
 from __future__ import annotations
