@@ -7,8 +7,8 @@ drives both with wrk for a bounded time per workload, and reports throughput and
 both and their ratios:
 
     typical-cold   a typical order-sign (Patient, ~40 Observations, 3 MedicationRequests, 1 draft order),
-                   a different patient on every request and the warm-patient cache turned off
-    warm           the same patient again and again (the cache on), as order-select then order-sign do
+                   a different patient on every request and the warm-patient caches (models, facts) turned off
+    warm           the same patient again and again (the caches on), as order-select then order-sign do
     scale-N        one patient with N = 10, 100, 1000 Observations (all in one prefetch Bundle)
     memory         N requests in a row: resident memory of the workers after warm-up and at the end
 
@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         body_file = write_bodies(work / f"{name}.ndjson", bodies)
         tokens = work / f"{name}.tokens"
         client.tokens(aud, int(per_second_guess * args.seconds), tokens)
-        env = {**base_env, "CDS_MODEL_CACHE_SIZE": "20000" if cache else "0"}
+        env = {**base_env, "CDS_MODEL_CACHE_SIZE": "20000" if cache else "0",
+               "CDS_FACTS_CACHE_SIZE": "1000" if cache else "0"}  # cold bodies repeat under wrk: no cache
         service = Server("service", "service", port, args.workers, env)
         try:
             wrk_run(wrk, port, body_file, tokens, 2, connections)  # warm-up

@@ -130,6 +130,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Validated FHIR resources kept per process for warm patients (0 turns the cache off).",
         _int,
     ),
+    Setting(
+        "FACTS_CACHE_SIZE",
+        1_000,
+        "Calls' derived facts and rule firings kept per process (about 25 kB each for a patient with 40 "
+        "Observations), by a digest of the prefetch data, draft orders, patient, selections, evaluation "
+        "date and rule pack (site configuration included) they come from; any change is a miss (0 turns "
+        "the cache off).",
+        _int,
+    ),
     Setting("AUDIT", True, "Record every hook call in the audit trail (and serve the auditor pages).", _bool),
     Setting(
         "AUDIT_PATIENT_KEY_SECRET",

@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 from builders import hook_body, med, obs, patient
+from support import NOW
 
+from cds import create_app
 from cds.fhir import parse as fhir_parse
 from cds.fhir.parse import ModelCache
+
+
+@pytest.fixture
+def app(auth_config):
+    """The app with the facts cache off, so that each call reaches the model cache (tests/test_facts_cache.py
+    covers the facts cache)."""
+    return create_app({**auth_config, "NOW": NOW, "FACTS_CACHE_SIZE": 0})
 
 
 def test_same_resource_is_validated_once(monkeypatch):

@@ -50,12 +50,14 @@ class Case:
 
 def build_case(service_id: str, request: HookRequest, gathered: Gathered, now: dt.datetime, *,
                relevant: Callable[[Any], bool], max_entries: int | None = None,
-               cache: fhir_parse.ModelCache | None = None) -> Case:
+               cache: fhir_parse.ModelCache | None = None, parse: bool = True) -> Case:
     """Parse what the rules read (prefetch resources, draft orders) and freeze the call into a ``Case``.
 
-    Raises ``InvalidFhir`` naming the resource when a used resource does not validate."""
+    Raises ``InvalidFhir`` naming the resource when a used resource does not validate. With ``parse``
+    false (the call's facts are already derived, ``cds.decide.derived``) nothing is validated or indexed
+    again: the case carries the context and the draft orders' JSON, which the cards read."""
     resources: list[Any] = []
-    for key, data in gathered.data.items():
+    for key, data in gathered.data.items() if parse else ():
         resources += fhir_parse.parse_all(data, where=f"prefetch.{key}", max_entries=max_entries,
                                           relevant=relevant, cache=cache)
     drafts: list[Any] = []
@@ -63,7 +65,8 @@ def build_case(service_id: str, request: HookRequest, gathered: Gathered, now: d
     for where, raw in fhir_parse.iter_resources(request.draft_orders, where="context.draftOrders",
                                                 max_entries=max_entries):
         if isinstance(raw, dict) and fhir_parse.is_used_type(raw.get("resourceType")) and relevant(raw):
-            drafts.append(fhir_parse.parse_resource(raw, where=where, cache=cache))
+            if parse:
+                drafts.append(fhir_parse.parse_resource(raw, where=where, cache=cache))
             drafts_by_ref[f"{raw['resourceType']}/{raw.get('id')}"] = raw
     return Case(
         hook=request.hook,
@@ -77,5 +80,5 @@ def build_case(service_id: str, request: HookRequest, gathered: Gathered, now: d
         service_id=service_id,
         hook_instance=request.hook_instance,
         provenance=MappingProxyType(dict(gathered.provenance)),
-        references=ReferenceIndex.of([*gathered.data.values(), request.draft_orders]),
+        references=ReferenceIndex.of([*gathered.data.values(), request.draft_orders]) if parse else None,
     )

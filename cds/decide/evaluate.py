@@ -13,6 +13,7 @@ from typing import Any
 
 from cds.decide.cards import CardInputs, render_card
 from cds.decide.case import Case
+from cds.decide.derived import Derived
 from cds.decide.facts import Context, FactSet, build_facts
 from cds.decide.findings import derive_findings
 from cds.decide.scope import out_of_scope
@@ -86,31 +87,48 @@ class Evaluator:
         ])
 
     def facts(self, resources: Iterable[Any], drafts: Iterable[Any], ctx: Context) -> FactSet:
-        fact_set = build_facts(resources, drafts, ctx, self.pack.valuesets)
+        thresholds = {name: self.pack.threshold(name) for name in self.pack.thresholds}
+        fact_set = build_facts(resources, drafts, ctx, self.pack.valuesets, thresholds)
         fact_set.facts.extend(_gaps(self.pack, fact_set.facts))
         return fact_set
 
     def run_facts(self, facts: list[dict[str, Any]]) -> list[Firing]:
         return self.engine.evaluate(facts)
 
-    def evaluate(self, case: Case, *, source_label: str = "Bone Health CDS") -> Evaluation:
-        """One hook call: the case's resources and draft orders to facts, then rules, findings and cards."""
+    def derive(self, case: Case) -> Derived:
+        """A call's case to facts, then the rules over them: everything before the cards."""
         ctx = Context(patient_id=case.patient_id, now=case.now, draft_refs=frozenset(case.drafts_by_ref),
                       selections=case.selections, references=case.references)
         fact_set = self.facts(case.resources, case.drafts, ctx)
-        evaluation = self.from_facts(fact_set.facts, context=case.context, drafts_by_ref=case.drafts_by_ref,
-                                     source_label=source_label, ignored=dict(fact_set.ignored))
-        evaluation.series = fact_set.series
-        return evaluation
+        return self._derive(fact_set.facts, dict(fact_set.ignored), fact_set.series)
+
+    def _derive(self, facts: list[dict[str, Any]], ignored: dict[str, int],
+                series: list[dict[str, Any]] | None = None) -> Derived:
+        facts = [_with_shown(f) for f in facts]
+        scope = out_of_scope(facts, self.pack)
+        return Derived(facts=facts, firings=[] if scope else self.run_facts(facts), out_of_scope=scope,
+                       ignored=ignored, series=series or [])
+
+    def evaluate(self, case: Case, *, source_label: str = "Bone Health CDS",
+                 derived: Derived | None = None) -> Evaluation:
+        """One hook call: the case's resources and draft orders to facts, then rules, findings and cards
+        (``derived``, when given, is this case's ``derive``, kept from an earlier call)."""
+        return self.render(derived or self.derive(case), context=case.context,
+                           drafts_by_ref=case.drafts_by_ref, source_label=source_label)
 
     def from_facts(self, facts: list[dict[str, Any]], *, context: Mapping[str, Any],
                    drafts_by_ref: Mapping[str, dict[str, Any]], source_label: str = "Bone Health CDS",
                    ignored: dict[str, int] | None = None) -> Evaluation:
         """Run the rules over already-built facts (also used to replay stored facts under another pack)."""
-        facts = [_with_shown(f) for f in facts]
-        scope = out_of_scope(facts, self.pack)
-        firings = [] if scope else self.run_facts(facts)
-        findings, superseded = derive_findings(firings, self.pack)
+        return self.render(self._derive(facts, ignored or {}), context=context, drafts_by_ref=drafts_by_ref,
+                           source_label=source_label)
+
+    def render(self, derived: Derived, *, context: Mapping[str, Any],
+               drafts_by_ref: Mapping[str, dict[str, Any]],
+               source_label: str = "Bone Health CDS") -> Evaluation:
+        """Findings and cards from derived facts and firings (``derived`` is read, never changed)."""
+        facts, scope = derived.facts, derived.out_of_scope
+        findings, superseded = derive_findings(derived.firings, self.pack)
         inputs = CardInputs(pack=self.pack, context=context, drafts_by_ref=drafts_by_ref,
                             ordered_kinds=frozenset(f["kind"] for f in facts if f["t"] == "order"),
                             source_label=source_label, facts=tuple(facts))
@@ -121,11 +139,12 @@ class Evaluator:
             card_rules[card["uuid"]] = finding.rule_id
         return Evaluation(
             cards=cards,
-            fired=[self._fired(f) for f in firings],
+            fired=[self._fired(f) for f in derived.firings],
             not_evaluated=[] if scope else [{"rule": f["rule"], "reason": f["reason"]} for f in facts
                                             if f["t"] == "problem" and f.get("kind") == "gap"],
             superseded=[{"rule": f.rule_id, "superseded_by": f.superseded_by} for f in superseded],
-            facts=facts, ignored=ignored or {}, card_rules=card_rules, out_of_scope=scope,
+            facts=list(facts), ignored=dict(derived.ignored), card_rules=card_rules, out_of_scope=scope,
+            series=list(derived.series),
         )
 
     def _fired(self, firing: Firing) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from cds.decide.budget import Budget
 from cds.decide.case import Case, build_case
+from cds.decide.derived import DerivedCache, derived_key
 from cds.decide.evaluate import Evaluation, Evaluator
 from cds.errors import CdsError, UnknownService
 from cds.fhir import parse as fhir_parse
@@ -72,6 +73,8 @@ class HookService:
     #: receives one ``CallRecord`` per call, answered or refused (None: nothing is recorded)
     audit: AuditSink | None = None
     model_cache: fhir_parse.ModelCache | None = None
+    #: facts and firings by the content they are made from (``cds.decide.derived``); None: not kept
+    derived_cache: DerivedCache | None = None
     #: when set, each card gets a "Why this card?" link to ``explain_link(base_url, card_uuid)``
     explain_link: ExplainLink | None = None
     #: the budget of one call (``cds.decide.budget``): seconds, and resources validated
@@ -96,9 +99,16 @@ class HookService:
             # gather fills ``gathered`` as it goes, so the audit record has the provenance even on a 412
             gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered)
             budget.check("fetching prefetch data")
-            case = self.case_for(service_id, request, gathered, when, budget=budget)
+            key = self._derived_key(service_id, request, gathered, when)
+            cache = self.derived_cache
+            derived = cache.get(key) if key is not None and cache is not None else None
+            case = self.case_for(service_id, request, gathered, when, budget=budget, parse=derived is None)
             budget.check("validating FHIR resources")
-            evaluation = self.evaluator.evaluate(case, source_label=self.source_label)
+            if derived is None:
+                derived = self.evaluator.derive(case)
+                if key is not None and cache is not None:
+                    cache.put(key, derived)
+            evaluation = self.evaluator.evaluate(case, source_label=self.source_label, derived=derived)
             self._add_explain_links(evaluation, base_url)
             self._record(service_id, hook, request, gathered, client_iss, when, started, 200, "ok",
                          evaluation)
@@ -117,12 +127,22 @@ class HookService:
                 getattr(self.audit, "call_finished")(marker)  # noqa: B009 - only sinks with call_started have it
 
     def case_for(self, service_id: str, request: HookRequest, gathered: Gathered, now: dt.datetime,
-                 budget: Budget | None = None) -> Case:
+                 budget: Budget | None = None, parse: bool = True) -> Case:
         """The call's ``Case``: the gathered prefetch and the draft orders parsed, once (each resource
-        checked against the call's ``budget`` when one is given)."""
-        relevant = self.evaluator.relevant if budget is None else budget.relevant(self.evaluator.relevant)
+        checked against the call's ``budget`` when one is given); not parsed when ``parse`` is false."""
+        relevant = self.evaluator.relevant if budget is None or not parse \
+            else budget.relevant(self.evaluator.relevant)
         return build_case(service_id, request, gathered, now, relevant=relevant,
-                          max_entries=self.max_entries, cache=self.model_cache)
+                          max_entries=self.max_entries, cache=self.model_cache, parse=parse)
+
+    def _derived_key(self, service_id: str, request: HookRequest, gathered: Gathered,
+                     now: dt.datetime) -> bytes | None:
+        if self.derived_cache is None or self.derived_cache.max_entries <= 0:
+            return None
+        return derived_key(pack_hash=self.evaluator.pack.content_hash, service_id=service_id, now=now,
+                           patient_id=request.patient_id, selections=frozenset(request.selections),
+                           data=gathered.data, provenance=gathered.provenance,
+                           draft_orders=request.draft_orders)
 
     def _add_explain_links(self, evaluation: Evaluation, base_url: str | None) -> None:
         if self.explain_link is None or not base_url:

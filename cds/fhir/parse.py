@@ -6,9 +6,7 @@ A resource that fails validation raises ``InvalidFhir`` naming where it is and w
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -18,6 +16,7 @@ from pydantic import ValidationError
 
 from cds.errors import InvalidFhir
 from cds.fhir import units
+from cds.fhir.digest import digest, json_bytes
 
 #: resourceType -> module name in fhir.resources.R4B
 USED_TYPES = {
@@ -78,12 +77,10 @@ class ModelCache:
             return None
         meta = data.get("meta")
         version = meta.get("versionId") if isinstance(meta, dict) else None
-        try:
-            text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError):
+        content = digest(data)
+        if content is None:
             return None
-        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        return str(data.get("resourceType")), rid, str(version), digest
+        return str(data.get("resourceType")), rid, str(version), content
 
     def get(self, key: tuple[str, str, str, bytes]) -> Any:
         with self._lock:
@@ -115,10 +112,24 @@ READ_ELEMENTS: dict[str, frozenset[str]] = {
                               "effectivePeriod", "effectiveInstant", "issued", "valueQuantity",
                               "valueString", "dataAbsentReason", "bodySite"}),
     "MedicationRequest": frozenset({"id", "meta", "status", "intent", "subject", "medicationCodeableConcept",
-                                    "medicationReference", "contained", "dosageInstruction"}),
+                                    "medicationReference", "contained", "dosageInstruction", "authoredOn"}),
     "Medication": frozenset({"id", "meta", "code"}),
     "ServiceRequest": frozenset({"id", "meta", "status", "intent", "subject", "code"}),
 }
+
+
+#: Elements read only to refine advice (when a therapy started): a malformed one is treated as absent, never
+#: a refusal of the call. The CDS Hooks sandbox's drafts carry such dates; the start is then unknown.
+LENIENT_ELEMENTS: dict[str, frozenset[str]] = {"MedicationRequest": frozenset({"authoredOn"})}
+
+
+def _without_lenient(part: dict[str, Any], exc: ValidationError) -> dict[str, Any] | None:
+    """``part`` without the lenient elements ``exc`` found malformed, or None when anything else is."""
+    bad = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
+    lenient = LENIENT_ELEMENTS.get(str(part.get("resourceType")), frozenset())
+    if not bad or not bad <= lenient or len(bad) != len(exc.errors()):
+        return None
+    return {k: v for k, v in part.items() if k not in bad}
 
 
 def read_part(data: dict[str, Any]) -> dict[str, Any]:
@@ -139,6 +150,58 @@ def _check_decimals(part: dict[str, Any], where: str) -> None:
                               f"{str(value)[:40]!r}", field=field)
 
 
+#: Single (not repeating) complex elements whose JSON recurs across resources: the same LOINC code on
+#: every patient's estradiol, the same drug coding, the same meta, the same subject on each resource of
+#: one patient. Each distinct one is validated once (by its own R4B model, as the resource's model would)
+#: and the validated element is handed to the resource's model, which accepts it as it is; the rest of the
+#: resource is validated as before. An element that fails on its own is left in place, so the resource's
+#: model reports it in the same words as ever. Per process, bounded, least recently used out first.
+_CONCEPT = "codeableconcept.CodeableConcept"
+SHARED_ELEMENTS = {"code": _CONCEPT, "bodySite": _CONCEPT, "dataAbsentReason": _CONCEPT, "meta": "meta.Meta",
+                   "medicationCodeableConcept": _CONCEPT, "subject": "reference.Reference"}
+ELEMENT_CACHE_ENTRIES = 4096
+_ELEMENTS: OrderedDict[tuple[str, bytes], Any] = OrderedDict()
+_ELEMENTS_LOCK = threading.Lock()
+
+
+def _element_class(name: str) -> Any:
+    module, _, klass = SHARED_ELEMENTS[name].partition(".")
+    return getattr(importlib.import_module(f"fhir.resources.R4B.{module}"), klass)
+
+
+def _shared_element(name: str, value: Any) -> Any:
+    """The validated model of element ``name`` (a JSON object), from the cache or validated now; None when
+    it is not an object, has no exact JSON text, or does not validate on its own."""
+    if not isinstance(value, dict):
+        return None
+    text = json_bytes(value)
+    if text is None:
+        return None
+    key = (SHARED_ELEMENTS[name], text)
+    with _ELEMENTS_LOCK:
+        model = _ELEMENTS.get(key)
+        if model is not None:
+            _ELEMENTS.move_to_end(key)
+            return model
+    try:
+        model = _element_class(name).model_validate(value)
+    except (ValidationError, TypeError, ValueError):
+        return None
+    with _ELEMENTS_LOCK:
+        _ELEMENTS[key] = model
+        while len(_ELEMENTS) > ELEMENT_CACHE_ENTRIES:
+            _ELEMENTS.popitem(last=False)
+    return model
+
+
+def _with_shared_elements(part: dict[str, Any]) -> dict[str, Any]:
+    for name in SHARED_ELEMENTS.keys() & part.keys():
+        model = _shared_element(name, part[name])
+        if model is not None:
+            part[name] = model
+    return part
+
+
 def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) -> Any:
     """Validate the elements the rules read of one resource of a used type; return the R4B model."""
     if not isinstance(data, dict):
@@ -157,7 +220,13 @@ def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) ->
         if model is not None:
             return model
     try:
-        model = model_for(resource_type).model_validate(part)
+        try:
+            model = model_for(resource_type).model_validate(_with_shared_elements(part))
+        except ValidationError as exc:
+            kept = _without_lenient(part, exc)
+            if kept is None:
+                raise
+            model = model_for(resource_type).model_validate(_with_shared_elements(kept))
     except ValidationError as exc:
         raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {_describe(exc)}", field=where) from exc
     except (TypeError, ValueError) as exc:  # fhir.resources raises these for some malformed primitives

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from cds.errors import EnvelopeError
@@ -93,7 +94,16 @@ def check_service_id(service_id: str) -> None:
 
 
 def check_storable(value: Any) -> None:
-    """Refuse a body holding a string (or key) that cannot be stored, naming where it is."""
+    """Refuse a body holding a string (or key) that cannot be stored, naming where it is.
+
+    orjson writes the whole body in one C pass, refusing any string holding a surrogate and writing NUL as
+    ``\\u0000``: when it writes the body and no ``\\u0000`` is in the text, every string is storable.
+    Otherwise the body is walked, to name where the problem is (or to find none)."""
+    try:
+        if b"\\u0000" not in orjson.dumps(value):
+            return
+    except (orjson.JSONEncodeError, TypeError):
+        pass
     found = _unstorable(value)
     if found is not None:
         where, problem = found

@@ -10,6 +10,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from cds import settings
+from cds.decide.derived import DerivedCache
 from cds.decide.evaluate import Evaluator
 from cds.decide.service import AuditSink, HookService
 from cds.errors import CdsError, operation_outcome
@@ -49,6 +50,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: AuditSink
         fetch=fetch,
         audit=audit_sink if audit_sink is not None else store,
         model_cache=fhir_parse.ModelCache(values["MODEL_CACHE_SIZE"]),
+        derived_cache=DerivedCache(values["FACTS_CACHE_SIZE"]),
         explain_link=explain_link,
         budget_seconds=values["CALL_BUDGET_SECONDS"],
         max_resources=values["CALL_MAX_RESOURCES"],
