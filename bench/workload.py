@@ -130,5 +130,6 @@ def order_sign_all_in_one(pid: str, observations: int, seed: int = 7) -> dict[st
     body["prefetch"]["estradiol"] = {"resourceType": "Bundle", "type": "searchset",
                                      "entry": [{"resource": o} for o in obs]}
     body["prefetch"]["vitaminD"] = None
+    body["prefetch"]["monitoring"] = None
     body["prefetch"]["dxa"] = None
     return body

@@ -4,7 +4,8 @@
 
 Each fixture is one patient's record at the evaluation date (2026-11-22). To keep each fixture about one
 rule, the record starts from a *background* that fires nothing: an active anastrozole order, a recent
-normal 25-OH vitamin D, a recent normal estradiol (men) and a recent normal lumbar-spine DXA. A fixture
+normal 25-OH vitamin D, a recent normal estradiol (men), a recent normal calcium, a recent normal
+testosterone (men on testosterone therapy) and a recent normal lumbar-spine DXA. A fixture
 replaces the slots it is about. Fixture files may also be written by hand (see fixtures/README.md); this
 script only rewrites the files it generates.
 """
@@ -193,6 +194,26 @@ def vitamin_d(
     return lab(rid, loinc, value, unit, days_ago, display="25-Hydroxyvitamin D", **kw)
 
 
+def calcium(
+    value: float | None, unit: str = "mg/dL", days_ago: int = 60, rid: str = "ca-1", **kw: Any
+) -> dict:
+    loinc = "17861-6" if unit.lower() == "mg/dl" else "2000-8"
+    display = "Calcium [Mass or Moles/volume] in Serum or Plasma"
+    return lab(rid, loinc, value, unit, days_ago, display=display, **kw)
+
+
+def albumin(value: float, unit: str = "g/dL", days_ago: int = 60, rid: str = "alb-1", **kw: Any) -> dict:
+    return lab(rid, "1751-7", value, unit, days_ago, display="Albumin [Mass/volume] in Serum or Plasma", **kw)
+
+
+def testosterone(
+    value: float | None, unit: str = "ng/dL", days_ago: int = 60, rid: str = "t-1", **kw: Any
+) -> dict:
+    loinc = "2986-8" if unit == "ng/dL" else "14913-8"
+    display = "Testosterone [Mass or Moles/volume] in Serum"
+    return lab(rid, loinc, value, unit, days_ago, display=display, **kw)
+
+
 def dxa(
     rid: str,
     site: str,
@@ -264,6 +285,8 @@ def record(sex: str | None = "male", age: int | None = 62, **slots: Any) -> list
         "vitd": vitamin_d(38),
         "e2": estradiol(32) if sex == "male" else None,
         "dxa": dxa("dxa-bg", "lumbar_spine", "t_score", -0.4, 200),
+        "ca": calcium(9.4),
+        "testo": testosterone(550) if "trt" in slots else None,
     }
     base.update(slots)
     out: list[dict[str, Any]] = []

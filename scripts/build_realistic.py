@@ -23,6 +23,10 @@ OUT = Path(__file__).resolve().parent.parent / "fixtures" / "realistic"
 HOOK_AT = {"at": "2026-11-22"}
 VITD = ("62292-8", "25-Hydroxyvitamin D2+D3 [Mass/volume] in Serum or Plasma")
 E2 = ("2243-4", "Estradiol [Mass/volume] in Serum or Plasma")
+CALCIUM = ("17861-6", "Calcium [Mass/volume] in Serum or Plasma")
+#: on an AI with no calcium in the last year (yearly calcium monitoring): the card a clinician expects
+CALCIUM_DUE = {"rule": "calcium-monitoring-due", "indicator": "info",
+               "summary_contains": "No calcium result in the last 365 days"}
 ON_AI_RULES = ["dxa-baseline-missing", "vitamin-d-missing", "estradiol-monitoring-due", "low-estradiol-on-ai",
                "bone-density-low-on-ai", "osteopenia-on-ai", "dxa-overdue", "evaluation-gaps"]
 
@@ -48,7 +52,9 @@ def synthea_trt_man() -> tuple[dict[str, Any], dict[str, Any]]:
                       "14.2 pg/mL, every reference a urn:uuid")
     return bundle, {"hook": "patient-view", **HOOK_AT,
                     "cards": [{"rule": "low-estradiol-on-ai", "indicator": "warning",
-                               "summary_contains": "Low estradiol (14.2 pg/mL)"}],
+                               "summary_contains": "Low estradiol (14.2 pg/mL)"}, CALCIUM_DUE,
+                              {"rule": "testosterone-first-check-due", "indicator": "info",
+                               "summary_contains": "Testosterone due: therapy started 120 days ago"}],
                     "not_cards": ["evaluation-gaps", "dxa-baseline-missing", "vitamin-d-missing"]}
 
 
@@ -68,7 +74,7 @@ def synthea_woman_on_alendronic_acid() -> tuple[dict[str, Any], dict[str, Any]]:
                       "T-score -2.78 (38265-5, 17 digits), vitamin D 400 days old; letrozole renewal signed")
     return bundle, {"hook": "order-sign", **HOOK_AT,
                     "cards": [{"rule": "vitamin-d-missing", "indicator": "info",
-                               "summary_contains": "No 25-OH vitamin D result"}],
+                               "summary_contains": "No 25-OH vitamin D result"}, CALCIUM_DUE],
                     "fired": ["on-aromatase-inhibitor", "on-bone-protective-therapy",
                               "bone-density-osteoporosis-range"],
                     "derived": [{"t": "on_bone_protection", "ingredient": "alendronate",
@@ -127,7 +133,8 @@ def us_core_man_18() -> tuple[dict[str, Any], dict[str, Any]]:
     return _collection(resources, "US Core shapes: a man of exactly 18 on anastrozole, no DXA: in scope, "
                                   "the baseline DXA is advised"), {
         "hook": "patient-view", **HOOK_AT,
-        "cards": [{"rule": "dxa-baseline-missing", "indicator": "info", "summary_contains": "No DXA"}],
+        "cards": [{"rule": "dxa-baseline-missing", "indicator": "info", "summary_contains": "No DXA"},
+                  CALCIUM_DUE],
         "not_cards": ["low-estradiol-on-ai", "vitamin-d-missing"]}
 
 
@@ -141,11 +148,12 @@ def us_core_alendronic_acid_text() -> tuple[dict[str, Any], dict[str, Any]]:
                  s.medication_request("mr-alendronic", pid, text="Alendronic acid 70 mg tablet, once weekly"),
                  s.us_core_lab("o-vitd", pid, *VITD,
                                44, "ng/mL", days_ago=60),
+                 s.us_core_lab("o-ca", pid, *CALCIUM, 9.6, "mg/dL", days_ago=60, reference=(8.5, 10.5)),
                  *(s.us_core_dxa(rid, pid, code, display, value, kind, days_ago=100)
                    for rid, code, display, value, kind in dxa),
                  s.us_core_dxa_report("dr-dxa", pid, [d[0] for d in dxa], days_ago=100)]
     return _collection(resources, "US Core lab and DXA profiles: woman on anastrozole, left hip T-score "
-                                  "-2.62, on alendronic acid named in text only"), {
+                                  "-2.62, on alendronic acid named in text only, calcium 9.6 mg/dL"), {
         "hook": "patient-view", **HOOK_AT, "cards": [],
         "fired": ["bone-density-osteoporosis-range", "on-bone-protective-therapy"],
         "derived": [{"t": "on_bone_protection", "ingredient": "alendronate",
@@ -163,7 +171,7 @@ def sandbox_dxa_cpt() -> tuple[dict[str, Any], dict[str, Any]]:
                                35, "ng/mL", days_ago=60)]
     return _collection(resources, "CDS Hooks sandbox draft orders (category as an object, coding [{}]): "
                                   "anastrozole and a DXA ordered as CPT 77080, no DXA on record"), {
-        "hook": "order-sign", **HOOK_AT, "cards": [],
+        "hook": "order-sign", **HOOK_AT, "cards": [CALCIUM_DUE],
         "fired": ["on-aromatase-inhibitor"],
         "not_cards": ["dxa-baseline-missing", "vitamin-d-missing", "evaluation-gaps"]}
 

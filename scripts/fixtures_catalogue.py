@@ -14,6 +14,7 @@ MALE_ONLY_E2 = "low-estradiol-on-ai"
 
 def define(b: Any) -> None:
     import fixtures_dxa  # the DXA half of the catalogue; imports card and fix from here
+    import fixtures_newrules  # testosterone, calcium and the order-time checks
     import fixtures_values  # values as laboratories and DXA systems report them
 
     _aromatase_inhibitor(b)
@@ -25,6 +26,7 @@ def define(b: Any) -> None:
     _estradiol_due(b)
     _gaps(b)
     fixtures_values.define(b)
+    fixtures_newrules.define(b)
 
 
 def card(rule: str, indicator: str, summary: str = "", **extra: Any) -> tuple:
@@ -118,6 +120,7 @@ def _other_medications(b: Any) -> None:
         rule,
         "in-testosterone-cypionate",
         b.record(trt=mr("trt", rxnorm="835840", display="testosterone cypionate 200 MG/ML")),
+        cards=[card("testosterone-against-target", "info", "within the target range")],
         fired=[rule],
         derived=[{"t": "on_trt", "ingredient": "testosterone"}],
     )

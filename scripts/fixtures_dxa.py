@@ -315,6 +315,7 @@ def _bands(b: Any) -> None:
         rule,
         "out-alendronate-being-ordered",
         b.record(dxa=t(-2.9), bp=b.med_request("bp", rxnorm="904431", status="draft")),
+        cards=[card("oral-bisphosphonate-order-reminder", "info", "calcium and vitamin D intake")],
         not_cards=[low],
     )
     fix(b, rule, "out-not-on-ai", b.record(ai=None, dxa=t(-2.9)), not_cards=[low])

@@ -230,7 +230,7 @@ def us_core_patient(pid: str, sex: str, age: int) -> dict[str, Any]:
 
 
 def us_core_lab(rid: str, pid: str, code: str, display: str, value: float, unit: str, *,
-                days_ago: int) -> dict[str, Any]:
+                days_ago: int, reference: tuple[float, float] = (30, 100)) -> dict[str, Any]:
     return {"resourceType": "Observation", "id": rid, "status": "final",
             "meta": {"profile": ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-observation-lab"]},
             "category": [{"coding": [{"system": OBS_CATEGORY, "code": "laboratory", "display": "Laboratory"}],
@@ -238,7 +238,7 @@ def us_core_lab(rid: str, pid: str, code: str, display: str, value: float, unit:
             "code": concept(LOINC, code, display), "subject": {"reference": f"Patient/{pid}"},
             "effectiveDateTime": stamp(day(days_ago)), "issued": stamp(day(days_ago), 12),
             "valueQuantity": quantity(value, unit),
-            "referenceRange": [{"low": quantity(30, unit), "high": quantity(100, unit)}]}
+            "referenceRange": [{"low": quantity(reference[0], unit), "high": quantity(reference[1], unit)}]}
 
 
 def us_core_dxa(rid: str, pid: str, code: str, display: str, value: float, kind: str, *,

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import uuid
 from typing import Any
+
+from cds.hooks.services import prefetch_templates
+from cds.rules.pack import load
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 _ids = itertools.count(1)
+
+
+@functools.cache
+def prefetch_keys() -> tuple[str, ...]:
+    """Every prefetch key the services declare in discovery, in template order (the rule pack's own)."""
+    return tuple(prefetch_templates(load()))
+
+
+def complete_prefetch(**given: Any) -> dict[str, Any]:
+    """A prefetch that answers every declared key: ``given`` as sent, every other key ``None`` (the client
+    searched and found nothing). A request built by hand stays complete when the pack declares a new key;
+    a test about an absent key leaves that key out of the result itself."""
+    unknown = set(given) - set(prefetch_keys())
+    if unknown:
+        raise KeyError(f"not a declared prefetch key: {sorted(unknown)}")
+    return {key: given.get(key) for key in prefetch_keys()}
 
 
 def patient(pid: str = "p1", gender: str | None = "male", birth: str | None = "1960-05-01") -> dict[str, Any]:
@@ -86,5 +106,5 @@ def hook_body(
         context["selections"] = selections if selections is not None else \
             [f"{d['resourceType']}/{d['id']}" for d in list(drafts)[:1]]
     return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
-            "prefetch": {"patient": pat, "estradiol": searchset(obs_), "vitaminD": searchset([]),
-                         "dxa": searchset([]), "medications": searchset(meds)}}
+            "prefetch": {**{key: searchset([]) for key in prefetch_keys()},
+                         "patient": pat, "estradiol": searchset(obs_), "medications": searchset(meds)}}

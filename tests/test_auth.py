@@ -28,7 +28,8 @@ HOOK_BODY = {
     "context": {"userId": "Practitioner/1", "patientId": "p1"},
     "prefetch": {"patient": {"resourceType": "Patient", "id": "p1", "gender": "male",
                              "birthDate": "1960-01-01"},
-                 "estradiol": None, "vitaminD": None, "dxa": None, "medications": None},
+                 "estradiol": None, "vitaminD": None, "dxa": None, "monitoring": None,
+                 "medications": None},
 }
 
 

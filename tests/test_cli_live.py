@@ -146,7 +146,8 @@ def test_request_prints_the_cards(server, capsys):
     code = main(cli("request", str(fixture), "--hook", "order-sign", "--url", server.url))
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "bone-health-order-sign answered 3 card(s)" in out
+    assert "bone-health-order-sign answered 4 card(s)" in out  # and the yearly calcium: none on record
+    assert "-> Order calcium and albumin (create, create)" in out
     lines = out.splitlines()
     assert any("warning" in line and "falling-bone-density" in line for line in lines)
     assert any("info" in line and "vitamin-d-missing" in line for line in lines)
@@ -225,7 +226,8 @@ def test_the_hook_comes_from_the_sidecar_when_not_given(server, capsys):
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert "bone-health-patient-view answered 2 card(s)" in out and "Left femur" in out
+    assert "bone-health-patient-view answered 3 card(s)" in out and "Left femur" in out
+    assert "calcium-monitoring-due" in out
 
 
 def test_a_bundle_without_sidecar_needs_a_hook(server, tmp_path, capsys):
@@ -260,38 +262,59 @@ def test_replay_of_every_fixture_against_a_default_server_passes_or_says_why_it_
     total = len(list(fixtures.rglob("*.expected.json")))
     rows = table(out)
     assert rows["fixtures"] == str(total) and rows["failed"] == rows["errored"] == "0"
-    assert (rows["passed"], rows["skipped"]) == (str(total - 4), "4")
+    assert (rows["passed"], rows["skipped"]) == (str(total - 8), "8")
     skipped = {line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("SKIPPED: ")}
     assert skipped == {
         "bone-density-ai-treatment-threshold/out-woman-45-site-proxy-50.json",
         "bone-density-below-expected-for-age/in-woman-45-z-minus-2.0-site-proxy-50.json",
         "evaluation-gaps/in-result-for-another-patient.json",
         "dxa-baseline-missing/out-bmd-g-cm-minus-2-site-reads-as-g-cm2.json",
+        "calcium-low-on-ai/in-coefficient-by-site-config.json",
+        "calcium-monitoring-due/out-ionized-substitutes-by-site-config.json",
+        "calcium-low-on-ai/in-ionized-1.14-below-site-limit.json",
+        "calcium-low-on-ai/out-ionized-1.15-at-site-limit.json",
     }
     assert out.count("skipped: needs the site config postmenopausal_proxy_age=50, and the server runs the "
                      "packaged rule pack") == 2
     assert out.count("skipped: needs the site config units.read_g_cm-2_as_g_cm2=true, and the server runs "
                      "the packaged rule pack") == 1
+    assert out.count("skipped: needs the site config calcium_albumin_coefficient=0, and the server "
+                     "runs ") == 1
+    assert out.count("skipped: needs the site config ionized_calcium_low_mmol_l=1.15, "
+                     "ionized_calcium_substitutes=1, and the server runs ") == 3
     assert ("skipped: the request builder does not send Observation/e2-other (filed under another patient: "
             "no search for this patient returns it)") in out
 
 
-def test_site_config_fixtures_run_against_a_server_with_a_site_config(tmp_path, capsys):
+@pytest.mark.parametrize(("site_yaml", "fixtures"), [
+    ("thresholds:\n  postmenopausal_proxy_age: 50\n",
+     ["bone-density-below-expected-for-age/in-woman-45-z-minus-2.0-site-proxy-50.json"]),
+    ("thresholds:\n  ionized_calcium_substitutes: 1\n  ionized_calcium_low_mmol_l: 1.15\n",
+     ["calcium-low-on-ai/in-ionized-1.14-below-site-limit.json",
+      "calcium-low-on-ai/out-ionized-1.15-at-site-limit.json",
+      "calcium-monitoring-due/out-ionized-substitutes-by-site-config.json"]),
+])
+def test_site_config_fixtures_run_against_a_server_with_a_site_config(tmp_path, capsys, site_yaml, fixtures):
     site = tmp_path / "site.yaml"
-    site.write_text("thresholds:\n  postmenopausal_proxy_age: 50\n")
+    site.write_text(site_yaml)
     public = [k for k in json.loads(KEYS.read_text())["keys"] if "d" not in k]
     trusted = tmp_path / "trusted-clients.json"
     trusted.write_text(json.dumps({"clients": [{"iss": ISS, "jwks": {"keys": public}}]}))
     now = dt.datetime.combine(SERVER_DAY, dt.time(9, 30), tzinfo=dt.UTC)
     app = create_app({"NOW": now, "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3", "DEV_MODE": False,
                       "TRUSTED_CLIENTS": str(trusted), "SITE_CONFIG": str(site)})
-    fixture = ROOT / "fixtures/bone-density-below-expected-for-age/in-woman-45-z-minus-2.0-site-proxy-50.json"
+    chosen = tmp_path / "fixtures"
+    for name in fixtures:
+        source = ROOT / "fixtures" / name
+        (chosen / source.parent.name).mkdir(parents=True, exist_ok=True)
+        for path in (source, source.with_name(source.stem + ".expected.json")):
+            shutil.copy(path, chosen / source.parent.name / path.name)
     with LiveServer(app) as live:
-        code = main(cli("replay", str(fixture), "--url", live.url))
+        code = main(cli("replay", str(chosen), "--url", live.url))
     out = capsys.readouterr().out
     assert code == 0, out
     rows = table(out)
-    assert (rows["passed"], rows["skipped"]) == ("1", "0")
+    assert (rows["passed"], rows["skipped"]) == (str(len(fixtures)), "0")
 
 
 def test_request_says_what_of_the_bundle_it_does_not_send(server, capsys):

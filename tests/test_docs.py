@@ -55,6 +55,7 @@ def test_the_readme_curl_example_gives_the_cards_it_promises(client):
     response = client.post("/cds-services/bone-health-patient-view", json=body)
     assert response.status_code == 200
     rules = sorted(c["source"]["topic"]["code"] for c in response.get_json()["cards"])
-    assert rules == ["dxa-baseline-missing", "estradiol-monitoring-due", "vitamin-d-missing"]
-    for promise in ("no 25-OH vitamin D", "no baseline DXA", "estradiol monitoring due"):
+    assert rules == ["calcium-monitoring-due", "dxa-baseline-missing", "estradiol-monitoring-due",
+                     "vitamin-d-missing"]
+    for promise in ("no 25-OH vitamin D", "no calcium result", "no baseline DXA", "estradiol monitoring due"):
         assert promise in readme

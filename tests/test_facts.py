@@ -176,3 +176,29 @@ def test_prefetch_keys_get_what_their_templates_ask_for():
         ("MedicationRequest", "ai-1"),
         ("Medication", "ana"),
     ]  # the stopped order is not asked for
+
+
+def test_bone_turnover_markers_are_kept_as_facts_by_their_loinc_codes():
+    """CTX (41171-0) and P1NP (77370-5) become lab facts for the clinician's view; the cholesterol/HDL ratio
+    (32309-7, once mistaken here for P1NP) is no bone marker; no rule's condition names either marker."""
+    facts = facts_for([fx.patient(), fx.lab("ctx-1", "41171-0", 412, "pg/mL", 30),
+                       fx.lab("p1np-1", "77370-5", 48, "ug/L", 30),
+                       fx.lab("chol-1", "32309-7", 3.9, "1", 30)])
+    labs = {f["analyte"]: f for f in facts if f["t"] == "lab"}
+    assert set(labs) == {"ctx", "p1np"}
+    assert (labs["ctx"]["value"], labs["p1np"]["value"], labs["p1np"]["unit"]) == (412, 48, "ng/mL")
+    rules = (Path(fx.ROOT) / "rules" / "rules").glob("*.yaml")
+    assert not [r.name for r in rules if "analyte: ctx" in r.read_text() or "analyte: p1np" in r.read_text()]
+
+
+def test_a_malformed_authored_on_is_an_unknown_start_not_a_refusal():
+    """A sandbox draft's authoredOn in free text: the order is read, its start unknown (no ``started``); any
+    other malformed element still refuses the resource."""
+    from cds.errors import InvalidFhir
+
+    order = {**fx.med_request("trt-1", rxnorm="835840", display="testosterone cypionate 200 MG/ML"),
+             "authoredOn": "the day after tomorrow"}
+    meds = [f for f in facts_for([fx.patient(), order]) if f["t"] == "medication"]
+    assert meds and all("started" not in f for f in meds)
+    with pytest.raises(InvalidFhir, match="invalid FHIR MedicationRequest"):
+        facts_for([fx.patient(), {**order, "intent": 7}])

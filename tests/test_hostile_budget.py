@@ -13,7 +13,7 @@ import time
 
 import pytest
 import requests
-from builders import med, obs, patient, searchset
+from builders import complete_prefetch, med, obs, patient, searchset
 from support import make_token
 
 from cds import create_app
@@ -29,9 +29,9 @@ def huge_body() -> dict:
 
     return {"hook": "patient-view", "hookInstance": "5a1e3c2b-0f4d-4b8e-9c71-2d3e4f5a6b7c",
             "context": {"userId": "Practitioner/dr-1", "patientId": "p1"},
-            "prefetch": {"patient": patient(), "estradiol": many("2243-4", "pg/mL"),
-                         "vitaminD": many("1989-3", "ng/mL"), "dxa": many("38265-5", "g/cm2"),
-                         "medications": searchset([med()])}}
+            "prefetch": complete_prefetch(patient=patient(), estradiol=many("2243-4", "pg/mL"),
+                                          vitaminD=many("1989-3", "ng/mL"), dxa=many("38265-5", "g/cm2"),
+                                          medications=searchset([med()]))}
 
 
 @pytest.fixture(scope="module")

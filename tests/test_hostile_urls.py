@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 import requests
-from builders import med, patient, searchset
+from builders import complete_prefetch, med, patient, searchset
 from recording_server import RecordingServer
 from support import make_token
 
@@ -45,7 +45,7 @@ def call(base: str, fhir_server: str, prefetch: dict) -> requests.Response:
 
 
 def full_prefetch() -> dict:
-    return {"patient": patient(), "estradiol": searchset([]), "vitaminD": searchset([]), "dxa": searchset([]),
+    return {**{key: searchset([]) for key in complete_prefetch()}, "patient": patient(),
             "medications": searchset([med()])}
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from builders import complete_prefetch
 from sqlalchemy import text
 from support import NOW, make_token
 
@@ -29,18 +30,16 @@ DEADLINE = 60.0  # seconds; the machine may be loaded
 
 
 def hook_body(instance: str | None = None, user: str = "Practitioner/1") -> dict[str, Any]:
-    """A man on anastrozole with no results: three cards."""
+    """A man on anastrozole with no results: four cards (estradiol, vitamin D, DXA and calcium due)."""
     med = {"resourceType": "MedicationRequest", "id": "m1", "status": "active", "intent": "order",
            "subject": {"reference": "Patient/p1"},
            "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
                                                      "code": "84857", "display": "anastrozole"}]}}
     return {"hook": "patient-view", "hookInstance": instance or str(uuid.uuid4()),
             "context": {"userId": user, "patientId": "p1"},
-            "prefetch": {"patient": {"resourceType": "Patient", "id": "p1", "gender": "male",
-                                     "birthDate": "1960-01-01"},
-                         "estradiol": None, "vitaminD": None, "dxa": None,
-                         "medications": {"resourceType": "Bundle", "type": "searchset",
-                                         "entry": [{"resource": med}]}}}
+            "prefetch": complete_prefetch(
+                patient={"resourceType": "Patient", "id": "p1", "gender": "male", "birthDate": "1960-01-01"},
+                medications={"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": med}]})}
 
 
 def overridden(card: str, **changes: Any) -> dict[str, Any]:
@@ -110,7 +109,7 @@ class Service:
         """A normal call and feedback on its card are recorded; nothing waits in the spool."""
         instance = str(uuid.uuid4())
         status, answer = self.post(SERVICE, hook_body(instance))
-        assert status == 200 and len(answer["cards"]) == 3, answer
+        assert status == 200 and len(answer["cards"]) == 4, answer
         card = answer["cards"][0]["uuid"]
         status, accepted = self.post(FEEDBACK, {"feedback": [overridden(card)]})
         assert status == 200 and accepted == {"accepted": 1}

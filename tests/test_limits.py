@@ -22,7 +22,8 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 def hook_body(**prefetch) -> dict:
     base = {"patient": {"resourceType": "Patient", "id": "p1", "gender": "male", "birthDate": "1960-01-01"},
-            "estradiol": None, "vitaminD": None, "dxa": None, "medications": None}
+            "estradiol": None, "vitaminD": None, "dxa": None, "monitoring": None,
+            "medications": None}
     return {"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
             "context": {"userId": "Practitioner/1", "patientId": "p1"}, "prefetch": {**base, **prefetch}}
 

@@ -31,8 +31,8 @@ from cds.errors import ConfigurationError
 from cds.fhir.client import FhirClient
 from cds.web.app import create_app
 
-KEYS = ["patient", "estradiol", "vitaminD", "dxa", "medications"]
-EXPECTED_RULES = {"low-estradiol-with-bone-loss", "vitamin-d-missing"}
+KEYS = ["patient", "estradiol", "vitaminD", "dxa", "monitoring", "medications"]
+EXPECTED_RULES = {"low-estradiol-with-bone-loss", "vitamin-d-missing", "calcium-monitoring-due"}
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def test_partial_prefetch_fetches_only_the_missing_keys(make_app, httpserver):
     assert status == 200, body
     assert resource_types(httpserver) == ["MedicationRequest", "Observation"]
     assert sink.calls[0].provenance == {"patient": "client", "estradiol": "client", "vitaminD": "client",
-                                        "dxa": "fetched", "medications": "fetched"}
+                                        "monitoring": "client", "dxa": "fetched", "medications": "fetched"}
     assert {rule for rule, _, _ in card_signature(body["cards"])} == EXPECTED_RULES
 
 
@@ -161,6 +161,7 @@ def test_null_keys_mean_nothing_found_and_are_not_fetched(make_app, httpserver):
         "vitamin-d-missing",
         "dxa-baseline-missing",
         "estradiol-monitoring-due",
+        "calcium-monitoring-due",
     }
 
 
@@ -293,7 +294,7 @@ def test_the_bearer_token_is_sent_and_never_logged(make_app, httpserver, caplog)
     app, sink = make_app()
     status, body = call(app, hook_body(fhir_server=fhir_url(httpserver)))
     assert status == 200, body
-    assert len(httpserver.log) == 5
+    assert len(httpserver.log) == 6  # the patient read and a search per other key
     for request, _ in httpserver.log:
         assert request.headers["Authorization"] == f"Bearer {TOKEN}"
         assert request.headers["Accept"] == "application/fhir+json"
@@ -444,6 +445,6 @@ def test_context_values_are_url_encoded_in_the_queries(make_app, httpserver):
     reads = [r for r, _ in httpserver.log if "/Patient/" in r.path]
     assert reads[0].path == f"/fhir/Patient/{odd}"  # one path segment, decoded by the server
     searches = [r for r, _ in httpserver.log if "/Patient/" not in r.path]
-    assert len(searches) == 4 and all(r.args["patient"] == odd for r in searches)
+    assert len(searches) == 5 and all(r.args["patient"] == odd for r in searches)
     assert all(r.args.getlist("code") != ["x"] for r in searches)
     assert sink.calls[0].provenance["patient"] == "empty"

@@ -230,6 +230,7 @@ def test_random_orders_never_crash_and_ai_cards_need_a_usable_ai_order(
             "patient": patient,
             "medications": bundle,
             "vitaminD": None,
+            "monitoring": None,
             "estradiol": {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": RESULTS[0]}]},
             "dxa": {
                 "resourceType": "Bundle",
@@ -321,6 +322,7 @@ def test_absurd_results_next_to_an_ai_order_never_crash_or_make_a_card_from_the_
             "estradiol": searchset,
             "vitaminD": searchset,
             "dxa": searchset,
+            "monitoring": searchset,
         },
     }
     try:

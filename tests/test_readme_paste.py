@@ -87,10 +87,10 @@ def test_the_readme_try_it_blocks_run_on_a_fresh_clone(tmp_path):
     served = _run(blocks[0].replace("127.0.0.1:5000", f"127.0.0.1:{port}"), clone, env)
     assert served.returncode == 0, served.stderr[-3000:]
     assert '"id": "bone-health-patient-view"' in served.stdout  # the discovery document
-    # the three cards the README names for this man on anastrozole with no results
-    for summary in ("No 25-OH vitamin D", "baseline DXA", "stradiol"):
+    # the four cards the README names for this man on anastrozole with no results
+    for summary in ("No 25-OH vitamin D", "baseline DXA", "stradiol", "No calcium result"):
         assert summary in served.stdout, served.stdout[-3000:]
-    assert served.stdout.count('"summary"') == 3
+    assert served.stdout.count('"summary"') == 4
 
     offline = _run(blocks[1], clone, env)
     assert offline.returncode == 0, offline.stderr[-3000:]

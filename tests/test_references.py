@@ -11,7 +11,7 @@ import copy
 import dataclasses
 
 import pytest
-from builders import LOINC, RXNORM, hook_body, med, obs, patient
+from builders import LOINC, RXNORM, complete_prefetch, hook_body, med, obs, patient
 
 from cds.fhir import references as refs
 from cds.fhir.parse import validates_fully
@@ -68,14 +68,14 @@ def test_a_urn_resolves_to_the_entry_with_that_full_url_whatever_the_resource_id
 def synthea_prefetch(observations, meds=(), *, patient_url=UUID_P, patient_id="p1"):
     """Searchsets as an exporter sends them: the Patient entry included, every reference a urn:uuid."""
     pat = {**patient(pid=patient_id), "gender": "male"}
-    return {
+    empty = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+    return complete_prefetch(**{
         "patient": pat,
         "estradiol": {"resourceType": "Bundle", "type": "searchset",
                       "entry": [entry(pat, patient_url), *map(entry, observations)]},
-        "vitaminD": {"resourceType": "Bundle", "type": "searchset", "entry": []},
-        "dxa": {"resourceType": "Bundle", "type": "searchset", "entry": []},
+        "vitaminD": empty, "dxa": empty, "monitoring": empty,
         "medications": {"resourceType": "Bundle", "type": "searchset", "entry": [entry(m) for m in meds]},
-    }
+    })
 
 
 def urn_subject(resource, reference):

@@ -17,7 +17,7 @@ from cds.rules import pack as rulepack
 
 def test_shipped_pack_is_clean():
     pack = rulepack.load()
-    assert pack.version == "0.3.0"
+    assert pack.version == "0.4.0"
     assert len(pack.active_rules) >= 20
     assert all(r.citations and r.citations[0]["url"].startswith("https://") for r in pack.rules)
 
@@ -25,7 +25,7 @@ def test_shipped_pack_is_clean():
 def test_cli_check_reports_ok(capsys):
     assert main(["rules", "check"]) == 0
     out = capsys.readouterr().out
-    assert "rules OK" in out and "0.3.0" in out
+    assert "rules OK" in out and "0.4.0" in out
 
 
 def _copy_pack(tmp_path: Path) -> Path:
@@ -172,6 +172,10 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
         ),
         "estradiol_low_pg_ml needs a numeric value, a unit and a source",
     ),
+    "LOINC code with a wrong check digit": (
+        lambda p: _edit(p / "valuesets.yaml", lambda d: d["labs"]["ctx"].update(loinc=["41171-2"])),
+        "labs.ctx '41171-2' is not a LOINC code (its check digit does not match)",
+    ),
     "update without its order": (
         lambda p: _rule(
             p, LOW_E2, _set("card", "suggestions", "0", "actions", "0", "resource_from", value="x")
@@ -236,7 +240,7 @@ def test_check_catches(kind, tmp_path, capsys):
 
 
 def test_copied_pack_is_clean(tmp_path):
-    assert rulepack.load(_copy_pack(tmp_path)).version == "0.3.0"
+    assert rulepack.load(_copy_pack(tmp_path)).version == "0.4.0"
 
 
 @pytest.mark.parametrize(

@@ -96,3 +96,22 @@ def test_every_threshold_is_documented():
     text = (Path(__file__).resolve().parent.parent / "docs" / "site-config.md").read_text(encoding="utf-8")
     for name, spec in rulepack.load().thresholds.items():
         assert f"| `{name}` | {spec['value']:g} |" in text, f"{name} missing or stale in docs/site-config.md"
+
+
+def test_ionized_calcium_stands_in_only_with_the_sites_own_lower_limit(tmp_path):
+    """The pack has no ionized-calcium cut-off of its own: a site that lets ionized calcium stand in for total
+    calcium must give its laboratory's lower limit, or the pack refuses to load (so the service does not
+    start)."""
+    from cds.errors import RulePackError
+    from cds.rules import pack as rulepack
+
+    assert rulepack.load().threshold("ionized_calcium_low_mmol_l") == 0
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({"thresholds": {"ionized_calcium_substitutes": 1}}))
+    with pytest.raises(RulePackError) as refused:
+        rulepack.load(site_config=path)
+    assert ("ionized_calcium_substitutes is set to 1, so ionized_calcium_low_mmol_l must be set too"
+            in " ".join(refused.value.details))
+    path.write_text(yaml.safe_dump({"thresholds": {"ionized_calcium_substitutes": 1,
+                                                   "ionized_calcium_low_mmol_l": 1.15}}))
+    assert rulepack.load(site_config=path).threshold("ionized_calcium_low_mmol_l") == 1.15

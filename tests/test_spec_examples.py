@@ -15,7 +15,8 @@ EXAMPLES = Path(__file__).parent / "data" / "spec-examples"
 def test_hook_library_example_is_answered(call, hook):
     body = json.loads((EXAMPLES / f"{hook}.json").read_text())
     # The examples carry no prefetch and no fhirServer: the client says it found nothing for each key.
-    body["prefetch"] = {key: None for key in ("patient", "estradiol", "vitaminD", "dxa", "medications")}
+    keys = ("patient", "estradiol", "vitaminD", "dxa", "monitoring", "medications")
+    body["prefetch"] = {key: None for key in keys}
     response = call(body)
     assert response.status_code == 200, response.get_json()
     check_response(response.get_json())

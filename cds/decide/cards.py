@@ -144,22 +144,28 @@ def _suggestions(card: dict[str, Any], finding: Finding, inputs: CardInputs,
     return out
 
 
+def _items(listing: dict[str, Any], finding: Finding, inputs: CardInputs) -> list[str]:
+    """``listing["item"]`` rendered for every match of the finding, in order, each once."""
+    items: list[str] = []
+    for match in finding.matches:
+        line = render(listing["item"], _scope(match, inputs), escape=True)
+        if line not in items:
+            items.append(line)
+    return items
+
+
 def render_card(finding: Finding, inputs: CardInputs) -> dict[str, Any]:
     rule = inputs.pack.rule(finding.rule_id)
     scope = _scope(finding.primary, inputs)
     card = _variant(rule.card or {}, scope, inputs.pack)
     summary = render(card["summary"], scope, escape=True)
+    if card.get("summary_list"):  # every match's item, de-duplicated, after the summary's own words
+        summary += "; ".join(_items(card["summary_list"], finding, inputs))
     if len(summary) > MAX_SUMMARY:
         summary = summary[: MAX_SUMMARY - 1].rstrip() + "…"
     detail = render(card.get("detail", ""), scope, escape=True).strip()
-    listing = card.get("detail_list")
-    if listing:
-        items = []
-        for match in finding.matches:
-            line = render(listing["item"], _scope(match, inputs), escape=True)
-            if line not in items:
-                items.append(line)
-        detail = (detail + "\n\n" + "\n".join(items)).strip()
+    if card.get("detail_list"):
+        detail = (detail + "\n\n" + "\n".join(_items(card["detail_list"], finding, inputs))).strip()
     notes = _notes(card, inputs)
     if notes:
         detail = (detail + "\n\n" + notes).strip()

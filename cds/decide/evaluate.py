@@ -87,7 +87,8 @@ class Evaluator:
         ])
 
     def facts(self, resources: Iterable[Any], drafts: Iterable[Any], ctx: Context) -> FactSet:
-        fact_set = build_facts(resources, drafts, ctx, self.pack.valuesets)
+        thresholds = {name: self.pack.threshold(name) for name in self.pack.thresholds}
+        fact_set = build_facts(resources, drafts, ctx, self.pack.valuesets, thresholds)
         fact_set.facts.extend(_gaps(self.pack, fact_set.facts))
         return fact_set
 

@@ -4,7 +4,7 @@ Input: parsed R4B models, the hook context, the evaluation time and the rule pac
 Output: a list of fact dicts (each with a type ``t``), ready for the engine:
 
     patient     sex, age (at death for a deceased patient), deceased, deceased_date
-    medication  one per (order, drug class): ingredient, status, draft, selected, matched_by
+    medication  one per (order, drug class): ingredient, status, draft, selected, focus, matched_by, started
     lab         the latest usable result per analyte, normalised to the analyte's canonical unit
     dxa         the latest scan per site (T-score, Z-score, BMD merged by date)
     dxa_change  the latest scan vs the one before it at the same site
@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cds.decide import lab_context
 from cds.decide.readings import (
     MEASURE,
     dxa_site,
@@ -127,6 +128,7 @@ class _Builder:
                     self.dxa_by_code[code] = (site, kind)
         self.systems = valuesets.get("systems", {})
         self.latest_lab: dict[str, dict[str, Any]] = {}
+        self.lab_days: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # analyte -> date -> fact
         self.scans: dict[str, dict[dt.date, dict[str, Any]]] = defaultdict(dict)
         self.site_titles: dict[str, tuple[str, str]] = {}
         self.not_counted: dict[str, tuple[dt.date, str, str, str]] = {}
@@ -252,6 +254,9 @@ class _Builder:
         best = self.latest_lab.get(analyte)
         if best is None or (fact["date"], ref) > (best["date"], best["ref"]):
             self.latest_lab[analyte] = fact
+        same_day = self.lab_days[analyte].get(fact["date"])
+        if same_day is None or ref > same_day["ref"]:
+            self.lab_days[analyte][fact["date"]] = fact
 
     def _dxa(self, site: str, kind: str, reading: Reading, when: dt.date, ref: str, obs: Any) -> None:
         label = MEASURE[kind]
@@ -343,15 +348,25 @@ class _Builder:
                 self.problem(f"A medication order ({ref}) refers to {med_ref}, which was not supplied, so "
                              "its drug could not be identified", ref=ref)
         selected = ref in self.selections
+        extra = self._order_time(mr, draft=draft, selected=selected)
         for drug_class, ingredient, how, code in self._classify(codings, " | ".join(texts)):
             fact = {"t": "medication", "ref": ref, "drug_class": drug_class, "ingredient": ingredient,
                     "status": mr.status or "unknown", "draft": draft, "selected": selected,
-                    "matched_by": how + via, "code": code}
+                    "matched_by": how + via, "code": code, **extra}
             if how.startswith("text:"):  # a name in the text, no code: said so in the evidence
                 fact.update(matched_by="ingredient name in text", matched_name=how[len("text:"):])
             self.out.facts.append(fact)
             if draft:
                 self.out.facts.append({"t": "order", "kind": drug_class, "ref": ref})
+
+    def _order_time(self, mr: Any, *, draft: bool, selected: bool) -> dict[str, Any]:
+        """When the order started (``started``, ``started_days``: its authoredOn), and ``focus``: a draft
+        this hook call is about (every draft on order-sign; the selected ones on order-select)."""
+        out: dict[str, Any] = {"focus": draft and (selected or not self.ctx.selections)}
+        start = lab_context.started(mr.authoredOn)
+        if start is not None and start <= self.today:
+            out.update(started=start.isoformat(), started_days=(self.today - start).days)
+        return out
 
     def _classify(self, codings: list[tuple[str, str]], text: str) -> Iterable[tuple[str, str, str, str]]:
         """Per drug class, the first ingredient whose RxNorm or ATC code is among ``codings``, else the first
@@ -387,8 +402,9 @@ class _Builder:
 
 
 def build_facts(resources: Iterable[Any], drafts: Iterable[Any], ctx: Context,
-                valuesets: dict[str, Any]) -> FactSet:
-    """Turn parsed FHIR models (the record, and the draft orders) into facts for the rules engine."""
+                valuesets: dict[str, Any], thresholds: dict[str, float] | None = None) -> FactSet:
+    """Turn parsed FHIR models (the record, and the draft orders) into facts for the rules engine.
+    ``thresholds`` (name -> value, after site overrides) set the lab corrections (``lab_context``)."""
     b = _Builder(valuesets, ctx)
     resources, drafts = list(resources), list(drafts)
     b.medications = {_ref(r): r for r in resources + drafts if _rtype(r) == "Medication"}
@@ -404,6 +420,7 @@ def build_facts(resources: Iterable[Any], drafts: Iterable[Any], ctx: Context,
             b.medication_request(d, draft=True)
         elif _rtype(d) == "ServiceRequest":
             b.service_request(d)
+    lab_context.apply(b.latest_lab, b.lab_days, b.out.facts, valuesets.get("labs", {}), thresholds or {})
     b.out.facts.extend(b.latest_lab.values())
     b.dxa_facts()
     b.status_notes()

@@ -112,10 +112,24 @@ READ_ELEMENTS: dict[str, frozenset[str]] = {
                               "effectivePeriod", "effectiveInstant", "issued", "valueQuantity",
                               "valueString", "dataAbsentReason", "bodySite"}),
     "MedicationRequest": frozenset({"id", "meta", "status", "intent", "subject", "medicationCodeableConcept",
-                                    "medicationReference", "contained", "dosageInstruction"}),
+                                    "medicationReference", "contained", "dosageInstruction", "authoredOn"}),
     "Medication": frozenset({"id", "meta", "code"}),
     "ServiceRequest": frozenset({"id", "meta", "status", "intent", "subject", "code"}),
 }
+
+
+#: Elements read only to refine advice (when a therapy started): a malformed one is treated as absent, never
+#: a refusal of the call. The CDS Hooks sandbox's drafts carry such dates; the start is then unknown.
+LENIENT_ELEMENTS: dict[str, frozenset[str]] = {"MedicationRequest": frozenset({"authoredOn"})}
+
+
+def _without_lenient(part: dict[str, Any], exc: ValidationError) -> dict[str, Any] | None:
+    """``part`` without the lenient elements ``exc`` found malformed, or None when anything else is."""
+    bad = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
+    lenient = LENIENT_ELEMENTS.get(str(part.get("resourceType")), frozenset())
+    if not bad or not bad <= lenient or len(bad) != len(exc.errors()):
+        return None
+    return {k: v for k, v in part.items() if k not in bad}
 
 
 def read_part(data: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +220,13 @@ def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) ->
         if model is not None:
             return model
     try:
-        model = model_for(resource_type).model_validate(_with_shared_elements(part))
+        try:
+            model = model_for(resource_type).model_validate(_with_shared_elements(part))
+        except ValidationError as exc:
+            kept = _without_lenient(part, exc)
+            if kept is None:
+                raise
+            model = model_for(resource_type).model_validate(_with_shared_elements(kept))
     except ValidationError as exc:
         raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {_describe(exc)}", field=where) from exc
     except (TypeError, ValueError) as exc:  # fhir.resources raises these for some malformed primitives

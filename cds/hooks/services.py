@@ -13,9 +13,13 @@ SERVICES = (
     ("bone-health-order-sign", "order-sign", "Bone health on aromatase inhibitors (before signing)"),
 )
 
+#: the analytes of the ``monitoring`` prefetch key (the others have a key each)
+MONITORING_LABS = ("testosterone", "calcium", "albumin", "ionized_calcium", "ctx", "p1np")
+
 DESCRIPTION = (
     "Bone-health advice for patients on aromatase inhibitors: low estradiol in men, falling DXA "
-    "bone density, missing or low 25-OH vitamin D, and overdue monitoring. Every card cites its source."
+    "bone density, missing or low 25-OH vitamin D, calcium and testosterone monitoring, overdue monitoring, "
+    "and calcium and vitamin D before bone-directed therapy is ordered. Every card cites its source."
 )
 
 
@@ -35,6 +39,9 @@ def prefetch_templates(pack: RulePack) -> dict[str, str]:
         "estradiol": observations + codes(vs["labs"]["estradiol"]["loinc"]),
         "vitaminD": observations + codes(vs["labs"]["vitamin_d"]["loinc"]),
         "dxa": observations + codes(dxa_codes),
+        # testosterone, calcium (with albumin and ionized calcium) and the bone turnover markers
+        "monitoring": observations + codes(
+            [c for name in MONITORING_LABS for c in vs["labs"][name]["loinc"]]),
         "medications": (
             "MedicationRequest?patient={{context.patientId}}&status=active,on-hold"
             "&_include=MedicationRequest:medication"

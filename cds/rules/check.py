@@ -74,6 +74,10 @@ def check(pack: RulePack) -> list[str]:
             or not spec.get("unit")
         ):
             problems.append(f"thresholds.yaml: {name} needs a numeric value, a unit and a source")
+        for needed in spec.get("requires") or [] if value else []:
+            if not (pack.thresholds.get(needed) or {}).get("value"):
+                problems.append(f"thresholds: {name} is set to {value}, so {needed} must be set too (it has "
+                                "no default; see its help)")
     problems += _check_valuesets(pack.valuesets)
     known_facts = BASE_FACTS | pack.derived_types()
     seen: set[str] = set()
@@ -119,7 +123,34 @@ def _check_valuesets(vs: dict[str, Any]) -> list[str]:
         for system_key in spec or {}:
             if system_key not in systems:
                 problems.append(f"valuesets.yaml: orders.{name} uses system {system_key!r}, not in systems")
+    problems += [f"valuesets.yaml: {where} {code!r} is not a LOINC code (its check digit does not match)"
+                 for where, code in _loinc_codes(vs) if not loinc_check_digit_ok(code)]
     return problems
+
+
+def loinc_check_digit_ok(code: str) -> bool:
+    """LOINC's mod-10 check digit: the odd positions from the right of the number doubled, the even ones
+    kept, all their digits summed; the check digit brings the sum up to a multiple of 10."""
+    number, _, check = str(code).partition("-")
+    if not number.isdigit() or not check.isdigit() or len(check) != 1:
+        return False
+    digits = number[::-1]
+    doubled = str(int(digits[0::2][::-1]) * 2)
+    total = sum(int(c) for c in digits[1::2] + doubled)
+    return (10 - total % 10) % 10 == int(check)
+
+
+def _loinc_codes(vs: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every LOINC code in the value sets, with where it is."""
+    out = [(f"labs.{name}", code) for name, spec in (vs.get("labs") or {}).items() if isinstance(spec, dict)
+           for code in spec.get("loinc") or []]
+    out += [(f"dxa.{name}.{kind}", code) for name, spec in (vs.get("dxa") or {}).items()
+            if isinstance(spec, dict) for kind in ("t_score", "z_score", "bmd")
+            for code in spec.get(kind) or []]
+    out += [(f"orders.{name}", code) for name, spec in (vs.get("orders") or {}).items()
+            for code in (spec or {}).get("loinc") or {}]
+    out += [("code_sources.loinc", code) for code in ((vs.get("code_sources") or {}).get("loinc") or {})]
+    return out
 
 
 def _check_rule(rule: Rule, pack: RulePack, known_facts: set[str]) -> list[str]:
@@ -272,8 +303,10 @@ def _check_card(rule: Rule, pack: RulePack) -> list[str]:
                 problems.append(f"card text refers to unknown threshold {name!r}")
     summaries = [card["summary"]] + [v["summary"] for v in card.get("variants") or []
                                       if isinstance(v, dict) and isinstance(v.get("summary"), str)]
+    listing = card.get("summary_list")
+    listed = str(listing.get("item", "")) if isinstance(listing, dict) else ""
     for summary in summaries:
-        longest = _longest_summary(summary, pack)
+        longest = _longest_summary(summary + listed, pack)  # with one listed item; more are cut at 140
         if longest >= 140:
             problems.append(f"card.summary can reach {longest} characters; it must stay under 140")
     for option in card.get("indicator_when") or []:

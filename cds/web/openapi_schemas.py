@@ -155,6 +155,7 @@ EXAMPLE_REQUEST = {
         "patient": {"resourceType": "Patient", "id": "p1", "gender": "male", "birthDate": "1960-01-01"},
         "estradiol": None,
         "vitaminD": None,
+        "monitoring": None,
         "dxa": None,
         "medications": {
             "resourceType": "Bundle",

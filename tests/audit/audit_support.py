@@ -58,6 +58,19 @@ def _dxa(patient: str, obs_id: str, date: str, t_score: float) -> dict[str, Any]
     }
 
 
+def _calcium(patient: str, obs_id: str, date: str, mg_dl: float) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": obs_id,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "17861-6"}]},
+        "subject": {"reference": f"Patient/{patient}"},
+        "effectiveDateTime": date,
+        "valueQuantity": {"value": mg_dl, "unit": "mg/dL", "system": "http://unitsofmeasure.org",
+                          "code": "mg/dL"},
+    }
+
+
 def _bundle(*resources: dict[str, Any]) -> dict[str, Any] | None:
     if not resources:
         return None
@@ -67,7 +80,8 @@ def _bundle(*resources: dict[str, Any]) -> dict[str, Any] | None:
 def hook_body(
     patient: str = "pat-1", *, dxa_drop: bool = False, on_ai: bool = True, instance: str | None = None
 ) -> dict[str, Any]:
-    """A patient-view request: on anastrozole, no vitamin D (one card); ``dxa_drop`` adds a falling DXA."""
+    """A patient-view request: on anastrozole, a recent normal calcium, no vitamin D (one card); ``dxa_drop``
+    adds a falling DXA."""
     tag = uuid.uuid4().hex[:8]  # resource ids unrelated to the patient id
     # A recent normal baseline DXA (no "DXA due" card); ``dxa_drop`` adds an earlier scan 0.4 higher, a
     # significant fall that stays in the normal range (one "falling bone density" card and nothing more).
@@ -89,6 +103,7 @@ def hook_body(
             },
             "estradiol": None,
             "vitaminD": None,
+            "monitoring": _bundle(_calcium(patient, f"ca-{tag}", "2026-10-01", 9.4)),
             "dxa": _bundle(*dxa),
             "medications": _bundle(*([_ai_order(patient)] if on_ai else [])),
         },

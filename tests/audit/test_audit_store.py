@@ -106,6 +106,7 @@ def test_record_holds_the_call_but_no_patient_id_or_token(app):
         "patient": "client",
         "estradiol": "empty",
         "vitaminD": "empty",
+        "monitoring": "client",
         "dxa": "client",
         "medications": "client",
     }
