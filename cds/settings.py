@@ -179,6 +179,19 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds between attempts to drain the audit spool into the database.",
         _float,
     ),
+    Setting(
+        "AUDIT_CHECKPOINT_SECONDS",
+        10.0,
+        "Seconds between checkpoints of every audit record chain's head (written when a head moved).",
+        _float,
+    ),
+    Setting(
+        "AUDIT_OWN_CHAINS",
+        True,
+        "On PostgreSQL, each process appends audit records to a hash chain of its own (off: one chain for "
+        "every process, under one lock).",
+        _bool,
+    ),
     Setting("AUDIT_MIGRATE_ON_START", True, "Run the database migrations when the service starts.", _bool),
     Setting(
         "AUDITOR_TOKENS",

@@ -91,7 +91,6 @@ class Fuzzer:
         self.by_token: dict[str, collections.Counter[int]] = collections.defaultdict(collections.Counter)
         self.failures: list[str] = []
         self.requests = 0
-        self.stale_retries = 0  # requests sent again after a kept-alive connection closed unanswered
         self.used_tokens: list[str] = []
         self.local = threading.local()
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -153,22 +152,9 @@ class Fuzzer:
             headers["Authorization"] = auth
         kwargs.pop("cookies", None)
         try:
-            try:
-                response = self.session().request(
-                    headers=headers, url=url, timeout=60, allow_redirects=False, **kwargs
-                )
-            except requests.ConnectionError as exc:
-                # A kept-alive connection the server closed just as this request went out ends with no
-                # answer at all; HTTP lets a client send it again on a new connection (RFC 9112, 9.3.1).
-                # Once, and counted: a second failure is a failure.
-                if "RemoteDisconnected" not in repr(exc) and "ConnectionResetError" not in repr(exc):
-                    raise
-                with self.lock:
-                    self.stale_retries += 1
-                self.local.__dict__.pop("session", None)
-                response = self.session().request(
-                    headers=headers, url=url, timeout=60, allow_redirects=False, **kwargs
-                )
+            response = self.session().request(
+                headers=headers, url=url, timeout=60, allow_redirects=False, **kwargs
+            )
         except requests.RequestException as exc:
             # a header requests itself refuses to send is not a request; a dropped connection is a failure
             if isinstance(exc, requests.exceptions.InvalidHeader | requests.exceptions.InvalidURL):
@@ -203,7 +189,6 @@ class Fuzzer:
     def summary(self, seconds: float) -> dict[str, Any]:
         return {
             "requests": self.requests,
-            "stale_connection_retries": self.stale_retries,
             "seconds": round(seconds, 1),
             "statuses": dict(sorted(self.statuses.items())),
             "by_source": {k: dict(sorted(v.items())) for k, v in sorted(self.by_source.items())},

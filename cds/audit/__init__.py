@@ -95,6 +95,8 @@ def open_store(values: dict[str, Any], pack: RulePack, *, migrate: bool | None =
         patient_secret(values),
         Spool(values["AUDIT_SPOOL_DIR"]),
         retry_seconds=float(values.get("AUDIT_SPOOL_RETRY_SECONDS", 5.0)),
+        own_chains=bool(values.get("AUDIT_OWN_CHAINS", True)),
+        checkpoint_seconds=float(values.get("AUDIT_CHECKPOINT_SECONDS", 10.0)),
     )
     if values.get("AUDIT_MIGRATE_ON_START", True) if migrate is None else migrate:
         try:

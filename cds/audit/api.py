@@ -162,6 +162,8 @@ def verify():
             "checked": report.records,
             "feedbackChecked": report.feedback,
             "quarantined": report.quarantined,
+            "chains": len(report.chains),
+            "checkpoints": report.checkpoints,
             "ok": report.ok,
             "head": report.head if report.ok else None,
             "problems": report.problems,

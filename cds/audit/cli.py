@@ -107,8 +107,10 @@ def _engine(values: dict[str, Any]):
 
 
 def _time(raw: str | None, option: str):
+    """``--since`` or ``--until`` read as the API reads them: an ``--until`` date includes that day."""
+    parse = queries.parse_until if option == "--until" else queries.parse_time
     try:
-        return queries.parse_time(raw)
+        return parse(raw)
     except ValueError as exc:
         if "outside the years" in str(exc):
             fail(f"{option} {exc}")
@@ -130,7 +132,8 @@ def _filters(o: dict[str, Any]) -> queries.Filters:
 def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--since", metavar="DATE", help="from this date or date-time (UTC)"),
-        click.option("--until", metavar="DATE", help="before this date or date-time (UTC)"),
+        click.option("--until", metavar="DATE",
+                     help="up to and including this date, or before this date-time (UTC)"),
         click.option("--service", help="only calls to this service id"),
         click.option("--rule", help="records where this rule fired"),
         click.option("--indicator", type=click.Choice(["info", "warning", "critical"]),
@@ -306,7 +309,8 @@ def _csv_cell(row: Any, column: str) -> Any:
 @click.option("--rules", "rules_dir", required=True, type=click.Path(file_okay=False),
               help="rule pack folder to compare against")
 @click.option("--since", metavar="DATE", help="calls from this date or date-time (UTC)")
-@click.option("--until", metavar="DATE", help="calls before this date or date-time (UTC)")
+@click.option("--until", metavar="DATE",
+              help="calls up to and including this date, or before this date-time (UTC)")
 @JSON
 def replay_cmd(rules_dir: str, since: str | None, until: str | None, as_json: bool) -> int:
     """Re-run the stored facts of past calls under another rule pack: which cards would change."""

@@ -1,7 +1,8 @@
 """What the audit chains share: appending a link to a chained table, storable text, poison entries.
 
-Three tables are hash-chained by ``seq`` (``chain.py``): ``audit_record`` (hook calls), ``audit_feedback``
-and ``audit_quarantine``. Each link is appended in one transaction under the chain lock of its table:
+Three tables are hash-chained by ``seq`` (``chain.py``): ``audit_feedback``, ``audit_quarantine`` and
+``audit_checkpoint``; ``audit_record`` (hook calls) is several chains (``chains.py``). Each link of the
+first three is appended in one transaction under the chain lock of its table:
 ``pg_advisory_xact_lock`` on PostgreSQL, the store's process lock plus SQLite's write lock (retried when
 another process appended between the read of the head and the write) on SQLite.
 
@@ -40,6 +41,7 @@ SQLITE_RETRIES = 20
 RECORD_LOCK = 0x6364_7361_7564_6974 % (2**63)
 FEEDBACK_LOCK = RECORD_LOCK + 1
 QUARANTINE_LOCK = RECORD_LOCK + 2
+CHECKPOINT_LOCK = RECORD_LOCK + 3
 
 
 class FeedbackRefused(ValueError):
@@ -57,7 +59,8 @@ def storable(value: Any) -> Any:
 
 def is_sqlite_race(exc: BaseException) -> bool:
     message = str(getattr(exc, "orig", exc)).lower()
-    return "unique" in message and ".seq" in message or "locked" in message or "busy" in message
+    unique = "unique" in message and (".seq" in message or ".chain_pos" in message)
+    return unique or "locked" in message or "busy" in message
 
 
 def _sqlstate(exc: DBAPIError) -> str:

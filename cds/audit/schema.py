@@ -1,12 +1,15 @@
 """The audit tables, declared on ``cds.db.metadata`` (``seen_jti``, the replay store's table, is declared
 in ``cds.auth.replay_store``). The migrations in ``cds/migrations`` create them.
 
-audit_record    one row per hook call, append-only, hash-chained by ``seq`` (see ``chain.py``)
+audit_record    one row per hook call, append-only; ``seq`` (assigned by the database) orders the trail;
+                each record is link ``chain_pos`` of the hash chain ``chain_id`` (one chain per writer,
+                see ``chains.py`` and ``chain.py``)
 audit_card      one row per card returned (uuid -> record, rule, indicator), written with its record
 audit_feedback  one row per feedback item received, never updated (repeat feedback is a new row);
                 hash-chained by ``seq`` like the records (a chain of its own)
 audit_quarantine  entries the database refused as data (a value too long, not storable): set aside,
                 hash-chained by ``seq``, so that the entries behind them are written
+audit_checkpoint  the heads of every record chain, written now and then; hash-chained by ``seq``
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from cds.db import metadata
 audit_record = Table(
     "audit_record",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=False),  # chain position, 1, 2, 3 ...
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # the trail's order (chains.py)
     Column("id", String(36), nullable=False, unique=True),  # uuid of the record
+    Column("chain_id", Integer),  # the chain this record is a link of (set on every record)
+    Column("chain_pos", Integer),  # its position in that chain, 1, 2, 3 ...
     Column("time", DateTime(timezone=True), nullable=False, index=True),
     Column("service", String(128), nullable=False, index=True),
     Column("hook", String(64)),
@@ -46,6 +51,8 @@ audit_record = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
 )
+
+Index("ix_audit_record_chain", audit_record.c.chain_id, audit_record.c.chain_pos, unique=True)
 
 audit_card = Table(
     "audit_card",
@@ -89,6 +96,17 @@ audit_quarantine = Table(
     Column("kind", String(16), nullable=False),  # call | feedback | other
     Column("reason", Text, nullable=False),  # why the database refused it
     Column("content", Text, nullable=False),  # canonical JSON: id, time, kind, reason, the entry (escaped)
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+audit_checkpoint = Table(
+    "audit_checkpoint",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # chain position, 1, 2, 3 ...
+    Column("id", String(36), nullable=False, unique=True),
+    Column("time", DateTime(timezone=True), nullable=False),  # when it was written
+    Column("content", Text, nullable=False),  # canonical JSON: id, time, heads {chain: {pos, hash}}
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
 )

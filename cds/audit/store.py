@@ -1,8 +1,10 @@
 """The audit store: appends hash-chained records and feedback to the database, or to the spool.
 
-The write on the request path is one transaction: take the chain lock, read the chain head, INSERT the
-record (and its cards). The chain lock is ``pg_advisory_xact_lock`` on PostgreSQL (several processes
-may write to one database) and a process-wide lock plus SQLite's own write lock, retried, on SQLite.
+A call's record is handed to the process's group-commit writer (``groupcommit.py``), which writes the
+records of concurrent calls in one transaction, each a link of this process's own chain on PostgreSQL
+(no lock another process waits for) or of the shared chain on SQLite (``chains.py``), cards included;
+the call answers once its record is committed. A batch the database refuses as data is written again one
+entry at a time, so that only the poison entry is set aside.
 
 When the database cannot be written, the entry goes to the spool (``spool.py``) and a background thread
 drains the spool into the database once it is back, oldest first. While the spool holds anything, new
@@ -23,19 +25,21 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from cds.audit import chain, feedback, ledger, quarantine
+from cds.audit import chain, chains, feedback, health, ledger, quarantine
+from cds.audit.chains import ChainWriter
+from cds.audit.groupcommit import GroupCommit
 from cds.audit.inflight import CallMarkers
-from cds.audit.record import build_content, cards_of, columns_of
-from cds.audit.schema import audit_card, audit_feedback, audit_record
+from cds.audit.record import build_content
+from cds.audit.schema import audit_feedback
 from cds.audit.spool import Spool, Unstorable
 from cds.db import ensure_schema
 from cds.decide.service import CallRecord
@@ -44,8 +48,7 @@ from cds.rules.pack import RulePack
 
 log = logging.getLogger("cds.audit")
 
-CHAIN_LOCK_KEY = ledger.RECORD_LOCK  # "cdsaudit": the advisory lock guarding the chain head
-INTERRUPTED = "interrupted"  # the outcome of a call whose process died before it answered
+INTERRUPTED = health.INTERRUPTED
 HOLD_LIMIT = 10_000  # entries kept in memory while neither the database nor the spool can take them
 
 
@@ -55,7 +58,8 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 class AuditStore:
     def __init__(
-        self, engine: Engine, pack: RulePack, secret: bytes, spool: Spool, *, retry_seconds: float = 5.0
+        self, engine: Engine, pack: RulePack, secret: bytes, spool: Spool, *, retry_seconds: float = 5.0,
+        own_chains: bool = True, group_commit: bool = True, checkpoint_seconds: float = 10.0,
     ):
         self.engine = engine
         self.pack = pack
@@ -73,6 +77,10 @@ class AuditStore:
         self.migrate_pending = False  # the database was down at start-up: migrate before the first write
         self.markers = CallMarkers(Path(spool.folder) / "calls")
         self._counts = {"quarantined": 0, "interrupted": 0}  # last read from the database
+        self.chains = ChainWriter(engine, self._chain_lock, own_chains=own_chains)
+        self.writer = GroupCommit(self._submit_batch, after=self.maybe_checkpoint) if group_commit else None
+        self.checkpoint_seconds = checkpoint_seconds
+        self._checkpointed = time.monotonic()
 
     # -- started-call markers -------------------------------------------------------------------------
     def call_started(self, service: str, started: dt.datetime) -> Path | None:
@@ -140,6 +148,39 @@ class AuditStore:
                          "client": client_iss, "item": item, "received": _utc(received).isoformat()})
 
     def submit(self, entry: dict[str, Any]) -> None:
+        """Make ``entry`` durable (database, spool or memory) before returning; call records through the
+        group-commit writer, together with those of concurrent calls."""
+        if self.writer is not None and entry.get("kind") == "call":
+            self.writer.submit(entry)
+        else:
+            self._submit_one(entry)
+
+    def _submit_batch(self, entries: list[dict[str, Any]]) -> list[BaseException | None]:
+        """The writer's batch: one transaction; when it fails as data, one by one (only the poison entry is
+        set aside); when the database is down, all to the spool, in order."""
+        with self._held_lock:
+            queued = bool(self._held)
+        if not queued and not self.spool.pending():
+            try:
+                self.write_batch(entries)
+                return [None] * len(entries)
+            except Exception as exc:
+                if isinstance(exc, SQLAlchemyError) and not ledger.is_poison(exc):
+                    log.warning("audit database unavailable (%s); spooling %d entries to %s",
+                                type(exc).__name__, len(entries), self.spool.folder)
+                    for entry in entries:
+                        self._spool(entry)
+                    return [None] * len(entries)
+        errors: list[BaseException | None] = []
+        for entry in entries:
+            try:
+                self._submit_one(entry)
+                errors.append(None)
+            except Exception as exc:  # noqa: BLE001 - handed to that entry's caller
+                errors.append(exc)
+        return errors
+
+    def _submit_one(self, entry: dict[str, Any]) -> None:
         with self._held_lock:
             if self._held:  # queue behind the entries already held, to keep the order
                 self._hold(entry)
@@ -218,12 +259,15 @@ class AuditStore:
         return moved
 
     # -- database writes ------------------------------------------------------------------------------
-    def write(self, entry: dict[str, Any], *, dedupe: bool = False) -> None:
+    def _migrate_if_pending(self) -> None:
         if self.migrate_pending:
             with self._chain_lock:
                 if self.migrate_pending:
                     ensure_schema(self.engine)
                     self.migrate_pending = False
+
+    def write(self, entry: dict[str, Any], *, dedupe: bool = False) -> None:
+        self._migrate_if_pending()
         if entry["kind"] == "call":
             self.append(entry["content"], dedupe=dedupe)
         elif entry["kind"] == "feedback":
@@ -232,39 +276,26 @@ class AuditStore:
             raise ValueError(f"unknown audit entry kind {entry['kind']!r}")
 
     def append(self, content: dict[str, Any], *, dedupe: bool = False) -> int:
-        """Append one record to the chain in one transaction; return its ``seq``."""
-        content_json = chain.canonical(content)
-        return ledger.retried(
-            self.engine, self._chain_lock, lambda conn: self._append_in(conn, content, content_json, dedupe)
-        )
-
-    def _append_in(self, conn: Connection, content: dict[str, Any], content_json: str, dedupe: bool) -> int:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK_KEY})
-        if dedupe:
-            existing = conn.execute(
-                select(audit_record.c.seq).where(audit_record.c.id == content["id"])
-            ).first()
-            if existing is not None:
-                return existing.seq
-        head = conn.execute(
-            select(audit_record.c.seq, audit_record.c.hash).order_by(audit_record.c.seq.desc()).limit(1)
-        ).first()
-        seq, prev = (head.seq + 1, head.hash) if head else (1, chain.GENESIS)
-        conn.execute(
-            insert(audit_record).values(
-                seq=seq,
-                time=_utc(dt.datetime.fromisoformat(content["time"])),
-                content=content_json,
-                prev_hash=prev,
-                hash=chain.link_hash(prev, content_json),
-                **columns_of(content),
-            )
-        )
-        cards = cards_of(content)
-        if cards:
-            conn.execute(insert(audit_card), [{**c, "record_seq": seq} for c in cards])
+        """Append one record to this process's chain in one transaction; return its ``seq``."""
+        seq = self.chains.append([(content, chain.canonical(content))], dedupe=dedupe)[0]
+        self.maybe_checkpoint()
         return seq
+
+    def write_batch(self, entries: list[dict[str, Any]]) -> None:
+        """Call entries into the database in one transaction, all or none."""
+        self._migrate_if_pending()
+        self.chains.append([(e["content"], chain.canonical(e["content"])) for e in entries])
+
+    def maybe_checkpoint(self, *, now: bool = False) -> int | None:
+        """Write a checkpoint of every chain head when ``checkpoint_seconds`` have passed (or ``now``)."""
+        if not now and time.monotonic() - self._checkpointed < self.checkpoint_seconds:
+            return None
+        self._checkpointed = time.monotonic()
+        try:
+            return chains.write_checkpoint(self.engine, self._chain_lock)
+        except Exception as exc:  # noqa: BLE001 - the next one covers what this one would have
+            log.warning("audit checkpoint not written (%s); tried again later", type(exc).__name__)
+            return None
 
     def _insert_feedback(self, entry: dict[str, Any]) -> None:
         entry.setdefault("id", str(uuid.uuid4()))  # kept through retries and the spool
@@ -345,36 +376,14 @@ class AuditStore:
         return True
 
     def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
         self._stop.set()
+        if self.chains.chain_id is not None:
+            self.maybe_checkpoint(now=True)
+        self.chains.close()
 
     # -- health ---------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        """The audit state. ``quarantined`` (entries set aside) and ``interrupted`` (calls whose process
-        died before answering) count the whole trail, every process; ``lost`` counts this process's."""
-        try:
-            self.reap_interrupted()
-        except Exception:  # noqa: BLE001 - health must answer
-            log.exception("interrupted calls could not be recorded")
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-                self._counts = {
-                    "quarantined": quarantine.count(self.engine),
-                    "interrupted": conn.execute(
-                        select(func.count()).select_from(audit_record)
-                        .where(audit_record.c.outcome == INTERRUPTED)
-                    ).scalar_one(),
-                }
-            database = "ok"
-        except SQLAlchemyError:
-            database = "unavailable"  # the counts are the last ones read
-        spooled = self.spool.count() + len(self._held)  # waiting on disk, or in memory
-        return {
-            "ok": database == "ok" and spooled == 0,
-            "database": database,
-            "spool": spooled,
-            "lost": self.lost,
-            "quarantined": self._counts["quarantined"] + self.spool.poisoned(),
-            "interrupted": self._counts["interrupted"] + self.markers.pending(),
-        }
-
+        """The audit state (``health.state_of``)."""
+        return health.state_of(self)

@@ -14,6 +14,20 @@ every few seconds holds a thread for as long as it likes, and a handful of them 
   from the socket (the body) shares one deadline of ``BODY_TIMEOUT_SECONDS``; past it the read fails with
   ``ReadDeadlineExceeded`` (a ``TimeoutError``), which ``cds.web.guard.read_body`` answers with a 408.
 
+A kept-alive connection is closed only when its client cannot be waiting for an answer on it:
+
+* whether the connection stays open is decided before the answer is sent. A body the application left
+  unread (a 401 before the body, a 413) is drained first, up to ``DRAIN_MAX_BYTES`` within
+  ``DRAIN_SECONDS``; when it cannot be, the answer says ``Connection: close``. (gunicorn drains after the
+  answer and, past 64 KiB, closes a connection whose answer promised keep-alive: the client's next request
+  on it then got no answer at all.)
+* a kept-alive connection past its keep-alive timeout is closed only if no byte of a next request has
+  arrived on it; one whose request has started is served.
+* the lingering close of a connection (half-close, then read and drop what the client still sends, up to
+  ``LINGER_MAX_BYTES`` or ``LINGER_SECONDS``, so that the answer is not lost to a reset) is done by the
+  event loop without blocking: gunicorn's blocking one held the whole event loop up to two seconds for
+  each client that did not close its end, and a thread would be held as long.
+
 TLS and HTTP/2 are left to gunicorn's own code paths (the service is run behind a TLS proxy).
 """
 
@@ -22,14 +36,20 @@ from __future__ import annotations
 import errno
 import selectors
 import socket
+import threading
 import time
 from functools import partial
 from typing import Any
 
+from gunicorn.http.body import LengthReader
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 MAX_HEAD_BYTES = 64 * 1024
+DRAIN_MAX_BYTES = 64 * 1024  # the most of an unread body read (and dropped) to keep a connection open
+DRAIN_SECONDS = 5.0
+LINGER_SECONDS = 2.0
+LINGER_MAX_BYTES = 64 * 1024
 
 
 class ReadDeadlineExceeded(NoMoreData, TimeoutError):
@@ -75,7 +95,24 @@ class BoundedThreadWorker(ThreadWorker):
         self.header_timeout = values["HEADER_TIMEOUT_SECONDS"]
         self.body_timeout = values["BODY_TIMEOUT_SECONDS"]
         self.heads: list[TConn] = []  # connections whose head is being read, oldest first
+        self.lingering: list[TConn] = []  # connections half-closed, waiting for their client's end
+        self.serving = threading.local()  # .conn: the connection this thread is answering
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app: Any = self.wsgi  # type: ignore[has-type]  # set by gunicorn (untyped)
+
+        def settled(environ: dict[str, Any], start_response: Any) -> Any:
+            def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                conn = getattr(self.serving, "conn", None)
+                if conn is not None and not settle_body(conn):
+                    start_response.__self__.force_close()  # the gunicorn Response being started
+                return start_response(status, headers, exc_info)
+
+            return app(environ, start)
+
+        self.wsgi = settled
 
     # -- new connections and kept-alive ones: the head is read here, in the event loop ----------------------
     def accept(self, listener: socket.socket) -> None:
@@ -134,11 +171,66 @@ class BoundedThreadWorker(ThreadWorker):
         self.nr_conns -= 1
         conn.close()
 
+    def murder_keepalived(self, force: bool = False) -> None:
+        if not force:  # a request that has started arriving is served, not cut off
+            now = time.monotonic()
+            expired = [c for c in self.keepalived_conns if c.timeout <= now]
+            for conn in expired:
+                if has_bytes(conn.sock):
+                    self.on_client_socket_readable(conn, conn.sock)
+        super().murder_keepalived(force)
+
     def murder_pending(self) -> None:
         super().murder_pending()
         now = time.monotonic()
         for conn in [c for c in self.heads if c.cds_head_deadline <= now]:
             self._drop_head(conn)
+        for conn in [c for c in self.lingering if c.cds_linger_until <= now]:
+            self._end_linger(conn)
+
+    # -- closing: half-close, then read what the client still sends until it closes (or time is up) ---------
+    def _linger(self, conn: TConn) -> None:
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+            conn.sock.setblocking(False)
+        except OSError:
+            self.nr_conns -= 1
+            conn.sock.close()
+            return
+        conn.cds_linger_until = time.monotonic() + LINGER_SECONDS
+        conn.cds_lingered = 0
+        self.lingering.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._drain_linger, conn))
+
+    def _drain_linger(self, conn: TConn, client: Any) -> None:
+        try:
+            chunk = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        conn.cds_lingered += len(chunk)
+        if not chunk or conn.cds_lingered >= LINGER_MAX_BYTES:
+            self._end_linger(conn)
+
+    def _end_linger(self, conn: TConn) -> None:
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        if conn in self.lingering:
+            self.lingering.remove(conn)
+        self.nr_conns -= 1
+        conn.sock.close()
+
+    def finish_request(self, conn: TConn, fs: Any) -> None:
+        if fs.cancelled() or fs.exception() is not None or fs.result() is not False or self.cfg.is_ssl \
+                or conn.is_http2:
+            return super().finish_request(conn, fs)
+        if conn.sock.fileno() == -1:  # closed in its thread already
+            self.nr_conns -= 1
+            return
+        self._linger(conn)
 
     # -- in a thread: the head is already here, the rest of the request has a deadline ----------------------
     def handle(self, conn: TConn) -> Any:
@@ -150,8 +242,44 @@ class BoundedThreadWorker(ThreadWorker):
             conn.parser.unreader.unread(bytes(head))
         if isinstance(conn.sock, DeadlineSocket):
             conn.sock.deadline = time.monotonic() + self.body_timeout
+        self.serving.conn = conn
         try:
-            return super().handle(conn)
+            result = super().handle(conn)
         finally:
+            self.serving.conn = None
             if isinstance(conn.sock, DeadlineSocket):
                 conn.sock.deadline = None
+        return result
+
+
+def settle_body(conn: TConn) -> bool:
+    """Read what the application left of the request body; whether the connection can then be kept.
+
+    Called before the answer goes out, so that an answer promising keep-alive is never followed by a close.
+    """
+    parser = conn.parser
+    mesg = getattr(parser, "mesg", None)
+    body = getattr(mesg, "body", None)
+    if body is None:
+        return True
+    reader = getattr(body, "reader", None)
+    if isinstance(reader, LengthReader) and reader.length > DRAIN_MAX_BYTES:
+        return False  # not worth reading: the answer says close
+    deadline = time.monotonic() + DRAIN_SECONDS
+    sock = conn.sock
+    if isinstance(sock, DeadlineSocket) and sock.deadline is not None:
+        deadline = min(deadline, sock.deadline)
+    try:
+        return bool(parser.finish_body(deadline=deadline, max_bytes=DRAIN_MAX_BYTES + 1))
+    except Exception:  # noqa: BLE001 - a body that cannot be read leaves the connection unusable
+        return False
+
+
+def has_bytes(sock: Any) -> bool:
+    """Whether a client has sent something on this (non-blocking) socket that was not read yet."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return False

@@ -121,7 +121,8 @@ def pg_url(pg_base_url: str) -> Iterator[str]:
         exists = conn.execute(text("SELECT to_regclass('audit_record')")).scalar()
         if exists:
             conn.execute(
-                text("TRUNCATE audit_quarantine, audit_feedback, audit_card, audit_record, seen_jti")
+                text("TRUNCATE audit_checkpoint, audit_quarantine, audit_feedback, audit_card, audit_record, "
+                     "seen_jti RESTART IDENTITY")
             )
     engine.dispose()
     yield pg_base_url
@@ -149,6 +150,7 @@ def make_app(tmp_path) -> Callable[..., Any]:
             "LINK_SECRET": SECRET,
             "AUDITOR_TOKENS": AUDITOR_ENTRY,
             "AUDIT_SPOOL_RETRY_SECONDS": 0.1,
+            "AUDIT_CHECKPOINT_SECONDS": 3600,  # the checkpoint tests write theirs when they want them
             "LOG_LEVEL": "WARNING",
             # the outage tests keep the cards going: replay checked per host meanwhile (off the spool's disk)
             "REPLAY_FALLBACK": "host",

@@ -177,11 +177,13 @@ def test_rule_statistics_and_verify(filled):
         "checked": 4,
         "feedbackChecked": 0,
         "quarantined": 0,
+        "chains": 1,
+        "checkpoints": 0,
         "ok": True,
         "problems": [],
         "firstBroken": None,
     }
-    assert re.fullmatch(r"4\.0\.0:[0-9a-f]{64}", head)
+    assert re.fullmatch(r"1-4\.0\.0\.0:[0-9a-f]{64}", head)
 
 
 def test_pages_carry_security_headers(filled):

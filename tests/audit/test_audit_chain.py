@@ -101,9 +101,17 @@ def test_reordered_records_are_found(app, monkeypatch, capsys):
 
 def test_swapped_sequence_numbers_are_found(app):
     _five_calls(app)
+    engine = app.extensions["cds.audit"].engine
+    with engine.connect() as conn:
+        found = conn.execute(text("SELECT * FROM audit_card WHERE record_seq IN (3, 4)"))
+        cards = [dict(r._mapping) for r in found]
     _sql(app, "DELETE FROM audit_card WHERE record_seq IN (3, 4)")
     _sql(app, "UPDATE audit_record SET seq = 104 WHERE seq = 3")
     _sql(app, "UPDATE audit_record SET seq = 3 WHERE seq = 4")
     _sql(app, "UPDATE audit_record SET seq = 4 WHERE seq = 104")
-    checked, broken = queries.verify_chain(app.extensions["cds.audit"].engine)
-    assert broken is not None and broken.seq == 3 and "prev_hash" in broken.reason
+    for card in cards:  # the cards follow their records, as a careful tamperer would move them
+        _sql(app, "INSERT INTO audit_card (uuid, record_seq, rule_id, indicator, summary) "
+                  "VALUES (:uuid, :s, :rule_id, :indicator, :summary)", **card, s=7 - card["record_seq"])
+    # seq (the trail's order) is not hashed; along the chain it must grow: position 4 now has seq 3
+    checked, broken = queries.verify_chain(engine)
+    assert broken is not None and broken.seq == 3 and "seq out of order" in broken.reason

@@ -27,9 +27,9 @@ def _tables(engine) -> set[str]:
 def test_migrations_from_empty_sqlite(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path}/empty.sqlite3")
     assert _tables(engine) == set()
-    assert ensure_schema(engine) == "0002"
+    assert ensure_schema(engine) == "0003"
     assert {"audit_record", "audit_card", "audit_feedback", "seen_jti", "alembic_version"} <= _tables(engine)
-    assert ensure_schema(engine) == "0002"  # idempotent
+    assert ensure_schema(engine) == "0003"  # idempotent
     cols = {c["name"]: c for c in inspect(engine).get_columns("seen_jti")}
     assert set(cols) == {"jti_key", "expires_at"}
     assert inspect(engine).get_pk_constraint("seen_jti")["constrained_columns"] == ["jti_key"]
@@ -46,7 +46,7 @@ def test_migrations_from_empty_postgres(pg_base_url):
     engine = create_engine(f"{PG_URL}?options=-csearch_path%3D{schema}")
     try:
         assert _tables(engine) == set()
-        assert ensure_schema(engine) == "0002"
+        assert ensure_schema(engine) == "0003"
         assert {"audit_record", "audit_card", "audit_feedback", "seen_jti"} <= _tables(engine)
         cols = {c["name"]: c for c in inspect(engine).get_columns("seen_jti")}
         assert str(cols["jti_key"]["type"]) == "VARCHAR(128)"
@@ -143,9 +143,10 @@ def _append_many(store: AuditStore, n: int, tag: str, errors: list[BaseException
         errors.append(exc)
 
 
-def test_concurrent_appends_keep_one_chain(db_url, tmp_path):
+def test_concurrent_appends_keep_the_chains_straight(db_url, tmp_path):
     """Several writers at once, each a store with its own lock (like separate processes); on PostgreSQL
-    each also has its own engine, so only the database's chain lock keeps the chain straight."""
+    each also has its own engine, and so a chain of its own (claimed by the database's lock); on SQLite
+    they share one chain, kept straight by SQLite's write lock."""
     pack = load_pack()
     first = engine_for(db_url)
     ensure_schema(first)
@@ -170,6 +171,7 @@ def test_concurrent_appends_keep_one_chain(db_url, tmp_path):
     checked, broken = queries.verify_chain(first)
     assert (checked, broken) == (60, None)
     for s in stores:
+        s.close()
         if s.engine is not first:
             s.engine.dispose()
 
@@ -186,6 +188,7 @@ store = AuditStore(engine_for(url), load(), b"k" * 32, Spool(spool))
 for i in range(n):
     store.append({"id": str(uuid.uuid4()), "time": "2026-11-22T05:00:00+00:00", "service": tag,
                   "rulePack": {"version": "x", "contentHash": "y"}, "outcome": "ok", "n": i})
+store.close()
 store.engine.dispose()
 """
 
@@ -251,8 +254,8 @@ def test_migration_0002_chains_the_feedback_already_stored(backend, tmp_path, re
         url = request.getfixturevalue("pg_url")
         admin = create_engine(url)
         with admin.begin() as conn:  # the session schema is at head: start it again at 0001
-            conn.execute(text("DROP TABLE IF EXISTS audit_quarantine, audit_feedback, audit_card, "
-                              "audit_record, seen_jti, alembic_version CASCADE"))
+            conn.execute(text("DROP TABLE IF EXISTS audit_checkpoint, audit_quarantine, audit_feedback, "
+                              "audit_card, audit_record, seen_jti, alembic_version CASCADE"))
         admin.dispose()
     engine = create_engine(url)
     config = Config()
@@ -270,7 +273,7 @@ def test_migration_0002_chains_the_feedback_already_stored(backend, tmp_path, re
                 {"c": f"card-{i}", "o": "overridden" if code else "accepted", "r": received,
                  "a": "[]" if code else '["s-1"]', "code": code, "d": code and code.title(), "m": comment,
                  "k": i != 2})
-    assert ensure_schema(engine) == "0002"
+    assert ensure_schema(engine) == "0003"
     report = verify_all(engine)
     assert report.ok and report.feedback == 3, report.problems
     with engine.connect() as conn:
@@ -282,3 +285,74 @@ def test_migration_0002_chains_the_feedback_already_stored(backend, tmp_path, re
         ("card-2", 3, None, "[]", False),
     ]
     engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_migration_0003_makes_the_records_already_stored_chain_1(backend, tmp_path, request):
+    """Records chained by seq under revision 0002 become chain 1 (their hashes unchanged) and verify; the
+    next record continues that chain, and seq is assigned by the database from there on."""
+    import datetime as dt
+
+    from alembic import command
+    from alembic.config import Config
+
+    from cds.audit import chain
+    from cds.audit.record import build_content, cards_of, columns_of
+    from cds.audit.verify import verify_all
+    from cds.db import MIGRATIONS
+    from cds.decide.service import CallRecord
+
+    schema = f"audit_mig3_{uuid.uuid4().hex[:8]}"  # a schema of its own: its chain locks are its own too
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path}/old.sqlite3"
+    else:
+        request.getfixturevalue("pg_base_url")
+        admin = create_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        admin.dispose()
+        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    engine = create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    pack = load_pack()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0002")
+        prev = chain.GENESIS
+        for seq in (1, 2, 3):  # as 0002's store wrote them: seq, prev_hash, hash, cards
+            call = CallRecord(service=SERVICE, hook="patient-view", hook_instance=f"hi-{seq}",
+                              patient_id=f"p-{seq}", client_iss=None, started=dt.datetime.now(dt.UTC),
+                              latency_ms=1.0, outcome="ok", status=200)
+            content = build_content(call, pack, SECRET.encode())
+            content_json = chain.canonical(content)
+            digest = chain.link_hash(prev, content_json)
+            conn.execute(text(
+                "INSERT INTO audit_record (seq, id, time, service, hook, hook_instance, client_iss, "
+                "patient_key, pack_version, pack_hash, outcome, latency_ms, rules, content, prev_hash, hash) "
+                "VALUES (:seq, :id, :time, :service, :hook, :hook_instance, :client_iss, :patient_key, "
+                ":pack_version, :pack_hash, :outcome, :latency_ms, :rules, :content, :prev, :hash)"),
+                {**columns_of(content), "seq": seq, "time": dt.datetime.fromisoformat(content["time"]),
+                 "content": content_json, "prev": prev, "hash": digest})
+            assert not cards_of(content)
+            prev = digest
+    assert ensure_schema(engine) == "0003"
+    report = verify_all(engine)
+    assert report.ok and report.records == 3 and report.chains == {1: (3, prev)}, report.problems
+    store = AuditStore(engine, pack, SECRET.encode(), Spool(tmp_path / "spool"), checkpoint_seconds=3600)
+    call = CallRecord(service=SERVICE, hook="patient-view", hook_instance="hi-4", patient_id="p-4",
+                      client_iss=None, started=dt.datetime.now(dt.UTC), latency_ms=1.0, outcome="ok",
+                      status=200)
+    assert store.append(build_content(call, pack, SECRET.encode())) == 4
+    store.close()  # writes a checkpoint of chain 1 at position 4
+    report = verify_all(engine)
+    assert report.ok and report.records == 4 and report.chains[1][0] == 4 and report.checkpoints == 1
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT seq, chain_id, chain_pos FROM audit_record ORDER BY seq")).all()
+    assert [tuple(r) for r in rows] == [(1, 1, 1), (2, 1, 2), (3, 1, 3), (4, 1, 4)]
+    engine.dispose()
+    if backend == "postgres":
+        admin = create_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

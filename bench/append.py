@@ -1,0 +1,240 @@
+"""Audit appends per second on PostgreSQL with 1, 4 and 16 concurrent writer processes.
+
+    python bench/append.py [--writers 1,4,16] [--seconds 8] [--threads 1] [--designs chains,single]
+
+Each writer is a separate process with its own ``AuditStore`` (as each gunicorn worker has), appending
+records through the store's real path (``AuditStore.submit``: the group-commit writer, the chain, the
+record and its cards in one transaction, committed before ``submit`` returns) for ``--seconds``, with
+``--threads`` request threads per process. The records are copies of one real record of the service
+(an order-sign call with ``--observations`` Observations, about 8 KB of canonical JSON), each with its own
+id and card uuids. Two designs, measured in the same run on the same throwaway schema:
+
+    chains   each process appends to a chain of its own (``CDS_AUDIT_OWN_CHAINS`` on, the default)
+    single   every process appends to one chain under one lock, reading the head in each transaction
+             (``CDS_AUDIT_OWN_CHAINS`` off: the trail's earlier design), and no group commit
+
+Prints aggregate appends/s and the ratio to one writer of the same design, then verifies the trail
+(``cds audit verify``'s checks) and drops the schema. ``--json PATH`` writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+from run import Client  # noqa: E402
+from workload import order_sign  # noqa: E402
+
+SECRET = "append-bench-patient-key-secret-0123"
+
+
+def template_record(work: Path, observations: int) -> dict[str, Any]:
+    """One record as the service writes it: a real order-sign call through the app, on SQLite."""
+    from sqlalchemy import create_engine, text
+
+    from cds import create_app
+
+    client = Client(work)
+    base, path = "http://localhost", "/cds-services/bone-health-order-sign"
+    app = create_app(
+        {
+            "DEV_MODE": False,
+            "TRUSTED_CLIENTS": str(client.trusted),
+            "PUBLIC_URL": base,
+            "DATABASE_URL": f"sqlite:///{work}/template.sqlite3",
+            "AUDIT_SPOOL_DIR": str(work / "spool"),
+            "AUDIT_PATIENT_KEY_SECRET": SECRET,
+            "LINK_SECRET": SECRET,
+            "AUDITOR_TOKENS": "",
+            "LOG_LEVEL": "ERROR",
+        }
+    )
+    client.tokens(base + path, 1, work / "token")
+    response = app.test_client().post(
+        path,
+        json=order_sign("bench-append", observations),
+        headers={"Authorization": f"Bearer {(work / 'token').read_text().strip()}"},
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    app.extensions["cds.audit"].close()
+    engine = create_engine(f"sqlite:///{work}/template.sqlite3")
+    with engine.connect() as conn:
+        content = conn.execute(
+            text("SELECT content FROM audit_record ORDER BY seq DESC LIMIT 1")
+        ).scalar_one()
+    engine.dispose()
+    return json.loads(content)
+
+
+def fresh(template: dict[str, Any]) -> dict[str, Any]:
+    content = copy.deepcopy(template)
+    content["id"] = str(uuid.uuid4())
+    content["time"] = dt.datetime.now(dt.UTC).isoformat()
+    for card in content.get("cards") or []:
+        card["uuid"] = str(uuid.uuid4())
+    return content
+
+
+def writer(
+    url: str,
+    design: str,
+    template: dict[str, Any],
+    threads: int,
+    seconds: float,
+    start: Any,
+    counts: Any,
+    index: int,
+    spool: str,
+) -> None:
+    from cds.audit.spool import Spool
+    from cds.audit.store import AuditStore
+    from cds.db import engine_for
+    from cds.rules import pack as rulepack
+
+    engine = engine_for(url)
+    store = AuditStore(
+        engine,
+        rulepack.load(),
+        SECRET.encode(),
+        Spool(spool),
+        own_chains=design == "chains",
+        group_commit=design == "chains",
+        checkpoint_seconds=2.0,
+    )
+    store.submit({"kind": "call", "content": fresh(template)})  # connect, claim the chain
+    done = [0] * threads
+
+    def run(t: int, until: float) -> None:
+        while time.monotonic() < until:
+            store.submit({"kind": "call", "content": fresh(template)})
+            done[t] += 1
+
+    start.wait()
+    until = time.monotonic() + seconds
+    workers = [threading.Thread(target=run, args=(t, until)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    counts[index] = sum(done)
+    if store.spool.count() or store.lost:
+        counts[index] = -1  # an entry went to the spool or was lost: the figure would not be the database's
+    store.close()
+    engine.dispose()
+
+
+def measure(
+    url: str, design: str, template: dict[str, Any], n: int, threads: int, seconds: float, spool: str
+) -> float:
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(n + 1)
+    counts = ctx.Array("l", n)
+    procs = [
+        ctx.Process(target=writer, args=(url, design, template, threads, seconds, start, counts, i, spool))
+        for i in range(n)
+    ]
+    for p in procs:
+        p.start()
+    start.wait()
+    for p in procs:
+        p.join()
+    if any(p.exitcode for p in procs) or min(counts) < 0:
+        raise SystemExit(f"a writer failed ({design}, {n} writers): exit codes {[p.exitcode for p in procs]}")
+    return sum(counts) / seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--writers", default="1,4,16")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--threads", type=int, default=1, help="request threads per writer process")
+    parser.add_argument("--observations", type=int, default=40)
+    parser.add_argument("--designs", default="chains,single")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    from sqlalchemy import create_engine, text
+
+    from cds.audit.verify import verify_all
+    from cds.db import engine_for, ensure_schema
+
+    work = Path(tempfile.mkdtemp(prefix="cds-append-"))
+    template = template_record(work, args.observations)
+    size = len(json.dumps(template, sort_keys=True, separators=(",", ":")))
+    base = os.environ.get("CDS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    schema = f"bench_append_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{base}?options=-csearch_path%3D{schema}"
+    results: dict[str, Any] = {
+        "record_bytes": size,
+        "threads": args.threads,
+        "seconds": args.seconds,
+        "cpus": os.cpu_count(),
+        "designs": {},
+    }
+    try:
+        engine = engine_for(url)
+        ensure_schema(engine)
+        writers = [int(w) for w in args.writers.split(",")]
+        print(
+            f"records of {size} bytes; {args.threads} thread(s) per writer process; {args.seconds:g} s each"
+        )
+        for design in args.designs.split(","):
+            rates = {}
+            for n in writers:
+                rates[n] = measure(url, design, template, n, args.threads, args.seconds, str(work / "spool"))
+                ratio = rates[n] / rates[writers[0]]
+                print(f"  {design:7s} {n:3d} writer(s): {rates[n]:8.0f} appends/s  {ratio:5.2f}x one writer")
+            results["designs"][design] = {
+                str(n): {"appends_per_s": round(r), "ratio": round(r / rates[writers[0]], 2)}
+                for n, r in rates.items()
+            }
+        if "chains" in results["designs"] and "single" in results["designs"]:
+            top = str(writers[-1])
+            vs = (
+                results["designs"]["chains"][top]["appends_per_s"]
+                / results["designs"]["single"][top]["appends_per_s"]
+            )
+            print(f"  chains / single at {top} writers: {vs:.2f}x")
+        began = time.monotonic()
+        report = verify_all(engine)
+        print(
+            f"verify: {'OK' if report.ok else 'BROKEN'}: {report.records} records in {len(report.chains)} "
+            f"chain(s), {report.checkpoints} checkpoint(s), {time.monotonic() - began:.1f} s"
+            + ("" if report.ok else f" {report.problems}")
+        )
+        results["verified"] = {
+            "ok": report.ok,
+            "records": report.records,
+            "chains": len(report.chains),
+            "checkpoints": report.checkpoints,
+        }
+        engine.dispose()
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return 0 if report.ok else 1
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Record chains that do not serialise writers, and the checkpoints that tie them together.
+
+Every record is a link of one hash chain (``chain_id``, ``chain_pos``, ``prev_hash``, ``hash``; see
+``chain.py``). On PostgreSQL each process appends to a chain of its own: at its first write it claims the
+lowest free chain number with a session advisory lock (``pg_try_advisory_lock(<schema key>, n)``) held
+by one connection kept for that purpose, reads that chain's head once, and from then on appends without
+taking any lock another process waits for. Chain numbers are reused: a chain whose process stopped (its
+connection closed, so its lock went) is claimed by the next process that starts, which carries on from its
+head. The writes of a chain happen on the connection holding its lock, so a writer that lost its
+connection (and with it the chain) cannot write to it; it claims a chain again.
+
+On SQLite (one machine, and SQLite serialises writers anyway), and on PostgreSQL when ``own_chains`` is
+off, every process appends to chain 1: each transaction takes the chain's lock (on PostgreSQL a
+transaction advisory lock on the same key, so it waits for a process that owns chain 1), reads the head
+and appends, as the trail did with one chain.
+
+``seq``, the trail's one order (queries, the API, cards), comes from the database: a sequence on
+PostgreSQL, the next number under SQLite's write lock. Within a chain, seq grows with chain_pos.
+
+A checkpoint (``audit_checkpoint``, a hash chain of its own) records the head (position and hash) of every
+chain at the time it is written, as Certificate Transparency's signed tree heads do for a log: it commits
+to each chain up to that point, so that a chain cut back, rewritten or dropped before a checkpoint is found
+by ``verify``. Each writer adds one every ``AUDIT_CHECKPOINT_SECONDS`` when any head moved.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+import uuid
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.engine import Connection, Engine
+
+from cds.audit import chain, ledger
+from cds.audit.record import cards_of, columns_of
+from cds.audit.schema import audit_card, audit_checkpoint, audit_record
+
+#: the first key of a chain's advisory lock (the second is the chain number): one per database and schema,
+#: so that trails in other schemas of the same database do not share chain locks
+CHAIN_LOCK_CLASS = "hashtext(current_database() || '.' || current_schema() || '.cds-audit-chain')"
+SHARED_CHAIN = 1
+Head = tuple[int, str]  # (position of the last link, its hash); (0, GENESIS) for an empty chain
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def head_of(conn: Connection, chain_id: int) -> Head:
+    row = conn.execute(
+        select(audit_record.c.chain_pos, audit_record.c.hash)
+        .where(audit_record.c.chain_id == chain_id)
+        .order_by(audit_record.c.chain_pos.desc())
+        .limit(1)
+    ).first()
+    return (row.chain_pos, row.hash) if row else (0, chain.GENESIS)
+
+
+def _next_seqs(conn: Connection, n: int) -> list[int]:
+    if conn.dialect.name == "postgresql":
+        got = conn.execute(
+            text("SELECT nextval('audit_record_seq_seq') FROM generate_series(1, :n)"), {"n": n}
+        ).scalars()
+        return sorted(got)
+    last = conn.execute(select(func.max(audit_record.c.seq))).scalar() or 0
+    return list(range(last + 1, last + n + 1))
+
+
+def insert_links(
+    conn: Connection, chain_id: int, head: Head, contents: list[tuple[dict[str, Any], str]], dedupe: bool
+) -> tuple[list[int], Head]:
+    """Insert ``contents`` (content, canonical JSON) as the next links of ``chain_id`` after ``head``, their
+    cards with them; return their seqs and the new head. ``dedupe``: a record whose id is stored already
+    (a spooled entry written before a crash) is not written again, its seq is returned."""
+    existing: dict[str, int] = {}
+    if dedupe:
+        ids = [content["id"] for content, _ in contents]
+        found = conn.execute(select(audit_record.c.id, audit_record.c.seq).where(audit_record.c.id.in_(ids)))
+        existing = {row.id: row.seq for row in found}
+    fresh = [(content, text_) for content, text_ in contents if content["id"] not in existing]
+    pos, prev = head
+    if fresh:
+        rows, cards = [], []
+        for (content, content_json), seq in zip(fresh, _next_seqs(conn, len(fresh)), strict=True):
+            digest = chain.link_hash(prev, content_json)
+            pos += 1
+            rows.append(
+                {
+                    "seq": seq,
+                    "chain_id": chain_id,
+                    "chain_pos": pos,
+                    "content": content_json,
+                    "time": _utc(dt.datetime.fromisoformat(content["time"])),
+                    "prev_hash": prev,
+                    "hash": digest,
+                    **columns_of(content),
+                }
+            )
+            cards += [{**card, "record_seq": seq} for card in cards_of(content)]
+            existing[content["id"]] = seq
+            prev = digest
+        conn.execute(insert(audit_record), rows)
+        if cards:
+            conn.execute(insert(audit_card), cards)
+    return [existing[content["id"]] for content, _ in contents], (pos, prev)
+
+
+class ChainWriter:
+    """Appends records to this process's chain (or to the shared chain 1)."""
+
+    def __init__(self, engine: Engine, lock: threading.Lock, *, own_chains: bool = True):
+        self.engine = engine
+        self.lock = lock  # the store's process lock: one transaction of this process's at a time
+        self.own = own_chains and engine.dialect.name == "postgresql"
+        self.chain_id: int | None = None
+        self._head: Head = (0, chain.GENESIS)
+        self._conn: Connection | None = None  # holds the chain's session lock; the chain's writes run on it
+        self._pid = os.getpid()
+        self._release: weakref.finalize | None = None  # closes the chain's connection, also when collected
+
+    def append(self, contents: list[tuple[dict[str, Any], str]], *, dedupe: bool = False) -> list[int]:
+        """Append ``contents`` (content, canonical JSON) in one transaction; return their seqs."""
+        if not self.own:
+            return ledger.retried(self.engine, self.lock, lambda conn: self._shared(conn, contents, dedupe))
+        with self.lock:
+            conn = self._claimed()
+            try:
+                with conn.begin():
+                    seqs, head = insert_links(conn, self.chain_id or 0, self._head, contents, dedupe)
+            except Exception as exc:
+                if not ledger.is_poison(exc):
+                    self._drop()  # the connection (and the chain with it) may be gone: claim again
+                raise
+            self._head = head
+            return seqs
+
+    def _shared(
+        self, conn: Connection, contents: list[tuple[dict[str, Any], str]], dedupe: bool
+    ) -> list[int]:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_CLASS}, :n)"), {"n": SHARED_CHAIN})
+        self.chain_id = SHARED_CHAIN
+        return insert_links(conn, SHARED_CHAIN, head_of(conn, SHARED_CHAIN), contents, dedupe)[0]
+
+    def _claimed(self) -> Connection:
+        if self._pid != os.getpid():  # a forked child: the parent's connection and chain are not ours
+            self._conn, self.chain_id, self._pid = None, None, os.getpid()
+        if self._conn is not None:
+            return self._conn
+        conn = self.engine.connect()
+        try:
+            number = 0
+            while True:
+                number += 1
+                if conn.execute(
+                    text(f"SELECT pg_try_advisory_lock({CHAIN_LOCK_CLASS}, :n)"), {"n": number}
+                ).scalar_one():
+                    break
+            self._head = head_of(conn, number)
+            conn.commit()  # the session lock outlives the transaction
+        except Exception:
+            conn.close()
+            raise
+        self._conn, self.chain_id = conn, number
+        self._release = weakref.finalize(self, _close, conn)
+        return conn
+
+    def _drop(self) -> None:
+        release, self._release, self._conn, self.chain_id = self._release, None, None, None
+        if release is not None:
+            release()
+
+    def close(self) -> None:
+        with self.lock:
+            self._drop()
+
+
+def _close(conn: Connection) -> None:
+    """Close the chain's connection for good (not back to the pool): its session lock goes with it."""
+    try:
+        conn.invalidate()
+    except Exception:  # noqa: BLE001 - already broken
+        pass
+
+
+# -- checkpoints --------------------------------------------------------------------------------------------
+def chain_heads(conn: Connection) -> dict[int, Head]:
+    """The head of every chain, by chain number (chains are numbered from 1 up, reused, so few)."""
+    top = conn.execute(select(func.max(audit_record.c.chain_id))).scalar() or 0
+    heads = {}
+    for number in range(1, top + 1):
+        head = head_of(conn, number)
+        if head[0]:
+            heads[number] = head
+    return heads
+
+
+def heads_content(content: dict[str, Any]) -> dict[int, Head]:
+    return {int(k): (int(v["pos"]), str(v["hash"])) for k, v in content["heads"].items()}
+
+
+def checkpoint_columns(content: dict[str, Any]) -> dict[str, Any]:
+    return {"id": content["id"], "time": _utc(dt.datetime.fromisoformat(content["time"]))}
+
+
+def last_checkpoint(conn: Connection) -> dict[int, Head] | None:
+    row = conn.execute(
+        select(audit_checkpoint.c.content).order_by(audit_checkpoint.c.seq.desc()).limit(1)
+    ).first()
+    if row is None:
+        return None
+    return heads_content(json.loads(row.content))
+
+
+def write_checkpoint(engine: Engine, lock: threading.Lock) -> int | None:
+    """Append a checkpoint of every chain head, unless none moved since the last; return its seq."""
+
+    def work(conn: Connection) -> int | None:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ledger.CHECKPOINT_LOCK})
+        heads = chain_heads(conn)
+        if not heads or heads == last_checkpoint(conn):
+            return None
+        content = {
+            "id": str(uuid.uuid4()),
+            "time": dt.datetime.now(dt.UTC).isoformat(),
+            "heads": {str(k): {"pos": p, "hash": h} for k, (p, h) in sorted(heads.items())},
+        }
+        return ledger.append_link(
+            conn,
+            audit_checkpoint,
+            ledger.CHECKPOINT_LOCK,
+            chain.canonical(content),
+            checkpoint_columns(content),
+        )[0]
+
+    return ledger.retried(engine, lock, work)
+
+
+def describe(heads: Iterable[tuple[int, Head]]) -> str:
+    return ", ".join(f"chain {k} at {p}" for k, (p, _) in heads)
