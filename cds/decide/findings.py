@@ -8,6 +8,7 @@ loose warnings it explains); the audit keeps what was superseded and by what. Pu
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,18 +40,27 @@ def indicator_for(rule_card: dict[str, Any], match: dict[str, dict[str, Any]], p
     return indicator
 
 
+def _match_key(match: dict[str, dict[str, Any]]) -> str:
+    """Equal matches give equal keys (facts are JSON data: the engine's own copies)."""
+    return json.dumps(match, sort_keys=True, default=repr)
+
+
 def derive_findings(firings: list[Firing], pack: RulePack) -> tuple[list[Finding], list[Finding]]:
     """Return ``(findings, superseded)``: the findings that become cards, and those set aside."""
     by_rule: dict[str, Finding] = {}
+    seen: dict[str, set[str]] = {}  # per rule, the matches already kept (a set: linear in the firings)
     for firing in firings:
         rule = pack.rule(firing.rule_id)
         if rule.kind != "card":
             continue
         indicator = indicator_for(rule.card or {}, firing.matched, pack)
         found = by_rule.get(rule.id)
+        key = _match_key(firing.matched)
         if found is None:
             by_rule[rule.id] = Finding(rule.id, indicator, [firing.matched])
-        elif firing.matched not in found.matches:
+            seen[rule.id] = {key}
+        elif key not in seen[rule.id]:
+            seen[rule.id].add(key)
             if SEVERITY[indicator] > SEVERITY[found.indicator]:
                 found.indicator = indicator
                 found.matches.insert(0, firing.matched)

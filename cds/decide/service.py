@@ -108,6 +108,7 @@ class HookService:
                 derived = self.evaluator.derive(case)
                 if key is not None and cache is not None:
                     cache.put(key, derived)
+                budget.check("evaluating the rules")
             evaluation = self.evaluator.evaluate(case, source_label=self.source_label, derived=derived)
             self._add_explain_links(evaluation, base_url)
             self._record(service_id, hook, request, gathered, client_iss, when, started, 200, "ok",
