@@ -21,9 +21,10 @@ Workloads:
     warm           the same patient again and again (the caches on), as order-select then order-sign do
     scale-N        one patient with N = 10, 100, 1000 Observations (all in one prefetch Bundle)
     memory         N requests in a row: resident memory of the workers after warm-up and at the end
+    append         bench/append.py: audit appends/s with 1, 4 and 16 writer processes (PostgreSQL)
 
 Every workload is reported as a ratio to both floors and the targets of docs/performance.md are evaluated
-(bench/targets.py), with the audit-append figure of bench/append.py when bench/results/append.json exists.
+(bench/targets.py), with the audit-append figure of bench/append.py (run as the `append` workload).
 Writes bench/results/latest.json and bench/results/latency-vs-resources.png. Needs wrk (Debian package
 `wrk`; installed with apt-get when missing and running as root).
 """
@@ -35,6 +36,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) * 2 + 1)
     parser.add_argument("--memory-requests", type=int, default=100_000)
     parser.add_argument("--only", help="comma-separated workloads to run (typical-cold, warm, scale-10, "
-                                       "scale-100, scale-1000, memory); default all")
+                                       "scale-100, scale-1000, append, memory); default all")
     parser.add_argument("--scale-connections", type=int, default=1,
                         help="connections for the 10/100/1,000-Observation series "
                              "(1: the cost of one request)")
@@ -190,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         if chosen(f"scale-{n}"):
             measure(f"scale-{n}", [order_sign_all_in_one(f"scale-{n}", n)], cache=False,
                     connections=args.scale_connections)
+    if chosen("append"):  # the audit-append microbenchmark (PostgreSQL), its figures read by load_append
+        run_append(out_dir, min(args.seconds, 8.0))
     if not chosen("memory"):
         drop_schema()
         load_append(results, out_dir)
@@ -249,6 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out_dir / 'latest.json'} and {out_dir / 'latency-vs-resources.png'}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def run_append(out_dir: Path, seconds: float) -> None:
+    """Run bench/append.py (1, 4 and 16 writer processes, both chain designs) into out_dir/append.json."""
+    print(f"audit appends: bench/append.py --seconds {seconds:g}", flush=True)
+    done = subprocess.run([sys.executable, str(HERE / "append.py"), "--seconds", f"{seconds:g}",
+                           "--json", str(out_dir / "append.json")], check=False)
+    if done.returncode != 0:
+        print(f"audit appends: bench/append.py failed (exit {done.returncode}); not measured in this run",
+              flush=True)
 
 
 def load_append(results: dict, out_dir: Path) -> None:

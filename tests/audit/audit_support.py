@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import select
+import selectors
 import shutil
 import socket
 import subprocess
@@ -212,17 +212,20 @@ class TcpProxy:
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        poller = selectors.DefaultSelector()  # not select(): the suite may hold descriptors above 1024
         try:
+            poller.register(a, selectors.EVENT_READ)
+            poller.register(b, selectors.EVENT_READ)
             while True:
-                ready, _, _ = select.select([a, b], [], [], 1.0)
-                for s in ready:
-                    data = s.recv(65536)
+                for key, _ in poller.select(1.0):
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
                     if not data:
                         return
-                    (b if s is a else a).sendall(data)
-        except OSError:
+                    (b if key.fileobj is a else a).sendall(data)
+        except (OSError, ValueError):  # ValueError: stop() closed a socket between two selects (fd -1)
             return
         finally:
+            poller.close()
             a.close()
             b.close()
 
