@@ -19,24 +19,17 @@ def _row(target: str, measured: str, met: bool | None) -> dict[str, Any]:
     return {"target": target, "measured": measured, "met": met}
 
 
-def append_rates(data: Any) -> dict[int, float]:
-    """Aggregate appends/s by writer count from bench/append.py's JSON. Accepted shapes:
-    ``{"writers": {"1": 552.0 | {"appends_per_second": 552.0}, ...}}`` or a list of objects with ``writers``
-    and ``appends_per_second`` (top level, or under ``results``/``runs``). Anything else: ``{}``."""
+def append_rates(data: Any, design: str = "chains") -> dict[int, float]:
+    """Aggregate appends/s by writer count of one design (the service's default, a chain per writer) from
+    bench/append.py's JSON: ``{"designs": {"chains": {"1": {"appends_per_s": 465, ...}, ...}, ...}}``.
+    Anything else: ``{}``."""
     rates: dict[int, float] = {}
-    if not isinstance(data, dict | list):
-        return rates
-    if isinstance(data, dict) and isinstance(data.get("writers"), dict):
-        for k, v in data["writers"].items():
-            value = v.get("appends_per_second") if isinstance(v, dict) else v
-            if str(k).isdigit() and isinstance(value, int | float):
-                rates[int(k)] = float(value)
-        return rates
-    rows = data if isinstance(data, list) else data.get("results", data.get("runs", []))
-    for row in rows if isinstance(rows, list) else []:
-        if isinstance(row, dict) and isinstance(row.get("writers"), int) \
-                and isinstance(row.get("appends_per_second"), int | float):
-            rates[row["writers"]] = float(row["appends_per_second"])
+    designs = data.get("designs") if isinstance(data, dict) else None
+    figures = designs.get(design) if isinstance(designs, dict) else None
+    for k, v in (figures or {}).items() if isinstance(figures, dict) else []:
+        value = v.get("appends_per_s") if isinstance(v, dict) else None
+        if str(k).isdigit() and isinstance(value, int | float):
+            rates[int(k)] = float(value)
     return rates
 
 

@@ -29,7 +29,8 @@ def test_targets_met_not_met_and_not_measured():
             "scale-1000": _workload(_run(10, p50=99), 100, 1000, 1),
         },
         "memory": {"requests": 5000, "growth_percent": 1.0},
-        "append": {"writers": {"1": {"appends_per_second": 500}, "4": 1500, "16": 1999}},
+        "append": {"designs": {"chains": {"1": {"appends_per_s": 500}, "4": {"appends_per_s": 1500},
+                                           "16": {"appends_per_s": 1999}}}},
     }
     rows = evaluate(results)
     met = [r["met"] for r in rows]
@@ -39,7 +40,7 @@ def test_targets_met_not_met_and_not_measured():
 
     results["workloads"]["scale-1000"]["service"]["p50_ms"] = 400  # 0.42 ms per resource, was 0.1: not linear
     results["memory"]["requests"] = 100_000
-    results["append"]["writers"]["16"] = 2000
+    results["append"]["designs"]["chains"]["16"]["appends_per_s"] = 2000
     met = [r["met"] for r in evaluate(results)]
     assert met == [True, False, True, False, False, True, True]
 
@@ -49,8 +50,9 @@ def test_nothing_measured_is_never_counted_as_met():
     assert len(rows) == 7 and all(r["met"] is None for r in rows)
 
 
-def test_append_figures_in_either_shape():
-    assert append_rates({"writers": {"1": 10, "16": {"appends_per_second": 50.5}}}) == {1: 10.0, 16: 50.5}
-    assert append_rates({"results": [{"writers": 4, "appends_per_second": 7}]}) == {4: 7.0}
-    assert append_rates([{"writers": 1, "appends_per_second": 3}]) == {1: 3.0}
-    assert append_rates({"something": "else"}) == {} and append_rates(None) == {}
+def test_append_figures_as_bench_append_writes_them():
+    written = {"designs": {"chains": {"1": {"appends_per_s": 10, "ratio": 1.0}, "16": {"appends_per_s": 50.5}},
+                           "single": {"1": {"appends_per_s": 3}}}}
+    assert append_rates(written) == {1: 10.0, 16: 50.5}
+    assert append_rates(written, "single") == {1: 3.0}
+    assert append_rates({"writers": {"1": 10}}) == {} and append_rates(None) == {}
