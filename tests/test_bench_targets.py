@@ -51,7 +51,8 @@ def test_nothing_measured_is_never_counted_as_met():
 
 
 def test_append_figures_as_bench_append_writes_them():
-    written = {"designs": {"chains": {"1": {"appends_per_s": 10, "ratio": 1.0}, "16": {"appends_per_s": 50.5}},
+    written = {"designs": {"chains": {"1": {"appends_per_s": 10, "ratio": 1.0},
+                                      "16": {"appends_per_s": 50.5}},
                            "single": {"1": {"appends_per_s": 3}}}}
     assert append_rates(written) == {1: 10.0, 16: 50.5}
     assert append_rates(written, "single") == {1: 3.0}
