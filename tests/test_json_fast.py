@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -54,7 +55,11 @@ def test_integers_keep_every_digit_and_decimals_stay_numbers():
 
 
 def test_body_errors_are_the_services_own_words():
-    with pytest.raises(MalformedJSON, match="line 1 column 4: Expecting value"):
+    try:  # the words of this Python's json module (3.13 names a trailing comma, 3.11 expects a value)
+        json.loads("[1,]")
+    except json.JSONDecodeError as exc:
+        words = f"line {exc.lineno} column {exc.colno}: {exc.msg}"
+    with pytest.raises(MalformedJSON, match=re.escape(words)):
         parse_json(b"[1,]", max_bytes=1000, max_depth=10)
     with pytest.raises(MalformedJSON, match="not UTF-8"):
         parse_json(b'"\xff"', max_bytes=1000, max_depth=10)
