@@ -11,7 +11,6 @@ and brought ``up()`` again on the same port; ``SilentServer`` accepts connection
 from __future__ import annotations
 
 import os
-import selectors
 import socket
 import threading
 import time
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 import redis
+from support import pump
 
 REDIS_URL = os.environ.get("CDS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
@@ -118,24 +118,8 @@ class TcpProxy:
             except OSError:
                 return
             self.conns += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
 
-    @staticmethod
-    def _pump(a: socket.socket, b: socket.socket) -> None:
-        poller = selectors.DefaultSelector()
-        try:
-            poller.register(a, selectors.EVENT_READ)
-            poller.register(b, selectors.EVENT_READ)
-            while True:
-                for key, _ in poller.select(1.0):
-                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
-                    if not data:
-                        return
-                    (b if key.fileobj is a else a).sendall(data)
-        except (OSError, ValueError):
-            return
-        finally:
-            poller.close()
 
     def url(self, db: int) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"

@@ -18,6 +18,8 @@ import copy
 import datetime as dt
 import json
 import os
+import selectors
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -227,3 +229,23 @@ def pg_base_url() -> Iterator[str]:
         admin.dispose()
 
 
+def pump(a: socket.socket, b: socket.socket, *, close: bool = False) -> None:
+    """Copy bytes both ways between two sockets until either end closes (the tests' TCP proxies); with
+    ``close``, close both sockets at the end."""
+    poller = selectors.DefaultSelector()  # not select(): the suite may hold descriptors above 1024
+    try:
+        poller.register(a, selectors.EVENT_READ)
+        poller.register(b, selectors.EVENT_READ)
+        while True:
+            for key, _ in poller.select(1.0):
+                data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                if not data:
+                    return
+                (b if key.fileobj is a else a).sendall(data)
+    except (OSError, ValueError):  # ValueError: a socket closed under us between two selects (fd -1)
+        return
+    finally:
+        poller.close()
+        if close:
+            a.close()
+            b.close()

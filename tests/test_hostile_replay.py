@@ -8,7 +8,6 @@ calls, and the service refuses to start with the fallback on the spool's disk.
 
 from __future__ import annotations
 
-import selectors
 import shutil
 import socket
 import threading
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
-from support import PG_URL, make_token
+from support import PG_URL, make_token, pump
 
 from cds import create_app
 from cds.db import engine_for
@@ -79,24 +78,8 @@ class Proxy:
             except OSError:
                 return
             self.conns += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
 
-    @staticmethod
-    def _pump(a: socket.socket, b: socket.socket) -> None:
-        poller = selectors.DefaultSelector()  # not select(): the suite may hold descriptors above 1024
-        try:
-            poller.register(a, selectors.EVENT_READ)
-            poller.register(b, selectors.EVENT_READ)
-            while True:
-                for key, _ in poller.select(1.0):
-                    data = key.fileobj.recv(65536)
-                    if not data:
-                        return
-                    (b if key.fileobj is a else a).sendall(data)
-        except (OSError, ValueError):
-            return
-        finally:
-            poller.close()
 
     def url(self, base: str) -> str:
         return make_url(base).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)

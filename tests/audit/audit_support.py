@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import selectors
 import shutil
 import socket
 import subprocess
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
-from support import AuthedClient, trusted_clients_file_in  # noqa: F401
+from support import AuthedClient, pump, trusted_clients_file_in  # noqa: F401
 
 from cds.web.app import create_app
 
@@ -209,25 +208,8 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._conns += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-
-    def _pump(self, a: socket.socket, b: socket.socket) -> None:
-        poller = selectors.DefaultSelector()  # not select(): the suite may hold descriptors above 1024
-        try:
-            poller.register(a, selectors.EVENT_READ)
-            poller.register(b, selectors.EVENT_READ)
-            while True:
-                for key, _ in poller.select(1.0):
-                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
-                    if not data:
-                        return
-                    (b if key.fileobj is a else a).sendall(data)
-        except (OSError, ValueError):  # ValueError: stop() closed a socket between two selects (fd -1)
-            return
-        finally:
-            poller.close()
-            a.close()
-            b.close()
+            threading.Thread(target=pump, args=(client, upstream), kwargs={"close": True},
+                             daemon=True).start()
 
     def stop(self) -> None:
         if self._listener is not None:
