@@ -13,6 +13,15 @@ id and card uuids. Two designs, measured in the same run on the same throwaway s
     single   every process appends to one chain under one lock, reading the head in each transaction
              (``CDS_AUDIT_OWN_CHAINS`` off: the trail's earlier design), and no group commit
 
+and, for the database replay store, each record with the token id of its call (a new ``jti`` each time):
+
+    chains+jti    the token id stored in a transaction of its own before the record (``JtiStore.remember``;
+                  ``CDS_REPLAY_WITH_AUDIT`` off)
+    chains+claim  the token id stored in the record's transaction, batched by the group-commit writer with
+                  the records of concurrent calls (``CDS_REPLAY_WITH_AUDIT`` on, the default)
+
+Every token id must be taken (a refusal fails the run), and all of them must be in ``seen_jti`` at the end.
+
 Prints aggregate appends/s and the ratio to one writer of the same design, then verifies the trail
 (``cds audit verify``'s checks) and drops the schema. ``--json PATH`` writes the figures.
 """
@@ -40,6 +49,7 @@ from run import Client  # noqa: E402
 from workload import order_sign  # noqa: E402
 
 SECRET = "append-bench-patient-key-secret-0123"
+TOKEN_ISS = "https://ehr.example.org/bench"
 
 
 def template_record(work: Path, observations: int) -> dict[str, Any]:
@@ -102,25 +112,43 @@ def writer(
 ) -> None:
     from cds.audit.spool import Spool
     from cds.audit.store import AuditStore
+    from cds.auth.replay_store import JtiStore
     from cds.db import engine_for
     from cds.rules import pack as rulepack
 
+    chain_design, _, tokens = design.partition("+")
     engine = engine_for(url)
     store = AuditStore(
         engine,
         rulepack.load(),
         SECRET.encode(),
         Spool(spool),
-        own_chains=design == "chains",
-        group_commit=design == "chains",
+        own_chains=chain_design == "chains",
+        group_commit=chain_design == "chains",
         checkpoint_seconds=2.0,
     )
-    store.submit({"kind": "call", "content": fresh(template)})  # connect, claim the chain
+    replay = JtiStore(engine) if tokens else None
+    if replay is not None and tokens == "claim" and not store.take_claims(replay):
+        raise SystemExit("the replay store is not the audit database")
+    expiry = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=30)
+    refused = [0]
+
+    def entry() -> dict[str, Any]:
+        made: dict[str, Any] = {"kind": "call", "content": fresh(template)}
+        if replay is not None:
+            jti = str(uuid.uuid4())
+            if tokens == "jti" and not replay.remember(TOKEN_ISS, jti, expiry):
+                refused[0] += 1
+            if tokens == "claim":
+                made["claim"] = replay.claim(TOKEN_ISS, jti, expiry)
+        return made
+
+    store.submit(entry())  # connect, claim the chain
     done = [0] * threads
 
     def run(t: int, until: float) -> None:
         while time.monotonic() < until:
-            store.submit({"kind": "call", "content": fresh(template)})
+            store.submit(entry())  # raises TokenReplayed if a claim was refused
             done[t] += 1
 
     start.wait()
@@ -131,7 +159,7 @@ def writer(
     for w in workers:
         w.join()
     counts[index] = sum(done)
-    if store.spool.count() or store.lost:
+    if store.spool.count() or store.lost or refused[0]:
         counts[index] = -1  # an entry went to the spool or was lost: the figure would not be the database's
     store.close()
     engine.dispose()
@@ -165,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--threads", type=int, default=1, help="request threads per writer process")
     parser.add_argument("--observations", type=int, default=40)
-    parser.add_argument("--designs", default="chains,single")
+    parser.add_argument("--designs", default="chains,single,chains+jti,chains+claim")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     from sqlalchemy import create_engine, text
@@ -193,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = engine_for(url)
         ensure_schema(engine)
         writers = [int(w) for w in args.writers.split(",")]
+        expected_tokens = 0
         print(
             f"records of {size} bytes; {args.threads} thread(s) per writer process; {args.seconds:g} s each"
         )
@@ -200,8 +229,10 @@ def main(argv: list[str] | None = None) -> int:
             rates = {}
             for n in writers:
                 rates[n] = measure(url, design, template, n, args.threads, args.seconds, str(work / "spool"))
+                if "+" in design:
+                    expected_tokens += round(rates[n] * args.seconds) + n  # and each writer's first append
                 ratio = rates[n] / rates[writers[0]]
-                print(f"  {design:7s} {n:3d} writer(s): {rates[n]:8.0f} appends/s  {ratio:5.2f}x one writer")
+                print(f"  {design:12s} {n:3d} writer(s): {rates[n]:8.0f} appends/s  {ratio:5.2f}x one writer")
             results["designs"][design] = {
                 str(n): {"appends_per_s": round(r), "ratio": round(r / rates[writers[0]], 2)}
                 for n, r in rates.items()
@@ -213,6 +244,14 @@ def main(argv: list[str] | None = None) -> int:
                 / results["designs"]["single"][top]["appends_per_s"]
             )
             print(f"  chains / single at {top} writers: {vs:.2f}x")
+        with engine.connect() as conn:
+            stored = conn.execute(text("SELECT count(*) FROM seen_jti")).scalar_one()
+            appended = conn.execute(text("SELECT count(*) FROM audit_record")).scalar_one()
+        print(f"token ids stored: {stored} of {expected_tokens} (records: {appended})")
+        results["token_ids_stored"] = stored
+        if stored != expected_tokens:
+            print("a token id is missing from seen_jti", file=sys.stderr)
+            return 1
         began = time.monotonic()
         report = verify_all(engine)
         print(

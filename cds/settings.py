@@ -256,6 +256,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("REPLAY_REDIS_PREFIX", "cds:jti:", "Prefix of the replay store's keys in Redis."),
     Setting(
+        "REPLAY_WITH_AUDIT",
+        True,
+        "With the database replay store and the audit on: a hook call's token id is stored in the "
+        "transaction of its audit record (one commit for both, with concurrent calls'), a replay found there "
+        "answered 401; off: in a transaction of its own before the call is served.",
+        _bool,
+    ),
+    Setting(
         "REPLAY_REDIS_TIMEOUT_SECONDS",
         1.0,
         "Deadline of each replay-store command to Redis, for connecting and for the answer (and for a free "

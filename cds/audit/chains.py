@@ -31,7 +31,7 @@ import os
 import threading
 import uuid
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import func, insert, select, text
@@ -46,6 +46,13 @@ from cds.audit.schema import audit_card, audit_checkpoint, audit_record
 CHAIN_LOCK_CLASS = "hashtext(current_database() || '.' || current_schema() || '.cds-audit-chain')"
 SHARED_CHAIN = 1
 Head = tuple[int, str]  # (position of the last link, its hash); (0, GENESIS) for an empty chain
+Contents = list[tuple[dict[str, Any], str]]
+Before = Callable[[Connection, Contents], Contents]
+
+
+def same_database(a: Engine, b: Engine) -> bool:
+    """Whether two engines reach the same database (their URLs alike but for connection options)."""
+    return a.url.set(query={}) == b.url.set(query={})
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -124,15 +131,22 @@ class ChainWriter:
         self._pid = os.getpid()
         self._release: weakref.finalize | None = None  # closes the chain's connection, also when collected
 
-    def append(self, contents: list[tuple[dict[str, Any], str]], *, dedupe: bool = False) -> list[int]:
-        """Append ``contents`` (content, canonical JSON) in one transaction; return their seqs."""
+    def append(self, contents: list[tuple[dict[str, Any], str]], *, dedupe: bool = False,
+               before: Before | None = None) -> list[int]:
+        """Append ``contents`` (content, canonical JSON) in one transaction; return their seqs. ``before``
+        runs first in the same transaction and returns the contents to append (the token claims of the
+        records are stored that way, and a record whose claim is a replay is left out)."""
         if not self.own:
-            return ledger.retried(self.engine, self.lock, lambda conn: self._shared(conn, contents, dedupe))
+            return ledger.retried(
+                self.engine, self.lock,
+                lambda conn: self._shared(conn, before(conn, contents) if before else contents, dedupe),
+            )
         with self.lock:
             conn = self._claimed()
             try:
                 with conn.begin():
-                    seqs, head = insert_links(conn, self.chain_id or 0, self._head, contents, dedupe)
+                    rows = before(conn, contents) if before else contents
+                    seqs, head = insert_links(conn, self.chain_id or 0, self._head, rows, dedupe)
             except Exception as exc:
                 if not ledger.is_poison(exc):
                     self._drop()  # the connection (and the chain with it) may be gone: claim again

@@ -41,8 +41,10 @@ from cds.audit.inflight import CallMarkers
 from cds.audit.record import build_content
 from cds.audit.schema import audit_feedback
 from cds.audit.spool import Spool, Unstorable
+from cds.auth.replay_store import JtiStore, TokenReplayed
 from cds.db import ensure_schema
 from cds.decide.service import CallRecord
+from cds.errors import AuthUnavailable
 from cds.hooks.services import hook_of
 from cds.rules.pack import RulePack
 
@@ -81,6 +83,16 @@ class AuditStore:
         self.writer = GroupCommit(self._submit_batch, after=self.maybe_checkpoint) if group_commit else None
         self.checkpoint_seconds = checkpoint_seconds
         self._checkpointed = time.monotonic()
+        #: the token replay store whose claims are settled with the records (``take_claims``)
+        self.replay: JtiStore | None = None
+
+    def take_claims(self, replay: JtiStore) -> bool:
+        """Store the token ids of calls (their ``Claim``) in the transaction of their records, when the replay
+        store is this database: True when it is (and from now on claims are taken), False otherwise."""
+        if not chains.same_database(self.engine, replay.engine):
+            return False
+        self.replay = replay
+        return True
 
     # -- started-call markers -------------------------------------------------------------------------
     def call_started(self, service: str, started: dt.datetime) -> Path | None:
@@ -116,8 +128,13 @@ class AuditStore:
             log.exception("audit record could not be built for a %s call", call.service)
             self.lost += 1
             return
+        entry: dict[str, Any] = {"kind": "call", "content": content}
+        if call.claim is not None and self.replay is not None:
+            entry["claim"] = call.claim
         try:
-            self.submit({"kind": "call", "content": content})
+            self.submit(entry)
+        except (TokenReplayed, AuthUnavailable):
+            raise  # the call's token: a replay, or not checkable now; its answer says so, nothing is stored
         except Exception:  # noqa: BLE001 - same: the answer goes out, the loss is logged
             self.lost += 1
             log.exception("audit entry LOST for a %s call", call.service)
@@ -162,25 +179,38 @@ class AuditStore:
             queued = bool(self._held)
         if not queued and not self.spool.pending():
             try:
-                self.write_batch(entries)
-                return [None] * len(entries)
+                return self.write_batch(entries)
             except Exception as exc:
                 if isinstance(exc, SQLAlchemyError) and not ledger.is_poison(exc):
                     log.warning("audit database unavailable (%s); spooling %d entries to %s",
                                 type(exc).__name__, len(entries), self.spool.folder)
-                    for entry in entries:
-                        self._spool(entry)
-                    return [None] * len(entries)
+                    return self._each(entries, self._settled_to_spool)
+        return self._each(entries, self._submit_one)
+
+    @staticmethod
+    def _each(entries: list[dict[str, Any]], step: Any) -> list[BaseException | None]:
         errors: list[BaseException | None] = []
         for entry in entries:
             try:
-                self._submit_one(entry)
+                step(entry)
                 errors.append(None)
             except Exception as exc:  # noqa: BLE001 - handed to that entry's caller
                 errors.append(exc)
         return errors
 
+    def _settle(self, entry: dict[str, Any]) -> None:
+        """The entry's token claim stored on its own, before the entry is written, spooled or held: raises
+        ``TokenReplayed`` (the entry is dropped: its call answers 401) or ``AuthUnavailable`` (503)."""
+        claim = entry.pop("claim", None)
+        if claim is not None and self.replay is not None:
+            self.replay.settle(claim)
+
+    def _settled_to_spool(self, entry: dict[str, Any]) -> None:
+        self._settle(entry)
+        self._spool(entry)
+
     def _submit_one(self, entry: dict[str, Any]) -> None:
+        self._settle(entry)
         with self._held_lock:
             if self._held:  # queue behind the entries already held, to keep the order
                 self._hold(entry)
@@ -281,10 +311,37 @@ class AuditStore:
         self.maybe_checkpoint()
         return seq
 
-    def write_batch(self, entries: list[dict[str, Any]]) -> None:
-        """Call entries into the database in one transaction, all or none."""
+    def write_batch(self, entries: list[dict[str, Any]]) -> list[BaseException | None]:
+        """Call entries into the database in one transaction, all or none, with their token claims: an entry
+        whose claim is a replay is not written (its error is ``TokenReplayed``); the others are committed."""
         self._migrate_if_pending()
-        self.chains.append([(e["content"], chain.canonical(e["content"])) for e in entries])
+        contents = [(e["content"], chain.canonical(e["content"])) for e in entries]
+        claims = [e.get("claim") for e in entries]
+        replay = self.replay
+        if replay is None or not any(claims):
+            self.chains.append(contents)
+            return [None] * len(entries)
+        replay.ready()
+        kept: list[bool] = []
+
+        def take(conn: Connection, rows: chains.Contents) -> chains.Contents:
+            accepted = replay.insert_claims(conn, [c for c in claims if c is not None])
+            kept.clear()
+            for claim in claims:
+                fresh = claim is None or claim.key in accepted
+                if claim is not None:
+                    accepted.discard(claim.key)  # the same key twice in one batch: the first wins
+                kept.append(fresh)
+            return [row for row, keep in zip(rows, kept, strict=True) if keep]
+
+        self.chains.append(contents, before=take)
+        errors: list[BaseException | None] = []
+        for entry, claim, keep in zip(entries, claims, kept, strict=True):
+            entry.pop("claim", None)
+            if claim is not None and keep:
+                claim.settled = True
+            errors.append(None if keep else claim.refused())
+        return errors
 
     def maybe_checkpoint(self, *, now: bool = False) -> int | None:
         """Write a checkpoint of every chain head when ``checkpoint_seconds`` have passed (or ``now``)."""

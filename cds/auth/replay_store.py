@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column, DateTime, String, Table, delete, insert, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from cds import db
-from cds.errors import AuthUnavailable, ConfigurationError
+from cds.errors import AuthUnavailable, ConfigurationError, Unauthorized
 
 #: JWT replay protection (created by the migrations in cds/migrations): sha256 hex of iss + jti, and expiry.
 seen_jti = Table(
@@ -50,8 +51,30 @@ FALLBACK_MODES = ("none", "host")
 RAM_DISK = Path("/dev/shm")
 
 
+RECENT_LIMIT = 10_000  # token ids a process keeps in memory to refuse its own replays early
+
+
 def jti_key(iss: str, jti: str) -> str:
     return hashlib.sha256(f"{iss}\0{jti}".encode()).hexdigest()
+
+
+class TokenReplayed(Unauthorized):
+    """A token id was used before: found when the call's claim was settled (a bare 401)."""
+
+
+class Claim:
+    """A token id this process has taken but not yet stored: settled (stored, or found to be a replay)
+    with the call's audit record (``JtiStore.insert_claims``), or on its own (``JtiStore.settle``)."""
+
+    __slots__ = ("key", "expires_at", "iss", "settled")
+
+    def __init__(self, key: str, expires_at: dt.datetime, iss: str):
+        self.key, self.expires_at, self.iss = key, expires_at, iss
+        self.settled = False
+
+    def refused(self) -> TokenReplayed:
+        self.settled = True
+        return TokenReplayed(f"token id (jti) of issuer {self.iss!r} was used before (replay)")
 
 
 class FileJtiStore:
@@ -155,13 +178,70 @@ class JtiStore:
         self._lock = threading.Lock()
         self._schema_ready = False
         self._last_purge = 0.0
+        self._recent: dict[str, float] = {}  # keys claimed in this process, with their expiry (epoch s)
 
     @classmethod
     def from_url(cls, url: str, **kwargs) -> JtiStore:
         return cls(db.engine_for(url), **kwargs)
 
     def remember(self, iss: str, jti: str, expires_at: dt.datetime) -> bool:
+        return self._remember_key(jti_key(iss, jti), expires_at)
+
+    # -- claims: the replay write made in the audit record's transaction ---------------------------------
+    def claim(self, iss: str, jti: str, expires_at: dt.datetime) -> Claim | None:
+        """Take a token id for a call whose audit record will store it (``insert_claims``); ``None`` when this
+        process has seen it already (a replay, refused before any work). Whether another process or host
+        has seen it is known only when the claim is settled."""
         key = jti_key(iss, jti)
+        now = self.clock()
+        with self._lock:
+            known = self._recent.get(key)
+            if known is not None and known >= now:
+                return None
+            if len(self._recent) >= RECENT_LIMIT:
+                self._recent = {k: e for k, e in self._recent.items() if e >= now}
+                if len(self._recent) >= RECENT_LIMIT:  # all still live: forget the oldest half
+                    self._recent = dict(list(self._recent.items())[RECENT_LIMIT // 2:])
+            self._recent[key] = expires_at.timestamp()
+        return Claim(key, expires_at, iss)
+
+    def settle(self, claim: Claim) -> None:
+        """Store a claim on its own (its own transaction, with the fallback of ``remember``); raises
+        ``TokenReplayed`` on a replay, ``AuthUnavailable`` when it cannot be checked. Once only."""
+        if claim.settled:
+            return
+        accepted = self._remember_key(claim.key, claim.expires_at)
+        claim.settled = True
+        if not accepted:
+            raise claim.refused()
+
+    def insert_claims(self, conn: Connection, claims: list[Claim]) -> set[str]:
+        """Store ``claims`` in ``conn``'s transaction, in one statement; return the keys accepted (the others
+        are replays: seen before by any process or host sharing the database). A key whose stored row has
+        expired is taken again, as ``remember`` does. The caller marks them settled once committed."""
+        if not claims:
+            return set()
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        rows, seen = [], set()
+        for claim in claims:
+            if claim.key not in seen:
+                seen.add(claim.key)
+                rows.append({"jti_key": claim.key, "expires_at": claim.expires_at})
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(seen_jti).values(rows)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[seen_jti.c.jti_key], set_={"expires_at": stmt.excluded.expires_at},
+            where=seen_jti.c.expires_at < now,
+        ).returning(seen_jti.c.jti_key)
+        accepted = set(conn.execute(stmt).scalars())
+        return {key for key in accepted if self._not_in_fallback(key, now)}
+
+    def ready(self) -> None:
+        """The schema in place and old rows purged now and then: what ``remember`` does before its write."""
+        self._ensure_schema()
+        self._maybe_purge(dt.datetime.fromtimestamp(self.clock(), dt.UTC))
+
+    def _remember_key(self, key: str, expires_at: dt.datetime) -> bool:
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         for attempt in range(LOCKED_RETRIES + 1):
             try:

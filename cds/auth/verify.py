@@ -80,9 +80,11 @@ class TokenVerifier:
         self.max_lifetime = max_lifetime
         self.clock = clock
 
-    def verify(self, authorization: str | None, audience: str | Sequence[str]) -> ClientIdentity:
+    def verify(self, authorization: str | None, audience: str | Sequence[str], *,
+               replay: ReplayCheck | None = None) -> ClientIdentity:
         """Check an ``Authorization`` header value for a call to the endpoint at URL ``audience`` (or at any
-        of several URLs: the names the service is configured to answer to)."""
+        of several URLs: the names the service is configured to answer to). ``replay``: this call's replay
+        check instead of the verifier's own (the last check, made only when every other passed)."""
         token = self._bearer(authorization)
         try:
             header = jwt.get_unverified_header(token)
@@ -107,7 +109,7 @@ class TokenVerifier:
                 "verify_iss": False, "require": []})
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"signature check failed ({type(exc).__name__}) for issuer {iss!r}") from exc
-        return self._check_claims(claims, client.iss, kid, audience)
+        return self._check_claims(claims, client.iss, kid, audience, replay or self.replay)
 
     @staticmethod
     def _bearer(authorization: str | None) -> str:
@@ -138,7 +140,7 @@ class TokenVerifier:
         return key
 
     def _check_claims(self, claims: Mapping[str, Any], iss: str, kid: str,
-                      audience: str | Sequence[str]) -> ClientIdentity:
+                      audience: str | Sequence[str], replay: ReplayCheck) -> ClientIdentity:
         now = self.clock()
         exp, iat = _number(claims, "exp"), _number(claims, "iat")
         if exp <= now - self.leeway:
@@ -163,6 +165,6 @@ class TokenVerifier:
         if tenant is not None and not isinstance(tenant, str):
             raise Unauthorized(f"token of issuer {iss!r}: 'tenant' is not a string")
         expires_at = dt.datetime.fromtimestamp(exp + self.leeway, dt.UTC)
-        if not self.replay(iss, jti, expires_at):
+        if not replay(iss, jti, expires_at):
             raise Unauthorized(f"token id (jti) of issuer {iss!r} was used before (replay)")
         return ClientIdentity(iss=iss, kid=kid, jti=jti, tenant=tenant, expires_at=expires_at)

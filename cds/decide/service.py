@@ -55,6 +55,9 @@ class CallRecord:
     provenance: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     context: dict[str, Any] = field(default_factory=dict)  # hook context (the audit keeps a few fields)
+    #: the call's token id when its replay check is made with the record (``cds.auth.replay_store.Claim``):
+    #: a sink that takes it stores both in one transaction, and raises ``TokenReplayed`` on a replay
+    claim: Any = None
 
 
 #: a card's "Why this card?" address from the service's public base URL and the card's uuid
@@ -82,7 +85,10 @@ class HookService:
     max_resources: int | None = None
 
     def call(self, service_id: str, body: Any, *, now: dt.datetime | None = None,
-             client_iss: str | None = None, base_url: str | None = None) -> dict[str, Any]:
+             client_iss: str | None = None, base_url: str | None = None, claim: Any = None) -> dict[str, Any]:
+        """The response body for one call; its record goes to the audit sink before it returns. ``claim``:
+        the call's token id, stored with the record (a replay found there raises ``TokenReplayed``, and the
+        call's answer is that, not its cards)."""
         started = time.perf_counter()
         when = now or dt.datetime.now(dt.UTC)
         hook = hook_of(service_id)
@@ -111,18 +117,19 @@ class HookService:
                 budget.check("evaluating the rules")
             evaluation = self.evaluator.evaluate(case, source_label=self.source_label, derived=derived)
             self._add_explain_links(evaluation, base_url)
-            self._record(service_id, hook, request, gathered, client_iss, when, started, 200, "ok",
-                         evaluation)
-            return {"cards": evaluation.cards}
         except CdsError as exc:
             outcome = "412" if exc.status == 412 else str(exc.status)
             self._record(service_id, hook, request, gathered, client_iss, when, started, exc.status, outcome,
-                         evaluation, error=exc.message)
+                         evaluation, error=exc.message, claim=claim)
             raise
         except Exception:
             self._record(service_id, hook, request, gathered, client_iss, when, started, 500, "500",
-                         evaluation, error="internal error; the request was not processed")
+                         evaluation, error="internal error; the request was not processed", claim=claim)
             raise
+        else:  # outside the handlers above: a replay found with the record is not recorded again
+            self._record(service_id, hook, request, gathered, client_iss, when, started, 200, "ok",
+                         evaluation, claim=claim)
+            return {"cards": evaluation.cards}
         finally:
             if started_hook:
                 getattr(self.audit, "call_finished")(marker)  # noqa: B009 - only sinks with call_started have it
@@ -154,7 +161,7 @@ class HookService:
 
     def _record(self, service_id: str, hook: str | None, request: HookRequest | None, gathered: Gathered,
                 client_iss: str | None, when: dt.datetime, started: float, status: int, outcome: str,
-                evaluation: Evaluation | None, error: str | None = None) -> None:
+                evaluation: Evaluation | None, error: str | None = None, claim: Any = None) -> None:
         if self.audit is None:
             return
         record = CallRecord(
@@ -171,5 +178,6 @@ class HookService:
             provenance=dict(gathered.provenance),
             error=error,
             context=dict(request.context) if request else {},
+            claim=claim,
         )
         self.audit.record_call(record)

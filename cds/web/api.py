@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
-from flask import Blueprint, Flask, current_app, g, jsonify
+from flask import Blueprint, Flask, current_app, g, jsonify, request
 
+from cds.auth.replay_store import TokenReplayed
 from cds.errors import UnknownService
 from cds.hooks.envelope import check_service_id, parse_feedback
 from cds.hooks.services import discovery_document, hook_of
 from cds.web.guard import public_bases, read_body
 from cds.web.jsonbody import parse_json
+
+log = logging.getLogger("cds.auth")
 
 bp = Blueprint("cds_hooks", __name__)
 
@@ -31,9 +35,13 @@ def call_service(service_id: str):
     service = current_app.extensions["cds.service"]
     now = current_app.config.get("NOW")  # tests may pin evaluation time
     body = _body()
-    response = service.call(service_id, body, now=now() if callable(now) else now,
-                            client_iss=getattr(g, "client_iss", None),
-                            base_url=public_bases(current_app.config)[0])
+    try:
+        response = service.call(service_id, body, now=now() if callable(now) else now,
+                                client_iss=getattr(g, "client_iss", None),
+                                base_url=public_bases(current_app.config)[0], claim=g.get("jti_claim"))
+    except TokenReplayed as exc:  # found when the record was stored: no record, a bare 401
+        log.warning("refused POST %s: %s", request.path, exc.message)
+        raise
     return jsonify(response)
 
 

@@ -61,6 +61,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: AuditSink
 
     api.init_app(app)
     http_guard.init_app(app)
+    if store is not None and audit_sink is None:
+        http_guard.claim_with_records(app, store)
     openapi.init_app(app)
     metrics.init_app(app)
     if store is not None:

@@ -6,6 +6,10 @@ baseline response headers. The Flask side of ``cds.auth.verify``.
   issuer. Its ``aud`` must name the endpoint under one of ``public_bases`` — configuration, never the
   request's Host or X-Forwarded-* headers. A failure is a bare 401 (``WWW-Authenticate: Bearer``); the
   reason goes to the log, never the token. CORS preflight (``OPTIONS``) needs no token.
+* The token's id (``jti``) is checked for replay last. For a hook call whose audit record goes to the
+  database the replay store is in (``claim_with_records``), this process's own replays are refused here and
+  the id is stored with the record (``g.jti_claim``); a call that ends before its record stores it on its
+  own in ``settle_claim``, which answers 401 to a replay whatever the answer would have been.
 * ``read_body`` reads the request body up to ``MAX_BODY_BYTES`` and no further, whatever the
   ``Content-Length`` says or when the body comes in chunks (413 above the limit); a body that does not
   arrive within the production worker's read deadline is a 408.
@@ -15,6 +19,7 @@ baseline response headers. The Flask side of ``cds.auth.verify``.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -25,12 +30,13 @@ from cds.auth.replay_redis import MIN_POOL, RedisJtiStore
 from cds.auth.replay_store import JtiStore, fallback_store
 from cds.auth.trusted_clients import JwksCache, TrustedClient, keys_of, load_trusted_clients
 from cds.auth.verify import TokenVerifier
-from cds.errors import ClientTooSlow, LimitExceeded, Unauthorized
+from cds.errors import AuthUnavailable, ClientTooSlow, LimitExceeded, Unauthorized
 
 log = logging.getLogger("cds.auth")
 
 BLUEPRINT = "cds_hooks"
 OPEN_ENDPOINTS = {"cds_hooks.health"}
+CLAIMED_ENDPOINT = "cds_hooks.call_service"  # its token id may be stored with its audit record
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
 CHUNK = 64 * 1024
@@ -39,9 +45,23 @@ CHUNK = 64 * 1024
 def init_app(app: Flask) -> None:
     store = build_replay_store(app.config)
     app.extensions.setdefault("cds.health", {})["replay"] = store.health
+    app.extensions["cds.replay"] = store
     app.extensions["cds.auth"] = build_verifier(app.config, store)
     app.before_request_funcs.setdefault(BLUEPRINT, []).append(authenticate)
     app.after_request(add_headers)
+    app.after_request(settle_claim)  # runs before add_headers (Flask runs them last-registered first)
+
+
+def claim_with_records(app: Flask, audit_store: Any) -> bool:
+    """Make the replay check of hook calls in the transaction of their audit records (``REPLAY_WITH_AUDIT``),
+    when the replay store is the database the audit store writes to; True when that is so."""
+    store = app.extensions.get("cds.replay")
+    if not app.config["REPLAY_WITH_AUDIT"] or not isinstance(store, JtiStore) \
+            or not audit_store.take_claims(store):
+        return False
+    app.extensions["cds.claims"] = store
+    log.info("token replay store: the database, with each hook call's audit record")
+    return True
 
 
 def build_replay_store(config: Any) -> JtiStore | RedisJtiStore:
@@ -112,13 +132,37 @@ def authenticate() -> None:
     if request.method == "OPTIONS" or request.endpoint in OPEN_ENDPOINTS:
         return
     verifier: TokenVerifier = current_app.extensions["cds.auth"]
+    claims: JtiStore | None = current_app.extensions.get("cds.claims")
+    replay = None
+    if claims is not None and request.endpoint == CLAIMED_ENDPOINT:
+        def replay(iss: str, jti: str, expires_at: Any) -> bool:  # stored with the call's audit record
+            g.jti_claim = claims.claim(iss, jti, expires_at)
+            return g.jti_claim is not None
     try:
-        identity = verifier.verify(request.headers.get("Authorization"), expected_audiences())
+        identity = verifier.verify(request.headers.get("Authorization"), expected_audiences(), replay=replay)
     except Unauthorized as exc:
         log.warning("refused %s %s: %s", request.method, request.path, exc.message)
         raise
     g.client_iss = identity.iss
     g.client_tenant = identity.tenant
+
+
+def settle_claim(response: Response) -> Response:
+    """A hook call's token claim that its audit record did not store (the call ended before it was recorded:
+    a bad body, an audit entry that could not be built) is stored now; a replay found here is answered 401,
+    an unavailable store 503, whatever the answer would have been."""
+    claim = g.pop("jti_claim", None)
+    if claim is None or claim.settled:
+        return response
+    try:
+        current_app.extensions["cds.claims"].settle(claim)
+    except Unauthorized as exc:
+        log.warning("refused %s %s: %s", request.method, request.path, exc.message)
+        return Response("", 401, {"WWW-Authenticate": "Bearer"})
+    except AuthUnavailable as exc:
+        log.error("request failed: %s", exc.message)
+        return Response(json.dumps(exc.to_operation_outcome()), 503, mimetype="application/json")
+    return response
 
 
 def read_body(max_bytes: int) -> bytes:
