@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column, DateTime, String, Table, delete, insert, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
@@ -51,6 +51,14 @@ FALLBACK_MODES = ("none", "host")
 RAM_DISK = Path("/dev/shm")
 
 
+#: ``insert_claims`` on PostgreSQL: every key of a batch in one statement; a key already there (and not
+#: expired) is not returned
+UPSERT_POSTGRES = text(
+    "INSERT INTO seen_jti (jti_key, expires_at) "
+    "SELECT k, e FROM unnest(CAST(:keys AS varchar[]), CAST(:expires AS timestamptz[])) AS t(k, e) "
+    "ON CONFLICT (jti_key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE seen_jti.expires_at < :now "
+    "RETURNING jti_key"
+)
 RECENT_LIMIT = 10_000  # token ids a process keeps in memory to refuse its own replays early
 
 
@@ -227,13 +235,16 @@ class JtiStore:
             if claim.key not in seen:
                 seen.add(claim.key)
                 rows.append({"jti_key": claim.key, "expires_at": claim.expires_at})
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(seen_jti).values(rows)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[seen_jti.c.jti_key], set_={"expires_at": stmt.excluded.expires_at},
-            where=seen_jti.c.expires_at < now,
-        ).returning(seen_jti.c.jti_key)
-        accepted = set(conn.execute(stmt).scalars())
+        if conn.dialect.name == "postgresql":  # one statement whatever the count, compiled once
+            found = conn.execute(UPSERT_POSTGRES, {"keys": [r["jti_key"] for r in rows],
+                                                   "expires": [r["expires_at"] for r in rows], "now": now})
+        else:
+            stmt = sqlite.insert(seen_jti).values(rows)
+            found = conn.execute(stmt.on_conflict_do_update(
+                index_elements=[seen_jti.c.jti_key], set_={"expires_at": stmt.excluded.expires_at},
+                where=seen_jti.c.expires_at < now,
+            ).returning(seen_jti.c.jti_key))
+        accepted = set(found.scalars())
         return {key for key in accepted if self._not_in_fallback(key, now)}
 
     def ready(self) -> None:
