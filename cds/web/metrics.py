@@ -70,8 +70,8 @@ def _after(response: Response) -> Response:
     REQUESTS.labels(endpoint, _method(), str(response.status_code)).inc()
     if response.status_code >= 400:
         ERRORS.labels(endpoint, "server" if response.status_code >= 500 else "client").inc()
-    if request.endpoint == CARD_ENDPOINT and response.status_code == 200 and response.is_json:
-        for card in (response.get_json(silent=True) or {}).get("cards") or []:
+    if request.endpoint == CARD_ENDPOINT and response.status_code == 200:
+        for card in g.pop("cds_cards", None) or []:
             if isinstance(card, dict):
                 topic = (card.get("source") or {}).get("topic") or {}
                 CARDS.labels(str(topic.get("code") or "(none)"), str(card.get("indicator"))).inc()
