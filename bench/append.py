@@ -1,12 +1,16 @@
 """Audit appends per second on PostgreSQL with 1, 4 and 16 concurrent writer processes.
 
-    python bench/append.py [--writers 1,4,16] [--seconds 8] [--threads 1] [--designs chains,single]
+    python bench/append.py [--writers 1,4,16] [--seconds 8] [--threads 1 | --calls-per-process 4]
+                           [--designs chains,single,chains+jti,chains+claim]
 
 Each writer is a separate process with its own ``AuditStore`` (as each gunicorn worker has), appending
 records through the store's real path (``AuditStore.submit``: the group-commit writer, the chain, the
 record and its cards in one transaction, committed before ``submit`` returns) for ``--seconds``, with
-``--threads`` request threads per process. The records are copies of one real record of the service
-(an order-sign call with ``--observations`` Observations, about 8 KB of canonical JSON), each with its own
+``--threads`` request threads per process; or, with ``--calls-per-process K``, each writer is one
+concurrent call and the calls run in as few processes of at most K request threads as they fit in (16
+writers with K = 4: four processes of four threads, as four of the service's workers would hold them).
+The records are copies of one real record of the service (an order-sign call with ``--observations``
+Observations, about 16 KB of canonical JSON), each with its own
 id and card uuids. Two designs, measured in the same run on the same throwaway schema:
 
     chains   each process appends to a chain of its own (``CDS_AUDIT_OWN_CHAINS`` on, the default)
@@ -165,15 +169,25 @@ def writer(
     engine.dispose()
 
 
+def layout(writers: int, threads: int, calls_per_process: int) -> list[int]:
+    """Request threads of each writer process: ``writers`` processes of ``threads`` each, or, with
+    ``calls_per_process``, ``writers`` concurrent calls in as few processes of at most that many threads."""
+    if calls_per_process <= 0:
+        return [threads] * writers
+    processes = -(-writers // calls_per_process)
+    return [writers // processes + (1 if i < writers % processes else 0) for i in range(processes)]
+
+
 def measure(
-    url: str, design: str, template: dict[str, Any], n: int, threads: int, seconds: float, spool: str
+    url: str, design: str, template: dict[str, Any], threads: list[int], seconds: float, spool: str
 ) -> float:
     ctx = mp.get_context("spawn")
+    n = len(threads)
     start = ctx.Barrier(n + 1)
     counts = ctx.Array("l", n)
     procs = [
-        ctx.Process(target=writer, args=(url, design, template, threads, seconds, start, counts, i, spool))
-        for i in range(n)
+        ctx.Process(target=writer, args=(url, design, template, t, seconds, start, counts, i, spool))
+        for i, t in enumerate(threads)
     ]
     for p in procs:
         p.start()
@@ -192,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writers", default="1,4,16")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--threads", type=int, default=1, help="request threads per writer process")
+    parser.add_argument("--calls-per-process", type=int, default=0,
+                        help="count --writers as concurrent calls, in processes of at most this many request "
+                        "threads (4: the service's CDS_THREADS); 0: one process per writer")
     parser.add_argument("--observations", type=int, default=40)
     parser.add_argument("--designs", default="chains,single,chains+jti,chains+claim")
     parser.add_argument("--json", type=Path)
@@ -213,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "record_bytes": size,
         "threads": args.threads,
+        "calls_per_process": args.calls_per_process,
         "seconds": args.seconds,
         "cpus": os.cpu_count(),
         "designs": {},
@@ -223,14 +241,18 @@ def main(argv: list[str] | None = None) -> int:
         writers = [int(w) for w in args.writers.split(",")]
         expected_tokens = 0
         print(
-            f"records of {size} bytes; {args.threads} thread(s) per writer process; {args.seconds:g} s each"
+            f"records of {size} bytes; "
+            + (f"writers are concurrent calls, at most {args.calls_per_process} per process"
+               if args.calls_per_process > 0 else f"{args.threads} thread(s) per writer process")
+            + f"; {args.seconds:g} s each"
         )
         for design in args.designs.split(","):
             rates = {}
             for n in writers:
-                rates[n] = measure(url, design, template, n, args.threads, args.seconds, str(work / "spool"))
+                shape = layout(n, args.threads, args.calls_per_process)
+                rates[n] = measure(url, design, template, shape, args.seconds, str(work / "spool"))
                 if "+" in design:
-                    expected_tokens += round(rates[n] * args.seconds) + n  # and each writer's first append
+                    expected_tokens += round(rates[n] * args.seconds) + len(shape)  # and each process's first
                 ratio = rates[n] / rates[writers[0]]
                 print(f"  {design:12s} {n:3d} writer(s): {rates[n]:8.0f} appends/s  {ratio:5.2f}x one writer")
             results["designs"][design] = {
