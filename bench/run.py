@@ -255,23 +255,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+#: bench/append.py's two runs: 1, 4 and 16 writer processes (every design), and 1, 4 and 16 concurrent
+#: calls in processes of 4 request threads (the service's default path: a chain per process, the token id
+#: with the record)
+APPEND_RUNS = (
+    ("append", []),
+    ("append-calls", ["--calls-per-process", "4", "--designs", "chains,chains+claim"]),
+)
+
+
 def run_append(out_dir: Path, seconds: float) -> None:
-    """Run bench/append.py (1, 4 and 16 writer processes, both chain designs) into out_dir/append.json."""
-    print(f"audit appends: bench/append.py --seconds {seconds:g}", flush=True)
-    done = subprocess.run([sys.executable, str(HERE / "append.py"), "--seconds", f"{seconds:g}",
-                           "--json", str(out_dir / "append.json")], check=False)
-    if done.returncode != 0:
-        print(f"audit appends: bench/append.py failed (exit {done.returncode}); not measured in this run",
-              flush=True)
+    """Run bench/append.py's two layouts into out_dir/append.json and out_dir/append-calls.json."""
+    for key, extra in APPEND_RUNS:
+        print(f"audit appends: bench/append.py --seconds {seconds:g} {' '.join(extra)}", flush=True)
+        done = subprocess.run([sys.executable, str(HERE / "append.py"), "--seconds", f"{seconds:g}", *extra,
+                               "--json", str(out_dir / f"{key}.json")], check=False)
+        if done.returncode != 0:
+            print(f"audit appends: bench/append.py {' '.join(extra)} failed (exit {done.returncode}); not "
+                  "measured in this run", flush=True)
+            (out_dir / f"{key}.json").unlink(missing_ok=True)
 
 
 def load_append(results: dict, out_dir: Path) -> None:
-    """The audit-append microbenchmark's figures (bench/append.py writes bench/results/append.json)."""
-    append_file = out_dir / "append.json"
-    if append_file.exists():
-        results["append"] = json.loads(append_file.read_text())
-        written = dt.datetime.fromtimestamp(append_file.stat().st_mtime, dt.UTC)
-        results["append_file_time"] = written.isoformat(timespec="seconds")
+    """The audit-append microbenchmark's figures (bench/append.py writes bench/results/append*.json)."""
+    for key, _ in APPEND_RUNS:
+        append_file = out_dir / f"{key}.json"
+        if append_file.exists():
+            results[key] = json.loads(append_file.read_text())
+            written = dt.datetime.fromtimestamp(append_file.stat().st_mtime, dt.UTC)
+            results[f"{key}_file_time"] = written.isoformat(timespec="seconds")
 
 
 def plot(results: dict, path: Path) -> None:

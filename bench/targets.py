@@ -81,18 +81,29 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     else:
         rows.append(_row("100,000 calls: worker memory grows < 10 % after warm-up", NOT_MEASURED,
                          None))
-    rates = append_rates(results.get("append"))
+    for key, design, label in APPEND_ROWS:
+        rows.append(_append_row(results, key, design, label))
+    return rows
+
+
+#: the audit-append rows: (results key and file stem, design, what a writer is)
+APPEND_ROWS = (
+    ("append", "chains", "16 writers >= 4 x one writer (a process each)"),
+    ("append-calls", "chains+claim",
+     "16 concurrent calls >= 4 x one call (4 per process, each record with its token id)"),
+)
+
+
+def _append_row(results: dict[str, Any], key: str, design: str, label: str) -> dict[str, Any]:
+    target = f"audit appends (PostgreSQL): {label}"
+    rates = append_rates(results.get(key), design)
     if 1 in rates and 16 in rates:
         ratio = rates[16] / rates[1]
-        rows.append(_row("audit appends (PostgreSQL): 16 writers >= 4 x one writer",
-                         f"{ratio:.2f} x ({rates[16]:.0f} vs {rates[1]:.0f} appends/s; bench/append.py, "
-                         f"bench/results/append.json of {results.get('append_file_time', '?')})",
-                         ratio >= 4))
-    else:
-        rows.append(_row("audit appends (PostgreSQL): 16 writers >= 4 x one writer",
-                         NOT_MEASURED if "append" not in results
-                         else "bench/results/append.json holds no 1- and 16-writer figures", None))
-    return rows
+        when = results.get(f"{key}_file_time", "?")
+        return _row(target, f"{ratio:.2f} x ({rates[16]:.0f} vs {rates[1]:.0f} appends/s; bench/append.py, "
+                            f"bench/results/{key}.json of {when})", ratio >= 4)
+    return _row(target, NOT_MEASURED if key not in results
+                else f"bench/results/{key}.json holds no 1- and 16-writer figures of {design}", None)
 
 
 def verdict(met: bool | None) -> str:
