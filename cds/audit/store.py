@@ -338,9 +338,13 @@ class AuditStore:
         errors: list[BaseException | None] = []
         for entry, claim, keep in zip(entries, claims, kept, strict=True):
             entry.pop("claim", None)
-            if claim is not None and keep:
+            if claim is None:
+                errors.append(None)
+            elif keep:
                 claim.settled = True
-            errors.append(None if keep else claim.refused())
+                errors.append(None)
+            else:
+                errors.append(claim.refused())
         return errors
 
     def maybe_checkpoint(self, *, now: bool = False) -> int | None:
