@@ -4,7 +4,7 @@
 nothing else here uses) with a fresh key prefix per test; every key under the prefix is deleted afterwards.
 The fixture skips, saying why, when no Redis answers there.
 
-``TcpProxy`` forwards a local port to Redis and can be taken ``down()`` (port closed, every connection cut)
+``RedisProxy`` forwards a local port to Redis and can be stopped (port closed, every connection cut)
 and brought ``up()`` again on the same port; ``SilentServer`` accepts connections and never answers.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 import redis
-from support import pump
+from support import TcpProxy
 
 REDIS_URL = os.environ.get("CDS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
@@ -94,45 +94,11 @@ class SilentServer:
             sock.close()
 
 
-class TcpProxy:
-    """127.0.0.1:<port> forwarded to ``target``; ``down()`` closes the port and cuts every connection,
-    ``up()`` listens on the same port again."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = 0
-        self.conns: list[socket.socket] = []
-        self.listener: socket.socket | None = None
-        self.up()
-
-    def up(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the same port again
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-                upstream = socket.create_connection(self.target, timeout=10)
-            except OSError:
-                return
-            self.conns += [client, upstream]
-            threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
-
+class RedisProxy(TcpProxy):
+    """A ``TcpProxy`` to Redis, with the URL of a database through it."""
 
     def url(self, db: int) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
-
-    def down(self) -> None:
-        socks, self.conns = [*([self.listener] if self.listener else []), *self.conns], []
-        self.listener = None
-        for sock in socks:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
 
 
 def redis_target(url: str) -> tuple[tuple[str, int], int]:

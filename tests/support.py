@@ -249,3 +249,56 @@ def pump(a: socket.socket, b: socket.socket, *, close: bool = False) -> None:
         if close:
             a.close()
             b.close()
+
+
+class TcpProxy:
+    """127.0.0.1:<port> forwarded to ``target`` (a database, Redis): ``stop()`` closes the port and cuts every
+    open connection, ``start()`` listens on the same port again. Started when made unless ``start=False``."""
+
+    def __init__(self, target: tuple[str, int], *, start: bool = True):
+        self.target = target
+        self.port = 0  # chosen at the first start, kept after
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the same port again
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            threading.Thread(target=pump, args=(client, upstream), kwargs={"close": True},
+                             daemon=True).start()
+
+    def stop(self) -> None:
+        with self._lock:
+            socks, self._conns = [*([self._listener] if self._listener else []), *self._conns], []
+            self._listener = None
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # also wakes the thread blocked in accept()
+            except OSError:
+                pass
+            sock.close()
+
+    def url_for(self, base: str) -> str:
+        """A database URL like ``base`` that goes through this proxy."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(base).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import shutil
 import socket
-import threading
 import uuid
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
-from support import PG_URL, make_token, pump
+from support import PG_URL, TcpProxy, make_token
 
 from cds import create_app
 from cds.db import engine_for
@@ -59,46 +58,14 @@ def test_two_instances_on_a_reachable_postgres_refuse_a_replay(auth_config, pg_b
     assert second.get("/cds-services", headers=bearer(token)).status_code == 401
 
 
-class Proxy:
-    """127.0.0.1:<port> forwarded to the test PostgreSQL; ``stop()`` closes the port and every connection."""
-
-    def __init__(self) -> None:
-        url = make_url(PG_URL)
-        self.target = (url.host or "127.0.0.1", url.port or 5432)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-                upstream = socket.create_connection(self.target, timeout=10)
-            except OSError:
-                return
-            self.conns += [client, upstream]
-            threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
-
-
-    def url(self, base: str) -> str:
-        return make_url(base).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
-
-    def stop(self) -> None:
-        for sock in [self.listener, *self.conns]:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-
-
 @pytest.mark.postgres
 def test_postgres_stopped_under_two_instances_fails_closed(auth_config, pg_base_url, tmp_path):
-    proxy = Proxy()
+    url = make_url(PG_URL)
+    proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
     try:
-        first, second = (create_app({**auth_config, "DATABASE_URL": proxy.url(pg_base_url), "AUDIT": False,
-                                     "AUDIT_SPOOL_DIR": str(tmp_path / f"spool-{n}")}).test_client()
+        first, second = (create_app({**auth_config, "DATABASE_URL": proxy.url_for(pg_base_url),
+                                     "AUDIT": False, "AUDIT_SPOOL_DIR": str(tmp_path / f"spool-{n}")}
+                                    ).test_client()
                          for n in (1, 2))
         before = make_token(DISCOVERY)
         assert first.get("/cds-services", headers=bearer(before)).status_code == 200
@@ -109,7 +76,7 @@ def test_postgres_stopped_under_two_instances_fails_closed(auth_config, pg_base_
         assert answers == [503, 503]
     finally:
         proxy.stop()
-        engine_for(proxy.url(pg_base_url)).dispose()
+        engine_for(proxy.url_for(pg_base_url)).dispose()
 
 
 def test_unreachable_shared_store_fails_closed_on_every_instance(auth_config, tmp_path):

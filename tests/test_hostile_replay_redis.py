@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from redis_support import SilentServer, TcpProxy, closed_port, redis_target
+from redis_support import RedisProxy, SilentServer, closed_port, redis_target
 from sqlalchemy import inspect, select
 from support import make_token
 
@@ -107,30 +107,30 @@ def test_a_redis_that_accepts_and_never_answers_is_503_not_a_hang(auth_config, t
 def test_redis_cut_off_under_two_replicas_fails_closed_then_recovers(auth_config, tmp_path, live_server,
                                                                      redis_db):
     target, db = redis_target(redis_db.url)
-    proxy = TcpProxy(target)
+    proxy = RedisProxy(target)
     try:
         first, second = replicas(auth_config, tmp_path, live_server, REPLAY_REDIS_URL=proxy.url(db),
                                  REPLAY_REDIS_PREFIX=redis_db.prefix)
         before = make_token(DISCOVERY)
         assert discover(first, before).status_code == 200
         assert discover(second, before).status_code == 401
-        proxy.down()  # Redis is gone for both
+        proxy.stop()  # Redis is gone for both
         during = make_token(DISCOVERY)
         for base in (first, second):
             assert_unavailable(discover(base, during))
         assert discover(first, before).status_code == 503  # never a 200 to a replayed token either
-        proxy.up()
+        proxy.start()
         assert discover(second, during).status_code == 200  # not accepted before: good once
         assert discover(first, during).status_code == 401
         assert discover(first, before).status_code == 401  # still known after the outage
     finally:
-        proxy.down()
+        proxy.stop()
 
 
 def test_host_fallback_keeps_calls_going_and_its_keys_reach_redis_when_it_is_back(
         auth_config, tmp_path, live_server, redis_db, ram_folder):
     target, db = redis_target(redis_db.url)
-    proxy = TcpProxy(target)
+    proxy = RedisProxy(target)
     other_folder = Path(f"{ram_folder}-other")
     try:
         first, second = (
@@ -140,7 +140,7 @@ def test_host_fallback_keeps_calls_going_and_its_keys_reach_redis_when_it_is_bac
                 "REPLAY_REDIS_PREFIX": redis_db.prefix, "REPLAY_FALLBACK": "host",
                 "REPLAY_FALLBACK_DIR": str(folder)}))
             for i, folder in ((0, ram_folder), (1, other_folder)))  # two hosts: a folder each
-        proxy.down()
+        proxy.stop()
         during = make_token(DISCOVERY)
         assert discover(first, during).status_code == 200  # accepted, checked against this host's store
         assert discover(first, during).status_code == 401  # a replay on the same host is refused
@@ -148,7 +148,7 @@ def test_host_fallback_keeps_calls_going_and_its_keys_reach_redis_when_it_is_bac
         health = requests.get(first + "/health", timeout=HTTP_TIMEOUT).json()
         assert health["status"] == "degraded"
         assert health["replay"] == {"store": "redis", "state": "unavailable", "fallbackKeys": 1}
-        proxy.up()
+        proxy.start()
         assert discover(first, make_token(DISCOVERY)).status_code == 200  # Redis answers: keys pushed
         assert redis_db.prefix + jti_key_of(during) in redis_db.keys()
         assert list(ram_folder.iterdir()) == []
@@ -156,7 +156,7 @@ def test_host_fallback_keeps_calls_going_and_its_keys_reach_redis_when_it_is_bac
         assert requests.get(first + "/health", timeout=HTTP_TIMEOUT).json()["replay"] == {
             "store": "redis", "state": "ok", "fallbackKeys": 0}
     finally:
-        proxy.down()
+        proxy.stop()
         shutil.rmtree(other_folder, ignore_errors=True)
 
 

@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
-from support import AuthedClient, pump, trusted_clients_file_in  # noqa: F401
+from support import AuthedClient, TcpProxy, trusted_clients_file_in  # noqa: F401
 
 from cds.web.app import create_app
 
@@ -174,66 +173,10 @@ def app(db_url, make_app):
     return make_app(db_url)
 
 
-class TcpProxy:
-    """127.0.0.1:<port> forwarded to a target; ``stop()`` closes the port and every open connection."""
-
-    def __init__(self, target: tuple[str, int]):
-        self.target = target
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
-        self._listener: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=3)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns += [client, upstream]
-            threading.Thread(target=pump, args=(client, upstream), kwargs={"close": True},
-                             daemon=True).start()
-
-    def stop(self) -> None:
-        if self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-            except OSError:
-                pass
-            self._listener.close()
-            self._listener = None
-        with self._lock:
-            for s in self._conns:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-            self._conns.clear()
-
-
 @pytest.fixture
 def pg_proxy(pg_base_url: str) -> Iterator[TcpProxy]:
     target = make_url(PG_URL)
     proxy = TcpProxy((target.host or "127.0.0.1", target.port or 5432))
-    proxy.start()
     try:
         yield proxy
     finally:
