@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from cds.errors import InvalidFhir
@@ -322,13 +323,47 @@ def _wrap_at(data: Any, loc: tuple[Any, ...]) -> bool:
     return False
 
 
+#: outgoing resources found valid, by their exact JSON text (``json_bytes``): the text of the resource as
+#: repaired. The check depends on nothing but that text, so a hit is the check's own answer (a patient's
+#: cards again, the same suggestion for another call). Only results orjson writes back exactly are kept (no
+#: ``null`` in the text, see cds/fhir/digest.py); a resource found invalid is checked again each time.
+#: Per process, bounded, least recently used out first.
+OUTGOING_CACHE_ENTRIES = 1024
+_OUTGOING: OrderedDict[bytes, bytes] = OrderedDict()
+_OUTGOING_LOCK = threading.Lock()
+
+
 def outgoing_resource(data: Any, *, where: str) -> tuple[dict[str, Any] | None, str | None]:
     """A resource this service sends (a suggestion's), checked as valid R4 by the R4B model of its type.
 
     Sloppy drafts echoed back are repaired where the meaning is plain: empty elements (``coding: [{}]``)
     dropped, a repeating element sent as one object (``category: {...}``) wrapped in a list. Returns
     ``(resource, None)``, or ``(None, why)`` when it is not valid R4 even so: it must then not be sent.
+    A resource found valid before (the same JSON text) is answered from ``_OUTGOING``, as a new copy.
     """
+    text = json_bytes(data) if isinstance(data, dict) else None
+    if text is not None:
+        with _OUTGOING_LOCK:
+            good = _OUTGOING.get(text)
+            if good is not None:
+                _OUTGOING.move_to_end(text)
+        if good is not None:
+            return orjson.loads(good), None
+    resource, why = _checked_outgoing(data, where=where)
+    if text is not None and resource is not None:
+        try:
+            good = orjson.dumps(resource)
+        except (orjson.JSONEncodeError, TypeError):
+            good = None
+        if good is not None and b"null" not in good:
+            with _OUTGOING_LOCK:
+                _OUTGOING[text] = good
+                while len(_OUTGOING) > OUTGOING_CACHE_ENTRIES:
+                    _OUTGOING.popitem(last=False)
+    return resource, why
+
+
+def _checked_outgoing(data: Any, *, where: str) -> tuple[dict[str, Any] | None, str | None]:
     from fhir.resources.R4B import get_fhir_model_class
 
     if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
