@@ -79,6 +79,100 @@ def _next_seqs(conn: Connection, n: int) -> list[int]:
     return list(range(last + 1, last + n + 1))
 
 
+def _links(
+    chain_id: int, head: Head, fresh: list[tuple[dict[str, Any], str]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of ``fresh`` as the next links of ``chain_id`` after ``head`` (all but ``seq``), and their
+    cards, each with the ``chain_pos`` of its record."""
+    pos, prev = head
+    rows, cards = [], []
+    for content, content_json in fresh:
+        digest = chain.link_hash(prev, content_json)
+        pos += 1
+        rows.append(
+            {
+                "chain_id": chain_id,
+                "chain_pos": pos,
+                "content": content_json,
+                "time": _utc(dt.datetime.fromisoformat(content["time"])),
+                "prev_hash": prev,
+                "hash": digest,
+                **columns_of(content),
+            }
+        )
+        cards += [{**card, "chain_pos": pos} for card in cards_of(content)]
+        prev = digest
+    return rows, cards
+
+
+def _insert_rows(conn: Connection, rows: list[dict[str, Any]], cards: list[dict[str, Any]]) -> list[int]:
+    """Insert the records and their cards with one statement each, their seqs taken first (SQLite, and
+    any database); return the seqs in the order of ``rows``."""
+    seqs = _next_seqs(conn, len(rows))
+    seq_at = {row["chain_pos"]: seq for row, seq in zip(rows, seqs, strict=True)}
+    conn.execute(insert(audit_record), [{**row, "seq": seq} for row, seq in zip(rows, seqs, strict=True)])
+    if cards:
+        conn.execute(
+            insert(audit_card),
+            [{**{k: v for k, v in card.items() if k != "chain_pos"}, "record_seq": seq_at[card["chain_pos"]]}
+             for card in cards],
+        )
+    return seqs
+
+
+def _arrays(table: Any, names: Iterable[str], prefix: str) -> str:
+    """The parameters ``%(<prefix><name>)b``, one array of a column's values each (sent in binary: no
+    quoting of the JSON text), as ``unnest``'s arguments. Each is read by a sub-select, so that the plan
+    knows no array's length: the plan is the same for every batch and PostgreSQL keeps the one generic plan
+    of the prepared statement instead of planning it again for each batch."""
+    types = {int: "integer[]", float: "float8[]", dt.datetime: "timestamptz[]"}
+    return ", ".join(
+        f"(SELECT CAST(%({prefix}{name})b AS {types.get(table.c[name].type.python_type, 'text[]')}))"
+        for name in names
+    )
+
+
+#: the columns of a record and of a card (but their seqs), passed as one array each by ``_insert_rows_pg``
+PG_RECORD_COLUMNS = tuple(c.name for c in audit_record.c if c.name != "seq")
+PG_CARD_COLUMNS = tuple(c.name for c in audit_card.c if c.name != "record_seq")
+
+#: the whole batch in one statement: the seqs, sorted (so that within a chain seq grows with chain_pos,
+#: however the sequence's values came), the records numbered in chain order, their cards (each joined to
+#: its record by chain_pos); the seqs come back in chain_pos order
+PG_INSERT_LINKS = f"""
+WITH seqs AS (
+    SELECT seq, row_number() OVER (ORDER BY seq) AS i
+    FROM (
+        SELECT nextval('audit_record_seq_seq') AS seq
+        FROM generate_series(1, (SELECT CAST(%(n)b AS integer)))
+    ) AS taken
+), records AS (
+    INSERT INTO audit_record (seq, {", ".join(PG_RECORD_COLUMNS)})
+    SELECT seqs.seq, {", ".join(f"r.{name}" for name in PG_RECORD_COLUMNS)}
+    FROM unnest({_arrays(audit_record, PG_RECORD_COLUMNS, "r_")})
+        WITH ORDINALITY AS r({", ".join(PG_RECORD_COLUMNS)}, i)
+    JOIN seqs USING (i)
+    RETURNING seq, chain_pos
+), cards AS (
+    INSERT INTO audit_card (record_seq, {", ".join(PG_CARD_COLUMNS)})
+    SELECT records.seq, {", ".join(f"c.{name}" for name in PG_CARD_COLUMNS)}
+    FROM unnest((SELECT CAST(%(c_chain_pos)b AS integer[])), {_arrays(audit_card, PG_CARD_COLUMNS, "c_")})
+        AS c(chain_pos, {", ".join(PG_CARD_COLUMNS)})
+    JOIN records USING (chain_pos)
+)
+SELECT seq FROM records ORDER BY chain_pos
+"""
+
+
+def _insert_rows_pg(conn: Connection, rows: list[dict[str, Any]], cards: list[dict[str, Any]]) -> list[int]:
+    """``_insert_rows`` on PostgreSQL in one statement: one round trip for the seqs, the records and the
+    cards, and no SQL compiled (the statement is prepared once per connection by psycopg)."""
+    params: dict[str, Any] = {"n": len(rows)}
+    params.update({f"r_{name}": [row[name] for row in rows] for name in PG_RECORD_COLUMNS})
+    params.update({f"c_{name}": [card[name] for card in cards] for name in ("chain_pos", *PG_CARD_COLUMNS)})
+    return list(conn.exec_driver_sql(PG_INSERT_LINKS, params).scalars())
+
+
 def insert_links(
     conn: Connection, chain_id: int, head: Head, contents: list[tuple[dict[str, Any], str]], dedupe: bool
 ) -> tuple[list[int], Head]:
@@ -91,31 +185,13 @@ def insert_links(
         found = conn.execute(select(audit_record.c.id, audit_record.c.seq).where(audit_record.c.id.in_(ids)))
         existing = {row.id: row.seq for row in found}
     fresh = [(content, text_) for content, text_ in contents if content["id"] not in existing]
-    pos, prev = head
     if fresh:
-        rows, cards = [], []
-        for (content, content_json), seq in zip(fresh, _next_seqs(conn, len(fresh)), strict=True):
-            digest = chain.link_hash(prev, content_json)
-            pos += 1
-            rows.append(
-                {
-                    "seq": seq,
-                    "chain_id": chain_id,
-                    "chain_pos": pos,
-                    "content": content_json,
-                    "time": _utc(dt.datetime.fromisoformat(content["time"])),
-                    "prev_hash": prev,
-                    "hash": digest,
-                    **columns_of(content),
-                }
-            )
-            cards += [{**card, "record_seq": seq} for card in cards_of(content)]
-            existing[content["id"]] = seq
-            prev = digest
-        conn.execute(insert(audit_record), rows)
-        if cards:
-            conn.execute(insert(audit_card), cards)
-    return [existing[content["id"]] for content, _ in contents], (pos, prev)
+        rows, cards = _links(chain_id, head, fresh)
+        write = _insert_rows_pg if conn.dialect.name == "postgresql" else _insert_rows
+        seqs = write(conn, rows, cards)
+        existing.update((content["id"], seq) for (content, _), seq in zip(fresh, seqs, strict=True))
+        head = (rows[-1]["chain_pos"], rows[-1]["hash"])
+    return [existing[content["id"]] for content, _ in contents], head
 
 
 class ChainWriter:

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 from audit_support import SERVICE
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 
 from cds.audit import chains
 from cds.audit.record import build_content
@@ -226,3 +226,78 @@ def test_a_poison_entry_in_a_batch_does_not_fail_its_batch_mates(app, db_url):
     report = verify_all(store.engine)
     assert report.ok and (report.records, report.quarantined) == (11, 1), report.problems
     assert store.spool.count() == 0 and store.lost == 0
+
+
+def _with_cards(store: AuditStore, i: int, cards: int, **extra) -> tuple[dict, str]:
+    content = _entry(store, i, **extra)["content"]
+    made = [
+        {"uuid": f"card-{i}-{n}", "indicator": "warning", "summary": f'R\u00e9sum\u00e9 "{i}.{n}" \\ \ud800'}
+        for n in range(cards)
+    ]
+    content.update(cards=made, cardRules={c["uuid"]: f"rule-{n}" for n, c in enumerate(made)})
+    return content, chains.chain.canonical(content)
+
+
+def _stored(engine) -> tuple[list[dict], list[dict]]:
+    """Every record and card (its record by chain position), as comparable values."""
+    record, card = chains.audit_record, chains.audit_card
+    with engine.connect() as conn:
+        records = [dict(r._mapping) for r in conn.execute(select(record).order_by(record.c.seq))]
+        cards = conn.execute(
+            select(card.c.uuid, card.c.rule_id, card.c.indicator, card.c.summary, record.c.chain_id,
+                   record.c.chain_pos)
+            .join(record, record.c.seq == card.c.record_seq)
+            .order_by(card.c.uuid)
+        ).all()
+    for row in records:
+        row["time"] = chains._utc(row["time"])
+    return records, [dict(c._mapping) for c in cards]
+
+
+@pytest.mark.postgres
+def test_postgresql_and_sqlite_store_the_same_links(pg_url, make_app, tmp_path):
+    """PostgreSQL writes a batch in one statement, SQLite with one per table: the same rows either way."""
+    apps = {"postgres": make_app(pg_url), "sqlite": make_app(f"sqlite:///{tmp_path}/db/links.sqlite3")}
+    store = apps["sqlite"].extensions["cds.audit"]
+    batches = [
+        [_with_cards(store, 0, 2), _with_cards(store, 1, 0, latencyMs=None), _with_cards(store, 2, 3)],
+        [_with_cards(store, 3, 1, hook=None, clientIss="https://ehr.example/\U0001f600")],
+        [_with_cards(store, 4 + i, i % 2) for i in range(5)],
+    ]
+    stored = {}
+    for name, app in apps.items():
+        engine = app.extensions["cds.audit"].engine
+        head, returned = (0, chains.chain.GENESIS), []
+        for n, batch in enumerate(batches):
+            if name == "postgres" and n == 2:  # another writer took seqs meanwhile: this batch's start at 9
+                with engine.begin() as conn:
+                    conn.execute(text("SELECT nextval('audit_record_seq_seq') FROM generate_series(1, 4)"))
+            with engine.begin() as conn:
+                seqs, head = chains.insert_links(conn, 3, head, batch, False)
+            returned += seqs
+        records, cards = _stored(engine)
+        assert [r["seq"] for r in records] == returned == sorted(returned)  # seq grows with chain_pos
+        assert [r["chain_pos"] for r in records] == list(range(1, 10)) and head == (9, records[-1]["hash"])
+        assert returned[-5:] == list(range(9, 14) if name == "postgres" else range(5, 10))
+        assert len(cards) == 8
+        report = verify_all(engine)
+        assert report.ok and report.chains == {3: head}, report.problems
+        stored[name] = ([{k: v for k, v in r.items() if k != "seq"} for r in records], cards)
+    assert stored["postgres"] == stored["sqlite"]
+
+
+
+@pytest.mark.postgres
+def test_the_batch_statement_is_planned_once_per_connection(pg_url, make_app, stores):
+    """Its plan does not depend on the batch, so PostgreSQL keeps one generic plan for it (after psycopg
+    prepared it) instead of planning each batch again."""
+    store = stores(make_app(pg_url))
+    for i in range(20):  # psycopg prepares it at its 5th run; PostgreSQL then tries 5 custom plans first
+        store.submit(_entry(store, i))
+    conn = store.chains._conn
+    with conn.begin():
+        plans = conn.execute(
+            text("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE :s"),
+            {"s": "%INSERT INTO audit_card%"},
+        ).one()
+    assert plans.generic_plans > plans.custom_plans, plans
