@@ -138,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         # once to the spec floor (their jti tables are separate)
         client.tokens(aud, int(per_second_guess * 2), warm_tokens)
         client.tokens(aud, int(per_second_guess * args.seconds), tokens)
-        env = {**base_env, "CDS_MODEL_CACHE_SIZE": "20000" if cache else "0",
-               "CDS_FACTS_CACHE_SIZE": "1000" if cache else "0"}  # cold bodies repeat under wrk: no cache
+        env = {**base_env, "CDS_MODEL_CACHE_SIZE": "20000" if cache else "0",  # cold bodies repeat under
+               "CDS_FACTS_CACHE_SIZE": "1000" if cache else "0",  # wrk: no cache of a patient's content
+               "CDS_SUGGESTION_CACHE_SIZE": "1024" if cache else "0"}
         runs = {}
         service = Server("service", "service", port, args.workers, env)
         try:

@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         "CDS_PUBLIC_URL": f"http://127.0.0.1:{lb_port}", "CDS_LOG_LEVEL": "WARNING",
         "CDS_DATABASE_URL": database, "CDS_AUDIT_PATIENT_KEY_SECRET": "bench-patient-key-secret-0123456789",
         "CDS_LINK_SECRET": "bench-link-secret-0123456789abcdef", "CDS_AUDIT_MIGRATE_ON_START": "false",
-        "CDS_MODEL_CACHE_SIZE": "0", "CDS_FACTS_CACHE_SIZE": "0", **replay_env,  # bodies repeat: no cache
+        "CDS_MODEL_CACHE_SIZE": "0", "CDS_FACTS_CACHE_SIZE": "0", "CDS_SUGGESTION_CACHE_SIZE": "0",
+        **replay_env,  # bodies repeat: no cache
     }
     print(f"replay store: {replay_store}", flush=True)
     cds = str(Path(sys.executable).with_name("cds"))

@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         "CDS_DATABASE_URL": database,
         "CDS_AUDIT_SPOOL_DIR": str(work / "spool"),
         "CDS_AUDIT_PATIENT_KEY_SECRET": "bench-patient-key-secret-0123456789",
+        # cold: the bodies repeat under wrk, so no cache keyed by a patient's content
         "CDS_MODEL_CACHE_SIZE": "0" if args.workload == "cold" else "20000",
+        "CDS_FACTS_CACHE_SIZE": "0" if args.workload == "cold" else "1000",
+        "CDS_SUGGESTION_CACHE_SIZE": "0" if args.workload == "cold" else "1024",
     }
     runs: dict[str, list[dict]] = {n: [] for n in names}
     tokens = work / "tokens"

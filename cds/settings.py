@@ -131,6 +131,13 @@ SETTINGS: tuple[Setting, ...] = (
         _int,
     ),
     Setting(
+        "SUGGESTION_CACHE_SIZE",
+        1_024,
+        "Suggestion resources found valid R4 kept per process, by their exact JSON text, so that the same "
+        "suggestion is not validated again (0 turns the cache off).",
+        _int,
+    ),
+    Setting(
         "FACTS_CACHE_SIZE",
         1_000,
         "Calls' derived facts and rule firings kept per process (about 25 kB each for a patient with 40 "

@@ -73,3 +73,19 @@ def test_the_cache_is_bounded(checks, monkeypatch):
     assert len(fhir_parse._OUTGOING) == 3
     fhir_parse.outgoing_resource({**copy.deepcopy(DRAFT), "id": "r0"}, where="a")  # fell out: checked again
     assert len(checks) == 6
+
+
+def test_size_zero_turns_the_cache_off(checks, monkeypatch):
+    monkeypatch.setattr(fhir_parse, "OUTGOING_CACHE_ENTRIES", 0)
+    for _ in range(2):
+        resource, why = fhir_parse.outgoing_resource(copy.deepcopy(DRAFT), where="a")
+        assert why is None and resource["category"] == [DRAFT["category"]]
+    assert len(checks) == 2 and not fhir_parse._OUTGOING
+
+
+def test_the_setting_sizes_the_cache(monkeypatch):
+    from cds import create_app
+
+    monkeypatch.setattr(fhir_parse, "OUTGOING_CACHE_ENTRIES", fhir_parse.OUTGOING_CACHE_ENTRIES)
+    create_app({"SUGGESTION_CACHE_SIZE": 0, "AUDIT": False})
+    assert fhir_parse.OUTGOING_CACHE_ENTRIES == 0

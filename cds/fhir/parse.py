@@ -327,7 +327,7 @@ def _wrap_at(data: Any, loc: tuple[Any, ...]) -> bool:
 #: repaired. The check depends on nothing but that text, so a hit is the check's own answer (a patient's
 #: cards again, the same suggestion for another call). Only results orjson writes back exactly are kept (no
 #: ``null`` in the text, see cds/fhir/digest.py); a resource found invalid is checked again each time.
-#: Per process, bounded, least recently used out first.
+#: Per process, bounded (``CDS_SUGGESTION_CACHE_SIZE``; 0: off), least recently used out first.
 OUTGOING_CACHE_ENTRIES = 1024
 _OUTGOING: OrderedDict[bytes, bytes] = OrderedDict()
 _OUTGOING_LOCK = threading.Lock()
@@ -341,7 +341,7 @@ def outgoing_resource(data: Any, *, where: str) -> tuple[dict[str, Any] | None, 
     ``(resource, None)``, or ``(None, why)`` when it is not valid R4 even so: it must then not be sent.
     A resource found valid before (the same JSON text) is answered from ``_OUTGOING``, as a new copy.
     """
-    text = json_bytes(data) if isinstance(data, dict) else None
+    text = json_bytes(data) if isinstance(data, dict) and OUTGOING_CACHE_ENTRIES > 0 else None
     if text is not None:
         with _OUTGOING_LOCK:
             good = _OUTGOING.get(text)

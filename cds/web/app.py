@@ -34,6 +34,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: AuditSink
 
     pack = rulepack.load(values["RULES_DIR"] or None, values["SITE_CONFIG"] or None)
     fhir_parse.warm_up()
+    fhir_parse.OUTGOING_CACHE_ENTRIES = values["SUGGESTION_CACHE_SIZE"]  # per process, like the caches below
     evaluator = Evaluator(pack)
     fetch = fhir_client.FhirClient(fhir_client.ClientSettings.from_settings(values))
     store, explain_link = None, None
