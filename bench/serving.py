@@ -15,7 +15,8 @@ sets ``TCP_NODELAY`` on its listener, accepted sockets inherit it); the same kee
 only while no other request waits for a thread in that worker (``BalancedWorker``), and that also
 accepts connections only while it has a free thread (``IdleAcceptWorker``); gunicorn's own
 gthread worker and its sync worker (no keep-alive) for reference — both without the slow-client
-protection, so not candidates.
+protection, so not candidates; and the default with the token id stored in a transaction of its own
+before the call (``CDS_REPLAY_WITH_AUDIT=false``) instead of with the call's audit record.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ CONFIGS: dict[str, tuple[int, int, dict[str, str]]] = {
     "balanced-5x4": (5, 4, {"GUNICORN_CMD_ARGS": "--worker-class bench.serving_workers.BalancedWorker"}),
     "idle-accept-5x1": (5, 1, {"GUNICORN_CMD_ARGS": "--worker-class bench.serving_workers.IdleAcceptWorker"}),
     "idle-accept-5x2": (5, 2, {"GUNICORN_CMD_ARGS": "--worker-class bench.serving_workers.IdleAcceptWorker"}),
+    "bounded-5x4-replay-apart": (5, 4, {"CDS_REPLAY_WITH_AUDIT": "false"}),  # jti in its own transaction
     "gthread-5x4": (5, 4, {"GUNICORN_CMD_ARGS": "--worker-class gthread"}),
     "sync-5": (5, 1, {"GUNICORN_CMD_ARGS": "--worker-class sync"}),
 }
