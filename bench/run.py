@@ -17,7 +17,7 @@ the service's configuration and the same worker count, and driven by wrk with th
 Workloads:
 
     typical-cold   a typical order-sign (Patient, ~40 Observations, 3 MedicationRequests, 1 draft order),
-                   a different patient on every request and the warm-patient caches (models, facts) turned off
+                   200 patients in turn, the caches of a patient's content (models, facts, suggestions) off
     warm           the same patient again and again (the caches on), as order-select then order-sign do
     scale-N        one patient with N = 10, 100, 1000 Observations (all in one prefetch Bundle)
     memory         N requests in a row: resident memory of the workers after warm-up and at the end
