@@ -75,8 +75,18 @@ def private_sqlite_file(path: Path) -> None:
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
+#: Alembic keeps the running migration's context in module globals (``alembic.context``), so two threads
+#: migrating at once break each other (``KeyError: 'config'``): one migration at a time per process.
+_MIGRATING = threading.Lock()
+
+
 def ensure_schema(engine: Engine) -> str | None:
     """Bring the database up to date by running the Alembic migrations; return the revision reached."""
+    with _MIGRATING:
+        return _upgrade(engine)
+
+
+def _upgrade(engine: Engine) -> str | None:
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
