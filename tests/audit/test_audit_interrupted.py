@@ -49,7 +49,8 @@ def _post(base: str, fhir_url: str) -> requests.Response:
                          timeout=DEADLINE)
 
 
-def _wait_for(what: str, probe):
+def _wait_for(what: str, probe, *, seen=None):
+    """``probe()`` once it answers; past the deadline an AssertionError with what ``seen()`` tells."""
     end = time.monotonic() + DEADLINE
     while True:
         try:
@@ -59,7 +60,7 @@ def _wait_for(what: str, probe):
         if found:
             return found
         if time.monotonic() > end:
-            raise AssertionError(f"not within {DEADLINE} s: {what}")
+            raise AssertionError(f"not within {DEADLINE} s: {what}" + (f"; {seen()}" if seen else ""))
         time.sleep(0.2)
 
 
@@ -94,11 +95,20 @@ def test_a_worker_killed_mid_call_is_counted_and_recorded(tmp_path):
             caller.join(DEADLINE)
             assert answers and answers[0] != 200  # the caller got no cards: its worker died
 
+            last: list[object] = []
+
             def counted() -> dict | None:
                 health = requests.get(f"{proc.url}/health", timeout=30).json()
+                last[:] = [health["audit"]]
                 return health if health["audit"]["interrupted"] == 1 else None
 
-            health = _wait_for("/health counting the interrupted call", counted)
+            def seen() -> str:  # what to look at if it never counts: the last answer, markers, the log
+                log = proc.folder / "service.log"
+                tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+                names = sorted(p.name for p in markers.iterdir())
+                return f"last /health audit part {last}, markers {names}, service log tail:\n{tail}"
+
+            health = _wait_for("/health counting the interrupted call", counted, seen=seen)
             assert health["audit"]["lost"] == 0 and not list(markers.glob("*.call"))
             metrics = _wait_for("/metrics", lambda: requests.get(f"{proc.url}/metrics", timeout=30).text)
             assert "cds_audit_interrupted_calls 1.0" in metrics
