@@ -80,6 +80,11 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _MIGRATING = threading.Lock()
 
 
+def same_database(a: Engine, b: Engine) -> bool:
+    """Whether two engines reach the same database (their URLs alike but for connection options)."""
+    return a.url.set(query={}) == b.url.set(query={})
+
+
 def ensure_schema(engine: Engine) -> str | None:
     """Bring the database up to date by running the Alembic migrations; return the revision reached."""
     with _MIGRATING:

@@ -99,6 +99,13 @@ class Unauthorized(CdsError):
     code = "security"
 
 
+class TokenReplayed(Unauthorized):
+    """A token id (``jti``) used before: a bare 401, the issuer named in the log."""
+
+    def __init__(self, iss: str):
+        super().__init__(f"token id (jti) of issuer {iss!r} was used before (replay)")
+
+
 class AuthUnavailable(CdsError):
     status = 503
     code = "transient"

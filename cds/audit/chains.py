@@ -50,10 +50,6 @@ Contents = list[tuple[dict[str, Any], str]]
 Before = Callable[[Connection, Contents], Contents]
 
 
-def same_database(a: Engine, b: Engine) -> bool:
-    """Whether two engines reach the same database (their URLs alike but for connection options)."""
-    return a.url.set(query={}) == b.url.set(query={})
-
 
 def _utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)

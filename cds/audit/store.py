@@ -41,10 +41,10 @@ from cds.audit.inflight import CallMarkers
 from cds.audit.record import build_content
 from cds.audit.schema import audit_feedback
 from cds.audit.spool import Spool, Unstorable
-from cds.auth.replay_store import JtiStore, TokenReplayed
-from cds.db import ensure_schema
+from cds.auth.replay_store import JtiStore
+from cds.db import ensure_schema, same_database
 from cds.decide.service import CallRecord
-from cds.errors import AuthUnavailable
+from cds.errors import AuthUnavailable, TokenReplayed
 from cds.hooks.services import hook_of
 from cds.rules.pack import RulePack
 
@@ -89,7 +89,7 @@ class AuditStore:
     def take_claims(self, replay: JtiStore) -> bool:
         """Store the token ids of calls (their ``Claim``) in the transaction of their records, when the replay
         store is this database: True when it is (and from now on claims are taken), False otherwise."""
-        if not chains.same_database(self.engine, replay.engine):
+        if not same_database(self.engine, replay.engine):
             return False
         self.replay = replay
         return True

@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from cds import db
-from cds.errors import AuthUnavailable, ConfigurationError, Unauthorized
+from cds.errors import AuthUnavailable, ConfigurationError, TokenReplayed
 
 #: JWT replay protection (created by the migrations in cds/migrations): sha256 hex of iss + jti, and expiry.
 seen_jti = Table(
@@ -66,10 +66,6 @@ def jti_key(iss: str, jti: str) -> str:
     return hashlib.sha256(f"{iss}\0{jti}".encode()).hexdigest()
 
 
-class TokenReplayed(Unauthorized):
-    """A token id was used before: found when the call's claim was settled (a bare 401)."""
-
-
 class Claim:
     """A token id this process has taken but not yet stored: settled (stored, or found to be a replay)
     with the call's audit record (``JtiStore.insert_claims``), or on its own (``JtiStore.settle``)."""
@@ -82,7 +78,7 @@ class Claim:
 
     def refused(self) -> TokenReplayed:
         self.settled = True
-        return TokenReplayed(f"token id (jti) of issuer {self.iss!r} was used before (replay)")
+        return TokenReplayed(self.iss)
 
 
 class FileJtiStore:

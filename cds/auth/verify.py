@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import jwt
 
 from cds.auth.trusted_clients import ALGORITHMS, JwksCache, TrustedClient, VerificationKey
-from cds.errors import Unauthorized
+from cds.errors import TokenReplayed, Unauthorized
 
 log = logging.getLogger("cds.auth")
 
@@ -166,5 +166,5 @@ class TokenVerifier:
             raise Unauthorized(f"token of issuer {iss!r}: 'tenant' is not a string")
         expires_at = dt.datetime.fromtimestamp(exp + self.leeway, dt.UTC)
         if not replay(iss, jti, expires_at):
-            raise Unauthorized(f"token id (jti) of issuer {iss!r} was used before (replay)")
+            raise TokenReplayed(iss)
         return ClientIdentity(iss=iss, kid=kid, jti=jti, tenant=tenant, expires_at=expires_at)

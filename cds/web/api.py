@@ -7,8 +7,7 @@ import logging
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 
-from cds.auth.replay_store import TokenReplayed
-from cds.errors import UnknownService
+from cds.errors import TokenReplayed, UnknownService
 from cds.hooks.envelope import check_service_id, parse_feedback
 from cds.hooks.services import discovery_document, hook_of
 from cds.web.guard import public_bases, read_body

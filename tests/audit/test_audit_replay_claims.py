@@ -21,8 +21,9 @@ from sqlalchemy import text
 from support import TEST_ISS, make_token
 
 from cds.audit.record import build_content
-from cds.auth.replay_store import JtiStore, TokenReplayed, jti_key
+from cds.auth.replay_store import JtiStore, jti_key
 from cds.decide.service import CallRecord
+from cds.errors import TokenReplayed
 
 URL = f"/cds-services/{SERVICE}"
 AUD = f"http://localhost{URL}"
