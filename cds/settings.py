@@ -36,6 +36,14 @@ def _str(raw: Any) -> str:
     return str(raw)
 
 
+def _token(raw: Any) -> str:
+    """A bearer token: empty (none), or at least 16 characters with no space."""
+    value = str(raw).strip()
+    if value and (len(value) < 16 or any(c.isspace() for c in value)):
+        raise ValueError("a token must be at least 16 characters, without spaces")
+    return value
+
+
 def _csv(raw: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     if isinstance(raw, list | tuple):
         return tuple(str(x) for x in raw)
@@ -284,14 +292,16 @@ SETTINGS: tuple[Setting, ...] = (
         "any); empty means no CORS.",
         _csv,
     ),
-    Setting("WORKERS", 0, "gunicorn workers for `cds serve --prod`; 0 means 2 x CPU cores + 1.", _int),
-    Setting("THREADS", 4, "Threads per worker for `cds serve --prod` (each answers one request at a time).",
-            _int),
-    Setting("HEADER_TIMEOUT_SECONDS", 10.0, "`--prod`: a connection whose request line and headers are not "
-            "complete this many seconds after it opened (or after its last answer) is closed.", _float),
+    Setting("WORKERS", 0, "Server processes of `cds serve --prod`; 0 means 2 x CPU cores + 1.", _int),
+    Setting("THREADS", 4, "Threads per process for `cds serve --prod` (each answers one complete request at a "
+            "time).", _int),
+    Setting("HEADER_TIMEOUT_SECONDS", 10.0, "`--prod`: a request whose request line and headers are not "
+            "complete this many seconds after its first byte is dropped (the connection closed).", _float),
     Setting("BODY_TIMEOUT_SECONDS", 30.0, "`--prod`: longest the request body may take to arrive once the "
             "headers are in (408 after it).", _float),
     Setting("METRICS_ENABLED", True, "Serve Prometheus metrics at `/metrics`.", _bool),
+    Setting("METRICS_TOKEN", "", "Bearer token `/metrics` asks for (at least 16 characters); empty means "
+            "`/metrics` is open to whoever reaches the port (`--prod` warns).", _token),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -11,14 +11,18 @@ no route serves; ``method`` is one of the HTTP methods in ``METHODS``, any other
 ``other``; ``status`` is a status code the service itself answered. So a scanner cannot blow up the label
 sets, whatever paths and methods it sends.
 
-Under gunicorn each worker is a process: ``cds serve --prod`` sets ``PROMETHEUS_MULTIPROC_DIR`` (a fresh
-folder, unless already set) before the workers start, every worker writes its values there, and
-``/metrics`` adds up all workers (``cds/web/gunicorn_conf.py`` marks a dead worker's files). Run any other
-multi-process server the same way, or the numbers are those of whichever worker answers.
+``CDS_METRICS_TOKEN`` set: ``/metrics`` answers only a request with ``Authorization: Bearer <token>`` (a
+bare 401 otherwise), as Prometheus sends it with ``authorization: {credentials: ...}`` in its scrape config.
+
+Under ``cds serve --prod`` each worker is a process: ``PROMETHEUS_MULTIPROC_DIR`` is set (a fresh folder,
+unless already set) before the workers start, every worker writes its values there, and ``/metrics`` adds
+up all workers (``cds/web/supervisor.py`` marks a dead worker's files). Run any other multi-process server
+the same way, or the numbers are those of whichever worker answers.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
 
@@ -99,7 +103,16 @@ def exposition() -> bytes:
 def metrics():
     if not current_app.config.get("METRICS_ENABLED", True):
         abort(404, "metrics are turned off")
+    token = current_app.config.get("METRICS_TOKEN") or ""
+    if token and not scraper_allowed(request.headers.get("Authorization", ""), token):
+        return Response("", 401, {"WWW-Authenticate": 'Bearer realm="metrics"'})
     return Response(exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+def scraper_allowed(authorization: str, token: str) -> bool:
+    """Whether an ``Authorization`` header carries the metrics token (compared in constant time)."""
+    scheme, _, given = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def init_app(app: Flask) -> None:
@@ -109,6 +122,6 @@ def init_app(app: Flask) -> None:
 
 
 def mark_process_dead(pid: int) -> None:
-    """For gunicorn's ``child_exit``: drop a dead worker's live values (its counters stay counted)."""
+    """When a worker process has exited: drop its live values (its counters stay counted)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(pid)

@@ -1,9 +1,9 @@
-"""Running the service: the development server, or gunicorn for production (``cds serve --prod``).
+"""Running the service: the development server, or waitress processes for production (``cds serve --prod``).
 
-Production runs ``gunicorn "cds:create_app()"`` with ``CDS_WORKERS`` workers (0, the default, means
-2 x cores + 1) of ``CDS_THREADS`` threads each (``cds/web/gunicorn_conf.py``, ``cds/web/worker.py``)
-bound to HOST:PORT. Before the workers start, ``PROMETHEUS_MULTIPROC_DIR`` is set to a fresh folder (or
-the one given is emptied) so that ``/metrics`` adds up every worker.
+Production runs ``CDS_WORKERS`` processes (0, the default, means 2 x cores + 1) of ``CDS_THREADS`` threads
+each, sharing one socket bound to HOST:PORT (``cds/web/supervisor.py``, ``cds/web/httpserver.py``). Before
+they start, ``PROMETHEUS_MULTIPROC_DIR`` is set to a fresh folder (or the one given is emptied) so that
+``/metrics`` adds up every process.
 
 ``--prod`` refuses to start (one line, exit status 2) without ``CDS_PUBLIC_URL`` or ``CDS_AUDIENCES`` (the
 URLs clients call: the ``aud`` of their tokens and the base of card links are never taken from a request's
@@ -41,22 +41,6 @@ def prepare_metrics_dir(environ: dict[str, str] | os._Environ[str] = os.environ)
     return folder
 
 
-def gunicorn_argv(host: str, port: int, workers: int, extra: list[str] | None = None) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--config",
-        "python:cds.web.gunicorn_conf",
-        "--workers",
-        str(workers),
-        "--bind",
-        f"{host}:{port}",
-        *(extra or []),
-        "cds:create_app()",
-    ]
-
-
 def production_problems(values: Mapping[str, Any]) -> list[str]:
     """Why these settings must not run in production (empty when they may)."""
     from cds.auth.client_token import DEV_ISS
@@ -73,18 +57,15 @@ def production_problems(values: Mapping[str, Any]) -> list[str]:
 
 
 def run_production(values: Mapping[str, Any]) -> int:
-    """Replace this process by gunicorn (never returns unless exec fails or the settings are refused)."""
+    """Serve until SIGTERM or SIGINT (``cds/web/supervisor.py``); 2 when the settings are refused."""
     problems = production_problems(values)
     if problems:
         print(f"cds: error: {'; '.join(problems)}", file=sys.stderr, flush=True)
         return 2
-    host, port, workers = values["HOST"], values["PORT"], values["WORKERS"]
+    from cds.web.supervisor import serve
+
     prepare_metrics_dir()
-    argv = gunicorn_argv(host, port, worker_count(workers))
-    print(
-        f"cds: starting gunicorn on http://{host}:{port} with {argv[argv.index('--workers') + 1]} workers",
-        file=sys.stderr,
-        flush=True,
-    )
-    os.execv(argv[0], argv)
-    return 1  # pragma: no cover - only if exec returned
+    if values.get("METRICS_ENABLED", True) and not values.get("METRICS_TOKEN"):
+        print("cds: warning: /metrics is open to anyone who reaches the port; set CDS_METRICS_TOKEN or keep "
+              "/metrics from the proxy (docs/security.md)", file=sys.stderr, flush=True)
+    return serve(values["HOST"], values["PORT"], worker_count(values["WORKERS"]))
