@@ -3,7 +3,7 @@
     python bench/append.py [--writers 1,4,16] [--seconds 8] [--threads 1 | --calls-per-process 4]
                            [--designs chains,single,chains+jti,chains+claim]
 
-Each writer is a separate process with its own ``AuditStore`` (as each gunicorn worker has), appending
+Each writer is a separate process with its own ``AuditStore`` (as each server process has), appending
 records through the store's real path (``AuditStore.submit``: the group-commit writer, the chain, the
 record and its cards in one transaction, committed before ``submit`` returns) for ``--seconds``, with
 ``--threads`` request threads per process; or, with ``--calls-per-process K``, each writer is one

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=0, help="gunicorn workers (0: the service's default)")
+    parser.add_argument("--workers", type=int, default=0, help="server processes (0: the service's default)")
     parser.add_argument("--workload", choices=["cold", "warm"], default="cold")
     parser.add_argument("--app", choices=["service", "spec_floor"], default="service")
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@
     python bench/replay.py [--seconds 5] [--processes 1,4] [--rounds 2] [--out bench/results]
 
 Each store is the one the service builds (``JtiStore`` on SQLite and on PostgreSQL, ``RedisJtiStore``),
-driven directly, without HTTP: separate processes (spawned, one store each, as gunicorn workers have)
+driven directly, without HTTP: separate processes (spawned, one store each, as the server's processes have)
 start together and call ``remember(iss, new jti, expiry)`` in a loop for ``--seconds``; every call is
 timed. Each call must answer True (a new token id) and, at the end, a replayed id must answer False, or
 the run fails. Stores and process counts are measured one after another in the same run, ``--rounds``

@@ -20,7 +20,7 @@ from targets import evaluate, verdict  # noqa: E402
 def main(argv: list[str]) -> int:
     result = json.loads(Path(argv[0] if argv else HERE / "results" / "latest.json").read_text())
     print(
-        f"Run of {result['when']} on {result['cpus']} CPUs, {result['workers']} gunicorn workers per server, "
+        f"Run of {result['when']} on {result['cpus']} CPUs, {result['workers']} server processes per server, "
         f"database {result['database']}, {result['seconds']:g} s per measurement: `{result['command']}`\n"
     )
     print("| workload | conns | service req/s | p50 ms | p99 ms | spec floor req/s | spec p99 ms "

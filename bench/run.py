@@ -3,8 +3,8 @@
     python bench/run.py [--seconds 15] [--connections 8] [--workers N] [--memory-requests 100000] [--quick]
     python bench/run.py --scale-out [--quick]     (1 and 2 replicas behind a balancer: bench/scale_out.py)
 
-For every workload three servers are started one after the other on local ports, each under gunicorn with
-the service's configuration and the same worker count, and driven by wrk with the same request bodies:
+For every workload three servers are started one after the other on local ports, each under the production
+server (cds/web/supervisor.py) with the same worker count, and driven by wrk with the same request bodies:
 
     service      ``cds serve --prod``: JWT on (a fresh ES384 token per request, jti in the replay store),
                  audit on (a hash-chained record per call), FHIR validation and the rules

@@ -11,7 +11,7 @@ one PostgreSQL, one Redis (docs/scaling.md).
   settings have that setting and Redis answers at ``CDS_BENCH_REDIS_URL`` (default redis://127.0.0.1:6379/14);
   otherwise the database's ``seen_jti`` table, and the result says which.
 - Replicas share the audit patient-key secret, the link secret, the trusted-client file and the public URL
-  (the balancer's); each has its own spool folder. Each replica has ``--workers`` gunicorn workers.
+  (the balancer's); each has its own spool folder. Each replica has ``--workers`` server processes.
 - The balancer is bench/balancer.py (connection round-robin). Its cost is measured: the bare floor direct
   and through it, in the same run; the 1-replica service is also measured direct.
 - Every answer is checked by wrk (status 200 and the expected cards, bench/wrk.lua); the same jti sent
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) * 2 + 1,
-                        help="gunicorn workers per replica")
+                        help="server processes per replica")
     parser.add_argument("--quick", action="store_true", help="5 s per measurement")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args(argv)

@@ -1,5 +1,5 @@
-"""What the benchmarks share: free ports, wrk, a trusted CDS client signing tokens, servers under gunicorn
-(the service under ``cds serve --prod``, a floor app under the service's gunicorn configuration), the
+"""What the benchmarks share: free ports, wrk, a trusted CDS client signing tokens, servers (the service
+under ``cds serve --prod``, a floor app under the same production server), the
 database of a run (a fresh PostgreSQL schema, dropped afterwards, or SQLite) and request-body files."""
 
 from __future__ import annotations
@@ -67,20 +67,25 @@ class Client:
 
 
 class Server:
-    """The service under ``cds serve --prod`` (gunicorn), or the floor app under the same gunicorn config."""
+    """The service under ``cds serve --prod``, or a floor app served the same way (``cds.web.supervisor``).
 
-    def __init__(self, name: str, app: str, port: int, workers: int, env: dict[str, str]):
+    ``checkout``: run the code of another checkout of the project (a baseline measured in the same run)."""
+
+    def __init__(self, name: str, app: str, port: int, workers: int, env: dict[str, str],
+                 checkout: Path | None = None):
         self.name, self.port = name, port
         if app == "service":
-            argv = [str(Path(sys.executable).with_name("cds")), "serve", "--prod", "--host", "127.0.0.1",
+            argv = [sys.executable, "-m", "cds", "serve", "--prod", "--host", "127.0.0.1",
                     "--port", str(port)]
             env = {**env, "CDS_WORKERS": str(workers)}
         else:
-            argv = [sys.executable, "-m", "gunicorn", "--config", "python:cds.web.gunicorn_conf", "--workers",
-                    str(workers), "--bind", f"127.0.0.1:{port}", app]
+            argv = [sys.executable, "-m", "cds.web.supervisor", "--workers", str(workers),
+                    "--host", "127.0.0.1", "--port", str(port), "--app", app]
+        if checkout is not None:
+            env = {**env, "PYTHONPATH": str(checkout)}
         self.log = tempfile.TemporaryFile()  # stderr to a file: a pipe nobody reads could fill and block
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=self.log,
+            argv, cwd=checkout or ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=self.log,
             start_new_session=True)
         deadline = time.time() + 120  # a loaded 2-core machine starts five workers slowly
         while time.time() < deadline:

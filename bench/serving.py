@@ -1,6 +1,7 @@
-"""Latency under load of `cds serve --prod` for several worker models and settings, in one run.
+"""Latency under load of `cds serve --prod` at several settings, and of a baseline checkout, in one run.
 
     python bench/serving.py [--seconds 10] [--connections 8] [--rounds 2] [--only NAME,NAME] [--workload cold]
+                            [--baseline DIR]
 
 Every configuration serves the same bodies (``bench/workload.py``: the typical cold order-sign of
 ``bench/run.py``, a different patient each request, the warm-patient cache off; or ``--workload warm``, one
@@ -9,14 +10,12 @@ patient with the cache on) with JWT and audit on, and is driven by wrk at the sa
 interleaved rounds, so that a change in the machine's load falls on all of them; each round's figures and
 the median over rounds are printed and written to ``bench/results/serving.json``.
 
-Configurations (``CONFIGS``): the production worker (``cds.web.worker.BoundedThreadWorker``) at several
-workers x threads; the same with Nagle's algorithm turned back on (``bench/serving_workers.py``: gunicorn
-sets ``TCP_NODELAY`` on its listener, accepted sockets inherit it); the same keeping a connection alive
-only while no other request waits for a thread in that worker (``BalancedWorker``), and that also
-accepts connections only while it has a free thread (``IdleAcceptWorker``); gunicorn's own
-gthread worker and its sync worker (no keep-alive) for reference — both without the slow-client
-protection, so not candidates; and the default with the token id stored in a transaction of its own
-before the call (``CDS_REPLAY_WITH_AUDIT=false``) instead of with the call's audit record.
+Configurations (``CONFIGS``): the production server (waitress processes, ``cds/web/supervisor.py``) at
+several processes x threads, and the default with the token id stored in a transaction of its own before
+the call (``CDS_REPLAY_WITH_AUDIT=false``) instead of with the call's audit record. ``baseline-*``: the same
+``cds serve --prod`` run from another checkout of the project (``--baseline DIR``, e.g. an export of an
+earlier commit: ``git archive COMMIT | tar -x -C DIR``), to compare a change with what it replaces on the
+same machine in the same run.
 """
 
 from __future__ import annotations
@@ -37,21 +36,13 @@ from workload import order_sign  # noqa: E402
 
 # name: (workers, threads, extra environment)
 CONFIGS: dict[str, tuple[int, int, dict[str, str]]] = {
-    "bounded-5x4": (5, 4, {}),
-    "bounded-2x4": (2, 4, {}),
-    "bounded-2x2": (2, 2, {}),
-    "bounded-3x2": (3, 2, {}),
-    "bounded-3x1": (3, 1, {}),
-    "bounded-5x1": (5, 1, {}),
-    "bounded-8x1": (8, 1, {}),
-    "bounded-5x4-nagle": (5, 4, {"GUNICORN_CMD_ARGS": "--worker-class bench.serving_workers.NagleWorker"}),
-    "balanced-5x1": (5, 1, {"GUNICORN_CMD_ARGS": "--worker-class bench.serving_workers.BalancedWorker"}),
-    "balanced-5x4": (5, 4, {"GUNICORN_CMD_ARGS": "--worker-class bench.serving_workers.BalancedWorker"}),
-    "idle-accept-5x1": (5, 1, {"GUNICORN_CMD_ARGS": "--worker-class bench.serving_workers.IdleAcceptWorker"}),
-    "idle-accept-5x2": (5, 2, {"GUNICORN_CMD_ARGS": "--worker-class bench.serving_workers.IdleAcceptWorker"}),
-    "bounded-5x4-replay-apart": (5, 4, {"CDS_REPLAY_WITH_AUDIT": "false"}),  # jti in its own transaction
-    "gthread-5x4": (5, 4, {"GUNICORN_CMD_ARGS": "--worker-class gthread"}),
-    "sync-5": (5, 1, {"GUNICORN_CMD_ARGS": "--worker-class sync"}),
+    "production-5x4": (5, 4, {}),
+    "production-2x4": (2, 4, {}),
+    "production-5x2": (5, 2, {}),
+    "production-5x1": (5, 1, {}),
+    "production-5x4-replay-apart": (5, 4, {"CDS_REPLAY_WITH_AUDIT": "false"}),  # jti in its own transaction
+    "baseline-5x4": (5, 4, {}),
+    "baseline-5x1": (5, 1, {}),
 }
 
 
@@ -65,9 +56,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated configuration names (default all): " + ", ".join(CONFIGS))
     parser.add_argument("--workload", choices=["cold", "warm"], default="cold")
     parser.add_argument("--database", default="auto", help="as bench/run.py --database")
+    parser.add_argument("--baseline", type=Path, help="another checkout of the project, for baseline-*")
     parser.add_argument("--out", default=str(HERE / "results" / "serving.json"))
     args = parser.parse_args(argv)
-    names = args.only.split(",") if args.only else list(CONFIGS)
+    names = (args.only.split(",") if args.only
+             else [n for n in CONFIGS if args.baseline or "baseline" not in n])
+    if any("baseline" in n for n in names) and not args.baseline:
+        raise SystemExit("bench: baseline-* configurations need --baseline DIR")
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         raise SystemExit(f"bench: unknown configuration(s) {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
@@ -102,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 workers, threads, extra = CONFIGS[name]
                 env = {**base_env, "CDS_THREADS": str(threads), **extra}
-                server = Server(name, "service", port, workers, env)
+                server = Server(name, "service", port, workers, env,
+                                checkout=args.baseline.resolve() if "baseline" in name else None)
                 try:
                     client.tokens(aud, 400, tokens)
                     wrk_run(wrk, port, body_file, tokens, 2, args.connections)  # warm-up

@@ -17,7 +17,7 @@ floor's own, so the same tokens can be sent to the service and to the floor). Th
 service id, hook, hookInstance, issuer, the jti key and the sha256 and length of the raw body: no patient
 identifier and no token. ``verify_chain`` re-computes every link.
 
-Served like the service: ``gunicorn -c python:cds.web.gunicorn_conf bench.spec_floor:app``.
+Served like the service: ``python -m cds.web.supervisor --app bench.spec_floor:app``.
 """
 
 from __future__ import annotations

@@ -293,8 +293,8 @@ SETTINGS: tuple[Setting, ...] = (
         _csv,
     ),
     Setting("WORKERS", 0, "Server processes of `cds serve --prod`; 0 means 2 x CPU cores + 1.", _int),
-    Setting("THREADS", 4, "Threads per process for `cds serve --prod` (each answers one complete request at a "
-            "time).", _int),
+    Setting("THREADS", 4, "Threads per process for `cds serve --prod` (each answers one complete request "
+            "at a time).", _int),
     Setting("HEADER_TIMEOUT_SECONDS", 10.0, "`--prod`: a request whose request line and headers are not "
             "complete this many seconds after its first byte is dropped (the connection closed).", _float),
     Setting("BODY_TIMEOUT_SECONDS", 30.0, "`--prod`: longest the request body may take to arrive once the "

@@ -20,6 +20,7 @@ request parser, its error task and its periodic maintenance):
 * the answers waitress gives itself (400, 408, 413, 431, 501, 500) are OperationOutcomes, as the app's are;
 * an idle kept-alive connection (``KEEPALIVE_SECONDS``) is closed only if no byte of a next request has
   arrived on it;
+* a lingering close (``TimedChannel``), so that a client still sending reads its answer, not a reset;
 * on SIGTERM or SIGINT the process stops accepting, answers what it has begun (up to
   ``GRACEFUL_SECONDS``) and exits; it also exits when the supervisor that started it is gone.
 
@@ -55,6 +56,8 @@ MAX_HEAD_BYTES = 64 * 1024  # request line and headers; 431 at this size and abo
 KEEPALIVE_SECONDS = 5  # an idle kept-alive connection is closed after this long
 GRACEFUL_SECONDS = 20.0  # on SIGTERM: longest the requests begun are given to be answered
 CONNECTION_LIMIT = 1000  # open connections per process; past it the process stops accepting
+LINGER_SECONDS = 2.0  # a connection being closed reads what its client still sends this long at most
+LINGER_MAX_BYTES = 256 * 1024
 
 class RequestTimeout(BadRequest):
     code = 408
@@ -71,7 +74,8 @@ class TimedParser(HTTPRequestParser):
         self.head_done: float | None = None
 
     def received(self, data: bytes) -> int:
-        if self.body_rcv is None and not self.completed and bare_lf(head_part(self.header_plus[-3:] + data)):
+        head_open = self.body_rcv is None and not self.completed  # type: ignore[has-type]
+        if head_open and bare_lf(head_part(self.header_plus[-3:] + data)):
             self.parse_header(b"GET / HTTP/1.0\r\n")  # as waitress does for its own early refusals
             self.error = BadRequest("a bare LF ends a line of the head")
             self.completed = True
@@ -148,8 +152,46 @@ class OutcomeErrorTask(ErrorTask):
 
 
 class TimedChannel(HTTPChannel):
+    """waitress's channel with the parser and error answers above, and a lingering close: when the server
+    closes a connection it first half-closes it and reads (and drops) what the client still sends, up to
+    ``LINGER_MAX_BYTES`` or ``LINGER_SECONDS`` — closing on unread bytes sends a reset, which can destroy an
+    answer (a 413, a 431) before the client has read it."""
+
     parser_class = TimedParser
     error_task_class = OutcomeErrorTask
+    linger_until: float | None = None
+    lingered = 0
+
+    def handle_close(self) -> None:
+        if self.linger_until is None and self.connected and self.socket is not None:
+            try:
+                self.socket.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            else:
+                self.linger_until = time.monotonic() + LINGER_SECONDS
+                self.will_close = self.close_when_flushed = False
+                return
+        self.linger_until = 0.0  # closed for good
+        super().handle_close()
+
+    def readable(self) -> bool:
+        return True if self.linger_until else bool(super().readable())
+
+    def writable(self) -> bool:
+        return False if self.linger_until else bool(super().writable())
+
+    def handle_read(self) -> None:
+        if not self.linger_until:
+            return super().handle_read()
+        try:
+            data = self.socket.recv(65536)
+        except OSError:
+            data = b""
+        self.lingered += len(data)
+        if not data or self.lingered >= LINGER_MAX_BYTES or time.monotonic() >= self.linger_until:
+            self.linger_until = 0.0
+            super().handle_close()
 
 
 class Server(TcpWSGIServer):
@@ -174,6 +216,11 @@ class Server(TcpWSGIServer):
         """Every second (``cleanup_interval``), in the I/O loop: the deadlines, idle connections, the stop."""
         mono = time.monotonic()
         for channel in list(self.active_channels.values()):
+            if channel.linger_until:
+                if mono >= channel.linger_until:
+                    channel.linger_until = 0.0
+                    HTTPChannel.handle_close(channel)
+                continue
             with channel.requests_lock:
                 if channel.requests or channel.will_close or channel.close_when_flushed:
                     continue  # being answered, or closing already
@@ -185,7 +232,8 @@ class Server(TcpWSGIServer):
                     elif mono - request.head_done > self.body_timeout:
                         self._time_out(channel, request)
                 elif self.stop_by is not None or (
-                        channel.last_activity < now - self.adj.channel_timeout and not has_bytes(channel.socket)):
+                        channel.last_activity < now - self.adj.channel_timeout
+                        and not has_bytes(channel.socket)):
                     channel.will_close = True
         if self.stop_by is not None:
             self._stopping(mono)
@@ -207,7 +255,7 @@ class Server(TcpWSGIServer):
     def _stopping(self, mono: float) -> None:
         self.accepting = False  # no longer watched; the socket stays open for the other processes
         busy = [c for c in self.active_channels.values() if c.requests or c.total_outbufs_len]
-        if not busy or mono >= self.stop_by:
+        if not busy or mono >= (self.stop_by or mono):
             raise SystemExit(0)  # waitress's run() then stops its threads
 
 
@@ -246,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     values = settings.load()
     sock = socket.socket(fileno=args.fd)
     app = load_app(args.app)
-    server = Server(app, sock, threads=max(1, values["THREADS"]), header_timeout=values["HEADER_TIMEOUT_SECONDS"],
+    server = Server(app, sock, threads=max(1, values["THREADS"]),
+                    header_timeout=values["HEADER_TIMEOUT_SECONDS"],
                     body_timeout=values["BODY_TIMEOUT_SECONDS"], max_body_bytes=values["MAX_BODY_BYTES"])
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # a warning for every request that waits
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -18,7 +18,6 @@ threads (``cds/web/httpserver.py``). The supervisor binds the socket once and ha
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import socket
 import subprocess
@@ -42,7 +41,7 @@ def say(message: str) -> None:
 def listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # answers go out at once (accepted sockets inherit it)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle delay (accepted sockets inherit it)
     sock.set_inheritable(True)
     return sock
 
@@ -58,8 +57,8 @@ class Supervisor:
 
     def start_one(self) -> None:
         fd = self.sock.fileno()
-        proc = subprocess.Popen([sys.executable, "-m", "cds.web.httpserver", "--fd", str(fd), "--app", self.app],
-                                pass_fds=(fd,))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cds.web.httpserver", "--fd", str(fd), "--app", self.app], pass_fds=(fd,))
         self.children[proc.pid] = (proc, time.monotonic())
         say(f"started worker {proc.pid}")
 
@@ -81,8 +80,8 @@ class Supervisor:
                 say(f"worker {pid} exited with status {code}"
                     + ("; starting another" if self.failed_boots < MAX_FAILED_BOOTS else ""))
                 if self.failed_boots >= MAX_FAILED_BOOTS:
-                    say(f"error: {MAX_FAILED_BOOTS} workers in a row exited within {BOOT_SECONDS:.0f} s of their "
-                        "start; stopping (see the messages above)")
+                    say(f"error: {MAX_FAILED_BOOTS} workers in a row exited within {BOOT_SECONDS:.0f} s "
+                        "of their start; stopping (see the messages above)")
                     self.stopping.set()
                     status = 1
                     break
