@@ -1,5 +1,5 @@
-"""The benchmark's spec floor (bench/spec_floor.py) really does what it stands for: served by gunicorn with
-the service's configuration on a real socket, it refuses a bad token and a replayed jti, and its records
+"""The benchmark's spec floor (bench/spec_floor.py) really does what it stands for: served by the service's
+production server (cds/web/supervisor.py) on a real socket, it refuses a bad token and a replayed jti, and its records
 chain (and a tampered record is caught)."""
 
 from __future__ import annotations
@@ -70,10 +70,10 @@ def test_spec_floor_verifies_tokens_refuses_replays_and_chains(database_url, tmp
     aud = f"http://127.0.0.1:{port}{PATH}"
     env = {**os.environ, "CDS_DATABASE_URL": database_url, "CDS_TRUSTED_CLIENTS": str(trusted),
            "SPEC_FLOOR_AUDIENCE": aud, "PYTHONPATH": str(ROOT)}
-    log = (tmp_path / "gunicorn.log").open("wb")
+    log = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "python:cds.web.gunicorn_conf", "--workers", "2",
-         "--bind", f"127.0.0.1:{port}", "bench.spec_floor:app"],
+        [sys.executable, "-m", "cds.web.supervisor", "--workers", "2", "--host", "127.0.0.1",
+         "--port", str(port), "--app", "bench.spec_floor:app"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     try:
         deadline = time.time() + 90
@@ -82,7 +82,7 @@ def test_spec_floor_verifies_tokens_refuses_replays_and_chains(database_url, tmp
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
                     break
             except OSError:
-                assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()[-2000:]
+                assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
                 assert time.time() < deadline, "the spec floor did not answer /health within 90 s"
                 time.sleep(0.2)
         url = f"http://127.0.0.1:{port}{PATH}"

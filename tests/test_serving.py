@@ -1,4 +1,5 @@
-"""Metrics at /metrics, and `cds serve --prod` (gunicorn) answering /health on a free port."""
+"""Metrics at /metrics, and `cds serve --prod` (waitress processes under cds/web/supervisor.py) answering
+/health on a free port, restarting a worker that dies and stopping cleanly on SIGTERM and SIGINT."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 import requests
 from builders import hook_body, med, obs, patient
 
-from cds.web.serving import gunicorn_argv, prepare_metrics_dir, worker_count
+from cds.web.serving import prepare_metrics_dir, worker_count
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,12 +69,9 @@ def test_metrics_can_be_turned_off(tmp_path):
     assert response.get_json()["resourceType"] == "OperationOutcome"
 
 
-def test_worker_count_and_command_line(tmp_path):
+def test_worker_count_and_metrics_folder(tmp_path):
     assert worker_count(0, cores=2) == 5
     assert worker_count(3, cores=64) == 3
-    argv = gunicorn_argv("0.0.0.0", 8080, 5)
-    assert argv[-1] == "cds:create_app()"
-    assert argv[argv.index("--bind") + 1] == "0.0.0.0:8080" and argv[argv.index("--workers") + 1] == "5"
     env: dict[str, str] = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "m")}
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "counter_1.db").write_bytes(b"stale")
@@ -118,21 +116,47 @@ def wait_for_health(base: str, proc: subprocess.Popen, seconds: float = 120) -> 
     return None
 
 
-def test_serve_prod_runs_gunicorn_and_answers_health(tmp_path):
+def start_prod(tmp_path: Path, port: int, **extra: str) -> subprocess.Popen:
+    log = (tmp_path / "service.log").open("w")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "cds", "serve", "--prod", "--port", str(port)],
+                                cwd=tmp_path, env=prod_env(tmp_path, port, **extra), stdout=log,
+                                stderr=subprocess.STDOUT)
+    finally:
+        log.close()
+
+
+def workers_of(proc: subprocess.Popen) -> list[int]:
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+
+def gone(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "State:\tZ" in status.read_text()
+    except FileNotFoundError:
+        return True
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def test_serve_prod_answers_health_from_every_worker_and_sums_their_metrics(tmp_path):
     port = free_port()
-    env = prod_env(tmp_path, port)
-    log = (tmp_path / "gunicorn.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cds", "serve", "--prod", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_prod(tmp_path, port)
     base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "service.log"
     try:
         health = wait_for_health(base, proc)
-        assert health is not None, (tmp_path / "gunicorn.log").read_text()
+        assert health is not None, log.read_text()
         assert health.status_code == 200
         assert health.json()["status"] == "ok"
         for _ in range(6):
@@ -140,16 +164,56 @@ def test_serve_prod_runs_gunicorn_and_answers_health(tmp_path):
         metrics = requests.get(f"{base}/metrics", timeout=30).text
         # every worker writes to the shared folder, and /metrics adds them all up
         assert sample(metrics, "cds_http_requests_total", endpoint="/health", method="GET", status="200") == 7
-        text = (tmp_path / "gunicorn.log").read_text()
-        assert "gunicorn" in text.lower() and text.count("Booting worker") == 2
+        text = log.read_text()
+        assert text.count("cds: started worker") == 2 and len(workers_of(proc)) == 2
+        assert "/metrics is open to anyone" in text  # no CDS_METRICS_TOKEN: said at start
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
+            stop(proc)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_killed_worker_is_replaced_and_a_stop_signal_ends_every_worker(tmp_path, sig):
+    port = free_port()
+    proc = start_prod(tmp_path, port)
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "service.log"
+    try:
+        assert wait_for_health(base, proc) is not None, log.read_text()
+        first = workers_of(proc)
+        assert len(first) == 2
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (first[0] in workers_of(proc) or len(workers_of(proc)) < 2):
+            time.sleep(0.2)
+        now = workers_of(proc)
+        assert first[0] not in now and first[1] in now and len(now) == 2, log.read_text()[-2000:]
+        assert f"worker {first[0]} exited with status -9; starting another" in log.read_text()
+        for _ in range(4):  # the new worker boots meanwhile; every answer comes from a live one
+            assert requests.get(f"{base}/health", timeout=60).status_code == 200
+        assert stop(proc, sig) == 0
+        assert all(gone(pid) for pid in now), log.read_text()[-2000:]
+        assert "Traceback" not in log.read_text()
+    finally:
+        if proc.poll() is None:
             proc.kill()
             proc.wait()
-        log.close()
+
+
+@pytest.mark.slow
+def test_workers_that_cannot_start_stop_the_service_with_one_line(tmp_path):
+    port = free_port()
+    proc = start_prod(tmp_path, port, CDS_RULES_DIR=str(tmp_path / "no-such-rules"))
+    try:
+        assert proc.wait(timeout=300) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = (tmp_path / "service.log").read_text()
+    assert "workers in a row exited within" in text, text[-3000:]
+    assert text.count("exited with status 1") == 5  # and no more started after the fifth
 
 
 @pytest.mark.parametrize("flag", [["--help"]])
