@@ -1,6 +1,6 @@
 """The benchmark's spec floor (bench/spec_floor.py) really does what it stands for: served by the service's
-production server (cds/web/supervisor.py) on a real socket, it refuses a bad token and a replayed jti, and its records
-chain (and a tampered record is caught)."""
+production server (cds/web/supervisor.py) on a real socket, it refuses a bad token and a replayed jti, and
+its records chain (and a tampered record is caught)."""
 
 from __future__ import annotations
 
