@@ -10,7 +10,8 @@
     │   ├── UnknownService            404  error / not-found
     │   ├── NotFound                  404  error / not-found        (an audit record, a card)
     │   ├── LimitExceeded             413  error / too-costly       (body size, bundle entries)
-    │   └── ClientTooSlow             408  error / timeout          (the body did not arrive in time)
+    │   └── ClientTooSlow             408  error / timeout          (the body did not arrive in time:
+    │                                                                 cds/web/httpserver.py)
     ├── Unauthorized                  401  (bare body: nothing that helps an attacker)
     ├── AuthUnavailable               503  error / transient        (the token replay store cannot be reached)
     ├── BudgetExceeded                503  error / too-costly       (time or work budget of a call used up)

@@ -11,8 +11,9 @@ baseline response headers. The Flask side of ``cds.auth.verify``.
   the id is stored with the record (``g.jti_claim``); a call that ends before its record stores it on its
   own in ``settle_claim``, which answers 401 to a replay whatever the answer would have been.
 * ``read_body`` reads the request body up to ``MAX_BODY_BYTES`` and no further, whatever the
-  ``Content-Length`` says or when the body comes in chunks (413 above the limit); a body that does not
-  arrive within the production worker's read deadline is a 408.
+  ``Content-Length`` says or when the body comes in chunks (413 above the limit). Under ``cds serve
+  --prod`` the server has read the whole body before the app sees the request (``cds/web/httpserver.py``:
+  its own 413 above the limit, 408 for a body that does not arrive in time).
 * ``CORS_ORIGINS`` lists the browser origins allowed to call the CDS endpoints.
 * Every response gets ``X-Content-Type-Options: nosniff``.
 """
@@ -30,7 +31,7 @@ from cds.auth.replay_redis import MIN_POOL, RedisJtiStore
 from cds.auth.replay_store import JtiStore, fallback_store
 from cds.auth.trusted_clients import JwksCache, TrustedClient, keys_of, load_trusted_clients
 from cds.auth.verify import TokenVerifier
-from cds.errors import AuthUnavailable, ClientTooSlow, LimitExceeded, Unauthorized
+from cds.errors import AuthUnavailable, LimitExceeded, Unauthorized
 
 log = logging.getLogger("cds.auth")
 
@@ -175,11 +176,7 @@ def read_body(max_bytes: int) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while True:
-        try:
-            chunk = stream.read(min(CHUNK, max_bytes + 1 - total))
-        except TimeoutError as exc:  # the production worker's read deadline (cds/web/worker.py)
-            raise ClientTooSlow("the request body did not arrive within the time allowed "
-                                "(CDS_BODY_TIMEOUT_SECONDS)", field="(body)") from exc
+        chunk = stream.read(min(CHUNK, max_bytes + 1 - total))
         if not chunk:
             return b"".join(chunks)
         total += len(chunk)

@@ -50,7 +50,7 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask
 from waitress.utilities import BadRequest, Error, RequestEntityTooLarge
 
-from cds.errors import operation_outcome
+from cds.errors import CdsError, ClientTooSlow, LimitExceeded, MalformedJSON
 
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers; 431 at this size and above
 KEEPALIVE_SECONDS = 5  # an idle kept-alive connection is closed after this long
@@ -127,22 +127,25 @@ class OutcomeErrorTask(ErrorTask):
         error: Error = self.request.error
         limits = self.channel.server.adj
         status = int(error.code)
+        answer: CdsError
         if status == 431:
-            message, code = f"the request line and headers are {MAX_HEAD_BYTES} bytes or more", "too-costly"
+            answer = LimitExceeded(f"the request line and headers are {MAX_HEAD_BYTES} bytes or more",
+                                   field="(head)")
         elif status == 413:
-            message = (f"request body is more than the limit of {limits.max_request_body_size - 1} bytes "
-                       "(CDS_MAX_BODY_BYTES)")
-            code = "too-costly"
+            limit = limits.max_request_body_size - 1
+            answer = LimitExceeded(f"request body is more than the limit of {limit} bytes "
+                                   "(CDS_MAX_BODY_BYTES)", field="(body)")
         elif status == 408:
-            message, code = str(error.body), "timeout"
+            answer = ClientTooSlow(str(error.body), field="(body)")
         elif status == 501:
-            message, code = "only the chunked transfer coding is accepted", "not-supported"
+            answer = MalformedJSON("only the chunked transfer coding is accepted", field="(head)")
+            answer.code = "not-supported"
         elif status < 500:  # waitress's reason, without the part of the request it may quote
             reason = str(error.body).split(' "')[0]
-            message, code = f"the request is not valid HTTP/1.1: {reason}", "structure"
+            answer = MalformedJSON(f"the request is not valid HTTP/1.1: {reason}", field="(head)")
         else:
-            message, code = "the server could not answer this request", "exception"
-        body = json.dumps(operation_outcome(message, severity="error", code=code)).encode()
+            answer = CdsError("the server could not answer this request")
+        body = json.dumps(answer.to_operation_outcome()).encode()
         self.status = f"{error.code} {error.reason}"
         self.response_headers.extend([("Content-Type", "application/json"),
                                       ("X-Content-Type-Options", "nosniff")])
@@ -240,7 +243,7 @@ class Server(TcpWSGIServer):
 
     def _time_out(self, channel: HTTPChannel, request: TimedParser) -> None:
         request.error = RequestTimeout(
-            "the request body did not arrive within the time allowed (CDS_BODY_TIMEOUT_SECONDS)")
+            "the request body did not arrive within the time allowed (CDS_BODY_TIMEOUT_SECONDS)")  # 408
         request.completed = True
         channel.request = None
         channel.requests.append(request)
