@@ -263,7 +263,7 @@ class NonCloser(threading.Thread):
                     answer = b""
                     while chunk := sock.recv(65536):  # read to the server's end
                         answer += chunk
-                    if answer.startswith(b"HTTP/1.1 400"):
+                    if answer.split(b" ", 2)[1:2] == [b"400"]:  # (HTTP/1.0: the request line is unreadable)
                         self.answers += 1
                     time.sleep(KEEP_OPEN)  # and keep ours open a while: the server lingers meanwhile
             except OSError:
