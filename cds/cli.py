@@ -1,6 +1,6 @@
 """The ``cds`` command line (click): one entry point over the same core as the web service.
 
-    cds serve [--host H] [--port P] [--prod]    run the service (development server; gunicorn with --prod)
+    cds serve [--host H] [--port P] [--prod]    run the service (development server; waitress with --prod)
     cds wait --url BASE [--timeout S]           exit 0 once the service answers GET /health
     cds request BUNDLE --hook HOOK --url BASE   send a fixture as a signed hook call, print the cards
     cds replay DIR --url BASE                   replay every fixture with a sidecar, report pass/fail/skip
@@ -43,9 +43,10 @@ def cli() -> None:
 @cli.command("serve")
 @click.option("--host", help="address to listen on (default: CDS_HOST)")
 @click.option("--port", type=click.IntRange(0, 65535), help="port to listen on (default: CDS_PORT)")
-@click.option("--prod", is_flag=True, help="run under gunicorn (CDS_WORKERS workers; default 2 x cores + 1)")
+@click.option("--prod", is_flag=True,
+              help="production server: CDS_WORKERS waitress processes (default 2 x cores + 1)")
 def serve_cmd(host: str | None, port: int | None, prod: bool) -> int:
-    """Run the service (Flask's development server; gunicorn with --prod)."""
+    """Run the service (Flask's development server; waitress processes with --prod)."""
     from cds import create_app
 
     overrides = {k: v for k, v in {"HOST": host, "PORT": port}.items() if v is not None}
