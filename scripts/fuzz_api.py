@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="a running service trusting the test client (default: start one)")
     parser.add_argument("--seed", type=int, default=int(dt.datetime.now().timestamp()))
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of the started service")
+    parser.add_argument("--workers", type=int, default=2, help="server processes of the started service")
     parser.add_argument("--json", help="also write the summary to this file")
     args = parser.parse_args(argv)
     print(f"fuzz: seed {args.seed}", flush=True)

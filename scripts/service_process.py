@@ -1,4 +1,4 @@
-"""Run the service as a real production process (``cds serve --prod``: gunicorn) on a free local port.
+"""Run the service as a real production process (``cds serve --prod``: waitress) on a free local port.
 
 Used by the robustness scripts (``fuzz_api.py``, ``soak.py``) and their short versions in the test suite.
 The process trusts only the published test client (``tests/data/test-client-jwks.json``), so the caller
@@ -58,7 +58,7 @@ class ServiceProcess:
     log: Path
 
     def worker_pids(self) -> list[int]:
-        """The gunicorn workers (children of the master process)."""
+        """The server processes (children of the supervisor)."""
         try:
             text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
         except OSError:

@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--patients", type=int, default=500)
     parser.add_argument("--threads", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per service process")
+    parser.add_argument("--workers", type=int, default=2, help="server processes per service process")
     parser.add_argument("--json", help="also write the summary to this file")
     parser.add_argument(
         "--env",

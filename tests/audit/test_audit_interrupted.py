@@ -1,7 +1,7 @@
 """Finding 18 of the hostile-input review: a worker killed with SIGKILL in the middle of a call must not leave
 the call uncounted ("lost: 0", no record).
 
-``cds serve --prod`` (gunicorn, two workers) calls a FHIR server that never answers, so the call hangs in
+``cds serve --prod`` (two server processes) calls a FHIR server that never answers, so the call hangs in
 a worker; the test finds that worker by its started-call marker and kills it with SIGKILL. The surviving
 worker then counts the call in ``/health`` (``interrupted``) and ``/metrics``, and the trail holds a
 record with outcome ``interrupted`` whose chain verifies.
