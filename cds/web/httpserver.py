@@ -59,6 +59,7 @@ CONNECTION_LIMIT = 1000  # open connections per process; past it the process sto
 LINGER_SECONDS = 2.0  # a connection being closed reads what its client still sends this long at most
 LINGER_MAX_BYTES = 256 * 1024
 
+
 class RequestTimeout(BadRequest):
     code = 408
     reason = "Request Timeout"
@@ -89,7 +90,6 @@ class TimedParser(HTTPRequestParser):
             self.error = RequestEntityTooLarge("a chunk is larger than the body limit")
             self.completed = True
         return consumed
-
 
     def parse_header(self, header_plus: bytes) -> None:
         """waitress's parsing, refusing besides what a front end could frame otherwise: a folded line, more
@@ -162,7 +162,7 @@ class TimedChannel(HTTPChannel):
 
     parser_class = TimedParser
     error_task_class = OutcomeErrorTask
-    linger_until: float | None = None
+    linger_until: float | None = None  # None: open; a time: lingering until then; 0.0: closed
     lingered = 0
 
     def handle_close(self) -> None:
@@ -175,8 +175,12 @@ class TimedChannel(HTTPChannel):
                 self.linger_until = time.monotonic() + LINGER_SECONDS
                 self.will_close = self.close_when_flushed = False
                 return
-        self.linger_until = 0.0  # closed for good
-        super().handle_close()
+        self.close_now()
+
+    def close_now(self) -> None:
+        if self.linger_until != 0.0:
+            self.linger_until = 0.0
+            super().handle_close()
 
     def readable(self) -> bool:
         return True if self.linger_until else bool(super().readable())
@@ -193,8 +197,7 @@ class TimedChannel(HTTPChannel):
             data = b""
         self.lingered += len(data)
         if not data or self.lingered >= LINGER_MAX_BYTES or time.monotonic() >= self.linger_until:
-            self.linger_until = 0.0
-            super().handle_close()
+            self.close_now()
 
 
 class Server(TcpWSGIServer):
@@ -221,8 +224,7 @@ class Server(TcpWSGIServer):
         for channel in list(self.active_channels.values()):
             if channel.linger_until:
                 if mono >= channel.linger_until:
-                    channel.linger_until = 0.0
-                    HTTPChannel.handle_close(channel)
+                    channel.close_now()
                 continue
             with channel.requests_lock:
                 if channel.requests or channel.will_close or channel.close_when_flushed:
