@@ -183,6 +183,11 @@ PATHS: dict[str, Any] = {
                     "description": "Requests, latency, cards and errors.",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
                 },
+                "401": {
+                    "description": "CDS_METRICS_TOKEN is set and the request does not carry it as a bearer "
+                                   "token. The body is empty.",
+                    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}},
+                },
                 "404": error_response(
                     "Metrics are turned off (CDS_METRICS_ENABLED=false).", "not found", "not-found"
                 ),
