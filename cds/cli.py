@@ -55,6 +55,11 @@ def serve_cmd(host: str | None, port: int | None, prod: bool) -> int:
 
         return run_production(settings.load(overrides))
     app = create_app(overrides)
+    if app.config["LOG_FORMAT"] == "json":  # without Flask's banner, which is printed, not logged
+        from werkzeug.serving import run_simple
+
+        run_simple(app.config["HOST"], app.config["PORT"], app, threaded=True)
+        return 0
     app.run(host=app.config["HOST"], port=app.config["PORT"], debug=False, threaded=True)
     return 0
 
