@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import requests
-from builders import hook_body, med, obs, patient, searchset
+from builders import hook_body, med, obs, patient
 from support import make_token, trusted_clients_file_in
 from test_serving import free_port, wait_for_health
 

@@ -123,7 +123,8 @@ class AuditStore:
     def record_call(self, call: CallRecord) -> None:
         """``AuditSink``: never raises; the hook call answers whatever happens here."""
         try:
-            content = build_content(call, self.pack, self.secret, context=call.context, record_id=call.record_id)
+            content = build_content(call, self.pack, self.secret, context=call.context,
+                                    record_id=call.record_id)
         except Exception:  # noqa: BLE001 - a bug here must not cost the EHR its cards
             log.exception("audit record could not be built for a %s call", call.service)
             self.lost += 1

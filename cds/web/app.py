@@ -58,7 +58,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: AuditSink
         max_resources=values["CALL_MAX_RESOURCES"],
     )
 
-    from cds.web import api, metrics, openapi
+    from cds.web import api, apidocs, metrics, openapi
     from cds.web import guard as http_guard
 
     logs.init_app(app)
@@ -67,6 +67,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: AuditSink
     if store is not None and audit_sink is None:
         http_guard.claim_with_records(app, store)
     openapi.init_app(app)
+    apidocs.init_app(app)
     metrics.init_app(app)
     if store is not None:
         from cds.audit import init_app as serve_audit_trail
