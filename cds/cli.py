@@ -4,6 +4,7 @@
     cds wait --url BASE [--timeout S]           exit 0 once the service answers GET /health
     cds request BUNDLE --hook HOOK --url BASE   send a fixture as a signed hook call, print the cards
     cds replay DIR --url BASE                   replay every fixture with a sidecar, report pass/fail/skip
+    cds collection [DIR]... [--out FILE]        a Postman v2.1 request collection of those fixtures
     cds evaluate BUNDLE --hook HOOK [--at DATE] [--json]
     cds rules check [DIR]                       validate a rule pack and the site config
     cds rules valuesets [DIR]                   value-set coverage: codes by system, names, where verified
