@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import requests
 from builders import hook_body, med, obs, patient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support import make_token, trusted_clients_file_in
 from test_serving import free_port, wait_for_health
 
@@ -182,3 +184,62 @@ def audit_record(tmp_path: Path, key: str) -> dict[str, Any]:
         engine.dispose()
     assert found is not None, f"no audit record {key}"
     return found["record"]
+
+
+@pytest.fixture
+def json_log(auth_config):
+    """An app logging JSON, with its log lines caught in a buffer (the handler removed afterwards)."""
+    import io
+    import logging
+
+    from support import NOW
+
+    from cds import create_app
+    from cds.web.logs import HANDLER_NAME
+
+    app = create_app({**auth_config, "LOG_FORMAT": "json", "NOW": NOW})
+    root = logging.getLogger()
+    handler = next(h for h in root.handlers if h.get_name() == HANDLER_NAME)
+    buffer = io.StringIO()
+    handler.setStream(buffer)
+    try:
+        yield app, buffer
+    finally:
+        root.removeHandler(handler)
+
+
+FHIR_ID = st.from_regex(r"[A-Za-z0-9\-.]{6,40}", fullmatch=True)
+COMMENT = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=6, max_size=80)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pid=FHIR_ID, comment=COMMENT,
+       instance=st.one_of(st.uuids().map(str), st.text(min_size=1, max_size=60).map(lambda t: "hi-" + t)))
+def test_no_patient_id_comment_or_non_uuid_instance_reaches_a_line(json_log, pid, comment, instance):
+    app, buffer = json_log
+    pid, comment = "zq" + pid, "cm-" + comment
+    client = app.test_client()
+    buffer.seek(0)
+    buffer.truncate()
+    body = marked_body("patient-view")
+    body = json.loads(json.dumps(body).replace(PID, pid))
+    body["hookInstance"] = instance
+    url = "http://localhost/cds-services/" + VIEW
+    answer = client.post(url, json=body, headers={"Authorization": f"Bearer {make_token(url)}"})
+    is_uuid = re.fullmatch(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", instance) is not None
+    assert answer.status_code == (200 if is_uuid else 400)
+    if is_uuid:
+        card = answer.get_json()["cards"][0]["uuid"]
+        feedback = {"feedback": [{"card": card, "outcome": "overridden",
+                                  "outcomeTimestamp": "2026-11-22T12:00:00Z",
+                                  "overrideReason": {"userComment": comment}}]}
+        url += "/feedback"
+        assert client.post(url, json=feedback,
+                           headers={"Authorization": f"Bearer {make_token(url)}"}).status_code == 200
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    closing = [e for e in lines if "durationMs" in e]
+    assert len(closing) == (2 if is_uuid else 1)
+    assert closing[0]["hookInstance"] == (instance if is_uuid else None)
+    text = buffer.getvalue()
+    for secret in (pid, RESOURCE_MARKER, comment, USER.split("/")[1]) + (() if is_uuid else (instance,)):
+        assert json.dumps(secret)[1:-1] not in text and secret not in text
