@@ -197,8 +197,9 @@ def json_log(auth_config):
     from cds import create_app
     from cds.web.logs import HANDLER_NAME
 
-    app = create_app({**auth_config, "LOG_FORMAT": "json", "NOW": NOW})
     root = logging.getLogger()
+    level = root.level
+    app = create_app({**auth_config, "LOG_FORMAT": "json", "NOW": NOW})
     handler = next(h for h in root.handlers if h.get_name() == HANDLER_NAME)
     buffer = io.StringIO()
     handler.setStream(buffer)
@@ -206,6 +207,7 @@ def json_log(auth_config):
         yield app, buffer
     finally:
         root.removeHandler(handler)
+        root.setLevel(level)
 
 
 FHIR_ID = st.from_regex(r"[A-Za-z0-9\-.]{6,40}", fullmatch=True)

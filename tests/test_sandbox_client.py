@@ -55,7 +55,8 @@ class SandboxSigner:
 
 
 def sloppy_draft(status: str = "draft") -> dict[str, Any]:
-    """A MedicationRequest as the sandbox's order pages build it (R4): ``category`` an object, not a list."""
+    """A MedicationRequest as the sandbox's order pages build it (R4): ``category`` an object, not a list;
+    an empty coding beside the RxNorm one."""
     return {
         "resourceType": "MedicationRequest", "id": "request-123", "status": status,
         "subject": {"reference": f"Patient/{PID}"}, "authoredOn": "2026-11-22",
@@ -67,6 +68,7 @@ def sloppy_draft(status: str = "draft") -> dict[str, Any]:
         "category": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/medicationrequest-category",
                                  "code": "community"}]},
         "medicationCodeableConcept": {"text": "anastrozole 1 MG Oral Tablet", "coding": [
+            {},  # an empty coding, as its order pages sometimes send
             {"display": "anastrozole 1 MG Oral Tablet", "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
              "code": "199224"}]},
     }
