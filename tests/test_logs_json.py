@@ -126,6 +126,9 @@ def test_json_lines_follow_each_call_and_never_hold_a_token_patient_id_or_resour
         assert server.post(f"/cds-services/{VIEW}", again, replayed).status_code == 401
 
         first, (first_service, cards) = next(iter(answered.items()))
+        why = next(link["url"] for link in cards[0]["links"] if link["label"] == "Why this card?")
+        secrets.append(why.rsplit(".", 1)[1])  # the link's signature: it opens the page without a login
+        assert requests.get(why, timeout=60).status_code == 200
         feedback = {"feedback": [{"card": cards[0]["uuid"], "outcome": "overridden",
                                   "overrideReason": {"userComment": f"not now {RESOURCE_MARKER} {PID}"},
                                   "outcomeTimestamp": "2026-11-22T12:00:00Z"}]}

@@ -32,8 +32,10 @@ if _values["LOG_FORMAT"] == "json":  # gunicorn's own lines (start-up, workers, 
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": "cds.web.logs.json_formatter"}},
+        "filters": {"lines": {"()": "cds.web.logs.CallContext"}},  # no link signature in an access line
         "handlers": {
-            "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+            "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout",
+                        "filters": ["lines"]},
             "error_console": {"class": "logging.StreamHandler", "formatter": "json",
                               "stream": "ext://sys.stderr"},
         },

@@ -35,16 +35,18 @@ CALL_ENDPOINTS = {"cds_hooks.call_service": "hook call", "cds_hooks.feedback": "
 CALL_FIELDS = ("service", "hookInstance", "auditRecord")
 _UUID = re.compile(UUID_PATTERN)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_LINK = re.compile(r"(/why/[^/\s?\"]*?\.[0-9]+\.)[A-Za-z0-9_-]+")
 
 
 class CallContext(logging.Filter):
-    """Adds the call's fields to every record logged while the call is handled (in its request), and takes
-    terminal colour codes out of a message (werkzeug colours its request lines)."""
+    """Adds the call's fields to every record logged while the call is handled (in its request); takes
+    terminal colour codes out of a message (werkzeug colours its request lines), and the signature out of
+    a "Why this card?" link an access line names (the link opens the card's page without a login)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "\x1b" in message:
-            record.msg, record.args = _ANSI.sub("", message), None
+        if "\x1b" in message or "/why/" in message:
+            record.msg, record.args = _LINK.sub(r"\g<1>(signature)", _ANSI.sub("", message)), None
         if has_request_context():
             for name, value in g.get("log_fields", {}).items():
                 if not hasattr(record, name):
