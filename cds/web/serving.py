@@ -13,6 +13,7 @@ development client).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -83,8 +84,6 @@ def run_production(values: Mapping[str, Any]) -> int:
     argv = gunicorn_argv(host, port, worker_count(workers))
     starting = f"starting gunicorn on http://{host}:{port} with {argv[argv.index('--workers') + 1]} workers"
     if values.get("LOG_FORMAT") == "json":
-        import logging
-
         from cds.web.logs import configure
 
         configure(values["LOG_LEVEL"], "json")
