@@ -4,6 +4,7 @@
     cds wait --url BASE [--timeout S]           exit 0 once the service answers GET /health
     cds request BUNDLE --hook HOOK --url BASE   send a fixture as a signed hook call, print the cards
     cds replay DIR --url BASE                   replay every fixture with a sidecar, report pass/fail/skip
+    cds collection [DIR]... [--out FILE]        a Postman v2.1 request collection of those fixtures
     cds evaluate BUNDLE --hook HOOK [--at DATE] [--json]
     cds rules check [DIR]                       validate a rule pack and the site config
     cds rules valuesets [DIR]                   value-set coverage: codes by system, names, where verified
@@ -55,6 +56,11 @@ def serve_cmd(host: str | None, port: int | None, prod: bool) -> int:
 
         return run_production(settings.load(overrides))
     app = create_app(overrides)
+    if app.config["LOG_FORMAT"] == "json":  # without Flask's banner, which is printed, not logged
+        from werkzeug.serving import run_simple
+
+        run_simple(app.config["HOST"], app.config["PORT"], app, threaded=True)
+        return 0
     app.run(host=app.config["HOST"], port=app.config["PORT"], debug=False, threaded=True)
     return 0
 

@@ -42,6 +42,13 @@ def _csv(raw: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part.strip() for part in str(raw).split(",") if part.strip())
 
 
+def _log_format(raw: str) -> str:
+    value = str(raw).strip().lower()
+    if value not in ("text", "json"):
+        raise ValueError(f"expected text or json, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -208,6 +215,13 @@ SETTINGS: tuple[Setting, ...] = (
         _csv,
     ),
     Setting("LOG_LEVEL", "INFO", "Python logging level for the service."),
+    Setting(
+        "LOG_FORMAT",
+        "text",
+        "`text` (human-readable lines, for development) or `json` (one JSON object a line, with each hook "
+        "call's `hookInstance` and audit record key; see docs/logging.md).",
+        _log_format,
+    ),
     Setting("HOST", "127.0.0.1", "Address `cds serve` listens on."),
     Setting("PORT", 5000, "Port `cds serve` listens on.", _int),
     Setting(

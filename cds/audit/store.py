@@ -123,7 +123,8 @@ class AuditStore:
     def record_call(self, call: CallRecord) -> None:
         """``AuditSink``: never raises; the hook call answers whatever happens here."""
         try:
-            content = build_content(call, self.pack, self.secret, context=call.context)
+            content = build_content(call, self.pack, self.secret, context=call.context,
+                                    record_id=call.record_id)
         except Exception:  # noqa: BLE001 - a bug here must not cost the EHR its cards
             log.exception("audit record could not be built for a %s call", call.service)
             self.lost += 1
@@ -140,11 +141,12 @@ class AuditStore:
             log.exception("audit entry LOST for a %s call", call.service)
 
     def store_feedback(self, service_id: str, items: list[dict[str, Any]], *, received: dt.datetime,
-                       client_iss: str | None = None) -> None:
+                       client_iss: str | None = None) -> list[feedback.IssuedCard | None]:
         """Store feedback items, all or none: an item for a card not issued on ``service_id`` to
         ``client_iss``, or naming suggestions the card does not have, refuses the call (``NotFound`` /
         ``RequestError`` naming the item). A card not found while entries still wait in the spool or in
-        memory, or while the database cannot be read, is accepted and checked when it is written."""
+        memory, or while the database cannot be read, is accepted and checked when it is written.
+        Returns each item's card as found (its audit record and hook call), None where it was not."""
         queued = bool(self._held) or self.spool.pending()
         try:
             with self.engine.connect() as conn:
@@ -163,6 +165,7 @@ class AuditStore:
         for item in items:
             self.submit({"kind": "feedback", "id": str(uuid.uuid4()), "service": service_id,
                          "client": client_iss, "item": item, "received": _utc(received).isoformat()})
+        return [cards.get(str(item.get("card"))) for item in items]
 
     def submit(self, entry: dict[str, Any]) -> None:
         """Make ``entry`` durable (database, spool or memory) before returning; call records through the

@@ -55,6 +55,8 @@ class CallRecord:
     provenance: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     context: dict[str, Any] = field(default_factory=dict)  # hook context (the audit keeps a few fields)
+    #: the key of the record (a uuid), when the caller chose it (to log it); the store makes one otherwise
+    record_id: str | None = None
     #: the call's token id when its replay check is made with the record (``cds.auth.replay_store.Claim``):
     #: a sink that takes it stores both in one transaction, and raises ``TokenReplayed`` on a replay
     claim: Any = None
@@ -85,10 +87,11 @@ class HookService:
     max_resources: int | None = None
 
     def call(self, service_id: str, body: Any, *, now: dt.datetime | None = None,
-             client_iss: str | None = None, base_url: str | None = None, claim: Any = None) -> dict[str, Any]:
+             client_iss: str | None = None, base_url: str | None = None, claim: Any = None,
+             record_id: str | None = None) -> dict[str, Any]:
         """The response body for one call; its record goes to the audit sink before it returns. ``claim``:
         the call's token id, stored with the record (a replay found there raises ``TokenReplayed``, and the
-        call's answer is that, not its cards)."""
+        call's answer is that, not its cards). ``record_id``: the key its audit record is stored under."""
         started = time.perf_counter()
         when = now or dt.datetime.now(dt.UTC)
         hook = hook_of(service_id)
@@ -120,15 +123,16 @@ class HookService:
         except CdsError as exc:
             outcome = "412" if exc.status == 412 else str(exc.status)
             self._record(service_id, hook, request, gathered, client_iss, when, started, exc.status, outcome,
-                         evaluation, error=exc.message, claim=claim)
+                         evaluation, error=exc.message, claim=claim, record_id=record_id)
             raise
         except Exception:
             self._record(service_id, hook, request, gathered, client_iss, when, started, 500, "500",
-                         evaluation, error="internal error; the request was not processed", claim=claim)
+                         evaluation, error="internal error; the request was not processed", claim=claim,
+                         record_id=record_id)
             raise
         else:  # outside the handlers above: a replay found with the record is not recorded again
             self._record(service_id, hook, request, gathered, client_iss, when, started, 200, "ok",
-                         evaluation, claim=claim)
+                         evaluation, claim=claim, record_id=record_id)
             return {"cards": evaluation.cards}
         finally:
             if started_hook:
@@ -161,7 +165,8 @@ class HookService:
 
     def _record(self, service_id: str, hook: str | None, request: HookRequest | None, gathered: Gathered,
                 client_iss: str | None, when: dt.datetime, started: float, status: int, outcome: str,
-                evaluation: Evaluation | None, error: str | None = None, claim: Any = None) -> None:
+                evaluation: Evaluation | None, error: str | None = None, claim: Any = None,
+                record_id: str | None = None) -> None:
         if self.audit is None:
             return
         record = CallRecord(
@@ -179,5 +184,6 @@ class HookService:
             error=error,
             context=dict(request.context) if request else {},
             claim=claim,
+            record_id=record_id,
         )
         self.audit.record_call(record)

@@ -17,6 +17,7 @@ from cds.errors import CdsError, operation_outcome
 from cds.fhir import client as fhir_client
 from cds.fhir import parse as fhir_parse
 from cds.rules import pack as rulepack
+from cds.web import logs
 
 log = logging.getLogger("cds")
 
@@ -30,7 +31,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: AuditSink
     values = settings.load(config)
     app.config.update(values)
     app.config["MAX_CONTENT_LENGTH"] = None  # the body limit is ours, answered with an OperationOutcome
-    logging.basicConfig(level=getattr(logging, str(values["LOG_LEVEL"]).upper(), logging.INFO))
+    logs.configure(values["LOG_LEVEL"], values["LOG_FORMAT"])
 
     pack = rulepack.load(values["RULES_DIR"] or None, values["SITE_CONFIG"] or None)
     fhir_parse.warm_up()
@@ -57,14 +58,16 @@ def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: AuditSink
         max_resources=values["CALL_MAX_RESOURCES"],
     )
 
-    from cds.web import api, metrics, openapi
+    from cds.web import api, apidocs, metrics, openapi
     from cds.web import guard as http_guard
 
+    logs.init_app(app)
     api.init_app(app)
     http_guard.init_app(app)
     if store is not None and audit_sink is None:
         http_guard.claim_with_records(app, store)
     openapi.init_app(app)
+    apidocs.init_app(app)
     metrics.init_app(app)
     if store is not None:
         from cds.audit import init_app as serve_audit_trail

@@ -27,6 +27,26 @@ timeout = 60  # a worker whose event loop is silent this long is restarted (a th
 graceful_timeout = 20
 
 
+if _values["LOG_FORMAT"] == "json":  # gunicorn's own lines (start-up, workers, access) as JSON too
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "cds.web.logs.json_formatter"}},
+        "filters": {"lines": {"()": "cds.web.logs.CallContext"}},  # no link signature in an access line
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout",
+                        "filters": ["lines"]},
+            "error_console": {"class": "logging.StreamHandler", "formatter": "json",
+                              "stream": "ext://sys.stderr"},
+        },
+        "root": {"level": "INFO", "handlers": []},  # the service's own handler (cds.web.logs.configure)
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        },
+    }
+
+
 def child_exit(server: Any, worker: Any) -> None:
     from cds.web.metrics import mark_process_dead
 

@@ -13,6 +13,7 @@ development client).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -81,10 +82,14 @@ def run_production(values: Mapping[str, Any]) -> int:
     host, port, workers = values["HOST"], values["PORT"], values["WORKERS"]
     prepare_metrics_dir()
     argv = gunicorn_argv(host, port, worker_count(workers))
-    print(
-        f"cds: starting gunicorn on http://{host}:{port} with {argv[argv.index('--workers') + 1]} workers",
-        file=sys.stderr,
-        flush=True,
-    )
+    starting = f"starting gunicorn on http://{host}:{port} with {argv[argv.index('--workers') + 1]} workers"
+    if values.get("LOG_FORMAT") == "json":
+        from cds.web.logs import configure
+
+        configure(values["LOG_LEVEL"], "json")
+        logging.getLogger("cds.serving").info(starting)
+        sys.stderr.flush()
+    else:
+        print(f"cds: {starting}", file=sys.stderr, flush=True)
     os.execv(argv[0], argv)
     return 1  # pragma: no cover - only if exec returned
