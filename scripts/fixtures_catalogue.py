@@ -338,7 +338,8 @@ def _estradiol_due(b: Any) -> None:
         cards=[card(rule, "info", "No estradiol", actions=["create"])],
     )
     long_course = b.anastrozole(started=b.LONG_COURSE)
-    fix(b, rule, "in-man-366-days", b.record(e2=e2(32, days_ago=366), ai=long_course), cards=[card(rule, "info")])
+    fix(b, rule, "in-man-366-days", b.record(e2=e2(32, days_ago=366), ai=long_course),
+        cards=[card(rule, "info")])
     fix(b, rule, "out-man-365-days", b.record(e2=e2(32, days_ago=365), ai=long_course), not_cards=[rule])
     fix(b, rule, "out-woman-no-estradiol", b.record(sex="female", e2=None), not_cards=[rule])
     fix(

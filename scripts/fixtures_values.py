@@ -520,7 +520,8 @@ def _hostile(b: Any) -> None:
         b,
         GAPS,
         "in-hostile-valuestring-escaped",
-        b.record(e2=b.estradiol(None, value_string="<5 [x](javascript:alert(1)) *bold*"), ai=b.anastrozole(started=b.LONG_COURSE)),
+        b.record(e2=b.estradiol(None, value_string="<5 [x](javascript:alert(1)) *bold*"),
+                 ai=b.anastrozole(started=b.LONG_COURSE)),
         cards=[
             card(
                 GAPS,

@@ -17,7 +17,7 @@ from cds.rules import pack as rulepack
 
 def test_shipped_pack_is_clean():
     pack = rulepack.load()
-    assert pack.version == "0.4.0"
+    assert pack.version == "0.5.0"
     assert len(pack.active_rules) >= 20
     assert all(r.citations and r.citations[0]["url"].startswith("https://") for r in pack.rules)
 
@@ -25,7 +25,7 @@ def test_shipped_pack_is_clean():
 def test_cli_check_reports_ok(capsys):
     assert main(["rules", "check"]) == 0
     out = capsys.readouterr().out
-    assert "rules OK" in out and "0.4.0" in out
+    assert "rules OK" in out and "0.5.0" in out
 
 
 def _copy_pack(tmp_path: Path) -> Path:
@@ -240,7 +240,7 @@ def test_check_catches(kind, tmp_path, capsys):
 
 
 def test_copied_pack_is_clean(tmp_path):
-    assert rulepack.load(_copy_pack(tmp_path)).version == "0.4.0"
+    assert rulepack.load(_copy_pack(tmp_path)).version == "0.5.0"
 
 
 @pytest.mark.parametrize(
