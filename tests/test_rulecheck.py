@@ -199,6 +199,11 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
         "derive.copy.x",
     ),
     "yaml syntax": (lambda p: (p / "rules" / f"{VIT_D}.yaml").write_text("id: [unclosed\n"), "cannot read"),
+    "ingredient for a sex that is no sex": (
+        lambda p: _edit(p / "valuesets.yaml", lambda d: d["medications"]["bone_protective"]["ingredients"][
+            "raloxifene"].update(only_for_sex="men")),
+        "medications.bone_protective.raloxifene.only_for_sex must list patient sexes",
+    ),
     "lab without canonical unit": (
         lambda p: _edit(p / "valuesets.yaml", lambda d: d["labs"]["estradiol"]["units"].pop("pg/mL")),
         "labs.estradiol needs LOINC codes and units",

@@ -107,6 +107,13 @@ def _check_valuesets(vs: dict[str, Any]) -> list[str]:
             or not spec["ingredients"]
         ):
             problems.append(f"valuesets.yaml: medications.{name} needs ingredients")
+            continue
+        for ingredient, codes in spec["ingredients"].items():
+            sexes = (codes or {}).get("only_for_sex") if isinstance(codes, dict) else None
+            if sexes is not None and (not isinstance(sexes, list) or not sexes
+                                      or not set(sexes) <= {"male", "female", "other", "unknown"}):
+                problems.append(f"valuesets.yaml: medications.{name}.{ingredient}.only_for_sex must list "
+                                "patient sexes (male, female, other, unknown)")
     for name, spec in (vs.get("labs") or {}).items():
         if (
             not isinstance(spec, dict)
