@@ -338,13 +338,43 @@ def _z_score_read(b: Any) -> None:
         b.dxa("dxa-t", "lumbar_spine", "t_score", -2.1, 40),
         b.dxa("dxa-z", "lumbar_spine", "z_score", -1.2, 40),
     ]
+    hadji_ofs = "bone-density-ai-treatment-threshold-ovarian-suppression"
     fix(
         b,
-        LOW,
-        "in-40-on-suppression-t-minus-2.1-hadji-unchanged",
+        hadji_ofs,
+        "in-40-on-goserelin-t-minus-2.1-hadji-named",
         woman(40, dxa=hadji, ofs=ofs(b, **GOSERELIN)),
-        cards=[card(LOW, "warning", "T-score -2.1", detail_contains="Hadji 2017")],
+        cards=[card(LOW, "warning", "T-score -2.1 at the Lumbar spine on letrozole with ovarian suppression "
+                    "(goserelin)", detail_contains="Hadji 2017")],
+        fired=[hadji_ofs, "bone-density-ai-treatment-threshold"],
         not_fired=[Z_READ],
+    )
+    fix(
+        b,
+        hadji_ofs,
+        "out-40-on-goserelin-t-minus-2.0",
+        woman(40, dxa=[b.dxa("dxa-t", "lumbar_spine", "t_score", -2.0, 40)], ofs=ofs(b, **GOSERELIN)),
+        cards=[card("osteopenia-on-ai", "info", "T-score -2.0")],
+        not_cards=[LOW],
+        not_fired=[hadji_ofs],
+    )
+    fix(
+        b,
+        hadji_ofs,
+        "out-63-no-suppression-t-minus-2.1",
+        woman(63, dxa=hadji),
+        cards=[card(LOW, "warning", "T-score -2.1", detail_lacks=["ovarian suppression"])],
+        not_fired=[hadji_ofs],
+    )
+    # a site reading every woman under 50 by Z-score: the card still names the ovarian suppression
+    fix(
+        b,
+        Z_READ,
+        "in-site-proxy-50-38-leuprolide-z-minus-2.2-named",
+        woman(38, dxa=z_only(b, -2.2), ofs=ofs(b, **LEUPROLIDE)),
+        cards=[card(LOW, "warning", "letrozole with ovarian suppression (leuprolide)")],
+        fired=[Z_READ, "bone-density-below-expected-for-age"],
+        site_config={"thresholds": {"postmenopausal_proxy_age": 50}},
     )
 
 

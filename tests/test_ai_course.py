@@ -35,7 +35,7 @@ YEARLY = int(PACK.threshold("estradiol_interval_days"))
 AGE_LIMIT = int(PACK.threshold("premenopausal_age_limit"))
 Z_LOW = PACK.threshold("z_score_below_expected")
 UCUM = "http://unitsofmeasure.org"
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def ingredients(cls: str) -> dict[str, Any]:
@@ -178,6 +178,20 @@ def test_t_scores_keep_the_hadji_advice_beside_a_low_z_score(ai, ofs, age, t, z)
     record = [patient("female", age), order("ai", ai[1]), order("ofs", ofs[1]), *NORMAL[:2],
               dxa("t", "38267-1", float(t)), dxa("z", "85394-5", float(z))]
     assert "bone-density-low-on-ai" not in cards_for(record)
+
+
+@SETTINGS
+@given(ai=coded("aromatase_inhibitor"), ofs=coded("ovarian_suppression"), age=st.integers(18, 90),
+       t=st.decimals(-5, "-2.1", places=1), z=st.one_of(st.none(), st.decimals(-5, 1, places=1)))
+def test_the_hadji_card_names_ovarian_suppression_when_she_is_on_it(ai, ofs, age, t, z):
+    record = [patient("female", age), order("ai", ai[1]), order("ofs", ofs[1]), *NORMAL[:2],
+              dxa("t", "38267-1", float(t))]
+    if z is not None:
+        record.append(dxa("z", "85394-5", float(z)))
+    card = cards_for(record)["bone-density-low-on-ai"]
+    assert f"T-score {float(t):.1f} at the Lumbar spine" in card["summary"]
+    assert f"{ai[0]} with ovarian suppression ({ofs[0]})" in card["summary"]
+    assert "Hadji 2017" in card["detail"]
 
 
 # -- SERMs ---------------------------------------------------------------------------------------------------
