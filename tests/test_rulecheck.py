@@ -199,6 +199,14 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
         "derive.copy.x",
     ),
     "yaml syntax": (lambda p: (p / "rules" / f"{VIT_D}.yaml").write_text("id: [unclosed\n"), "cannot read"),
+    "prefer naming no alias": (
+        lambda p: _rule(p, LOW_E2, _set("card", "prefer", value={"scan.site": "hip"})),
+        "card.prefer tests 'scan.site', but no condition is named that",
+    ),
+    "prefer not a mapping": (
+        lambda p: _rule(p, LOW_E2, _set("card", "prefer", value=["ai"])),
+        "card.prefer must be a where mapping",
+    ),
     "ingredient for a sex that is no sex": (
         lambda p: _edit(p / "valuesets.yaml", lambda d: d["medications"]["bone_protective"]["ingredients"][
             "raloxifene"].update(only_for_sex="men")),
