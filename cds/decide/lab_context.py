@@ -1,5 +1,6 @@
 """Lab facts read together: albumin-corrected calcium, ionized calcium standing in for total calcium, a
-second unit to quote, and whether a drug's monitoring test has been done since the drug started.
+second unit to quote, and whether a drug's monitoring test has been done since the drug (the order, and
+the course: the earliest order of its class on record) started.
 
 Called by ``cds.decide.facts`` once every result has been read; pure. The numbers (the Payne coefficient and
 reference albumin, the ionized-calcium switch) are the pack's thresholds after site overrides; the analytes
@@ -85,6 +86,30 @@ def monitored_since_start(medications: list[dict[str, Any]], latest_lab: Mapping
             continue
         latest = latest_lab.get(analyte)
         med["checked_since_start"] = latest is not None and latest["date"] >= med["started"]
+
+
+#: orders that never started a course: withdrawn before any dose, or never real
+NEVER_STARTED = {"cancelled", "entered-in-error"}
+
+
+def course_start(medications: list[dict[str, Any]], latest_lab: Mapping[str, Lab], labs: Mapping[str, Any],
+                 today: dt.date) -> None:
+    """For a drug class some analyte monitors, when the patient's course of it started: the earliest
+    ``order_start`` among the class's orders on record (any status but cancelled or entered in error). Each
+    medication fact of the class gets ``course_started``, ``course_started_days`` and
+    ``checked_since_course_start`` (a usable result of the analyte dated on or after that start)."""
+    monitors = {cls: name for name, spec in labs.items() for cls in spec.get("monitors") or []}
+    for cls, analyte in monitors.items():
+        mine = [m for m in medications if m["drug_class"] == cls]
+        starts = [m["order_start"] for m in mine if "order_start" in m and m["status"] not in NEVER_STARTED]
+        if not starts:
+            continue
+        first = min(starts)
+        latest = latest_lab.get(analyte)
+        for med in mine:
+            med.update(course_started=first,
+                       course_started_days=(today - dt.date.fromisoformat(first)).days,
+                       checked_since_course_start=latest is not None and latest["date"] >= first)
 
 
 def apply(latest_lab: dict[str, Lab], lab_days: Mapping[str, Mapping[str, Lab]], facts: list[dict[str, Any]],

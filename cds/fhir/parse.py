@@ -113,15 +113,18 @@ READ_ELEMENTS: dict[str, frozenset[str]] = {
                               "effectivePeriod", "effectiveInstant", "issued", "valueQuantity",
                               "valueString", "dataAbsentReason", "bodySite"}),
     "MedicationRequest": frozenset({"id", "meta", "status", "intent", "subject", "medicationCodeableConcept",
-                                    "medicationReference", "contained", "dosageInstruction", "authoredOn"}),
+                                    "medicationReference", "contained", "dosageInstruction", "authoredOn",
+                                    "dispenseRequest"}),
     "Medication": frozenset({"id", "meta", "code"}),
     "ServiceRequest": frozenset({"id", "meta", "status", "intent", "subject", "code"}),
 }
 
 
-#: Elements read only to refine advice (when a therapy started): a malformed one is treated as absent, never
-#: a refusal of the call. The CDS Hooks sandbox's drafts carry such dates; the start is then unknown.
-LENIENT_ELEMENTS: dict[str, frozenset[str]] = {"MedicationRequest": frozenset({"authoredOn"})}
+#: Elements read only to refine advice (when a therapy started: authoredOn, the dispense validity period): a
+#: malformed one is treated as absent, never a refusal of the call. The CDS Hooks sandbox's drafts carry
+#: such dates; the start is then unknown.
+LENIENT_ELEMENTS: dict[str, frozenset[str]] = {
+    "MedicationRequest": frozenset({"authoredOn", "dispenseRequest"})}
 
 
 def _without_lenient(part: dict[str, Any], exc: ValidationError) -> dict[str, Any] | None:
