@@ -15,6 +15,7 @@ MALE_ONLY_E2 = "low-estradiol-on-ai"
 def define(b: Any) -> None:
     import fixtures_dxa  # the DXA half of the catalogue; imports card and fix from here
     import fixtures_newrules  # testosterone, calcium and the order-time checks
+    import fixtures_underway  # treatment already under way; each order-time card's label and summary
     import fixtures_values  # values as laboratories and DXA systems report them
 
     _aromatase_inhibitor(b)
@@ -27,6 +28,7 @@ def define(b: Any) -> None:
     _gaps(b)
     fixtures_values.define(b)
     fixtures_newrules.define(b)
+    fixtures_underway.define(b)
 
 
 def card(rule: str, indicator: str, summary: str = "", **extra: Any) -> tuple:

@@ -112,6 +112,45 @@ def _reported(scan: dict[str, Any], kind: str) -> float | None:
     return reported_precision(kind, scan[kind]) if kind in scan else None
 
 
+def _dose_mg(mr: Any) -> float | None:
+    """The first dose of the order in mg (``doseQuantity`` with UCUM code or unit "mg"), if it says one:
+    an order-time card cites the label of the dose being ordered (zoledronic acid 4 mg is Zometa's)."""
+    for dosage in mr.dosageInstruction or []:
+        for rate in dosage.doseAndRate or []:
+            quantity = rate.doseQuantity
+            if quantity is not None and quantity.value is not None and "mg" in (quantity.code, quantity.unit):
+                return float(quantity.value)
+    return None
+
+
+def classify_medication(codings: list[tuple[str, str]], text: str,
+                        valuesets: dict[str, Any]) -> Iterable[tuple[str, str, str, str]]:
+    """Per drug class, the first ingredient whose RxNorm or ATC code is among ``codings`` (``(system, code)``),
+    else the first whose name (INN, USAN or brand, see valuesets.yaml) is in ``text`` (``how`` is then
+    "text:<name>"). Yields ``(drug_class, ingredient, how, code)``. The record's orders and the resources a
+    card suggests are classified by this one function (``cds.decide.underway``)."""
+    systems = valuesets.get("systems", {})
+    rxnorm, atc = systems.get("rxnorm"), systems.get("atc")
+    for drug_class, spec in valuesets.get("medications", {}).items():
+        found = None
+        for ingredient, codes in spec["ingredients"].items():
+            for system, code in codings:
+                if (system == rxnorm and code in codes.get("rxnorm", [])) or \
+                        (system == atc and code in codes.get("atc", [])):
+                    found = (drug_class, ingredient, "rxnorm" if system == rxnorm else "atc", code)
+                    break
+            if found:
+                break
+        if not found and text:
+            for ingredient, codes in spec["ingredients"].items():
+                name = name_in_text(text, ingredient_names(ingredient, codes))
+                if name:
+                    found = (drug_class, ingredient, f"text:{name}", "")
+                    break
+        if found:
+            yield found
+
+
 class _Builder:
     def __init__(self, valuesets: dict[str, Any], ctx: Context):
         self.vs = valuesets
@@ -349,7 +388,7 @@ class _Builder:
                              "its drug could not be identified", ref=ref)
         selected = ref in self.selections
         extra = self._order_time(mr, draft=draft, selected=selected)
-        for drug_class, ingredient, how, code in self._classify(codings, " | ".join(texts)):
+        for drug_class, ingredient, how, code in classify_medication(codings, " | ".join(texts), self.vs):
             fact = {"t": "medication", "ref": ref, "drug_class": drug_class, "ingredient": ingredient,
                     "status": mr.status or "unknown", "draft": draft, "selected": selected,
                     "matched_by": how + via, "code": code, **extra}
@@ -363,33 +402,13 @@ class _Builder:
         """When the order started (``started``, ``started_days``: its authoredOn), and ``focus``: a draft
         this hook call is about (every draft on order-sign; the selected ones on order-select)."""
         out: dict[str, Any] = {"focus": draft and (selected or not self.ctx.selections)}
+        dose = _dose_mg(mr)
+        if dose is not None:
+            out["dose_mg"] = dose
         start = lab_context.started(mr.authoredOn)
         if start is not None and start <= self.today:
             out.update(started=start.isoformat(), started_days=(self.today - start).days)
         return out
-
-    def _classify(self, codings: list[tuple[str, str]], text: str) -> Iterable[tuple[str, str, str, str]]:
-        """Per drug class, the first ingredient whose RxNorm or ATC code is among ``codings``, else the first
-        whose name (INN, USAN or brand, see valuesets.yaml) is in ``text`` (``how`` is then "text:<name>")."""
-        rxnorm, atc = self.systems.get("rxnorm"), self.systems.get("atc")
-        for drug_class, spec in self.vs.get("medications", {}).items():
-            found = None
-            for ingredient, codes in spec["ingredients"].items():
-                for system, code in codings:
-                    if (system == rxnorm and code in codes.get("rxnorm", [])) or \
-                            (system == atc and code in codes.get("atc", [])):
-                        found = (drug_class, ingredient, "rxnorm" if system == rxnorm else "atc", code)
-                        break
-                if found:
-                    break
-            if not found and text:
-                for ingredient, codes in spec["ingredients"].items():
-                    name = name_in_text(text, ingredient_names(ingredient, codes))
-                    if name:
-                        found = (drug_class, ingredient, f"text:{name}", "")
-                        break
-            if found:
-                yield found
 
     def service_request(self, sr: Any) -> None:
         codes = set(_codings(sr.code))
