@@ -15,8 +15,8 @@ card of a rule that suggested that kind before and still answers says what it no
 from __future__ import annotations
 
 import copy
-import functools
 import datetime as dt
+import functools
 import json
 
 import pytest
@@ -55,7 +55,9 @@ def kind_of(resource: dict) -> str | None:
     if resource.get("resourceType") == "ServiceRequest":
         for c in (resource.get("code") or {}).get("coding") or []:
             for kind, spec in ORDERS.items():
-                if any(SYSTEMS[key] == c.get("system") and c.get("code") in codes for key, codes in spec.items()):
+                if any(
+                    SYSTEMS[key] == c.get("system") and c.get("code") in codes for key, codes in spec.items()
+                ):
                     return kind
     return None
 
@@ -73,9 +75,13 @@ def call(bundle: dict, expected: dict) -> list[dict]:
 
 def suggested(cards: list[dict]) -> list[tuple[str, str]]:
     """(rule, kind) of every create action of every suggestion."""
-    return [(c["source"]["topic"]["code"], kind_of(a["resource"]))
-            for c in cards for s in c.get("suggestions", []) for a in s["actions"]
-            if a["type"] == "create" and kind_of(a["resource"])]
+    return [
+        (c["source"]["topic"]["code"], kind_of(a["resource"]))
+        for c in cards
+        for s in c.get("suggestions", [])
+        for a in s["actions"]
+        if a["type"] == "create" and kind_of(a["resource"])
+    ]
 
 
 @functools.cache
@@ -92,14 +98,19 @@ def bases() -> list[tuple[str, dict, dict, list[tuple[str, str]]]]:
     return out
 
 
-
 def test_the_bases_cover_every_rule_that_suggests_an_order():
     """Every active card rule whose card (or a variant) suggests creating something the value sets can name
     as ordered (a drug class or an order kind; a referral is neither) has a base patient."""
+
     def creates(card: dict) -> bool:
         options = [card, *(card.get("variants") or [])]
-        return any(a.get("type") == "create" and kind_of(a["resource"]) for o in options
-                   for s in o.get("suggestions") or [] for a in s.get("actions") or [])
+        return any(
+            a.get("type") == "create" and kind_of(a["resource"])
+            for o in options
+            for s in o.get("suggestions") or []
+            for a in s.get("actions") or []
+        )
+
     suggesting = {r.id for r in PACK.active_rules if r.card and creates(r.card)}
     covered = {rule for _, _, _, made in bases() for rule, _ in made}
     assert suggesting and suggesting <= covered, suggesting - covered
@@ -109,13 +120,20 @@ def test_the_bases_cover_every_rule_that_suggests_an_order():
 def medication_order(draw, cls: str, pid: str, at: dt.date) -> dict:
     ingredient = draw(st.sampled_from(sorted(MEDS[cls]["ingredients"])))
     codes = MEDS[cls]["ingredients"][ingredient]
-    shapes = ["text"] + [s for s in ("rxnorm", "atc") if codes.get(s)] + (["contained"] if codes.get("rxnorm") or
-                                                                          codes.get("atc") else [])
+    shapes = (
+        ["text"]
+        + [s for s in ("rxnorm", "atc") if codes.get(s)]
+        + (["contained"] if codes.get("rxnorm") or codes.get("atc") else [])
+    )
     shape = draw(st.sampled_from(shapes))
     draft = draw(st.booleans())
-    mr: dict = {"resourceType": "MedicationRequest", "id": f"held-{draw(st.integers(0, 999))}",
-                "status": "draft" if draft else draw(st.sampled_from(["active", "on-hold"])),
-                "intent": "order", "subject": {"reference": f"Patient/{pid}"}}
+    mr: dict = {
+        "resourceType": "MedicationRequest",
+        "id": f"held-{draw(st.integers(0, 999))}",
+        "status": "draft" if draft else draw(st.sampled_from(["active", "on-hold"])),
+        "intent": "order",
+        "subject": {"reference": f"Patient/{pid}"},
+    }
     started = draw(st.one_of(st.none(), st.integers(0, 800)))
     if started is not None:
         mr["authoredOn"] = (at - dt.timedelta(days=started)).isoformat()
@@ -123,7 +141,9 @@ def medication_order(draw, cls: str, pid: str, at: dt.date) -> dict:
     if shape == "text":
         name = draw(st.sampled_from(names))
         name = draw(st.sampled_from([name, name.upper(), name.lower(), name.title()]))
-        mr["medicationCodeableConcept"] = {"text": f"{name} {draw(st.sampled_from(['1000 IU', '50 mg', '']))}"}
+        mr["medicationCodeableConcept"] = {
+            "text": f"{name} {draw(st.sampled_from(['1000 IU', '50 mg', '']))}"
+        }
         return mr
     system = shape if shape != "contained" else ("rxnorm" if codes.get("rxnorm") else "atc")
     code = draw(st.sampled_from(sorted(codes[system])))
@@ -141,26 +161,37 @@ def service_order(draw, kind: str, pid: str) -> dict:
     spec = ORDERS[kind]
     key = draw(st.sampled_from(sorted(spec)))
     code = draw(st.sampled_from(sorted(spec[key])))
-    return {"resourceType": "ServiceRequest", "id": f"held-{draw(st.integers(0, 999))}", "status": "draft",
-            "intent": "order", "subject": {"reference": f"Patient/{pid}"},
-            "code": {"coding": [{"system": SYSTEMS[key], "code": code}]}}
+    return {
+        "resourceType": "ServiceRequest",
+        "id": f"held-{draw(st.integers(0, 999))}",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": f"Patient/{pid}"},
+        "code": {"coding": [{"system": SYSTEMS[key], "code": code}]},
+    }
 
 
 @st.composite
 def patients(draw):
     kinds = sorted({kind for _, _, _, made in bases() for _, kind in made})
     kind = draw(st.sampled_from(kinds))  # each kind as often as any other, whatever the number of bases
-    name, bundle, expected, made = draw(st.sampled_from([b for b in bases() if any(k == kind for _, k in b[3])]))
+    name, bundle, expected, made = draw(
+        st.sampled_from([b for b in bases() if any(k == kind for _, k in b[3])])
+    )
     rule = draw(st.sampled_from(sorted({r for r, k in made if k == kind})))
     bundle = copy.deepcopy(bundle)
     pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
     at = dt.date.fromisoformat(expected.get("at", "2026-11-22"))
     order = draw(medication_order(kind, pid, at) if kind in MEDS else service_order(kind, pid))
     # patient-view carries no draft orders: there, only an order of the record can be under way
-    assume(expected.get("hook") != "patient-view" or order.get("status") not in ("draft", None)
-           and order["resourceType"] == "MedicationRequest")
-    bundle["entry"].append({"fullUrl": f"urn:uuid:00000000-0000-4000-8000-{len(bundle['entry']):012d}",
-                            "resource": order})
+    assume(
+        expected.get("hook") != "patient-view"
+        or order.get("status") not in ("draft", None)
+        and order["resourceType"] == "MedicationRequest"
+    )
+    bundle["entry"].append(
+        {"fullUrl": f"urn:uuid:00000000-0000-4000-8000-{len(bundle['entry']):012d}", "resource": order}
+    )
     return name, bundle, expected, rule, kind, order
 
 
@@ -168,8 +199,13 @@ def patients(draw):
 @given(patients())
 def test_no_suggestion_orders_what_is_already_under_way(case):
     name, bundle, expected, rule, kind, order = case
-    shape = ("contained" if "contained" in order else "text" if "text" in order.get("medicationCodeableConcept", {})
-             else "coded")
+    shape = (
+        "contained"
+        if "contained" in order
+        else "text"
+        if "text" in order.get("medicationCodeableConcept", {})
+        else "coded"
+    )
     event(f"{kind}, {shape}, {order['status']}")
     cards = call(bundle, expected)
     again = [(r, k) for r, k in suggested(cards) if k == kind]
@@ -182,12 +218,23 @@ def test_no_suggestion_orders_what_is_already_under_way(case):
 @pytest.mark.parametrize("status", ["stopped", "completed", "cancelled", "entered-in-error"])
 def test_an_order_no_longer_under_way_does_not_hold_a_suggestion(status):
     """The boundary: a vitamin D supplement that is stopped or finished leaves cholecalciferol offered."""
-    path = next(p for p in all_fixtures() if p.parent.name == "vitamin-d-low" and p.stem == "in-19.9-ng-ml-deficient")
+    path = next(
+        p for p in all_fixtures() if p.parent.name == "vitamin-d-low" and p.stem == "in-19.9-ng-ml-deficient"
+    )
     bundle, expected = json.loads(path.read_text(encoding="utf-8")), expected_for(path)
     pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
-    bundle["entry"].append({"resource": {
-        "resourceType": "MedicationRequest", "id": "old-d3", "status": status, "intent": "order",
-        "subject": {"reference": f"Patient/{pid}"}, "authoredOn": "2026-01-01",
-        "medicationCodeableConcept": {"coding": [{"system": SYSTEMS["atc"], "code": "A11CC05"}]}}})
+    bundle["entry"].append(
+        {
+            "resource": {
+                "resourceType": "MedicationRequest",
+                "id": "old-d3",
+                "status": status,
+                "intent": "order",
+                "subject": {"reference": f"Patient/{pid}"},
+                "authoredOn": "2026-01-01",
+                "medicationCodeableConcept": {"coding": [{"system": SYSTEMS["atc"], "code": "A11CC05"}]},
+            }
+        }
+    )
     made = suggested(call(bundle, expected))
     assert ("vitamin-d-low", "vitamin_d_supplement") in made

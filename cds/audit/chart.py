@@ -79,13 +79,17 @@ def thinned(points: list[dict[str, Any]], limit: int = MAX_POINTS) -> list[dict[
     return [points[round(i * step)] for i in range(limit)]
 
 
-def _bounded(groups: dict[str, list[dict[str, Any]]], what: str) -> tuple[dict[str, list[dict[str, Any]]],
-                                                                           list[str]]:
-    """The groups to draw (at most ``MAX_SERIES``, each at most ``MAX_POINTS`` points) and what was left out."""
+Groups = dict[str, list[dict[str, Any]]]
+
+
+def _bounded(groups: Groups, what: str) -> tuple[Groups, list[str]]:
+    """The groups to draw (at most ``MAX_SERIES``, each at most ``MAX_POINTS`` points), and what was left
+    out, in words."""
     notes: list[str] = []
-    ordered = sorted(groups.items(), key=lambda kv: max(p["date"] for p in kv[1]) if kv[1] else "", reverse=True)
+    ordered = sorted(groups.items(), key=lambda kv: max((p["date"] for p in kv[1]), default=""), reverse=True)
     if len(ordered) > MAX_SERIES:
-        notes.append(f"{what}: the {MAX_SERIES} series with the most recent results are drawn, of {len(ordered)}")
+        notes.append(f"{what}: the {MAX_SERIES} series with the most recent results are drawn, "
+                     f"of {len(ordered)}")
     out: dict[str, list[dict[str, Any]]] = {}
     for label, points in ordered[:MAX_SERIES]:
         points = sorted(points, key=lambda p: p["date"])

@@ -6,8 +6,9 @@ words with the threshold values in force and its citations, and a chart of the p
 (``chart.py``, served as ``/why/<token>/chart.svg``, drawn once per card and kept in a cache bounded by
 ``CHART_CACHE_BYTES``; what the chart leaves out of a long record is said under it). The card's detail is
 rendered from its Markdown as the EHR shows it (``card_markdown.py``: CommonMark, raw HTML off, links only
-for safe schemes). It shows no patient identifier, no record id and no hook instance. Every answer is sent with a strict Content-Security-Policy, ``Cache-Control: no-store`` and
-``Referrer-Policy: no-referrer`` (so the link does not leak to the sites of the citations).
+for safe schemes). It shows no patient identifier, no record id and no hook instance. Every answer is
+sent with a strict Content-Security-Policy, ``Cache-Control: no-store`` and ``Referrer-Policy: no-referrer``
+(so the link does not leak to the sites of the citations).
 """
 
 from __future__ import annotations
@@ -172,8 +173,9 @@ def chart_svg(token: str):
         return found
     content, focus = found
     pack = current_app.extensions["cds.pack"]
-    key = f"{focus['card'].get('uuid')}:{pack.content_hash}"  # the card's chart under the thresholds in force
-    svg = current_app.extensions["cds.chart_cache"].get(key, lambda: chart.render_svg(_panels(content, focus)))
+    key = f"{focus['card'].get('uuid')}:{pack.content_hash}"  # the card's chart, the thresholds in force
+    cache = current_app.extensions["cds.chart_cache"]
+    svg = cache.get(key, lambda: chart.render_svg(_panels(content, focus)))
     return Response(svg, mimetype="image/svg+xml")
 
 

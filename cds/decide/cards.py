@@ -36,7 +36,7 @@ MAX_SUMMARY = 139
 
 @dataclass(frozen=True)
 class CardInputs:
-    """What rendering needs beyond the finding: thresholds, hook context, draft resources, orders under way."""
+    """What rendering needs beyond the finding: thresholds, hook context, drafts, orders under way."""
 
     pack: RulePack
     context: Mapping[str, Any]

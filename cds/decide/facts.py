@@ -125,10 +125,10 @@ def _dose_mg(mr: Any) -> float | None:
 
 def classify_medication(codings: list[tuple[str, str]], text: str,
                         valuesets: dict[str, Any]) -> Iterable[tuple[str, str, str, str]]:
-    """Per drug class, the first ingredient whose RxNorm or ATC code is among ``codings`` (``(system, code)``),
-    else the first whose name (INN, USAN or brand, see valuesets.yaml) is in ``text`` (``how`` is then
-    "text:<name>"). Yields ``(drug_class, ingredient, how, code)``. The record's orders and the resources a
-    card suggests are classified by this one function (``cds.decide.underway``)."""
+    """Per drug class, the first ingredient whose RxNorm or ATC code is among ``codings`` (``(system,
+    code)``), else the first whose name (INN, USAN or brand, see valuesets.yaml) is in ``text`` (``how``
+    is then "text:<name>"). Yields ``(drug_class, ingredient, how, code)``. The record's orders and the
+    resources a card suggests are classified by this one function (``cds.decide.underway``)."""
     systems = valuesets.get("systems", {})
     rxnorm, atc = systems.get("rxnorm"), systems.get("atc")
     for drug_class, spec in valuesets.get("medications", {}).items():

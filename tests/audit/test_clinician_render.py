@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from clinician_support import PATIENT, _obs, record, sloppy_draft
+from clinician_support import _obs, record, sloppy_draft
 from support import make_token, serve_at
 from test_clinician_why import browser  # noqa: F401 - the Playwright fixture, shared
 from werkzeug.serving import make_server
@@ -60,8 +60,12 @@ def _request(resources: list[dict]) -> dict:
 
 def _cards(base: str, resources: list[dict]) -> list[dict]:
     url = f"{base}/cds-services/{SERVICE}"
-    res = requests.post(url, json=_request(resources), timeout=DEADLINE,
-                        headers={"Authorization": "Bearer " + make_token(url)})
+    res = requests.post(
+        url,
+        json=_request(resources),
+        timeout=DEADLINE,
+        headers={"Authorization": "Bearer " + make_token(url)},
+    )
     assert res.status_code == 200, res.text
     return res.json()["cards"]
 
@@ -167,7 +171,9 @@ def test_a_long_record_draws_a_bounded_chart_and_says_so(served):
     answer = _get(link + "/chart.svg")
     assert answer.status_code == 200, answer.text[:300]
     points = answer.text.count('id="data-point"')
-    assert 0 < points <= chart.MAX_POINTS + len(record())  # the spine thinned; the estradiol results as they are
+    assert (
+        0 < points <= chart.MAX_POINTS + len(record())
+    )  # the spine thinned; the estradiol results as they are
 
 
 def test_a_chart_is_drawn_once_per_card_and_kept(served):
