@@ -37,7 +37,7 @@ from cds.decide.readings import (
     to_date,
 )
 from cds.fhir import references as fhir_refs
-from cds.fhir.relevance import ingredient_names, name_in_text
+from cds.fhir.relevance import classify_medication
 from cds.fhir.units import to_canonical
 from cds.fhir.values import Reading
 from cds.fhir.values import read as read_value
@@ -121,34 +121,6 @@ def _dose_mg(mr: Any) -> float | None:
             if quantity is not None and quantity.value is not None and "mg" in (quantity.code, quantity.unit):
                 return float(quantity.value)
     return None
-
-
-def classify_medication(codings: list[tuple[str, str]], text: str,
-                        valuesets: dict[str, Any]) -> Iterable[tuple[str, str, str, str]]:
-    """Per drug class, the first ingredient whose RxNorm or ATC code is among ``codings`` (``(system,
-    code)``), else the first whose name (INN, USAN or brand, see valuesets.yaml) is in ``text`` (``how``
-    is then "text:<name>"). Yields ``(drug_class, ingredient, how, code)``. The record's orders and the
-    resources a card suggests are classified by this one function (``cds.decide.underway``)."""
-    systems = valuesets.get("systems", {})
-    rxnorm, atc = systems.get("rxnorm"), systems.get("atc")
-    for drug_class, spec in valuesets.get("medications", {}).items():
-        found = None
-        for ingredient, codes in spec["ingredients"].items():
-            for system, code in codings:
-                if (system == rxnorm and code in codes.get("rxnorm", [])) or \
-                        (system == atc and code in codes.get("atc", [])):
-                    found = (drug_class, ingredient, "rxnorm" if system == rxnorm else "atc", code)
-                    break
-            if found:
-                break
-        if not found and text:
-            for ingredient, codes in spec["ingredients"].items():
-                name = name_in_text(text, ingredient_names(ingredient, codes))
-                if name:
-                    found = (drug_class, ingredient, f"text:{name}", "")
-                    break
-        if found:
-            yield found
 
 
 class _Builder:

@@ -4,7 +4,7 @@ One mechanism for every rule that suggests an order: a suggestion is left out wh
 what it would create, of the same ingredient or drug class, as an order under way (a MedicationRequest of
 the record whose status is one of ``under_way_statuses`` in valuesets.yaml, or any draft order of the hook
 call), and the card says what it left out and why. The suggested resource is classified by the same code as
-the record (``cds.decide.facts.classify_medication`` for MedicationRequests, the ``orders`` value sets for
+the record (``cds.fhir.relevance.classify_medication`` for MedicationRequests, the ``orders`` value sets for
 ServiceRequests), so the guarantee does not depend on a rule naming what it suggests: no suggestion orders
 what is already active (same ingredient or class), in active orders or draft orders.
 """
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cds.decide.facts import classify_medication
+from cds.fhir.relevance import classify_medication
 
 
 @dataclass(frozen=True)
