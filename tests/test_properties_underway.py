@@ -238,3 +238,39 @@ def test_an_order_no_longer_under_way_does_not_hold_a_suggestion(status):
     )
     made = suggested(call(bundle, expected))
     assert ("vitamin-d-low", "vitamin_d_supplement") in made
+
+
+def _ingredient_orders() -> list[tuple[str, str]]:
+    return [(cls, ing) for cls, spec in sorted(MEDS.items()) for ing in sorted(spec["ingredients"])]
+
+
+@settings(max_examples=120, deadline=None)
+@given(held=st.sampled_from(sorted(MEDS)), offered=st.sampled_from(_ingredient_orders()),
+       status=st.sampled_from(["active", "on-hold", "draft", "stopped", "completed"]), draft=st.booleans(),
+       data=st.data())
+def test_every_drug_class_holds_its_own_and_no_other(held, offered, status, draft, data):
+    """Below the rules, for every class of the value sets (bone-directed drugs included, which no card
+    suggests today): an order of any ingredient of a class, under way in any coding shape, makes a suggestion
+    of any ingredient of the same class redundant, and of another class never."""
+    from cds.decide.facts import Context, build_facts
+    from cds.decide.underway import Underway
+    from cds.fhir.parse import parse_resource
+
+    at = dt.date(2026, 11, 22)
+    order = data.draw(medication_order(held, "p1", at))  # any ingredient of the class, any shape
+    order["status"] = "draft" if draft else status
+    patient = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1960-01-01"}
+    models = [parse_resource(patient, where="test")]
+    drafts = [parse_resource(order, where="test")] if draft else []
+    if not draft:
+        models.append(parse_resource(order, where="test"))
+    ctx = Context(patient_id="p1", now=dt.datetime(2026, 11, 22, tzinfo=dt.UTC))
+    facts = build_facts(models, drafts, ctx, VS).facts
+    codes = MEDS[offered[0]]["ingredients"][offered[1]]
+    system = "rxnorm" if codes.get("rxnorm") else "atc"
+    coding = [{"system": SYSTEMS[system], "code": sorted(codes[system])[0]}] if codes.get(system) else []
+    suggestion = {"resourceType": "MedicationRequest", "status": "draft", "intent": "proposal",
+                  "medicationCodeableConcept": {"coding": coding, "text": offered[1]}}
+    holding = Underway(facts, VS).blocking(suggestion)
+    under_way = draft or status in VS["under_way_statuses"]
+    assert (holding is not None) == (under_way and held == offered[0]), (held, order, offered, status, draft)
