@@ -183,6 +183,12 @@ SETTINGS: tuple[Setting, ...] = (
         _float,
     ),
     Setting(
+        "CHART_CACHE_BYTES",
+        8_000_000,
+        "Bytes of rendered \"Why this card?\" charts kept in memory per process (0 keeps none).",
+        _int,
+    ),
+    Setting(
         "AUDIT_SPOOL_DIR",
         "instance/audit-spool",
         "Folder of the durable spool that keeps audit records while the database is unavailable.",

@@ -16,6 +16,7 @@ def define(b: Any) -> None:
     import fixtures_ai_course  # the AI course: first estradiol check, menopausal status, SERMs, 49765-1
     import fixtures_dxa  # the DXA half of the catalogue; imports card and fix from here
     import fixtures_newrules  # testosterone, calcium and the order-time checks
+    import fixtures_underway  # treatment already under way; each order-time card's label and summary
     import fixtures_values  # values as laboratories and DXA systems report them
 
     _aromatase_inhibitor(b)
@@ -29,6 +30,7 @@ def define(b: Any) -> None:
     fixtures_values.define(b)
     fixtures_newrules.define(b)
     fixtures_ai_course.define(b)
+    fixtures_underway.define(b)
 
 
 def card(rule: str, indicator: str, summary: str = "", **extra: Any) -> tuple:

@@ -149,6 +149,9 @@ def init_app(app, store) -> None:
     app.register_blueprint(api.bp)
     app.register_blueprint(web.bp)
     app.register_blueprint(clinician.bp)
+    from cds.audit.chart import SvgCache
+
+    app.extensions["cds.chart_cache"] = SvgCache(int(values.get("CHART_CACHE_BYTES", 8_000_000)))
     if store.spool.pending():
         store.kick()
     try:

@@ -17,6 +17,7 @@ from cds.decide.derived import Derived
 from cds.decide.facts import Context, FactSet, build_facts
 from cds.decide.findings import derive_findings
 from cds.decide.scope import out_of_scope
+from cds.decide.underway import Underway
 from cds.fhir.relevance import Relevance
 from cds.rules.conditions import compile_rule, holds
 from cds.rules.engine import CompiledRule, Firing, RuleEngine
@@ -130,7 +131,7 @@ class Evaluator:
         facts, scope = derived.facts, derived.out_of_scope
         findings, superseded = derive_findings(derived.firings, self.pack)
         inputs = CardInputs(pack=self.pack, context=context, drafts_by_ref=drafts_by_ref,
-                            ordered_kinds=frozenset(f["kind"] for f in facts if f["t"] == "order"),
+                            underway=Underway(facts, self.pack.valuesets),
                             source_label=source_label, facts=tuple(facts))
         cards, card_rules = [], {}
         for finding in findings:

@@ -38,7 +38,7 @@ from cds.decide.readings import (
     to_date,
 )
 from cds.fhir import references as fhir_refs
-from cds.fhir.relevance import ingredient_names, name_in_text
+from cds.fhir.relevance import classify_medication
 from cds.fhir.units import to_canonical
 from cds.fhir.values import Reading
 from cds.fhir.values import read as read_value
@@ -111,6 +111,17 @@ def _change_text(change: dict[str, Any]) -> str:
 
 def _reported(scan: dict[str, Any], kind: str) -> float | None:
     return reported_precision(kind, scan[kind]) if kind in scan else None
+
+
+def _dose_mg(mr: Any) -> float | None:
+    """The first dose of the order in mg (``doseQuantity`` with UCUM code or unit "mg"), if it says one:
+    an order-time card cites the label of the dose being ordered (zoledronic acid 4 mg is Zometa's)."""
+    for dosage in mr.dosageInstruction or []:
+        for rate in dosage.doseAndRate or []:
+            quantity = rate.doseQuantity
+            if quantity is not None and quantity.value is not None and "mg" in (quantity.code, quantity.unit):
+                return float(quantity.value)
+    return None
 
 
 class _Builder:
@@ -352,7 +363,8 @@ class _Builder:
                              "its drug could not be identified", ref=ref)
         selected = ref in self.selections
         extra = self._order_time(mr, draft=draft, selected=selected)
-        for drug_class, ingredient, how, code in self._classify(codings, " | ".join(texts)):
+        for drug_class, ingredient, how, code in classify_medication(codings, " | ".join(texts), self.vs,
+                                                                         sex=self.sex):
             fact = {"t": "medication", "ref": ref, "drug_class": drug_class, "ingredient": ingredient,
                     "status": mr.status or "unknown", "draft": draft, "selected": selected,
                     "matched_by": how + via, "code": code, **extra}
@@ -367,6 +379,9 @@ class _Builder:
         of that and ``dispenseRequest.validityPeriod.start``), and ``focus``: a draft this hook call is about
         (every draft on order-sign; the selected ones on order-select)."""
         out: dict[str, Any] = {"focus": draft and (selected or not self.ctx.selections)}
+        dose = _dose_mg(mr)
+        if dose is not None:
+            out["dose_mg"] = dose
         start = lab_context.started(mr.authoredOn)
         if start is not None and start <= self.today:
             out.update(started=start.isoformat(), started_days=(self.today - start).days)
@@ -376,31 +391,6 @@ class _Builder:
         if begins:
             out["order_start"] = min(begins).isoformat()
         return out
-
-    def _classify(self, codings: list[tuple[str, str]], text: str) -> Iterable[tuple[str, str, str, str]]:
-        """Per drug class, the first ingredient whose RxNorm or ATC code is among ``codings``, else the first
-        whose name (INN, USAN or brand, see valuesets.yaml) is in ``text`` (``how`` is then "text:<name>")."""
-        rxnorm, atc = self.systems.get("rxnorm"), self.systems.get("atc")
-        for drug_class, spec in self.vs.get("medications", {}).items():
-            found = None
-            ingredients = {name: codes for name, codes in spec["ingredients"].items()
-                           if self.sex in codes.get("only_for_sex", [self.sex])}
-            for ingredient, codes in ingredients.items():
-                for system, code in codings:
-                    if (system == rxnorm and code in codes.get("rxnorm", [])) or \
-                            (system == atc and code in codes.get("atc", [])):
-                        found = (drug_class, ingredient, "rxnorm" if system == rxnorm else "atc", code)
-                        break
-                if found:
-                    break
-            if not found and text:
-                for ingredient, codes in ingredients.items():
-                    name = name_in_text(text, ingredient_names(ingredient, codes))
-                    if name:
-                        found = (drug_class, ingredient, f"text:{name}", "")
-                        break
-            if found:
-                yield found
 
     def service_request(self, sr: Any) -> None:
         codes = set(_codings(sr.code))

@@ -76,9 +76,13 @@ def started(authored: Any) -> dt.date | None:
 
 
 def monitored_since_start(medications: list[dict[str, Any]], latest_lab: Mapping[str, Lab],
-                          labs: Mapping[str, Any]) -> None:
+                          labs: Mapping[str, Any], thresholds: Mapping[str, float] | None = None) -> None:
     """For a drug class some analyte monitors (``labs.<analyte>.monitors``), say on each medication fact
-    whether a usable result of that analyte is dated on or after the order's start."""
+    whether a usable result of that analyte is dated on or after the order's start
+    (``checked_since_start``), how many days after the start the latest one was taken
+    (``result_days_after_start``, negative before it), and, when the analyte names the threshold of its
+    first on-treatment check (``labs.<analyte>.first_check``), the date that check is due
+    (``first_check_date``)."""
     monitors = {cls: name for name, spec in labs.items() for cls in spec.get("monitors") or []}
     for med in medications:
         analyte = monitors.get(med["drug_class"])
@@ -86,6 +90,12 @@ def monitored_since_start(medications: list[dict[str, Any]], latest_lab: Mapping
             continue
         latest = latest_lab.get(analyte)
         med["checked_since_start"] = latest is not None and latest["date"] >= med["started"]
+        start = dt.date.fromisoformat(med["started"])
+        if latest is not None:
+            med["result_days_after_start"] = (dt.date.fromisoformat(latest["date"]) - start).days
+        first = (labs.get(analyte) or {}).get("first_check")
+        if first and thresholds and first in thresholds:
+            med["first_check_date"] = (start + dt.timedelta(days=int(thresholds[first]))).isoformat()
 
 
 #: orders that never started a course: withdrawn before any dose, or never real
@@ -129,4 +139,4 @@ def apply(latest_lab: dict[str, Lab], lab_days: Mapping[str, Mapping[str, Lab]],
                                   f"{thresholds.get('ionized_calcium_low_mmol_l', 0):g} mmol/L")
     for name, fact in latest_lab.items():
         also_shown(fact, labs.get(name) or {})
-    monitored_since_start([f for f in facts if f["t"] == "medication"], latest_lab, labs)
+    monitored_since_start([f for f in facts if f["t"] == "medication"], latest_lab, labs, thresholds)
