@@ -20,6 +20,7 @@ from cds.settings_model import (  # the parsers a declaration names
     _bool,
     _csv,
     _float,
+    _folder,
     _int,
     _str,  # noqa: F401 - the default parser, which a declaration may also name
     read,
@@ -170,6 +171,7 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Folder of secret files, one per setting, each named by its variable (e.g. `CDS_LINK_SECRET`); a "
         "variable set in the environment wins over its file. Empty: none.",
+        _folder,
     ),
     Setting(
         "WHY_LINK_HOURS",

@@ -60,6 +60,21 @@ def _str(raw: Any) -> str:
     return str(raw)
 
 
+def _folder(raw: Any) -> str:
+    """A folder that exists (or empty)."""
+    value = str(raw)
+    if value and not _is_folder(value):
+        raise ValueError("no such folder")
+    return value
+
+
+def _is_folder(path: str) -> bool:
+    try:
+        return bool(path) and Path(path).is_dir()
+    except (OSError, ValueError):  # a name the system cannot take (a NUL in it, too long)
+        return False
+
+
 def _csv(raw: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     if isinstance(raw, list | tuple):
         return tuple(str(x) for x in raw)
@@ -91,8 +106,10 @@ class Setting:
         """What the setting accepts, in words (the end of its one-line error)."""
         if self.choices:
             return "one of " + ", ".join(self.choices)
-        kind = {_int: "a whole number", _float: "a number", _bool: "true or false (or 1/0, yes/no, on/off)",
-                _csv: "a comma-separated list", _str: "text"}.get(self.parse)
+        kinds: dict[Callable[[Any], Any], str] = {
+            _int: "a whole number", _float: "a number", _bool: "true or false (or 1/0, yes/no, on/off)",
+            _csv: "a comma-separated list", _str: "text"}
+        kind = kinds.get(self.parse)
         if kind is None:  # a parser of its own: the first line of its docstring says what it takes
             kind = ((self.parse.__doc__ or "").strip().splitlines() or ["a value"])[0].rstrip(".")
         if self.ge is not None and self.le is not None:
@@ -157,11 +174,14 @@ def _field(setting: Setting) -> tuple[Any, Any]:
         kind = tuple[str, ...]
         metadata += [NoDecode, BeforeValidator(_csv)]
     else:  # _str, or a parser of its own: its result is taken as it is
-        kind = str if parse is _str else Any
+        kind = str if parse in (_str, _folder) else Any
         metadata.append(BeforeValidator(parse))
-    bounds = {k: v for k, v in (("ge", setting.ge), ("gt", setting.gt), ("le", setting.le)) if v is not None}
-    if bounds:
-        metadata.append(Field(**bounds))
+    if setting.ge is not None:
+        metadata.append(Field(ge=setting.ge))
+    if setting.gt is not None:
+        metadata.append(Field(gt=setting.gt))
+    if setting.le is not None:
+        metadata.append(Field(le=setting.le))
     if setting.choices:
         metadata.append(AfterValidator(_one_of(setting.choices)))
     if setting.min_length:
@@ -237,9 +257,7 @@ def read(declarations: tuple[Setting, ...], overrides: Mapping[str, Any], enviro
     """Every declared setting's value, checked; ``ConfigurationError`` (one line) for the first refused."""
     by_name = {s.name: s for s in declarations}
     given = {k: v for k, v in overrides.items() if k in by_name and v is not None}
-    if secrets_dir and not Path(secrets_dir).is_dir():
-        raise ConfigurationError(f"setting CDS_SECRETS_DIR={secrets_dir!r} is refused: it accepts a folder "
-                                 "that exists (or empty)")
+    secrets_dir = secrets_dir if _is_folder(secrets_dir) else ""  # else refused with the other settings
     model = model_for(declarations)
     _READING.environ = environ
     try:
