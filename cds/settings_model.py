@@ -111,7 +111,8 @@ class Setting:
             _csv: "a comma-separated list", _str: "text"}
         kind = kinds.get(self.parse)
         if kind is None:  # a parser of its own: the first line of its docstring says what it takes
-            kind = ((self.parse.__doc__ or "").strip().splitlines() or ["a value"])[0].rstrip(".")
+            line = ((self.parse.__doc__ or "").strip().splitlines() or ["a value"])[0].rstrip(".")
+            kind = line[:1].lower() + line[1:]
         if self.ge is not None and self.le is not None:
             kind += f" from {self.ge:g} to {self.le:g}"
         elif self.ge is not None:
