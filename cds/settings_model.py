@@ -159,8 +159,19 @@ def _min_length(length: int, empty_ok: bool) -> Callable[[str], str]:
     return check
 
 
+def _refusing(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``parse`` with any error it raises on a value turned into a refusal (pydantic reports ValueError)."""
+    def run(raw: Any) -> Any:
+        try:
+            return parse(raw)
+        except (TypeError, ArithmeticError, LookupError, OSError) as exc:
+            raise ValueError(str(exc)) from exc
+
+    return run
+
+
 def _field(setting: Setting) -> tuple[Any, Any]:
-    """The pydantic type and default of one declaration."""
+    """The pydantic type and default of one declaration (a ``None`` default: the setting may be None)."""
     parse = setting.parse
     metadata: list[Any] = []
     if parse is _int:
@@ -170,13 +181,13 @@ def _field(setting: Setting) -> tuple[Any, Any]:
         metadata.append(Field(allow_inf_nan=False))
     elif parse is _bool:
         kind = bool
-        metadata.append(BeforeValidator(_bool))
+        metadata.append(BeforeValidator(_refusing(_bool)))
     elif parse is _csv:
         kind = tuple[str, ...]
-        metadata += [NoDecode, BeforeValidator(_csv)]
+        metadata += [NoDecode, BeforeValidator(_refusing(_csv))]
     else:  # _str, or a parser of its own: its result is taken as it is
         kind = str if parse in (_str, _folder) else Any
-        metadata.append(BeforeValidator(parse))
+        metadata.append(BeforeValidator(_refusing(parse)))
     if setting.ge is not None:
         metadata.append(Field(ge=setting.ge))
     if setting.gt is not None:
@@ -188,7 +199,8 @@ def _field(setting: Setting) -> tuple[Any, Any]:
     if setting.min_length:
         metadata.append(AfterValidator(_min_length(setting.min_length, setting.default in ("", ()))))
     metadata.append(AfterValidator(_no_control_characters))
-    return Annotated[kind, *metadata], setting.default
+    annotated: Any = Annotated[kind, *metadata]
+    return (annotated | None if setting.default is None else annotated), setting.default
 
 
 class _Environment(EnvSettingsSource):

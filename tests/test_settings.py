@@ -234,3 +234,31 @@ def test_a_short_or_empty_secret_in_the_secrets_folder_is_refused(tmp_path, cont
 def test_a_secrets_folder_that_does_not_exist_is_refused(tmp_path):
     with pytest.raises(ConfigurationError, match="CDS_SECRETS_DIR"):
         settings.load(environ={"CDS_SECRETS_DIR": str(tmp_path / "nowhere")})
+
+
+def _pair(raw: str) -> tuple[int, int]:
+    """Two whole numbers, as `A:B`."""
+    first, second = str(raw).split(":")
+    return int(first), int(second)
+
+
+def test_a_declaration_in_the_plain_form_is_typed_and_checked():
+    """``Setting(name, default, help, parser)``, with no constraint declared, still gets its type checked
+    (a parser of its own: whatever it raises is a refusal), a ``None`` default included."""
+    from cds.settings_model import read
+
+    plain = (Setting("P_INT", 3, "h", _int), Setting("P_FLOAT", 1.5, "h", _float),
+             Setting("P_BOOL", False, "h", _bool), Setting("P_LIST", (), "h", _csv),
+             Setting("P_TEXT", "", "h"), Setting("P_OWN", "1:2", "h", _pair),
+             Setting("P_NONE", None, "h", _int))
+    assert read(plain, {}, {}, "") == {"P_INT": 3, "P_FLOAT": 1.5, "P_BOOL": False, "P_LIST": (),
+                                       "P_TEXT": "", "P_OWN": (1, 2), "P_NONE": None}
+    given = {"CDS_P_INT": "4", "CDS_P_FLOAT": "2", "CDS_P_BOOL": "yes", "CDS_P_LIST": "a, b",
+             "CDS_P_TEXT": "t", "CDS_P_OWN": "5:6", "CDS_P_NONE": "7"}
+    assert read(plain, {}, given, "") == {"P_INT": 4, "P_FLOAT": 2.0, "P_BOOL": True, "P_LIST": ("a", "b"),
+                                          "P_TEXT": "t", "P_OWN": (5, 6), "P_NONE": 7}
+    for name, raw, accepts in [("P_INT", "x", "a whole number"), ("P_OWN", "1:2:3", "two whole numbers, as"),
+                               ("P_OWN", "a:b", "two whole numbers"), ("P_BOOL", "perhaps", "true or false")]:
+        with pytest.raises(ConfigurationError) as info:
+            read(plain, {}, {f"CDS_{name}": raw}, "")
+        assert f"CDS_{name}" in info.value.message and accepts in info.value.message
