@@ -278,12 +278,13 @@ def read(declarations: tuple[Setting, ...], overrides: Mapping[str, Any], enviro
     except ValidationError as exc:
         error = exc.errors()[0]
         setting = by_name[str(error["loc"][0])]
-        raise ConfigurationError(_refusal(setting, _source(setting, given, environ, secrets_dir),
-                                          error.get("input"))) from None
+        raw = given.get(setting.name, environ.get(setting.env, error.get("input")))  # as it was given
+        raise ConfigurationError(_refusal(setting, _source(setting, given, environ, secrets_dir), raw)) \
+            from None
     finally:
         _READING.environ = None
-    for setting in declarations:  # a file in the secrets folder is never empty or short
+    for setting in declarations:  # a file in the secrets folder is never empty ("not set" is no file)
         source = _source(setting, given, environ, secrets_dir)
-        if source.startswith("the file") and len(str(values[setting.name])) < (setting.min_length or 1):
+        if source.startswith("the file") and values[setting.name] in ("", ()):
             raise ConfigurationError(_refusal(setting, source, None))
     return values
