@@ -98,6 +98,7 @@ def service(
         "CDS_DATABASE_URL": database_url or f"sqlite:///{folder}/audit.sqlite3",
         "CDS_AUDIT_SPOOL_DIR": str(folder / "spool"),
         "CDS_AUDIT_PATIENT_KEY_SECRET": "robustness-test-patient-key-secret",
+        "CDS_LINK_SECRET": "robustness-test-link-secret-0123456789",
         "CDS_AUDIT_SPOOL_RETRY_SECONDS": "0.5",
         "CDS_WORKERS": str(workers),
         "CDS_LOG_LEVEL": "WARNING",

@@ -93,6 +93,7 @@ def _keep_state_out_of_the_repo(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CDS_DEV_CLIENT_DIR", str(where / "dev-client"))
     monkeypatch.setenv("CDS_DATABASE_URL", f"sqlite:///{where}/cds.sqlite3")
     monkeypatch.setenv("CDS_AUDIT_SECRET_FILE", str(where / "audit-patient-key.secret"))
+    monkeypatch.setenv("CDS_LINK_SECRET_FILE", str(where / "link.secret"))
     monkeypatch.setenv("CDS_AUDIT_SPOOL_DIR", str(where / "audit-spool"))
     # the test client calls http://localhost/...; a test serving on a port says so (``live_server``)
     monkeypatch.setenv("CDS_PUBLIC_URL", TEST_CLIENT_BASE)

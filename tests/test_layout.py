@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cds"
 
 #: The stages, lowest first. A module may import its own stage and the stages below it, never above.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("cds.errors", "cds.settings", "cds.db", "cds.version", "cds.deadline")),
+    ("base", ("cds.errors", "cds.settings", "cds.settings_model", "cds.db", "cds.version", "cds.deadline")),
     ("auth", ("cds.auth",)),
     ("rules", ("cds.rules",)),
     ("hooks", ("cds.hooks",)),

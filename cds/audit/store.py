@@ -47,6 +47,7 @@ from cds.decide.service import CallRecord
 from cds.errors import AuthUnavailable, TokenReplayed
 from cds.hooks.services import hook_of
 from cds.rules.pack import RulePack
+from cds.settings import default as setting_default
 
 log = logging.getLogger("cds.audit")
 
@@ -60,8 +61,10 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 class AuditStore:
     def __init__(
-        self, engine: Engine, pack: RulePack, secret: bytes, spool: Spool, *, retry_seconds: float = 5.0,
-        own_chains: bool = True, group_commit: bool = True, checkpoint_seconds: float = 10.0,
+        self, engine: Engine, pack: RulePack, secret: bytes, spool: Spool, *,
+        retry_seconds: float = setting_default("AUDIT_SPOOL_RETRY_SECONDS"),
+        own_chains: bool = setting_default("AUDIT_OWN_CHAINS"), group_commit: bool = True,
+        checkpoint_seconds: float = setting_default("AUDIT_CHECKPOINT_SECONDS"),
     ):
         self.engine = engine
         self.pack = pack

@@ -24,6 +24,7 @@ import jwt
 
 from cds.auth.trusted_clients import ALGORITHMS, JwksCache, TrustedClient, VerificationKey
 from cds.errors import TokenReplayed, Unauthorized
+from cds.settings import default as setting_default
 
 log = logging.getLogger("cds.auth")
 
@@ -71,7 +72,8 @@ def _number(claims: Mapping[str, Any], name: str) -> float:
 
 class TokenVerifier:
     def __init__(self, clients: Mapping[str, TrustedClient], *, replay: ReplayCheck,
-                 jwks: JwksCache | None = None, leeway: float = 30.0, max_lifetime: float = 3600.0,
+                 jwks: JwksCache | None = None, leeway: float = setting_default("AUTH_LEEWAY_SECONDS"),
+                 max_lifetime: float = setting_default("AUTH_MAX_TOKEN_LIFETIME"),
                  clock: Callable[[], float] = time.time):
         self.clients = dict(clients)
         self.replay = replay

@@ -26,6 +26,7 @@ from cds.fhir import parse as fhir_parse
 from cds.fhir.prefetch import Fetch, Gathered, gather
 from cds.hooks.envelope import HookRequest, parse_hook_request
 from cds.hooks.services import hook_of, prefetch_templates
+from cds.settings import default as setting_default
 
 log = logging.getLogger("cds.decide.service")
 
@@ -72,7 +73,7 @@ class HookService:
     (``fetch``), the audit sink and the explanation-link builder. Nothing is set on it afterwards."""
 
     evaluator: Evaluator
-    source_label: str = "Bone Health CDS"
+    source_label: str = setting_default("SOURCE_LABEL")
     max_entries: int | None = None
     fetch: Fetch | None = None
     #: receives one ``CallRecord`` per call, answered or refused (None: nothing is recorded)

@@ -35,6 +35,7 @@ from cds.deadline import Deadline, deadline_session
 from cds.errors import ConfigurationError, FhirServerError, FhirServerNotAllowed
 from cds.fhir.prefetch import next_link
 from cds.hooks.envelope import HookRequest
+from cds.settings import default as setting_default
 
 log = logging.getLogger("cds.fhir.client")
 # urllib3 logs every request line at DEBUG, query values (patient ids) included: keep it above DEBUG.
@@ -108,15 +109,15 @@ def parse_allowlist(entries: Iterable[str]) -> tuple[Base, ...]:
 @dataclass(frozen=True)
 class ClientSettings:
     allowlist: tuple[Base, ...] = ()
-    connect_timeout: float = 2.0
-    read_timeout: float = 5.0
-    retries: int = 2
-    backoff: float = 0.25
-    retry_after_cap: float = 2.0
-    max_pages: int = 10
-    max_resources: int = 2000
-    response_seconds: float = 10.0
-    max_response_bytes: int = 20_000_000
+    connect_timeout: float = setting_default("FHIR_CONNECT_TIMEOUT")
+    read_timeout: float = setting_default("FHIR_READ_TIMEOUT")
+    retries: int = setting_default("FHIR_RETRIES")
+    backoff: float = setting_default("FHIR_BACKOFF_SECONDS")
+    retry_after_cap: float = setting_default("FHIR_RETRY_AFTER_CAP_SECONDS")
+    max_pages: int = setting_default("FHIR_MAX_PAGES")
+    max_resources: int = setting_default("FHIR_MAX_RESOURCES")
+    response_seconds: float = setting_default("FHIR_RESPONSE_SECONDS")
+    max_response_bytes: int = setting_default("FHIR_MAX_RESPONSE_BYTES")
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> ClientSettings:

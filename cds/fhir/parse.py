@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from cds.errors import InvalidFhir
 from cds.fhir import units
 from cds.fhir.digest import digest, json_bytes
+from cds.settings import default as setting_default
 
 #: resourceType -> module name in fhir.resources.R4B
 USED_TYPES = {
@@ -331,7 +332,7 @@ def _wrap_at(data: Any, loc: tuple[Any, ...]) -> bool:
 #: cards again, the same suggestion for another call). Only results orjson writes back exactly are kept (no
 #: ``null`` in the text, see cds/fhir/digest.py); a resource found invalid is checked again each time.
 #: Per process, bounded (``CDS_SUGGESTION_CACHE_SIZE``; 0: off), least recently used out first.
-OUTGOING_CACHE_ENTRIES = 1024
+OUTGOING_CACHE_ENTRIES = setting_default("SUGGESTION_CACHE_SIZE")
 _OUTGOING: OrderedDict[bytes, bytes] = OrderedDict()
 _OUTGOING_LOCK = threading.Lock()
 

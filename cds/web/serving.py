@@ -7,8 +7,9 @@ the one given is emptied) so that ``/metrics`` adds up every worker.
 
 ``--prod`` refuses to start (one line, exit status 2) without ``CDS_PUBLIC_URL`` or ``CDS_AUDIENCES`` (the
 URLs clients call: the ``aud`` of their tokens and the base of card links are never taken from a request's
-Host header), and with development trust (``CDS_DEV_MODE`` on, or a trusted-clients file that trusts the
-development client).
+Host header), with development trust (``CDS_DEV_MODE`` on, or a trusted-clients file that trusts the
+development client), and without the link secret (``CDS_LINK_SECRET``, or ``CDS_LINK_SECRET_FILE`` naming a
+file that holds one; never the development file).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def gunicorn_argv(host: str, port: int, workers: int, extra: list[str] | None = 
 
 def production_problems(values: Mapping[str, Any]) -> list[str]:
     """Why these settings must not run in production (empty when they may)."""
+    from cds.audit.keys import production_link_secret_problem
     from cds.auth.client_token import DEV_ISS
     from cds.auth.trusted_clients import load_trusted_clients
 
@@ -70,6 +72,9 @@ def production_problems(values: Mapping[str, Any]) -> list[str]:
         problems.append("--prod refuses development trust: set CDS_DEV_MODE=false and CDS_TRUSTED_CLIENTS")
     elif values.get("TRUSTED_CLIENTS") and DEV_ISS in load_trusted_clients(values["TRUSTED_CLIENTS"]):
         problems.append(f"--prod refuses development trust: {values['TRUSTED_CLIENTS']} trusts {DEV_ISS}")
+    link_secret = production_link_secret_problem(values)
+    if link_secret:
+        problems.append(link_secret)
     return problems
 
 
