@@ -1,5 +1,6 @@
 """Fixtures for every test; the helpers themselves live in ``support.py`` (importable by test modules)."""
 
+import pytest
 from redis_support import redis_db  # noqa: F401 - the test Redis (skips when none answers)
 from support import (  # noqa: F401 - fixtures are found by name
     _keep_state_out_of_the_repo,
@@ -13,3 +14,13 @@ from support import (  # noqa: F401 - fixtures are found by name
     pg_base_url,
     trusted_clients_file,
 )
+
+#: the time limit of a test marked slow, in seconds, unless it names its own (pyproject's `timeout` is the
+#: default of every other test)
+SLOW_TIMEOUT_SECONDS = 1200
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_SECONDS))

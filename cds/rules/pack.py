@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from importlib.resources import files
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
