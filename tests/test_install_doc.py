@@ -68,7 +68,8 @@ def test_the_doc_has_a_block_for_each_supported_python():
 @pytest.mark.parametrize("version", sorted(BLOCKS))
 def test_the_plain_pip_block_runs(version, tmp_path):
     if not runs_here(version):
-        pytest.skip(f"the {version} block runs in the Python {version} session")
+        session = "3.11 (or 3.12)" if version == "3.12" else version
+        pytest.skip(f"the {version} block runs in the Python {session} session")
     python = find_python(version)
     if python is None:
         pytest.skip(f"no Python {version} interpreter here (python{version} on PATH or pyenv's)")
