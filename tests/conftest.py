@@ -3,6 +3,7 @@
 import pytest
 from redis_support import redis_db  # noqa: F401 - the test Redis (skips when none answers)
 from support import (  # noqa: F401 - fixtures are found by name
+    SLOW_TIMEOUT_SECONDS,
     _keep_state_out_of_the_repo,
     app,
     auth_config,
@@ -14,10 +15,6 @@ from support import (  # noqa: F401 - fixtures are found by name
     pg_base_url,
     trusted_clients_file,
 )
-
-#: the time limit of a test marked slow, in seconds, unless it names its own (pyproject's `timeout` is the
-#: default of every other test)
-SLOW_TIMEOUT_SECONDS = 1200
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

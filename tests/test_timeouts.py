@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import SLOW_TIMEOUT_SECONDS
+from support import SLOW_TIMEOUT_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
