@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None, home: Path | None = None) -> int:
     default wheelhouse ``home/pyX.Y``."""
     home = (home or default_home()).resolve()
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=f"Build the patched durable-rules {LOCAL_VERSION} wheel for the running Python.")
     parser.add_argument("--wheelhouse", type=Path, default=home / f"py{version}",
                         help=f"folder for the wheel (default: {home}/pyX.Y for the running Python)")
     parser.add_argument("--install", action="store_true",
