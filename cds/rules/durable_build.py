@@ -18,7 +18,7 @@ it; the ``cds`` command calls it before anything else (``cds.cli.main``). The bu
 The wheel's version is ``2.0.28+cds.N``: it satisfies the ``durable-rules==2.0.28`` pin, pip prefers it
 to PyPI's sdist when given ``--find-links HOME/pyX.Y``, and ``pip list`` shows the patched build.
 
-Idempotent: when the wheel for this Python is already there, built from this very file (its sha256 is
+Idempotent: when the wheel for this Python is already there, built from the same recipe (its digest is
 recorded beside the wheel), nothing is built. Prints the wheel's path on stdout; progress goes to stderr.
 Standard library only: ``scripts/build_durable_rules.py`` runs this file from a checkout before the
 project is installed (HOME is then the checkout's ``.wheels/``).
@@ -126,6 +126,13 @@ def _symbol_or_text(text: str) -> str:
     if marker in text:
         return "its C extension does not load (" + marker + text.split(marker, 1)[1] + ")"
     return f"its C extension does not load ({text})"
+
+
+def recipe_digest() -> str:
+    """What the wheel is made from (sdist, replacements, build tools, version), as a digest: a wheel built
+    from another recipe is built again; an edit elsewhere in this file is not a reason to."""
+    recipe = repr((NAME, VERSION, SDIST_SHA256, LOCAL_VERSION, BUILD_REQUIREMENTS, REPLACEMENTS))
+    return hashlib.sha256(recipe.encode()).hexdigest()
 
 
 def sha256(path: Path) -> str:
@@ -243,7 +250,7 @@ def install(wheel: Path) -> None:
 
 def build(wheelhouse: Path, home: Path) -> Path:
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    recipe = sha256(Path(__file__).resolve())
+    recipe = recipe_digest()
     marker = wheelhouse / f"durable_rules-{LOCAL_VERSION}.recipe-sha256"
 
     existing = wheel_in(wheelhouse)
