@@ -41,9 +41,12 @@ def find_python(version: str) -> str | None:
 
 
 def operator_env(**extra: str) -> dict[str, str]:
-    """The environment of an operator's shell: none of the suite's CDS_ settings, no PYTHONPATH."""
+    """The environment of an operator's shell: none of the suite's CDS_ settings, no PYTHONPATH. One
+    difference, for speed only: pip does not compile the installed packages to bytecode (PIP_NO_COMPILE;
+    most of an install's CPU time here), while it still resolves and installs every dependency."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("CDS_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PIP_NO_COMPILE"] = "1"
     env.update(extra)
     return env
 
