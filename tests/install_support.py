@@ -42,11 +42,11 @@ def find_python(version: str) -> str | None:
 
 def operator_env(**extra: str) -> dict[str, str]:
     """The environment of an operator's shell: none of the suite's CDS_ settings, no PYTHONPATH. One
-    difference, for speed only: pip does not compile the installed packages to bytecode (PIP_NO_COMPILE;
+    difference, for speed only: pip does not compile the installed packages to bytecode (PIP_COMPILE=0;
     most of an install's CPU time here), while it still resolves and installs every dependency."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("CDS_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["PIP_NO_COMPILE"] = "1"
+    env["PIP_COMPILE"] = "0"  # what --no-compile sets (PIP_NO_COMPILE=1 would not)
     env.update(extra)
     return env
 
