@@ -1,7 +1,8 @@
 """The wheel carries everything the service needs: built from a clean clone of the current commit, installed
 (not editable) with its real dependencies into a fresh venv of the running Python, it runs from a folder
 outside the checkout: ``cds --version``, ``cds rules check``, ``cds evaluate`` of a fixture (the same output
-as the checkout's), and ``cds serve`` answering one signed hook call (``cds request``) with cards.
+as the checkout's), and ``cds serve`` answering one signed hook call (``cds request``) with cards and
+recording it in the audit database its packaged migrations made.
 """
 
 from __future__ import annotations
@@ -120,6 +121,9 @@ def test_serve_answers_a_signed_hook_call_with_cards(installed):
         cards = json.loads(answered.stdout)["cards"]
         assert cards, answered.stdout
         assert all(card["summary"] and card["indicator"] in ("info", "warning", "critical") for card in cards)
+        # the call's audit record, in the database the packaged migrations made, read by the installed cds
+        listed = run([str(bin_dir / "cds"), "audit", "list"], site, env)
+        assert listed.returncode == 0 and listed.stdout.startswith("1 record(s)\n"), shown(listed)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
