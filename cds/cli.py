@@ -12,6 +12,10 @@
     cds audit list|show|verify|export|replay|migrate|drain|token|patient-key   (cds/audit/cli.py)
     cds --version
 
+Before any command (``--help`` and ``--version`` too), the rules engine's library is checked: where the
+installed durable-rules cannot run on this Python (PyPI's build on 3.13), the command stops with one line
+naming the problem and the command that fixes it (``cds.rules.durable_build``), exit status 3.
+
 Errors are one line on stderr and a non-zero exit status; never a traceback. Output into a closed pipe
 (``cds audit list | head -1``) ends quietly. ``main`` returns the exit status (``--help`` and
 ``--version`` exit through ``SystemExit(0)``).
@@ -206,6 +210,9 @@ class _NeverRaised(click.UsageError):
     """Stands in for click's ``NoArgsIsHelpError`` (click >= 8.2) on an older click, which exits 0 instead."""
 
 
+#: the exit status of a command stopped because the rules engine's library cannot run
+ENGINE_UNAVAILABLE = 3
+
 _NO_ARGS: type[click.UsageError] = getattr(click.exceptions, "NoArgsIsHelpError", _NeverRaised)
 
 
@@ -221,6 +228,12 @@ def _quiet_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    from cds.rules.durable_build import problem
+
+    engine_problem = problem()
+    if engine_problem:
+        click.echo(f"cds: {engine_problem}", err=True)
+        return ENGINE_UNAVAILABLE
     try:
         try:
             with cli.make_context("cds", args) as ctx:

@@ -42,6 +42,10 @@ DATA = Path(__file__).parent / "data"
 TEST_ISS = "https://ehr.example.org/cds-client"
 TEST_CLIENT_BASE = "http://localhost"
 
+#: the time limit of a test marked slow, in seconds, unless it names its own (pyproject's `timeout` is the
+#: default of every other test; tests/conftest.py applies this one)
+SLOW_TIMEOUT_SECONDS = 1200
+
 
 def _test_keys() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Private JWK per algorithm, and the public JWK Set, of the published test client keys."""

@@ -57,7 +57,7 @@ class Server:
         }
         if prod:
             env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
-            env["CDS_LINK_SECRET"] = "json-logs-test-link-secret-0123456789"  # --prod refuses to start without
+            env["CDS_LINK_SECRET"] = "json-logs-test-link-secret-0123456789"  # --prod needs one
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen([sys.executable, "-m", "cds", "serve", "--port", str(self.port),
                                       *(["--prod"] if prod else [])],
