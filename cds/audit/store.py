@@ -31,6 +31,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -39,7 +40,7 @@ from cds.audit.chains import ChainWriter
 from cds.audit.groupcommit import GroupCommit
 from cds.audit.inflight import CallMarkers
 from cds.audit.record import build_content
-from cds.audit.schema import audit_feedback
+from cds.audit.schema import audit_feedback, audit_record
 from cds.audit.spool import Spool, Unstorable
 from cds.auth.replay_store import JtiStore
 from cds.db import ensure_schema, same_database
@@ -95,8 +96,8 @@ class AuditStore:
         return True
 
     # -- started-call markers -------------------------------------------------------------------------
-    def call_started(self, service: str, started: dt.datetime) -> Path | None:
-        return self.markers.start(service, started)
+    def call_started(self, service: str, started: dt.datetime, record_id: str | None = None) -> Path | None:
+        return self.markers.start(service, started, record_id)
 
     def call_finished(self, marker: Path | None) -> None:
         self.markers.end(marker)
@@ -105,7 +106,24 @@ class AuditStore:
         """Record the calls of processes that died mid-call (outcome ``interrupted``)."""
         return self.markers.reap(self._record_interrupted)
 
-    def _record_interrupted(self, marker: dict[str, Any]) -> None:
+    def _in_trail(self, record_id: str) -> bool:
+        """Whether the record ``record_id`` is durable: in the spool (looked at first: the drain deletes a
+        file only after its record is committed) or in the database (which raises when it cannot be read:
+        the marker then waits for the next reap)."""
+        if self.spool.holds(record_id):
+            return True
+        with self.engine.connect() as conn:
+            found = conn.execute(select(audit_record.c.seq).where(audit_record.c.id == record_id)).first()
+        return found is not None
+
+    def _record_interrupted(self, marker: dict[str, Any]) -> bool:
+        """Record a dead process's call as ``interrupted`` with the id its record would have had; False
+        (nothing recorded) when that record is in the trail: the process died after making it durable."""
+        record_id = marker.get("record")
+        if record_id and self._in_trail(record_id):
+            log.warning("a process stopped after recording its %s call; the call is not counted again",
+                        marker["service"][:128])
+            return False
         try:
             started = _utc(dt.datetime.fromisoformat(marker["started"]))
         except (TypeError, ValueError):
@@ -114,16 +132,18 @@ class AuditStore:
                           hook_instance=None, patient_id=None, client_iss=None, started=started,
                           latency_ms=0.0, outcome=INTERRUPTED, status=0,
                           error="the process handling this call stopped before it answered")
-        content = build_content(call, self.pack, self.secret)
+        content = build_content(call, self.pack, self.secret, record_id=record_id or None)
         content["latencyMs"] = None
         content["marker"] = marker["marker"]
         self.submit({"kind": "call", "content": content})
+        return True
 
     # -- the sinks ------------------------------------------------------------------------------------
     def record_call(self, call: CallRecord) -> None:
         """``AuditSink``: never raises; the hook call answers whatever happens here."""
         try:
-            content = build_content(call, self.pack, self.secret, context=call.context)
+            content = build_content(call, self.pack, self.secret, context=call.context,
+                                    record_id=call.record_id)
         except Exception:  # noqa: BLE001 - a bug here must not cost the EHR its cards
             log.exception("audit record could not be built for a %s call", call.service)
             self.lost += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,9 +32,10 @@ log = logging.getLogger("cds.decide.service")
 
 
 class AuditSink(Protocol):
-    """Where each call's record goes. A sink may also offer ``call_started(service, when) -> marker`` and
-    ``call_finished(marker)``: the service calls them around each call, so that a call whose process dies
-    before it answers is still counted."""
+    """Where each call's record goes. A sink may also offer ``call_started(service, when, record_id) ->
+    marker`` and ``call_finished(marker)``: the service calls them around each call, so that a call whose
+    process dies before it answers is still counted (``record_id``: the id the call's record is given, so
+    that a call whose record was made durable is never counted again)."""
 
     def record_call(self, call: CallRecord) -> None: ...
 
@@ -58,6 +60,8 @@ class CallRecord:
     #: the call's token id when its replay check is made with the record (``cds.auth.replay_store.Claim``):
     #: a sink that takes it stores both in one transaction, and raises ``TokenReplayed`` on a replay
     claim: Any = None
+    #: the record's id, chosen when the call starts (its started-call marker names it)
+    record_id: str | None = None
 
 
 #: a card's "Why this card?" address from the service's public base URL and the card's uuid
@@ -96,8 +100,9 @@ class HookService:
         gathered = Gathered()
         evaluation: Evaluation | None = None
         budget = Budget(self.budget_seconds, self.max_resources)
+        record_id = str(uuid.uuid4())
         started_hook = getattr(self.audit, "call_started", None)
-        marker = started_hook(service_id, when) if started_hook else None
+        marker = started_hook(service_id, when, record_id) if started_hook else None
         try:
             if hook is None:
                 raise UnknownService(f"no CDS service with id {service_id!r}", field="service")
@@ -120,15 +125,16 @@ class HookService:
         except CdsError as exc:
             outcome = "412" if exc.status == 412 else str(exc.status)
             self._record(service_id, hook, request, gathered, client_iss, when, started, exc.status, outcome,
-                         evaluation, error=exc.message, claim=claim)
+                         evaluation, error=exc.message, claim=claim, record_id=record_id)
             raise
         except Exception:
             self._record(service_id, hook, request, gathered, client_iss, when, started, 500, "500",
-                         evaluation, error="internal error; the request was not processed", claim=claim)
+                         evaluation, error="internal error; the request was not processed", claim=claim,
+                         record_id=record_id)
             raise
         else:  # outside the handlers above: a replay found with the record is not recorded again
             self._record(service_id, hook, request, gathered, client_iss, when, started, 200, "ok",
-                         evaluation, claim=claim)
+                         evaluation, claim=claim, record_id=record_id)
             return {"cards": evaluation.cards}
         finally:
             if started_hook:
@@ -161,7 +167,8 @@ class HookService:
 
     def _record(self, service_id: str, hook: str | None, request: HookRequest | None, gathered: Gathered,
                 client_iss: str | None, when: dt.datetime, started: float, status: int, outcome: str,
-                evaluation: Evaluation | None, error: str | None = None, claim: Any = None) -> None:
+                evaluation: Evaluation | None, error: str | None = None, claim: Any = None,
+                record_id: str | None = None) -> None:
         if self.audit is None:
             return
         record = CallRecord(
@@ -179,5 +186,6 @@ class HookService:
             error=error,
             context=dict(request.context) if request else {},
             claim=claim,
+            record_id=record_id,
         )
         self.audit.record_call(record)
