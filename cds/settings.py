@@ -124,6 +124,8 @@ SETTINGS: tuple[Setting, ...] = (
             "before it is answered 503 naming the budget; 0 means no limit.", _float),
     Setting("CALL_MAX_RESOURCES", 5_000, "Most FHIR resources one hook call may have validated, over every "
             "prefetch key and the draft orders (503 above it); 0 means no limit.", _int),
+    Setting("CALL_MAX_FHIR_REQUESTS", 40, "Most GETs one hook call may send to the FHIR server, over every "
+            "prefetch key, pages and retries included (503 above it); 0 means no limit.", _int),
     Setting(
         "MODEL_CACHE_SIZE",
         20_000,

@@ -109,7 +109,8 @@ def service(
     }
     log = folder / "service.log"
     with log.open("w") as out:
-        command = [str(launcher), str(port)] if launcher else ["-m", "cds", "serve", "--prod", "--port", str(port)]
+        command = [str(launcher), str(port)] if launcher else \
+            ["-m", "cds", "serve", "--prod", "--port", str(port)]
         proc = subprocess.Popen(
             [sys.executable, *command],
             cwd=folder,

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cds.deadline import call_limit
 from cds.decide.budget import Budget
 from cds.decide.case import Case, build_case
 from cds.decide.derived import DerivedCache, derived_key
@@ -87,6 +88,8 @@ class HookService:
     #: the budget of one call (``cds.decide.budget``): seconds, and resources validated
     budget_seconds: float | None = None
     max_resources: int | None = None
+    #: the most GETs one call may send to the FHIR server (pages and retries included)
+    max_fhir_requests: int | None = None
 
     def call(self, service_id: str, body: Any, *, now: dt.datetime | None = None,
              client_iss: str | None = None, base_url: str | None = None, claim: Any = None) -> dict[str, Any]:
@@ -99,7 +102,7 @@ class HookService:
         request: HookRequest | None = None
         gathered = Gathered()
         evaluation: Evaluation | None = None
-        budget = Budget(self.budget_seconds, self.max_resources)
+        budget = Budget(self.budget_seconds, self.max_resources, max_requests=self.max_fhir_requests)
         record_id = str(uuid.uuid4())
         started_hook = getattr(self.audit, "call_started", None)
         marker = started_hook(service_id, when, record_id) if started_hook else None
@@ -108,7 +111,8 @@ class HookService:
                 raise UnknownService(f"no CDS service with id {service_id!r}", field="service")
             request = parse_hook_request(body, hook)
             # gather fills ``gathered`` as it goes, so the audit record has the provenance even on a 412
-            gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered)
+            with call_limit(budget):  # every GET to the FHIR server ends by the call's deadline
+                gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered)
             budget.check("fetching prefetch data")
             key = self._derived_key(service_id, request, gathered, when)
             cache = self.derived_cache

@@ -55,6 +55,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: AuditSink
         explain_link=explain_link,
         budget_seconds=values["CALL_BUDGET_SECONDS"],
         max_resources=values["CALL_MAX_RESOURCES"],
+        max_fhir_requests=values["CALL_MAX_FHIR_REQUESTS"],
     )
 
     from cds.web import api, metrics, openapi
