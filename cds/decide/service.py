@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from cds.deadline import call_limit
 from cds.decide.budget import Budget
 from cds.decide.case import Case, build_case
-from cds.decide.derived import DerivedCache, derived_key
+from cds.decide.derived import DerivedCache, derived_key, derived_size
 from cds.decide.evaluate import Evaluation, Evaluator
 from cds.errors import CdsError, UnknownService
 from cds.fhir import parse as fhir_parse
@@ -122,7 +122,7 @@ class HookService:
             if derived is None:
                 derived = self.evaluator.derive(case)
                 if key is not None and cache is not None:
-                    cache.put(key, derived)
+                    cache.put(key, derived, derived_size(derived))
                 budget.check("evaluating the rules")
             evaluation = self.evaluator.evaluate(case, source_label=self.source_label, derived=derived)
             self._add_explain_links(evaluation, base_url)

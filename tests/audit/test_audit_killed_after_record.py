@@ -2,10 +2,10 @@
 before its started-call marker was removed, must not leave the call counted twice (the record, and an
 ``interrupted`` record from the marker).
 
-The service runs as a real process (``paused_service.py``) that stops still right after the third call's
-record is durable, before its marker goes: deterministic, not a race. The test kills it there with
-SIGKILL, starts the service again on the same database and spool, and the trail holds exactly the three
-calls, none ``interrupted``; ``/health`` counts no interrupted call and no marker is left.
+The service runs as a real process (``tests/one_process_service.py``) that stops still right after the
+third call's record is durable, before its marker goes: deterministic, not a race. The test kills it there
+with SIGKILL, starts the service again on the same database and spool, and the trail holds exactly the
+three calls, none ``interrupted``; ``/health`` counts no interrupted call and no marker is left.
 
 Guarantee, by class: whatever the moment a process dies, a call has at most one record (its started-call
 marker names the id its record is written with, and the marker is recorded only when no record with that
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from service_process import service, sign  # noqa: E402
 
 SERVICE = "bone-health-patient-view"
-LAUNCHER = Path(__file__).resolve().parent / "paused_service.py"
+LAUNCHER = Path(__file__).resolve().parents[1] / "one_process_service.py"
 DEADLINE = 120  # seconds: generous, for a loaded machine
 CALLS = 3
 

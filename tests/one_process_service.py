@@ -1,10 +1,11 @@
-"""The service in one process (werkzeug, threaded) that stops still right after a chosen call's record is
-durable, before its started-call marker is removed: the moment at which a process killed there must not
-leave its call counted twice.
+"""The service in one process (werkzeug, threaded), for tests that watch that process: its memory, or
+its death at a chosen moment.
 
-``python paused_service.py PORT``, configured by the ``CDS_*`` environment as ``cds serve`` is; with
-``PAUSE_AT=N`` and ``PAUSE_FILE=path``, the N-th call (counted from 1) writes its marker's name to the file
-once its record is committed, then waits for ever (until the process is killed).
+``python one_process_service.py PORT``, configured by the ``CDS_*`` environment as ``cds serve`` is. With
+``PAUSE_AT=N`` and ``PAUSE_FILE=path``, the N-th call (counted from 1) stops still right after its record
+is durable, before its started-call marker is removed (the moment at which a process killed there must not
+leave its call counted twice): it writes its marker's name to the file, then waits for ever (until the
+process is killed).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def _pausing(self: AuditStore, marker: Path | None) -> None:
 
 
 if __name__ == "__main__":
-    AuditStore.call_finished = _pausing  # type: ignore[method-assign]
+    if PAUSE_AT:
+        AuditStore.call_finished = _pausing  # type: ignore[method-assign]
     server = make_server("127.0.0.1", int(sys.argv[1]), create_app(), threaded=True)
     server.serve_forever()
