@@ -7,17 +7,22 @@ third call's record is durable, before its marker goes: deterministic, not a rac
 with SIGKILL, starts the service again on the same database and spool, and the trail holds exactly the
 three calls, none ``interrupted``; ``/health`` counts no interrupted call and no marker is left.
 
-Guarantee, by class: whatever the moment a process dies, a call has at most one record (its started-call
+Guarantee, by class: whatever the moment a process dies, a call has exactly one record (its started-call
 marker names the id its record is written with, and the marker is recorded only when no record with that
-id is in the spool or the database).
+id is in the spool or the database). The second test goes through the places the record may have reached
+when the process died — nowhere, the spool, the database — with a real process that dies there.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -25,8 +30,11 @@ import requests
 from fhir_server_support import complete_prefetch, hook_body
 from sqlalchemy import create_engine, select
 
+from cds import create_app
+from cds.audit.record import build_content
 from cds.audit.schema import audit_record
 from cds.audit.verify import verify_all
+from cds.decide.service import CallRecord
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from service_process import service, sign  # noqa: E402
@@ -96,3 +104,46 @@ def test_a_process_killed_between_its_record_and_its_marker_counts_the_call_once
     assert len(rows) == CALLS + 1, rows  # each call once: none counted again as interrupted
     assert all(outcome == "ok" for _, outcome in rows), rows
     assert len({record_id for record_id, _ in rows}) == len(rows)
+
+
+CHILD = """
+import datetime as dt, json, os, sys
+from cds.audit.inflight import CallMarkers
+from cds.audit.spool import Spool
+folder, where, record_id, entry = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.stdin.read())
+markers = CallMarkers(os.path.join(folder, "calls"))
+markers.start("bone-health-patient-view", dt.datetime.now(dt.UTC), record_id)
+if where == "spool":
+    Spool(folder).append(entry)
+os._exit(0)  # dies with its marker in place
+"""
+
+
+@pytest.mark.parametrize("where", ["nowhere", "spool", "database"])
+def test_a_dead_process_s_call_has_one_record_wherever_its_record_got_to(tmp_path, auth_config, where):
+    """The class: a process dies after its call started, its record not made, spooled, or committed; the
+    reaper leaves exactly one record for the call, ``interrupted`` only when none was made."""
+    spool = tmp_path / "spool"
+    app = create_app({**auth_config, "AUDIT_SPOOL_DIR": str(spool), "AUDIT_PATIENT_KEY_SECRET": "s" * 32})
+    store = app.extensions["cds.audit"]
+    try:
+        record_id = str(uuid.uuid4())
+        call = CallRecord(service=SERVICE, hook="patient-view", hook_instance=str(uuid.uuid4()),
+                          patient_id="p1", client_iss=None, started=dt.datetime.now(dt.UTC), latency_ms=1.0,
+                          outcome="ok", status=200, record_id=record_id)
+        content = build_content(call, store.pack, store.secret, record_id=record_id)
+        entry = {"kind": "call", "content": content}
+        child = subprocess.run([sys.executable, "-c", CHILD, str(spool), where, record_id],
+                               input=json.dumps(entry), text=True, timeout=DEADLINE, capture_output=True)
+        assert child.returncode == 0, child.stderr
+        assert len(list((spool / "calls").glob("*.call"))) == 1
+        if where == "database":
+            store.write(entry)  # committed, as the dead process had done
+        store.reap_interrupted()
+        assert store.wait_drained(DEADLINE)
+        assert not list((spool / "calls").glob("*.call"))
+        with store.engine.connect() as conn:
+            rows = conn.execute(select(audit_record.c.outcome).where(audit_record.c.id == record_id)).all()
+        assert [r.outcome for r in rows] == (["interrupted"] if where == "nowhere" else ["ok"])
+    finally:
+        store.close()
