@@ -139,7 +139,7 @@ SETTINGS: tuple[Setting, ...] = (
         "suggestion is not validated again (0 turns the cache off).",
         _int,
     ),
-    Setting("CACHE_MAX_BYTES", 256 << 20, "Most bytes the per-process caches may hold together (validated "
+    Setting("CACHE_MAX_BYTES", 512 << 20, "Most bytes the per-process caches may hold together (validated "
             "models 40%, facts 30%, shared elements 15%, suggestions 15%), each entry sized by the JSON text "
             "it was made from; least recently used out first (0 turns them off).", _int),
     Setting(
