@@ -103,8 +103,14 @@ class AuditStore:
         self.markers.end(marker)
 
     def reap_interrupted(self) -> int:
-        """Record the calls of processes that died mid-call (outcome ``interrupted``)."""
-        return self.markers.reap(self._record_interrupted)
+        """Record the calls of processes that died mid-call (outcome ``interrupted``). While the database
+        cannot be read, a marker whose record may be there waits (with its owner's lock) for the next reap."""
+        try:
+            return self.markers.reap(self._record_interrupted)
+        except SQLAlchemyError as exc:
+            log.warning("interrupted calls not recorded yet: the audit database cannot be read (%s); tried "
+                        "again at the next /health", type(exc).__name__)
+            return 0
 
     def _in_trail(self, record_id: str) -> bool:
         """Whether the record ``record_id`` is durable: in the spool (looked at first: the drain deletes a
