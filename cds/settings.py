@@ -114,6 +114,8 @@ SETTINGS: tuple[Setting, ...] = (
             "before it is answered 503 naming the budget; 0 means no limit.", _float, ge=0),
     Setting("CALL_MAX_RESOURCES", 5_000, "Most FHIR resources one hook call may have validated, over every "
             "prefetch key and the draft orders (503 above it); 0 means no limit.", _int, ge=0),
+    Setting("CALL_MAX_FHIR_REQUESTS", 40, "Most GETs one hook call may send to the FHIR server, over every "
+            "prefetch key, pages and retries included (503 above it); 0 means no limit.", _int, ge=0),
     Setting(
         "MODEL_CACHE_SIZE",
         20_000,
@@ -129,6 +131,9 @@ SETTINGS: tuple[Setting, ...] = (
         _int,
         ge=0,
     ),
+    Setting("CACHE_MAX_BYTES", 512 << 20, "Most bytes the per-process caches may hold together (validated "
+            "models 40%, facts 30%, shared elements 15%, suggestions 15%), each entry sized by the JSON text "
+            "it was made from; least recently used out first (0 turns them off).", _int, ge=0),
     Setting(
         "FACTS_CACHE_SIZE",
         1_000,

@@ -85,8 +85,11 @@ def service(
     folder: Path | None = None,
     env: dict[str, str] | None = None,
     startup_seconds: float = 90,
+    launcher: Path | None = None,
 ) -> Iterator[ServiceProcess]:
-    """``cds serve --prod`` on a free port in its own folder; stopped (SIGTERM, then SIGKILL) on exit."""
+    """``cds serve --prod`` on a free port in its own folder; stopped (SIGTERM, then SIGKILL) on exit.
+    ``launcher``: a Python script run instead, given the port as its argument (``workers`` 0: one process,
+    no workers to wait for)."""
     folder = Path(folder or tempfile.mkdtemp(prefix="cds-robust-"))
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -107,8 +110,10 @@ def service(
     }
     log = folder / "service.log"
     with log.open("w") as out:
+        command = [str(launcher), str(port)] if launcher else \
+            ["-m", "cds", "serve", "--prod", "--port", str(port)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cds", "serve", "--prod", "--port", str(port)],
+            [sys.executable, *command],
             cwd=folder,
             env=full_env,
             stdout=out,

@@ -13,13 +13,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cds.deadline import call_limit
 from cds.decide.budget import Budget
 from cds.decide.case import Case, build_case
-from cds.decide.derived import DerivedCache, derived_key
+from cds.decide.derived import DerivedCache, derived_key, derived_size
 from cds.decide.evaluate import Evaluation, Evaluator
 from cds.errors import CdsError, UnknownService
 from cds.fhir import parse as fhir_parse
@@ -32,9 +34,10 @@ log = logging.getLogger("cds.decide.service")
 
 
 class AuditSink(Protocol):
-    """Where each call's record goes. A sink may also offer ``call_started(service, when) -> marker`` and
-    ``call_finished(marker)``: the service calls them around each call, so that a call whose process dies
-    before it answers is still counted."""
+    """Where each call's record goes. A sink may also offer ``call_started(service, when, record_id) ->
+    marker`` and ``call_finished(marker)``: the service calls them around each call, so that a call whose
+    process dies before it answers is still counted (``record_id``: the id the call's record is given, so
+    that a call whose record was made durable is never counted again)."""
 
     def record_call(self, call: CallRecord) -> None: ...
 
@@ -56,11 +59,12 @@ class CallRecord:
     provenance: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     context: dict[str, Any] = field(default_factory=dict)  # hook context (the audit keeps a few fields)
-    #: the key of the record (a uuid), when the caller chose it (to log it); the store makes one otherwise
-    record_id: str | None = None
     #: the call's token id when its replay check is made with the record (``cds.auth.replay_store.Claim``):
     #: a sink that takes it stores both in one transaction, and raises ``TokenReplayed`` on a replay
     claim: Any = None
+    #: the record's key (a uuid), chosen when the call starts (its started-call marker and the call's log
+    #: lines name it; the caller may choose it); the store makes one when it is None
+    record_id: str | None = None
 
 
 #: a card's "Why this card?" address from the service's public base URL and the card's uuid
@@ -86,6 +90,8 @@ class HookService:
     #: the budget of one call (``cds.decide.budget``): seconds, and resources validated
     budget_seconds: float | None = None
     max_resources: int | None = None
+    #: the most GETs one call may send to the FHIR server (pages and retries included)
+    max_fhir_requests: int | None = None
 
     def call(self, service_id: str, body: Any, *, now: dt.datetime | None = None,
              client_iss: str | None = None, base_url: str | None = None, claim: Any = None,
@@ -99,15 +105,17 @@ class HookService:
         request: HookRequest | None = None
         gathered = Gathered()
         evaluation: Evaluation | None = None
-        budget = Budget(self.budget_seconds, self.max_resources)
+        budget = Budget(self.budget_seconds, self.max_resources, max_requests=self.max_fhir_requests)
+        record_id = record_id or str(uuid.uuid4())
         started_hook = getattr(self.audit, "call_started", None)
-        marker = started_hook(service_id, when) if started_hook else None
+        marker = started_hook(service_id, when, record_id) if started_hook else None
         try:
             if hook is None:
                 raise UnknownService(f"no CDS service with id {service_id!r}", field="service")
             request = parse_hook_request(body, hook)
             # gather fills ``gathered`` as it goes, so the audit record has the provenance even on a 412
-            gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered)
+            with call_limit(budget):  # every GET to the FHIR server ends by the call's deadline
+                gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered)
             budget.check("fetching prefetch data")
             key = self._derived_key(service_id, request, gathered, when)
             cache = self.derived_cache
@@ -117,7 +125,7 @@ class HookService:
             if derived is None:
                 derived = self.evaluator.derive(case)
                 if key is not None and cache is not None:
-                    cache.put(key, derived)
+                    cache.put(key, derived, derived_size(derived))
                 budget.check("evaluating the rules")
             evaluation = self.evaluator.evaluate(case, source_label=self.source_label, derived=derived)
             self._add_explain_links(evaluation, base_url)

@@ -43,17 +43,22 @@ def warm_up() -> None:
     canonical("pg/mL")
 
 
-@functools.lru_cache(maxsize=4096)
 def canonical(ucum: str) -> tuple[str, float] | None:
     """``(dimension, magnitude in base units)`` of a UCUM unit, or None when it is not valid UCUM.
 
-    An annotation alone (``{T-Score}``) and the empty unit are the unity ``1``, as UCUM says.
+    An annotation alone (``{T-Score}``) and the empty unit are the unity ``1``, as UCUM says. Only units of
+    at most 64 characters are looked up, and kept in the cache: its 4,096 keys stay short.
     """
     text = ucum.strip()
     if text == "" or re.fullmatch(r"\{[^{}]*\}", text):
         return "dimensionless", 1.0
     if len(text) > 64:
         return None
+    return _canonical(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical(text: str) -> tuple[str, float] | None:
     try:
         with _LOCK:
             quantity = _registry().from_ucum(text)
