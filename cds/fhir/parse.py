@@ -1,7 +1,10 @@
 """FHIR R4 parsing: the only module that imports fhir.resources (its ``R4B`` package; EHRs speak R4).
 
 Only the resource types the rules use are validated; everything else in a Bundle is counted and skipped.
-A resource that fails validation raises ``InvalidFhir`` naming where it is and which field is wrong.
+A resource that fails validation raises ``InvalidFhir`` naming where it is and which field is wrong. Every
+element name of a resource of a used type, and of the Bundles and entries around it, is checked as one R4
+defines before anything else (``cds.fhir.elements``): an element of another release is refused, never
+dropped.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pydantic import ValidationError
 
 from cds.errors import InvalidFhir
 from cds.fhir import units
+from cds.fhir.elements import check_names
 from cds.fhir.digest import digest, json_bytes
 
 #: resourceType -> module name in fhir.resources.R4B
@@ -51,10 +55,19 @@ def warm_up() -> None:
     parse_resource({"resourceType": "Patient", "id": "warm-up"}, where="warm-up")
 
 
-def _describe(exc: ValidationError) -> str:
+def _path(loc: tuple[Any, ...]) -> str:
+    """A pydantic location as a path: ``contained[0].doseForm``."""
+    parts = [f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc if p != "__root__"]
+    return "".join(parts).removeprefix(".")
+
+
+def _describe(exc: ValidationError, where: str) -> tuple[str, str]:
+    """What the first error says, and where it is: the element's own path when R4 does not define it."""
     first = exc.errors()[0]
-    loc = ".".join(str(part) for part in first.get("loc", ()) if part != "__root__")
-    return f"{loc or '(resource)'}: {first.get('msg', 'invalid')}"
+    loc = _path(tuple(first.get("loc", ())))
+    if first.get("type") == "extra_forbidden" and loc:
+        return f"{loc}: not an element of FHIR R4 (this service reads FHIR R4 only)", f"{where}.{loc}"
+    return f"{loc or '(resource)'}: {first.get('msg', 'invalid')}", where
 
 
 class ModelCache:
@@ -165,9 +178,18 @@ _ELEMENTS: OrderedDict[tuple[str, bytes], Any] = OrderedDict()
 _ELEMENTS_LOCK = threading.Lock()
 
 
-def _element_class(name: str) -> Any:
-    module, _, klass = SHARED_ELEMENTS[name].partition(".")
+def r4_class(path: str) -> Any:
+    """An R4B model class by ``module.Class`` (``bundle.BundleEntry``)."""
+    module, _, klass = path.partition(".")
     return getattr(importlib.import_module(f"fhir.resources.R4B.{module}"), klass)
+
+
+def _check_r4(data: dict[str, Any], resource_type: str, where: str) -> None:
+    check_names(data, r4_class(f"{USED_TYPES[resource_type]}.{resource_type}"), where=where, what=resource_type)
+
+
+def _element_class(name: str) -> Any:
+    return r4_class(SHARED_ELEMENTS[name])
 
 
 def _shared_element(name: str, value: Any) -> Any:
@@ -213,6 +235,7 @@ def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) ->
         raise InvalidFhir(
             f"{where}: resourceType {resource_type!r} is not one this service reads", field=where
         )
+    _check_r4(data, resource_type, where)
     part = read_part(data)
     _check_decimals(part, where)
     key = cache.key(part) if cache is not None and cache.max_entries > 0 else None
@@ -229,7 +252,8 @@ def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) ->
                 raise
             model = model_for(resource_type).model_validate(_with_shared_elements(kept))
     except ValidationError as exc:
-        raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {_describe(exc)}", field=where) from exc
+        said, field = _describe(exc, where)
+        raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {said}", field=field) from exc
     except (TypeError, ValueError) as exc:  # fhir.resources raises these for some malformed primitives
         raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {exc}", field=where) from exc
     if key is not None and cache is not None:
@@ -262,6 +286,11 @@ def iter_resources(data: Any, *, where: str, max_entries: int | None = None) -> 
     if data.get("resourceType") != "Bundle":
         yield where, data
         return
+    check_names(data, r4_class("bundle.Bundle"), where=where, what="Bundle")
+    links = data.get("link")
+    for index, link in enumerate(links if isinstance(links, list) else []):
+        if isinstance(link, dict):
+            check_names(link, r4_class("bundle.BundleLink"), where=f"{where}.link[{index}]", what="Bundle.link")
     entries = data.get("entry", [])
     if entries is None:
         return
@@ -276,10 +305,23 @@ def iter_resources(data: Any, *, where: str, max_entries: int | None = None) -> 
         here = f"{where}.entry[{index}]"
         if not isinstance(entry, dict):
             raise InvalidFhir(f"{here}: expected a Bundle entry object", field=here)
+        check_names(entry, r4_class("bundle.BundleEntry"), where=here, what="Bundle.entry")
         resource = entry.get("resource")
         if resource is None:
             continue
         yield f"{here}.resource", resource
+
+
+def used_resources(data: Any, *, where: str, max_entries: int | None = None) -> Iterator[tuple[str, Any]]:
+    """``iter_resources`` without the resources of types the rules never read; the element names of each one
+    yielded are R4's (checked here, before any filter could set it aside unread)."""
+    for here, resource in iter_resources(data, where=where, max_entries=max_entries):
+        if isinstance(resource, dict):
+            kind = resource.get("resourceType")
+            if not is_used_type(kind):
+                continue
+            _check_r4(resource, kind, here)
+        yield here, resource
 
 
 def parse_all(data: Any, *, where: str, max_entries: int | None = None,
@@ -290,9 +332,7 @@ def parse_all(data: Any, *, where: str, max_entries: int | None = None,
     validated at all: the rules could not use it).
     """
     models = []
-    for here, resource in iter_resources(data, where=where, max_entries=max_entries):
-        if isinstance(resource, dict) and not is_used_type(resource.get("resourceType")):
-            continue
+    for here, resource in used_resources(data, where=where, max_entries=max_entries):
         if relevant is not None and not relevant(resource):
             continue
         models.append(parse_resource(resource, where=here, cache=cache))
@@ -382,7 +422,7 @@ def _checked_outgoing(data: Any, *, where: str) -> tuple[dict[str, Any] | None, 
             fixed = [e for e in errors
                      if e.get("type") == "list_type" and _wrap_at(repaired, tuple(e["loc"]))]
             if not fixed:
-                return None, f"{where}: not valid FHIR {data['resourceType']}: {_describe(exc)}"
+                return None, f"{where}: not valid FHIR {data['resourceType']}: {_describe(exc, where)[0]}"
         except (TypeError, ValueError) as exc:
             return None, f"{where}: not valid FHIR {data['resourceType']}: {exc}"
     return None, f"{where}: not valid FHIR {data['resourceType']}"
