@@ -237,6 +237,12 @@ SETTINGS: tuple[Setting, ...] = (
         _int,
     ),
     Setting(
+        "AUTH_MAX_TOKEN_AGE",
+        300,
+        "Oldest a client token may be, from its own `iat`, in seconds (401 above it, whatever its `exp`).",
+        _int,
+    ),
+    Setting(
         "JWKS_CACHE_SECONDS", 300, "How long a JWK Set fetched from a `jku` URL is kept, in seconds.", _int
     ),
     Setting(
