@@ -104,7 +104,8 @@ def _estradiol(value: dict[str, Any]) -> dict[str, Any]:
 def _audited(server: SimpleNamespace, hook_instance: str) -> str:
     """The audit record of the call (its content, as stored in the service's own database)."""
     with sqlite3.connect(server.folder / "audit.sqlite3") as db:
-        rows = db.execute("SELECT content FROM audit_record WHERE hook_instance = ?", (hook_instance,)).fetchall()
+        rows = db.execute("SELECT content FROM audit_record WHERE hook_instance = ?",
+                          (hook_instance,)).fetchall()
     assert len(rows) == 1
     return str(rows[0][0])
 

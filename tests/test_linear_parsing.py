@@ -52,7 +52,8 @@ RATIO = LONG / SHORT
 
 #: what the texts are made of: runs that make backtracking patterns blow up, and text that looks like data
 PIECES = [" ", "  ", "\t", "\n", "\r\n", "\u00a0", "\u2003", "0", "5", "9", ".", ",", "-", "+", "<", ">", "=",
-          "<=", "≤", "≥", "*", "^", "/", "(", ")", "[", "]", "{", "}", "'", '"', "\\", "&", "#", "|", "_", "~",
+          "<=", "≤", "≥", "*", "^", "/", "(", ")", "[", "]", "{", "}", "'", '"', "\\", "&", "#", "|",
+          "_", "~",
           "`", "%", ":", "//", "?", "x", "e", "E", "T", "Z", "10*", "10^", "m", "g", "L", "pg/mL", "mcg", "µ",
           "é", "𝟙", "٣", "\u200b", "\ufeff", "Patient/", "urn:uuid:", "p1", "_history", "#med", "www.",
           "http://", "alendronic", "acid", "anastrozole", "-0", "2026-", "12:00:00", "{{", "}}", "context."]
@@ -81,7 +82,7 @@ def _within_budget(parser: Callable[[str], Any], shape: tuple[str, str, str]) ->
                            f"(budget {budget:.3f} s)"
 
 
-# -- the parsers, each fed one text ---------------------------------------------------------------------------
+# -- the parsers, each fed one text --------------------------------------------------------------------------
 
 
 def _observation(**fields: Any) -> dict[str, Any]:
@@ -111,9 +112,9 @@ def _medication_request(text: str) -> None:
 
 
 def _hook_request(text: str) -> None:
-    envelope.parse_hook_request({"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
-                                 "context": {"userId": text, "patientId": text}, "fhirServer": text},
-                                "patient-view")
+    body = {"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+            "context": {"userId": text, "patientId": text}, "fhirServer": text}
+    envelope.parse_hook_request(body, "patient-view")
 
 
 PARSERS: dict[str, Callable[[str], Any]] = {
@@ -126,7 +127,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "UCUM unit": lambda t: units.to_canonical(5.0, t, ESTRADIOL),
     "unit text": lambda t: units.from_text(t, ALIASES),
     "code and display": lambda t: _read_observation(_observation(
-        code={"text": t, "coding": [{"system": LOINC, "code": "2243-4", "display": t}]}, bodySite={"text": t})),
+        code={"text": t, "coding": [{"system": LOINC, "code": "2243-4", "display": t}]},
+        bodySite={"text": t})),
     "code value": lambda t: _read_observation(_observation(code={"coding": [{"system": LOINC, "code": t}]})),
     "dates": lambda t: _read_observation(_observation(effectiveDateTime=t, issued=t)),
     "ids and status": lambda t: _read_observation(_observation(id=t, status=t)),
@@ -181,7 +183,7 @@ def test_every_parser_is_linear_in_its_input(name, shape):
     assert ok, f"{name}: {said}; shape {shape!r}"
 
 
-# -- bounds checked before the UCUM library sees a unit --------------------------------------------------------
+# -- bounds checked before the UCUM library sees a unit ------------------------------------------------------
 
 UCUM_TEXT = st.lists(st.sampled_from(["10*", "10^", "m", "g", "L", "mL", "pg", "ng", "mol", "s", "h", "[iU]",
                                       "{x}", ".", "/", "(", ")", "+", "-", "0", "1", "2", "3", "9", "99"]),
@@ -210,13 +212,14 @@ def test_a_unit_beyond_the_bounds_is_set_aside_saying_which(unit, said):
     assert value is None and said in why and "not recognised" in why
 
 
-@pytest.mark.parametrize("unit", ["10*12", "10*-3", "10^9", "cm2", "m-2", "g/(24.h)", "[Btu_39]", "{T-Score}"])
+@pytest.mark.parametrize("unit", ["10*12", "10*-3", "10^9", "cm2", "m-2", "g/(24.h)", "[Btu_39]",
+                                  "{T-Score}"])
 def test_units_within_the_bounds_still_reach_the_library(unit):
     assert units.unit_problem(unit) == ""
     assert units.canonical(unit) is not None
 
 
-# -- the same answers as before, in linear time ----------------------------------------------------------------
+# -- the same answers as before, in linear time --------------------------------------------------------------
 
 #: the text-result pattern the service used to run (cubic on a run of spaces before a line break): the
 #: reference the one-pass reader is held to, on short texts only
@@ -241,20 +244,20 @@ def test_text_results_are_read_as_the_former_pattern_read_them(text):
     ("5" + " " * 3000 + "x\ny", "reported as text"),
 ])
 def test_a_text_result_that_is_no_number_says_why(text, why):
-    reading = values.read(SimpleNamespace(dataAbsentReason=None, valueQuantity=None, valueString=text), ALIASES)
+    reading = PARSERS["valueString"](text)
     assert reading.number is None and why in reading.why
     assert len(reading.why) < 200  # the text itself is quoted only in part
 
 
 def test_a_huge_magnitude_is_shown_in_few_characters():
-    model = fhir_parse.parse_resource(_observation(valueQuantity={"value": 1e300, "unit": "pg/mL",
-                                                                  "system": UCUM, "code": "pg/mL"}), where="x")
+    quantity = {"value": 1e300, "unit": "pg/mL", "system": UCUM, "code": "pg/mL"}
+    model = fhir_parse.parse_resource(_observation(valueQuantity=quantity), where="x")
     reading = values.read(model, ALIASES)
     assert len(reading.number_text) <= values.MAX_NUMBER_CHARS
     assert units.to_canonical(reading.number, reading.unit, ESTRADIOL)[0] is None
 
 
-# -- at the size limits ----------------------------------------------------------------------------------------
+# -- at the size limits --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("body", [

@@ -43,5 +43,5 @@ def check_names(data: dict[str, Any], model: Any, *, where: str, what: str) -> N
     paths = [f"{where}.{name}" for name in unknown]
     raise InvalidFhir(f"{paths[0]}: {unknown[0]!r} is not an element of FHIR R4 {what} (this service reads "
                       "FHIR R4 only; an element of another FHIR release is refused, never ignored)",
-                      field=paths[0], details=[f"{path}: not an element of FHIR R4 {what}" for path in paths[1:]],
-                      detail_fields=paths[1:])
+                      field=paths[0], details=[f"{p}: not an element of FHIR R4 {what}" for p in paths[1:]],
+                      detail_fields=list[str | None](paths[1:]))

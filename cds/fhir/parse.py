@@ -20,8 +20,8 @@ from pydantic import ValidationError
 
 from cds.errors import InvalidFhir
 from cds.fhir import units
-from cds.fhir.elements import check_names
 from cds.fhir.digest import digest, json_bytes
+from cds.fhir.elements import check_names
 
 #: resourceType -> module name in fhir.resources.R4B
 USED_TYPES = {
@@ -185,7 +185,8 @@ def r4_class(path: str) -> Any:
 
 
 def _check_r4(data: dict[str, Any], resource_type: str, where: str) -> None:
-    check_names(data, r4_class(f"{USED_TYPES[resource_type]}.{resource_type}"), where=where, what=resource_type)
+    model = r4_class(f"{USED_TYPES[resource_type]}.{resource_type}")
+    check_names(data, model, where=where, what=resource_type)
 
 
 def _element_class(name: str) -> Any:
@@ -290,7 +291,8 @@ def iter_resources(data: Any, *, where: str, max_entries: int | None = None) -> 
     links = data.get("link")
     for index, link in enumerate(links if isinstance(links, list) else []):
         if isinstance(link, dict):
-            check_names(link, r4_class("bundle.BundleLink"), where=f"{where}.link[{index}]", what="Bundle.link")
+            check_names(link, r4_class("bundle.BundleLink"), where=f"{where}.link[{index}]",
+                        what="Bundle.link")
     entries = data.get("entry", [])
     if entries is None:
         return
@@ -318,7 +320,7 @@ def used_resources(data: Any, *, where: str, max_entries: int | None = None) -> 
     for here, resource in iter_resources(data, where=where, max_entries=max_entries):
         if isinstance(resource, dict):
             kind = resource.get("resourceType")
-            if not is_used_type(kind):
+            if not isinstance(kind, str) or not is_used_type(kind):
                 continue
             _check_r4(resource, kind, here)
         yield here, resource

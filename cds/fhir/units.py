@@ -163,8 +163,8 @@ def to_canonical(value: float, unit: str, analyte: dict[str, Any]) -> tuple[floa
     if known is None:
         problem = unit_problem(unit)
         shown = unit if len(unit) <= MAX_UNIT_CHARS else unit[:MAX_UNIT_CHARS - 1] + "…"
-        return None, f"unit {shown!r} is not recognised ({problem + '; ' if problem else ''}expected one of " \
-                     f"{', '.join(factors)})"
+        said = f"{problem}; " if problem else ""
+        return None, f"unit {shown!r} is not recognised ({said}expected one of {', '.join(factors)})"
     converted = value * float(factors[known])
     if not math.isfinite(converted) or converted > 1e9:
         return None, "the value is outside any plausible range"
