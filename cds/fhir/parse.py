@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from cds.errors import InvalidFhir
 from cds.fhir import units
 from cds.fhir.digest import digest, json_bytes
-from cds.fhir.elements import check_names
+from cds.fhir.elements import check_names, describe
 
 #: resourceType -> module name in fhir.resources.R4B
 USED_TYPES = {
@@ -53,21 +53,6 @@ def warm_up() -> None:
         model_for(resource_type)
     units.warm_up()
     parse_resource({"resourceType": "Patient", "id": "warm-up"}, where="warm-up")
-
-
-def _path(loc: tuple[Any, ...]) -> str:
-    """A pydantic location as a path: ``contained[0].doseForm``."""
-    parts = [f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc if p != "__root__"]
-    return "".join(parts).removeprefix(".")
-
-
-def _describe(exc: ValidationError, where: str) -> tuple[str, str]:
-    """What the first error says, and where it is: the element's own path when R4 does not define it."""
-    first = exc.errors()[0]
-    loc = _path(tuple(first.get("loc", ())))
-    if first.get("type") == "extra_forbidden" and loc:
-        return f"{loc}: not an element of FHIR R4 (this service reads FHIR R4 only)", f"{where}.{loc}"
-    return f"{loc or '(resource)'}: {first.get('msg', 'invalid')}", where
 
 
 class ModelCache:
@@ -253,7 +238,7 @@ def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) ->
                 raise
             model = model_for(resource_type).model_validate(_with_shared_elements(kept))
     except ValidationError as exc:
-        said, field = _describe(exc, where)
+        said, field = describe(exc, where)
         raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {said}", field=field) from exc
     except (TypeError, ValueError) as exc:  # fhir.resources raises these for some malformed primitives
         raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {exc}", field=where) from exc
@@ -424,7 +409,7 @@ def _checked_outgoing(data: Any, *, where: str) -> tuple[dict[str, Any] | None, 
             fixed = [e for e in errors
                      if e.get("type") == "list_type" and _wrap_at(repaired, tuple(e["loc"]))]
             if not fixed:
-                return None, f"{where}: not valid FHIR {data['resourceType']}: {_describe(exc, where)[0]}"
+                return None, f"{where}: not valid FHIR {data['resourceType']}: {describe(exc, where)[0]}"
         except (TypeError, ValueError) as exc:
             return None, f"{where}: not valid FHIR {data['resourceType']}: {exc}"
     return None, f"{where}: not valid FHIR {data['resourceType']}"
