@@ -2,8 +2,8 @@
 
 The class: whatever reads text that comes from a request or a FHIR server — lab value strings, units (UCUM
 codes and unit texts), codes, display texts matched against drug names, dates, ids, references, the JSON
-body itself, the patient id scrubbed from audit content, the text escaped into card Markdown, a card link's
-token, a FHIR server's base and ``next`` links, a prefetch template's context values. A backtracking pattern
+body itself, the client's token, the patient id scrubbed from audit content, the text escaped into card
+Markdown, a card link's token, a FHIR server's base and ``next`` links, a prefetch template's context values. A backtracking pattern
 over such text froze the service (``"5"`` + 3,000 spaces + ``"x\\ny"`` as an estradiol ``valueString``:
 cubic; a JSON body of escaped quotes: quadratic), and so did a unit handed to the UCUM library with an
 exponent of 29,999,999.
@@ -28,8 +28,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from support import PUBLIC_JWKS, TEST_ISS
 
 from cds.auth import links
+from cds.auth.trusted_clients import parse_trusted_clients
+from cds.auth.verify import TokenVerifier
 from cds.errors import CdsError
 from cds.fhir import parse as fhir_parse
 from cds.fhir import references, units, values
@@ -44,6 +47,8 @@ PACK = rulepack.load()
 ALIASES = PACK.valuesets["unit_text_aliases"]
 RELEVANCE = Relevance(PACK.valuesets)
 ESTRADIOL = PACK.valuesets["labs"]["estradiol"]
+VERIFIER = TokenVerifier(parse_trusted_clients({"clients": [{"iss": TEST_ISS, "jwks": PUBLIC_JWKS}]},
+                                               where="test"), replay=lambda *_: True)
 LOINC, UCUM = "http://loinc.org", "http://unitsofmeasure.org"
 
 SHORT, LONG = 1024, 16384  # repeats of the unit: the long text is 16 times the short one
@@ -155,6 +160,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
                                             {"patientId": t, "x": t, "userId": t}),
     "FHIR server base and next link": lambda t: (parse_base(t), plain_path(t)),
     "card link token": lambda t: _link(t),
+    "client token (Authorization header)": lambda t: VERIFIER.verify(f"Bearer {t}", "http://localhost/x"),
+    "client token, dotted": lambda t: VERIFIER.verify(f"Bearer e30.{t}.{t}", "http://localhost/x"),
     "patient id in audit content": lambda t: _scrub(t),
 }
 
