@@ -3,10 +3,10 @@
 The class: whatever reads text that comes from a request or a FHIR server — lab value strings, units (UCUM
 codes and unit texts), codes, display texts matched against drug names, dates, ids, references, the JSON
 body itself, the client's token, the patient id scrubbed from audit content, the text escaped into card
-Markdown, a card link's token, a FHIR server's base and ``next`` links, a prefetch template's context values. A backtracking pattern
-over such text froze the service (``"5"`` + 3,000 spaces + ``"x\\ny"`` as an estradiol ``valueString``:
-cubic; a JSON body of escaped quotes: quadratic), and so did a unit handed to the UCUM library with an
-exponent of 29,999,999.
+Markdown, a card link's token, a FHIR server's base and ``next`` links, a prefetch template's context
+values. A backtracking pattern over such text froze the service (``"5"`` + 3,000 spaces + ``"x\\ny"`` as
+an estradiol ``valueString``: cubic; a JSON body of escaped quotes: quadratic), and so did a unit handed to
+the UCUM library with an exponent of 29,999,999.
 
 How it is measured, robustly on a loaded machine: hypothesis builds adversarial texts as a prefix, a short
 unit repeated, and a suffix (long runs of spaces, digits, signs, brackets, exponents, ``*``, ``^``, line
