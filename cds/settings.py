@@ -268,6 +268,13 @@ SETTINGS: tuple[Setting, ...] = (
         ge=1,
     ),
     Setting(
+        "AUTH_MAX_TOKEN_AGE",
+        300,
+        "Oldest a client token may be, from its own `iat`, in seconds (401 above it, whatever its `exp`).",
+        _int,
+        ge=1,
+    ),
+    Setting(
         "JWKS_CACHE_SECONDS", 300, "How long a JWK Set fetched from a `jku` URL is kept, in seconds.", _int,
         ge=0,
     ),

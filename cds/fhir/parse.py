@@ -1,7 +1,10 @@
 """FHIR R4 parsing: the only module that imports fhir.resources (its ``R4B`` package; EHRs speak R4).
 
 Only the resource types the rules use are validated; everything else in a Bundle is counted and skipped.
-A resource that fails validation raises ``InvalidFhir`` naming where it is and which field is wrong.
+A resource that fails validation raises ``InvalidFhir`` naming where it is and which field is wrong. Every
+element name of a resource of a used type, and of the Bundles and entries around it, is checked as one R4
+defines before anything else (``cds.fhir.elements``): an element of another release is refused, never
+dropped.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from cds.errors import InvalidFhir
 from cds.fhir import units
 from cds.fhir.cache import LRU
 from cds.fhir.digest import digest_sized
+from cds.fhir.elements import check_names, describe
 from cds.settings import default as setting_default
 
 #: resourceType -> module name in fhir.resources.R4B
@@ -49,12 +53,6 @@ def warm_up() -> None:
         model_for(resource_type)
     units.warm_up()
     parse_resource({"resourceType": "Patient", "id": "warm-up"}, where="warm-up")
-
-
-def _describe(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    loc = ".".join(str(part) for part in first.get("loc", ()) if part != "__root__")
-    return f"{loc or '(resource)'}: {first.get('msg', 'invalid')}"
 
 
 class ModelCache(LRU[tuple[str, str, str, bytes], Any]):
@@ -148,9 +146,19 @@ ELEMENT_CACHE_BYTES = 16 << 20  # set from CDS_CACHE_MAX_BYTES when the app is b
 _ELEMENTS: LRU[tuple[str, bytes], Any] = LRU()
 
 
-def _element_class(name: str) -> Any:
-    module, _, klass = SHARED_ELEMENTS[name].partition(".")
+def r4_class(path: str) -> Any:
+    """An R4B model class by ``module.Class`` (``bundle.BundleEntry``)."""
+    module, _, klass = path.partition(".")
     return getattr(importlib.import_module(f"fhir.resources.R4B.{module}"), klass)
+
+
+def _check_r4(data: dict[str, Any], resource_type: str, where: str) -> None:
+    model = r4_class(f"{USED_TYPES[resource_type]}.{resource_type}")
+    check_names(data, model, where=where, what=resource_type)
+
+
+def _element_class(name: str) -> Any:
+    return r4_class(SHARED_ELEMENTS[name])
 
 
 def _shared_element(name: str, value: Any) -> Any:
@@ -191,6 +199,7 @@ def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) ->
         raise InvalidFhir(
             f"{where}: resourceType {resource_type!r} is not one this service reads", field=where
         )
+    _check_r4(data, resource_type, where)
     part = read_part(data)
     _check_decimals(part, where)
     keyed = cache.key(part) if cache is not None and cache.max_entries > 0 else None
@@ -207,7 +216,8 @@ def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) ->
                 raise
             model = model_for(resource_type).model_validate(_with_shared_elements(kept))
     except ValidationError as exc:
-        raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {_describe(exc)}", field=where) from exc
+        said, field = describe(exc, where)
+        raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {said}", field=field) from exc
     except (TypeError, ValueError) as exc:  # fhir.resources raises these for some malformed primitives
         raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {exc}", field=where) from exc
     if keyed is not None and cache is not None:
@@ -240,6 +250,12 @@ def iter_resources(data: Any, *, where: str, max_entries: int | None = None) -> 
     if data.get("resourceType") != "Bundle":
         yield where, data
         return
+    check_names(data, r4_class("bundle.Bundle"), where=where, what="Bundle")
+    links = data.get("link")
+    for index, link in enumerate(links if isinstance(links, list) else []):
+        if isinstance(link, dict):
+            check_names(link, r4_class("bundle.BundleLink"), where=f"{where}.link[{index}]",
+                        what="Bundle.link")
     entries = data.get("entry", [])
     if entries is None:
         return
@@ -254,10 +270,23 @@ def iter_resources(data: Any, *, where: str, max_entries: int | None = None) -> 
         here = f"{where}.entry[{index}]"
         if not isinstance(entry, dict):
             raise InvalidFhir(f"{here}: expected a Bundle entry object", field=here)
+        check_names(entry, r4_class("bundle.BundleEntry"), where=here, what="Bundle.entry")
         resource = entry.get("resource")
         if resource is None:
             continue
         yield f"{here}.resource", resource
+
+
+def used_resources(data: Any, *, where: str, max_entries: int | None = None) -> Iterator[tuple[str, Any]]:
+    """``iter_resources`` without the resources of types the rules never read; the element names of each one
+    yielded are R4's (checked here, before any filter could set it aside unread)."""
+    for here, resource in iter_resources(data, where=where, max_entries=max_entries):
+        if isinstance(resource, dict):
+            kind = resource.get("resourceType")
+            if not isinstance(kind, str) or not is_used_type(kind):
+                continue
+            _check_r4(resource, kind, here)
+        yield here, resource
 
 
 def parse_all(data: Any, *, where: str, max_entries: int | None = None,
@@ -268,9 +297,7 @@ def parse_all(data: Any, *, where: str, max_entries: int | None = None,
     validated at all: the rules could not use it).
     """
     models = []
-    for here, resource in iter_resources(data, where=where, max_entries=max_entries):
-        if isinstance(resource, dict) and not is_used_type(resource.get("resourceType")):
-            continue
+    for here, resource in used_resources(data, where=where, max_entries=max_entries):
         if relevant is not None and not relevant(resource):
             continue
         models.append(parse_resource(resource, where=here, cache=cache))
@@ -356,7 +383,7 @@ def _checked_outgoing(data: Any, *, where: str) -> tuple[dict[str, Any] | None, 
             fixed = [e for e in errors
                      if e.get("type") == "list_type" and _wrap_at(repaired, tuple(e["loc"]))]
             if not fixed:
-                return None, f"{where}: not valid FHIR {data['resourceType']}: {_describe(exc)}"
+                return None, f"{where}: not valid FHIR {data['resourceType']}: {describe(exc, where)[0]}"
         except (TypeError, ValueError) as exc:
             return None, f"{where}: not valid FHIR {data['resourceType']}: {exc}"
     return None, f"{where}: not valid FHIR {data['resourceType']}"
