@@ -29,7 +29,7 @@ if [ "$venvver" != "$pyver" ]; then
   exit 1
 fi
 # Reinstall when pyproject.toml or the durable-rules build recipe changes.
-stamp="$VENV/.installed-$(cat pyproject.toml scripts/build_durable_rules.py | sha1sum | cut -c1-12)"
+stamp="$VENV/.installed-$(cat pyproject.toml scripts/build_durable_rules.py cds/rules/durable_build.py | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   echo "run.sh: installing the project and its test dependencies into $VENV (first run only)..." >&2
   log="$VENV/install.log"

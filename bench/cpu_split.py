@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         "CDS_DEV_MODE": "false", "CDS_TRUSTED_CLIENTS": str(client.trusted),
         "CDS_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "CDS_LOG_LEVEL": "WARNING", "CDS_DATABASE_URL": database, "CDS_AUDIT_SPOOL_DIR": str(work / "spool"),
-        "CDS_AUDIT_PATIENT_KEY_SECRET": "bench-patient-key-secret-0123456789", "SPEC_FLOOR_AUDIENCE": aud,
+        "CDS_AUDIT_PATIENT_KEY_SECRET": "bench-patient-key-secret-0123456789",
+        "CDS_LINK_SECRET": "bench-link-secret-0123456789abcdef", "SPEC_FLOOR_AUDIENCE": aud,
         "CDS_MODEL_CACHE_SIZE": "0" if cold else "20000", "CDS_FACTS_CACHE_SIZE": "0" if cold else "1000",
         "CDS_SUGGESTION_CACHE_SIZE": "0" if cold else "1024",
     }

@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "CDS_DATABASE_URL": database,
         "CDS_AUDIT_SPOOL_DIR": str(work / "spool"),
         "CDS_AUDIT_PATIENT_KEY_SECRET": "bench-patient-key-secret-0123456789",
+        "CDS_LINK_SECRET": "bench-link-secret-0123456789abcdef",
     }
     aud = f"http://127.0.0.1:{port}{SERVICE_PATH}"
     results: dict = {

@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "CDS_DATABASE_URL": database,
         "CDS_AUDIT_SPOOL_DIR": str(work / "spool"),
         "CDS_AUDIT_PATIENT_KEY_SECRET": "bench-patient-key-secret-0123456789",
+        "CDS_LINK_SECRET": "bench-link-secret-0123456789abcdef",
         # cold: the bodies repeat under wrk, so no cache keyed by a patient's content
         "CDS_MODEL_CACHE_SIZE": "0" if args.workload == "cold" else "20000",
         "CDS_FACTS_CACHE_SIZE": "0" if args.workload == "cold" else "1000",

@@ -4,12 +4,17 @@
     cds wait --url BASE [--timeout S]           exit 0 once the service answers GET /health
     cds request BUNDLE --hook HOOK --url BASE   send a fixture as a signed hook call, print the cards
     cds replay DIR --url BASE                   replay every fixture with a sidecar, report pass/fail/skip
+    cds collection [DIR]... [--out FILE]        a Postman v2.1 request collection of those fixtures
     cds evaluate BUNDLE --hook HOOK [--at DATE] [--json]
     cds rules check [DIR]                       validate a rule pack and the site config
     cds rules valuesets [DIR]                   value-set coverage: codes by system, names, where verified
     cds dev-token --url URL                     print a development client token for a call to URL
     cds audit list|show|verify|export|replay|migrate|drain|token|patient-key   (cds/audit/cli.py)
     cds --version
+
+Before any command (``--help`` and ``--version`` too), the rules engine's library is checked: where the
+installed durable-rules cannot run on this Python (PyPI's build on 3.13), the command stops with one line
+naming the problem and the command that fixes it (``cds.rules.durable_build``), exit status 3.
 
 Errors are one line on stderr and a non-zero exit status; never a traceback. Output into a closed pipe
 (``cds audit list | head -1``) ends quietly. ``main`` returns the exit status (``--help`` and
@@ -56,6 +61,11 @@ def serve_cmd(host: str | None, port: int | None, prod: bool) -> int:
 
         return run_production(settings.load(overrides))
     app = create_app(overrides)
+    if app.config["LOG_FORMAT"] == "json":  # without Flask's banner, which is printed, not logged
+        from werkzeug.serving import run_simple
+
+        run_simple(app.config["HOST"], app.config["PORT"], app, threaded=True)
+        return 0
     app.run(host=app.config["HOST"], port=app.config["PORT"], debug=False, threaded=True)
     return 0
 
@@ -201,6 +211,9 @@ class _NeverRaised(click.UsageError):
     """Stands in for click's ``NoArgsIsHelpError`` (click >= 8.2) on an older click, which exits 0 instead."""
 
 
+#: the exit status of a command stopped because the rules engine's library cannot run
+ENGINE_UNAVAILABLE = 3
+
 _NO_ARGS: type[click.UsageError] = getattr(click.exceptions, "NoArgsIsHelpError", _NeverRaised)
 
 
@@ -216,6 +229,12 @@ def _quiet_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    from cds.rules.durable_build import problem
+
+    engine_problem = problem()
+    if engine_problem:
+        click.echo(f"cds: {engine_problem}", err=True)
+        return ENGINE_UNAVAILABLE
     try:
         try:
             with cli.make_context("cds", args) as ctx:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from importlib.resources import files
 from pathlib import Path
 
 from sqlalchemy import MetaData, create_engine, event
@@ -72,7 +73,7 @@ def private_sqlite_file(path: Path) -> None:
             pass
 
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS = Path(str(files("cds.migrations")))
 
 
 #: Alembic keeps the running migration's context in module globals (``alembic.context``), so two threads

@@ -8,14 +8,22 @@ the deadline passes, a timer shuts those sockets down, so a read blocked anywher
 line, headers, body) returns at once, and ``deadline.expired`` tells the caller why it failed.
 
 Used by the FHIR client (``cds/fhir/client.py``) and the JWK Set fetches (``cds/auth/trusted_clients.py``).
+
+A hook call's own budget (``cds.decide.budget.Budget``) is the ``CallLimit`` of its thread while its
+prefetch data is fetched (``with call_limit(budget): ...``): the FHIR client asks it before every GET
+(``check``, ``count_request``), bounds each GET's timeouts and deadline by what ``remaining`` gives, and
+answers a wait that the budget cut short with ``exceeded``. So every wait on the FHIR server ends by the
+call's deadline, and paging stops there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -23,6 +31,38 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 _current = threading.local()
+
+
+class CallLimit(Protocol):
+    """What an outgoing exchange made for a hook call asks of that call's budget."""
+
+    def remaining(self) -> float | None:
+        """Seconds the call has left (may be negative), or None when its time is not limited."""
+
+    def check(self, stage: str) -> None:
+        """Raise (the call's ``BudgetExceeded``) when the call has run out of time."""
+
+    def count_request(self, stage: str) -> None:
+        """Count one outgoing request; raise when the call has sent more than it may."""
+
+    def exceeded(self, stage: str) -> Exception:
+        """The error saying the call ran out of time while ``stage``."""
+
+
+@contextlib.contextmanager
+def call_limit(limit: CallLimit | None) -> Iterator[None]:
+    """Make ``limit`` the call limit of the exchanges this thread makes inside the block."""
+    previous = getattr(_current, "limit", None)
+    _current.limit = limit
+    try:
+        yield
+    finally:
+        _current.limit = previous
+
+
+def current_call_limit() -> CallLimit | None:
+    """The call limit of this thread (``call_limit``), or None outside a hook call."""
+    return getattr(_current, "limit", None)
 
 
 class Deadline:

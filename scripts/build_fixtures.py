@@ -104,8 +104,15 @@ def med_request(
     return mr
 
 
-def anastrozole(status: str = "active", rid: str = "ai-1") -> dict[str, Any]:
-    return med_request(rid, rxnorm="199224", display="anastrozole 1 MG Oral Tablet", status=status)
+def anastrozole(status: str = "active", rid: str = "ai-1", started: int = 90) -> dict[str, Any]:
+    """An anastrozole order authored ``started`` days ago."""
+    order = med_request(rid, rxnorm="199224", display="anastrozole 1 MG Oral Tablet", status=status)
+    order["authoredOn"] = ago(started)
+    return order
+
+
+#: an aromatase inhibitor course long past its first estradiol check: the yearly cadence applies
+LONG_COURSE = 800
 
 
 def medication(rid: str, rxnorm: str, display: str) -> dict[str, Any]:

@@ -176,6 +176,73 @@ def sandbox_dxa_cpt() -> tuple[dict[str, Any], dict[str, Any]]:
         "not_cards": ["dxa-baseline-missing", "vitamin-d-missing", "evaluation-gaps"]}
 
 
+SYNTHEA_CALCIUM = ("49765-1", "Calcium [Mass/volume] in Blood")
+TESTOSTERONE = ("2986-8", "Testosterone [Mass/volume] in Serum or Plasma")
+
+
+def synthea_trt_man_anastrozole_added() -> tuple[dict[str, Any], dict[str, Any]]:
+    p = s.SyntheaPatient(1304, sex="male", age=54, given="Roberto77", family="Lind41")
+    p.background(20)
+    p.medication("835840", "1 ML testosterone cypionate 200 MG/ML Injection", days_ago=700)
+    p.medication("199224", "anastrozole 1 MG Oral Tablet", days_ago=120)
+    p.lab(*E2, 48.61230498127734, "pg/mL", days_ago=200)
+    p.lab(*TESTOSTERONE, 612.3377196610248, "ng/dL", days_ago=60)
+    p.lab(*VITD, 39.50917356470411, "ng/mL", days_ago=60)
+    p.lab(*SYNTHEA_CALCIUM, 9.381402315934553, "mg/dL", days_ago=60)
+    p.dxa_t_score(-0.4123456789012345, days_ago=300)
+    bundle = p.bundle("Synthea-shaped: man on testosterone, anastrozole added 120 days ago, his only "
+                      "estradiol from before the start; calcium coded 49765-1 as Synthea emits it")
+    return bundle, {"hook": "patient-view", **HOOK_AT,
+                    "cards": [{"rule": "estradiol-first-check-due", "indicator": "info",
+                               "summary_contains": "anastrozole started 120 days ago"},
+                              {"rule": "testosterone-against-target", "indicator": "info"}],
+                    "not_cards": ["estradiol-monitoring-due", "calcium-monitoring-due", "evaluation-gaps"]}
+
+
+def synthea_woman_low_calcium_49765_1() -> tuple[dict[str, Any], dict[str, Any]]:
+    p = s.SyntheaPatient(1305, sex="female", age=69, given="Ines402", family="Okafor8")
+    p.background(28)
+    p.medication("199224", "anastrozole 1 MG Oral Tablet", days_ago=500)
+    p.lab(*VITD, 33.80147012367823, "ng/mL", days_ago=45)
+    p.lab(*SYNTHEA_CALCIUM, 8.123456789012345, "mg/dL", days_ago=45)
+    p.dxa_t_score(-0.9345678901234567, days_ago=250)
+    bundle = p.bundle("Synthea-shaped: woman on anastrozole, calcium 8.12 mg/dL coded 49765-1 (calcium in "
+                      "blood, the code of Synthea's metabolic panels)")
+    return bundle, {"hook": "patient-view", **HOOK_AT,
+                    "cards": [{"rule": "calcium-low-on-ai", "indicator": "warning",
+                               "summary_contains": "8.12"}],
+                    "fired": ["low-calcium"],
+                    "not_cards": ["calcium-monitoring-due", "evaluation-gaps"]}
+
+
+def us_core_woman_on_ovarian_suppression() -> tuple[dict[str, Any], dict[str, Any]]:
+    pid = "uscore-woman-41-ofs"
+    dxa = [("o-spine-z", "85394-5", "DXA Lumbar spine [Z-score] Bone density", -2.4, "z"),
+           ("o-spine-bmd", "24966-4", "DXA Lumbar spine [Mass/Area] Bone density", 0.812, "bmd")]
+    goserelin = s.medication_request("mr-goserelin", pid, text="Zoladex 3.6 mg implant")
+    goserelin["medicationCodeableConcept"]["coding"] = [
+        {"system": "http://www.whocc.no/atc", "code": "L02AE03", "display": "goserelin"}]
+    goserelin["dosageInstruction"] = [{"text": "3.6 mg subcutaneously every 28 days", "timing": {
+        "repeat": {"frequency": 1, "period": 28, "periodUnit": "d"}}}]
+    resources = [s.us_core_patient(pid, "female", 41),
+                 s.medication_request("mr-exemestane", pid, code="310261",
+                                      display="exemestane 25 MG Oral Tablet"),
+                 goserelin,
+                 s.us_core_lab("o-vitd", pid, *VITD, 42, "ng/mL", days_ago=50),
+                 s.us_core_lab("o-ca", pid, *CALCIUM, 9.5, "mg/dL", days_ago=50, reference=(8.5, 10.5)),
+                 *(s.us_core_dxa(rid, pid, code, display, value, kind, days_ago=30)
+                   for rid, code, display, value, kind in dxa),
+                 s.us_core_dxa_report("dr-dxa", pid, [d[0] for d in dxa], days_ago=30)]
+    description = ("US Core: a woman of 41 on exemestane with goserelin (ovarian suppression); her DXA "
+                   "report gives a spine Z-score of -2.4 and no T-score")
+    return _collection(resources, description), {
+        "hook": "patient-view", **HOOK_AT,
+        "cards": [{"rule": "bone-density-low-on-ai", "indicator": "warning",
+                   "summary_contains": "exemestane with ovarian suppression (goserelin)"}],
+        "fired": ["menopausal-status-ovarian-suppression", "bone-density-z-score-not-postmenopausal"],
+        "not_cards": ["dxa-baseline-missing", "evaluation-gaps", "estradiol-monitoring-due"]}
+
+
 def _collection(resources: list[dict[str, Any]], description: str) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "collection",
             "meta": {"tag": [{"system": "urn:bone-health-cds:fixture", "code": "realistic",
@@ -193,6 +260,9 @@ FIXTURES = {
     "uscore-man-18-anastrozole-in-scope": us_core_man_18,
     "uscore-woman-anastrozole-hip-dxa-alendronic-acid-text": us_core_alendronic_acid_text,
     "sandbox-woman-anastrozole-dxa-ordered-cpt-77080": sandbox_dxa_cpt,
+    "synthea-man-trt-anastrozole-added-estradiol-only-before-start": synthea_trt_man_anastrozole_added,
+    "synthea-woman-anastrozole-low-calcium-49765-1": synthea_woman_low_calcium_49765_1,
+    "uscore-woman-41-exemestane-goserelin-spine-z-score-only": us_core_woman_on_ovarian_suppression,
 }
 
 

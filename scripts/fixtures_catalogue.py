@@ -13,8 +13,10 @@ MALE_ONLY_E2 = "low-estradiol-on-ai"
 
 
 def define(b: Any) -> None:
+    import fixtures_ai_course  # the AI course: first estradiol check, menopausal status, SERMs, 49765-1
     import fixtures_dxa  # the DXA half of the catalogue; imports card and fix from here
     import fixtures_newrules  # testosterone, calcium and the order-time checks
+    import fixtures_underway  # treatment already under way; each order-time card's label and summary
     import fixtures_values  # values as laboratories and DXA systems report them
 
     _aromatase_inhibitor(b)
@@ -27,6 +29,8 @@ def define(b: Any) -> None:
     _gaps(b)
     fixtures_values.define(b)
     fixtures_newrules.define(b)
+    fixtures_ai_course.define(b)
+    fixtures_underway.define(b)
 
 
 def card(rule: str, indicator: str, summary: str = "", **extra: Any) -> tuple:
@@ -203,7 +207,7 @@ def _low_estradiol(b: Any) -> None:
         b,
         rule,
         "out-unknown-unit-reported",
-        b.record(e2=e2(15, "ng/dL")),
+        b.record(e2=e2(15, "ng/dL"), ai=b.anastrozole(started=b.LONG_COURSE)),
         cards=[card("evaluation-gaps", "info", "could not use", detail_contains="ng/dL"),
                card("estradiol-monitoring-due", "info", "", detail_contains="ng/dL")],
         not_cards=[rule],
@@ -332,11 +336,13 @@ def _estradiol_due(b: Any) -> None:
         b,
         rule,
         "in-man-no-estradiol",
-        b.record(e2=None),
+        b.record(e2=None, ai=b.anastrozole(started=b.LONG_COURSE)),
         cards=[card(rule, "info", "No estradiol", actions=["create"])],
     )
-    fix(b, rule, "in-man-366-days", b.record(e2=e2(32, days_ago=366)), cards=[card(rule, "info")])
-    fix(b, rule, "out-man-365-days", b.record(e2=e2(32, days_ago=365)), not_cards=[rule])
+    long_course = b.anastrozole(started=b.LONG_COURSE)
+    fix(b, rule, "in-man-366-days", b.record(e2=e2(32, days_ago=366), ai=long_course),
+        cards=[card(rule, "info")])
+    fix(b, rule, "out-man-365-days", b.record(e2=e2(32, days_ago=365), ai=long_course), not_cards=[rule])
     fix(b, rule, "out-woman-no-estradiol", b.record(sex="female", e2=None), not_cards=[rule])
     fix(
         b,

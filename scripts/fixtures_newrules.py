@@ -319,8 +319,8 @@ def _order_time(b: Any) -> None:
         ORDER,
         "in-denosumab-low-calcium",
         b.record(bp=dmab(), ca=ca(8.2, days_ago=20), vitd=vd(38, days_ago=20)),
-        cards=[card(ORDER, "warning", "Correct calcium and vitamin D before starting denosumab: low calcium "
-                    "8.2 mg/dL", actions=[], detail_contains="total calcium 8.2 mg/dL")],
+        cards=[card(ORDER, "warning", "Before starting denosumab: correct low calcium 8.2 mg/dL", actions=[],
+                    detail_contains="total calcium 8.2 mg/dL")],
         not_cards=[CA_LOW, "bone-density-low-on-ai"],
         superseded=[CA_LOW],
     )
@@ -330,8 +330,9 @@ def _order_time(b: Any) -> None:
         ORDER,
         "in-denosumab-albumin-corrected-low-calcium",
         b.record(bp=dmab(), ca=[ca(8.6, days_ago=20), b.albumin(4.5, days_ago=20)], vitd=vd(38, days_ago=20)),
-        cards=[card(ORDER, "warning", "before starting denosumab: low calcium 8.2 mg/dL albumin-corrected",
-                    actions=[], detail_contains="albumin-corrected calcium 8.2 mg/dL (total 8.6 mg/dL")],
+        cards=[card(ORDER, "warning",
+                    "Before starting denosumab: correct low calcium 8.2 mg/dL albumin-corrected", actions=[],
+                    detail_contains="albumin-corrected calcium 8.2 mg/dL (total 8.6 mg/dL")],
         not_cards=[CA_LOW],
         superseded=[CA_LOW],
     )
@@ -374,7 +375,7 @@ def _order_time(b: Any) -> None:
             card(
                 ORDER,
                 "warning",
-                "before starting denosumab: no recent calcium; low 25-OH vitamin D 15 ng/mL",
+                "Before starting denosumab: no recent calcium; correct low 25-OH vitamin D 15 ng/mL",
                 actions=["create", "create", "create"],
                 detail_contains="low 25-OH vitamin D 15 ng/mL",
             )

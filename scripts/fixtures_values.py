@@ -108,7 +108,7 @@ def _estradiol_unusable(b: Any) -> None:
         b,
         E2_DUE,
         "in-valuestring-without-unit-not-guessed",
-        b.record(e2=e2(None, value_string="<5")),
+        b.record(e2=e2(None, value_string="<5"), ai=b.anastrozole(started=b.LONG_COURSE)),
         cards=[
             card(E2_DUE, "info", "", detail_contains="no unit was given"),
             card(GAPS, "info", "", detail_contains="no unit was given"),
@@ -120,7 +120,7 @@ def _estradiol_unusable(b: Any) -> None:
         b,
         E2_DUE,
         "in-estradiol-data-absent-still-due",
-        b.record(e2=e2(None, absent=HAEMOLYSED)),
+        b.record(e2=e2(None, absent=HAEMOLYSED), ai=b.anastrozole(started=b.LONG_COURSE)),
         cards=[
             card(E2_DUE, "info", "No estradiol", detail_contains="Specimen haemolysed"),
             card(GAPS, "info", "", detail_contains="Specimen haemolysed"),
@@ -130,7 +130,7 @@ def _estradiol_unusable(b: Any) -> None:
         b,
         E2_DUE,
         "in-estradiol-unknown-unit-still-due",
-        b.record(e2=e2(15, "ng/dL")),
+        b.record(e2=e2(15, "ng/dL"), ai=b.anastrozole(started=b.LONG_COURSE)),
         cards=[
             card(E2_DUE, "info", "", detail_contains="ng/dL"),
             card(GAPS, "info", "", detail_contains="ng/dL"),
@@ -140,14 +140,14 @@ def _estradiol_unusable(b: Any) -> None:
         b,
         E2_DUE,
         "in-estradiol-text-result-still-due",
-        b.record(e2=e2(None, value_string="Haemolysed")),
+        b.record(e2=e2(None, value_string="Haemolysed"), ai=b.anastrozole(started=b.LONG_COURSE)),
         cards=[due, card(GAPS, "info", "", detail_contains="Haemolysed")],
     )
     fix(
         b,
         E2_DUE,
         "in-estradiol-latest-preliminary-still-due",
-        b.record(e2=e2(12, status="preliminary", days_ago=5)),
+        b.record(e2=e2(12, status="preliminary", days_ago=5), ai=b.anastrozole(started=b.LONG_COURSE)),
         cards=[card(E2_DUE, "info", "", detail_contains="status preliminary")],
         not_cards=[GAPS, E2_LOW],
     )
@@ -520,7 +520,8 @@ def _hostile(b: Any) -> None:
         b,
         GAPS,
         "in-hostile-valuestring-escaped",
-        b.record(e2=b.estradiol(None, value_string="<5 [x](javascript:alert(1)) *bold*")),
+        b.record(e2=b.estradiol(None, value_string="<5 [x](javascript:alert(1)) *bold*"),
+                 ai=b.anastrozole(started=b.LONG_COURSE)),
         cards=[
             card(
                 GAPS,

@@ -85,8 +85,11 @@ def service(
     folder: Path | None = None,
     env: dict[str, str] | None = None,
     startup_seconds: float = 90,
+    launcher: Path | None = None,
 ) -> Iterator[ServiceProcess]:
-    """``cds serve --prod`` on a free port in its own folder; stopped (SIGTERM, then SIGKILL) on exit."""
+    """``cds serve --prod`` on a free port in its own folder; stopped (SIGTERM, then SIGKILL) on exit.
+    ``launcher``: a Python script run instead, given the port as its argument (``workers`` 0: one process,
+    no workers to wait for)."""
     folder = Path(folder or tempfile.mkdtemp(prefix="cds-robust-"))
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -98,6 +101,7 @@ def service(
         "CDS_DATABASE_URL": database_url or f"sqlite:///{folder}/audit.sqlite3",
         "CDS_AUDIT_SPOOL_DIR": str(folder / "spool"),
         "CDS_AUDIT_PATIENT_KEY_SECRET": "robustness-test-patient-key-secret",
+        "CDS_LINK_SECRET": "robustness-test-link-secret-0123456789",
         "CDS_AUDIT_SPOOL_RETRY_SECONDS": "0.5",
         "CDS_WORKERS": str(workers),
         "CDS_LOG_LEVEL": "WARNING",
@@ -106,8 +110,10 @@ def service(
     }
     log = folder / "service.log"
     with log.open("w") as out:
+        command = [str(launcher), str(port)] if launcher else \
+            ["-m", "cds", "serve", "--prod", "--port", str(port)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cds", "serve", "--prod", "--port", str(port)],
+            [sys.executable, *command],
             cwd=folder,
             env=full_env,
             stdout=out,

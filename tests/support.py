@@ -42,6 +42,10 @@ DATA = Path(__file__).parent / "data"
 TEST_ISS = "https://ehr.example.org/cds-client"
 TEST_CLIENT_BASE = "http://localhost"
 
+#: the time limit of a test marked slow, in seconds, unless it names its own (pyproject's `timeout` is the
+#: default of every other test; tests/conftest.py applies this one)
+SLOW_TIMEOUT_SECONDS = 1200
+
 
 def _test_keys() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Private JWK per algorithm, and the public JWK Set, of the published test client keys."""
@@ -93,6 +97,7 @@ def _keep_state_out_of_the_repo(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CDS_DEV_CLIENT_DIR", str(where / "dev-client"))
     monkeypatch.setenv("CDS_DATABASE_URL", f"sqlite:///{where}/cds.sqlite3")
     monkeypatch.setenv("CDS_AUDIT_SECRET_FILE", str(where / "audit-patient-key.secret"))
+    monkeypatch.setenv("CDS_LINK_SECRET_FILE", str(where / "link.secret"))
     monkeypatch.setenv("CDS_AUDIT_SPOOL_DIR", str(where / "audit-spool"))
     # the test client calls http://localhost/...; a test serving on a port says so (``live_server``)
     monkeypatch.setenv("CDS_PUBLIC_URL", TEST_CLIENT_BASE)

@@ -112,7 +112,7 @@ def test_hostile_value_string_is_inert_text(app, live_server, hostile):
     body = hook_request(
         _bundle(
             fx.patient(),
-            fx.anastrozole(),
+            fx.anastrozole(started=fx.LONG_COURSE),  # the yearly card (its notes say what was set aside)
             e2,
             fx.vitamin_d(38),
             fx.dxa("d", "lumbar_spine", "t_score", -0.4, 200),

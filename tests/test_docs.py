@@ -12,9 +12,15 @@ from cds.settings import SETTINGS
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
-def _rows() -> dict[str, str]:
+def _cells() -> dict[str, list[str]]:
+    """Each documented variable's cells after its name: default, accepts, meaning."""
     text = (DOCS / "configuration.md").read_text()
-    return {m.group(1): m.group(2) for m in re.finditer(r"^\| `(CDS_[A-Z0-9_]+)` \| ([^|]*) \|", text, re.M)}
+    return {m.group(1): [c.strip() for c in m.group(2).split(" | ")]
+            for m in re.finditer(r"^\| `(CDS_[A-Z0-9_]+)` \| (.*) \|$", text, re.M)}
+
+
+def _rows() -> dict[str, str]:
+    return {name: cells[0] for name, cells in _cells().items()}
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.env)
@@ -28,6 +34,14 @@ def test_every_setting_is_documented_with_its_default(setting):
     else:
         default = str(setting.default)
     assert rows[setting.env].strip() == (f"`{default}`" if default else "(empty)")
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.env)
+def test_every_setting_is_documented_with_what_it_accepts(setting):
+    """The "accepts" column is the declaration's own wording (``Setting.accepts``), so it cannot drift."""
+    cells = _cells()[setting.env]
+    assert len(cells) == 3, f"{setting.env}: the row needs 4 columns (variable | default | accepts | meaning)"
+    assert cells[1] == setting.accepts, f"{setting.env}: the accepts column should read: {setting.accepts}"
 
 
 def test_no_documented_setting_is_unknown():

@@ -211,3 +211,21 @@ def test_the_engine_mixes_kinds_but_compiled_conditions_compare_typed_copies():
     assert engine({"x": "1"}).evaluate([{"t": "f", "x": 1}]) == []
     firings = engine({"x": 1}).evaluate([{"t": "f", "x": 1.0, "y": None}])
     assert [f.matched for f in firings] == [{"m": {"t": "f", "x": 1.0}}]
+
+
+@pytest.mark.parametrize("order", ["denied fact after", "denied fact before"])
+def test_a_negation_over_base_facts_is_decided_once_every_base_fact_is_in(order):
+    """A rule whose ``all`` holds only base facts, with a ``none`` over another base fact: whichever order
+    the facts are asserted in, the negation sees every base fact (the engine waits for ``ready`` before the
+    negated terms), so the rule fires only when the denied fact is absent."""
+    engine = RuleEngine([CompiledRule("young-no-ofs", {"all": [
+        {"p": {"$and": [{"t": "patient"}, {"age$num": 44}]}},
+        {"n0$not": {"$and": [{"t": "medication"}, {"drug_class$str": "ovarian_suppression"}]}},
+    ]})])
+    patient = {"t": "patient", "age": 44}
+    ofs = {"t": "medication", "drug_class": "ovarian_suppression"}
+    facts = [patient, ofs] if order == "denied fact after" else [ofs, patient]
+    assert [f.rule_id for f in engine.evaluate(facts)] == []
+    assert [f.rule_id for f in engine.evaluate([patient])] == ["young-no-ofs"]
+    other = {"t": "medication", "drug_class": "aromatase_inhibitor"}
+    assert [f.rule_id for f in engine.evaluate([patient, other])] == ["young-no-ofs"]

@@ -162,6 +162,7 @@ def test_prefetch_keys_get_what_their_templates_ask_for():
     )
     _pid, record, _drafts = split_bundle(json.loads(path.read_text()), "order-sign")
     record.append(fx.anastrozole(status="stopped", rid="old-ai"))
+    record.append(fx.anastrozole(status="entered-in-error", rid="wrong-ai"))
     prefetch = prefetch_from_record(record)
     assert prefetch["patient"]["resourceType"] == "Patient"
 
@@ -174,8 +175,9 @@ def test_prefetch_keys_get_what_their_templates_ask_for():
     meds = [(e["resource"]["resourceType"], e["resource"]["id"]) for e in prefetch["medications"]["entry"]]
     assert meds == [
         ("MedicationRequest", "ai-1"),
+        ("MedicationRequest", "old-ai"),
         ("Medication", "ana"),
-    ]  # the stopped order is not asked for
+    ]  # the stopped order is asked for (when the course started), the order entered in error is not
 
 
 def test_bone_turnover_markers_are_kept_as_facts_by_their_loinc_codes():

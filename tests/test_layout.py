@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cds"
 
 #: The stages, lowest first. A module may import its own stage and the stages below it, never above.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("cds.errors", "cds.settings", "cds.db", "cds.version", "cds.deadline")),
+    ("base", ("cds.errors", "cds.settings", "cds.settings_model", "cds.db", "cds.version", "cds.deadline")),
     ("auth", ("cds.auth",)),
     ("rules", ("cds.rules",)),
     ("hooks", ("cds.hooks",)),
@@ -171,3 +171,19 @@ def test_durable_rules_and_fhir_resources_each_have_one_importer():
                 if top in importers:
                     importers[top].add(name)
     assert importers == {"durable": {"cds.rules.engine"}, "fhir": {"cds.fhir.parse"}}
+
+
+def test_every_data_file_of_the_package_ships_in_the_wheel():
+    """Each file under cds/ that is not Python source (templates, migrations' template, the rule pack that
+    cds/packaged_rules links to) matches pyproject's package-data, so the wheel carries it."""
+    import os
+    import tomllib
+
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    shipped = {path for pattern in config["package-data"]["cds"] for path in PACKAGE.glob(pattern)}
+    data = {Path(folder) / name for folder, _, names in os.walk(PACKAGE, followlinks=True)
+            if "__pycache__" not in Path(folder).parts
+            for name in names if not name.endswith((".py", ".pyc"))}
+    assert (PACKAGE / "packaged_rules" / "pack.yaml") in data
+    assert sorted(str(p.relative_to(PACKAGE)) for p in data - shipped) == []
+    assert (PACKAGE / "packaged_rules").resolve() == PACKAGE.parent / "rules"

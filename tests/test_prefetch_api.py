@@ -141,7 +141,7 @@ def test_the_fetched_searches_use_the_template_parameters(make_app, httpserver):
     assert status == 200, body
     requests = {request.path.split("/", 2)[2]: request.args for request, _ in httpserver.log}
     assert set(requests) == {"Patient/pat-1", "Observation", "MedicationRequest"}
-    assert requests["MedicationRequest"]["status"] == "active,on-hold"
+    assert requests["MedicationRequest"]["status"] == "active,on-hold,completed,stopped"
     observation_codes = [r.args["code"] for r, _ in httpserver.log if r.path.endswith("/Observation")]
     assert any("http://loinc.org|2243-4" in codes for codes in observation_codes)
     assert all(r.args.get("patient") == "pat-1" for r, _ in httpserver.log if "?" in r.full_path.rstrip("?"))

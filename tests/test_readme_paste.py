@@ -48,8 +48,8 @@ def _overlay_venv(clone: Path, target: Path) -> None:
     cds.write_text(f'#!/bin/sh\nexec "{target}/bin/python" -m cds "$@"\n')
     cds.chmod(0o755)
     digest = subprocess.run(
-        "cat pyproject.toml scripts/build_durable_rules.py | sha1sum | cut -c1-12", shell=True, cwd=clone,
-        capture_output=True, text=True, check=True).stdout.strip()
+        "cat pyproject.toml scripts/build_durable_rules.py cds/rules/durable_build.py | sha1sum | cut -c1-12",
+        shell=True, cwd=clone, capture_output=True, text=True, check=True).stdout.strip()
     (target / f".installed-{digest}").touch()
 
 

@@ -17,7 +17,7 @@ from cds.rules import pack as rulepack
 
 def test_shipped_pack_is_clean():
     pack = rulepack.load()
-    assert pack.version == "0.4.0"
+    assert pack.version == "0.5.0"
     assert len(pack.active_rules) >= 20
     assert all(r.citations and r.citations[0]["url"].startswith("https://") for r in pack.rules)
 
@@ -25,7 +25,7 @@ def test_shipped_pack_is_clean():
 def test_cli_check_reports_ok(capsys):
     assert main(["rules", "check"]) == 0
     out = capsys.readouterr().out
-    assert "rules OK" in out and "0.4.0" in out
+    assert "rules OK" in out and "0.5.0" in out
 
 
 def _copy_pack(tmp_path: Path) -> Path:
@@ -199,6 +199,19 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
         "derive.copy.x",
     ),
     "yaml syntax": (lambda p: (p / "rules" / f"{VIT_D}.yaml").write_text("id: [unclosed\n"), "cannot read"),
+    "prefer naming no alias": (
+        lambda p: _rule(p, LOW_E2, _set("card", "prefer", value={"scan.site": "hip"})),
+        "card.prefer tests 'scan.site', but no condition is named that",
+    ),
+    "prefer not a mapping": (
+        lambda p: _rule(p, LOW_E2, _set("card", "prefer", value=["ai"])),
+        "card.prefer must be a where mapping",
+    ),
+    "ingredient for a sex that is no sex": (
+        lambda p: _edit(p / "valuesets.yaml", lambda d: d["medications"]["bone_protective"]["ingredients"][
+            "raloxifene"].update(only_for_sex="men")),
+        "medications.bone_protective.raloxifene.only_for_sex must list patient sexes",
+    ),
     "lab without canonical unit": (
         lambda p: _edit(p / "valuesets.yaml", lambda d: d["labs"]["estradiol"]["units"].pop("pg/mL")),
         "labs.estradiol needs LOINC codes and units",
@@ -240,7 +253,7 @@ def test_check_catches(kind, tmp_path, capsys):
 
 
 def test_copied_pack_is_clean(tmp_path):
-    assert rulepack.load(_copy_pack(tmp_path)).version == "0.4.0"
+    assert rulepack.load(_copy_pack(tmp_path)).version == "0.5.0"
 
 
 @pytest.mark.parametrize(

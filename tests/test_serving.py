@@ -100,6 +100,7 @@ def prod_env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
         "CDS_TRUSTED_CLIENTS": str(trusted_clients_file_in(tmp_path)),
         "CDS_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "CDS_DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3",
+        "CDS_LINK_SECRET": "serving-test-link-secret-0123456789",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
         **extra,
     }

@@ -104,6 +104,7 @@ RECORD = [
     },
     {"resourceType": "MedicationRequest", "id": "active", "status": "active"},
     {"resourceType": "MedicationRequest", "id": "stopped", "status": "stopped"},
+    {"resourceType": "MedicationRequest", "id": "error", "status": "entered-in-error"},
 ]
 
 
@@ -122,7 +123,7 @@ def test_answers_reads_and_searches_from_the_record():
     assert ids(answer("MedicationRequest?patient=p1&status=active,on-hold", RECORD)) == ["active"]
     assert ids(answer("Observation?patient=p1&date=ge2020-01-01&_count=5", RECORD)) == ["e2", "vitd"]
     found = answer("MedicationRequest?patient=p1", RECORD)
-    assert found["type"] == "searchset" and found["total"] == 2
+    assert found["type"] == "searchset" and found["total"] == 3
 
 
 def test_fill_tokens():
@@ -196,7 +197,8 @@ def test_every_template_of_the_service_is_answered():
     assert set(answered) == set(templates)
     assert answered["patient"]["id"] == "p1"
     assert ids(answered["estradiol"]) == ["e2"] and ids(answered["vitaminD"]) == ["vitd"]
-    assert ids(answered["dxa"]) == [] and ids(answered["medications"]) == ["active"]
+    # stopped orders are on record too (when an aromatase inhibitor course started); never one in error
+    assert ids(answered["dxa"]) == [] and ids(answered["medications"]) == ["active", "stopped"]
 
 
 # -- building the request ------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@
     verify.py   every audit table checked against the chains; the head to keep elsewhere
     metrics.py  the audit's figures on /metrics
     auth.py     auditor credentials (AUDITOR_TOKENS)
+    keys.py     the patient-key and link secrets: from a setting or a file (made atomically in development)
     clinician.py  /why/<link>: the clinician's "why this card" (no login; a signed card link)   chart.py
     api.py      /audit/api/... (JSON)          web.py   /audit/... (HTML, templates/audit)
     cli.py      cds audit ...                  replay.py  stored facts under another rule pack
@@ -24,57 +25,15 @@ See docs/audit.md.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
+from cds.audit.keys import link_secret, patient_secret
 from cds.db import engine_for, ensure_schema
-from cds.errors import ConfigurationError
 from cds.rules.pack import RulePack
 
 log = logging.getLogger("cds.audit")
-
-DEV_SECRET_FILE = "instance/audit-patient-key.secret"
-DEV_LINK_SECRET_FILE = "instance/link.secret"
-
-
-def _secret(values: dict[str, Any], name: str, file_setting: str, default_file: str, changes: str) -> bytes:
-    configured = str(values.get(name) or "")
-    if configured:
-        if len(configured) < 16:
-            raise ConfigurationError(f"setting CDS_{name} must be at least 16 characters")
-        return configured.encode("utf-8")
-    path = Path(values.get(file_setting) or default_file)
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
-        log.warning(
-            "CDS_%s is not set: generated a development secret in %s. Set the secret in production; %s.",
-            name,
-            path,
-            changes,
-        )
-    else:
-        log.warning("CDS_%s is not set: using the development secret in %s", name, path)
-    return path.read_text(encoding="utf-8").strip().encode("utf-8")
-
-
-def patient_secret(values: dict[str, Any]) -> bytes:
-    """``AUDIT_PATIENT_KEY_SECRET``, or a development secret generated once and kept under instance/."""
-    return _secret(values, "AUDIT_PATIENT_KEY_SECRET", "AUDIT_SECRET_FILE", DEV_SECRET_FILE,
-                   "patient keys change when it changes")
-
-
-def link_secret(values: dict[str, Any]) -> bytes:
-    """``LINK_SECRET`` (signs the clinicians' card links), or a development secret kept under instance/."""
-    return _secret(values, "LINK_SECRET", "LINK_SECRET_FILE", DEV_LINK_SECRET_FILE,
-                   "every replica needs the same one, and card links already issued stop opening when it "
-                   "changes")
 
 
 def database_url(values: dict[str, Any]) -> str:
@@ -94,11 +53,11 @@ def open_store(values: dict[str, Any], pack: RulePack, *, migrate: bool | None =
         pack,
         patient_secret(values),
         Spool(values["AUDIT_SPOOL_DIR"]),
-        retry_seconds=float(values.get("AUDIT_SPOOL_RETRY_SECONDS", 5.0)),
-        own_chains=bool(values.get("AUDIT_OWN_CHAINS", True)),
-        checkpoint_seconds=float(values.get("AUDIT_CHECKPOINT_SECONDS", 10.0)),
+        retry_seconds=values["AUDIT_SPOOL_RETRY_SECONDS"],
+        own_chains=values["AUDIT_OWN_CHAINS"],
+        checkpoint_seconds=values["AUDIT_CHECKPOINT_SECONDS"],
     )
-    if values.get("AUDIT_MIGRATE_ON_START", True) if migrate is None else migrate:
+    if values["AUDIT_MIGRATE_ON_START"] if migrate is None else migrate:
         try:
             ensure_schema(engine)
         except OperationalError as exc:
@@ -118,9 +77,7 @@ def card_linker(values: dict[str, Any]):
     from cds.auth import links
 
     secret = link_secret(values)
-    lifetime = float(values.get("WHY_LINK_HOURS", 72.0)) * 3600
-    if lifetime <= 0:
-        raise ConfigurationError("setting CDS_WHY_LINK_HOURS must be greater than 0")
+    lifetime = values["WHY_LINK_HOURS"] * 3600  # greater than 0: checked with the settings
 
     def card_link(base_url: str, card_uuid: str) -> str:
         return f"{base_url}/why/{links.sign(secret, card_uuid, lifetime)}"
@@ -149,6 +106,9 @@ def init_app(app, store) -> None:
     app.register_blueprint(api.bp)
     app.register_blueprint(web.bp)
     app.register_blueprint(clinician.bp)
+    from cds.audit.chart import SvgCache
+
+    app.extensions["cds.chart_cache"] = SvgCache(int(values.get("CHART_CACHE_BYTES", 8_000_000)))
     if store.spool.pending():
         store.kick()
     try:

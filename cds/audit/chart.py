@@ -9,6 +9,13 @@ with the site's overrides), labelled with its name.
 The input is the record's ``series`` (``cds/decide/facts.py``): values, units, comparators, dates, sites;
 no identifier. The SVG is served as its own document (an <img> on the page), so the page keeps a strict
 Content-Security-Policy.
+
+Text from FHIR data (a site's ``bodySite.text``, a unit) is drawn as plain text: mathematics markup
+(``$...$``) is switched off for every text of the figure. The cost of one chart is bounded whatever the
+record holds: at most ``MAX_SERIES`` series a panel (the most recent ones) and ``MAX_POINTS`` points a
+series (thinned evenly, the first and the latest always kept); each panel's ``notes`` say what was left out,
+and the page says it beside the chart. The time axis covers the results drawn (a single result: a month
+either side), never years beyond them. ``SvgCache`` keeps rendered charts, bounded in bytes.
 """
 
 from __future__ import annotations
@@ -16,13 +23,18 @@ from __future__ import annotations
 import datetime as dt
 import io
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
 from typing import Any
 
 _LOCK = threading.Lock()  # pyplot's state is global: one figure at a time
 
 WHO_COLOURS = ("#e8f5e9", "#fff8e1", "#ffebee")  # normal, osteopenia, osteoporosis
 LINE_COLOURS = ("#1565c0", "#6a1b9a", "#2e7d32", "#ef6c00", "#00838f", "#4e342e")
+MAX_SERIES = 6  # series drawn a panel: the ones with the most recent results
+MAX_POINTS = 120  # points drawn a series: thinned evenly beyond this
+LABELLED_POINTS = 24  # a series with more points than this labels its latest value only
+SINGLE_POINT_SPAN = dt.timedelta(days=30)  # the time axis either side of a single date
 
 
 def topics_of(explanation: dict[str, Any]) -> list[str]:
@@ -57,6 +69,38 @@ def _marker(point: dict[str, Any]) -> str:
     return {"<": "v", "<=": "v", ">": "^", ">=": "^"}.get(point.get("comparator") or "", "o")
 
 
+def thinned(points: list[dict[str, Any]], limit: int = MAX_POINTS) -> list[dict[str, Any]]:
+    """At most ``limit`` of ``points`` (oldest first), evenly spread, the first and the latest always kept."""
+    if len(points) <= limit:
+        return points
+    if limit < 2:
+        return points[-limit:] if limit else []
+    step = (len(points) - 1) / (limit - 1)
+    return [points[round(i * step)] for i in range(limit)]
+
+
+Groups = dict[str, list[dict[str, Any]]]
+
+
+def _bounded(groups: Groups, what: str) -> tuple[Groups, list[str]]:
+    """The groups to draw (at most ``MAX_SERIES``, each at most ``MAX_POINTS`` points), and what was left
+    out, in words."""
+    notes: list[str] = []
+    ordered = sorted(groups.items(), key=lambda kv: max((p["date"] for p in kv[1]), default=""), reverse=True)
+    if len(ordered) > MAX_SERIES:
+        notes.append(f"{what}: the {MAX_SERIES} series with the most recent results are drawn, "
+                     f"of {len(ordered)}")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for label, points in ordered[:MAX_SERIES]:
+        points = sorted(points, key=lambda p: p["date"])
+        kept = thinned(points)
+        if len(kept) < len(points):
+            notes.append(f"{label}: {len(kept)} of {len(points)} results drawn (evenly spread, the first and "
+                         "the latest always)")
+        out[label] = kept
+    return out, notes
+
+
 def _plot_series(ax, groups: dict[str, list[dict[str, Any]]], gid_prefix: str) -> None:
     for index, (label, points) in enumerate(sorted(groups.items())):
         colour = LINE_COLOURS[index % len(LINE_COLOURS)]
@@ -64,11 +108,19 @@ def _plot_series(ax, groups: dict[str, list[dict[str, Any]]], gid_prefix: str) -
         ys = [p["value"] for p in points]
         (line,) = ax.plot(xs, ys, "-", color=colour, linewidth=1.5, label=label)
         line.set_gid(f"{gid_prefix}-line-{index}")
-        for p, x, y in zip(points, xs, ys, strict=True):
+        for i, (p, x, y) in enumerate(zip(points, xs, ys, strict=True)):
             (dot,) = ax.plot([x], [y], _marker(p), color=colour, markersize=7)
             dot.set_gid("data-point")
-            shown = f"{p.get('comparator') or ''}{p['value']:g}"
-            ax.annotate(shown, (x, y), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
+            if len(points) <= LABELLED_POINTS or i == len(points) - 1:
+                shown = f"{p.get('comparator') or ''}{p['value']:g}"
+                ax.annotate(shown, (x, y), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
+
+
+def time_axis(dates: list[dt.date]) -> tuple[dt.date, dt.date]:
+    """The time axis for ``dates``: their span with a small margin; a month either side of a single date."""
+    first, last = min(dates), max(dates)
+    margin = max((last - first) * 0.06, dt.timedelta(days=3)) if last > first else SINGLE_POINT_SPAN
+    return first - margin, last + margin
 
 
 def _bands(ax, thresholds: dict[str, float], ys: list[float]) -> None:
@@ -105,7 +157,8 @@ def panels(series: list[dict[str, Any]], topics: list[str], thresholds: dict[str
                 if p.get("kind") == "dxa" and p.get("measure") == measure:
                     groups[p.get("site_title") or p.get("site") or "?"].append(p)
             if groups or measure == "t_score":
-                out.append({"title": title, "unit": unit, "groups": dict(groups),
+                drawn, notes = _bounded(dict(groups), title)
+                out.append({"title": title, "unit": unit, "groups": drawn, "notes": notes,
                             "who": measure == "t_score", "lines": [], "thresholds": thresholds})
     for analyte in [t for t in topics if t != "dxa"]:
         points = [p for p in series if p.get("kind") == "lab" and p.get("analyte") == analyte]
@@ -122,7 +175,8 @@ def panels(series: list[dict[str, Any]], topics: list[str], thresholds: dict[str
                 if name in thresholds:
                     lines.append((thresholds[name], f"{label} below {thresholds[name]:g} ng/mL", colour))
         title = titles.get(analyte, analyte)
-        out.append({"title": title, "unit": unit, "groups": {title: points} if points else {}, "who": False,
+        drawn, notes = _bounded({title: points} if points else {}, title)
+        out.append({"title": title, "unit": unit, "groups": drawn, "notes": notes, "who": False,
                     "lines": lines})
     return out
 
@@ -136,35 +190,85 @@ def render_svg(chart_panels: list[dict[str, Any]]) -> str:
         import matplotlib.dates as mdates
         import matplotlib.pyplot as plt
 
-        matplotlib.rcParams["svg.hashsalt"] = "why-this-card"  # stable ids: the same data, the same SVG
-        count = max(1, len(chart_panels))
-        fig, axes = plt.subplots(count, 1, figsize=(8, 3.2 * count), squeeze=False)
-        try:
-            for ax, panel in zip(axes[:, 0], chart_panels or [{"title": "", "groups": {}}], strict=False):
-                ys = [p["value"] for points in panel["groups"].values() for p in points]
-                if panel.get("who"):
-                    _bands(ax, panel.get("thresholds", {}), ys)
-                _lines(ax, panel.get("lines", []))
-                _plot_series(ax, panel["groups"], "series")
-                ax.set_title(panel["title"], fontsize=11, loc="left")
-                ax.set_ylabel(panel.get("unit", ""))
-                if not ys:
-                    ax.text(0.5, 0.5, "no results in this call", transform=ax.transAxes, ha="center",
-                            va="center", color="#555555")
-                    ax.set_xticks([])
-                else:
-                    ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=8))
-                    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
-                    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-                    ax.margins(x=0.08)
-                    if panel["groups"]:
-                        ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
-                if panel.get("lines"):
-                    ax.set_ylim(0, max(ys + [y for y, _, _ in panel["lines"]]) * 1.25)
-                ax.grid(True, axis="y", color="#e0e0e0", linewidth=0.5)
-            fig.tight_layout()
-            out = io.StringIO()
-            fig.savefig(out, format="svg", metadata={"Date": None})
-            return out.getvalue()
-        finally:
-            plt.close(fig)
+        # stable ids (the same data, the same SVG); FHIR text drawn as written, never as mathematics
+        with matplotlib.rc_context({"svg.hashsalt": "why-this-card", "text.parse_math": False}):
+            return _draw(plt, mdates, chart_panels)
+
+
+def _draw(plt: Any, mdates: Any, chart_panels: list[dict[str, Any]]) -> str:
+    """The panels drawn on one figure (under ``_LOCK``, in ``render_svg``'s settings)."""
+    count = max(1, len(chart_panels))
+    fig, axes = plt.subplots(count, 1, figsize=(8, 3.2 * count), squeeze=False)
+    try:
+        for ax, panel in zip(axes[:, 0], chart_panels or [{"title": "", "groups": {}}], strict=False):
+            ys = [p["value"] for points in panel["groups"].values() for p in points]
+            if panel.get("who"):
+                _bands(ax, panel.get("thresholds", {}), ys)
+            _lines(ax, panel.get("lines", []))
+            _plot_series(ax, panel["groups"], "series")
+            ax.set_title(panel["title"], fontsize=11, loc="left")
+            ax.set_ylabel(panel.get("unit", ""))
+            if not ys:
+                ax.text(0.5, 0.5, "no results in this call", transform=ax.transAxes, ha="center",
+                        va="center", color="#555555")
+                ax.set_xticks([])
+            else:
+                ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=8))
+                ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+                ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+                ax.set_xlim(*time_axis([_day(p["date"]) for pts in panel["groups"].values() for p in pts]))
+                if panel["groups"]:
+                    ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
+            if panel.get("lines"):
+                ax.set_ylim(0, max(ys + [y for y, _, _ in panel["lines"]]) * 1.25)
+            ax.grid(True, axis="y", color="#e0e0e0", linewidth=0.5)
+        fig.tight_layout()
+        out = io.StringIO()
+        fig.savefig(out, format="svg", metadata={"Date": None})
+        return out.getvalue()
+    finally:
+        plt.close(fig)
+
+
+class SvgCache:
+    """Rendered charts by key (a card and what the chart depends on), least recently used first out, bounded
+    in bytes (``max_bytes``) as well as entries; one render per key at a time (``get``), so a burst of asks
+    for one chart draws it once."""
+
+    def __init__(self, max_bytes: int, max_entries: int = 256):
+        self.max_bytes, self.max_entries = max_bytes, max_entries
+        self._items: OrderedDict[str, str] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._rendering: dict[str, threading.Lock] = {}
+        self.renders = 0
+
+    def get(self, key: str, render: Callable[[], str]) -> str:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            one = self._rendering.setdefault(key, threading.Lock())
+        with one:
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            try:
+                svg = render()
+            finally:
+                with self._lock:
+                    self._rendering.pop(key, None)
+            with self._lock:
+                self.renders += 1
+                self._put(key, svg)
+            return svg
+
+    def _put(self, key: str, svg: str) -> None:
+        size = len(svg.encode())
+        if size > self.max_bytes:
+            return
+        self._items[key] = svg
+        self._bytes += size
+        while self._bytes > self.max_bytes or len(self._items) > self.max_entries:
+            _, dropped = self._items.popitem(last=False)
+            self._bytes -= len(dropped.encode())

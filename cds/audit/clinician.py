@@ -3,9 +3,12 @@
 No login: the link itself is the credential (``cds/auth/links.py``), scoped to one card and expiring. The
 page shows only that card's decision: the card, the results it rested on as reported, the rule in plain
 words with the threshold values in force and its citations, and a chart of the patient's results over time
-(``chart.py``, served as ``/why/<token>/chart.svg``). It shows no patient identifier, no record id and no
-hook instance. Every answer is sent with a strict Content-Security-Policy, ``Cache-Control: no-store`` and
-``Referrer-Policy: no-referrer`` (so the link does not leak to the sites of the citations).
+(``chart.py``, served as ``/why/<token>/chart.svg``, drawn once per card and kept in a cache bounded by
+``CHART_CACHE_BYTES``; what the chart leaves out of a long record is said under it). The card's detail is
+rendered from its Markdown as the EHR shows it (``card_markdown.py``: CommonMark, raw HTML off, links only
+for safe schemes). It shows no patient identifier, no record id and no hook instance. Every answer is
+sent with a strict Content-Security-Policy, ``Cache-Control: no-store`` and ``Referrer-Policy: no-referrer``
+(so the link does not leak to the sites of the citations).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, render_template, url_for
 
-from cds.audit import chart, explain, queries
+from cds.audit import card_markdown, chart, explain, queries
 from cds.auth.links import LinkRefused, verify
 
 bp = Blueprint("cds_why", __name__, url_prefix="/why")
@@ -149,9 +152,12 @@ def why(token: str):
             continue
     thresholds = [{"name": n, **pack.thresholds[n]} for n in names if n in pack.thresholds]
     topics = chart.topics_of(focus)
+    notes = [n for p in _panels(content, focus) for n in p.get("notes", [])] if topics else []
     return render_template(
         "clinician/why.html",
         card=focus["card"],
+        detail_html=card_markdown.to_html(str(focus["card"].get("detail") or "")),
+        chart_notes=notes,
         rule=focus["rule"],
         thresholds=thresholds,
         results=_results(content, focus),
@@ -166,7 +172,14 @@ def chart_svg(token: str):
     if isinstance(found, Response):
         return found
     content, focus = found
+    pack = current_app.extensions["cds.pack"]
+    key = f"{focus['card'].get('uuid')}:{pack.content_hash}"  # the card's chart, the thresholds in force
+    cache = current_app.extensions["cds.chart_cache"]
+    svg = cache.get(key, lambda: chart.render_svg(_panels(content, focus)))
+    return Response(svg, mimetype="image/svg+xml")
+
+
+def _panels(content: dict[str, Any], focus: dict[str, Any]) -> list[dict[str, Any]]:
     labs = current_app.extensions["cds.pack"].valuesets.get("labs", {})
     titles = {k: v.get("title", k) for k, v in labs.items()}
-    panels = chart.panels(content.get("series") or [], chart.topics_of(focus), _thresholds(), titles)
-    return Response(chart.render_svg(panels), mimetype="image/svg+xml")
+    return chart.panels(content.get("series") or [], chart.topics_of(focus), _thresholds(), titles)

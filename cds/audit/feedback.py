@@ -33,6 +33,8 @@ class IssuedCard:
     service: str
     client_iss: str | None
     suggestions: frozenset[str]
+    record_id: str | None = None  # the key of the audit record holding the card
+    hook_instance: str | None = None  # of the call that issued it
 
 
 def issued_cards(conn: Connection, uuids: list[str]) -> dict[str, IssuedCard]:
@@ -43,7 +45,7 @@ def issued_cards(conn: Connection, uuids: list[str]) -> dict[str, IssuedCard]:
     for start in range(0, len(wanted), 500):
         rows = conn.execute(
             select(audit_card.c.uuid, audit_record.c.service, audit_record.c.client_iss,
-                   audit_record.c.content)
+                   audit_record.c.content, audit_record.c.id, audit_record.c.hook_instance)
             .join(audit_record, audit_record.c.seq == audit_card.c.record_seq)
             .where(audit_card.c.uuid.in_(wanted[start : start + 500]))
         ).all()
@@ -53,7 +55,8 @@ def issued_cards(conn: Connection, uuids: list[str]) -> dict[str, IssuedCard]:
             suggestions = frozenset(
                 s["uuid"] for s in card.get("suggestions") or [] if isinstance(s, dict) and "uuid" in s
             )
-            found[row.uuid] = IssuedCard(row.uuid, row.service, row.client_iss, suggestions)
+            found[row.uuid] = IssuedCard(row.uuid, row.service, row.client_iss, suggestions, row.id,
+                                         row.hook_instance)
     return found
 
 

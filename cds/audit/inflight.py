@@ -9,6 +9,11 @@ taken belongs to a dead process: ``reap`` (run by ``/health``, ``/metrics`` and 
 process sharing the folder) turns each such marker into an audit record with outcome ``interrupted`` and
 removes it. Holding the dead owner's lock while reaping keeps two reapers from recording a call twice.
 
+A process can also die after its call's record is durable and before the marker is removed. The marker
+therefore names the id the call's record is written with (``record``), and ``reap`` hands it on: the
+store records the marker only when no record with that id is in the trail (spool or database), and
+gives the ``interrupted`` record that same id, so the trail never holds a call twice.
+
 A marker costs one small file create and one unlink per call, without fsync: it survives the death of
 the process, not the loss of the machine's power.
 """
@@ -57,11 +62,13 @@ class CallMarkers:
                 self._owner, self._lock_fd, self._pid = owner, fd, os.getpid()
         return self._owner
 
-    def start(self, service: str, started: dt.datetime) -> Path | None:
-        """Mark a call as started; None (and a warning) when the marker cannot be written."""
+    def start(self, service: str, started: dt.datetime, record_id: str | None = None) -> Path | None:
+        """Mark a call as started (``record_id``: the id its record will have); None (and a warning) when
+        the marker cannot be written."""
         try:
             path = self.folder / f"{self._own()}-{next(self._counter)}.call"
-            data = json.dumps({"service": service, "started": started.isoformat()}).encode()
+            data = json.dumps({"service": service, "started": started.isoformat(),
+                               "record": record_id}).encode()
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 os.write(fd, data)
@@ -97,8 +104,10 @@ class CallMarkers:
                     total += len(list(self.folder.glob(f"{lock.stem}-*.call")))
         return total
 
-    def reap(self, record: Callable[[dict[str, Any]], None]) -> int:
-        """Hand each dead process's markers to ``record`` (then remove them); returns how many."""
+    def reap(self, record: Callable[[dict[str, Any]], bool | None]) -> int:
+        """Hand each dead process's markers to ``record`` (then remove them); returns how many it recorded
+        (``record`` returns False for a call whose record is in the trail already). When ``record`` raises,
+        the marker and its owner's lock stay, for the next reap."""
         done = 0
         for lock in self._dead_owners():
             with _taken(lock) as taken:
@@ -109,10 +118,12 @@ class CallMarkers:
                         data = json.loads(marker.read_bytes())
                     except (OSError, ValueError):
                         data = {}
-                    record({"service": str(data.get("service") or "unknown"), "started": data.get("started"),
-                            "marker": marker.name})
+                    recorded = record({"service": str(data.get("service") or "unknown"),
+                                       "started": data.get("started"), "marker": marker.name,
+                                       "record": data.get("record") if isinstance(data.get("record"), str)
+                                       else None})
                     marker.unlink(missing_ok=True)
-                    done += 1
+                    done += recorded is not False
                 lock.unlink(missing_ok=True)
         if done:
             log.error("%d hook call(s) interrupted: their process stopped before answering", done)

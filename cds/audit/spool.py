@@ -84,6 +84,21 @@ class Spool:
         except (FileNotFoundError, NotADirectoryError):
             return 0
 
+    def holds(self, text: str) -> bool:
+        """Whether any entry waiting here (or set aside as ``.poison``) contains ``text`` (a record id)."""
+        needle = text.encode()
+        try:
+            paths = [p for p in self.folder.iterdir() if p.suffix in (".json", ".poison")]
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        for path in paths:
+            try:
+                if needle in path.read_bytes():
+                    return True
+            except FileNotFoundError:
+                continue  # drained meanwhile: the database has it
+        return False
+
     def pending(self) -> bool:
         try:
             with os.scandir(self.folder) as it:

@@ -31,6 +31,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -39,7 +40,7 @@ from cds.audit.chains import ChainWriter
 from cds.audit.groupcommit import GroupCommit
 from cds.audit.inflight import CallMarkers
 from cds.audit.record import build_content
-from cds.audit.schema import audit_feedback
+from cds.audit.schema import audit_feedback, audit_record
 from cds.audit.spool import Spool, Unstorable
 from cds.auth.replay_store import JtiStore
 from cds.db import ensure_schema, same_database
@@ -47,6 +48,7 @@ from cds.decide.service import CallRecord
 from cds.errors import AuthUnavailable, TokenReplayed
 from cds.hooks.services import hook_of
 from cds.rules.pack import RulePack
+from cds.settings import default as setting_default
 
 log = logging.getLogger("cds.audit")
 
@@ -60,8 +62,10 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 class AuditStore:
     def __init__(
-        self, engine: Engine, pack: RulePack, secret: bytes, spool: Spool, *, retry_seconds: float = 5.0,
-        own_chains: bool = True, group_commit: bool = True, checkpoint_seconds: float = 10.0,
+        self, engine: Engine, pack: RulePack, secret: bytes, spool: Spool, *,
+        retry_seconds: float = setting_default("AUDIT_SPOOL_RETRY_SECONDS"),
+        own_chains: bool = setting_default("AUDIT_OWN_CHAINS"), group_commit: bool = True,
+        checkpoint_seconds: float = setting_default("AUDIT_CHECKPOINT_SECONDS"),
     ):
         self.engine = engine
         self.pack = pack
@@ -95,17 +99,40 @@ class AuditStore:
         return True
 
     # -- started-call markers -------------------------------------------------------------------------
-    def call_started(self, service: str, started: dt.datetime) -> Path | None:
-        return self.markers.start(service, started)
+    def call_started(self, service: str, started: dt.datetime, record_id: str | None = None) -> Path | None:
+        return self.markers.start(service, started, record_id)
 
     def call_finished(self, marker: Path | None) -> None:
         self.markers.end(marker)
 
     def reap_interrupted(self) -> int:
-        """Record the calls of processes that died mid-call (outcome ``interrupted``)."""
-        return self.markers.reap(self._record_interrupted)
+        """Record the calls of processes that died mid-call (outcome ``interrupted``). While the database
+        cannot be read, a marker whose record may be there waits (with its owner's lock) for the next reap."""
+        try:
+            return self.markers.reap(self._record_interrupted)
+        except SQLAlchemyError as exc:
+            log.warning("interrupted calls not recorded yet: the audit database cannot be read (%s); tried "
+                        "again at the next /health", type(exc).__name__)
+            return 0
 
-    def _record_interrupted(self, marker: dict[str, Any]) -> None:
+    def _in_trail(self, record_id: str) -> bool:
+        """Whether the record ``record_id`` is durable: in the spool (looked at first: the drain deletes a
+        file only after its record is committed) or in the database (which raises when it cannot be read:
+        the marker then waits for the next reap)."""
+        if self.spool.holds(record_id):
+            return True
+        with self.engine.connect() as conn:
+            found = conn.execute(select(audit_record.c.seq).where(audit_record.c.id == record_id)).first()
+        return found is not None
+
+    def _record_interrupted(self, marker: dict[str, Any]) -> bool:
+        """Record a dead process's call as ``interrupted`` with the id its record would have had; False
+        (nothing recorded) when that record is in the trail: the process died after making it durable."""
+        record_id = marker.get("record")
+        if record_id and self._in_trail(record_id):
+            log.warning("a process stopped after recording its %s call; the call is not counted again",
+                        marker["service"][:128])
+            return False
         try:
             started = _utc(dt.datetime.fromisoformat(marker["started"]))
         except (TypeError, ValueError):
@@ -114,16 +141,18 @@ class AuditStore:
                           hook_instance=None, patient_id=None, client_iss=None, started=started,
                           latency_ms=0.0, outcome=INTERRUPTED, status=0,
                           error="the process handling this call stopped before it answered")
-        content = build_content(call, self.pack, self.secret)
+        content = build_content(call, self.pack, self.secret, record_id=record_id or None)
         content["latencyMs"] = None
         content["marker"] = marker["marker"]
         self.submit({"kind": "call", "content": content})
+        return True
 
     # -- the sinks ------------------------------------------------------------------------------------
     def record_call(self, call: CallRecord) -> None:
         """``AuditSink``: never raises; the hook call answers whatever happens here."""
         try:
-            content = build_content(call, self.pack, self.secret, context=call.context)
+            content = build_content(call, self.pack, self.secret, context=call.context,
+                                    record_id=call.record_id)
         except Exception:  # noqa: BLE001 - a bug here must not cost the EHR its cards
             log.exception("audit record could not be built for a %s call", call.service)
             self.lost += 1
@@ -140,11 +169,12 @@ class AuditStore:
             log.exception("audit entry LOST for a %s call", call.service)
 
     def store_feedback(self, service_id: str, items: list[dict[str, Any]], *, received: dt.datetime,
-                       client_iss: str | None = None) -> None:
+                       client_iss: str | None = None) -> list[feedback.IssuedCard | None]:
         """Store feedback items, all or none: an item for a card not issued on ``service_id`` to
         ``client_iss``, or naming suggestions the card does not have, refuses the call (``NotFound`` /
         ``RequestError`` naming the item). A card not found while entries still wait in the spool or in
-        memory, or while the database cannot be read, is accepted and checked when it is written."""
+        memory, or while the database cannot be read, is accepted and checked when it is written.
+        Returns each item's card as found (its audit record and hook call), None where it was not."""
         queued = bool(self._held) or self.spool.pending()
         try:
             with self.engine.connect() as conn:
@@ -163,6 +193,7 @@ class AuditStore:
         for item in items:
             self.submit({"kind": "feedback", "id": str(uuid.uuid4()), "service": service_id,
                          "client": client_iss, "item": item, "received": _utc(received).isoformat()})
+        return [cards.get(str(item.get("card"))) for item in items]
 
     def submit(self, entry: dict[str, Any]) -> None:
         """Make ``entry`` durable (database, spool or memory) before returning; call records through the

@@ -35,11 +35,12 @@ from redis.retry import Retry
 
 from cds.auth.replay_store import FileJtiStore, jti_key
 from cds.errors import AuthUnavailable, ConfigurationError
+from cds.settings import default as setting_default
 
 log = logging.getLogger("cds.auth")
 
 ABSORB_INTERVAL_SECONDS = 60.0
-DEFAULT_PREFIX = "cds:jti:"
+DEFAULT_PREFIX = setting_default("REPLAY_REDIS_PREFIX")
 MIN_POOL = 8
 
 

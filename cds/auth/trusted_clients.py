@@ -36,6 +36,7 @@ from jwt.exceptions import InvalidKeyError
 
 from cds.deadline import Deadline, deadline_session
 from cds.errors import ConfigurationError, Unauthorized
+from cds.settings import default as setting_default
 
 log = logging.getLogger("cds.auth")
 
@@ -181,7 +182,9 @@ class JwksCache:
     connect to last byte (``cds.deadline``).
     """
 
-    def __init__(self, *, session: requests.Session | None = None, ttl: float = 300.0, timeout: float = 5.0,
+    def __init__(self, *, session: requests.Session | None = None,
+                 ttl: float = setting_default("JWKS_CACHE_SECONDS"),
+                 timeout: float = setting_default("JWKS_TIMEOUT_SECONDS"),
                  min_refresh: float = 10.0, max_backoff: float = 300.0,
                  clock: Callable[[], float] = time.monotonic):
         self.session = session or deadline_session()

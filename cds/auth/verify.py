@@ -24,6 +24,7 @@ import jwt
 
 from cds.auth.trusted_clients import ALGORITHMS, JwksCache, TrustedClient, VerificationKey
 from cds.errors import TokenReplayed, Unauthorized
+from cds.settings import default as setting_default
 
 log = logging.getLogger("cds.auth")
 
@@ -71,13 +72,16 @@ def _number(claims: Mapping[str, Any], name: str) -> float:
 
 class TokenVerifier:
     def __init__(self, clients: Mapping[str, TrustedClient], *, replay: ReplayCheck,
-                 jwks: JwksCache | None = None, leeway: float = 30.0, max_lifetime: float = 3600.0,
+                 jwks: JwksCache | None = None, leeway: float = setting_default("AUTH_LEEWAY_SECONDS"),
+                 max_lifetime: float = setting_default("AUTH_MAX_TOKEN_LIFETIME"),
+                 max_age: float = setting_default("AUTH_MAX_TOKEN_AGE"),
                  clock: Callable[[], float] = time.time):
         self.clients = dict(clients)
         self.replay = replay
         self.jwks = jwks or JwksCache()
         self.leeway = leeway
         self.max_lifetime = max_lifetime
+        self.max_age = max_age
         self.clock = clock
 
     def verify(self, authorization: str | None, audience: str | Sequence[str], *,
@@ -149,6 +153,9 @@ class TokenVerifier:
             raise Unauthorized(f"token of issuer {iss!r} issued in the future")
         if "nbf" in claims and _number(claims, "nbf") > now + self.leeway:
             raise Unauthorized(f"token of issuer {iss!r} not valid yet (nbf)")
+        if now - iat > self.max_age + self.leeway:
+            raise Unauthorized(f"token of issuer {iss!r} was issued {now - iat:.0f} s ago, more than "
+                               f"{self.max_age:.0f} s (its own iat, whatever its exp)")
         if exp - now > self.max_lifetime:
             raise Unauthorized(f"token of issuer {iss!r} lives longer than {self.max_lifetime:.0f} s")
         aud = claims.get("aud")

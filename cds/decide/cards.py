@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cds.decide.findings import Finding
+from cds.decide.underway import Underway
 from cds.fhir.parse import outgoing_resource
 from cds.fhir.tidy import for_echo
 from cds.rules.conditions import holds
@@ -35,12 +36,12 @@ MAX_SUMMARY = 139
 
 @dataclass(frozen=True)
 class CardInputs:
-    """What rendering needs beyond the finding: thresholds, hook context, draft resources, ordered kinds."""
+    """What rendering needs beyond the finding: thresholds, hook context, drafts, orders under way."""
 
     pack: RulePack
     context: Mapping[str, Any]
     drafts_by_ref: Mapping[str, dict[str, Any]]
-    ordered_kinds: frozenset[str]
+    underway: Underway
     source_label: str
     facts: tuple[Mapping[str, Any], ...] = ()
 
@@ -108,12 +109,26 @@ def _notes(card: dict[str, Any], inputs: CardInputs) -> str:
     return (spec["intro"].strip() + "\n\n" + "\n".join(lines)) if lines else ""
 
 
+def _held(spec: dict[str, Any], label: str, actions: list[dict[str, Any]], inputs: CardInputs,
+          held: list[str]) -> bool:
+    """Whether an order under way makes the suggestion redundant (said in ``held``): one of its resources
+    orders the same drug class or order kind, or its ``unless_ordered`` kind is already ordered."""
+    for action in actions:
+        if action["type"] != "create":
+            continue
+        holding = inputs.underway.blocking(action["resource"], spec.get("unless_ordered"))
+        if holding is not None:
+            line = f"Not offered: {label}, because {escape_text(holding.said())}."
+            if line not in held:
+                held.append(line)
+            return True
+    return False
+
+
 def _suggestions(card: dict[str, Any], finding: Finding, inputs: CardInputs,
-                 dropped: list[str]) -> list[dict[str, Any]]:
+                 dropped: list[str], held: list[str]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for spec in card.get("suggestions", []) or []:
-        if spec.get("unless_ordered") in inputs.ordered_kinds:
-            continue
         scopes: list[dict[str, Mapping[str, Any]]] = []
         loop = spec.get("for_each")
         if loop:
@@ -133,8 +148,11 @@ def _suggestions(card: dict[str, Any], finding: Finding, inputs: CardInputs,
                        if a is not None]
             if not actions:
                 continue
+            label = render(spec["label"], scope, escape=True)
+            if _held(spec, label, actions, inputs, held):
+                continue
             suggestion: dict[str, Any] = {
-                "label": render(spec["label"], scope, escape=True),
+                "label": label,
                 "uuid": str(uuid.uuid4()),
                 "actions": actions,
             }
@@ -180,7 +198,10 @@ def render_card(finding: Finding, inputs: CardInputs) -> dict[str, Any]:
                    "topic": {"system": RULE_SYSTEM, "code": rule.id, "display": rule.title}},
     }
     dropped: list[str] = []
-    suggestions = _suggestions(card, finding, inputs, dropped)
+    held: list[str] = []
+    suggestions = _suggestions(card, finding, inputs, dropped, held)
+    if held:  # an order already under way: the card says what it does not offer again, and why
+        out["detail"] += "\n\n" + "\n".join(f"- {line}" for line in held)
     if dropped:  # never invalid FHIR in a suggestion: the card says what it leaves out, and why
         out["detail"] += "\n\n" + "\n".join(f"- {line}" for line in dropped)
     if suggestions:

@@ -62,9 +62,9 @@ def build_case(service_id: str, request: HookRequest, gathered: Gathered, now: d
                                           relevant=relevant, cache=cache)
     drafts: list[Any] = []
     drafts_by_ref: dict[str, dict[str, Any]] = {}
-    for where, raw in fhir_parse.iter_resources(request.draft_orders, where="context.draftOrders",
+    for where, raw in fhir_parse.used_resources(request.draft_orders, where="context.draftOrders",
                                                 max_entries=max_entries):
-        if isinstance(raw, dict) and fhir_parse.is_used_type(raw.get("resourceType")) and relevant(raw):
+        if isinstance(raw, dict) and relevant(raw):
             if parse:
                 drafts.append(fhir_parse.parse_resource(raw, where=where, cache=cache))
             drafts_by_ref[f"{raw['resourceType']}/{raw.get('id')}"] = raw

@@ -13,13 +13,12 @@ stale hit. Cards are rendered afresh on every call (their uuids and links are th
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds.fhir.digest import digest
+from cds.fhir.cache import LRU, PER_MEMBER_PLAIN, json_size
+from cds.fhir.digest import digest, json_bytes
 from cds.rules.engine import Firing
 
 
@@ -44,33 +43,19 @@ def derived_key(*, pack_hash: str, service_id: str, now: dt.datetime, patient_id
                   sorted(provenance.items()), draft_orders)
 
 
-class DerivedCache:
-    """``Derived`` by ``derived_key``: bounded (least recently used out first), per process, thread-safe."""
+def derived_size(derived: Derived) -> int:
+    """The approximate memory of a ``Derived`` (``cds.fhir.cache.json_size`` of its facts, series, scope and
+    firings), for the cache's bound in bytes."""
+    text = json_bytes([derived.facts, derived.series, derived.out_of_scope, derived.ignored,
+                       [[f.rule_id, f.matched, f.derived] for f in derived.firings]])
+    if text is None:
+        text = repr(derived).encode()
+    return json_size(text, PER_MEMBER_PLAIN)
 
-    def __init__(self, max_entries: int):
-        self.max_entries = max_entries
-        self._items: OrderedDict[bytes, Derived] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
 
-    def get(self, key: bytes) -> Derived | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return found
+class DerivedCache(LRU[bytes, Derived]):
+    """``Derived`` by ``derived_key``: bounded in entries and in bytes (least recently used out first), per
+    process, thread-safe."""
 
-    def put(self, key: bytes, derived: Derived) -> None:
-        if self.max_entries <= 0:
-            return
-        with self._lock:
-            self._items[key] = derived
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
+    def __init__(self, max_entries: int, max_bytes: int = 64 << 20):
+        super().__init__(max_entries, max_bytes)

@@ -17,11 +17,15 @@ from cds.decide.derived import Derived
 from cds.decide.facts import Context, FactSet, build_facts
 from cds.decide.findings import derive_findings
 from cds.decide.scope import out_of_scope
+from cds.decide.underway import Underway
 from cds.fhir.relevance import Relevance
 from cds.rules.conditions import compile_rule, holds
 from cds.rules.engine import CompiledRule, Firing, RuleEngine
 from cds.rules.pack import Rule, RulePack
 from cds.rules.templating import render
+from cds.settings import default as setting_default
+
+LABEL = setting_default("SOURCE_LABEL")  # the cards' source label unless one is given
 
 
 @dataclass
@@ -109,7 +113,7 @@ class Evaluator:
         return Derived(facts=facts, firings=[] if scope else self.run_facts(facts), out_of_scope=scope,
                        ignored=ignored, series=series or [])
 
-    def evaluate(self, case: Case, *, source_label: str = "Bone Health CDS",
+    def evaluate(self, case: Case, *, source_label: str = LABEL,
                  derived: Derived | None = None) -> Evaluation:
         """One hook call: the case's resources and draft orders to facts, then rules, findings and cards
         (``derived``, when given, is this case's ``derive``, kept from an earlier call)."""
@@ -117,7 +121,7 @@ class Evaluator:
                            drafts_by_ref=case.drafts_by_ref, source_label=source_label)
 
     def from_facts(self, facts: list[dict[str, Any]], *, context: Mapping[str, Any],
-                   drafts_by_ref: Mapping[str, dict[str, Any]], source_label: str = "Bone Health CDS",
+                   drafts_by_ref: Mapping[str, dict[str, Any]], source_label: str = LABEL,
                    ignored: dict[str, int] | None = None) -> Evaluation:
         """Run the rules over already-built facts (also used to replay stored facts under another pack)."""
         return self.render(self._derive(facts, ignored or {}), context=context, drafts_by_ref=drafts_by_ref,
@@ -125,12 +129,12 @@ class Evaluator:
 
     def render(self, derived: Derived, *, context: Mapping[str, Any],
                drafts_by_ref: Mapping[str, dict[str, Any]],
-               source_label: str = "Bone Health CDS") -> Evaluation:
+               source_label: str = LABEL) -> Evaluation:
         """Findings and cards from derived facts and firings (``derived`` is read, never changed)."""
         facts, scope = derived.facts, derived.out_of_scope
         findings, superseded = derive_findings(derived.firings, self.pack)
         inputs = CardInputs(pack=self.pack, context=context, drafts_by_ref=drafts_by_ref,
-                            ordered_kinds=frozenset(f["kind"] for f in facts if f["t"] == "order"),
+                            underway=Underway(facts, self.pack.valuesets),
                             source_label=source_label, facts=tuple(facts))
         cards, card_rules = [], {}
         for finding in findings:

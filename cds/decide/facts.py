@@ -4,7 +4,8 @@ Input: parsed R4B models, the hook context, the evaluation time and the rule pac
 Output: a list of fact dicts (each with a type ``t``), ready for the engine:
 
     patient     sex, age (at death for a deceased patient), deceased, deceased_date
-    medication  one per (order, drug class): ingredient, status, draft, selected, focus, matched_by, started
+    medication  one per (order, drug class): ingredient, status, draft, selected, focus, matched_by, started;
+                for a monitored class, when the course started and whether it has been checked since
     lab         the latest usable result per analyte, normalised to the analyte's canonical unit
     dxa         the latest scan per site (T-score, Z-score, BMD merged by date)
     dxa_change  the latest scan vs the one before it at the same site
@@ -37,7 +38,7 @@ from cds.decide.readings import (
     to_date,
 )
 from cds.fhir import references as fhir_refs
-from cds.fhir.relevance import ingredient_names, name_in_text
+from cds.fhir.relevance import classify_medication
 from cds.fhir.units import to_canonical
 from cds.fhir.values import Reading
 from cds.fhir.values import read as read_value
@@ -112,6 +113,17 @@ def _reported(scan: dict[str, Any], kind: str) -> float | None:
     return reported_precision(kind, scan[kind]) if kind in scan else None
 
 
+def _dose_mg(mr: Any) -> float | None:
+    """The first dose of the order in mg (``doseQuantity`` with UCUM code or unit "mg"), if it says one:
+    an order-time card cites the label of the dose being ordered (zoledronic acid 4 mg is Zometa's)."""
+    for dosage in mr.dosageInstruction or []:
+        for rate in dosage.doseAndRate or []:
+            quantity = rate.doseQuantity
+            if quantity is not None and quantity.value is not None and "mg" in (quantity.code, quantity.unit):
+                return float(quantity.value)
+    return None
+
+
 class _Builder:
     def __init__(self, valuesets: dict[str, Any], ctx: Context):
         self.vs = valuesets
@@ -135,6 +147,7 @@ class _Builder:
         self.medications: dict[str, Any] = {}
         self.refs = ctx.references or fhir_refs.EMPTY
         self.selections = {self.refs.key(s) or s for s in ctx.selections}
+        self.sex = "unknown"
 
     def not_mine(self, resource: Any) -> str | None:
         """Why ``resource`` is not this patient's (None when it is, or says nothing about whose it is)."""
@@ -155,6 +168,7 @@ class _Builder:
         if mine:
             p = mine[0]
             fact["sex"] = p.gender or "unknown"
+            self.sex = fact["sex"]
             died = to_date(p.deceasedDateTime)
             if p.deceasedBoolean or p.deceasedDateTime is not None:
                 fact["deceased"] = True
@@ -349,7 +363,8 @@ class _Builder:
                              "its drug could not be identified", ref=ref)
         selected = ref in self.selections
         extra = self._order_time(mr, draft=draft, selected=selected)
-        for drug_class, ingredient, how, code in self._classify(codings, " | ".join(texts)):
+        for drug_class, ingredient, how, code in classify_medication(codings, " | ".join(texts), self.vs,
+                                                                         sex=self.sex):
             fact = {"t": "medication", "ref": ref, "drug_class": drug_class, "ingredient": ingredient,
                     "status": mr.status or "unknown", "draft": draft, "selected": selected,
                     "matched_by": how + via, "code": code, **extra}
@@ -360,36 +375,22 @@ class _Builder:
                 self.out.facts.append({"t": "order", "kind": drug_class, "ref": ref})
 
     def _order_time(self, mr: Any, *, draft: bool, selected: bool) -> dict[str, Any]:
-        """When the order started (``started``, ``started_days``: its authoredOn), and ``focus``: a draft
-        this hook call is about (every draft on order-sign; the selected ones on order-select)."""
+        """When the order started (``started``, ``started_days``: its authoredOn; ``order_start``: the earlier
+        of that and ``dispenseRequest.validityPeriod.start``), and ``focus``: a draft this hook call is about
+        (every draft on order-sign; the selected ones on order-select)."""
         out: dict[str, Any] = {"focus": draft and (selected or not self.ctx.selections)}
+        dose = _dose_mg(mr)
+        if dose is not None:
+            out["dose_mg"] = dose
         start = lab_context.started(mr.authoredOn)
         if start is not None and start <= self.today:
             out.update(started=start.isoformat(), started_days=(self.today - start).days)
+        validity = mr.dispenseRequest.validityPeriod if mr.dispenseRequest else None
+        begins = [d for d in (start, lab_context.started(validity.start if validity else None))
+                  if d is not None and d <= self.today]
+        if begins:
+            out["order_start"] = min(begins).isoformat()
         return out
-
-    def _classify(self, codings: list[tuple[str, str]], text: str) -> Iterable[tuple[str, str, str, str]]:
-        """Per drug class, the first ingredient whose RxNorm or ATC code is among ``codings``, else the first
-        whose name (INN, USAN or brand, see valuesets.yaml) is in ``text`` (``how`` is then "text:<name>")."""
-        rxnorm, atc = self.systems.get("rxnorm"), self.systems.get("atc")
-        for drug_class, spec in self.vs.get("medications", {}).items():
-            found = None
-            for ingredient, codes in spec["ingredients"].items():
-                for system, code in codings:
-                    if (system == rxnorm and code in codes.get("rxnorm", [])) or \
-                            (system == atc and code in codes.get("atc", [])):
-                        found = (drug_class, ingredient, "rxnorm" if system == rxnorm else "atc", code)
-                        break
-                if found:
-                    break
-            if not found and text:
-                for ingredient, codes in spec["ingredients"].items():
-                    name = name_in_text(text, ingredient_names(ingredient, codes))
-                    if name:
-                        found = (drug_class, ingredient, f"text:{name}", "")
-                        break
-            if found:
-                yield found
 
     def service_request(self, sr: Any) -> None:
         codes = set(_codings(sr.code))
@@ -421,6 +422,8 @@ def build_facts(resources: Iterable[Any], drafts: Iterable[Any], ctx: Context,
         elif _rtype(d) == "ServiceRequest":
             b.service_request(d)
     lab_context.apply(b.latest_lab, b.lab_days, b.out.facts, valuesets.get("labs", {}), thresholds or {})
+    lab_context.course_start([f for f in b.out.facts if f["t"] == "medication"], b.latest_lab,
+                             valuesets.get("labs", {}), b.today)
     b.out.facts.extend(b.latest_lab.values())
     b.dxa_facts()
     b.status_notes()

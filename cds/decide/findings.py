@@ -1,7 +1,8 @@
 """Rule firings to findings: one finding per card rule, its evidence merged, superseded ones set aside.
 
 A card rule may fire several times (two aromatase-inhibitor orders, two DXA sites): the firings become one
-finding whose evidence lists every match, with the most severe match first. A card rule whose card says
+finding whose evidence lists every match, with the most severe match first (and, among equals, the matches
+its card ``prefer``s). A card rule whose card says
 ``supersedes: [other-rule]`` removes those findings when it is present (the escalation card replaces the
 loose warnings it explains); the audit keeps what was superseded and by what. Pure code.
 """
@@ -45,6 +46,16 @@ def _match_key(match: dict[str, dict[str, Any]]) -> str:
     return json.dumps(match, sort_keys=True, default=repr)
 
 
+def _prefer(finding: Finding, pack: RulePack) -> None:
+    """Among matches of equal severity, put first those the card ``prefer``s (its wording is chosen by the
+    first match: two derivations of one finding, one of them naming more of the reason)."""
+    card = pack.rule(finding.rule_id).card or {}
+    prefer = card.get("prefer")
+    if not prefer:
+        return
+    finding.matches.sort(key=lambda m: (-SEVERITY[indicator_for(card, m, pack)], not holds(prefer, m, pack)))
+
+
 def derive_findings(firings: list[Firing], pack: RulePack) -> tuple[list[Finding], list[Finding]]:
     """Return ``(findings, superseded)``: the findings that become cards, and those set aside."""
     by_rule: dict[str, Finding] = {}
@@ -66,6 +77,8 @@ def derive_findings(firings: list[Firing], pack: RulePack) -> tuple[list[Finding
                 found.matches.insert(0, firing.matched)
             else:
                 found.matches.append(firing.matched)
+    for finding in by_rule.values():
+        _prefer(finding, pack)
     superseded: list[Finding] = []
     for finding in list(by_rule.values()):
         for other in (pack.rule(finding.rule_id).card or {}).get("supersedes", []) or []:

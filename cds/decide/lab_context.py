@@ -1,5 +1,6 @@
 """Lab facts read together: albumin-corrected calcium, ionized calcium standing in for total calcium, a
-second unit to quote, and whether a drug's monitoring test has been done since the drug started.
+second unit to quote, and whether a drug's monitoring test has been done since the drug (the order, and
+the course: the earliest order of its class on record) started.
 
 Called by ``cds.decide.facts`` once every result has been read; pure. The numbers (the Payne coefficient and
 reference albumin, the ionized-calcium switch) are the pack's thresholds after site overrides; the analytes
@@ -75,9 +76,13 @@ def started(authored: Any) -> dt.date | None:
 
 
 def monitored_since_start(medications: list[dict[str, Any]], latest_lab: Mapping[str, Lab],
-                          labs: Mapping[str, Any]) -> None:
+                          labs: Mapping[str, Any], thresholds: Mapping[str, float] | None = None) -> None:
     """For a drug class some analyte monitors (``labs.<analyte>.monitors``), say on each medication fact
-    whether a usable result of that analyte is dated on or after the order's start."""
+    whether a usable result of that analyte is dated on or after the order's start
+    (``checked_since_start``), how many days after the start the latest one was taken
+    (``result_days_after_start``, negative before it), and, when the analyte names the threshold of its
+    first on-treatment check (``labs.<analyte>.first_check``), the date that check is due
+    (``first_check_date``)."""
     monitors = {cls: name for name, spec in labs.items() for cls in spec.get("monitors") or []}
     for med in medications:
         analyte = monitors.get(med["drug_class"])
@@ -85,6 +90,36 @@ def monitored_since_start(medications: list[dict[str, Any]], latest_lab: Mapping
             continue
         latest = latest_lab.get(analyte)
         med["checked_since_start"] = latest is not None and latest["date"] >= med["started"]
+        start = dt.date.fromisoformat(med["started"])
+        if latest is not None:
+            med["result_days_after_start"] = (dt.date.fromisoformat(latest["date"]) - start).days
+        first = (labs.get(analyte) or {}).get("first_check")
+        if first and thresholds and first in thresholds:
+            med["first_check_date"] = (start + dt.timedelta(days=int(thresholds[first]))).isoformat()
+
+
+#: orders that never started a course: withdrawn before any dose, or never real
+NEVER_STARTED = {"cancelled", "entered-in-error"}
+
+
+def course_start(medications: list[dict[str, Any]], latest_lab: Mapping[str, Lab], labs: Mapping[str, Any],
+                 today: dt.date) -> None:
+    """For a drug class some analyte monitors, when the patient's course of it started: the earliest
+    ``order_start`` among the class's orders on record (any status but cancelled or entered in error). Each
+    medication fact of the class gets ``course_started``, ``course_started_days`` and
+    ``checked_since_course_start`` (a usable result of the analyte dated on or after that start)."""
+    monitors = {cls: name for name, spec in labs.items() for cls in spec.get("monitors") or []}
+    for cls, analyte in monitors.items():
+        mine = [m for m in medications if m["drug_class"] == cls]
+        starts = [m["order_start"] for m in mine if "order_start" in m and m["status"] not in NEVER_STARTED]
+        if not starts:
+            continue
+        first = min(starts)
+        latest = latest_lab.get(analyte)
+        for med in mine:
+            med.update(course_started=first,
+                       course_started_days=(today - dt.date.fromisoformat(first)).days,
+                       checked_since_course_start=latest is not None and latest["date"] >= first)
 
 
 def apply(latest_lab: dict[str, Lab], lab_days: Mapping[str, Mapping[str, Lab]], facts: list[dict[str, Any]],
@@ -104,4 +139,4 @@ def apply(latest_lab: dict[str, Lab], lab_days: Mapping[str, Mapping[str, Lab]],
                                   f"{thresholds.get('ionized_calcium_low_mmol_l', 0):g} mmol/L")
     for name, fact in latest_lab.items():
         also_shown(fact, labs.get(name) or {})
-    monitored_since_start([f for f in facts if f["t"] == "medication"], latest_lab, labs)
+    monitored_since_start([f for f in facts if f["t"] == "medication"], latest_lab, labs, thresholds)

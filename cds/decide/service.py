@@ -13,27 +13,31 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cds.deadline import call_limit
 from cds.decide.budget import Budget
 from cds.decide.case import Case, build_case
-from cds.decide.derived import DerivedCache, derived_key
+from cds.decide.derived import DerivedCache, derived_key, derived_size
 from cds.decide.evaluate import Evaluation, Evaluator
 from cds.errors import CdsError, UnknownService
 from cds.fhir import parse as fhir_parse
 from cds.fhir.prefetch import Fetch, Gathered, gather
 from cds.hooks.envelope import HookRequest, parse_hook_request
 from cds.hooks.services import hook_of, prefetch_templates
+from cds.settings import default as setting_default
 
 log = logging.getLogger("cds.decide.service")
 
 
 class AuditSink(Protocol):
-    """Where each call's record goes. A sink may also offer ``call_started(service, when) -> marker`` and
-    ``call_finished(marker)``: the service calls them around each call, so that a call whose process dies
-    before it answers is still counted."""
+    """Where each call's record goes. A sink may also offer ``call_started(service, when, record_id) ->
+    marker`` and ``call_finished(marker)``: the service calls them around each call, so that a call whose
+    process dies before it answers is still counted (``record_id``: the id the call's record is given, so
+    that a call whose record was made durable is never counted again)."""
 
     def record_call(self, call: CallRecord) -> None: ...
 
@@ -58,6 +62,9 @@ class CallRecord:
     #: the call's token id when its replay check is made with the record (``cds.auth.replay_store.Claim``):
     #: a sink that takes it stores both in one transaction, and raises ``TokenReplayed`` on a replay
     claim: Any = None
+    #: the record's key (a uuid), chosen when the call starts (its started-call marker and the call's log
+    #: lines name it; the caller may choose it); the store makes one when it is None
+    record_id: str | None = None
 
 
 #: a card's "Why this card?" address from the service's public base URL and the card's uuid
@@ -70,7 +77,7 @@ class HookService:
     (``fetch``), the audit sink and the explanation-link builder. Nothing is set on it afterwards."""
 
     evaluator: Evaluator
-    source_label: str = "Bone Health CDS"
+    source_label: str = setting_default("SOURCE_LABEL")
     max_entries: int | None = None
     fetch: Fetch | None = None
     #: receives one ``CallRecord`` per call, answered or refused (None: nothing is recorded)
@@ -83,27 +90,32 @@ class HookService:
     #: the budget of one call (``cds.decide.budget``): seconds, and resources validated
     budget_seconds: float | None = None
     max_resources: int | None = None
+    #: the most GETs one call may send to the FHIR server (pages and retries included)
+    max_fhir_requests: int | None = None
 
     def call(self, service_id: str, body: Any, *, now: dt.datetime | None = None,
-             client_iss: str | None = None, base_url: str | None = None, claim: Any = None) -> dict[str, Any]:
+             client_iss: str | None = None, base_url: str | None = None, claim: Any = None,
+             record_id: str | None = None) -> dict[str, Any]:
         """The response body for one call; its record goes to the audit sink before it returns. ``claim``:
         the call's token id, stored with the record (a replay found there raises ``TokenReplayed``, and the
-        call's answer is that, not its cards)."""
+        call's answer is that, not its cards). ``record_id``: the key its audit record is stored under."""
         started = time.perf_counter()
         when = now or dt.datetime.now(dt.UTC)
         hook = hook_of(service_id)
         request: HookRequest | None = None
         gathered = Gathered()
         evaluation: Evaluation | None = None
-        budget = Budget(self.budget_seconds, self.max_resources)
+        budget = Budget(self.budget_seconds, self.max_resources, max_requests=self.max_fhir_requests)
+        record_id = record_id or str(uuid.uuid4())
         started_hook = getattr(self.audit, "call_started", None)
-        marker = started_hook(service_id, when) if started_hook else None
+        marker = started_hook(service_id, when, record_id) if started_hook else None
         try:
             if hook is None:
                 raise UnknownService(f"no CDS service with id {service_id!r}", field="service")
             request = parse_hook_request(body, hook)
             # gather fills ``gathered`` as it goes, so the audit record has the provenance even on a 412
-            gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered)
+            with call_limit(budget):  # every GET to the FHIR server ends by the call's deadline
+                gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered)
             budget.check("fetching prefetch data")
             key = self._derived_key(service_id, request, gathered, when)
             cache = self.derived_cache
@@ -113,22 +125,23 @@ class HookService:
             if derived is None:
                 derived = self.evaluator.derive(case)
                 if key is not None and cache is not None:
-                    cache.put(key, derived)
+                    cache.put(key, derived, derived_size(derived))
                 budget.check("evaluating the rules")
             evaluation = self.evaluator.evaluate(case, source_label=self.source_label, derived=derived)
             self._add_explain_links(evaluation, base_url)
         except CdsError as exc:
             outcome = "412" if exc.status == 412 else str(exc.status)
             self._record(service_id, hook, request, gathered, client_iss, when, started, exc.status, outcome,
-                         evaluation, error=exc.message, claim=claim)
+                         evaluation, error=exc.message, claim=claim, record_id=record_id)
             raise
         except Exception:
             self._record(service_id, hook, request, gathered, client_iss, when, started, 500, "500",
-                         evaluation, error="internal error; the request was not processed", claim=claim)
+                         evaluation, error="internal error; the request was not processed", claim=claim,
+                         record_id=record_id)
             raise
         else:  # outside the handlers above: a replay found with the record is not recorded again
             self._record(service_id, hook, request, gathered, client_iss, when, started, 200, "ok",
-                         evaluation, claim=claim)
+                         evaluation, claim=claim, record_id=record_id)
             return {"cards": evaluation.cards}
         finally:
             if started_hook:
@@ -161,7 +174,8 @@ class HookService:
 
     def _record(self, service_id: str, hook: str | None, request: HookRequest | None, gathered: Gathered,
                 client_iss: str | None, when: dt.datetime, started: float, status: int, outcome: str,
-                evaluation: Evaluation | None, error: str | None = None, claim: Any = None) -> None:
+                evaluation: Evaluation | None, error: str | None = None, claim: Any = None,
+                record_id: str | None = None) -> None:
         if self.audit is None:
             return
         record = CallRecord(
@@ -179,5 +193,6 @@ class HookService:
             error=error,
             context=dict(request.context) if request else {},
             claim=claim,
+            record_id=record_id,
         )
         self.audit.record_call(record)

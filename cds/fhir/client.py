@@ -12,6 +12,11 @@ is cut off when it passes); idempotent GETs are retried a bounded number of time
 links up to a cap on pages and resources. Any failure raises ``FhirServerError`` (a ``DataUnavailable``:
 HTTP 412) naming the key.
 
+Inside a hook call the call's budget is the thread's ``cds.deadline.CallLimit``: before every GET (each page,
+each retry) it is checked and the GET counted, the connect and read timeouts and the GET's deadline are cut
+to what the call has left, and a back-off never sleeps past it. A GET that the call's budget cut short, or
+one the budget has no time for, raises the call's ``BudgetExceeded`` (503, naming the budget), not a 412.
+
 The bearer token from ``fhirAuthorization`` is sent only to URLs under ``fhirServer`` and never logged; log
 lines carry the key, the resource type, the status and the time taken, never a query value or an id.
 """
@@ -31,10 +36,11 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
-from cds.deadline import Deadline, deadline_session
+from cds.deadline import CallLimit, Deadline, current_call_limit, deadline_session
 from cds.errors import ConfigurationError, FhirServerError, FhirServerNotAllowed
 from cds.fhir.prefetch import next_link
 from cds.hooks.envelope import HookRequest
+from cds.settings import default as setting_default
 
 log = logging.getLogger("cds.fhir.client")
 # urllib3 logs every request line at DEBUG, query values (patient ids) included: keep it above DEBUG.
@@ -108,15 +114,15 @@ def parse_allowlist(entries: Iterable[str]) -> tuple[Base, ...]:
 @dataclass(frozen=True)
 class ClientSettings:
     allowlist: tuple[Base, ...] = ()
-    connect_timeout: float = 2.0
-    read_timeout: float = 5.0
-    retries: int = 2
-    backoff: float = 0.25
-    retry_after_cap: float = 2.0
-    max_pages: int = 10
-    max_resources: int = 2000
-    response_seconds: float = 10.0
-    max_response_bytes: int = 20_000_000
+    connect_timeout: float = setting_default("FHIR_CONNECT_TIMEOUT")
+    read_timeout: float = setting_default("FHIR_READ_TIMEOUT")
+    retries: int = setting_default("FHIR_RETRIES")
+    backoff: float = setting_default("FHIR_BACKOFF_SECONDS")
+    retry_after_cap: float = setting_default("FHIR_RETRY_AFTER_CAP_SECONDS")
+    max_pages: int = setting_default("FHIR_MAX_PAGES")
+    max_resources: int = setting_default("FHIR_MAX_RESOURCES")
+    response_seconds: float = setting_default("FHIR_RESPONSE_SECONDS")
+    max_response_bytes: int = setting_default("FHIR_MAX_RESPONSE_BYTES")
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> ClientSettings:
@@ -208,10 +214,21 @@ class FhirClient:
         auth = request.fhir_authorization or {}
         if auth.get("access_token"):
             headers["Authorization"] = f"Bearer {auth['access_token']}"
-        timeout = (self.settings.connect_timeout, self.settings.read_timeout)
+        limit = current_call_limit()
         attempt = 0
         while True:
-            with Deadline(self.settings.response_seconds) as deadline:
+            timeout = (self.settings.connect_timeout, self.settings.read_timeout)
+            seconds = self.settings.response_seconds
+            if limit is not None:
+                stage = f"fetching {where} from the FHIR server"
+                limit.check(stage)
+                limit.count_request(stage)
+                left = limit.remaining()
+                if left is not None:  # no wait of this GET outlasts the call
+                    left = max(left, 0.001)
+                    timeout = (min(timeout[0], left), min(timeout[1], left))
+                    seconds = min(seconds, left)
+            with Deadline(seconds) as deadline:
                 started = time.perf_counter()
                 try:
                     response = self.session.get(url, headers=headers, timeout=timeout, allow_redirects=False,
@@ -229,12 +246,16 @@ class FhirClient:
                         response.close()
                 delay = self._delay(response, attempt)
                 response.close()
+            if limit is not None and (left := limit.remaining()) is not None and delay >= left:
+                raise limit.exceeded(f"waiting to retry {where} at the FHIR server")
             log.debug("prefetch %s: retrying after %.2f s (attempt %d)", key, delay, attempt + 1)
             self.sleep(delay)
             attempt += 1
 
     def _failed(self, exc: requests.RequestException, where: str, timeout: tuple[float, float],
-                deadline: Deadline) -> FhirServerError:
+                deadline: Deadline) -> Exception:
+        if _out_of_call_time():
+            return _call_exceeded(where)
         if deadline.expired:
             return self._too_slow(where)
         if isinstance(exc, requests.ConnectTimeout):
@@ -249,7 +270,9 @@ class FhirClient:
         return FhirServerError(f"the request to the FHIR server failed ({type(exc).__name__})", field=where,
                                server_wide=True)
 
-    def _too_slow(self, where: str) -> FhirServerError:
+    def _too_slow(self, where: str) -> Exception:
+        if _out_of_call_time():  # the call's budget, not this GET's own deadline, cut it short
+            return _call_exceeded(where)
         return FhirServerError("the FHIR server did not finish its answer within "
                                f"{self.settings.response_seconds:g} s (CDS_FHIR_RESPONSE_SECONDS)",
                                field=where, server_wide=True)
@@ -318,3 +341,17 @@ class FhirClient:
             raise FhirServerError("the FHIR server answered with an OperationOutcome "
                                   f"({', '.join(codes) or 'no issue'})", field=where)
         return body
+
+
+def _out_of_call_time() -> bool:
+    """Whether the hook call this thread serves has (all but) no time left: a wait cut to what it had left
+    ends when it runs out."""
+    limit = current_call_limit()
+    left = limit.remaining() if limit is not None else None
+    return left is not None and left <= 0.01
+
+
+def _call_exceeded(where: str) -> Exception:
+    limit: CallLimit | None = current_call_limit()
+    assert limit is not None
+    return limit.exceeded(f"fetching {where} from the FHIR server")

@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from cds.fhir.cache import json_size
+
 
 def json_bytes(value: Any) -> bytes | None:
     """The exact JSON text of ``value`` as bytes, or None when it has no JSON text (``NaN``, infinities,
@@ -35,11 +37,20 @@ def json_bytes(value: Any) -> bytes | None:
 
 def digest(*values: Any) -> bytes | None:
     """A 16-byte BLAKE2b digest of the JSON texts of ``values`` in order, or None (see ``json_bytes``)."""
+    found = digest_sized(*values)
+    return found[0] if found is not None else None
+
+
+def digest_sized(*values: Any) -> tuple[bytes, int] | None:
+    """``digest(*values)`` and the approximate memory of what is made from them (``cds.fhir.cache.json_size``
+    of their JSON texts, for a cache's bound in bytes), from one writing of each text; or None."""
     hasher = hashlib.blake2b(digest_size=16)
+    size = 0
     for value in values:
         text = json_bytes(value)
         if text is None:
             return None
         hasher.update(len(text).to_bytes(8, "big"))
         hasher.update(text)
-    return hasher.digest()
+        size += json_size(text)
+    return hasher.digest(), size

@@ -1,14 +1,15 @@
 """FHIR R4 parsing: the only module that imports fhir.resources (its ``R4B`` package; EHRs speak R4).
 
 Only the resource types the rules use are validated; everything else in a Bundle is counted and skipped.
-A resource that fails validation raises ``InvalidFhir`` naming where it is and which field is wrong.
+A resource that fails validation raises ``InvalidFhir`` naming where it is and which field is wrong. Every
+element name of a resource of a used type, and of the Bundles and entries around it, is checked as one R4
+defines before anything else (``cds.fhir.elements``): an element of another release is refused, never
+dropped.
 """
 
 from __future__ import annotations
 
 import importlib
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,7 +18,10 @@ from pydantic import ValidationError
 
 from cds.errors import InvalidFhir
 from cds.fhir import units
-from cds.fhir.digest import digest, json_bytes
+from cds.fhir.cache import LRU
+from cds.fhir.digest import digest_sized
+from cds.fhir.elements import check_names, describe
+from cds.settings import default as setting_default
 
 #: resourceType -> module name in fhir.resources.R4B
 USED_TYPES = {
@@ -51,57 +55,30 @@ def warm_up() -> None:
     parse_resource({"resourceType": "Patient", "id": "warm-up"}, where="warm-up")
 
 
-def _describe(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    loc = ".".join(str(part) for part in first.get("loc", ()) if part != "__root__")
-    return f"{loc or '(resource)'}: {first.get('msg', 'invalid')}"
-
-
-class ModelCache:
+class ModelCache(LRU[tuple[str, str, str, bytes], Any]):
     """Validated models by (type, id, versionId, content): a warm patient's resources are not validated again.
 
     order-select fires again and again for the same patient before order-sign; each time the same
-    resources arrive. The key includes the exact JSON text of the resource, so changed content is a miss
-    (never a stale hit). Bounded (least recently used out first), per process, thread-safe.
+    resources arrive. The key includes a digest of the exact JSON text of the resource, so changed content
+    is a miss (never a stale hit). Bounded in entries and in bytes (``cds.fhir.cache``: each entry sized by
+    the JSON text it was made from), least recently used out first, per process, thread-safe.
     """
 
-    def __init__(self, max_entries: int):
-        self.max_entries = max_entries
-        self._items: OrderedDict[tuple[str, str, str, bytes], Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
+    def __init__(self, max_entries: int, max_bytes: int = 64 << 20):
+        super().__init__(max_entries, max_bytes)
 
     @staticmethod
-    def key(data: dict[str, Any]) -> tuple[str, str, str, bytes] | None:
+    def key(data: dict[str, Any]) -> tuple[tuple[str, str, str, bytes], int] | None:
+        """The cache key of a resource and the size of its entry, or None when it has no key."""
         rid = data.get("id")
         if not isinstance(rid, str):
             return None
         meta = data.get("meta")
         version = meta.get("versionId") if isinstance(meta, dict) else None
-        content = digest(data)
-        if content is None:
+        found = digest_sized(data)
+        if found is None:
             return None
-        return str(data.get("resourceType")), rid, str(version), content
-
-    def get(self, key: tuple[str, str, str, bytes]) -> Any:
-        with self._lock:
-            model = self._items.get(key)
-            if model is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return model
-
-    def put(self, key: tuple[str, str, str, bytes], model: Any) -> None:
-        with self._lock:
-            self._items[key] = model
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
+        return (str(data.get("resourceType")), rid, str(version), found[0]), found[1]
 
 
 #: The elements of each type that the facts and cards read. Only these are validated and kept: an element
@@ -113,15 +90,18 @@ READ_ELEMENTS: dict[str, frozenset[str]] = {
                               "effectivePeriod", "effectiveInstant", "issued", "valueQuantity",
                               "valueString", "dataAbsentReason", "bodySite"}),
     "MedicationRequest": frozenset({"id", "meta", "status", "intent", "subject", "medicationCodeableConcept",
-                                    "medicationReference", "contained", "dosageInstruction", "authoredOn"}),
+                                    "medicationReference", "contained", "dosageInstruction", "authoredOn",
+                                    "dispenseRequest"}),
     "Medication": frozenset({"id", "meta", "code"}),
     "ServiceRequest": frozenset({"id", "meta", "status", "intent", "subject", "code"}),
 }
 
 
-#: Elements read only to refine advice (when a therapy started): a malformed one is treated as absent, never
-#: a refusal of the call. The CDS Hooks sandbox's drafts carry such dates; the start is then unknown.
-LENIENT_ELEMENTS: dict[str, frozenset[str]] = {"MedicationRequest": frozenset({"authoredOn"})}
+#: Elements read only to refine advice (when a therapy started: authoredOn, the dispense validity period): a
+#: malformed one is treated as absent, never a refusal of the call. The CDS Hooks sandbox's drafts carry
+#: such dates; the start is then unknown.
+LENIENT_ELEMENTS: dict[str, frozenset[str]] = {
+    "MedicationRequest": frozenset({"authoredOn", "dispenseRequest"})}
 
 
 def _without_lenient(part: dict[str, Any], exc: ValidationError) -> dict[str, Any] | None:
@@ -156,18 +136,29 @@ def _check_decimals(part: dict[str, Any], where: str) -> None:
 #: one patient. Each distinct one is validated once (by its own R4B model, as the resource's model would)
 #: and the validated element is handed to the resource's model, which accepts it as it is; the rest of the
 #: resource is validated as before. An element that fails on its own is left in place, so the resource's
-#: model reports it in the same words as ever. Per process, bounded, least recently used out first.
+#: model reports it in the same words as ever. Per process, bounded in entries and in bytes (keyed by the
+#: digest of the element's JSON text, sized by that text), least recently used out first.
 _CONCEPT = "codeableconcept.CodeableConcept"
 SHARED_ELEMENTS = {"code": _CONCEPT, "bodySite": _CONCEPT, "dataAbsentReason": _CONCEPT, "meta": "meta.Meta",
                    "medicationCodeableConcept": _CONCEPT, "subject": "reference.Reference"}
 ELEMENT_CACHE_ENTRIES = 4096
-_ELEMENTS: OrderedDict[tuple[str, bytes], Any] = OrderedDict()
-_ELEMENTS_LOCK = threading.Lock()
+ELEMENT_CACHE_BYTES = 16 << 20  # set from CDS_CACHE_MAX_BYTES when the app is built
+_ELEMENTS: LRU[tuple[str, bytes], Any] = LRU()
+
+
+def r4_class(path: str) -> Any:
+    """An R4B model class by ``module.Class`` (``bundle.BundleEntry``)."""
+    module, _, klass = path.partition(".")
+    return getattr(importlib.import_module(f"fhir.resources.R4B.{module}"), klass)
+
+
+def _check_r4(data: dict[str, Any], resource_type: str, where: str) -> None:
+    model = r4_class(f"{USED_TYPES[resource_type]}.{resource_type}")
+    check_names(data, model, where=where, what=resource_type)
 
 
 def _element_class(name: str) -> Any:
-    module, _, klass = SHARED_ELEMENTS[name].partition(".")
-    return getattr(importlib.import_module(f"fhir.resources.R4B.{module}"), klass)
+    return r4_class(SHARED_ELEMENTS[name])
 
 
 def _shared_element(name: str, value: Any) -> Any:
@@ -175,23 +166,18 @@ def _shared_element(name: str, value: Any) -> Any:
     it is not an object, has no exact JSON text, or does not validate on its own."""
     if not isinstance(value, dict):
         return None
-    text = json_bytes(value)
-    if text is None:
+    found = digest_sized(value)
+    if found is None:
         return None
-    key = (SHARED_ELEMENTS[name], text)
-    with _ELEMENTS_LOCK:
-        model = _ELEMENTS.get(key)
-        if model is not None:
-            _ELEMENTS.move_to_end(key)
-            return model
+    key = (SHARED_ELEMENTS[name], found[0])
+    model = _ELEMENTS.get(key)
+    if model is not None:
+        return model
     try:
         model = _element_class(name).model_validate(value)
     except (ValidationError, TypeError, ValueError):
         return None
-    with _ELEMENTS_LOCK:
-        _ELEMENTS[key] = model
-        while len(_ELEMENTS) > ELEMENT_CACHE_ENTRIES:
-            _ELEMENTS.popitem(last=False)
+    _ELEMENTS.put(key, model, found[1], max_entries=ELEMENT_CACHE_ENTRIES, max_bytes=ELEMENT_CACHE_BYTES)
     return model
 
 
@@ -213,11 +199,12 @@ def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) ->
         raise InvalidFhir(
             f"{where}: resourceType {resource_type!r} is not one this service reads", field=where
         )
+    _check_r4(data, resource_type, where)
     part = read_part(data)
     _check_decimals(part, where)
-    key = cache.key(part) if cache is not None and cache.max_entries > 0 else None
-    if key is not None and cache is not None:
-        model = cache.get(key)
+    keyed = cache.key(part) if cache is not None and cache.max_entries > 0 else None
+    if keyed is not None and cache is not None:
+        model = cache.get(keyed[0])
         if model is not None:
             return model
     try:
@@ -229,11 +216,12 @@ def parse_resource(data: Any, *, where: str, cache: ModelCache | None = None) ->
                 raise
             model = model_for(resource_type).model_validate(_with_shared_elements(kept))
     except ValidationError as exc:
-        raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {_describe(exc)}", field=where) from exc
+        said, field = describe(exc, where)
+        raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {said}", field=field) from exc
     except (TypeError, ValueError) as exc:  # fhir.resources raises these for some malformed primitives
         raise InvalidFhir(f"{where}: invalid FHIR {resource_type}: {exc}", field=where) from exc
-    if key is not None and cache is not None:
-        cache.put(key, model)
+    if keyed is not None and cache is not None:
+        cache.put(keyed[0], model, keyed[1])
     return model
 
 
@@ -262,6 +250,12 @@ def iter_resources(data: Any, *, where: str, max_entries: int | None = None) -> 
     if data.get("resourceType") != "Bundle":
         yield where, data
         return
+    check_names(data, r4_class("bundle.Bundle"), where=where, what="Bundle")
+    links = data.get("link")
+    for index, link in enumerate(links if isinstance(links, list) else []):
+        if isinstance(link, dict):
+            check_names(link, r4_class("bundle.BundleLink"), where=f"{where}.link[{index}]",
+                        what="Bundle.link")
     entries = data.get("entry", [])
     if entries is None:
         return
@@ -276,10 +270,23 @@ def iter_resources(data: Any, *, where: str, max_entries: int | None = None) -> 
         here = f"{where}.entry[{index}]"
         if not isinstance(entry, dict):
             raise InvalidFhir(f"{here}: expected a Bundle entry object", field=here)
+        check_names(entry, r4_class("bundle.BundleEntry"), where=here, what="Bundle.entry")
         resource = entry.get("resource")
         if resource is None:
             continue
         yield f"{here}.resource", resource
+
+
+def used_resources(data: Any, *, where: str, max_entries: int | None = None) -> Iterator[tuple[str, Any]]:
+    """``iter_resources`` without the resources of types the rules never read; the element names of each one
+    yielded are R4's (checked here, before any filter could set it aside unread)."""
+    for here, resource in iter_resources(data, where=where, max_entries=max_entries):
+        if isinstance(resource, dict):
+            kind = resource.get("resourceType")
+            if not isinstance(kind, str) or not is_used_type(kind):
+                continue
+            _check_r4(resource, kind, here)
+        yield here, resource
 
 
 def parse_all(data: Any, *, where: str, max_entries: int | None = None,
@@ -290,9 +297,7 @@ def parse_all(data: Any, *, where: str, max_entries: int | None = None,
     validated at all: the rules could not use it).
     """
     models = []
-    for here, resource in iter_resources(data, where=where, max_entries=max_entries):
-        if isinstance(resource, dict) and not is_used_type(resource.get("resourceType")):
-            continue
+    for here, resource in used_resources(data, where=where, max_entries=max_entries):
         if relevant is not None and not relevant(resource):
             continue
         models.append(parse_resource(resource, where=here, cache=cache))
@@ -323,14 +328,15 @@ def _wrap_at(data: Any, loc: tuple[Any, ...]) -> bool:
     return False
 
 
-#: outgoing resources found valid, by their exact JSON text (``json_bytes``): the text of the resource as
-#: repaired. The check depends on nothing but that text, so a hit is the check's own answer (a patient's
-#: cards again, the same suggestion for another call). Only results orjson writes back exactly are kept (no
-#: ``null`` in the text, see cds/fhir/digest.py); a resource found invalid is checked again each time.
-#: Per process, bounded (``CDS_SUGGESTION_CACHE_SIZE``; 0: off), least recently used out first.
-OUTGOING_CACHE_ENTRIES = 1024
-_OUTGOING: OrderedDict[bytes, bytes] = OrderedDict()
-_OUTGOING_LOCK = threading.Lock()
+#: outgoing resources found valid, by the digest of their exact JSON text (``digest``), each kept as the
+#: JSON text of the resource as repaired. The check depends on nothing but that text, so a hit is the
+#: check's own answer (a patient's cards again, the same suggestion for another call). Only results orjson
+#: writes back exactly are kept (no ``null`` in the text, see cds/fhir/digest.py); a resource found invalid
+#: is checked again each time. Per process, bounded in entries (``CDS_SUGGESTION_CACHE_SIZE``; 0: off) and
+#: in bytes (its share of ``CDS_CACHE_MAX_BYTES``), least recently used out first.
+OUTGOING_CACHE_ENTRIES = setting_default("SUGGESTION_CACHE_SIZE")
+OUTGOING_CACHE_BYTES = 16 << 20
+_OUTGOING: LRU[bytes, bytes] = LRU()
 
 
 def outgoing_resource(data: Any, *, where: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -341,25 +347,20 @@ def outgoing_resource(data: Any, *, where: str) -> tuple[dict[str, Any] | None, 
     ``(resource, None)``, or ``(None, why)`` when it is not valid R4 even so: it must then not be sent.
     A resource found valid before (the same JSON text) is answered from ``_OUTGOING``, as a new copy.
     """
-    text = json_bytes(data) if isinstance(data, dict) and OUTGOING_CACHE_ENTRIES > 0 else None
-    if text is not None:
-        with _OUTGOING_LOCK:
-            good = _OUTGOING.get(text)
-            if good is not None:
-                _OUTGOING.move_to_end(text)
+    keyed = digest_sized(data) if isinstance(data, dict) and OUTGOING_CACHE_ENTRIES > 0 else None
+    if keyed is not None:
+        good = _OUTGOING.get(keyed[0])
         if good is not None:
             return orjson.loads(good), None
     resource, why = _checked_outgoing(data, where=where)
-    if text is not None and resource is not None:
+    if keyed is not None and resource is not None:
         try:
             good = orjson.dumps(resource)
         except (orjson.JSONEncodeError, TypeError):
             good = None
         if good is not None and b"null" not in good:
-            with _OUTGOING_LOCK:
-                _OUTGOING[text] = good
-                while len(_OUTGOING) > OUTGOING_CACHE_ENTRIES:
-                    _OUTGOING.popitem(last=False)
+            _OUTGOING.put(keyed[0], good, keyed[1] + len(good), max_entries=OUTGOING_CACHE_ENTRIES,
+                          max_bytes=OUTGOING_CACHE_BYTES)
     return resource, why
 
 
@@ -382,7 +383,7 @@ def _checked_outgoing(data: Any, *, where: str) -> tuple[dict[str, Any] | None, 
             fixed = [e for e in errors
                      if e.get("type") == "list_type" and _wrap_at(repaired, tuple(e["loc"]))]
             if not fixed:
-                return None, f"{where}: not valid FHIR {data['resourceType']}: {_describe(exc)}"
+                return None, f"{where}: not valid FHIR {data['resourceType']}: {describe(exc, where)[0]}"
         except (TypeError, ValueError) as exc:
             return None, f"{where}: not valid FHIR {data['resourceType']}: {exc}"
     return None, f"{where}: not valid FHIR {data['resourceType']}"

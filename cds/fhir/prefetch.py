@@ -11,8 +11,11 @@ Per key of the discovery document's prefetch templates:
 Fetching is delegated to a ``Fetch`` (``cds.fhir.client.FhirClient``). When a key cannot be obtained (no
 ``fhirServer``, the server not allowed, down, refusing, answering garbage) the call fails with
 ``DataUnavailable`` (HTTP 412) naming every such key and why. The rules need every key, so partial data is
-never evaluated: complete data or an honest 412. A Patient resource (sent or fetched) must be the patient
-of ``context.patientId``; another patient's is refused with a 412 naming the key, never evaluated.
+never evaluated: complete data or an honest 412. When the call's budget runs out while fetching (see
+``cds.decide.budget``), fetching stops there: the key being fetched and those not fetched yet are
+``failed`` and the call's ``BudgetExceeded`` (503) is raised. A Patient resource (sent or fetched) must be
+the patient of ``context.patientId``; another patient's is refused with a 412 naming the key, never
+evaluated.
 
 Provenance per key goes to the audit record, and is complete before any error is raised:
 ``client`` (sent by the client and used as sent), ``fetched`` (the service asked the FHIR server, including
@@ -26,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cds.errors import DataUnavailable, FhirServerError, FhirServerNotAllowed
+from cds.errors import BudgetExceeded, DataUnavailable, FhirServerError, FhirServerNotAllowed
 from cds.hooks import tokens
 from cds.hooks.envelope import HookRequest
 
@@ -143,6 +146,10 @@ def _fetch_all(request: HookRequest, templates: Mapping[str, str], fetch: Fetch 
                 data = fetch.complete(request, key, sent[key])
             else:
                 data = fetch(request, key, render_template(templates[key], request))
+        except BudgetExceeded:
+            for left in list(wanted)[list(wanted).index(key):]:
+                out.provenance[left] = "failed"
+            raise
         except DataUnavailable as exc:
             out.provenance[key] = "failed"
             failures[key] = exc.message

@@ -37,6 +37,38 @@ def name_in_text(text: str, names: Iterable[str]) -> str | None:
     return found.group(1) if found else None
 
 
+def classify_medication(codings: list[tuple[str, str]], text: str, valuesets: dict[str, Any],
+                        sex: str | None = None) -> Iterable[tuple[str, str, str, str]]:
+    """Per drug class, the first ingredient whose RxNorm or ATC code is among ``codings`` (``(system,
+    code)``), else the first whose name (INN, USAN or brand, see valuesets.yaml) is in ``text`` (``how``
+    is then "text:<name>"). Yields ``(drug_class, ingredient, how, code)``. The record's orders and the
+    resources a card suggests are classified by this one function (``cds.decide.facts``,
+    ``cds.decide.underway``). Given the patient's ``sex``, an ingredient whose ``only_for_sex`` leaves it
+    out is not matched (a SERM is no bone-protective therapy for a woman on an aromatase inhibitor)."""
+    systems = valuesets.get("systems", {})
+    rxnorm, atc = systems.get("rxnorm"), systems.get("atc")
+    for drug_class, spec in valuesets.get("medications", {}).items():
+        found = None
+        ingredients = {name: codes for name, codes in spec["ingredients"].items()
+                       if sex is None or sex in codes.get("only_for_sex", [sex])}
+        for ingredient, codes in ingredients.items():
+            for system, code in codings:
+                if (system == rxnorm and code in codes.get("rxnorm", [])) or \
+                        (system == atc and code in codes.get("atc", [])):
+                    found = (drug_class, ingredient, "rxnorm" if system == rxnorm else "atc", code)
+                    break
+            if found:
+                break
+        if not found and text:
+            for ingredient, codes in ingredients.items():
+                name = name_in_text(text, ingredient_names(ingredient, codes))
+                if name:
+                    found = (drug_class, ingredient, f"text:{name}", "")
+                    break
+        if found:
+            yield found
+
+
 class Relevance:
     def __init__(self, valuesets: dict[str, Any]):
         self.observation_codes: set[str] = set()

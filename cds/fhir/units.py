@@ -9,6 +9,11 @@ unit is accepted when it is a UCUM spelling of one of them. A unit given only as
 UCUM ``code``) is read the same way after the spelling aliases of ``unit_text_aliases`` (``mcg`` for
 ``ug``). An unknown unit is never guessed: the functions return ``(None, reason)`` and the caller reports
 it.
+
+Bounds come before the UCUM library sees a unit (``unit_problem``): at most ``MAX_UNIT_CHARS`` characters,
+every exponent within ``MAX_EXPONENT`` (the library computes ``10*29999999`` as an exact integer) and
+every factor below ``MAX_FACTOR``. A unit beyond them is not recognised, and the reason says which bound.
+Every check here is one pass over the text: linear in its length.
 """
 
 from __future__ import annotations
@@ -25,6 +30,16 @@ _REGISTRY: Any = None
 #: relative difference below which two magnitudes are the same unit (UCUM factors are exact decimals;
 #: the float arithmetic of the registry leaves ~1e-16)
 _SAME = 1e-9
+#: longest unit handed to the UCUM library (the longest accepted unit is a few characters)
+MAX_UNIT_CHARS = 64
+#: largest power a unit may carry (``10*12`` per litre, ``cm2``); the library computes powers exactly
+MAX_EXPONENT = 30
+#: a numeric factor of a unit (``24.h``, ``1000.mL``) is below 10 to this power
+FACTOR_DIGITS = 12
+MAX_FACTOR = 10**FACTOR_DIGITS
+_DIGITS = frozenset("0123456789")
+#: what may stand before a factor (a number that multiplies) rather than an exponent (a power)
+_TERM_START = frozenset("./(")
 
 
 def _registry() -> Any:
@@ -43,17 +58,63 @@ def warm_up() -> None:
     canonical("pg/mL")
 
 
-@functools.lru_cache(maxsize=4096)
-def canonical(ucum: str) -> tuple[str, float] | None:
-    """``(dimension, magnitude in base units)`` of a UCUM unit, or None when it is not valid UCUM.
+def _annotation_only(text: str) -> bool:
+    """``{T-Score}``: one annotation, nothing else (UCUM reads it as the unity)."""
+    return len(text) >= 2 and text[0] == "{" and text[-1] == "}" and "{" not in text[1:-1] \
+        and "}" not in text[1:-1]
 
-    An annotation alone (``{T-Score}``) and the empty unit are the unity ``1``, as UCUM says.
+
+def unit_problem(ucum: str) -> str:
+    """Why ``ucum`` is not handed to the UCUM library ("" when it may be): too long, or a number in it
+    beyond the bounds. One pass: names in ``[...]`` and annotations in ``{...}`` are skipped; a run of digits
+    (with its sign) right after a symbol is an exponent, one that opens a term is a factor."""
+    text = ucum.strip()
+    if len(text) > MAX_UNIT_CHARS:
+        return f"is longer than {MAX_UNIT_CHARS} characters"
+    closing = {"[": "]", "{": "}"}
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char in closing:
+            end = text.find(closing[char], index + 1)
+            if end < 0:
+                return f"has a {char!r} that is never closed"
+            index = end + 1
+            continue
+        start = index + 1 if char in "+-" else index
+        end = start
+        while end < len(text) and text[end] in _DIGITS:
+            end += 1
+        if end == start:
+            index += 1
+            continue
+        value = int(text[start:end])
+        if index == 0 or text[index - 1] in _TERM_START:
+            if value >= MAX_FACTOR:
+                return f"has the factor {text[index:end]}, beyond any unit's (below 10^{FACTOR_DIGITS})"
+        elif value > MAX_EXPONENT:
+            return f"has the exponent {text[index:end]}, beyond any unit's (at most ±{MAX_EXPONENT})"
+        index = end
+    return ""
+
+
+def canonical(ucum: str) -> tuple[str, float] | None:
+    """``(dimension, magnitude in base units)`` of a UCUM unit, or None when it is not valid UCUM or is
+    beyond the bounds of ``unit_problem`` (checked before the library sees it).
+
+    An annotation alone (``{T-Score}``) and the empty unit are the unity ``1``, as UCUM says. Only units of
+    at most 64 characters are looked up, and kept in the cache: its 4,096 keys stay short.
     """
     text = ucum.strip()
-    if text == "" or re.fullmatch(r"\{[^{}]*\}", text):
+    if text == "" or _annotation_only(text):
         return "dimensionless", 1.0
-    if len(text) > 64:
+    if unit_problem(text):
         return None
+    return _canonical(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical(text: str) -> tuple[str, float] | None:
     try:
         with _LOCK:
             quantity = _registry().from_ucum(text)
@@ -76,7 +137,9 @@ def same_unit(a: str, b: str) -> bool:
 def from_text(text: str, aliases: Mapping[str, str]) -> str:
     """A unit given only as text, with the usual non-UCUM spellings replaced (``mcg/L`` -> ``ug/L``)."""
     out = text.strip()
-    for spelled, ucum in aliases.items():
+    if len(out) > MAX_UNIT_CHARS:
+        return out  # no unit: ``canonical`` refuses it, saying why
+    for spelled, ucum in aliases.items():  # a literal between two one-character looks: linear
         out = re.sub(rf"(?<![A-Za-z]){re.escape(spelled)}(?![A-Za-z])", ucum, out)
     return out
 
@@ -99,7 +162,10 @@ def to_canonical(value: float, unit: str, analyte: dict[str, Any]) -> tuple[floa
         return None, f"no unit was given (expected one of {', '.join(factors)})"
     known = match_unit(unit, factors)
     if known is None:
-        return None, f"unit {unit!r} is not recognised (expected one of {', '.join(factors)})"
+        problem = unit_problem(unit)
+        shown = unit if len(unit) <= MAX_UNIT_CHARS else unit[:MAX_UNIT_CHARS - 1] + "…"
+        said = f"{problem}; " if problem else ""
+        return None, f"unit {shown!r} is not recognised ({said}expected one of {', '.join(factors)})"
     converted = value * float(factors[known])
     if not math.isfinite(converted) or converted > 1e9:
         return None, "the value is outside any plausible range"

@@ -14,7 +14,6 @@ Handled shapes (see docs/rules.md, "Values as laboratories report them"):
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -25,9 +24,14 @@ from cds.fhir.units import from_text
 UCUM = "http://unitsofmeasure.org"
 COMPARATORS = ("<=", ">=", "<", ">")
 _SIGNS = {"≤": "<=", "≥": ">=", "=<": "<=", "=>": ">="}
-_STRING = re.compile(r"^\s*(<=|>=|=<|=>|<|>|≤|≥)?\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*(.*?)\s*$")
+#: the signs a text result may open with, longest first ("<=" before "<")
+_LEADING_SIGNS = ("<=", ">=", "=<", "=>", "<", ">", "≤", "≥")
+_DIGITS = frozenset("0123456789")
 #: longest text quoted back from a result
 MAX_QUOTED = 40
+#: most characters in the number of a text result ("14.2", "0.00051"): a longer run of digits is no
+#: laboratory's result, and is never handed to float()
+MAX_NUMBER_CHARS = 24
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,35 @@ def quoted(text: str) -> str:
     return flat if len(flat) <= MAX_QUOTED else flat[: MAX_QUOTED - 1] + "…"
 
 
+def _digits_end(text: str, start: int) -> int:
+    """The index after the run of ASCII digits of ``text`` that begins at ``start``, looking no further
+    than ``MAX_NUMBER_CHARS + 1`` characters (a longer number is refused, however long it is)."""
+    end, stop = start, min(len(text), start + MAX_NUMBER_CHARS + 1)
+    while end < stop and text[end] in _DIGITS:
+        end += 1
+    return end
+
+
+def split_text(text: str) -> tuple[str, str, str] | None:
+    """``(sign, number, unit text)`` of a text result such as ``"< 5 pg/mL"``, or None when it does not
+    open with a number (after an optional sign). One pass over the text, no backtracking: linear in its
+    length whatever it holds. The unit is the rest of the text, on one line (a line break inside it: not a
+    result but a text). A number longer than ``MAX_NUMBER_CHARS`` comes back cut just past that length."""
+    rest = text.strip()
+    sign = next((s for s in _LEADING_SIGNS if rest.startswith(s)), "")
+    rest = rest[len(sign):].lstrip()
+    whole = _digits_end(rest, 0)
+    end = whole
+    if rest[whole:whole + 1] == "." and _digits_end(rest, whole + 1) > whole + 1:
+        end = _digits_end(rest, whole + 1)  # "14.2", ".5"; a "." not followed by a digit is the unit's
+    if end == 0:
+        return None
+    unit = rest[end:].strip()
+    if "\n" in unit:
+        return None
+    return sign, rest[:end], unit
+
+
 def _concept_text(concept: Any) -> str:
     if concept is None:
         return ""
@@ -65,11 +98,13 @@ def _concept_text(concept: Any) -> str:
 
 
 def _number_text(value: Any) -> str:
-    if isinstance(value, Decimal):
+    """The number as reported ("14.20"); in exponent form when that would be longer than
+    ``MAX_NUMBER_CHARS`` (a magnitude such as 1e300 is written out as digits by no one)."""
+    if isinstance(value, Decimal) and abs(value.adjusted()) < MAX_NUMBER_CHARS // 2:
         text = format(value, "f")
-    else:
-        text = f"{float(value):g}"
-    return text
+        if len(text) <= MAX_NUMBER_CHARS:
+            return text
+    return f"{float(value):g}"
 
 
 def _quantity_unit(q: Any, aliases: Mapping[str, str]) -> tuple[str, str]:
@@ -77,8 +112,8 @@ def _quantity_unit(q: Any, aliases: Mapping[str, str]) -> tuple[str, str]:
     code = (q.code or "").strip()
     text = (q.unit or "").strip()
     if code and q.system in (None, UCUM):
-        return code, text or code
-    return from_text(text, aliases), text
+        return code, quoted(text or code)
+    return from_text(text, aliases), quoted(text)
 
 
 def read(obs: Any, aliases: Mapping[str, str]) -> Reading:
@@ -99,11 +134,14 @@ def read(obs: Any, aliases: Mapping[str, str]) -> Reading:
         return Reading(float(raw), comparator, unit, shown, _number_text(raw))
     text = getattr(obs, "valueString", None)
     if text is not None:
-        found = _STRING.match(str(text))
+        found = split_text(str(text))
         if not found:
             return Reading(why=f"was reported as text {quoted(text)!r}, not a number")
-        sign, number, unit_text = found.groups()
-        comparator = _SIGNS.get(sign or "", sign or "")
+        sign, number, unit_text = found
+        if len(number) > MAX_NUMBER_CHARS:
+            return Reading(why=f"was reported as a number longer than any result has (more than "
+                               f"{MAX_NUMBER_CHARS} characters)")
+        comparator = _SIGNS.get(sign, sign)
         unit = from_text(unit_text, aliases) if unit_text else ""
         return Reading(float(number), comparator, unit, quoted(unit_text), number)
     return Reading(why="has no numeric value")

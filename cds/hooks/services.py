@@ -43,7 +43,7 @@ def prefetch_templates(pack: RulePack) -> dict[str, str]:
         "monitoring": observations + codes(
             [c for name in MONITORING_LABS for c in vs["labs"][name]["loinc"]]),
         "medications": (
-            "MedicationRequest?patient={{context.patientId}}&status=active,on-hold"
+            "MedicationRequest?patient={{context.patientId}}&status=active,on-hold,completed,stopped"
             "&_include=MedicationRequest:medication"
         ),
     }

@@ -107,6 +107,13 @@ def _check_valuesets(vs: dict[str, Any]) -> list[str]:
             or not spec["ingredients"]
         ):
             problems.append(f"valuesets.yaml: medications.{name} needs ingredients")
+            continue
+        for ingredient, codes in spec["ingredients"].items():
+            sexes = (codes or {}).get("only_for_sex") if isinstance(codes, dict) else None
+            if sexes is not None and (not isinstance(sexes, list) or not sexes
+                                      or not set(sexes) <= {"male", "female", "other", "unknown"}):
+                problems.append(f"valuesets.yaml: medications.{name}.{ingredient}.only_for_sex must list "
+                                "patient sexes (male, female, other, unknown)")
     for name, spec in (vs.get("labs") or {}).items():
         if (
             not isinstance(spec, dict)
@@ -378,6 +385,13 @@ def _check_variants_and_notes(rule: Rule, card: dict[str, Any]) -> list[str]:
         for key in variant["where"]:
             if key.partition(".")[0] not in rule.aliases:
                 problems.append(f"card.variants[{index}] tests {key!r}, but no condition is named that")
+    prefer = card.get("prefer")
+    if prefer is not None:
+        if not isinstance(prefer, dict) or not prefer:
+            problems.append("card.prefer must be a where mapping")
+        else:
+            problems += [f"card.prefer tests {key!r}, but no condition is named that" for key in prefer
+                         if key.partition(".")[0] not in rule.aliases]
     notes = card.get("notes")
     if notes is not None:
         if not isinstance(notes, dict) or notes.get("fact") not in BASE_FACTS or not notes.get("item") \

@@ -118,7 +118,13 @@ class RuleEngine:
             definition: dict[str, Any] = {}
             for index, rule in enumerate(self.rules):
                 gate = [{"ready$gate": {"t": "ready"}}]
-                body: dict[str, Any] = {"all": list(rule.definition["all"]) + gate}
+                # the gate before the negations: durable-rules tests a ``$not`` when the terms before it
+                # have matched, so a negation placed ahead of the gate would be decided before the base
+                # facts it denies were all asserted
+                terms = list(rule.definition["all"])
+                positive = [t for t in terms if not any(k.endswith("$not") for k in t)]
+                negated = [t for t in terms if any(k.endswith("$not") for k in t)]
+                body: dict[str, Any] = {"all": positive + gate + negated}
                 body["run"] = self._action(rule)
                 definition[f"r{index}"] = body
             definition["sentinel"] = {"all": [{"ready$gate": {"t": "ready"}}], "run": self._sentinel}

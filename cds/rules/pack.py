@@ -1,5 +1,10 @@
 """The rule pack: versioned, cited rule files in ``rules/`` loaded, checked and compiled.
 
+The packaged pack is ``rules/`` of the source tree, shipped inside the package as ``cds/packaged_rules``
+(a link to ``../rules`` in the source tree, the files themselves in a wheel) and found through the package
+(``importlib.resources``), in an editable install and an installed wheel alike; ``CDS_RULES_DIR`` or a
+command's ``--rules``/``DIR`` names another.
+
 Layout of a pack folder::
 
     pack.yaml          id, version, title
@@ -17,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +31,8 @@ import yaml
 from cds.errors import RulePackError
 from cds.rules.check import check
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "rules"
+#: the packaged rule pack (a wheel is installed unpacked, so this is a folder on disk)
+DEFAULT_DIR = Path(str(files("cds") / "packaged_rules"))
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
 #: the site configuration's ``units`` switches (docs/site-config.md)
 SITE_UNIT_SWITCHES = {"read_g_cm-2_as_g_cm2": "read HL7's DXA unit g/cm-2 (strict UCUM: g.cm2) as g/cm2"}

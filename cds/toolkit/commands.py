@@ -254,4 +254,24 @@ def wait_for_health(url: str, timeout: float, interval: float = 0.25) -> str | N
         time.sleep(interval)
 
 
-COMMANDS = (request_cmd, replay_cmd, wait_cmd)
+@click.command("collection")
+@click.argument("folders", metavar="[DIR]...", nargs=-1, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), help="write to FILE (default: standard output)")
+def collection_cmd(folders: tuple[str, ...], out: str | None) -> int:
+    """Write a request collection (Postman v2.1: Postman, Bruno, Insomnia) of the fixtures with a sidecar
+    under each DIR (default: fixtures/scenarios), built as `cds request` builds its calls."""
+    from cds import settings
+    from cds.rules import pack as rulepack
+    from cds.toolkit.collection import collection_text
+
+    values = settings.load()
+    pack = rulepack.load(values["RULES_DIR"] or None, values["SITE_CONFIG"] or None)
+    text = collection_text(pack, [Path(f) for f in folders or ("fixtures/scenarios",)], root=Path.cwd())
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+    return 0
+
+
+COMMANDS = (request_cmd, replay_cmd, wait_cmd, collection_cmd)

@@ -17,6 +17,7 @@ from cds.decide.evaluate import Evaluation, Evaluator
 from cds.decide.service import CallRecord, HookService
 from cds.hooks.services import discovery_document, prefetch_templates
 from cds.rules.pack import RulePack
+from cds.settings import default as setting_default
 from cds.toolkit.request import (
     USER_ID,
     as_bundle,
@@ -49,7 +50,7 @@ class Offline:
 
 
 def evaluate_bundle(bundle: dict[str, Any], hook: str, pack: RulePack, *, now: dt.datetime,
-                    source_label: str = "Bone Health CDS") -> Offline:
+                    source_label: str = setting_default("SOURCE_LABEL")) -> Offline:
     """The hook request for ``bundle``, and the service's answer and evaluation for it at ``now``."""
     service = choose_service(discovery_document(pack), hook)
     body = build_hook_request(bundle, hook, service, misfiled=True)

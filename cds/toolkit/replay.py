@@ -82,7 +82,20 @@ def _expectation(spec: Mapping[str, Any]) -> str:
         parts.append(f"[{spec['indicator']}]")
     if spec.get("summary_contains"):
         parts.append(f"summary containing {spec['summary_contains']!r}")
+    if spec.get("detail_contains"):
+        parts.append(f"detail containing {spec['detail_contains']!r}")
+    for text in spec.get("detail_lacks") or []:
+        parts.append(f"detail without {text!r}")
     return " ".join(parts)
+
+
+def _fits(spec: Mapping[str, Any], card: Mapping[str, Any]) -> bool:
+    """Whether ``card`` answers the sidecar's card entry: indicator, summary and detail texts."""
+    detail = str(card.get("detail"))
+    return ((not spec.get("indicator") or card.get("indicator") == spec["indicator"])
+            and (not spec.get("summary_contains") or spec["summary_contains"] in str(card.get("summary")))
+            and (not spec.get("detail_contains") or spec["detail_contains"] in detail)
+            and not any(text in detail for text in spec.get("detail_lacks") or []))
 
 
 def compare(expected: Mapping[str, Any], cards: list[dict[str, Any]], *, strict: bool = False) -> list[str]:
@@ -91,13 +104,7 @@ def compare(expected: Mapping[str, Any], cards: list[dict[str, Any]], *, strict:
     used: set[int] = set()
     for spec in expected.get("cards") or []:
         same_rule = [i for i, c in enumerate(cards) if rule_of(c) == spec.get("rule")]
-        fits = [
-            i
-            for i in same_rule
-            if i not in used
-            and (not spec.get("indicator") or cards[i].get("indicator") == spec["indicator"])
-            and (not spec.get("summary_contains") or spec["summary_contains"] in str(cards[i].get("summary")))
-        ]
+        fits = [i for i in same_rule if i not in used and _fits(spec, cards[i])]
         if fits:
             used.add(fits[0])
             continue

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 
 from cds.errors import TokenReplayed, UnknownService
 from cds.hooks.envelope import check_service_id, parse_feedback
 from cds.hooks.services import discovery_document, hook_of
+from cds.web import logs
 from cds.web.guard import public_bases, read_body
 from cds.web.jsonbody import dumps, parse_json
 
@@ -34,11 +36,16 @@ def call_service(service_id: str):
     service = current_app.extensions["cds.service"]
     now = current_app.config.get("NOW")  # tests may pin evaluation time
     body = _body()
+    record_id = str(uuid.uuid4())  # the key of the call's audit record, known before it is written
+    logs.note(hookInstance=logs.hook_instance_of(body),
+              auditRecord=record_id if service.audit is not None else None)
     try:
         response = service.call(service_id, body, now=now() if callable(now) else now,
                                 client_iss=getattr(g, "client_iss", None),
-                                base_url=public_bases(current_app.config)[0], claim=g.get("jti_claim"))
+                                base_url=public_bases(current_app.config)[0], claim=g.get("jti_claim"),
+                                record_id=record_id)
     except TokenReplayed as exc:  # found when the record was stored: no record, a bare 401
+        logs.note(auditRecord=None)
         log.warning("refused POST %s: %s", request.path, exc.message)
         raise
     g.cds_cards = response["cards"]  # counted by the metrics, which need not parse the body again
@@ -53,7 +60,9 @@ def feedback(service_id: str):
     items = parse_feedback(_body())
     store = current_app.extensions.get("cds.feedback")
     if store is not None:
-        store(service_id, items, received=dt.datetime.now(dt.UTC), client_iss=getattr(g, "client_iss", None))
+        issued = store(service_id, items, received=dt.datetime.now(dt.UTC),
+                       client_iss=getattr(g, "client_iss", None))
+        logs.note(**logs.issuing_calls(issued))
     return jsonify({"accepted": len(items)})
 
 

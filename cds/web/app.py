@@ -14,9 +14,11 @@ from cds.decide.derived import DerivedCache
 from cds.decide.evaluate import Evaluator
 from cds.decide.service import AuditSink, HookService
 from cds.errors import CdsError, operation_outcome
+from cds.fhir import cache as fhir_cache
 from cds.fhir import client as fhir_client
 from cds.fhir import parse as fhir_parse
 from cds.rules import pack as rulepack
+from cds.web import logs
 
 log = logging.getLogger("cds")
 
@@ -30,11 +32,14 @@ def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: AuditSink
     values = settings.load(config)
     app.config.update(values)
     app.config["MAX_CONTENT_LENGTH"] = None  # the body limit is ours, answered with an OperationOutcome
-    logging.basicConfig(level=getattr(logging, str(values["LOG_LEVEL"]).upper(), logging.INFO))
+    logs.configure(values["LOG_LEVEL"], values["LOG_FORMAT"])
 
     pack = rulepack.load(values["RULES_DIR"] or None, values["SITE_CONFIG"] or None)
     fhir_parse.warm_up()
     fhir_parse.OUTGOING_CACHE_ENTRIES = values["SUGGESTION_CACHE_SIZE"]  # per process, like the caches below
+    cache_bytes = values["CACHE_MAX_BYTES"]
+    fhir_parse.OUTGOING_CACHE_BYTES = fhir_cache.share(cache_bytes, "suggestions")
+    fhir_parse.ELEMENT_CACHE_BYTES = fhir_cache.share(cache_bytes, "elements")
     evaluator = Evaluator(pack)
     fetch = fhir_client.FhirClient(fhir_client.ClientSettings.from_settings(values))
     store, explain_link = None, None
@@ -50,21 +55,25 @@ def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: AuditSink
         max_entries=values["MAX_BUNDLE_ENTRIES"],
         fetch=fetch,
         audit=audit_sink if audit_sink is not None else store,
-        model_cache=fhir_parse.ModelCache(values["MODEL_CACHE_SIZE"]),
-        derived_cache=DerivedCache(values["FACTS_CACHE_SIZE"]),
+        model_cache=fhir_parse.ModelCache(values["MODEL_CACHE_SIZE"],
+                                          fhir_cache.share(cache_bytes, "models")),
+        derived_cache=DerivedCache(values["FACTS_CACHE_SIZE"], fhir_cache.share(cache_bytes, "facts")),
         explain_link=explain_link,
         budget_seconds=values["CALL_BUDGET_SECONDS"],
         max_resources=values["CALL_MAX_RESOURCES"],
+        max_fhir_requests=values["CALL_MAX_FHIR_REQUESTS"],
     )
 
-    from cds.web import api, metrics, openapi
+    from cds.web import api, apidocs, metrics, openapi
     from cds.web import guard as http_guard
 
+    logs.init_app(app)
     api.init_app(app)
     http_guard.init_app(app)
     if store is not None and audit_sink is None:
         http_guard.claim_with_records(app, store)
     openapi.init_app(app)
+    apidocs.init_app(app)
     metrics.init_app(app)
     if store is not None:
         from cds.audit import init_app as serve_audit_trail

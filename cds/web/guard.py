@@ -103,7 +103,8 @@ def build_verifier(config: Any, store: JtiStore | RedisJtiStore | None = None) -
         store = build_replay_store(config)
     return TokenVerifier(clients, replay=store.remember, jwks=jwks_cache,
                          leeway=config["AUTH_LEEWAY_SECONDS"],
-                         max_lifetime=config["AUTH_MAX_TOKEN_LIFETIME"])
+                         max_lifetime=config["AUTH_MAX_TOKEN_LIFETIME"],
+                         max_age=config["AUTH_MAX_TOKEN_AGE"])
 
 
 LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}

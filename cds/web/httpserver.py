@@ -306,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: server.stop())
     threading.Thread(target=watch_parent, args=(server, os.getppid()), daemon=True).start()
-    print(f"cds: worker {os.getpid()} serving with {server.adj.threads} threads", file=sys.stderr, flush=True)
+    serving = f"worker {os.getpid()} serving with {server.adj.threads} threads"
+    if values["LOG_FORMAT"] == "json":  # the app configured the JSON lines (cds.web.logs)
+        logging.getLogger("cds.serving").info(serving)
+    else:
+        print(f"cds: {serving}", file=sys.stderr, flush=True)
     server.run()
     return 0
 

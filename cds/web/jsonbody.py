@@ -11,14 +11,12 @@ nearest ``float``.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
 from cds.errors import LimitExceeded, MalformedJSON
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _SQUARE = bytes.maketrans(b"{}", b"[]")
 #: digits to "0", everything else to " ": a run of 19 zeros is an integer orjson would read as a float
@@ -28,10 +26,14 @@ _LONG_RUN = b"0" * 19
 
 
 def _outside_strings(raw: bytes) -> bytes:
-    """JSON text with its strings removed. Where no quote is escaped and quotes pair up, every quote
-    opens or closes a string, so splitting at quotes is the same as the string pattern, at C speed."""
-    if b'\\"' in raw or raw.count(b'"') % 2:
-        return _STRING.sub(b"", raw)
+    """JSON text with its strings removed, in C-speed passes: linear in the text, whatever it holds.
+
+    In JSON a backslash stands only inside a string, where it escapes the one character after it. Removing
+    the escaped backslashes (left to right, as a reader pairs them) and then the escaped quotes leaves only
+    the quotes that open and close strings, so the parts between every second quote are what lies outside
+    the strings. Text that is not JSON gets some answer, and the parser then refuses it in its own words."""
+    if b"\\" in raw:
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
     return b"".join(raw.split(b'"')[::2])
 
 

@@ -7,8 +7,9 @@ they start, ``PROMETHEUS_MULTIPROC_DIR`` is set to a fresh folder (or the one gi
 
 ``--prod`` refuses to start (one line, exit status 2) without ``CDS_PUBLIC_URL`` or ``CDS_AUDIENCES`` (the
 URLs clients call: the ``aud`` of their tokens and the base of card links are never taken from a request's
-Host header), and with development trust (``CDS_DEV_MODE`` on, or a trusted-clients file that trusts the
-development client).
+Host header), with development trust (``CDS_DEV_MODE`` on, or a trusted-clients file that trusts the
+development client), and without the link secret (``CDS_LINK_SECRET``, or ``CDS_LINK_SECRET_FILE`` naming a
+file that holds one; never the development file).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def prepare_metrics_dir(environ: dict[str, str] | os._Environ[str] = os.environ)
 
 def production_problems(values: Mapping[str, Any]) -> list[str]:
     """Why these settings must not run in production (empty when they may)."""
+    from cds.audit.keys import production_link_secret_problem
     from cds.auth.client_token import DEV_ISS
     from cds.auth.trusted_clients import load_trusted_clients
 
@@ -53,6 +55,9 @@ def production_problems(values: Mapping[str, Any]) -> list[str]:
         problems.append("--prod refuses development trust: set CDS_DEV_MODE=false and CDS_TRUSTED_CLIENTS")
     elif values.get("TRUSTED_CLIENTS") and DEV_ISS in load_trusted_clients(values["TRUSTED_CLIENTS"]):
         problems.append(f"--prod refuses development trust: {values['TRUSTED_CLIENTS']} trusts {DEV_ISS}")
+    link_secret = production_link_secret_problem(values)
+    if link_secret:
+        problems.append(link_secret)
     return problems
 
 
@@ -62,10 +67,15 @@ def run_production(values: Mapping[str, Any]) -> int:
     if problems:
         print(f"cds: error: {'; '.join(problems)}", file=sys.stderr, flush=True)
         return 2
-    from cds.web.supervisor import serve
+    from cds.web import supervisor
 
     prepare_metrics_dir()
+    if values.get("LOG_FORMAT") == "json":  # the supervisor's own lines as JSON too (the workers' by the app)
+        from cds.web.logs import configure
+
+        configure(values["LOG_LEVEL"], "json")
+        supervisor.JSON_LINES = True
     if values.get("METRICS_ENABLED", True) and not values.get("METRICS_TOKEN"):
-        print("cds: warning: /metrics is open to anyone who reaches the port; set CDS_METRICS_TOKEN or keep "
-              "/metrics from the proxy (docs/security.md)", file=sys.stderr, flush=True)
-    return serve(values["HOST"], values["PORT"], worker_count(values["WORKERS"]))
+        supervisor.say("warning: /metrics is open to anyone who reaches the port; set CDS_METRICS_TOKEN or "
+                       "keep /metrics from the proxy (docs/security.md)")
+    return supervisor.serve(values["HOST"], values["PORT"], worker_count(values["WORKERS"]))

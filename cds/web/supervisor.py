@@ -18,6 +18,7 @@ threads (``cds/web/httpserver.py``). The supervisor binds the socket once and ha
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import socket
 import subprocess
@@ -34,8 +35,15 @@ STOP_SECONDS = GRACEFUL_SECONDS + 10.0
 BACKLOG = 2048
 
 
+#: the supervisor's lines as JSON log lines (``CDS_LOG_FORMAT=json``, set by ``cds.web.serving``), else text
+JSON_LINES = False
+
+
 def say(message: str) -> None:
-    print(f"cds: {message}", file=sys.stderr, flush=True)
+    if JSON_LINES:
+        logging.getLogger("cds.serving").info(message)
+    else:
+        print(f"cds: {message}", file=sys.stderr, flush=True)
 
 
 def listen(host: str, port: int) -> socket.socket:
