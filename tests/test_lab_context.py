@@ -69,7 +69,8 @@ def test_a_testosterone_result_counts_for_the_first_check_only_when_dated_since_
             {"t": "medication", "drug_class": "aromatase_inhibitor", "started": "2026-06-01"}]
     lab_context.monitored_since_start(meds, {"testosterone": lab("testosterone", 500, "500 ng/dL",
                                                                  date="2026-05-31")}, LABS)
-    assert meds[0]["checked_since_start"] is False and "checked_since_start" not in meds[1]
+    # the AI's own check is estradiol (its first check after the start): a testosterone result is not it
+    assert meds[0]["checked_since_start"] is False and meds[1]["checked_since_start"] is False
     lab_context.monitored_since_start(meds, {"testosterone": lab("testosterone", 500, "500 ng/dL",
                                                                  date="2026-06-01")}, LABS)
     assert meds[0]["checked_since_start"] is True

@@ -56,9 +56,15 @@ def _sources(fact: dict[str, Any], facts: list[dict[str, Any]]) -> list[dict[str
     return [f for f in facts if f.get("t") != fact.get("t") and _refs(f) and _refs(f) <= mine]
 
 
+def _present(fact: Any) -> Any:
+    """A fact without its empty (None) fields: a derived fact is asserted without them, so the fact a later
+    firing matched lacks what the record of its derivation still names (a copied field the source lacked)."""
+    return {k: v for k, v in fact.items() if v is not None} if isinstance(fact, dict) else fact
+
+
 def _node(fact: dict[str, Any], content: dict[str, Any], pack: RulePack | None, depth: int) -> dict[str, Any]:
     fired = content.get("fired", [])
-    producer = next((f for f in fired if f.get("derived") == fact), None)
+    producer = next((f for f in fired if _present(f.get("derived")) == _present(fact)), None)
     if producer is None or depth >= MAX_DEPTH:
         return {"fact": fact, "derivedBy": None, "builtFrom": _sources(fact, content.get("facts", []))}
     return {

@@ -203,7 +203,7 @@ def test_a_poison_entry_in_a_batch_does_not_fail_its_batch_mates(app, db_url):
     real = store.write_batch
     batches: list[tuple[int, bool]] = []  # (size, holds the poison entry)
 
-    def write_batch(entries):  # hold the first batch until every call has queued, so they batch together
+    def write_batch(entries):  # hold the first batch until every other call has queued behind it
         batches.append((len(entries), any(e["content"]["outcome"] is None for e in entries)))
         gate.wait(timeout=60)
         return real(entries)
@@ -215,12 +215,21 @@ def test_a_poison_entry_in_a_batch_does_not_fail_its_batch_mates(app, db_url):
         extra = {"outcome": None} if i == poison_at else {}  # NOT NULL: refused as data on both backends
         store.submit(_entry(store, i, **extra))
 
-    threads = threading.Thread(target=lambda: _run_threads(12, call))
+    def wait_until(done) -> None:
+        deadline = dt.datetime.now() + dt.timedelta(seconds=60)
+        while not done() and dt.datetime.now() < deadline:
+            threading.Event().wait(0.02)
+
+    # entry 0 alone first: the writer takes it as its first batch and is held at the gate; the other 11
+    # (the poison among them) then queue together and are written as one batch when the gate opens
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    wait_until(lambda: len(batches) == 1)
+    threads = threading.Thread(target=lambda: _run_threads(11, lambda i: call(i + 1)))
     threads.start()
-    deadline = dt.datetime.now() + dt.timedelta(seconds=60)
-    while sum(n for n, _ in batches) + len(store.writer._queue) < 12 and dt.datetime.now() < deadline:
-        threading.Event().wait(0.02)
+    wait_until(lambda: len(store.writer._queue) >= 11)
     gate.set()
+    first.join(timeout=120)
     threads.join(timeout=120)
     assert any(n > 1 and poisoned for n, poisoned in batches), batches  # the poison came with batch-mates
     report = verify_all(store.engine)
