@@ -8,6 +8,7 @@ from support import (  # noqa: F401 - fixtures are found by name
     app,
     auth_config,
     authed_client,
+    browser,
     call,
     client,
     client_token,

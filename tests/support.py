@@ -307,3 +307,27 @@ class TcpProxy:
         from sqlalchemy.engine import make_url
 
         return make_url(base).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
+
+
+# -- a real browser ------------------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+#: the flags a headless Chromium needs here: no sandbox as root, and no background connections (refused by a
+#: closed network, many at a time)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright; skips, saying why, when either is missing (CI installs both:
+    scripts/test-prereqs and the test extras)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is not installed (scripts/test-prereqs installs it when run as root)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()

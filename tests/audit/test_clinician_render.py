@@ -17,7 +17,6 @@ import pytest
 import requests
 from clinician_support import _obs, record, sloppy_draft
 from support import make_token, serve_at
-from test_clinician_why import browser  # noqa: F401 - the Playwright fixture, shared
 from werkzeug.serving import make_server
 
 from cds.audit import chart
@@ -104,7 +103,7 @@ def _with_site(resources: list[dict], text: str) -> list[dict]:
     return resources
 
 
-def test_the_page_renders_the_card_markdown_as_the_ehr_does(browser, served):  # noqa: F811
+def test_the_page_renders_the_card_markdown_as_the_ehr_does(browser, served):
     base, _ = served()
     cards = _cards(base, _with_site(record(), HOSTILE))
     card = _card(cards, "low-estradiol-with-bone-loss")

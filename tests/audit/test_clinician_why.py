@@ -5,7 +5,6 @@ the suggestions carry valid R4 whatever the draft looked like."""
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -22,25 +21,11 @@ from werkzeug.serving import make_server
 from cds.audit.record import patient_key
 from cds.fhir.parse import outgoing_resource
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 SERVICE = "bone-health-order-select"
 DEADLINE = 120.0
 
 
-@pytest.fixture
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is not installed (scripts/test-prereqs installs it when run as root)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture
