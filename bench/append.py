@@ -114,10 +114,10 @@ def writer(
     index: int,
     spool: str,
 ) -> None:
-    from cds.audit.spool import Spool
-    from cds.audit.store import AuditStore
-    from cds.auth.replay_store import JtiStore
+    from cds.auth.jti_store import JtiStore
     from cds.db import engine_for
+    from cds.ledger.spool import Spool
+    from cds.ledger.store import AuditStore
     from cds.rules import pack as rulepack
 
     chain_design, _, tokens = design.partition("+")
@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from sqlalchemy import create_engine, text
 
-    from cds.audit.verify import verify_all
     from cds.db import engine_for, ensure_schema
+    from cds.review.verify import verify_all
 
     work = Path(tempfile.mkdtemp(prefix="cds-append-"))
     template = template_record(work, args.observations)

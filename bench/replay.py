@@ -35,8 +35,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from cds.auth.replay_redis import RedisJtiStore  # noqa: E402
-from cds.auth.replay_store import JtiStore  # noqa: E402
+from cds.auth.jti_redis import RedisJtiStore  # noqa: E402
+from cds.auth.jti_store import JtiStore  # noqa: E402
 
 ISS = "https://ehr.example.org/bench"
 PG_URL = os.environ.get("CDS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -43,8 +43,8 @@ def timed(name: str, func):
 
 
 def instrument(app) -> None:
+    from cds.call.service import HookService
     from cds.decide import evaluate
-    from cds.decide.service import HookService
     from cds.fhir import parse as fhir_parse
     from cds.web import api
 

@@ -9,7 +9,7 @@ line, headers, body) returns at once, and ``deadline.expired`` tells the caller 
 
 Used by the FHIR client (``cds/fhir/client.py``) and the JWK Set fetches (``cds/auth/trusted_clients.py``).
 
-A hook call's own budget (``cds.decide.budget.Budget``) is the ``CallLimit`` of its thread while its
+A hook call's own budget (``cds.call.budget.Budget``) is the ``CallLimit`` of its thread while its
 prefetch data is fetched (``with call_limit(budget): ...``): the FHIR client asks it before every GET
 (``check``, ``count_request``), bounds each GET's timeouts and deadline by what ``remaining`` gives, and
 answers a wait that the budget cut short with ``exceeded``. So every wait on the FHIR server ends by the

@@ -192,8 +192,8 @@ def drop_schema(schema: str, base_url: str = PG_URL) -> None:
 
 def audit_figures(url: str) -> tuple[int, int, str | None]:
     """(records stored, records whose chain links were checked, the first break or None)."""
-    from cds.audit import queries
-    from cds.audit.schema import audit_record
+    from cds.ledger.schema import audit_record
+    from cds.review import queries
 
     engine = create_engine(url)
     try:

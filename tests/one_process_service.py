@@ -22,7 +22,7 @@ os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one process: the metrics sta
 from werkzeug.serving import make_server  # noqa: E402
 
 from cds import create_app  # noqa: E402
-from cds.audit.store import AuditStore  # noqa: E402
+from cds.ledger.store import AuditStore  # noqa: E402
 
 PAUSE_AT = int(os.environ.get("PAUSE_AT", "0"))
 PAUSE_FILE = os.environ.get("PAUSE_FILE", "")

@@ -18,8 +18,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cds.call.service import HookService
 from cds.decide.evaluate import Evaluator
-from cds.decide.service import HookService
 from cds.hooks.services import discovery_document
 from cds.rules import pack as rulepack
 from cds.toolkit.request import build_hook_request, choose_service

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from support import make_token
 
 from cds import create_app
-from cds.auth.replay_store import FileJtiStore, JtiStore, jti_key, seen_jti
+from cds.auth.jti_store import FileJtiStore, JtiStore, jti_key, seen_jti
 from cds.db import engine_for
 
 PG_URL = os.environ.get("CDS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

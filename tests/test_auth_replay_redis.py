@@ -1,4 +1,4 @@
-"""The Redis replay store (cds/auth/replay_redis.py) against the real Redis: first use wins, a replay is
+"""The Redis replay store (cds/auth/jti_redis.py) against the real Redis: first use wins, a replay is
 refused, the key lives as long as the token, processes racing on one token id let exactly one win, and a
 Redis that is down or hangs is an ``AuthUnavailable`` after the configured deadline, not a hang."""
 
@@ -13,8 +13,8 @@ import uuid
 import pytest
 from redis_support import SilentServer, closed_port, wait_for
 
-from cds.auth.replay_redis import RedisJtiStore
-from cds.auth.replay_store import FileJtiStore, jti_key
+from cds.auth.jti_redis import RedisJtiStore
+from cds.auth.jti_store import FileJtiStore, jti_key
 from cds.errors import AuthUnavailable, ConfigurationError
 
 ISS = "https://ehr.example.org"

@@ -159,7 +159,7 @@ def test_service_ids_are_bounded():
 
 
 def test_the_documented_examples_pass_the_envelope():
-    from cds.web.openapi_schemas import EXAMPLE_FEEDBACK, EXAMPLE_REQUEST
+    from cds.hooks.schemas import EXAMPLE_FEEDBACK, EXAMPLE_REQUEST
 
     assert parse_hook_request(copy.deepcopy(EXAMPLE_REQUEST), "patient-view").patient_id == "p1"
     assert parse_feedback(copy.deepcopy(EXAMPLE_FEEDBACK)) == EXAMPLE_FEEDBACK["feedback"]

@@ -1,5 +1,5 @@
 """Every derived fact a card's "why" reaches is explained by the firing that derived it: for every fixture
-in fixtures/ evaluated through the HTTP API, each card's explanation (``cds.audit.explain``, over the record
+in fixtures/ evaluated through the HTTP API, each card's explanation (``cds.review.explain``, over the record
 content the audit store writes) names the rule behind every fact of a derived type, down to the EHR's data.
 A derived fact asserted without a field its rule copies (a field the source fact lacks) was once shown as
 "built from the EHR's data", its rule missing from the explanation."""
@@ -12,8 +12,8 @@ import pytest
 from fixture_check import SERVICE, Recorder, all_fixtures, expected_for, request_for
 from support import make_test_app
 
-from cds.audit.explain import explain_all
-from cds.audit.record import build_content
+from cds.ledger.record import build_content
+from cds.review.explain import explain_all
 
 PATHS = all_fixtures()
 

@@ -19,8 +19,8 @@ from fault_server import FaultServer
 from sqlalchemy import func, select
 from support import make_token
 
-from cds.audit import queries
-from cds.audit.schema import audit_record
+from cds.ledger.schema import audit_record
+from cds.review import queries
 from cds.web.app import create_app
 
 CONNECT, READ, BUDGET = 0.5, 0.6, 2.0  # FHIR_CONNECT_TIMEOUT, FHIR_READ_TIMEOUT, FHIR_RESPONSE_SECONDS

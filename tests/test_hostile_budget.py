@@ -17,7 +17,7 @@ from builders import complete_prefetch, med, obs, patient, searchset
 from support import make_token
 
 from cds import create_app
-from cds.audit.schema import audit_record
+from cds.ledger.schema import audit_record
 
 SERVICE = "bone-health-patient-view"
 

@@ -30,7 +30,7 @@ from support import AuthedClient, make_token, trusted_clients_file_in
 from werkzeug import Request, Response
 
 from cds import create_app
-from cds.audit.schema import audit_record
+from cds.ledger.schema import audit_record
 
 SERVICE = "bone-health-patient-view"
 PAGE_SECONDS = 0.5

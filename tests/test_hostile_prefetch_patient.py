@@ -10,7 +10,7 @@ import pytest
 from builders import hook_body, med, patient
 from recording_server import RecordingServer
 
-from cds.audit.schema import audit_record
+from cds.ledger.schema import audit_record
 
 
 def test_another_patients_patient_in_prefetch_is_a_412(call):

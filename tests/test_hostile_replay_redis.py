@@ -17,7 +17,7 @@ from sqlalchemy import inspect, select
 from support import make_token
 
 from cds import create_app
-from cds.auth.replay_store import jti_key, seen_jti
+from cds.auth.jti_store import jti_key, seen_jti
 from cds.db import engine_for
 
 PUBLIC = "https://cds.example.org"  # both replicas answer to it, as behind one load balancer

@@ -174,7 +174,7 @@ def _link(text: str) -> None:
 
 
 def _scrub(text: str) -> None:
-    from cds.audit.record import scrub
+    from cds.ledger.record import scrub
 
     scrub({"a": [text, {"b": text}]}, "p1", "pk-x")
 

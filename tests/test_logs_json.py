@@ -180,7 +180,7 @@ def audit_record(tmp_path: Path, key: str) -> dict[str, Any]:
     """The record under ``key``, read as the auditor's API does."""
     from sqlalchemy import create_engine
 
-    from cds.audit import queries
+    from cds.review import queries
 
     engine = create_engine(f"sqlite:///{tmp_path}/audit.sqlite3")
     try:

@@ -18,8 +18,8 @@ import math
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from cds.call.service import HookService
 from cds.decide.evaluate import Evaluator
-from cds.decide.service import HookService
 from cds.errors import CdsError
 from cds.rules import pack as rulepack
 

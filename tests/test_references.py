@@ -190,7 +190,7 @@ def test_a_urn_uuid_patient_reference_never_reaches_the_audit_record(app, call):
     content holds the patient key prefix in its place, never the id."""
     import json
 
-    from cds.audit.record import build_content
+    from cds.ledger.record import build_content
     from cds.rules import pack as rulepack
 
     kept = []

@@ -12,9 +12,9 @@ from builders import hook_body, med, obs, patient
 from support import NOW
 
 from cds import create_app
-from cds.audit.record import build_content
 from cds.cli import main
-from cds.decide.service import CallRecord
+from cds.ledger.port import CallRecord
+from cds.ledger.record import build_content
 from cds.rules import pack as rulepack
 
 E2, VITD = "2243-4", "62292-8"

@@ -20,8 +20,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from cds import create_app, settings
-from cds.audit import link_secret, patient_secret
 from cds.errors import ConfigurationError
+from cds.ledger.keys import link_secret, patient_secret
 from cds.web.serving import production_problems
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,7 +152,7 @@ def test_prod_takes_the_link_secret_from_a_file_only_when_it_is_strong(tmp_path)
 
 CHILD = """
 import os, sys
-from cds.audit import link_secret, patient_secret
+from cds.ledger.keys import link_secret, patient_secret
 folder, rounds = sys.argv[1], int(sys.argv[2])
 answers = []
 for r in range(rounds):

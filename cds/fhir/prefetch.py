@@ -12,7 +12,7 @@ Fetching is delegated to a ``Fetch`` (``cds.fhir.client.FhirClient``). When a ke
 ``fhirServer``, the server not allowed, down, refusing, answering garbage) the call fails with
 ``DataUnavailable`` (HTTP 412) naming every such key and why. The rules need every key, so partial data is
 never evaluated: complete data or an honest 412. When the call's budget runs out while fetching (see
-``cds.decide.budget``), fetching stops there: the key being fetched and those not fetched yet are
+``cds.call.budget``), fetching stops there: the key being fetched and those not fetched yet are
 ``failed`` and the call's ``BudgetExceeded`` (503) is raised. A Patient resource (sent or fetched) must be
 the patient of ``context.patientId``; another patient's is refused with a 412 naming the key, never
 evaluated.

@@ -1,7 +1,7 @@
 """CDS Hooks 2.0 request and response bodies, declared once (pydantic 2). Pure code.
 
 The envelope (``cds/hooks/envelope.py``) validates requests with these models and the OpenAPI document
-(``cds/web/openapi_schemas.py``) is generated from them, so the two cannot drift apart.
+(``cds/hooks/schemas.py``) is generated from them, so the two cannot drift apart.
 
 Requests are read as real clients send them: extra fields are kept, ``patientId`` may carry a
 ``Patient/`` prefix, FHIR resources (prefetch, ``draftOrders``) are only checked for their shape here and

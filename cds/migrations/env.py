@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-import cds.audit.schema  # noqa: F401 - declares the audit tables on cds.db.metadata
-import cds.auth.replay_store  # noqa: F401 - declares seen_jti on cds.db.metadata
+import cds.auth.jti_store  # noqa: F401 - declares seen_jti on cds.db.metadata
+import cds.ledger.schema  # noqa: F401 - declares the audit tables on cds.db.metadata
 from cds.db import metadata
 
 config = context.config

@@ -2,7 +2,7 @@
 
 The bundle goes through the same request builder as ``cds request``/``cds replay`` and the golden fixture
 tests (``cds.toolkit.request.build_hook_request``), and the request through the service's own call path
-(``cds.decide.service.HookService``: envelope, prefetch, parsing, rules, cards), so what ``cds evaluate``
+(``cds.call.service.HookService``: envelope, prefetch, parsing, rules, cards), so what ``cds evaluate``
 prints is what the service answers for that request. Offline, the record is sent as the fixture holds it,
 misfiled results included (``misfiled=True``), as the golden tests do.
 """
@@ -13,9 +13,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from cds.call.service import HookService
 from cds.decide.evaluate import Evaluation, Evaluator
-from cds.decide.service import CallRecord, HookService
 from cds.hooks.services import discovery_document, prefetch_templates
+from cds.ledger.port import CallRecord
 from cds.rules.pack import RulePack
 from cds.settings import default as setting_default
 from cds.toolkit.request import (

@@ -10,13 +10,14 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from cds import settings
+from cds.call.service import HookService
 from cds.decide.derived import DerivedCache
 from cds.decide.evaluate import Evaluator
-from cds.decide.service import AuditSink, HookService
 from cds.errors import CdsError, operation_outcome
 from cds.fhir import cache as fhir_cache
 from cds.fhir import client as fhir_client
 from cds.fhir import parse as fhir_parse
+from cds.ledger.port import AuditSink
 from cds.rules import pack as rulepack
 from cds.web import logs
 
@@ -44,7 +45,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: AuditSink
     fetch = fhir_client.FhirClient(fhir_client.ClientSettings.from_settings(values))
     store, explain_link = None, None
     if values["AUDIT"]:  # the audit store first: the service records to it from its first call
-        from cds.audit import card_linker, open_store
+        from cds.clinician import card_linker
+        from cds.ledger import open_store
 
         store, explain_link = open_store(values, pack), card_linker(values)
     app.extensions["cds.pack"] = pack
@@ -76,11 +78,12 @@ def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: AuditSink
     apidocs.init_app(app)
     metrics.init_app(app)
     if store is not None:
-        from cds.audit import init_app as serve_audit_trail
+        from cds import clinician, review
 
-        serve_audit_trail(app, store)
+        review.init_app(app, store)
+        clinician.init_app(app)
     _register_error_handlers(app)
-    from cds.audit.cli import audit as audit_commands
+    from cds.review.cli import audit as audit_commands
 
     app.cli.add_command(audit_commands)  # flask --app cds.web.app audit list|show|verify|...
     return app

@@ -27,8 +27,8 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 
 from cds.auth.client_token import DEV_ISS, dev_client
-from cds.auth.replay_redis import MIN_POOL, RedisJtiStore
-from cds.auth.replay_store import JtiStore, fallback_store
+from cds.auth.jti_redis import MIN_POOL, RedisJtiStore
+from cds.auth.jti_store import JtiStore, fallback_store
 from cds.auth.trusted_clients import JwksCache, TrustedClient, keys_of, load_trusted_clients
 from cds.auth.verify import TokenVerifier
 from cds.errors import AuthUnavailable, LimitExceeded, Unauthorized

@@ -15,9 +15,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 
-from cds.hooks.services import discovery_document
-from cds.web import openapi_audit as _audit
-from cds.web.openapi_schemas import (
+from cds.hooks.schemas import (
     EXAMPLE_CARD,
     EXAMPLE_FEEDBACK,
     EXAMPLE_REQUEST,
@@ -30,6 +28,8 @@ from cds.web.openapi_schemas import (
     json_response,
     schema_ref,
 )
+from cds.hooks.services import discovery_document
+from cds.review import openapi as _audit
 
 bp = Blueprint("openapi", __name__)
 
@@ -198,7 +198,8 @@ PATHS: dict[str, Any] = {
 
 # ---------------------------------------------------------------------------------------------------------
 # AUDITOR API: the JSON paths under /audit/api, their schemas and the auditor credentials (Bearer token or
-# HTTP Basic), defined in openapi_audit.py. The auditor's HTML pages (/audit/...) are not in the document.
+# HTTP Basic), defined in cds/review/openapi.py. The auditor's HTML pages (/audit/...) are not in the
+# document.
 AUDIT_PATHS: dict[str, Any] = _audit.AUDIT_PATHS
 AUDIT_SCHEMAS: dict[str, Any] = _audit.AUDIT_SCHEMAS
 # ---------------------------------------------------------------------------------------------------------

@@ -44,9 +44,9 @@ def prepare_metrics_dir(environ: dict[str, str] | os._Environ[str] = os.environ)
 
 def production_problems(values: Mapping[str, Any]) -> list[str]:
     """Why these settings must not run in production (empty when they may)."""
-    from cds.audit.keys import production_link_secret_problem
     from cds.auth.client_token import DEV_ISS
     from cds.auth.trusted_clients import load_trusted_clients
+    from cds.ledger.keys import production_link_secret_problem
 
     problems = []
     if not (values.get("PUBLIC_URL") or values.get("AUDIENCES")):

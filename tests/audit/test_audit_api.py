@@ -9,8 +9,8 @@ import re
 import pytest
 from audit_support import AUDITOR_TOKEN, BEARER, SERVICE, hook_body
 
-from cds.audit.auth import authenticate, new_token, parse_tokens
 from cds.errors import ConfigurationError
+from cds.review.auth import authenticate, new_token, parse_tokens
 
 
 @pytest.fixture

@@ -7,13 +7,14 @@ import json
 from audit_support import SERVICE, hook_body
 from sqlalchemy import text
 
-from cds.audit import chain, queries
 from cds.cli import main
+from cds.ledger import hashing
+from cds.review import queries
 
 
 def test_canonical_json_is_stable():
-    assert chain.canonical({"b": 1, "a": [1, "é"]}) == '{"a":[1,"é"],"b":1}'
-    assert chain.link_hash(chain.GENESIS, "{}") != chain.link_hash(chain.GENESIS, "{ }")
+    assert hashing.canonical({"b": 1, "a": [1, "é"]}) == '{"a":[1,"é"],"b":1}'
+    assert hashing.link_hash(hashing.GENESIS, "{}") != hashing.link_hash(hashing.GENESIS, "{ }")
 
 
 def _five_calls(app) -> None:
@@ -50,7 +51,7 @@ def test_edited_record_is_found(app, monkeypatch, capsys):
             conn.execute(text("SELECT content FROM audit_record WHERE seq = 3")).scalar_one()
         )
     content["cards"] = []  # hide the cards that were shown
-    _sql(app, "UPDATE audit_record SET content = :c WHERE seq = 3", c=chain.canonical(content))
+    _sql(app, "UPDATE audit_record SET content = :c WHERE seq = 3", c=hashing.canonical(content))
     code, out = _verify_cli(app, monkeypatch, capsys)
     assert code == 1 and "BROKEN at record #3" in out and "edited" in out
 

@@ -16,12 +16,12 @@ import pytest
 from audit_support import SERVICE
 from sqlalchemy import create_engine, select, text
 
-from cds.audit import chains
-from cds.audit.record import build_content
-from cds.audit.spool import Spool
-from cds.audit.store import AuditStore
-from cds.audit.verify import verify_all, verify_lines
-from cds.decide.service import CallRecord
+from cds.ledger import record_chains
+from cds.ledger.port import CallRecord
+from cds.ledger.record import build_content
+from cds.ledger.spool import Spool
+from cds.ledger.store import AuditStore
+from cds.review.verify import verify_all, verify_lines
 
 
 def _entry(store: AuditStore, i: int, **extra) -> dict:
@@ -162,8 +162,9 @@ def test_a_rewritten_checkpointed_record_and_an_edited_checkpoint_are_found(app)
         conn.execute(text("DELETE FROM audit_record WHERE seq = 2"))
     forged = _entry(store, 7)["content"]
     with store.engine.begin() as conn:
-        seqs, _ = chains.insert_links(
-            conn, store.chains.chain_id or 1, (1, prev), [(forged, chains.chain.canonical(forged))], False
+        seqs, _ = record_chains.insert_links(
+            conn, store.chains.chain_id or 1, (1, prev),
+            [(forged, record_chains.hashing.canonical(forged))], False
         )
     report = verify_all(store.engine)
     assert not report.ok and any("another hash" in p for p in report.problems), report.problems
@@ -244,12 +245,12 @@ def _with_cards(store: AuditStore, i: int, cards: int, **extra) -> tuple[dict, s
         for n in range(cards)
     ]
     content.update(cards=made, cardRules={c["uuid"]: f"rule-{n}" for n, c in enumerate(made)})
-    return content, chains.chain.canonical(content)
+    return content, record_chains.hashing.canonical(content)
 
 
 def _stored(engine) -> tuple[list[dict], list[dict]]:
     """Every record and card (its record by chain position), as comparable values."""
-    record, card = chains.audit_record, chains.audit_card
+    record, card = record_chains.audit_record, record_chains.audit_card
     with engine.connect() as conn:
         records = [dict(r._mapping) for r in conn.execute(select(record).order_by(record.c.seq))]
         cards = conn.execute(
@@ -259,7 +260,7 @@ def _stored(engine) -> tuple[list[dict], list[dict]]:
             .order_by(card.c.uuid)
         ).all()
     for row in records:
-        row["time"] = chains._utc(row["time"])
+        row["time"] = record_chains._utc(row["time"])
     return records, [dict(c._mapping) for c in cards]
 
 
@@ -276,13 +277,13 @@ def test_postgresql_and_sqlite_store_the_same_links(pg_url, make_app, tmp_path):
     stored = {}
     for name, app in apps.items():
         engine = app.extensions["cds.audit"].engine
-        head, returned = (0, chains.chain.GENESIS), []
+        head, returned = (0, record_chains.hashing.GENESIS), []
         for n, batch in enumerate(batches):
             if name == "postgres" and n == 2:  # another writer took seqs meanwhile: this batch's start at 9
                 with engine.begin() as conn:
                     conn.execute(text("SELECT nextval('audit_record_seq_seq') FROM generate_series(1, 4)"))
             with engine.begin() as conn:
-                seqs, head = chains.insert_links(conn, 3, head, batch, False)
+                seqs, head = record_chains.insert_links(conn, 3, head, batch, False)
             returned += seqs
         records, cards = _stored(engine)
         assert [r["seq"] for r in records] == returned == sorted(returned)  # seq grows with chain_pos

@@ -19,7 +19,7 @@ import requests
 from audit_support import SERVICE, hook_body
 from support import make_token
 
-from cds.audit import queries
+from cds.review import queries
 
 THREADS = 8
 CALL_BUDGET = 5.0  # seconds: no call may wait on the database longer than this

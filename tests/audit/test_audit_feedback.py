@@ -64,7 +64,7 @@ def test_repeat_feedback_is_kept_not_overwritten(app):
 
 def test_feedback_for_unknown_card_is_stored_and_flagged(app):
     """While entries wait in the spool the card's record may be among them: stored, flagged."""
-    from cds.audit.queries import feedback_for_card
+    from cds.review.queries import feedback_for_card
 
     client = app.test_client()
     store = app.extensions["cds.audit"]
@@ -83,7 +83,7 @@ def test_feedback_for_unknown_card_is_stored_and_flagged(app):
 
 
 def test_malformed_feedback_is_a_400_and_stores_nothing(app):
-    from cds.audit.queries import feedback_for_card
+    from cds.review.queries import feedback_for_card
 
     client = app.test_client()
     card = _card(client)

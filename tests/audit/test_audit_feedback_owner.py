@@ -21,10 +21,10 @@ from audit_support import SERVICE, hook_body
 from sqlalchemy import func, select
 from support import PUBLIC_JWKS, TEST_ISS, make_token
 
-from cds.audit import quarantine
-from cds.audit.queries import feedback_for_card
-from cds.audit.schema import audit_feedback
-from cds.audit.verify import verify_all
+from cds.ledger import quarantine
+from cds.ledger.schema import audit_feedback
+from cds.review.queries import feedback_for_card
+from cds.review.verify import verify_all
 
 OTHER_ISS = "https://other-ehr.example.org/cds-client"
 ORDER_SIGN = "bone-health-order-sign"

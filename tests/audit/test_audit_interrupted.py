@@ -22,8 +22,8 @@ import requests
 from fault_server import FaultServer
 from sqlalchemy import create_engine, select
 
-from cds.audit.schema import audit_record
-from cds.audit.verify import verify_all
+from cds.ledger.schema import audit_record
+from cds.review.verify import verify_all
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from service_process import service, sign  # noqa: E402

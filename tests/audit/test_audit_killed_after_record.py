@@ -31,10 +31,10 @@ from fhir_server_support import complete_prefetch, hook_body
 from sqlalchemy import create_engine, select
 
 from cds import create_app
-from cds.audit.record import build_content
-from cds.audit.schema import audit_record
-from cds.audit.verify import verify_all
-from cds.decide.service import CallRecord
+from cds.ledger.port import CallRecord
+from cds.ledger.record import build_content
+from cds.ledger.schema import audit_record
+from cds.review.verify import verify_all
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from service_process import service, sign  # noqa: E402
@@ -108,8 +108,8 @@ def test_a_process_killed_between_its_record_and_its_marker_counts_the_call_once
 
 CHILD = """
 import datetime as dt, json, os, sys
-from cds.audit.inflight import CallMarkers
-from cds.audit.spool import Spool
+from cds.ledger.inflight import CallMarkers
+from cds.ledger.spool import Spool
 folder, where, record_id, entry = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.stdin.read())
 markers = CallMarkers(os.path.join(folder, "calls"))
 markers.start("bone-health-patient-view", dt.datetime.now(dt.UTC), record_id)

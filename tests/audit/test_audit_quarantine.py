@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 from audit_support import BEARER, SERVICE, hook_body
 
-from cds.audit import quarantine, queries
-from cds.audit.record import build_content
-from cds.audit.spool import Spool
-from cds.audit.verify import verify_all
-from cds.decide.service import CallRecord
+from cds.ledger import quarantine
+from cds.ledger.port import CallRecord
+from cds.ledger.record import build_content
+from cds.ledger.spool import Spool
+from cds.review import queries
+from cds.review.verify import verify_all
 
 ROOT = Path(__file__).resolve().parents[2]
 

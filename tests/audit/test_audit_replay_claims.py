@@ -20,10 +20,10 @@ from audit_support import SERVICE, hook_body
 from sqlalchemy import text
 from support import TEST_ISS, make_token
 
-from cds.audit.record import build_content
-from cds.auth.replay_store import JtiStore, jti_key
-from cds.decide.service import CallRecord
+from cds.auth.jti_store import JtiStore, jti_key
 from cds.errors import TokenReplayed
+from cds.ledger.port import CallRecord
+from cds.ledger.record import build_content
 
 URL = f"/cds-services/{SERVICE}"
 AUD = f"http://localhost{URL}"

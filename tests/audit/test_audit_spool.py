@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from audit_support import SERVICE, hook_body
 
-from cds.audit import queries
-from cds.audit.queries import feedback_for_card
-from cds.audit.record import build_content
-from cds.audit.spool import Spool
-from cds.decide.service import CallRecord
+from cds.ledger.port import CallRecord
+from cds.ledger.record import build_content
+from cds.ledger.spool import Spool
+from cds.review import queries
+from cds.review.queries import feedback_for_card
 
 
 def _call(client, i: int) -> dict:
@@ -206,7 +206,7 @@ def test_database_and_spool_both_failing_still_answers(make_app, tmp_path, caplo
 
 
 def test_past_the_memory_limit_an_entry_is_lost_and_says_so(make_app, tmp_path, caplog, monkeypatch):
-    from cds.audit import store as store_module
+    from cds.ledger import store as store_module
 
     monkeypatch.setattr(store_module, "HOLD_LIMIT", 0)
     folder = tmp_path / "dbdir"

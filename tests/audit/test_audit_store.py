@@ -12,11 +12,11 @@ import pytest
 from audit_support import BEARER, PG_URL, SECRET, SERVICE, hook_body
 from sqlalchemy import create_engine, inspect, text
 
-from cds.audit import queries
-from cds.audit.spool import Spool
-from cds.audit.store import AuditStore
 from cds.auth.links import verify as verify_link
 from cds.db import engine_for, ensure_schema, metadata
+from cds.ledger.spool import Spool
+from cds.ledger.store import AuditStore
+from cds.review import queries
 from cds.rules.pack import load as load_pack
 
 
@@ -61,7 +61,7 @@ def test_migrations_from_empty_postgres(pg_base_url):
 
 
 def test_seen_jti_is_declared_on_shared_metadata():
-    from cds.auth.replay_store import seen_jti
+    from cds.auth.jti_store import seen_jti
 
     assert metadata.tables["seen_jti"] is seen_jti
     assert [c.name for c in seen_jti.primary_key] == ["jti_key"]
@@ -178,8 +178,8 @@ def test_concurrent_appends_keep_the_chains_straight(db_url, tmp_path):
 
 WRITER = """
 import sys, uuid
-from cds.audit.spool import Spool
-from cds.audit.store import AuditStore
+from cds.ledger.spool import Spool
+from cds.ledger.store import AuditStore
 from cds.auth.links import verify as verify_link
 from cds.db import engine_for
 from cds.rules.pack import load
@@ -215,7 +215,7 @@ def test_several_processes_append_to_one_chain(db_url, tmp_path):
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_migrations_match_the_declared_tables(backend, tmp_path, request):
-    """The tables declared in cds/audit/schema.py are exactly what the migrations create."""
+    """The tables declared in cds/ledger/schema.py are exactly what the migrations create."""
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
@@ -245,8 +245,8 @@ def test_migration_0002_chains_the_feedback_already_stored(backend, tmp_path, re
     from alembic import command
     from alembic.config import Config
 
-    from cds.audit.verify import verify_all
     from cds.db import MIGRATIONS
+    from cds.review.verify import verify_all
 
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path}/old.sqlite3"
@@ -296,11 +296,11 @@ def test_migration_0003_makes_the_records_already_stored_chain_1(backend, tmp_pa
     from alembic import command
     from alembic.config import Config
 
-    from cds.audit import chain
-    from cds.audit.record import build_content, cards_of, columns_of
-    from cds.audit.verify import verify_all
     from cds.db import MIGRATIONS
-    from cds.decide.service import CallRecord
+    from cds.ledger import hashing
+    from cds.ledger.port import CallRecord
+    from cds.ledger.record import build_content, cards_of, columns_of
+    from cds.review.verify import verify_all
 
     schema = f"audit_mig3_{uuid.uuid4().hex[:8]}"  # a schema of its own: its chain locks are its own too
     if backend == "sqlite":
@@ -319,14 +319,14 @@ def test_migration_0003_makes_the_records_already_stored_chain_1(backend, tmp_pa
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "0002")
-        prev = chain.GENESIS
+        prev = hashing.GENESIS
         for seq in (1, 2, 3):  # as 0002's store wrote them: seq, prev_hash, hash, cards
             call = CallRecord(service=SERVICE, hook="patient-view", hook_instance=f"hi-{seq}",
                               patient_id=f"p-{seq}", client_iss=None, started=dt.datetime.now(dt.UTC),
                               latency_ms=1.0, outcome="ok", status=200)
             content = build_content(call, pack, SECRET.encode())
-            content_json = chain.canonical(content)
-            digest = chain.link_hash(prev, content_json)
+            content_json = hashing.canonical(content)
+            digest = hashing.link_hash(prev, content_json)
             conn.execute(text(
                 "INSERT INTO audit_record (seq, id, time, service, hook, hook_instance, client_iss, "
                 "patient_key, pack_version, pack_hash, outcome, latency_ms, rules, content, prev_hash, hash) "

@@ -15,8 +15,8 @@ import pytest
 from audit_support import SERVICE, hook_body
 from sqlalchemy import text
 
-from cds.audit.verify import verify_all
 from cds.cli import main
+from cds.review.verify import verify_all
 
 
 @pytest.fixture

@@ -14,21 +14,21 @@ import json
 from audit_support import SERVICE
 from sqlalchemy import select
 
-from cds.audit import chain
-from cds.audit.record import build_content
-from cds.audit.schema import audit_feedback, audit_record
-from cds.audit.verify import verify_all
-from cds.decide.service import CallRecord
+from cds.ledger import hashing
+from cds.ledger.port import CallRecord
+from cds.ledger.record import build_content
+from cds.ledger.schema import audit_feedback, audit_record
+from cds.review.verify import verify_all
 
 LONE = "Practitioner/\ud800"
 
 
 def test_the_chain_hash_of_a_lone_surrogate_encodes():
-    text = chain.canonical({"id": "x", "userId": LONE})
+    text = hashing.canonical({"id": "x", "userId": LONE})
     assert text.encode("utf-8") and "\\ud800" in text
     assert json.loads(text)["userId"] == LONE  # the exact value comes back
-    assert chain.canonical(json.loads(text)) == text  # and writes the same text again
-    assert len(chain.link_hash(chain.GENESIS, "raw \udfff left in")) == 64
+    assert hashing.canonical(json.loads(text)) == text  # and writes the same text again
+    assert len(hashing.link_hash(hashing.GENESIS, "raw \udfff left in")) == 64
 
 
 def test_a_call_with_a_lone_surrogate_is_recorded_and_verifies(app):

@@ -19,7 +19,7 @@ from clinician_support import _obs, record, sloppy_draft
 from support import make_token, serve_at
 from werkzeug.serving import make_server
 
-from cds.audit import chart
+from cds.clinician import chart
 from cds.hooks.services import discovery_document
 from cds.rules import pack as rule_pack
 from cds.toolkit.request import as_bundle, build_hook_request

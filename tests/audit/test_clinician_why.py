@@ -18,8 +18,8 @@ from markupsafe import escape
 from support import make_token, serve_at
 from werkzeug.serving import make_server
 
-from cds.audit.record import patient_key
 from cds.fhir.parse import outgoing_resource
+from cds.ledger.record import patient_key
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SERVICE = "bone-health-order-select"

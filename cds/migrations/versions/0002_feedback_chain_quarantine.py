@@ -18,8 +18,8 @@ import uuid
 import sqlalchemy as sa
 from alembic import op
 
-from cds.audit import chain
-from cds.audit import feedback as feedback_rows
+from cds.ledger import feedback as feedback_rows
+from cds.ledger import hashing
 
 revision = "0002"
 down_revision = "0001"
@@ -74,11 +74,11 @@ def upgrade() -> None:
         sa.column("seq", sa.Integer),
     )
     conn = op.get_bind()
-    prev = chain.GENESIS
+    prev = hashing.GENESIS
     for seq, row in enumerate(conn.execute(sa.select(table).order_by(table.c.id)).all(), start=1):
         content = _legacy_content(row)
-        content_json = chain.canonical(content)
-        digest = chain.link_hash(prev, content_json)
+        content_json = hashing.canonical(content)
+        digest = hashing.link_hash(prev, content_json)
         conn.execute(
             table.update()
             .where(table.c.id == row.id)

@@ -1,16 +1,16 @@
-"""The auditor JSON API (``cds/audit/api.py``) in the OpenAPI document: paths, schemas, security.
+"""The auditor JSON API (``cds/review/api.py``) in the OpenAPI document: paths, schemas, security.
 
-Every path under ``/audit/api`` needs an auditor credential (``cds/audit/auth.py``, docs/audit.md):
+Every path under ``/audit/api`` needs an auditor credential (``cds/review/auth.py``, docs/audit.md):
 ``Authorization: Bearer <token>`` or HTTP Basic ``name:token``. Without one, or with a wrong one, the
 answer is a bare 401 with ``WWW-Authenticate: Basic realm="CDS audit"``. The auditor's HTML pages
-(``/audit/...``, ``cds/audit/web.py``) are for people, not programs, and are not in the document.
+(``/audit/...``, ``cds/review/pages.py``) are for people, not programs, and are not in the document.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from cds.web.openapi_schemas import SERVER_ERROR, error_response, json_response, schema_ref
+from cds.hooks.schemas import SERVER_ERROR, error_response, json_response, schema_ref
 
 AUDIT_SECURITY_SCHEMES: dict[str, Any] = {
     "auditorBearer": {

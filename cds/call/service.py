@@ -15,11 +15,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
+from cds.call.budget import Budget
 from cds.deadline import call_limit
-from cds.decide.budget import Budget
 from cds.decide.case import Case, build_case
 from cds.decide.derived import DerivedCache, derived_key, derived_size
 from cds.decide.evaluate import Evaluation, Evaluator
@@ -28,43 +28,10 @@ from cds.fhir import parse as fhir_parse
 from cds.fhir.prefetch import Fetch, Gathered, gather
 from cds.hooks.envelope import HookRequest, parse_hook_request
 from cds.hooks.services import hook_of, prefetch_templates
+from cds.ledger.port import AuditSink, CallRecord
 from cds.settings import default as setting_default
 
-log = logging.getLogger("cds.decide.service")
-
-
-class AuditSink(Protocol):
-    """Where each call's record goes. A sink may also offer ``call_started(service, when, record_id) ->
-    marker`` and ``call_finished(marker)``: the service calls them around each call, so that a call whose
-    process dies before it answers is still counted (``record_id``: the id the call's record is given, so
-    that a call whose record was made durable is never counted again)."""
-
-    def record_call(self, call: CallRecord) -> None: ...
-
-
-@dataclass
-class CallRecord:
-    """Everything the audit trail keeps about one hook call (no raw patient id, no token)."""
-
-    service: str
-    hook: str | None
-    hook_instance: str | None
-    patient_id: str | None  # hashed by the audit store before it is written
-    client_iss: str | None
-    started: dt.datetime
-    latency_ms: float
-    outcome: str  # ok | 4xx code | 412 | 5xx code
-    status: int
-    evaluation: Evaluation | None = None
-    provenance: dict[str, str] = field(default_factory=dict)
-    error: str | None = None
-    context: dict[str, Any] = field(default_factory=dict)  # hook context (the audit keeps a few fields)
-    #: the call's token id when its replay check is made with the record (``cds.auth.replay_store.Claim``):
-    #: a sink that takes it stores both in one transaction, and raises ``TokenReplayed`` on a replay
-    claim: Any = None
-    #: the record's key (a uuid), chosen when the call starts (its started-call marker and the call's log
-    #: lines name it; the caller may choose it); the store makes one when it is None
-    record_id: str | None = None
+log = logging.getLogger("cds.call.service")
 
 
 #: a card's "Why this card?" address from the service's public base URL and the card's uuid
@@ -87,7 +54,7 @@ class HookService:
     derived_cache: DerivedCache | None = None
     #: when set, each card gets a "Why this card?" link to ``explain_link(base_url, card_uuid)``
     explain_link: ExplainLink | None = None
-    #: the budget of one call (``cds.decide.budget``): seconds, and resources validated
+    #: the budget of one call (``cds.call.budget``): seconds, and resources validated
     budget_seconds: float | None = None
     max_resources: int | None = None
     #: the most GETs one call may send to the FHIR server (pages and retries included)

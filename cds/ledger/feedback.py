@@ -22,9 +22,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from cds.audit.ledger import FeedbackRefused, storable
-from cds.audit.schema import audit_card, audit_record
 from cds.errors import NotFound, RequestError
+from cds.ledger.append import FeedbackRefused, storable
+from cds.ledger.schema import audit_card, audit_record
 
 
 @dataclass(frozen=True)

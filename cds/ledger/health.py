@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from cds.audit import quarantine
-from cds.audit.schema import audit_record
+from cds.ledger import quarantine
+from cds.ledger.schema import audit_record
 
 if TYPE_CHECKING:
-    from cds.audit.store import AuditStore
+    from cds.ledger.store import AuditStore
 
 log = logging.getLogger("cds.audit")
 INTERRUPTED = "interrupted"  # the outcome of a call whose process died before it answered

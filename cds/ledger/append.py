@@ -1,6 +1,6 @@
 """What the audit chains share: appending a link to a chained table, storable text, poison entries.
 
-Three tables are hash-chained by ``seq`` (``chain.py``): ``audit_feedback``, ``audit_quarantine`` and
+Three tables are hash-chained by ``seq`` (``hashing.py``): ``audit_feedback``, ``audit_quarantine`` and
 ``audit_checkpoint``; ``audit_record`` (hook calls) is several chains (``chains.py``). Each link of the
 first three is appended in one transaction under the chain lock of its table:
 ``pg_advisory_xact_lock`` on PostgreSQL, the store's process lock plus SQLite's write lock (retried when
@@ -32,7 +32,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.sql.schema import Table
 
-from cds.audit import chain
+from cds.ledger import hashing
 
 T = TypeVar("T")
 SQLITE_RETRIES = 20
@@ -111,7 +111,7 @@ def append_link(
         .order_by(table.c.seq.desc())
         .limit(1)
     ).first()
-    seq, prev = (head.seq + 1, head.hash) if head else (1, chain.GENESIS)
-    digest = chain.link_hash(prev, content_json)
+    seq, prev = (head.seq + 1, head.hash) if head else (1, hashing.GENESIS)
+    digest = hashing.link_hash(prev, content_json)
     conn.execute(insert(table).values(seq=seq, content=content_json, prev_hash=prev, hash=digest, **columns))
     return seq, digest

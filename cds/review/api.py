@@ -10,9 +10,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from cds.audit import queries
-from cds.audit.auth import REALM, authenticate
 from cds.errors import NotFound, RequestError
+from cds.review import queries
+from cds.review.auth import REALM, authenticate
 
 bp = Blueprint("cds_audit_api", __name__, url_prefix="/audit/api")
 
@@ -143,7 +143,7 @@ def rule(rule_id: str):
 
 @bp.get("/quarantine")
 def quarantined():
-    from cds.audit import quarantine
+    from cds.ledger import quarantine
 
     limit, offset = paging(request.args)
     limit = max(1, min(limit, queries.MAX_PAGE))
@@ -153,7 +153,7 @@ def quarantined():
 
 @bp.get("/verify")
 def verify():
-    from cds.audit.verify import verify_all
+    from cds.review.verify import verify_all
 
     report = verify_all(_engine())
     broken = report.first_broken

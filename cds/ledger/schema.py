@@ -1,5 +1,5 @@
 """The audit tables, declared on ``cds.db.metadata`` (``seen_jti``, the replay store's table, is declared
-in ``cds.auth.replay_store``). The migrations in ``cds/migrations`` create them.
+in ``cds.auth.jti_store``). The migrations in ``cds/migrations`` create them.
 
 audit_record    one row per hook call, append-only; ``seq`` (assigned by the database) orders the trail;
                 each record is link ``chain_pos`` of the hash chain ``chain_id`` (one chain per writer,

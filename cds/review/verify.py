@@ -1,6 +1,6 @@
 """Verifying the whole trail: every table the auditor sees, against the chained content.
 
-    audit_record      every record chain (``chains.py``): positions 1, 2, 3 ... with no gap, each
+    audit_record      every record chain (``record_chains.py``): positions 1, 2, 3 ... with no gap, each
                       prev_hash the hash of the link before it, seq growing along the chain, and every
                       column derived from the content, ``time`` included; a record outside any chain is
                       reported
@@ -34,9 +34,9 @@ from sqlalchemy import and_, or_, select, tuple_
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.schema import Table
 
-from cds.audit import chain, chains, feedback, quarantine
-from cds.audit.record import cards_of, columns_of
-from cds.audit.schema import audit_card, audit_checkpoint, audit_feedback, audit_quarantine, audit_record
+from cds.ledger import feedback, hashing, quarantine, record_chains
+from cds.ledger.record import cards_of, columns_of
+from cds.ledger.schema import audit_card, audit_checkpoint, audit_feedback, audit_quarantine, audit_record
 
 BATCH = 500
 HEAD = re.compile(r"^(0|\d+-\d+(?:\+\d+-\d+)*)\.(\d+)\.(\d+)\.(\d+):([0-9a-f]{64})$")
@@ -49,10 +49,11 @@ class Report:
     feedback: int = 0
     quarantined: int = 0
     checkpoints: int = 0
-    chains: dict[int, chains.Head] = field(default_factory=dict)  # record chain -> (last position, hash)
+    #: record chain -> (last position, hash)
+    chains: dict[int, record_chains.Head] = field(default_factory=dict)
     heads: dict[str, str] = field(default_factory=dict)  # feedback | quarantine | checkpoints -> last hash
     problems: list[str] = field(default_factory=list)  # the first problem found in each table
-    first_broken: chain.Broken | None = None  # the first broken record (seq: the record's seq)
+    first_broken: hashing.Broken | None = None  # the first broken record (seq: the record's seq)
 
     @property
     def ok(self) -> bool:
@@ -64,9 +65,10 @@ class Report:
         return head_of(self.chains, counts, self.heads)
 
 
-def head_of(record_heads: dict[int, chains.Head], counts: tuple[int, int, int], heads: dict[str, str]) -> str:
+def head_of(record_heads: dict[int, record_chains.Head], counts: tuple[int, int, int],
+            heads: dict[str, str]) -> str:
     lines = [f"chain {k} {p} {h}" for k, (p, h) in sorted(record_heads.items())]
-    lines += [f"{name} {heads.get(name, chain.GENESIS)}" for name, _ in TABLES]
+    lines += [f"{name} {heads.get(name, hashing.GENESIS)}" for name, _ in TABLES]
     digest = hashlib.sha256("\n".join(lines).encode("ascii")).hexdigest()
     positions = "+".join(f"{k}-{p}" for k, (p, _) in sorted(record_heads.items())) or "0"
     return f"{positions}.{counts[0]}.{counts[1]}.{counts[2]}:{digest}"
@@ -122,29 +124,29 @@ def _walk(
     table: Table,
     derived: Callable[[dict[str, Any]], dict[str, Any]],
     extra: Callable[[Any, dict[str, Any]], str | None] | None = None,
-) -> tuple[int, str, chain.Broken | None]:
+) -> tuple[int, str, hashing.Broken | None]:
     """Walk one table chained by seq; return (rows checked, last hash, the first broken link or None)."""
     rows: dict[int, Any] = {}
-    last = {"hash": chain.GENESIS}
+    last = {"hash": hashing.GENESIS}
 
-    def links() -> Iterator[chain.Link]:
+    def links() -> Iterator[hashing.Link]:
         for row in _rows(engine, table):
             rows[row.seq] = row
             if table is audit_feedback:  # its id column is a row number; the link's id is in the content
                 link_id = json.loads(row.content).get("id") if _is_object(row.content) else None
             else:
                 link_id = row.id
-            yield chain.Link(seq=row.seq, id=str(link_id), content=row.content or "",
+            yield hashing.Link(seq=row.seq, id=str(link_id), content=row.content or "",
                              prev_hash=row.prev_hash or "", hash=row.hash or "")
 
-    def check(link: chain.Link) -> str | None:
+    def check(link: hashing.Link) -> str | None:
         row = rows.pop(link.seq)
         problem = _columns_agree(row, derived) or (extra(row, json.loads(row.content)) if extra else None)
         if problem is None:
             last["hash"] = row.hash
         return problem
 
-    checked, broken = chain.verify(links(), check=check)
+    checked, broken = hashing.verify(links(), check=check)
     return checked, last["hash"], broken
 
 
@@ -189,17 +191,19 @@ def _cards_agree(stored_rows: list[Any], content: dict[str, Any]) -> str | None:
     return None
 
 
-def _walk_one_chain(rows: Iterator[tuple[Any, list[Any]]]) -> tuple[int, chains.Head, chain.Broken | None]:
+def _walk_one_chain(
+    rows: Iterator[tuple[Any, list[Any]]],
+) -> tuple[int, record_chains.Head, hashing.Broken | None]:
     """One record chain, in position order; (records checked, its head, the first broken record)."""
-    state: dict[str, Any] = {"head": (0, chain.GENESIS), "seq": 0, "row": None, "cards": []}
+    state: dict[str, Any] = {"head": (0, hashing.GENESIS), "seq": 0, "row": None, "cards": []}
 
-    def links() -> Iterator[chain.Link]:
+    def links() -> Iterator[hashing.Link]:
         for row, cards in rows:
             state["row"], state["cards"] = row, cards
-            yield chain.Link(seq=row.chain_pos, id=row.id, content=row.content, prev_hash=row.prev_hash,
+            yield hashing.Link(seq=row.chain_pos, id=row.id, content=row.content, prev_hash=row.prev_hash,
                              hash=row.hash)
 
-    def check(link: chain.Link) -> str | None:
+    def check(link: hashing.Link) -> str | None:
         row, cards = state["row"], state["cards"]
         if row.seq <= state["seq"]:
             return "seq out of order along its chain (records renumbered or reordered)"
@@ -208,11 +212,11 @@ def _walk_one_chain(rows: Iterator[tuple[Any, list[Any]]]) -> tuple[int, chains.
             state["head"], state["seq"] = (row.chain_pos, row.hash), row.seq
         return problem
 
-    checked, broken = chain.verify(links(), check=check)
+    checked, broken = hashing.verify(links(), check=check)
     if broken is not None:
-        row = state["row"]  # the link chain.verify stopped at
+        row = state["row"]  # the link hashing.verify stopped at
         where = f"chain {row.chain_id} position {row.chain_pos}"
-        broken = chain.Broken(row.seq, broken.id, f"{where}: {broken.reason}")
+        broken = hashing.Broken(row.seq, broken.id, f"{where}: {broken.reason}")
     return checked, state["head"], broken
 
 
@@ -244,11 +248,11 @@ def _verify_records(engine: Engine, report: Report) -> None:
 
 # -- checkpoints ----------------------------------------------------------------------------------------
 def _checkpoints_agree(engine: Engine) -> Callable[[Any, dict[str, Any]], str | None]:
-    before: dict[int, chains.Head] = {}
+    before: dict[int, record_chains.Head] = {}
 
     def check(row: Any, content: dict[str, Any]) -> str | None:
         try:
-            heads = chains.heads_content(content)
+            heads = record_chains.heads_content(content)
         except (KeyError, TypeError, ValueError, AttributeError):
             return "content lacks the chain heads"
         for number, (pos, _) in before.items():
@@ -294,7 +298,7 @@ def verify_all(engine: Engine) -> Report:
     if broken:
         report.problems.append(f"audit_quarantine #{broken.seq}: {broken.reason}")
     report.checkpoints, report.heads["checkpoints"], broken = _walk(
-        engine, audit_checkpoint, chains.checkpoint_columns, _checkpoints_agree(engine))
+        engine, audit_checkpoint, record_chains.checkpoint_columns, _checkpoints_agree(engine))
     if broken:
         report.problems.append(f"audit_checkpoint #{broken.seq}: {broken.reason}")
     return report
@@ -319,7 +323,7 @@ def expect_head(engine: Engine, report: Report, kept: str) -> str | None:
     for name, want, got in zip(names, counts, have, strict=True):
         if want > got:
             return f"the trail has {got} {name}, the expected head {want}: entries were removed from the end"
-    record_heads: dict[int, chains.Head] = {}
+    record_heads: dict[int, record_chains.Head] = {}
     heads = {}
     with engine.connect() as conn:
         for number, pos in positions.items():

@@ -2,7 +2,7 @@
 
 A call's record is handed to the process's group-commit writer (``groupcommit.py``), which writes the
 records of concurrent calls in one transaction, each a link of this process's own chain on PostgreSQL
-(no lock another process waits for) or of the shared chain on SQLite (``chains.py``), cards included;
+(no lock another process waits for) or of the shared chain on SQLite (``record_chains.py``), cards included;
 the call answers once its record is committed. A batch the database refuses as data is written again one
 entry at a time, so that only the poison entry is set aside.
 
@@ -14,7 +14,7 @@ while anything is held, new entries queue behind it) and moved to the spool or t
 thread once either is back. Only past that limit, or if the process dies while holding entries, is an
 entry lost: that is logged as an error and the hook call still answers.
 
-An entry the database refuses as data (``ledger.is_poison``) is set aside in the quarantine
+An entry the database refuses as data (``append.is_poison``) is set aside in the quarantine
 (``quarantine.py``) instead of waiting at the head of the queue, wherever it is written from: the request
 path, the spool or memory. A call whose process dies before it answers is counted through its started-call
 marker (``inflight.py``).
@@ -35,18 +35,18 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from cds.audit import chain, chains, feedback, health, ledger, quarantine
-from cds.audit.chains import ChainWriter
-from cds.audit.groupcommit import GroupCommit
-from cds.audit.inflight import CallMarkers
-from cds.audit.record import build_content
-from cds.audit.schema import audit_feedback, audit_record
-from cds.audit.spool import Spool, Unstorable
-from cds.auth.replay_store import JtiStore
+from cds.auth.jti_store import JtiStore
 from cds.db import ensure_schema, same_database
-from cds.decide.service import CallRecord
 from cds.errors import AuthUnavailable, TokenReplayed
 from cds.hooks.services import hook_of
+from cds.ledger import append, feedback, hashing, health, quarantine, record_chains
+from cds.ledger.groupcommit import GroupCommit
+from cds.ledger.inflight import CallMarkers
+from cds.ledger.port import CallRecord
+from cds.ledger.record import build_content
+from cds.ledger.record_chains import ChainWriter
+from cds.ledger.schema import audit_feedback, audit_record
+from cds.ledger.spool import Spool, Unstorable
 from cds.rules.pack import RulePack
 from cds.settings import default as setting_default
 
@@ -212,7 +212,7 @@ class AuditStore:
             try:
                 return self.write_batch(entries)
             except Exception as exc:
-                if isinstance(exc, SQLAlchemyError) and not ledger.is_poison(exc):
+                if isinstance(exc, SQLAlchemyError) and not append.is_poison(exc):
                     log.warning("audit database unavailable (%s); spooling %d entries to %s",
                                 type(exc).__name__, len(entries), self.spool.folder)
                     return self._each(entries, self._settled_to_spool)
@@ -251,7 +251,7 @@ class AuditStore:
                 self.write(entry)
                 return
             except Exception as exc:
-                if ledger.is_poison(exc):
+                if append.is_poison(exc):
                     self._set_aside(entry, exc)
                     return
                 if not isinstance(exc, SQLAlchemyError):
@@ -308,7 +308,7 @@ class AuditStore:
                         try:
                             self.write(entry)
                         except Exception as exc:
-                            if not isinstance(exc, SQLAlchemyError) and not ledger.is_poison(exc):
+                            if not isinstance(exc, SQLAlchemyError) and not append.is_poison(exc):
                                 raise
                             self.spool.append(entry)  # the drain quarantines it if it is poison
                 except OSError:
@@ -338,7 +338,7 @@ class AuditStore:
 
     def append(self, content: dict[str, Any], *, dedupe: bool = False) -> int:
         """Append one record to this process's chain in one transaction; return its ``seq``."""
-        seq = self.chains.append([(content, chain.canonical(content))], dedupe=dedupe)[0]
+        seq = self.chains.append([(content, hashing.canonical(content))], dedupe=dedupe)[0]
         self.maybe_checkpoint()
         return seq
 
@@ -346,7 +346,7 @@ class AuditStore:
         """Call entries into the database in one transaction, all or none, with their token claims: an entry
         whose claim is a replay is not written (its error is ``TokenReplayed``); the others are committed."""
         self._migrate_if_pending()
-        contents = [(e["content"], chain.canonical(e["content"])) for e in entries]
+        contents = [(e["content"], hashing.canonical(e["content"])) for e in entries]
         claims = [e.get("claim") for e in entries]
         replay = self.replay
         if replay is None or not any(claims):
@@ -355,7 +355,7 @@ class AuditStore:
         replay.ready()
         kept: list[bool] = []
 
-        def take(conn: Connection, rows: chains.Contents) -> chains.Contents:
+        def take(conn: Connection, rows: record_chains.Contents) -> record_chains.Contents:
             accepted = replay.insert_claims(conn, [c for c in claims if c is not None])
             kept.clear()
             for claim in claims:
@@ -384,7 +384,7 @@ class AuditStore:
             return None
         self._checkpointed = time.monotonic()
         try:
-            return chains.write_checkpoint(self.engine, self._chain_lock)
+            return record_chains.write_checkpoint(self.engine, self._chain_lock)
         except Exception as exc:  # noqa: BLE001 - the next one covers what this one would have
             log.warning("audit checkpoint not written (%s); tried again later", type(exc).__name__)
             return None
@@ -395,11 +395,11 @@ class AuditStore:
         def work(conn: Connection) -> bool:
             known = feedback.check_on_write(conn, entry)
             content = feedback.content_of(entry, known)
-            ledger.append_link(conn, audit_feedback, ledger.FEEDBACK_LOCK, chain.canonical(content),
+            append.append_link(conn, audit_feedback, append.FEEDBACK_LOCK, hashing.canonical(content),
                                feedback.columns(content))
             return known
 
-        if not ledger.retried(self.engine, self._chain_lock, work):
+        if not append.retried(self.engine, self._chain_lock, work):
             log.warning("feedback for a card no audit record holds (stored, flagged)")
 
     # -- the spool ------------------------------------------------------------------------------------
@@ -415,12 +415,12 @@ class AuditStore:
         try:
             self.write(entry, dedupe=True)
         except Exception as exc:
-            if not ledger.is_poison(exc):
+            if not append.is_poison(exc):
                 raise
             try:
                 self._quarantine(entry, exc)
             except Exception as again:
-                if ledger.is_poison(again):
+                if append.is_poison(again):
                     log.error("audit entry kept as a .poison file: not even the quarantine takes it (%s)",
                               quarantine.reason_of(again))
                     raise Unstorable() from again

@@ -33,7 +33,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cds.auth.replay_store import FileJtiStore, jti_key
+from cds.auth.jti_store import FileJtiStore, jti_key
 from cds.errors import AuthUnavailable, ConfigurationError
 from cds.settings import default as setting_default
 

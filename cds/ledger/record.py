@@ -14,8 +14,8 @@ import re
 import uuid
 from typing import Any
 
-from cds.audit.ledger import storable
-from cds.decide.service import CallRecord
+from cds.ledger.append import storable
+from cds.ledger.port import CallRecord
 from cds.rules.pack import RulePack
 
 #: hook-context fields kept for replay (the rest may identify the patient or hold whole bundles)

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.engine import Engine
 
-from cds.audit import chain
-from cds.audit.schema import audit_card, audit_feedback, audit_record
+from cds.ledger import hashing
+from cds.ledger.schema import audit_card, audit_feedback, audit_record
 
 MAX_PAGE = 500
 MAX_INT64 = 2**63 - 1  # the largest seq or offset a database query takes
@@ -275,14 +275,14 @@ def iter_records(engine: Engine, filters: Filters | None = None, *, batch: int =
         last = rows[-1].seq
 
 
-def verify_chain(engine: Engine) -> tuple[int, chain.Broken | None]:
+def verify_chain(engine: Engine) -> tuple[int, hashing.Broken | None]:
     """(records checked, the first problem or None) over every audit table (``verify.verify_all``)."""
-    from cds.audit.verify import verify_all
+    from cds.review.verify import verify_all
 
     report = verify_all(engine)
     if report.first_broken is not None or report.ok:
         return report.records, report.first_broken
-    return report.records, chain.Broken(0, "-", report.problems[0])
+    return report.records, hashing.Broken(0, "-", report.problems[0])
 
 
 def seqs_for_hook_instance(engine: Engine, hook_instance: str) -> list[int]:

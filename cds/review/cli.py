@@ -25,8 +25,8 @@ from typing import Any, NoReturn
 
 import click
 
-from cds.audit import queries
 from cds.errors import CdsError
+from cds.review import queries
 
 ORDER_TYPES = ("MedicationRequest", "ServiceRequest")
 
@@ -93,9 +93,9 @@ def _engine(values: dict[str, Any]):
     database no call has reached yet reads as an empty trail rather than an error."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from cds.audit import database_url
     from cds.db import engine_for, ensure_schema
     from cds.errors import AuditUnavailable
+    from cds.ledger import database_url
 
     engine = engine_for(database_url(values))
     try:
@@ -247,7 +247,7 @@ def show_cmd(key: str, as_json: bool) -> int:
               "fail unless the trail still holds it (a cut tail or a rewrite).")
 def verify_cmd(expect_head: str | None) -> int:
     """Check every audit table against the hash chains and print the head; exit 1 when broken."""
-    from cds.audit.verify import verify_lines
+    from cds.review.verify import verify_lines
 
     code, lines = verify_lines(_engine(_values()), expect_head)
     click.echo("\n".join(lines))
@@ -314,7 +314,7 @@ def _csv_cell(row: Any, column: str) -> Any:
 @JSON
 def replay_cmd(rules_dir: str, since: str | None, until: str | None, as_json: bool) -> int:
     """Re-run the stored facts of past calls under another rule pack: which cards would change."""
-    from cds.audit.rerun import replay
+    from cds.review.rerun import replay
     from cds.rules import pack as rulepack
 
     values = _values()
@@ -347,7 +347,7 @@ def replay_cmd(rules_dir: str, since: str | None, until: str | None, as_json: bo
 @audit.command("drain")
 def drain_cmd() -> int:
     """Move spooled records into the database now."""
-    from cds.audit import open_store
+    from cds.ledger import open_store
     from cds.rules import pack as rulepack
 
     values = _values()
@@ -365,7 +365,7 @@ def drain_cmd() -> int:
 @click.argument("name")
 def token_cmd(name: str) -> int:
     """Make an auditor token for NAME and its CDS_AUDITOR_TOKENS entry."""
-    from cds.audit.auth import new_token
+    from cds.review.auth import new_token
 
     if not name or ":" in name or "," in name or name != name.strip():
         fail(f"auditor name {name!r}: use a name without ':', ',' or surrounding spaces")
@@ -382,8 +382,8 @@ def token_cmd(name: str) -> int:
 @audit.command("patient-key")
 def patient_key_cmd() -> int:
     """Print the patient key of a patient id read from standard input (kept out of shell history)."""
-    from cds.audit import patient_secret
-    from cds.audit.record import patient_key
+    from cds.ledger.keys import patient_secret
+    from cds.ledger.record import patient_key
 
     patient_id = sys.stdin.readline().strip()  # not an argument: kept out of shell history and ps
     if patient_id.startswith("Patient/"):

@@ -17,8 +17,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, render_template, url_for
 
-from cds.audit import card_markdown, chart, explain, queries
 from cds.auth.links import LinkRefused, verify
+from cds.clinician import chart
+from cds.clinician import markdown as card_markdown
+from cds.review import explain, queries
 
 bp = Blueprint("cds_why", __name__, url_prefix="/why")
 

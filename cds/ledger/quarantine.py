@@ -1,6 +1,6 @@
 """The quarantine: audit entries the database refused as data, set aside so that the rest are written.
 
-An entry whose write fails with a data error (``ledger.is_poison``: a value too long for its column, a
+An entry whose write fails with a data error (``append.is_poison``: a value too long for its column, a
 value that cannot be bound or encoded, a broken constraint; never a connection error) becomes one row of
 ``audit_quarantine``, itself a hash chain: ``content`` holds the entry as escaped ASCII JSON (it always
 stores), the reason and the time. If even that row cannot be written as data, the spool keeps the entry
@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from cds.audit import chain, ledger
-from cds.audit.schema import audit_quarantine
+from cds.ledger import append, hashing
+from cds.ledger.schema import audit_quarantine
 
 REASON_CHARS = 300
 
@@ -50,19 +50,19 @@ def columns(content: dict[str, Any]) -> dict[str, Any]:
         "id": content["id"],
         "time": when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC),
         "kind": content["kind"],
-        "reason": ledger.storable(content["reason"]),
+        "reason": append.storable(content["reason"]),
     }
 
 
 def add(engine: Engine, lock: threading.Lock, entry: dict[str, Any], exc: BaseException) -> int:
     """Set ``entry`` aside; returns its quarantine ``seq``. Raises what the database raises."""
     content = content_of(entry, reason_of(exc))
-    content_json = chain.canonical(content)
-    return ledger.retried(
+    content_json = hashing.canonical(content)
+    return append.retried(
         engine,
         lock,
-        lambda conn: ledger.append_link(
-            conn, audit_quarantine, ledger.QUARANTINE_LOCK, content_json, columns(content)
+        lambda conn: append.append_link(
+            conn, audit_quarantine, append.QUARANTINE_LOCK, content_json, columns(content)
         )[0],
     )
 

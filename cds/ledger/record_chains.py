@@ -1,7 +1,7 @@
 """Record chains that do not serialise writers, and the checkpoints that tie them together.
 
 Every record is a link of one hash chain (``chain_id``, ``chain_pos``, ``prev_hash``, ``hash``; see
-``chain.py``). On PostgreSQL each process appends to a chain of its own: at its first write it claims the
+``hashing.py``). On PostgreSQL each process appends to a chain of its own: at its first write it claims the
 lowest free chain number with a session advisory lock (``pg_try_advisory_lock(<schema key>, n)``) held
 by one connection kept for that purpose, reads that chain's head once, and from then on appends without
 taking any lock another process waits for. Chain numbers are reused: a chain whose process stopped (its
@@ -37,9 +37,9 @@ from typing import Any
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import Connection, Engine
 
-from cds.audit import chain, ledger
-from cds.audit.record import cards_of, columns_of
-from cds.audit.schema import audit_card, audit_checkpoint, audit_record
+from cds.ledger import append, hashing
+from cds.ledger.record import cards_of, columns_of
+from cds.ledger.schema import audit_card, audit_checkpoint, audit_record
 
 #: the first key of a chain's advisory lock (the second is the chain number): one per database and schema,
 #: so that trails in other schemas of the same database do not share chain locks
@@ -62,7 +62,7 @@ def head_of(conn: Connection, chain_id: int) -> Head:
         .order_by(audit_record.c.chain_pos.desc())
         .limit(1)
     ).first()
-    return (row.chain_pos, row.hash) if row else (0, chain.GENESIS)
+    return (row.chain_pos, row.hash) if row else (0, hashing.GENESIS)
 
 
 def _next_seqs(conn: Connection, n: int) -> list[int]:
@@ -83,7 +83,7 @@ def _links(
     pos, prev = head
     rows, cards = [], []
     for content, content_json in fresh:
-        digest = chain.link_hash(prev, content_json)
+        digest = hashing.link_hash(prev, content_json)
         pos += 1
         rows.append(
             {
@@ -198,7 +198,7 @@ class ChainWriter:
         self.lock = lock  # the store's process lock: one transaction of this process's at a time
         self.own = own_chains and engine.dialect.name == "postgresql"
         self.chain_id: int | None = None
-        self._head: Head = (0, chain.GENESIS)
+        self._head: Head = (0, hashing.GENESIS)
         self._conn: Connection | None = None  # holds the chain's session lock; the chain's writes run on it
         self._pid = os.getpid()
         self._release: weakref.finalize | None = None  # closes the chain's connection, also when collected
@@ -209,7 +209,7 @@ class ChainWriter:
         runs first in the same transaction and returns the contents to append (the token claims of the
         records are stored that way, and a record whose claim is a replay is left out)."""
         if not self.own:
-            return ledger.retried(
+            return append.retried(
                 self.engine, self.lock,
                 lambda conn: self._shared(conn, before(conn, contents) if before else contents, dedupe),
             )
@@ -220,7 +220,7 @@ class ChainWriter:
                     rows = before(conn, contents) if before else contents
                     seqs, head = insert_links(conn, self.chain_id or 0, self._head, rows, dedupe)
             except Exception as exc:
-                if not ledger.is_poison(exc):
+                if not append.is_poison(exc):
                     self._drop()  # the connection (and the chain with it) may be gone: claim again
                 raise
             self._head = head
@@ -309,7 +309,7 @@ def write_checkpoint(engine: Engine, lock: threading.Lock) -> int | None:
 
     def work(conn: Connection) -> int | None:
         if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ledger.CHECKPOINT_LOCK})
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": append.CHECKPOINT_LOCK})
         heads = chain_heads(conn)
         if not heads or heads == last_checkpoint(conn):
             return None
@@ -318,15 +318,15 @@ def write_checkpoint(engine: Engine, lock: threading.Lock) -> int | None:
             "time": dt.datetime.now(dt.UTC).isoformat(),
             "heads": {str(k): {"pos": p, "hash": h} for k, (p, h) in sorted(heads.items())},
         }
-        return ledger.append_link(
+        return append.append_link(
             conn,
             audit_checkpoint,
-            ledger.CHECKPOINT_LOCK,
-            chain.canonical(content),
+            append.CHECKPOINT_LOCK,
+            hashing.canonical(content),
             checkpoint_columns(content),
         )[0]
 
-    return ledger.retried(engine, lock, work)
+    return append.retried(engine, lock, work)
 
 
 def describe(heads: Iterable[tuple[int, Head]]) -> str:

@@ -12,10 +12,10 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from cds.audit import explain, queries
-from cds.audit.api import filters_from, known_rule, paging, require_auditor
 from cds.errors import CdsError
 from cds.hooks.services import discovery_document
+from cds.review import explain, queries
+from cds.review.api import filters_from, known_rule, paging, require_auditor
 
 bp = Blueprint("cds_audit_web", __name__, url_prefix="/audit")
 bp.before_request(require_auditor)

@@ -1,0 +1,49 @@
+"""The ledger port: what the call layer records each hook call through, and the record it hands over.
+
+The call layer holds a ``Ledger`` and never a store: ``cds.ledger.store.AuditStore`` writes to a database,
+``cds.ledger.memory.MemoryLedger`` keeps records in memory (the offline evaluator and the tests).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cds.decide.evaluate import Evaluation
+
+
+class AuditSink(Protocol):
+    """Where each call's record goes. A sink may also offer ``call_started(service, when, record_id) ->
+    marker`` and ``call_finished(marker)``: the service calls them around each call, so that a call whose
+    process dies before it answers is still counted (``record_id``: the id the call's record is given, so
+    that a call whose record was made durable is never counted again)."""
+
+    def record_call(self, call: CallRecord) -> None: ...
+
+
+@dataclass
+class CallRecord:
+    """Everything the audit trail keeps about one hook call (no raw patient id, no token)."""
+
+    service: str
+    hook: str | None
+    hook_instance: str | None
+    patient_id: str | None  # hashed by the audit store before it is written
+    client_iss: str | None
+    started: dt.datetime
+    latency_ms: float
+    outcome: str  # ok | 4xx code | 412 | 5xx code
+    status: int
+    evaluation: Evaluation | None = None
+    provenance: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)  # hook context (the audit keeps a few fields)
+    #: the call's token id when its replay check is made with the record (``cds.auth.jti_store.Claim``):
+    #: a sink that takes it stores both in one transaction, and raises ``TokenReplayed`` on a replay
+    claim: Any = None
+    #: the record's key (a uuid), chosen when the call starts (its started-call marker and the call's log
+    #: lines name it; the caller may choose it); the store makes one when it is None
+    record_id: str | None = None
+
+
