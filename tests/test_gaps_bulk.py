@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bulk_server import CLIENT_ID, BulkServer, outcome
 from builders import med, obs, patient
+from bulk_server import CLIENT_ID, BulkServer, outcome
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -167,7 +167,8 @@ def test_a_failed_export_is_one_line_naming_the_servers_outcome(tmp_path):
 @pytest.mark.parametrize("code", [404, 410])
 def test_a_deleted_or_expired_job_is_one_line(tmp_path, code):
     _, public = key_pair("ES384")
-    with BulkServer(population(), public_jwk=public, status_failure=(code, outcome("job-1 expired"))) as server:
+    failure = (code, outcome("job-1 expired"))
+    with BulkServer(population(), public_jwk=public, status_failure=failure) as server:
         with pytest.raises(BulkExportError) as excinfo:
             export(server.base, tmp_path / "export", values(tmp_path))
         message = one_line_error(excinfo)
