@@ -391,7 +391,8 @@ def _checked_outgoing(data: Any, *, where: str) -> tuple[dict[str, Any] | None, 
 
 def r4_problem(data: Any, *, where: str) -> str | None:
     """Why ``data`` is not a valid R4 resource as a whole (by the R4B model of its type), or None when it is.
-    For the types the rules read, the service's own check (``parse_resource``) decides instead."""
+    A resource of a type the rules read must also pass the service's own check (``parse_resource``: R4
+    element names only, decimals as JSON numbers), which it would otherwise refuse."""
     from fhir.resources.R4B import get_fhir_model_class
 
     if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
@@ -401,7 +402,6 @@ def r4_problem(data: Any, *, where: str) -> str | None:
             parse_resource(data, where=where)
         except InvalidFhir as exc:
             return exc.message
-        return None
     try:
         model = get_fhir_model_class(data["resourceType"])
     except (KeyError, ValueError, AttributeError, ImportError):
