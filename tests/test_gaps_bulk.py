@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cds import settings
+from cds.cli import main
 from cds.population.bulk import BulkExportError, export, one_line, retry_after
 
 KEYS = Path(__file__).parent / "data" / "keys" / "test-client-jwks.json"
@@ -278,3 +279,81 @@ def test_a_server_that_is_not_there_is_one_line(tmp_path):
     with pytest.raises(BulkExportError) as excinfo:
         export(base, tmp_path / "export", settings.load({}, environ={}))
     assert "cannot reach" in one_line_error(excinfo)
+
+
+# -- the command: cds gaps --fhir-server ---------------------------------------------------------------------
+
+
+def gaps(argv: list[str], capsys) -> tuple[int, str, list[str]]:
+    code = main(["gaps", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err.splitlines()
+
+
+@pytest.fixture
+def smart_client(tmp_path, monkeypatch) -> dict[str, Any]:
+    private, public = key_pair("ES384")
+    key_file = tmp_path / "client.jwk.json"
+    key_file.write_text(json.dumps(private))
+    monkeypatch.setenv("CDS_BULK_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("CDS_BULK_KEY_FILE", str(key_file))
+    return public
+
+
+def test_cds_gaps_from_a_fhir_server_writes_the_gaps_of_the_export(tmp_path, capsys, smart_client):
+    errors = [outcome("Patient/bulk-9 could not be read")]
+    out = tmp_path / "out"
+    with BulkServer(population(), public_jwk=smart_client, pending=1, errors=errors) as server:
+        code, stdout, stderr = gaps(["--fhir-server", server.base, "--out", str(out), "--at", "2026-11-22",
+                                     "--workers", "1"], capsys)
+        token = next(iter(server.tokens))
+    assert code == 0, stderr
+    assert "3 patient(s) read: 3 in scope" in stdout
+    assert any("in progress (step 1 of many)" in line for line in stderr)
+    bulk = [line for line in stderr if line.startswith("bulk export: 3 Patient")]
+    assert bulk == ["bulk export: 3 Patient, 9 Observation, 3 MedicationRequest, 1 Medication in 5 file(s) "
+                    f"in {out / 'export'}; the server reported 1 error(s): Patient/bulk-9 could not be read"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["bulkExport"]["errors"] == {"count": 1, "names": ["Patient/bulk-9 could not be read"]}
+    assert summary["bulkExport"]["server"] == server.base and summary["exportErrors"] == 1
+    assert summary["patients"]["read"] == 3
+    issues = [json.loads(line) for line in (out / "gaps.ndjson").read_text().splitlines()]
+    assert issues and all(i["resourceType"] == "DetectedIssue" for i in issues)
+    assert {i["patient"]["reference"] for i in issues} == {f"Patient/bulk-{n}" for n in range(3)}
+    assert (out / "export" / "manifest.json").is_file() and (out / "report.html").is_file()
+    assert token not in stdout and not any(token in line for line in stderr)
+
+
+def test_cds_gaps_stops_in_one_line_with_exit_2_on_a_failed_export(tmp_path, capsys, smart_client):
+    failure = (500, outcome("export node ran out of disk"))
+    with BulkServer(population(), public_jwk=smart_client, status_failure=failure) as server:
+        code, stdout, stderr = gaps(["--fhir-server", server.base, "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and stdout == ""
+    [error] = [line for line in stderr if not line.startswith("bulk export:")]
+    assert error.startswith("cds: error: the bulk export failed (500 from ")
+    assert error.endswith(": export node ran out of disk")
+    assert not (tmp_path / "out" / "gaps.ndjson").exists()
+
+
+def test_cds_gaps_stops_at_the_export_deadline_with_exit_2(tmp_path, capsys, smart_client, monkeypatch):
+    monkeypatch.setenv("CDS_BULK_EXPORT_SECONDS", "2")
+    with BulkServer(population(), public_jwk=smart_client, pending=None, retry_after="1") as server:
+        code, _, stderr = gaps(["--fhir-server", server.base, "--out", str(tmp_path / "out")], capsys)
+    assert code == 2
+    [error] = [line for line in stderr if not line.startswith("bulk export:")]
+    assert error == ("cds: error: the bulk export took longer than 2 s (CDS_BULK_EXPORT_SECONDS) while "
+                     "waiting for it to finish")
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [([], "give the EXPORT folder or --fhir-server URL"),
+     (["somewhere", "--fhir-server", "http://127.0.0.1:9/fhir"],
+      "give the EXPORT folder or --fhir-server URL, not both"),
+     (["somewhere", "--group", "g-1"], "--group goes with --fhir-server"),
+     (["somewhere", "--token-file", "t"], "--token-file goes with --fhir-server")],
+)
+def test_cds_gaps_takes_an_export_folder_or_a_fhir_server(tmp_path, capsys, argv, said):
+    code, stdout, stderr = gaps([*argv, "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and stdout == ""
+    assert stderr == [f"cds: error: {said} (see: cds gaps --help)"]

@@ -23,7 +23,6 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("decide", ("cds.decide",)),
     ("ledger", ("cds.ledger", "cds.migrations")),
     ("call", ("cds.call",)),
-    ("population", ("cds.population",)),
     ("review", ("cds.review",)),
     ("clinician", ("cds.clinician",)),
     ("toolkit", ("cds.toolkit",)),

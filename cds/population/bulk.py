@@ -83,8 +83,13 @@ class ExportResult:
     seconds: float = 0.0
 
     def summary(self, server: str, group: str | None) -> dict[str, Any]:
-        return {"server": server, "group": group, "transactionTime": self.transaction_time,
-                "files": self.files, "resources": self.resources, "polls": self.polls,
+        """The export as the run's summary keeps it: types in the order asked for, then any other by name."""
+        def order(kv: tuple[str, int]) -> tuple[int, str]:
+            return (TYPES.index(kv[0]) if kv[0] in TYPES else len(TYPES), kv[0])
+
+        return {"server": shown_url(server), "group": group, "transactionTime": self.transaction_time,
+                "files": dict(sorted(self.files.items(), key=order)),
+                "resources": dict(sorted(self.resources.items(), key=order)), "polls": self.polls,
                 "seconds": round(self.seconds, 1),
                 "errors": {"count": self.error_count, "names": self.error_names}}
 
