@@ -175,7 +175,12 @@ def _brief_summary(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_child(mode: str, export: Path) -> dict[str, Any]:
-    env = {**os.environ, "CDS_LOG_LEVEL": "WARNING", "CDS_AUDIT": os.environ.get("CDS_AUDIT", "true")}
+    state = export.parent / "state"  # the run's audit trail and secrets: the bench's own, never the repo's
+    state.mkdir(exist_ok=True)
+    env = {**os.environ, "CDS_LOG_LEVEL": "WARNING",
+           "CDS_DATABASE_URL": f"sqlite:///{state / 'audit.sqlite3'}",
+           "CDS_AUDIT_SECRET_FILE": str(state / "audit-patient-key.secret"),
+           "CDS_LINK_SECRET_FILE": str(state / "link.secret"), "CDS_AUDIT_SPOOL_DIR": str(state / "spool")}
     started = time.perf_counter()
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", mode, "--export",
                            str(export)], capture_output=True, text=True, env=env, check=False)
