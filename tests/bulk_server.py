@@ -13,7 +13,8 @@
   manifest (or ``status_failure``, a ``(status, OperationOutcome)`` pair; ``pending=None``: never done);
 * the files: one NDJSON file per resource type (two for Observation, to have a type in two files), and the
   ``errors`` (OperationOutcomes) in one error file; each file asks for the bearer token when
-  ``requires_token`` is true.
+  ``requires_token`` is true (``file_host`` names them: another name than 127.0.0.1 is another origin;
+  ``manifest_extra`` adds entries to the manifest's ``output``).
 
 When ``public_jwk`` is None no token is asked for anywhere. ``requests`` records every request:
 ``(monotonic time, method, path, Authorization header or None)``; ``assertions`` every client assertion's
@@ -46,11 +47,13 @@ class BulkServer:
                  status_failure: tuple[int, dict[str, Any]] | None = None,
                  kickoff_answer: tuple[int, dict[str, Any]] | None = None,
                  token_answer: tuple[int, Any] | None = None, errors: list[dict[str, Any]] | None = None,
-                 client_id: str = CLIENT_ID, token_lifetime: int = 300):
+                 client_id: str = CLIENT_ID, token_lifetime: int = 300, file_host: str = "127.0.0.1",
+                 manifest_extra: list[dict[str, Any]] | None = None):
         self.resources, self.public_jwk, self.requires_token = resources, public_jwk, requires_token
         self.pending, self.retry_after, self.status_failure = pending, retry_after, status_failure
         self.kickoff_answer, self.token_answer = kickoff_answer, token_answer
         self.errors, self.client_id, self.token_lifetime = errors or [], client_id, token_lifetime
+        self.file_host, self.manifest_extra = file_host, manifest_extra or []
         self.requests: list[tuple[float, str, str, str | None]] = []
         self.assertions: list[tuple[dict[str, Any], dict[str, Any]]] = []
         self.kickoff_query: dict[str, str] = {}
@@ -85,8 +88,9 @@ class BulkServer:
         return files
 
     def manifest(self) -> dict[str, Any]:
-        output = [{"type": items[0]["resourceType"], "url": f"{self.origin}/files/{name}",
-                   "count": len(items)} for name, items in self.files().items()]
+        files = f"http://{self.file_host}:{self.port}/files"
+        output = [{"type": items[0]["resourceType"], "url": f"{files}/{name}",
+                   "count": len(items)} for name, items in self.files().items()] + self.manifest_extra
         error = ([{"type": "OperationOutcome", "url": f"{self.origin}/files/errors.ndjson"}]
                  if self.errors else [])
         return {"transactionTime": "2026-11-22T09:00:00Z", "request": f"{self.base}/Patient/$export",

@@ -254,6 +254,29 @@ def test_a_token_file_is_sent_and_never_repeated(tmp_path):
         assert "(401): no valid bearer token" in message and token not in message
 
 
+def test_the_token_is_never_sent_to_another_origin(tmp_path):
+    _, public = key_pair("ES384")
+    with BulkServer(population(), public_jwk=public, file_host="localhost") as server:
+        with pytest.raises(BulkExportError) as excinfo:
+            export(server.base, tmp_path / "export", values(tmp_path))
+        assert "another origin than the FHIR server's; the token is not sent there" in one_line_error(excinfo)
+        assert server.asked("GET", "/files/") == []
+    with BulkServer(population(), public_jwk=public, file_host="localhost", requires_token=False) as server:
+        export(server.base, tmp_path / "open", values(tmp_path))  # files that need no token: fetched
+        assert len(server.asked("GET", "/files/")) == 5
+
+
+@pytest.mark.parametrize("rtype", ["../Patient", "Patient/../../x", "", "patient", "Pa tient"])
+def test_a_manifest_type_that_is_no_resource_type_name_is_refused(tmp_path, rtype):
+    _, public = key_pair("ES384")
+    extra = [{"type": rtype, "url": "http://127.0.0.1:9/files/x.ndjson"}]
+    with BulkServer(population(), public_jwk=public, manifest_extra=extra) as server:
+        with pytest.raises(BulkExportError) as excinfo:
+            export(server.base, tmp_path / "export", values(tmp_path))
+        assert "manifest names a file without a resource type" in one_line_error(excinfo)
+    assert not (tmp_path / "export").exists() and not list(tmp_path.glob("*.ndjson"))
+
+
 def test_a_file_larger_than_the_setting_fails_the_export(tmp_path):
     _, public = key_pair("ES384")
     with BulkServer(population(), public_jwk=public) as server:

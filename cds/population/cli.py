@@ -74,6 +74,7 @@ def gaps_cmd(export: str | None, out_dir: str, at: str | None, workers: int | No
     else:
         when = today_utc()
     bulk_export = None
+    export_dir = Path(str(export))
     if fhir_server:
         from cds import settings
         from cds.population.bulk import export as bulk_export_to
@@ -83,9 +84,9 @@ def gaps_cmd(export: str | None, out_dir: str, at: str | None, workers: int | No
                                  say=lambda line: click.echo(line, err=True))
         bulk_export = fetched.summary(fhir_server, group)
         click.echo(bulk_line(bulk_export, folder), err=True)
-        export = str(folder)
+        export_dir = folder
     try:
-        summary = run_gaps(Path(export), Path(out_dir), at=when, workers=workers, scheduler=scheduler,
+        summary = run_gaps(export_dir, Path(out_dir), at=when, workers=workers, scheduler=scheduler,
                            strict=strict, scratch=Path(scratch) if scratch else None, bulk_export=bulk_export)
     except ValueError as exc:  # export.Stopped and a bad --at: the run stopped, one line
         raise Failed(str(exc), code=2) from None
