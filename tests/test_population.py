@@ -53,7 +53,7 @@ def write_ndjson(path: Path, resources: list[Any]) -> None:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in resources))
 
 
-# -- the shipped example export -------------------------------------------------------------------------------
+# -- the shipped example export ----------------------------------------------------------------------------
 
 def test_the_committed_example_export_is_what_the_script_writes():
     for name, data in build_population_export.files().items():
@@ -176,7 +176,8 @@ def test_a_run_on_a_dask_scheduler_and_worker_started_as_processes(tmp_path, cap
         address = _wait_for(lambda: scheduler_file.is_file() and scheduler_file.stat().st_size
                             and json.loads(scheduler_file.read_text())["address"], "the scheduler's address")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "1", "--nthreads", "1",
+            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "1",
+             "--nthreads", "1",
              "--no-dashboard", "--local-directory", str(tmp_path / "worker-space")],
             stdout=logs[1], stderr=subprocess.STDOUT, env=env)
         from distributed import Client
@@ -207,7 +208,7 @@ def test_a_run_on_a_dask_scheduler_and_worker_started_as_processes(tmp_path, cap
             log.close()
 
 
-# -- what is set aside, and what stops the run ------------------------------------------------------------------
+# -- what is set aside, and what stops the run --------------------------------------------------------------
 
 def _hostile_export(folder: Path) -> None:
     folder.mkdir()
@@ -222,7 +223,8 @@ def _hostile_export(folder: Path) -> None:
     write_ndjson(folder / "Observation.000.ndjson", [
         obs("2243-4", 8, "pg/mL", "2026-10-01", pid="p2"),
         {**obs("1989-3", 30, "ng/mL", "2026-10-01", pid="ghost"), "id": "orphan-1"},
-        {**obs("2243-4", 9, "pg/mL", "2026-10-02", pid="p1"), "id": "bad-date", "effectiveDateTime": "last tuesday"},
+        {**obs("2243-4", 9, "pg/mL", "2026-10-02", pid="p1"), "id": "bad-date",
+         "effectiveDateTime": "last tuesday"},
         {"id": "no-type"},
         "",
     ])
@@ -240,7 +242,8 @@ def test_broken_lines_orphans_and_invalid_r4_are_set_aside_with_file_and_line(tm
     summary = summary_of(out)
     aside = {(i["file"], i["line"], i["kind"]) for i in summary["setAside"]["lines"]}
     assert aside == {
-        ("Patient.ndjson", 2, "malformed"), ("Patient.ndjson", 3, "malformed"), ("Patient.ndjson", 4, "malformed"),
+        ("Patient.ndjson", 2, "malformed"), ("Patient.ndjson", 3, "malformed"),
+        ("Patient.ndjson", 4, "malformed"),
         ("Observation.000.ndjson", 2, "orphan"), ("Observation.000.ndjson", 3, "invalid"),
         ("Observation.000.ndjson", 4, "malformed"),
     }
@@ -274,12 +277,14 @@ def test_broken_lines_orphans_and_invalid_r4_are_set_aside_with_file_and_line(tm
      "broken gzip stream"),
     ("Patient.ndjson.gz", b'{"resourceType": "Patient", "id": "p1"}\n', "named .gz but not gzip"),
 ])
-def test_a_file_that_is_not_ndjson_stops_the_run_with_one_line_naming_it(tmp_path, capsys, name, content, said):
+def test_a_file_that_is_not_ndjson_stops_the_run_with_one_line_naming_it(tmp_path, capsys, name, content,
+                                                                          said):
     export = tmp_path / "export"
     export.mkdir()
     write_ndjson(export / "Observation.ndjson", [obs("2243-4", 8, "pg/mL", "2026-10-01", pid="p1")])
     (export / name).write_bytes(content)
-    code, printed, err = gaps([str(export), "--out", str(tmp_path / "out"), "--at", AT, "--workers", "1"], capsys)
+    code, printed, err = gaps([str(export), "--out", str(tmp_path / "out"), "--at", AT, "--workers", "1"],
+                              capsys)
     assert code == 2 and printed == ""
     assert len(err.strip().splitlines()) == 1 and name in err and said in err, err
     assert "Traceback" not in err
@@ -292,7 +297,8 @@ def test_a_manifest_naming_a_missing_file_or_a_folder_without_ndjson_stops_the_r
     assert code == 2 and "no NDJSON files" in err
     (export / "manifest.json").write_text(json.dumps({
         "transactionTime": "2026-11-22T00:00:00Z", "request": "x", "requiresAccessToken": True,
-        "output": [{"type": "Patient", "url": "https://bulk.example.org/files/Patient.000.ndjson"}], "error": []}))
+        "output": [{"type": "Patient", "url": "https://bulk.example.org/files/Patient.000.ndjson"}],
+        "error": []}))
     code, _, err = gaps([str(export), "--out", str(tmp_path / "out"), "--workers", "1"], capsys)
     assert code == 2 and "Patient.000.ndjson" in err and len(err.strip().splitlines()) == 1
 
@@ -301,7 +307,8 @@ def test_a_medication_reference_is_resolved_across_the_export_as_the_hook_resolv
     """A MedicationRequest naming its drug by ``medicationReference`` (a Medication in another file): the
     gaps are the cards patient-view gives for the bundle holding the patient, the order and the drug."""
     medication = {"resourceType": "Medication", "id": "med-ana", "code": {"coding": [
-        {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "84857", "display": "anastrozole"}]}}
+        {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "84857",
+         "display": "anastrozole"}]}}
     order = med(pid="pm", mid="mr-ref")
     del order["medicationCodeableConcept"]
     order["medicationReference"] = {"reference": "Medication/med-ana"}
@@ -341,7 +348,7 @@ def test_every_json_value_is_routed_or_set_aside_with_a_reason(value):
         assert "\t" not in said and "\n" not in said
 
 
-# -- the audit record and the report ------------------------------------------------------------------------------
+# -- the audit record and the report -------------------------------------------------------------------------
 
 def test_each_run_is_one_audit_record_listed_shown_and_verified(tmp_path, capsys):
     out = tmp_path / "out"

@@ -82,7 +82,8 @@ def _manifest(folder: Path) -> tuple[dict[str, Any] | None, list[tuple[str, str 
             if not isinstance(entry, dict):
                 raise BadExport(f"{where}: expected an object with 'type' and 'url'")
             kind = entry.get("type")
-            listed.append((_listed_name(entry.get("url"), where), kind if isinstance(kind, str) else None, role))
+            name = _listed_name(entry.get("url"), where)
+            listed.append((name, kind if isinstance(kind, str) else None, role))
     about = {k: data[k] for k in ("transactionTime", "request", "requiresAccessToken") if k in data}
     return about, listed
 

@@ -98,7 +98,8 @@ class PatientEvaluator:
         evidence = evidence_of(fired)
         url = str((card.get("source") or {}).get("url") or "")
         issue = detected_issue(patient_id, rule, version, str(topic.get("display") or rule), card, evidence,
-                               at, citation_url=url, citation_title=self.citations.get(rule, {}).get(url), n=n)
+                               at, citation_url=url, citation_title=self.citations.get(rule, {}).get(url),
+                               n=n)
         return Gap(patient_id, rule, version, str(card.get("indicator")), str(card.get("summary")), evidence,
                    issue)
 

@@ -232,7 +232,8 @@ def _referenced_medications(resources: list[dict[str, Any]], meds: dict[str, dic
     found: dict[str, dict[str, Any]] = {}
     for resource in resources:
         for name in MEDICATION_FIELDS:
-            ref = (resource.get(name) or {}).get("reference") if isinstance(resource.get(name), dict) else None
+            value = resource.get(name)
+            ref = value.get("reference") if isinstance(value, dict) else None
             target = parse_reference(ref)
             if target is None or target.contained or not target.id or target.type not in (None, "Medication"):
                 continue
@@ -282,7 +283,8 @@ def reduce_partition(job: Job, p: int, on_patient: Callable[[], None] | None = N
             if outcome is None or not outcome[1].gaps:
                 continue
             for gap in sorted(outcome[1].gaps, key=lambda g: g.rule):
-                row = [gap.patient_id, gap.rule, gap.version, gap.indicator, gap.summary, " ".join(gap.evidence)]
+                row = [gap.patient_id, gap.rule, gap.version, gap.indicator, gap.summary,
+                       " ".join(gap.evidence)]
                 gaps_out.write(orjson.dumps([gap.patient_id, gap.rule, gap.issue, row]) + b"\n")
             people.write(orjson.dumps([key, outcome[0], [[g.rule, g.indicator, g.summary]
                                                           for g in sorted(outcome[1].gaps,
@@ -306,13 +308,15 @@ def _patient(job: Job, evaluator: PatientEvaluator, key: str, entries: list[tupl
     for name, n, obj in parsed:
         where = f"{name}:{n}"
         if obj is not first[2] and obj.get("resourceType") == "Patient":
-            aside.append(_aside("duplicate", name, n, "a second Patient with the same id (the first is used)"))
+            aside.append(_aside("duplicate", name, n,
+                                "a second Patient with the same id (the first is used)"))
             continue
         if patient_problem:
             if obj is first[2]:
                 aside.append(_aside("invalid", name, n, patient_problem))
             else:
-                aside.append(_aside("orphan", name, n, f"{_name_of(obj)}: its Patient was set aside (not R4)"))
+                aside.append(_aside("orphan", name, n,
+                                    f"{_name_of(obj)}: its Patient was set aside (not R4)"))
             continue
         problem = r4_problem(obj, where=where) if obj is not first[2] else None
         if problem:
@@ -332,7 +336,8 @@ def _patient(job: Job, evaluator: PatientEvaluator, key: str, entries: list[tupl
         outcome = evaluator.evaluate(key, record, job.at)
     except CdsError as exc:
         tally.data["notEvaluated"] += 1
-        aside.append(_aside("not-evaluated", first[0], first[1], f"patient-view refused the record: {exc.message}"))
+        aside.append(_aside("not-evaluated", first[0], first[1],
+                            f"patient-view refused the record: {exc.message}"))
         return None
     if outcome.out_of_scope is not None:
         tally.data["outOfScope"][str(outcome.out_of_scope.get("code"))] += 1

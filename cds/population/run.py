@@ -168,7 +168,7 @@ def _engine(workers: int, scheduler: str | None) -> Iterator[_Engine]:
         cluster.close()
 
 
-# -- the run ---------------------------------------------------------------------------------------------------
+# -- the run ------------------------------------------------------------------------------------------------
 
 def _pack(values: dict[str, Any]) -> RulePack:
     return load_pack(values["RULES_DIR"] or None, values["SITE_CONFIG"] or None)
@@ -204,7 +204,8 @@ def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int |
         with _engine(n_workers, scheduler) as engine:
             job = Job(scratch=str(scratch_dir.resolve()), at=at, pack_hash=pack.content_hash,
                       partitions=partitions_for(total_bytes, max(n_workers, engine.workers)),
-                      rules_dir=str(Path(pack.directory).resolve()), site_config=values["SITE_CONFIG"] or None,
+                      rules_dir=str(Path(pack.directory).resolve()),
+                      site_config=values["SITE_CONFIG"] or None,
                       source_label=values["SOURCE_LABEL"], names=tuple(f.name for f in export.files))
             engine.check(job)
             mapped = engine.map(job, export)
@@ -238,10 +239,12 @@ def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int |
     run = {
         "user": _user(), "host": socket.gethostname(), "at": at.isoformat(), "export": str(export_dir),
         "out": str(out_dir), "engine": engine_name, "workers": engine_workers, "strict": strict,
-        "inputs": [{"file": i["file"], "sha256": i["sha256"], "lines": i["lines"]} for i in summary["inputs"]],
+        "inputs": [{"file": i["file"], "sha256": i["sha256"], "lines": i["lines"]}
+                   for i in summary["inputs"]],
         "outputs": [{"file": o["file"], "sha256": o["sha256"]} for o in summary["outputs"]]
                    + [{"file": "summary.json", "sha256": sha256_of(out_dir / "summary.json")}],
-        "counts": {**summary["patients"], "gaps": summary["gaps"]["total"], "perRule": summary["gaps"]["perRule"],
+        "counts": {**summary["patients"], "gaps": summary["gaps"]["total"],
+                   "perRule": summary["gaps"]["perRule"],
                    "perIndicator": summary["gaps"]["perIndicator"], "setAside": aside},
     }
     content = run_content(pack, started=started, elapsed_seconds=summary["elapsedSeconds"],

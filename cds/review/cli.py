@@ -236,10 +236,10 @@ def show_cmd(key: str, as_json: bool) -> int:
     run = r.get("run")
     if isinstance(run, dict):  # a population run (cds gaps): who ran it, what it read and wrote, the counts
         counts = run.get("counts") or {}
-        click.echo(f"  run by {run.get('user')} on {run.get('host')} for {run.get('at')} ({run.get('engine')}, "
-                   f"{run.get('workers')} worker(s)): {counts.get('read')} patient(s) read, "
-                   f"{counts.get('withGaps')} with gaps, {counts.get('gaps')} gap(s), "
-                   f"{counts.get('setAside')} line(s) set aside")
+        click.echo(f"  run by {run.get('user')} on {run.get('host')} for {run.get('at')} "
+                   f"({run.get('engine')}, {run.get('workers')} worker(s)): "
+                   f"{counts.get('read')} patient(s) read, {counts.get('withGaps')} with gaps, "
+                   f"{counts.get('gaps')} gap(s), {counts.get('setAside')} line(s) set aside")
         for item in run.get("inputs") or []:
             click.echo(f"  input  {item['file']}  sha256 {item['sha256']}  {item['lines']} line(s)")
         for item in run.get("outputs") or []:
