@@ -23,6 +23,7 @@ from typing import Any
 from cds.call.service import HookService
 from cds.decide.cards import RULE_SYSTEM
 from cds.decide.evaluate import Evaluation, Evaluator
+from cds.fhir.parse import ModelCache
 from cds.hooks.services import prefetch_templates
 from cds.ledger.port import CallRecord
 from cds.rules.pack import RulePack
@@ -32,6 +33,7 @@ SERVICE_ID = "bone-health-patient-view"
 SEVERITY = {"critical": "high", "warning": "moderate", "info": "low"}
 CITATION_EXTENSION = f"{RULE_SYSTEM}/StructureDefinition/citation-title"
 ISSUE_ID_SYSTEM = f"{RULE_SYSTEM}/population-gap"
+MODEL_CACHE_ENTRIES = 4096  # more than one patient's resources: each is validated once per run
 
 
 class _Recorder:
@@ -70,7 +72,10 @@ class PatientEvaluator:
         self.pack = pack
         self.templates = prefetch_templates(pack)
         self.recorder = _Recorder()
-        self.service = HookService(Evaluator(pack), source_label=source_label, audit=self.recorder)
+        #: the models of the resources checked before a call (``partition``), which the call reads again
+        self.models = ModelCache(MODEL_CACHE_ENTRIES)
+        self.service = HookService(Evaluator(pack), source_label=source_label, audit=self.recorder,
+                                   model_cache=self.models)
         self.citations = {r.id: {c["url"]: c["title"] for c in r.citations} for r in pack.rules}
 
     def evaluate(self, patient_id: str, record: list[dict[str, Any]], at: dt.datetime) -> Outcome:

@@ -37,6 +37,7 @@ from cds.fhir.references import parse as parse_reference
 from cds.fhir.references import subject_reference
 from cds.population.export import ExportFile, Stopped, lines, sha256_of
 from cds.population.gaps import Outcome, PatientEvaluator
+from cds.rules.pack import RulePack
 from cds.rules.pack import load as load_pack
 
 MEDICATION_FIELDS = ("medicationReference",)
@@ -177,6 +178,13 @@ def map_file(job: Job, f: ExportFile) -> dict[str, Any]:
 _EVALUATORS: dict[tuple[str | None, str | None, str], PatientEvaluator] = {}
 
 
+def use_pack(job: Job, pack: RulePack) -> None:
+    """Evaluate this process's tasks of ``job`` with ``pack`` (loaded already by the driver)."""
+    key = (job.rules_dir, job.site_config, job.source_label)
+    if key not in _EVALUATORS or _EVALUATORS[key].pack.content_hash != pack.content_hash:
+        _EVALUATORS[key] = PatientEvaluator(pack, job.source_label)
+
+
 def evaluator_for(job: Job) -> PatientEvaluator:
     """This process's evaluator for the job's rule pack; ``PackMismatch`` when the pack it loads is not the
     one the run started with (a worker installed with another pack)."""
@@ -296,16 +304,17 @@ def _patient(job: Job, evaluator: PatientEvaluator, key: str, entries: list[tupl
              meds: dict[str, dict[str, Any]], tally: Tally, aside: list[dict[str, Any]],
              ) -> tuple[str, Outcome] | None:
     """One patient's lines: checked, evaluated and counted. Returns (sex, outcome) when evaluated."""
-    parsed = [(job.names[i], n, orjson.loads(text)) for i, n, text in entries]
-    patients = [(name, n, obj) for name, n, obj in parsed if obj.get("resourceType") == "Patient"]
+    parsed = [(job.names[i], n, orjson.loads(text), text) for i, n, text in entries]
+    patients = [(name, n, obj, raw) for name, n, obj, raw in parsed if obj.get("resourceType") == "Patient"]
     if not patients:
-        for name, n, obj in parsed:
+        for name, n, obj, _ in parsed:
             aside.append(_aside("orphan", name, n, f"{_name_of(obj)}: its patient is not in the export"))
         return None
     first = patients[0]
     record: list[dict[str, Any]] = []
-    patient_problem = r4_problem(first[2], where=f"{first[0]}:{first[1]}")
-    for name, n, obj in parsed:
+    models = evaluator.models
+    patient_problem = r4_problem(first[2], where=f"{first[0]}:{first[1]}", raw=first[3], cache=models)
+    for name, n, obj, raw in parsed:
         where = f"{name}:{n}"
         if obj is not first[2] and obj.get("resourceType") == "Patient":
             aside.append(_aside("duplicate", name, n,
@@ -318,7 +327,7 @@ def _patient(job: Job, evaluator: PatientEvaluator, key: str, entries: list[tupl
                 aside.append(_aside("orphan", name, n,
                                     f"{_name_of(obj)}: its Patient was set aside (not R4)"))
             continue
-        problem = r4_problem(obj, where=where) if obj is not first[2] else None
+        problem = r4_problem(obj, where=where, raw=raw, cache=models) if obj is not first[2] else None
         if problem:
             aside.append(_aside("invalid", name, n, problem))
             continue

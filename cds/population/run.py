@@ -36,7 +36,7 @@ from cds import settings
 from cds.ledger.runs import append_run, run_content
 from cds.population import outputs, report
 from cds.population.export import Export, find, sha256_of
-from cds.population.partition import Job, PackMismatch, evaluator_for, map_file, reduce_partition
+from cds.population.partition import Job, PackMismatch, evaluator_for, map_file, reduce_partition, use_pack
 from cds.rules.pack import RulePack
 from cds.rules.pack import load as load_pack
 
@@ -100,8 +100,8 @@ class _Engine:
     def reduce(self, job: Job, progress: _Progress) -> list[dict[str, Any]]:
         return [reduce_partition(job, p, on_patient=progress.update) for p in range(job.partitions)]
 
-    def check(self, job: Job) -> None:
-        check_worker_pack(job)
+    def prepare(self, job: Job, pack: RulePack) -> None:
+        use_pack(job, pack)  # the driver's pack, loaded once
 
 
 class _Dask(_Engine):
@@ -110,11 +110,9 @@ class _Dask(_Engine):
         self.name = str(client.scheduler.address)
         self.workers = max(1, len(client.scheduler_info().get("workers", {})))
 
-    def check(self, job: Job) -> None:
-        try:
-            hashes = self.client.run(check_worker_pack, job)
-        except PackMismatch:
-            raise
+    def prepare(self, job: Job, pack: RulePack) -> None:
+        """Every worker loads the pack now, and says its hash: one with another pack stops the run."""
+        hashes = self.client.run(check_worker_pack, job)
         mismatched = sorted(addr for addr, found in hashes.items() if found != job.pack_hash)
         if mismatched:
             raise PackMismatch(f"worker {mismatched[0]} has another rule pack than the run's "
@@ -207,7 +205,7 @@ def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int |
                       rules_dir=str(Path(pack.directory).resolve()),
                       site_config=values["SITE_CONFIG"] or None,
                       source_label=values["SOURCE_LABEL"], names=tuple(f.name for f in export.files))
-            engine.check(job)
+            engine.prepare(job, pack)
             mapped = engine.map(job, export)
             bar = _Progress(progress, sum(m["patients"] for m in mapped))
             try:
