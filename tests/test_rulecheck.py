@@ -223,7 +223,8 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
     "lab correction naming an unknown threshold": (
         lambda p: _edit(p / "valuesets.yaml", lambda d: d["labs"]["calcium"]["corrected_for"].update(
             coefficient="payne_coefficient")),
-        "labs.calcium.corrected_for.coefficient must name a threshold in thresholds.yaml, got 'payne_coefficient'",
+        "labs.calcium.corrected_for.coefficient must name a threshold in thresholds.yaml, "
+        "got 'payne_coefficient'",
     ),
     "lab correction with an unknown analyte": (
         lambda p: _edit(p / "valuesets.yaml", lambda d: d["labs"]["calcium"]["corrected_for"].update(

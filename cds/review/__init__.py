@@ -24,8 +24,8 @@ def init_app(app, store) -> None:
     """Serve the audit trail whose ``store`` the hook service records to: the feedback sink, /health, the
     auditor pages and API. ``create_app`` opens the store first and gives it to the call layer it builds."""
     from cds.review import auditor_api, pages
-    from cds.review.auth import parse_tokens
     from cds.review.audit_metrics import AuditCollector
+    from cds.review.auth import parse_tokens
 
     values = app.config
     app.extensions["cds.audit"] = store

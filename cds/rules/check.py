@@ -43,7 +43,8 @@ _VALUESET_FIELDS: dict[str, dict[str, Any]] = {
     "dxa": {"site": ("dxa",)},
     "dxa_change": {"site": ("dxa",)},
 }
-#: the discovery document's prefetch keys whose Observation query lists lab analytes (``labs.<name>.prefetch``)
+#: the discovery document's prefetch keys whose Observation query lists lab analytes
+#: (``labs.<name>.prefetch``)
 LAB_PREFETCH_KEYS = ("estradiol", "vitaminD", "monitoring")
 #: the fields of a lab's ``corrected_for`` (the Payne albumin correction of calcium)
 CORRECTION_FIELDS = {"analyte", "coefficient", "reference", "source"}
@@ -130,8 +131,8 @@ def _check_valuesets(vs: dict[str, Any], thresholds: dict[str, Any]) -> list[str
             )
             continue
         if spec.get("prefetch") not in LAB_PREFETCH_KEYS:
-            problems.append(f"valuesets.yaml: labs.{name}.prefetch must name the prefetch key that asks for it "
-                            f"({', '.join(LAB_PREFETCH_KEYS)}), got {spec.get('prefetch')!r}")
+            problems.append(f"valuesets.yaml: labs.{name}.prefetch must name the prefetch key that asks for "
+                            f"it ({', '.join(LAB_PREFETCH_KEYS)}), got {spec.get('prefetch')!r}")
         if "corrected_for" in spec:
             problems += _check_correction(name, spec["corrected_for"], vs, thresholds)
     for name, spec in (vs.get("dxa") or {}).items():
@@ -146,7 +147,8 @@ def _check_valuesets(vs: dict[str, Any], thresholds: dict[str, Any]) -> list[str
     return problems
 
 
-def _check_correction(name: str, correction: Any, vs: dict[str, Any], thresholds: dict[str, Any]) -> list[str]:
+def _check_correction(name: str, correction: Any, vs: dict[str, Any],
+                      thresholds: dict[str, Any]) -> list[str]:
     """``labs.<analyte>.corrected_for``: the analyte of the same day it is corrected with, the thresholds that
     are the formula's constants (coefficient, reference) and the source of the formula."""
     where = f"valuesets.yaml: labs.{name}.corrected_for"
@@ -160,7 +162,8 @@ def _check_correction(name: str, correction: Any, vs: dict[str, Any], thresholds
         problems.append(f"{where}.analyte must name a lab analyte, got {correction.get('analyte')!r}")
     for key in ("coefficient", "reference"):
         if correction.get(key) not in thresholds:
-            problems.append(f"{where}.{key} must name a threshold in thresholds.yaml, got {correction.get(key)!r}")
+            problems.append(f"{where}.{key} must name a threshold in thresholds.yaml, "
+                            f"got {correction.get(key)!r}")
     if not isinstance(correction.get("source"), str) or not correction["source"].strip():
         problems.append(f"{where} needs a source (the formula's citation)")
     return problems
