@@ -154,7 +154,8 @@ def imports_in(source: str, name: str, *, is_package: bool = False) -> ImportsRe
                 level = len(target) - len(target.lstrip("."))
                 target = _absolute(target[level:], level, base)
             names.add(target)
-            fromlist = node.args[3] if called != "import_module" and len(node.args) > 3 else None
+            fromlist = node.args[3] if len(node.args) > 3 else next(
+                (k.value for k in node.keywords if k.arg == "fromlist"), None)
             if isinstance(fromlist, ast.List | ast.Tuple):  # __import__("a", g, l, ["b"]) imports a.b
                 names |= {f"{target}.{c}" for c in map(_constant_name, fromlist.elts) if c}
     return ImportsRead(frozenset(names), tuple(sorted(unread)))
@@ -426,6 +427,18 @@ def test_importing_the_package_loads_no_framework(module):
     assert [m for m in loaded if m.split(".")[0] in ("flask", "werkzeug", "durable", "sqlalchemy")] == []
 
 
+def test_reading_a_default_loads_no_settings_model():
+    """The core reads defaults from ``cds.settings``: its declarations load without pydantic-settings (which
+    loads asyncio, and so socket); ``settings.load`` reads the typed model at start-up."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, cds.settings; cds.settings.default('SOURCE_LABEL'); "
+         "print(' '.join(sorted(sys.modules)))"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = done.stdout.split()
+    assert "cds.settings" in loaded
+    assert [m for m in loaded if m.split(".")[0] in ("pydantic_settings", "asyncio", "socket")] == []
+
+
 @contextmanager
 def no_files_or_sockets() -> Iterator[list[str]]:
     """Opening a file (``open``, ``io.open``, ``os.open``, ``io.open_code``: an import reads one too) or
@@ -548,6 +561,7 @@ def _names(source: str, name: str = "cds.decide.cards", **kw: bool) -> set[str]:
          {"importlib", "cds.web.app"}),
         ('__import__("cds.web.app")\n', {"cds.web.app"}),
         ('__import__("cds.web", globals(), locals(), ["app"])\n', {"cds.web", "cds.web.app"}),
+        ('__import__("cds.web", fromlist=("app",))\n', {"cds.web", "cds.web.app"}),
         ('import builtins\nbuiltins.__import__("cds.web.app")\n', {"builtins", "cds.web.app"}),
         ('import importlib\nimportlib.import_module(f"cds.web.app.{name}")\n', {"importlib", "cds.web.app"}),
     ],
