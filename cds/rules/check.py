@@ -18,15 +18,13 @@ What is checked (each has a test that writes a broken pack and expects the probl
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cds.errors import RulePackError
 from cds.rules.conditions import OPERATORS, resolve
+from cds.rules.model import Rule, RulePack
 from cds.rules.templating import PLACEHOLDER, references, strings_in
 from cds.rules.transforms import TRANSFORMS
-
-if TYPE_CHECKING:
-    from cds.rules.pack import Rule, RulePack
 
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
 STATUSES = {"active", "draft", "retired"}
