@@ -46,8 +46,8 @@ def gaps_cmd(export: str | None, out_dir: str, at: str | None, workers: int | No
     from cds.population.run import run_gaps, today_utc
     from cds.review.cli import Failed
 
-    # --fhir-server options are added by cds/population/bulk.py (they arrive in ``more``): with them the export
-    # is downloaded first (into EXPORT, or a folder under --out) and read from there as any other
+    # --fhir-server options are added by cds/population/bulk.py (they arrive in ``more``): with them the
+    # export is downloaded first (into EXPORT, or a folder under --out) and read from there as any other
     if export is None:
         raise click.UsageError("give the EXPORT folder")
     if at:
