@@ -420,13 +420,16 @@ def test_the_example_in_the_readme_is_what_the_command_prints(tmp_path, capsys):
     assert shown in readme, "README: update the cds gaps example's output"
 
 
-def test_the_scratch_folder_of_a_stopped_run_is_removed(tmp_path, capsys):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_file_broken_midway_stops_the_run_in_one_line_and_its_scratch_goes(tmp_path, capfd, workers):
+    """Also with worker processes: their log lines would go to the same stderr (captured by descriptor)."""
     export = tmp_path / "export"
     shutil.copytree(EXPORT, export)
     with gzip.open(export / "Observation.001.ndjson.gz", "rb") as stream:
         data = stream.read()
     (export / "Observation.001.ndjson.gz").write_bytes(gzip.compress(data)[: len(gzip.compress(data)) - 40])
     out = tmp_path / "out"
-    code, _, err = gaps([str(export), "--out", str(out), "--at", AT, "--workers", "1"], capsys)
+    code, _, err = gaps([str(export), "--out", str(out), "--at", AT, "--workers", workers], capfd)
     assert code == 2 and "Observation.001.ndjson.gz" in err and "gzip" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert not list(out.glob(".gaps-scratch*/*"))

@@ -142,8 +142,10 @@ def _engine(workers: int, scheduler: str | None) -> Iterator[_Engine]:
         return
     from distributed import Client, LocalCluster
 
-    for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    # a task's failure is the command's one line (its exception, raised here), not the workers' log lines
+    for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny",
+                 "distributed.client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     if scheduler:
         try:
             client = Client(scheduler, timeout="30s")
@@ -157,7 +159,7 @@ def _engine(workers: int, scheduler: str | None) -> Iterator[_Engine]:
             client.close()
         return
     cluster = LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=None,
-                           silence_logs=logging.ERROR)
+                           silence_logs=logging.CRITICAL)
     client = Client(cluster)
     try:
         yield _Dask(client)
