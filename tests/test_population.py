@@ -6,6 +6,7 @@ the test's settings, a local Dask cluster, and a scheduler and worker started as
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -334,6 +335,25 @@ def test_a_worker_with_another_rule_pack_is_refused_in_one_line(tmp_path):
               pack_hash="0" * 64, rules_dir=None, site_config=None, source_label="x", names=())
     with pytest.raises(PackMismatch, match="install the same rule pack on every worker"):
         evaluator_for(job)
+
+
+def test_a_cluster_whose_worker_has_another_rule_pack_is_refused_before_any_task(tmp_path):
+    import datetime as dt
+
+    from distributed import Client, LocalCluster
+
+    from cds.population.run import _Dask
+    from cds.rules.pack import load
+
+    pack = load()
+    job = Job(scratch=str(tmp_path), partitions=1, at=dt.datetime(2026, 11, 22, tzinfo=dt.UTC),
+              pack_hash="f" * 64, rules_dir=None, site_config=None, source_label="x", names=())
+    with LocalCluster(n_workers=1, processes=True, threads_per_worker=1, dashboard_address=None,
+                      silence_logs=50) as cluster, Client(cluster) as client:
+        said = f"has rule pack {pack.version} sha256 {pack.content_hash[:12]}"
+        with pytest.raises(PackMismatch, match=said):
+            _Dask(client).prepare(job, pack)
+        _Dask(client).prepare(dataclasses.replace(job, pack_hash=pack.content_hash), pack)  # the same: fine
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

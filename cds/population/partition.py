@@ -191,7 +191,11 @@ def evaluator_for(job: Job) -> PatientEvaluator:
     key = (job.rules_dir, job.site_config, job.source_label)
     found = _EVALUATORS.get(key)
     if found is None:
-        pack = load_pack(job.rules_dir, job.site_config)
+        try:
+            pack = load_pack(job.rules_dir, job.site_config)
+        except CdsError as exc:
+            raise PackMismatch(f"worker {socket.gethostname()} (pid {os.getpid()}) cannot load the rule "
+                               f"pack: {exc.message}") from None
         found = _EVALUATORS[key] = PatientEvaluator(pack, job.source_label)
     if found.pack.content_hash != job.pack_hash:
         raise PackMismatch(

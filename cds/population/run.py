@@ -170,6 +170,11 @@ def _engine(workers: int, scheduler: str | None) -> Iterator[_Engine]:
 
 # -- the run ------------------------------------------------------------------------------------------------
 
+def _path(value: Any) -> str | None:
+    """A path setting as the workers open it (absolute); None (the packaged rules) when it is not set."""
+    return str(Path(value).resolve()) if value else None
+
+
 def _pack(values: dict[str, Any]) -> RulePack:
     return load_pack(values["RULES_DIR"] or None, values["SITE_CONFIG"] or None)
 
@@ -204,8 +209,7 @@ def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int |
         with _engine(n_workers, scheduler) as engine:
             job = Job(scratch=str(scratch_dir.resolve()), at=at, pack_hash=pack.content_hash,
                       partitions=partitions_for(total_bytes, max(n_workers, engine.workers)),
-                      rules_dir=str(Path(pack.directory).resolve()),
-                      site_config=values["SITE_CONFIG"] or None,
+                      rules_dir=_path(values["RULES_DIR"]), site_config=_path(values["SITE_CONFIG"]),
                       source_label=values["SOURCE_LABEL"], names=tuple(f.name for f in export.files))
             engine.prepare(job, pack)
             mapped = engine.map(job, export)
