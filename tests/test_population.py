@@ -166,7 +166,7 @@ def test_a_run_on_a_dask_scheduler_and_worker_started_as_processes(tmp_path, cap
     """``dask scheduler`` and ``dask worker`` as their own processes; ``cds gaps --scheduler`` writes the
     same bytes as the plain loop."""
     scheduler_file = tmp_path / "scheduler.json"
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    env = dict(os.environ)
     logs = [open(tmp_path / "scheduler.log", "w"), open(tmp_path / "worker.log", "w")]
     scheduler = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",

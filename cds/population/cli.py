@@ -31,7 +31,7 @@ def summary_line(summary: dict[str, Any], out_dir: Path) -> str:
 @click.option("--at", metavar="DATE", help="evaluation date (ISO, default today UTC)")
 @click.option("--workers", type=click.IntRange(0), default=None,
               help="worker processes of a local Dask cluster (default: the CPU count; 0 or 1: in this "
-                   "process, without Dask)")
+                   "process, without Dask; not used with --scheduler)")
 @click.option("--scheduler", metavar="ADDRESS",
               help="a running Dask scheduler (tcp://host:port); its workers must reach EXPORT and the "
                    "scratch folder")

@@ -19,7 +19,7 @@ BAR = "#1f5fa8"
 
 def bar_chart(title: str, rows: list[tuple[str, int]], *, colours: dict[str, str] | None = None) -> str:
     """A horizontal bar chart as an inline ``<svg>`` (role img, titled), one bar per (label, value)."""
-    label_w, bar_w, row_h = 300, 360, 24
+    label_w, bar_w, row_h = 400, 340, 24
     height = max(1, len(rows)) * row_h + 36
     peak = max([v for _, v in rows] + [1])
     width_all = label_w + bar_w + 70
