@@ -368,6 +368,44 @@ def test_every_json_value_is_routed_or_set_aside_with_a_reason(value):
         assert "\t" not in said and "\n" not in said
 
 
+_LINE = st.one_of(
+    st.binary(max_size=40).filter(lambda b: b"\n" not in b),
+    st.text(max_size=30).map(lambda t: t.replace("\n", " ").encode("utf-8", "surrogatepass")),
+    st.builds(lambda rid, ref, rtype: json.dumps(
+        {"resourceType": rtype, "id": rid, "subject": {"reference": ref}}).encode(),
+              st.text(max_size=6), st.text(max_size=20),
+              st.sampled_from(["Patient", "Observation", "Medication", "Group", ""])),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(st.lists(_LINE, max_size=12))
+def test_every_line_of_a_file_is_bucketed_counted_or_set_aside(tmp_path_factory, lines):
+    """Whatever the bytes of a line, the map phase never fails on it: each non-blank line goes to a bucket
+    or the medications, is counted as no patient's data, or is set aside with its line number."""
+    import datetime as dt
+
+    from cds.population.export import ExportFile
+    from cds.population.partition import map_file
+
+    folder = tmp_path_factory.mktemp("map")
+    path = folder / "Mixed.ndjson"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    job = Job(scratch=str(folder / "scratch"), partitions=3, at=dt.datetime(2026, 11, 22, tzinfo=dt.UTC),
+              pack_hash="", rules_dir=None, site_config=None, source_label="x", names=("Mixed.ndjson",))
+    stats = map_file(job, ExportFile(0, str(path), "Mixed.ndjson"))
+    written = [raw for f in sorted((folder / "scratch" / "map").glob("f*"))
+               for raw in f.read_bytes().split(b"\n") if raw]
+    numbers = sorted(int(raw.split(b"\t", 2)[1]) for raw in written)
+    aside = sorted(i["line"] for i in stats["setAside"])
+    unlinked = sum(stats["notPatientData"].values())
+    blank = [n for n, line in enumerate(lines, 1) if not line.strip()]
+    assert stats["lines"] == len(lines) and stats["blank"] == len(blank)
+    assert len(numbers) + len(aside) + unlinked + len(blank) == len(lines)
+    assert not set(numbers) & set(aside) and not (set(numbers) | set(aside)) & set(blank)
+
+
 # -- the audit record and the report -------------------------------------------------------------------------
 
 def test_each_run_is_one_audit_record_listed_shown_and_verified(tmp_path, capsys):
