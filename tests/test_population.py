@@ -151,6 +151,29 @@ def test_one_worker_and_a_local_cluster_of_two_write_the_same_bytes(tmp_path, ca
     assert not list(two.glob(".gaps-scratch*"))  # the scratch folder goes with the run
 
 
+def test_files_read_in_pieces_give_the_same_outputs_and_line_numbers(tmp_path, capsys, monkeypatch):
+    """A large plain file is read by several map tasks, each a byte range: the gaps are the same bytes and a
+    line set aside is named by its line in the file."""
+    from cds.population import run as run_module
+
+    export = tmp_path / "export"
+    shutil.copytree(EXPORT, export)
+    observations = (export / "Observation.000.ndjson").read_text().splitlines()
+    observations.insert(299, "{broken")
+    (export / "Observation.000.ndjson").write_text("\n".join(observations) + "\n")
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert gaps([str(export), "--out", str(whole), "--at", AT, "--workers", "1"], capsys)[0] == 0
+    monkeypatch.setattr(run_module, "PIECE_MIN", 3000)
+    monkeypatch.setattr(run_module, "PIECE_MAX", 3000)
+    assert gaps([str(export), "--out", str(split), "--at", AT, "--workers", "1"], capsys)[0] == 0
+    assert (whole / "gaps.ndjson").read_bytes() == (split / "gaps.ndjson").read_bytes()
+    assert (whole / "gaps.csv").read_bytes() == (split / "gaps.csv").read_bytes()
+    one, many = summary_of(whole), summary_of(split)
+    assert one["inputs"] == many["inputs"] and one["setAside"] == many["setAside"]
+    assert {(i["file"], i["line"]) for i in many["setAside"]["lines"]} >= {("Observation.000.ndjson", 300)}
+    assert one["patients"] == many["patients"]
+
+
 def _wait_for(condition, what: str, deadline: float = 120.0) -> Any:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -348,7 +371,7 @@ def test_a_cluster_whose_worker_has_another_rule_pack_is_refused_before_any_task
     pack = load()
     job = Job(scratch=str(tmp_path), partitions=1, at=dt.datetime(2026, 11, 22, tzinfo=dt.UTC),
               pack_hash="f" * 64, rules_dir=None, site_config=None, source_label="x", names=())
-    with LocalCluster(n_workers=1, processes=True, threads_per_worker=1, dashboard_address=None,
+    with LocalCluster(n_workers=1, processes=True, threads_per_worker=1, dashboard_address=":0",
                       silence_logs=50) as cluster, Client(cluster) as client:
         said = f"has rule pack {pack.version} sha256 {pack.content_hash[:12]}"
         with pytest.raises(PackMismatch, match=said):

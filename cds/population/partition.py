@@ -1,9 +1,10 @@
 """The two phases of a run, as plain functions over files in a scratch folder (a Dask task each, or a loop).
 
-Map (``map_file``, one task per export file): each line is read as raw text and its patient found
-cheaply (a ``Patient``'s id; another resource's ``subject``/``patient`` reference, resolved as the hook
-resolves it: ``Patient/id``, an absolute URL, ``urn:uuid:id``); the line goes, unchanged, to bucket
-``crc32(patient) % partitions`` of the scratch folder, prefixed with its file and line number. A
+Map (``map_piece``, one task per share of the export: a gzip file, or a byte range of a plain file): each
+line is read as raw text and its patient found cheaply (a ``Patient``'s id; another resource's
+``subject``/``patient`` reference, resolved as the hook resolves it: ``Patient/id``, an absolute URL,
+``urn:uuid:id``); the line goes, unchanged, to bucket ``crc32(patient) % partitions`` of the scratch
+folder, prefixed with its file, piece and line number (``fix_lines`` makes it the file's). A
 ``Medication`` goes, once checked, to the file's medications file, which every reducer reads (a
 MedicationRequest may name it by ``medicationReference``). A line that is no JSON object, has no
 ``resourceType`` or no resolvable patient is set aside with its file, line and reason; a resource that
@@ -25,7 +26,7 @@ import socket
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from cds.errors import CdsError
 from cds.fhir.parse import r4_problem
 from cds.fhir.references import parse as parse_reference
 from cds.fhir.references import subject_reference
-from cds.population.export import ExportFile, Stopped, lines, sha256_of
+from cds.population.export import ExportFile, Piece, Stopped, lines, sha256_of
 from cds.population.gaps import Outcome, PatientEvaluator
 from cds.rules.pack import RulePack
 from cds.rules.pack import load as load_pack
@@ -60,6 +61,8 @@ class Job:
     site_config: str | None
     source_label: str
     names: tuple[str, ...]  # the export files' names, by index
+    #: ``"<file index>.<piece>"`` -> the lines of the file before that piece (known after the map phase)
+    line_offsets: dict[str, int] = field(default_factory=dict)
 
 
 def bucket_of(key: str, partitions: int) -> int:
@@ -121,18 +124,27 @@ def route(obj: Any) -> tuple[str, str]:
 
 
 def map_file(job: Job, f: ExportFile) -> dict[str, Any]:
-    """Write each line of ``f`` to its patient's bucket; return the file's counts and the lines set aside."""
+    """``map_piece`` of the whole of ``f``."""
+    return map_piece(job, Piece(f, 0))
+
+
+def map_piece(job: Job, piece: Piece) -> dict[str, Any]:
+    """Write each line of ``piece`` to its patient's bucket; return its counts and the lines set aside (line
+    numbers counted from the piece's start: ``fix_lines`` makes them the file's)."""
     out = _map_dir(job)
     out.mkdir(parents=True, exist_ok=True)
+    f = piece.file
     stats: dict[str, Any] = {
-        "file": f.name, "role": f.role, "listedType": f.listed_type, "bytes": os.path.getsize(f.path),
-        "sha256": sha256_of(f.path), "lines": 0, "blank": 0, "patients": 0, "resources": Counter(),
-        "notPatientData": Counter(), "exportErrors": 0, "setAside": [],
+        "file": f.name, "index": f.index, "piece": piece.index, "role": f.role, "listedType": f.listed_type,
+        "bytes": os.path.getsize(f.path), "sha256": sha256_of(f.path) if piece.index == 0 else None,
+        "lines": 0, "blank": 0, "patients": 0, "resources": Counter(), "notPatientData": Counter(),
+        "exportErrors": 0, "setAside": [],
     }
     buckets: dict[int, Any] = {}
     meds = None
+    stem = f"f{f.index:05d}.p{piece.index:05d}"
     try:
-        for n, raw in lines(f):
+        for n, raw in lines(f, piece.start, piece.end):
             stats["lines"] = n
             if not raw.strip():
                 stats["blank"] += 1
@@ -152,25 +164,53 @@ def map_file(job: Job, f: ExportFile) -> dict[str, Any]:
             elif kind == "unlinked":
                 stats["notPatientData"][value] += 1
             elif kind == "medication":
-                problem = r4_problem(obj, where=f"{f.name}:{n}")
+                problem = r4_problem(obj, where=f.name)
                 if problem:
                     stats["setAside"].append(_aside("invalid", f.name, n, problem))
                     continue
                 if meds is None:
-                    meds = open(out / f"f{f.index:05d}.meds", "wb")
-                meds.write(f"{f.index}\t{n}\t{value}\t".encode() + raw + b"\n")
+                    meds = open(out / f"{stem}.meds", "wb")
+                meds.write(f"{f.index}\t{piece.index}\t{n}\t{value}\t".encode() + raw + b"\n")
             else:
                 stats["patients"] += obj["resourceType"] == "Patient"
                 p = bucket_of(value, job.partitions)
                 if p not in buckets:
-                    buckets[p] = open(out / f"f{f.index:05d}.b{p:04d}", "wb")
-                buckets[p].write(f"{f.index}\t{n}\t{value}\t".encode() + raw + b"\n")
+                    buckets[p] = open(out / f"{stem}.b{p:04d}", "wb")
+                buckets[p].write(f"{f.index}\t{piece.index}\t{n}\t{value}\t".encode() + raw + b"\n")
     finally:
         for handle in [*buckets.values(), *([meds] if meds else [])]:
             handle.close()
     stats["resources"] = dict(stats["resources"])
     stats["notPatientData"] = dict(stats["notPatientData"])
     return stats
+
+
+def fix_lines(mapped: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The pieces' counts as one entry per file, in export order, their lines set aside numbered in the
+    file; and each piece's offset (the lines of its file before it), for the reducers."""
+    offsets: dict[str, int] = {}
+    files: dict[int, dict[str, Any]] = {}
+    for m in sorted(mapped, key=lambda m: (m["index"], m["piece"])):
+        f = files.get(m["index"])
+        offset = f["lines"] if f else 0
+        offsets[f"{m['index']}.{m['piece']}"] = offset
+        aside = [{**item, "line": item["line"] + offset} for item in m["setAside"]]
+        if f is None:
+            files[m["index"]] = {**m, "resources": Counter(m["resources"]),
+                                 "notPatientData": Counter(m["notPatientData"]), "setAside": aside}
+            continue
+        for k in ("lines", "blank", "patients", "exportErrors"):
+            f[k] += m[k]
+        f["resources"].update(m["resources"])
+        f["notPatientData"].update(m["notPatientData"])
+        f["setAside"] += aside
+        f["sha256"] = f["sha256"] or m["sha256"]
+    merged = []
+    for index in sorted(files):
+        f = files[index]
+        merged.append({**f, "resources": dict(sorted(f["resources"].items())),
+                       "notPatientData": dict(sorted(f["notPatientData"].items()))})
+    return merged, offsets
 
 
 # -- reduce ------------------------------------------------------------------------------------------------
@@ -210,7 +250,7 @@ def _medications(job: Job) -> dict[str, dict[str, Any]]:
     for path in sorted(_map_dir(job).glob("f*.meds")):
         with open(path, "rb") as stream:
             for raw in stream:
-                _, _, key, text = raw.split(b"\t", 3)
+                _, _, _, key, text = raw.split(b"\t", 4)
                 found.setdefault(key.decode(), orjson.loads(text))
     return found
 
@@ -220,8 +260,9 @@ def _groups(job: Job, p: int) -> dict[str, list[tuple[int, int, bytes]]]:
     for path in sorted(_map_dir(job).glob(f"f*.b{p:04d}")):
         with open(path, "rb") as stream:
             for raw in stream:
-                index, line, key, text = raw.split(b"\t", 3)
-                groups.setdefault(key.decode(), []).append((int(index), int(line), text.rstrip(b"\n")))
+                index, piece, line, key, text = raw.split(b"\t", 4)
+                at = job.line_offsets.get(f"{int(index)}.{int(piece)}", 0) + int(line)
+                groups.setdefault(key.decode(), []).append((int(index), at, text.rstrip(b"\n")))
     return groups
 
 

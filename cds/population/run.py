@@ -1,6 +1,7 @@
 """``run_gaps``: a care-gap run over an export folder, in-process or on a Dask cluster, audited.
 
-    find the files (export.find)  ->  map: each file's lines to buckets by patient  (one task per file)
+    find the files (export.find)  ->  map: each line to a bucket by its patient    (one task per file
+                                                                                     or byte range)
                                   ->  reduce: each bucket's patients evaluated       (one task per bucket)
                                   ->  merge: gaps.ndjson, gaps.csv, report.html, summary.json
                                   ->  one record in the audit trail
@@ -15,6 +16,7 @@ pack stops the run).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import getpass
 import logging
@@ -35,20 +37,37 @@ from typing import Any
 from cds import settings
 from cds.ledger.runs import append_run, run_content
 from cds.population import outputs, report
-from cds.population.export import Export, find, sha256_of
-from cds.population.partition import Job, PackMismatch, evaluator_for, map_file, reduce_partition, use_pack
+from cds.population.export import Export, Piece, find, pieces, sha256_of
+from cds.population.partition import (
+    Job,
+    PackMismatch,
+    evaluator_for,
+    fix_lines,
+    map_piece,
+    reduce_partition,
+    use_pack,
+)
 from cds.rules.pack import RulePack
 from cds.rules.pack import load as load_pack
 
 #: input bytes per bucket: a reducer holds one bucket's lines in memory at a time
 BUCKET_BYTES = 32 << 20
 MAX_PARTITIONS = 512
+PIECE_MIN, PIECE_MAX = 4 << 20, 64 << 20
 OUTPUTS = ("gaps.ndjson", "gaps.csv", "report.html")
 
 
 def today_utc() -> dt.datetime:
     """The default run date: today, at midnight UTC (two runs on one day give the same files)."""
     return dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(0), tzinfo=dt.UTC)
+
+
+def piece_bytes(total_bytes: int, workers: int) -> int:
+    """How much of a plain file one map task reads: files are split so that every worker has a few tasks,
+    in pieces of PIECE_MIN to PIECE_MAX bytes (a gzip file is read whole)."""
+    if workers <= 1:
+        return PIECE_MAX
+    return max(PIECE_MIN, min(PIECE_MAX, total_bytes // (workers * 4) + 1))
 
 
 def partitions_for(total_bytes: int, workers: int) -> int:
@@ -94,8 +113,8 @@ class _Engine:
     name = "local"
     workers = 1
 
-    def map(self, job: Job, export: Export) -> list[dict[str, Any]]:
-        return [map_file(job, f) for f in export.files]
+    def map(self, job: Job, shares: list[Piece]) -> list[dict[str, Any]]:
+        return [map_piece(job, piece) for piece in shares]
 
     def reduce(self, job: Job, progress: _Progress) -> list[dict[str, Any]]:
         return [reduce_partition(job, p, on_patient=progress.update) for p in range(job.partitions)]
@@ -118,8 +137,8 @@ class _Dask(_Engine):
             raise PackMismatch(f"worker {mismatched[0]} has another rule pack than the run's "
                                f"(sha256 {job.pack_hash[:12]}): install the same rule pack on every worker")
 
-    def map(self, job: Job, export: Export) -> list[dict[str, Any]]:
-        futures = self.client.map(partial(map_file, job), export.files, pure=False)
+    def map(self, job: Job, shares: list[Piece]) -> list[dict[str, Any]]:
+        futures = self.client.map(partial(map_piece, job), shares, pure=False)
         return list(self.client.gather(futures))
 
     def reduce(self, job: Job, progress: _Progress) -> list[dict[str, Any]]:
@@ -158,7 +177,7 @@ def _engine(workers: int, scheduler: str | None) -> Iterator[_Engine]:
         finally:
             client.close()
         return
-    cluster = LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=None,
+    cluster = LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=":0",
                            silence_logs=logging.CRITICAL)
     client = Client(cluster)
     try:
@@ -212,7 +231,9 @@ def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int |
                       rules_dir=_path(values["RULES_DIR"]), site_config=_path(values["SITE_CONFIG"]),
                       source_label=values["SOURCE_LABEL"], names=tuple(f.name for f in export.files))
             engine.prepare(job, pack)
-            mapped = engine.map(job, export)
+            shares = pieces(export, piece_bytes(total_bytes, engine.workers))
+            mapped, offsets = fix_lines(engine.map(job, shares))
+            job = dataclasses.replace(job, line_offsets=offsets)
             bar = _Progress(progress, sum(m["patients"] for m in mapped))
             try:
                 tallies = engine.reduce(job, bar)
