@@ -289,10 +289,10 @@ def test_verifier_runs_on_an_injected_clock():
     clients = parse_trusted_clients({"clients": [{"iss": TEST_ISS, "jwks": PUBLIC_JWKS}]}, where="test")
     in_2015 = 1_430_000_000.0
     token = make_token(DISCOVERY, now=in_2015)
-    then = TokenVerifier(clients, replay=remember, clock=lambda: in_2015 + 60)
+    then = TokenVerifier(clients, first_use=remember, clock=lambda: in_2015 + 60)
     identity = then.verify(f"Bearer {token}", DISCOVERY)
     assert (identity.iss, identity.kid) == (TEST_ISS, PRIVATE_KEYS["ES384"]["kid"])
-    later = TokenVerifier(clients, replay=remember, clock=lambda: in_2015 + 3600)
+    later = TokenVerifier(clients, first_use=remember, clock=lambda: in_2015 + 3600)
     with pytest.raises(Unauthorized, match="expired"):
         later.verify(f"Bearer {make_token(DISCOVERY, now=in_2015)}", DISCOVERY)
 

@@ -17,6 +17,7 @@ from cds.decide.evaluate import Evaluator
 from cds.fhir.prefetch import Gathered, gather
 from cds.hooks.envelope import parse_hook_request
 from cds.hooks.services import prefetch_templates
+from cds.ledger.memory import MemoryLedger
 from cds.rules import pack as rulepack
 
 PACK = rulepack.load()
@@ -24,14 +25,6 @@ EVALUATOR = Evaluator(PACK)
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 SERVICE = "bone-health-order-select"
 METFORMIN = "6809"  # RxNorm: a drug no rule reads
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list = []
-
-    def record_call(self, call) -> None:
-        self.calls.append(call)
 
 
 def low_estradiol_body() -> dict:
@@ -84,7 +77,7 @@ def test_the_case_alone_decides_the_cards():
 
 
 def test_the_service_records_to_the_sink_and_links_with_the_builder_it_was_built_with():
-    sink = Recorder()
+    sink = MemoryLedger()
     service = HookService(EVALUATOR, audit=sink, explain_link=lambda base, uuid: f"{base}/why/{uuid}")
     body = low_estradiol_body()
     cards = service.call(SERVICE, body, now=NOW, base_url="https://cds.example.org/")["cards"]
@@ -97,7 +90,7 @@ def test_the_service_records_to_the_sink_and_links_with_the_builder_it_was_built
     assert [c["uuid"] for c in call.evaluation.cards] == [c["uuid"] for c in cards]
     assert call.provenance == dict.fromkeys(body["prefetch"], "client")
     with pytest.raises(dataclasses.FrozenInstanceError):
-        service.audit = Recorder()  # type: ignore[misc]
+        service.audit = MemoryLedger()  # type: ignore[misc]
 
 
 def test_a_service_without_sink_or_builder_records_nothing_and_adds_no_link():
@@ -115,7 +108,7 @@ def test_create_app_builds_the_service_with_the_audit_store(auth_config):
     assert link.startswith("https://cds.example.org/why/")
     assert verify_link(app.extensions["cds.link_secret"], link.rsplit("/", 1)[1]) == card
 
-    sink = Recorder()
+    sink = MemoryLedger()
     service = create_app(auth_config, audit_sink=sink).extensions["cds.service"]
     assert service.audit is sink
 
@@ -135,7 +128,7 @@ class BrokenFetch:
 
 
 def test_an_unexpected_failure_is_recorded_as_a_500_and_raised():
-    sink = Recorder()
+    sink = MemoryLedger()
     service = HookService(EVALUATOR, fetch=BrokenFetch(), audit=sink)
     body = low_estradiol_body()
     del body["prefetch"]["dxa"]  # to be fetched, by the broken client
