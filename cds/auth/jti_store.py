@@ -86,6 +86,22 @@ class Claim:
         return TokenReplayed(self.iss)
 
 
+class Claiming:
+    """The first-use check of one call whose token id is settled with its audit record: takes the claim
+    from ``store`` (``JtiStore.claim``) and keeps it in ``claim`` (None until taken, or on a replay this
+    process has seen)."""
+
+    __slots__ = ("store", "claim")
+
+    def __init__(self, store: JtiStore):
+        self.store = store
+        self.claim: Claim | None = None
+
+    def __call__(self, iss: str, jti: str, expires_at: dt.datetime) -> bool:
+        self.claim = self.store.claim(iss, jti, expires_at)
+        return self.claim is not None
+
+
 class TokenIdStore(Protocol):
     """Where the token ids (``jti``) of trusted clients are kept until their tokens expire; what the request
     guard holds. ``remember`` is True the first time an ``(iss, jti)`` pair is seen, False when it is seen

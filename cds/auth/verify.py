@@ -4,9 +4,9 @@
     claims  iss (a trusted client), aud (the exact URL called; string or array), exp, iat, jti,
             optional tenant
 
-No Flask and no network here: the key sets (``JwksCache``) and the first-use check of the token id (``TokenIdStore.remember``)
-are handed in. Every failure raises ``Unauthorized`` whose message says why, for the server log only;
-the client gets a bare 401. Nothing here logs or keeps the token itself.
+No Flask and no network here: the key sets (``JwksCache``) and the first-use check of the token id
+(``TokenIdStore.remember``) are handed in. Every failure raises ``Unauthorized`` whose message says why,
+for the server log only; the client gets a bare 401. Nothing here logs or keeps the token itself.
 """
 
 from __future__ import annotations
@@ -88,8 +88,9 @@ class TokenVerifier:
     def verify(self, authorization: str | None, audience: str | Sequence[str], *,
                first_use: FirstUseCheck | None = None) -> ClientIdentity:
         """Check an ``Authorization`` header value for a call to the endpoint at URL ``audience`` (or at any
-        of several URLs: the names the service is configured to answer to). ``first_use``: this call's first-use
-        check of the token id instead of the verifier's own (the last check, made only when every other passed)."""
+        of several URLs: the names the service is configured to answer to). ``first_use``: this
+        call's first-use check of the token id instead of the verifier's own (the last check, made only
+        when every other passed)."""
         token = self._bearer(authorization)
         try:
             header = jwt.get_unverified_header(token)

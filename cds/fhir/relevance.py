@@ -14,9 +14,11 @@ valuesets.yaml (INN and USAN spellings such as "alendronic acid" / "alendronate"
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any
+
+from cds.deadline import Budget
 
 
 def ingredient_names(ingredient: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
@@ -120,3 +122,22 @@ class Relevance:
         if kind == "ServiceRequest":
             return bool(self._codes(resource.get("code")) & self.order_codes)
         return False
+
+
+class Counted:
+    """The relevance filter ``predicate`` under a call's ``budget`` (``cds.deadline.Budget``): each resource
+    asked about costs a time check, and each one that would be validated counts against the budget's
+    ``max_resources``."""
+
+    __slots__ = ("predicate", "budget")
+
+    def __init__(self, predicate: Callable[[Any], bool], budget: Budget):
+        self.predicate, self.budget = predicate, budget
+
+    def __call__(self, resource: Any) -> bool:
+        self.budget.check("validating FHIR resources")
+        if not self.predicate(resource):
+            return False
+        self.budget.count()
+        return True
+

@@ -92,7 +92,7 @@ class AuditStore:
 
     def take_claims(self, token_ids: JtiStore) -> bool:
         """Store the token ids of calls (their ``Claim``) in the transaction of their records, when the
-        token-id store is this database: True when it is (and from now on claims are taken), False otherwise."""
+        token-id store is this database: True when it is (and from now on claims are taken), else False."""
         if not same_database(self.engine, token_ids.engine):
             return False
         self.token_ids = token_ids

@@ -31,7 +31,7 @@ from flask import Flask, Response, current_app, g, request
 
 from cds.auth.client_token import DEV_ISS, dev_client
 from cds.auth.jti_redis import MIN_POOL, RedisJtiStore
-from cds.auth.jti_store import Claim, JtiStore, TokenIdStore, fallback_store
+from cds.auth.jti_store import Claim, Claiming, JtiStore, TokenIdStore, fallback_store
 from cds.auth.trusted_clients import JwksCache, TrustedClient, keys_of, load_trusted_clients
 from cds.auth.verify import TokenVerifier
 from cds.errors import AuthUnavailable, LimitExceeded, Unauthorized
@@ -138,17 +138,17 @@ def authenticate() -> None:
         return
     verifier: TokenVerifier = current_app.extensions["cds.auth"]
     claims: JtiStore | None = current_app.extensions.get("cds.claims")
-    first_use = None
-    if claims is not None and request.endpoint == CLAIMED_ENDPOINT:
-        def first_use(iss: str, jti: str, expires_at: Any) -> bool:  # settled with the call's audit record
-            g.jti_claim = claims.claim(iss, jti, expires_at)
-            return g.jti_claim is not None
+    # a hook call's token id is claimed here and settled with the call's audit record
+    claiming = Claiming(claims) if claims is not None and request.endpoint == CLAIMED_ENDPOINT else None
     try:
         identity = verifier.verify(request.headers.get("Authorization"), expected_audiences(),
-                                   first_use=first_use)
+                                   first_use=claiming)
     except Unauthorized as exc:
         log.warning("refused %s %s: %s", request.method, request.path, exc.message)
         raise
+    finally:
+        if claiming is not None:
+            g.jti_claim = claiming.claim
     g.client_iss = identity.iss
     g.client_tenant = identity.tenant
 
