@@ -22,8 +22,8 @@ from types import FrameType
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 from builders import hook_body, med, obs, patient
+from sqlalchemy import text
 from support import make_token, trusted_clients_file_in
 from test_layout import STAGES
 
