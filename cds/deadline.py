@@ -10,13 +10,11 @@ line, headers, body) returns at once, and ``deadline.expired`` tells the caller 
 Used by the FHIR client (``cds/call/fhir_client.py``) and the JWK Set fetches
 (``cds/auth/trusted_clients.py``).
 
-A hook call's own budget (``Budget``, below; made per call by the call layer, ``cds.call.budget``) is the
-``CallLimit`` of its thread while its prefetch data is fetched (``with call_limit(budget): ...``): the FHIR
-client asks it before every GET (``check``, ``count_request``), bounds each GET's timeouts and deadline by
-what ``remaining`` gives, and answers a wait that the budget cut short with ``exceeded``. So every wait on
-the FHIR server ends by the call's deadline, and paging stops there. ``Budget`` lives here, below every
-layer that asks it (the FHIR parser counts each resource it would validate, the FHIR client each GET), so
-that none of them calls back up into the call layer.
+A hook call's own budget (``cds.call.budget.Budget``) is the ``CallLimit`` of its thread while its
+prefetch data is fetched (``with call_limit(budget): ...``): the FHIR client asks it before every GET
+(``check``, ``count_request``), bounds each GET's timeouts and deadline by what ``remaining`` gives, and
+answers a wait that the budget cut short with ``exceeded``. So every wait on the FHIR server ends by the
+call's deadline, and paging stops there.
 """
 
 from __future__ import annotations
@@ -25,15 +23,13 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-from cds.errors import BudgetExceeded
 
 _current = threading.local()
 
@@ -68,44 +64,6 @@ def call_limit(limit: CallLimit | None) -> Iterator[None]:
 def current_call_limit() -> CallLimit | None:
     """The call limit of this thread (``call_limit``), or None outside a hook call."""
     return getattr(_current, "limit", None)
-
-
-class Budget:
-    def __init__(self, seconds: float | None, max_resources: int | None,
-                 clock: Callable[[], float] = time.monotonic, max_requests: int | None = None):
-        self.seconds, self.max_resources, self.clock = seconds, max_resources, clock
-        self.max_requests = max_requests
-        self.started = clock()
-        self.resources = 0
-        self.requests = 0
-
-    def remaining(self) -> float | None:
-        """Seconds left (negative once over), or None when the time is not limited."""
-        if self.seconds is None or self.seconds <= 0:
-            return None
-        return self.seconds - (self.clock() - self.started)
-
-    def exceeded(self, stage: str) -> BudgetExceeded:
-        return BudgetExceeded(f"the call ran out of its time budget of {self.seconds or 0:g} s "
-                              f"(CDS_CALL_BUDGET_SECONDS) while {stage}; no advice was given", field="(call)")
-
-    def check(self, stage: str) -> None:
-        left = self.remaining()
-        if left is not None and left < 0:
-            raise self.exceeded(stage)
-
-    def count_request(self, stage: str) -> None:
-        self.requests += 1
-        if self.max_requests is not None and self.max_requests > 0 and self.requests > self.max_requests:
-            raise BudgetExceeded(f"the call needs more than {self.max_requests} requests to the FHIR server "
-                                 f"(CDS_CALL_MAX_FHIR_REQUESTS) while {stage}; no advice was given",
-                                 field="(call)")
-
-    def count(self) -> None:
-        self.resources += 1
-        if self.max_resources is not None and self.max_resources > 0 and self.resources > self.max_resources:
-            raise BudgetExceeded(f"the call holds more than {self.max_resources} resources to validate "
-                                 "(CDS_CALL_MAX_RESOURCES); no advice was given", field="(call)")
 
 
 class Deadline:

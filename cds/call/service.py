@@ -30,7 +30,6 @@ from cds.decide.evaluate import Evaluation, Evaluator
 from cds.errors import CdsError, UnknownService
 from cds.fhir import parse as fhir_parse
 from cds.fhir.prefetch import Fetch, Gathered, gather
-from cds.fhir.relevance import Counted
 from cds.hooks.envelope import HookRequest, parse_hook_request
 from cds.hooks.services import hook_of, prefetch_templates
 from cds.ledger.port import CallRecord, Ledger
@@ -139,7 +138,7 @@ class HookService:
         """The call's ``Case``: the gathered prefetch and the draft orders parsed, once (each resource
         checked against the call's ``budget`` when one is given); not parsed when ``parse`` is false."""
         relevant = self.evaluator.relevant if budget is None or not parse \
-            else Counted(self.evaluator.relevant, budget)
+            else budget.relevant(self.evaluator.relevant)
         return build_case(service_id, request, gathered, now, relevant=relevant,
                           max_entries=self.max_entries, cache=self.model_cache, parse=parse)
 
