@@ -61,7 +61,7 @@ def differences(app: Any, path: Path, expected: dict[str, Any]) -> list[str]:
     app.config["NOW"] = dt.datetime.fromisoformat(expected.get("at", "2026-11-22")).replace(tzinfo=dt.UTC)
     recorder = app.extensions["cds.service"].audit
     assert isinstance(recorder, Recorder), "build the app with audit_sink=Recorder()"
-    recorder.last = None
+    recorder.clear()
     body = request_for(app, path, expected)
     response = app.test_client().post(f"/cds-services/{SERVICE[hook]}", json=body)
     if response.status_code != 200:

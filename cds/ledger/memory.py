@@ -37,6 +37,11 @@ class MemoryLedger:
         with self._lock:
             self._open.discard(marker)
 
+    def clear(self) -> None:
+        """Drop the records kept so far (a long run keeps only what it still reads)."""
+        with self._lock:
+            self.calls.clear()
+
     @property
     def last(self) -> CallRecord | None:
         """The latest record, or None before the first."""
