@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from builders import hook_body, med, obs, patient
@@ -14,6 +15,7 @@ from cds.auth.links import verify as verify_link
 from cds.call.service import HookService
 from cds.decide.case import build_case
 from cds.decide.evaluate import Evaluator
+from cds.errors import CdsError, TokenReplayed
 from cds.fhir.prefetch import Gathered, gather
 from cds.hooks.envelope import parse_hook_request
 from cds.hooks.services import prefetch_templates
@@ -138,3 +140,53 @@ def test_an_unexpected_failure_is_recorded_as_a_500_and_raised():
     [call] = sink.calls
     assert (call.status, call.outcome, call.hook_instance) == (500, "500", body["hookInstance"])
     assert call.error == "internal error; the request was not processed" and call.evaluation is None
+
+
+class ClaimsSeen(MemoryLedger):
+    """A ledger that also keeps the claim each record came with, and refuses the one named ``used``."""
+
+    def __init__(self, used: object = None) -> None:
+        super().__init__()
+        self.claims: list = []
+        self.used = used
+
+    def record_call(self, call, claim=None) -> None:
+        self.claims.append(claim)
+        if claim is not None and claim is self.used:
+            raise TokenReplayed("https://ehr.example.org")
+        super().record_call(call, claim)
+
+
+def test_the_ledger_brackets_every_call_and_keeps_one_record_each():
+    ledger = MemoryLedger()
+    service = HookService(EVALUATOR, audit=ledger)
+    assert service.call(SERVICE, low_estradiol_body(), now=NOW)["cards"]
+    with pytest.raises(CdsError) as refused:
+        service.call(SERVICE, {"hook": "order-select"}, now=NOW)
+    with pytest.raises(CdsError):
+        service.call("no-such-service", low_estradiol_body(), now=NOW)
+    assert [(c.service, c.status) for c in ledger.calls] == [
+        (SERVICE, 200), (SERVICE, refused.value.status), ("no-such-service", 404)]
+    assert ledger.started == 3 and ledger.open_calls == 0
+
+
+def test_a_memory_ledger_takes_concurrent_calls():
+    ledger = MemoryLedger()
+    service = HookService(EVALUATOR, audit=ledger)
+    body = low_estradiol_body()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: service.call(SERVICE, body, now=NOW), range(32)))
+    assert all(a["cards"] for a in answers)
+    assert len(ledger.calls) == 32 and len({c.record_id for c in ledger.calls}) == 32
+    assert ledger.started == 32 and ledger.open_calls == 0
+
+
+def test_the_call_hands_its_claim_to_the_ledger_untouched_and_answers_a_reuse_found_there():
+    claim, used = object(), object()
+    ledger = ClaimsSeen(used=used)
+    service = HookService(EVALUATOR, audit=ledger)
+    assert service.call(SERVICE, low_estradiol_body(), now=NOW, claim=claim)["cards"]
+    with pytest.raises(TokenReplayed):
+        service.call(SERVICE, low_estradiol_body(), now=NOW, claim=used)
+    assert ledger.claims == [claim, used] and len(ledger.calls) == 1  # the reused token left no record
+    assert ledger.open_calls == 0
