@@ -4,7 +4,8 @@ Each setting has a name, a default, a parser, one line of help and the values it
 ``le``, ``choices``, ``min_length``; ``secret`` ones are never repeated in a message). Values come from, in
 order: the defaults below, a file per setting in ``CDS_SECRETS_DIR``, ``CDS_*`` environment variables, then
 the mapping given to ``create_app(config)``. ``cds/settings_model.py`` builds the pydantic-settings model
-from these declarations and checks every value at start-up: a refused one is a ``ConfigurationError`` of
+from these declarations and checks every value at start-up (``load``; importing this module, to read a
+declaration or a default, does not load pydantic-settings): a refused one is a ``ConfigurationError`` of
 one line naming the variable and what it accepts. ``docs/configuration.md`` documents every setting;
 ``tests/test_docs.py`` keeps the two in step.
 """
@@ -15,7 +16,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from cds.settings_model import (  # the parsers a declaration names
+from cds.settings_declare import (  # the parsers a declaration names
     Setting,
     _bool,
     _csv,
@@ -23,7 +24,6 @@ from cds.settings_model import (  # the parsers a declaration names
     _folder,
     _int,
     _str,  # noqa: F401 - the default parser, which a declaration may also name
-    read,
     warn_unknown,
 )
 
@@ -309,28 +309,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REPLAY_FALLBACK",
         "none",
-        "While the database (the token replay store shared by every host) is unreachable: `none` answers "
+        "While the database (the token-id store shared by every host) is unreachable: `none` answers "
         "503, `host` accepts tokens checked against a same-host store only.",
         choices=("none", "host"),
     ),
     Setting(
         "REPLAY_FALLBACK_DIR",
         "",
-        "Folder of the same-host replay store (`REPLAY_FALLBACK=host`); empty means a folder on the RAM disk "
-        "`/dev/shm`. Never on the audit spool's disk (the service refuses to start).",
+        "Folder of the same-host token-id store (`REPLAY_FALLBACK=host`); empty means a folder on the RAM "
+        "disk `/dev/shm`. Never on the audit spool's disk (the service refuses to start).",
     ),
     Setting(
         "REPLAY_REDIS_URL",
         "",
-        "Redis holding the token replay store instead of the database (e.g. `redis://127.0.0.1:6379/0`; "
+        "Redis holding the token-id store instead of the database (e.g. `redis://127.0.0.1:6379/0`; "
         "`rediss://` for TLS); empty: the database's `seen_jti` table.",
         secret=True,
     ),
-    Setting("REPLAY_REDIS_PREFIX", "cds:jti:", "Prefix of the replay store's keys in Redis.", min_length=1),
+    Setting("REPLAY_REDIS_PREFIX", "cds:jti:", "Prefix of the token-id store's keys in Redis.", min_length=1),
     Setting(
         "REPLAY_WITH_AUDIT",
         True,
-        "With the database replay store and the audit on: a hook call's token id is stored in the "
+        "With the database token-id store and the audit on: a hook call's token id is stored in the "
         "transaction of its audit record (one commit for both, with concurrent calls'), a replay found there "
         "answered 401; off: in a transaction of its own before the call is served.",
         _bool,
@@ -338,7 +338,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REPLAY_REDIS_TIMEOUT_SECONDS",
         1.0,
-        "Deadline of each replay-store command to Redis, for connecting and for the answer (and for a free "
+        "Deadline of each token-id store command to Redis, for connecting and for the answer (and for a free "
         "pooled connection); past it Redis counts as unavailable.",
         _float,
         gt=0,
@@ -381,6 +381,8 @@ def load(
     Raises ``ConfigurationError``, one line naming the setting and what it accepts, for a refused value;
     logs a warning naming each ``CDS_`` variable that is no setting.
     """
+    from cds.settings_model import read  # pydantic-settings: loaded when settings are read, at start-up
+
     environ = os.environ if environ is None else environ
     overrides = dict(overrides or {})
     warn_unknown(SETTINGS, environ, _WARNED)

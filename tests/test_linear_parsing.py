@@ -33,10 +33,10 @@ from support import PUBLIC_JWKS, TEST_ISS
 from cds.auth import links
 from cds.auth.trusted_clients import parse_trusted_clients
 from cds.auth.verify import TokenVerifier
+from cds.call.fhir_client import parse_base, plain_path
 from cds.errors import CdsError
 from cds.fhir import parse as fhir_parse
 from cds.fhir import references, units, values
-from cds.fhir.client import parse_base, plain_path
 from cds.fhir.relevance import Relevance, name_in_text
 from cds.hooks import envelope, tokens
 from cds.rules import pack as rulepack
@@ -48,7 +48,7 @@ ALIASES = PACK.valuesets["unit_text_aliases"]
 RELEVANCE = Relevance(PACK.valuesets)
 ESTRADIOL = PACK.valuesets["labs"]["estradiol"]
 VERIFIER = TokenVerifier(parse_trusted_clients({"clients": [{"iss": TEST_ISS, "jwks": PUBLIC_JWKS}]},
-                                               where="test"), replay=lambda *_: True)
+                                               where="test"), first_use=lambda *_: True)
 LOINC, UCUM = "http://loinc.org", "http://unitsofmeasure.org"
 
 SHORT, LONG = 1024, 16384  # repeats of the unit: the long text is 16 times the short one

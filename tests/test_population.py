@@ -6,6 +6,7 @@ the test's settings, a local Dask cluster, and a scheduler and worker started as
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -53,7 +54,7 @@ def write_ndjson(path: Path, resources: list[Any]) -> None:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in resources))
 
 
-# -- the shipped example export -------------------------------------------------------------------------------
+# -- the shipped example export ----------------------------------------------------------------------------
 
 def test_the_committed_example_export_is_what_the_script_writes():
     for name, data in build_population_export.files().items():
@@ -150,6 +151,29 @@ def test_one_worker_and_a_local_cluster_of_two_write_the_same_bytes(tmp_path, ca
     assert not list(two.glob(".gaps-scratch*"))  # the scratch folder goes with the run
 
 
+def test_files_read_in_pieces_give_the_same_outputs_and_line_numbers(tmp_path, capsys, monkeypatch):
+    """A large plain file is read by several map tasks, each a byte range: the gaps are the same bytes and a
+    line set aside is named by its line in the file."""
+    from cds.population import run as run_module
+
+    export = tmp_path / "export"
+    shutil.copytree(EXPORT, export)
+    observations = (export / "Observation.000.ndjson").read_text().splitlines()
+    observations.insert(299, "{broken")
+    (export / "Observation.000.ndjson").write_text("\n".join(observations) + "\n")
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert gaps([str(export), "--out", str(whole), "--at", AT, "--workers", "1"], capsys)[0] == 0
+    monkeypatch.setattr(run_module, "PIECE_MIN", 3000)
+    monkeypatch.setattr(run_module, "PIECE_MAX", 3000)
+    assert gaps([str(export), "--out", str(split), "--at", AT, "--workers", "1"], capsys)[0] == 0
+    assert (whole / "gaps.ndjson").read_bytes() == (split / "gaps.ndjson").read_bytes()
+    assert (whole / "gaps.csv").read_bytes() == (split / "gaps.csv").read_bytes()
+    one, many = summary_of(whole), summary_of(split)
+    assert one["inputs"] == many["inputs"] and one["setAside"] == many["setAside"]
+    assert {(i["file"], i["line"]) for i in many["setAside"]["lines"]} >= {("Observation.000.ndjson", 300)}
+    assert one["patients"] == many["patients"]
+
+
 def _wait_for(condition, what: str, deadline: float = 120.0) -> Any:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -165,7 +189,7 @@ def test_a_run_on_a_dask_scheduler_and_worker_started_as_processes(tmp_path, cap
     """``dask scheduler`` and ``dask worker`` as their own processes; ``cds gaps --scheduler`` writes the
     same bytes as the plain loop."""
     scheduler_file = tmp_path / "scheduler.json"
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    env = dict(os.environ)
     logs = [open(tmp_path / "scheduler.log", "w"), open(tmp_path / "worker.log", "w")]
     scheduler = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
@@ -176,7 +200,8 @@ def test_a_run_on_a_dask_scheduler_and_worker_started_as_processes(tmp_path, cap
         address = _wait_for(lambda: scheduler_file.is_file() and scheduler_file.stat().st_size
                             and json.loads(scheduler_file.read_text())["address"], "the scheduler's address")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "1", "--nthreads", "1",
+            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "1",
+             "--nthreads", "1",
              "--no-dashboard", "--local-directory", str(tmp_path / "worker-space")],
             stdout=logs[1], stderr=subprocess.STDOUT, env=env)
         from distributed import Client
@@ -207,7 +232,7 @@ def test_a_run_on_a_dask_scheduler_and_worker_started_as_processes(tmp_path, cap
             log.close()
 
 
-# -- what is set aside, and what stops the run ------------------------------------------------------------------
+# -- what is set aside, and what stops the run --------------------------------------------------------------
 
 def _hostile_export(folder: Path) -> None:
     folder.mkdir()
@@ -222,7 +247,8 @@ def _hostile_export(folder: Path) -> None:
     write_ndjson(folder / "Observation.000.ndjson", [
         obs("2243-4", 8, "pg/mL", "2026-10-01", pid="p2"),
         {**obs("1989-3", 30, "ng/mL", "2026-10-01", pid="ghost"), "id": "orphan-1"},
-        {**obs("2243-4", 9, "pg/mL", "2026-10-02", pid="p1"), "id": "bad-date", "effectiveDateTime": "last tuesday"},
+        {**obs("2243-4", 9, "pg/mL", "2026-10-02", pid="p1"), "id": "bad-date",
+         "effectiveDateTime": "last tuesday"},
         {"id": "no-type"},
         "",
     ])
@@ -240,7 +266,8 @@ def test_broken_lines_orphans_and_invalid_r4_are_set_aside_with_file_and_line(tm
     summary = summary_of(out)
     aside = {(i["file"], i["line"], i["kind"]) for i in summary["setAside"]["lines"]}
     assert aside == {
-        ("Patient.ndjson", 2, "malformed"), ("Patient.ndjson", 3, "malformed"), ("Patient.ndjson", 4, "malformed"),
+        ("Patient.ndjson", 2, "malformed"), ("Patient.ndjson", 3, "malformed"),
+        ("Patient.ndjson", 4, "malformed"),
         ("Observation.000.ndjson", 2, "orphan"), ("Observation.000.ndjson", 3, "invalid"),
         ("Observation.000.ndjson", 4, "malformed"),
     }
@@ -274,12 +301,14 @@ def test_broken_lines_orphans_and_invalid_r4_are_set_aside_with_file_and_line(tm
      "broken gzip stream"),
     ("Patient.ndjson.gz", b'{"resourceType": "Patient", "id": "p1"}\n', "named .gz but not gzip"),
 ])
-def test_a_file_that_is_not_ndjson_stops_the_run_with_one_line_naming_it(tmp_path, capsys, name, content, said):
+def test_a_file_that_is_not_ndjson_stops_the_run_with_one_line_naming_it(tmp_path, capsys, name, content,
+                                                                          said):
     export = tmp_path / "export"
     export.mkdir()
     write_ndjson(export / "Observation.ndjson", [obs("2243-4", 8, "pg/mL", "2026-10-01", pid="p1")])
     (export / name).write_bytes(content)
-    code, printed, err = gaps([str(export), "--out", str(tmp_path / "out"), "--at", AT, "--workers", "1"], capsys)
+    code, printed, err = gaps([str(export), "--out", str(tmp_path / "out"), "--at", AT, "--workers", "1"],
+                              capsys)
     assert code == 2 and printed == ""
     assert len(err.strip().splitlines()) == 1 and name in err and said in err, err
     assert "Traceback" not in err
@@ -292,7 +321,8 @@ def test_a_manifest_naming_a_missing_file_or_a_folder_without_ndjson_stops_the_r
     assert code == 2 and "no NDJSON files" in err
     (export / "manifest.json").write_text(json.dumps({
         "transactionTime": "2026-11-22T00:00:00Z", "request": "x", "requiresAccessToken": True,
-        "output": [{"type": "Patient", "url": "https://bulk.example.org/files/Patient.000.ndjson"}], "error": []}))
+        "output": [{"type": "Patient", "url": "https://bulk.example.org/files/Patient.000.ndjson"}],
+        "error": []}))
     code, _, err = gaps([str(export), "--out", str(tmp_path / "out"), "--workers", "1"], capsys)
     assert code == 2 and "Patient.000.ndjson" in err and len(err.strip().splitlines()) == 1
 
@@ -301,7 +331,8 @@ def test_a_medication_reference_is_resolved_across_the_export_as_the_hook_resolv
     """A MedicationRequest naming its drug by ``medicationReference`` (a Medication in another file): the
     gaps are the cards patient-view gives for the bundle holding the patient, the order and the drug."""
     medication = {"resourceType": "Medication", "id": "med-ana", "code": {"coding": [
-        {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "84857", "display": "anastrozole"}]}}
+        {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "84857",
+         "display": "anastrozole"}]}}
     order = med(pid="pm", mid="mr-ref")
     del order["medicationCodeableConcept"]
     order["medicationReference"] = {"reference": "Medication/med-ana"}
@@ -329,6 +360,25 @@ def test_a_worker_with_another_rule_pack_is_refused_in_one_line(tmp_path):
         evaluator_for(job)
 
 
+def test_a_cluster_whose_worker_has_another_rule_pack_is_refused_before_any_task(tmp_path):
+    import datetime as dt
+
+    from distributed import Client, LocalCluster
+
+    from cds.population.run import _Dask
+    from cds.rules.pack import load
+
+    pack = load()
+    job = Job(scratch=str(tmp_path), partitions=1, at=dt.datetime(2026, 11, 22, tzinfo=dt.UTC),
+              pack_hash="f" * 64, rules_dir=None, site_config=None, source_label="x", names=())
+    with LocalCluster(n_workers=1, processes=True, threads_per_worker=1, dashboard_address=":0",
+                      silence_logs=50) as cluster, Client(cluster) as client:
+        said = f"has rule pack {pack.version} sha256 {pack.content_hash[:12]}"
+        with pytest.raises(PackMismatch, match=said):
+            _Dask(client).prepare(job, pack)
+        _Dask(client).prepare(dataclasses.replace(job, pack_hash=pack.content_hash), pack)  # the same: fine
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
@@ -341,7 +391,45 @@ def test_every_json_value_is_routed_or_set_aside_with_a_reason(value):
         assert "\t" not in said and "\n" not in said
 
 
-# -- the audit record and the report ------------------------------------------------------------------------------
+_LINE = st.one_of(
+    st.binary(max_size=40).filter(lambda b: b"\n" not in b),
+    st.text(max_size=30).map(lambda t: t.replace("\n", " ").encode("utf-8", "surrogatepass")),
+    st.builds(lambda rid, ref, rtype: json.dumps(
+        {"resourceType": rtype, "id": rid, "subject": {"reference": ref}}).encode(),
+              st.text(max_size=6), st.text(max_size=20),
+              st.sampled_from(["Patient", "Observation", "Medication", "Group", ""])),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(st.lists(_LINE, max_size=12))
+def test_every_line_of_a_file_is_bucketed_counted_or_set_aside(tmp_path_factory, lines):
+    """Whatever the bytes of a line, the map phase never fails on it: each non-blank line goes to a bucket
+    or the medications, is counted as no patient's data, or is set aside with its line number."""
+    import datetime as dt
+
+    from cds.population.export import ExportFile
+    from cds.population.partition import map_file
+
+    folder = tmp_path_factory.mktemp("map")
+    path = folder / "Mixed.ndjson"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    job = Job(scratch=str(folder / "scratch"), partitions=3, at=dt.datetime(2026, 11, 22, tzinfo=dt.UTC),
+              pack_hash="", rules_dir=None, site_config=None, source_label="x", names=("Mixed.ndjson",))
+    stats = map_file(job, ExportFile(0, str(path), "Mixed.ndjson"))
+    written = [raw for f in sorted((folder / "scratch" / "map").glob("f*"))
+               for raw in f.read_bytes().split(b"\n") if raw]
+    numbers = sorted(int(raw.split(b"\t", 2)[1]) for raw in written)
+    aside = sorted(i["line"] for i in stats["setAside"])
+    unlinked = sum(stats["notPatientData"].values())
+    blank = [n for n, line in enumerate(lines, 1) if not line.strip()]
+    assert stats["lines"] == len(lines) and stats["blank"] == len(blank)
+    assert len(numbers) + len(aside) + unlinked + len(blank) == len(lines)
+    assert not set(numbers) & set(aside) and not (set(numbers) | set(aside)) & set(blank)
+
+
+# -- the audit record and the report -------------------------------------------------------------------------
 
 def test_each_run_is_one_audit_record_listed_shown_and_verified(tmp_path, capsys):
     out = tmp_path / "out"
@@ -413,13 +501,16 @@ def test_the_example_in_the_readme_is_what_the_command_prints(tmp_path, capsys):
     assert shown in readme, "README: update the cds gaps example's output"
 
 
-def test_the_scratch_folder_of_a_stopped_run_is_removed(tmp_path, capsys):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_file_broken_midway_stops_the_run_in_one_line_and_its_scratch_goes(tmp_path, capfd, workers):
+    """Also with worker processes: their log lines would go to the same stderr (captured by descriptor)."""
     export = tmp_path / "export"
     shutil.copytree(EXPORT, export)
     with gzip.open(export / "Observation.001.ndjson.gz", "rb") as stream:
         data = stream.read()
     (export / "Observation.001.ndjson.gz").write_bytes(gzip.compress(data)[: len(gzip.compress(data)) - 40])
     out = tmp_path / "out"
-    code, _, err = gaps([str(export), "--out", str(out), "--at", AT, "--workers", "1"], capsys)
+    code, _, err = gaps([str(export), "--out", str(out), "--at", AT, "--workers", workers], capfd)
     assert code == 2 and "Observation.001.ndjson.gz" in err and "gzip" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert not list(out.glob(".gaps-scratch*/*"))

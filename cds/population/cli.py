@@ -20,8 +20,9 @@ import click
 def summary_line(summary: dict[str, Any], out_dir: Path) -> str:
     p, g = summary["patients"], summary["gaps"]
     return (f"{p['read']} patient(s) read: {p['inScope']} in scope, {p['outOfScope']} out of scope, "
-            f"{p['withGaps']} with gaps ({g['total']} gap(s)); {summary['setAside']['total']} line(s) set aside; "
-            f"rule pack {summary['rulePack']['version']}; {summary['engine']}, {summary['workers']} worker(s); "
+            f"{p['withGaps']} with gaps ({g['total']} gap(s)); "
+            f"{summary['setAside']['total']} line(s) set aside; rule pack {summary['rulePack']['version']}; "
+            f"{summary['engine']}, {summary['workers']} worker(s); "
             f"outputs in {out_dir} (audit record {summary['audit']['seq']})")
 
 
@@ -40,9 +41,11 @@ def bulk_line(about: dict[str, Any], folder: Path) -> str:
               help="folder for gaps.ndjson, gaps.csv, summary.json and report.html")
 @click.option("--at", metavar="DATE", help="evaluation date (ISO, default today UTC)")
 @click.option("--workers", type=click.IntRange(0), default=None,
-              help="worker processes of a local Dask cluster (default: the CPU count; 0 or 1: in this process)")
+              help="worker processes of a local Dask cluster (default: the CPU count; 0 or 1: in this "
+                   "process, without Dask; not used with --scheduler)")
 @click.option("--scheduler", metavar="ADDRESS",
-              help="a running Dask scheduler (tcp://host:port); its workers must reach EXPORT and the scratch folder")
+              help="a running Dask scheduler (tcp://host:port); its workers must reach EXPORT and the "
+                   "scratch folder")
 @click.option("--scratch", type=click.Path(file_okay=False),
               help="folder for the run's intermediate files (default: under --out)")
 @click.option("--strict", is_flag=True, help="exit 1 when any line was set aside")
@@ -54,8 +57,8 @@ def bulk_line(about: dict[str, Any], folder: Path) -> str:
                    "Services with CDS_BULK_CLIENT_ID and CDS_BULK_KEY_FILE, else none)")
 def gaps_cmd(export: str | None, out_dir: str, at: str | None, workers: int | None, scheduler: str | None,
              scratch: str | None, strict: bool, **more: Any) -> int:
-    """Evaluate every patient of a FHIR Bulk Data EXPORT folder (NDJSON files) as patient-view would, and write
-    their care gaps (DetectedIssues), a CSV, a summary and a report to --out."""
+    """Evaluate every patient of a FHIR Bulk Data EXPORT folder (NDJSON files) as patient-view would, and
+    write their care gaps (DetectedIssues), a CSV, a summary and a report to --out."""
     from cds.population.run import run_gaps, today_utc
     from cds.review.cli import Failed
 

@@ -49,6 +49,17 @@ class ExportFile:
 
 
 @dataclass(frozen=True)
+class Piece:
+    """A share of one file for one map task: the lines that start in bytes [start, end) (a gzip file is one
+    piece: it cannot be read from the middle)."""
+
+    file: ExportFile
+    index: int
+    start: int = 0
+    end: int | None = None  # None: to the end of the file
+
+
+@dataclass(frozen=True)
 class Export:
     folder: Path
     files: list[ExportFile]
@@ -82,7 +93,8 @@ def _manifest(folder: Path) -> tuple[dict[str, Any] | None, list[tuple[str, str 
             if not isinstance(entry, dict):
                 raise BadExport(f"{where}: expected an object with 'type' and 'url'")
             kind = entry.get("type")
-            listed.append((_listed_name(entry.get("url"), where), kind if isinstance(kind, str) else None, role))
+            name = _listed_name(entry.get("url"), where)
+            listed.append((name, kind if isinstance(kind, str) else None, role))
     about = {k: data[k] for k in ("transactionTime", "request", "requiresAccessToken") if k in data}
     return about, listed
 
@@ -111,6 +123,28 @@ def find(folder: Path) -> Export:
     for f in files:
         check(f)
     return Export(folder, files, about)
+
+
+def is_gzip(f: ExportFile) -> bool:
+    try:
+        with open(f.path, "rb") as raw:
+            return raw.read(2) == GZIP_MAGIC
+    except OSError as exc:
+        raise BadExport(f"{f.name}: cannot read: {exc.strerror}") from None
+
+
+def pieces(export: Export, piece_bytes: int) -> list[Piece]:
+    """Every file as pieces of about ``piece_bytes`` (a gzip file whole), in export order."""
+    found: list[Piece] = []
+    for f in export.files:
+        size = Path(f.path).stat().st_size
+        if is_gzip(f) or size <= piece_bytes:
+            found.append(Piece(f, 0))
+            continue
+        bounds = list(range(0, size, piece_bytes)) + [size]
+        found += [Piece(f, i, start, end)
+                  for i, (start, end) in enumerate(zip(bounds, bounds[1:], strict=False))]
+    return found
 
 
 def _open(f: ExportFile) -> Any:
@@ -159,11 +193,26 @@ def check(f: ExportFile) -> None:
         raise BadExport(f"{f.name}: a JSON document over several lines, not NDJSON (one resource per line)")
 
 
-def lines(f: ExportFile) -> Iterator[tuple[int, bytes]]:
-    """``(line number, raw line)`` for each line of ``f`` (1-based, without the line break)."""
+def lines(f: ExportFile, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """``(line number, raw line)`` for each line of ``f`` that starts in bytes [start, end) (numbered from 1
+    at ``start``; without the line break)."""
     try:
         with _open(f) as stream:
-            for n, raw in enumerate(stream, 1):
+            if not start and end is None:
+                for n, raw in enumerate(stream, 1):
+                    yield n, raw.rstrip(b"\r\n")
+                return
+            if start:
+                stream.seek(start - 1)
+                stream.readline()  # the end of the line that started before this piece (maybe only "\n")
+            pos = stream.tell()
+            n = 0
+            while end is None or pos < end:
+                raw = stream.readline()
+                if not raw:
+                    break
+                pos += len(raw)
+                n += 1
                 yield n, raw.rstrip(b"\r\n")
     except (OSError, EOFError, zlib.error) as exc:
         raise _stream_error(f, exc) from None

@@ -23,8 +23,9 @@ from typing import Any
 from cds.call.service import HookService
 from cds.decide.cards import RULE_SYSTEM
 from cds.decide.evaluate import Evaluation, Evaluator
+from cds.fhir.parse import ModelCache
 from cds.hooks.services import prefetch_templates
-from cds.ledger.port import CallRecord
+from cds.ledger.memory import MemoryLedger
 from cds.rules.pack import RulePack
 from cds.toolkit.offline import as_bundle, hook_request
 
@@ -32,16 +33,7 @@ SERVICE_ID = "bone-health-patient-view"
 SEVERITY = {"critical": "high", "warning": "moderate", "info": "low"}
 CITATION_EXTENSION = f"{RULE_SYSTEM}/StructureDefinition/citation-title"
 ISSUE_ID_SYSTEM = f"{RULE_SYSTEM}/population-gap"
-
-
-class _Recorder:
-    """The call's audit sink: keeps the last record (the evaluation behind the answer) in memory."""
-
-    def __init__(self) -> None:
-        self.last: CallRecord | None = None
-
-    def record_call(self, call: CallRecord) -> None:
-        self.last = call
+MODEL_CACHE_ENTRIES = 4096  # more than one patient's resources: each is validated once per run
 
 
 @dataclass
@@ -69,15 +61,18 @@ class PatientEvaluator:
     def __init__(self, pack: RulePack, source_label: str):
         self.pack = pack
         self.templates = prefetch_templates(pack)
-        self.recorder = _Recorder()
-        self.service = HookService(Evaluator(pack), source_label=source_label, audit=self.recorder)
+        self.recorder = MemoryLedger()  # each call's record: the evaluation behind the answer
+        #: the models of the resources checked before a call (``partition``), which the call reads again
+        self.models = ModelCache(MODEL_CACHE_ENTRIES)
+        self.service = HookService(Evaluator(pack), source_label=source_label, audit=self.recorder,
+                                   model_cache=self.models)
         self.citations = {r.id: {c["url"]: c["title"] for c in r.citations} for r in pack.rules}
 
     def evaluate(self, patient_id: str, record: list[dict[str, Any]], at: dt.datetime) -> Outcome:
         """The patient-view answer for ``record`` (the Patient first) at ``at``; a ``CdsError`` when the
         service refuses the request (the caller sets the patient aside with its message)."""
         body = hook_request(as_bundle(record), "patient-view", templates=self.templates)
-        self.recorder.last = None
+        self.recorder.clear()  # a run keeps only the call it reads
         response = self.service.call(SERVICE_ID, body, now=at)
         evaluation = self.recorder.last.evaluation if self.recorder.last else None
         if evaluation is None:
@@ -98,7 +93,8 @@ class PatientEvaluator:
         evidence = evidence_of(fired)
         url = str((card.get("source") or {}).get("url") or "")
         issue = detected_issue(patient_id, rule, version, str(topic.get("display") or rule), card, evidence,
-                               at, citation_url=url, citation_title=self.citations.get(rule, {}).get(url), n=n)
+                               at, citation_url=url, citation_title=self.citations.get(rule, {}).get(url),
+                               n=n)
         return Gap(patient_id, rule, version, str(card.get("indicator")), str(card.get("summary")), evidence,
                    issue)
 

@@ -1,9 +1,10 @@
 """The two phases of a run, as plain functions over files in a scratch folder (a Dask task each, or a loop).
 
-Map (``map_file``, one task per export file): each line is read as raw text and its patient found
-cheaply (a ``Patient``'s id; another resource's ``subject``/``patient`` reference, resolved as the hook
-resolves it: ``Patient/id``, an absolute URL, ``urn:uuid:id``); the line goes, unchanged, to bucket
-``crc32(patient) % partitions`` of the scratch folder, prefixed with its file and line number. A
+Map (``map_piece``, one task per share of the export: a gzip file, or a byte range of a plain file): each
+line is read as raw text and its patient found cheaply (a ``Patient``'s id; another resource's
+``subject``/``patient`` reference, resolved as the hook resolves it: ``Patient/id``, an absolute URL,
+``urn:uuid:id``); the line goes, unchanged, to bucket ``crc32(patient) % partitions`` of the scratch
+folder, prefixed with its file, piece and line number (``fix_lines`` makes it the file's). A
 ``Medication`` goes, once checked, to the file's medications file, which every reducer reads (a
 MedicationRequest may name it by ``medicationReference``). A line that is no JSON object, has no
 ``resourceType`` or no resolvable patient is set aside with its file, line and reason; a resource that
@@ -25,7 +26,7 @@ import socket
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,9 @@ from cds.errors import CdsError
 from cds.fhir.parse import r4_problem
 from cds.fhir.references import parse as parse_reference
 from cds.fhir.references import subject_reference
-from cds.population.export import ExportFile, Stopped, lines, sha256_of
+from cds.population.export import ExportFile, Piece, Stopped, lines, sha256_of
 from cds.population.gaps import Outcome, PatientEvaluator
+from cds.rules.pack import RulePack
 from cds.rules.pack import load as load_pack
 
 MEDICATION_FIELDS = ("medicationReference",)
@@ -59,6 +61,8 @@ class Job:
     site_config: str | None
     source_label: str
     names: tuple[str, ...]  # the export files' names, by index
+    #: ``"<file index>.<piece>"`` -> the lines of the file before that piece (known after the map phase)
+    line_offsets: dict[str, int] = field(default_factory=dict)
 
 
 def bucket_of(key: str, partitions: int) -> int:
@@ -120,18 +124,27 @@ def route(obj: Any) -> tuple[str, str]:
 
 
 def map_file(job: Job, f: ExportFile) -> dict[str, Any]:
-    """Write each line of ``f`` to its patient's bucket; return the file's counts and the lines set aside."""
+    """``map_piece`` of the whole of ``f``."""
+    return map_piece(job, Piece(f, 0))
+
+
+def map_piece(job: Job, piece: Piece) -> dict[str, Any]:
+    """Write each line of ``piece`` to its patient's bucket; return its counts and the lines set aside (line
+    numbers counted from the piece's start: ``fix_lines`` makes them the file's)."""
     out = _map_dir(job)
     out.mkdir(parents=True, exist_ok=True)
+    f = piece.file
     stats: dict[str, Any] = {
-        "file": f.name, "role": f.role, "listedType": f.listed_type, "bytes": os.path.getsize(f.path),
-        "sha256": sha256_of(f.path), "lines": 0, "blank": 0, "patients": 0, "resources": Counter(),
-        "notPatientData": Counter(), "exportErrors": 0, "setAside": [],
+        "file": f.name, "index": f.index, "piece": piece.index, "role": f.role, "listedType": f.listed_type,
+        "bytes": os.path.getsize(f.path), "sha256": sha256_of(f.path) if piece.index == 0 else None,
+        "lines": 0, "blank": 0, "patients": 0, "resources": Counter(), "notPatientData": Counter(),
+        "exportErrors": 0, "setAside": [],
     }
     buckets: dict[int, Any] = {}
     meds = None
+    stem = f"f{f.index:05d}.p{piece.index:05d}"
     try:
-        for n, raw in lines(f):
+        for n, raw in lines(f, piece.start, piece.end):
             stats["lines"] = n
             if not raw.strip():
                 stats["blank"] += 1
@@ -151,19 +164,19 @@ def map_file(job: Job, f: ExportFile) -> dict[str, Any]:
             elif kind == "unlinked":
                 stats["notPatientData"][value] += 1
             elif kind == "medication":
-                problem = r4_problem(obj, where=f"{f.name}:{n}")
+                problem = r4_problem(obj, where=f.name)
                 if problem:
                     stats["setAside"].append(_aside("invalid", f.name, n, problem))
                     continue
                 if meds is None:
-                    meds = open(out / f"f{f.index:05d}.meds", "wb")
-                meds.write(f"{f.index}\t{n}\t{value}\t".encode() + raw + b"\n")
+                    meds = open(out / f"{stem}.meds", "wb")
+                meds.write(f"{f.index}\t{piece.index}\t{n}\t{value}\t".encode() + raw + b"\n")
             else:
                 stats["patients"] += obj["resourceType"] == "Patient"
                 p = bucket_of(value, job.partitions)
                 if p not in buckets:
-                    buckets[p] = open(out / f"f{f.index:05d}.b{p:04d}", "wb")
-                buckets[p].write(f"{f.index}\t{n}\t{value}\t".encode() + raw + b"\n")
+                    buckets[p] = open(out / f"{stem}.b{p:04d}", "wb")
+                buckets[p].write(f"{f.index}\t{piece.index}\t{n}\t{value}\t".encode() + raw + b"\n")
     finally:
         for handle in [*buckets.values(), *([meds] if meds else [])]:
             handle.close()
@@ -172,9 +185,44 @@ def map_file(job: Job, f: ExportFile) -> dict[str, Any]:
     return stats
 
 
+def fix_lines(mapped: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The pieces' counts as one entry per file, in export order, their lines set aside numbered in the
+    file; and each piece's offset (the lines of its file before it), for the reducers."""
+    offsets: dict[str, int] = {}
+    files: dict[int, dict[str, Any]] = {}
+    for m in sorted(mapped, key=lambda m: (m["index"], m["piece"])):
+        f = files.get(m["index"])
+        offset = f["lines"] if f else 0
+        offsets[f"{m['index']}.{m['piece']}"] = offset
+        aside = [{**item, "line": item["line"] + offset} for item in m["setAside"]]
+        if f is None:
+            files[m["index"]] = {**m, "resources": Counter(m["resources"]),
+                                 "notPatientData": Counter(m["notPatientData"]), "setAside": aside}
+            continue
+        for k in ("lines", "blank", "patients", "exportErrors"):
+            f[k] += m[k]
+        f["resources"].update(m["resources"])
+        f["notPatientData"].update(m["notPatientData"])
+        f["setAside"] += aside
+        f["sha256"] = f["sha256"] or m["sha256"]
+    merged = []
+    for index in sorted(files):
+        f = files[index]
+        merged.append({**f, "resources": dict(sorted(f["resources"].items())),
+                       "notPatientData": dict(sorted(f["notPatientData"].items()))})
+    return merged, offsets
+
+
 # -- reduce ------------------------------------------------------------------------------------------------
 
 _EVALUATORS: dict[tuple[str | None, str | None, str], PatientEvaluator] = {}
+
+
+def use_pack(job: Job, pack: RulePack) -> None:
+    """Evaluate this process's tasks of ``job`` with ``pack`` (loaded already by the driver)."""
+    key = (job.rules_dir, job.site_config, job.source_label)
+    if key not in _EVALUATORS or _EVALUATORS[key].pack.content_hash != pack.content_hash:
+        _EVALUATORS[key] = PatientEvaluator(pack, job.source_label)
 
 
 def evaluator_for(job: Job) -> PatientEvaluator:
@@ -183,7 +231,11 @@ def evaluator_for(job: Job) -> PatientEvaluator:
     key = (job.rules_dir, job.site_config, job.source_label)
     found = _EVALUATORS.get(key)
     if found is None:
-        pack = load_pack(job.rules_dir, job.site_config)
+        try:
+            pack = load_pack(job.rules_dir, job.site_config)
+        except CdsError as exc:
+            raise PackMismatch(f"worker {socket.gethostname()} (pid {os.getpid()}) cannot load the rule "
+                               f"pack: {exc.message}") from None
         found = _EVALUATORS[key] = PatientEvaluator(pack, job.source_label)
     if found.pack.content_hash != job.pack_hash:
         raise PackMismatch(
@@ -198,7 +250,7 @@ def _medications(job: Job) -> dict[str, dict[str, Any]]:
     for path in sorted(_map_dir(job).glob("f*.meds")):
         with open(path, "rb") as stream:
             for raw in stream:
-                _, _, key, text = raw.split(b"\t", 3)
+                _, _, _, key, text = raw.split(b"\t", 4)
                 found.setdefault(key.decode(), orjson.loads(text))
     return found
 
@@ -208,8 +260,9 @@ def _groups(job: Job, p: int) -> dict[str, list[tuple[int, int, bytes]]]:
     for path in sorted(_map_dir(job).glob(f"f*.b{p:04d}")):
         with open(path, "rb") as stream:
             for raw in stream:
-                index, line, key, text = raw.split(b"\t", 3)
-                groups.setdefault(key.decode(), []).append((int(index), int(line), text.rstrip(b"\n")))
+                index, piece, line, key, text = raw.split(b"\t", 4)
+                at = job.line_offsets.get(f"{int(index)}.{int(piece)}", 0) + int(line)
+                groups.setdefault(key.decode(), []).append((int(index), at, text.rstrip(b"\n")))
     return groups
 
 
@@ -232,7 +285,8 @@ def _referenced_medications(resources: list[dict[str, Any]], meds: dict[str, dic
     found: dict[str, dict[str, Any]] = {}
     for resource in resources:
         for name in MEDICATION_FIELDS:
-            ref = (resource.get(name) or {}).get("reference") if isinstance(resource.get(name), dict) else None
+            value = resource.get(name)
+            ref = value.get("reference") if isinstance(value, dict) else None
             target = parse_reference(ref)
             if target is None or target.contained or not target.id or target.type not in (None, "Medication"):
                 continue
@@ -282,7 +336,8 @@ def reduce_partition(job: Job, p: int, on_patient: Callable[[], None] | None = N
             if outcome is None or not outcome[1].gaps:
                 continue
             for gap in sorted(outcome[1].gaps, key=lambda g: g.rule):
-                row = [gap.patient_id, gap.rule, gap.version, gap.indicator, gap.summary, " ".join(gap.evidence)]
+                row = [gap.patient_id, gap.rule, gap.version, gap.indicator, gap.summary,
+                       " ".join(gap.evidence)]
                 gaps_out.write(orjson.dumps([gap.patient_id, gap.rule, gap.issue, row]) + b"\n")
             people.write(orjson.dumps([key, outcome[0], [[g.rule, g.indicator, g.summary]
                                                           for g in sorted(outcome[1].gaps,
@@ -294,27 +349,30 @@ def _patient(job: Job, evaluator: PatientEvaluator, key: str, entries: list[tupl
              meds: dict[str, dict[str, Any]], tally: Tally, aside: list[dict[str, Any]],
              ) -> tuple[str, Outcome] | None:
     """One patient's lines: checked, evaluated and counted. Returns (sex, outcome) when evaluated."""
-    parsed = [(job.names[i], n, orjson.loads(text)) for i, n, text in entries]
-    patients = [(name, n, obj) for name, n, obj in parsed if obj.get("resourceType") == "Patient"]
+    parsed = [(job.names[i], n, orjson.loads(text), text) for i, n, text in entries]
+    patients = [(name, n, obj, raw) for name, n, obj, raw in parsed if obj.get("resourceType") == "Patient"]
     if not patients:
-        for name, n, obj in parsed:
+        for name, n, obj, _ in parsed:
             aside.append(_aside("orphan", name, n, f"{_name_of(obj)}: its patient is not in the export"))
         return None
     first = patients[0]
     record: list[dict[str, Any]] = []
-    patient_problem = r4_problem(first[2], where=f"{first[0]}:{first[1]}")
-    for name, n, obj in parsed:
+    models = evaluator.models
+    patient_problem = r4_problem(first[2], where=f"{first[0]}:{first[1]}", raw=first[3], cache=models)
+    for name, n, obj, raw in parsed:
         where = f"{name}:{n}"
         if obj is not first[2] and obj.get("resourceType") == "Patient":
-            aside.append(_aside("duplicate", name, n, "a second Patient with the same id (the first is used)"))
+            aside.append(_aside("duplicate", name, n,
+                                "a second Patient with the same id (the first is used)"))
             continue
         if patient_problem:
             if obj is first[2]:
                 aside.append(_aside("invalid", name, n, patient_problem))
             else:
-                aside.append(_aside("orphan", name, n, f"{_name_of(obj)}: its Patient was set aside (not R4)"))
+                aside.append(_aside("orphan", name, n,
+                                    f"{_name_of(obj)}: its Patient was set aside (not R4)"))
             continue
-        problem = r4_problem(obj, where=where) if obj is not first[2] else None
+        problem = r4_problem(obj, where=where, raw=raw, cache=models) if obj is not first[2] else None
         if problem:
             aside.append(_aside("invalid", name, n, problem))
             continue
@@ -332,7 +390,8 @@ def _patient(job: Job, evaluator: PatientEvaluator, key: str, entries: list[tupl
         outcome = evaluator.evaluate(key, record, job.at)
     except CdsError as exc:
         tally.data["notEvaluated"] += 1
-        aside.append(_aside("not-evaluated", first[0], first[1], f"patient-view refused the record: {exc.message}"))
+        aside.append(_aside("not-evaluated", first[0], first[1],
+                            f"patient-view refused the record: {exc.message}"))
         return None
     if outcome.out_of_scope is not None:
         tally.data["outOfScope"][str(outcome.out_of_scope.get("code"))] += 1

@@ -19,11 +19,12 @@ BAR = "#1f5fa8"
 
 def bar_chart(title: str, rows: list[tuple[str, int]], *, colours: dict[str, str] | None = None) -> str:
     """A horizontal bar chart as an inline ``<svg>`` (role img, titled), one bar per (label, value)."""
-    label_w, bar_w, row_h = 300, 360, 24
+    label_w, bar_w, row_h = 400, 340, 24
     height = max(1, len(rows)) * row_h + 36
     peak = max([v for _, v in rows] + [1])
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" width="{label_w + bar_w + 70}" '
-             f'height="{height}" viewBox="0 0 {label_w + bar_w + 70} {height}">',
+    width_all = label_w + bar_w + 70
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" width="{width_all}" '
+             f'height="{height}" viewBox="0 0 {width_all} {height}">',
              f"<title>{escape(title)}</title>",
              f'<text x="0" y="16" font-weight="bold" font-size="14">{escape(title)}</text>']
     if not rows:
@@ -80,8 +81,10 @@ def render(summary: dict[str, Any], patients: Iterable[list[Any]]) -> str:
         rows.append(f"<tr><td>{escape(patient_id)}</td><td>{len(items)}</td>"
                     f'<td><ul class="gaps">{listed}</ul></td></tr>')
     indicator_order = ["critical", "warning", "info"]
-    per_indicator = sorted(gaps["perIndicator"].items(),
-                           key=lambda kv: (indicator_order.index(kv[0]) if kv[0] in indicator_order else 9, kv[0]))
+    def rank(kv: tuple[str, int]) -> tuple[int, str]:
+        return (indicator_order.index(kv[0]) if kv[0] in indicator_order else 9, kv[0])
+
+    per_indicator = sorted(gaps["perIndicator"].items(), key=rank)
     charts = [
         bar_chart("Gaps per rule", sorted(gaps["perRule"].items(), key=lambda kv: (-kv[1], kv[0]))),
         bar_chart("Gaps per indicator", per_indicator, colours=COLOURS),

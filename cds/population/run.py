@@ -1,6 +1,7 @@
 """``run_gaps``: a care-gap run over an export folder, in-process or on a Dask cluster, audited.
 
-    find the files (export.find)  ->  map: each file's lines to buckets by patient  (one task per file)
+    find the files (export.find)  ->  map: each line to a bucket by its patient    (one task per file
+                                                                                     or byte range)
                                   ->  reduce: each bucket's patients evaluated       (one task per bucket)
                                   ->  merge: gaps.ndjson, gaps.csv, report.html, summary.json
                                   ->  one record in the audit trail
@@ -15,6 +16,7 @@ pack stops the run).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import getpass
 import logging
@@ -35,20 +37,37 @@ from typing import Any
 from cds import settings
 from cds.ledger.runs import append_run, run_content
 from cds.population import outputs, report
-from cds.population.export import Export, find, sha256_of
-from cds.population.partition import Job, PackMismatch, evaluator_for, map_file, reduce_partition
+from cds.population.export import Export, Piece, find, pieces, sha256_of
+from cds.population.partition import (
+    Job,
+    PackMismatch,
+    evaluator_for,
+    fix_lines,
+    map_piece,
+    reduce_partition,
+    use_pack,
+)
 from cds.rules.pack import RulePack
 from cds.rules.pack import load as load_pack
 
 #: input bytes per bucket: a reducer holds one bucket's lines in memory at a time
 BUCKET_BYTES = 32 << 20
 MAX_PARTITIONS = 512
+PIECE_MIN, PIECE_MAX = 4 << 20, 64 << 20
 OUTPUTS = ("gaps.ndjson", "gaps.csv", "report.html")
 
 
 def today_utc() -> dt.datetime:
     """The default run date: today, at midnight UTC (two runs on one day give the same files)."""
     return dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(0), tzinfo=dt.UTC)
+
+
+def piece_bytes(total_bytes: int, workers: int) -> int:
+    """How much of a plain file one map task reads: files are split so that every worker has a few tasks,
+    in pieces of PIECE_MIN to PIECE_MAX bytes (a gzip file is read whole)."""
+    if workers <= 1:
+        return PIECE_MAX
+    return max(PIECE_MIN, min(PIECE_MAX, total_bytes // (workers * 4) + 1))
 
 
 def partitions_for(total_bytes: int, workers: int) -> int:
@@ -94,14 +113,14 @@ class _Engine:
     name = "local"
     workers = 1
 
-    def map(self, job: Job, export: Export) -> list[dict[str, Any]]:
-        return [map_file(job, f) for f in export.files]
+    def map(self, job: Job, shares: list[Piece]) -> list[dict[str, Any]]:
+        return [map_piece(job, piece) for piece in shares]
 
     def reduce(self, job: Job, progress: _Progress) -> list[dict[str, Any]]:
         return [reduce_partition(job, p, on_patient=progress.update) for p in range(job.partitions)]
 
-    def check(self, job: Job) -> None:
-        check_worker_pack(job)
+    def prepare(self, job: Job, pack: RulePack) -> None:
+        use_pack(job, pack)  # the driver's pack, loaded once
 
 
 class _Dask(_Engine):
@@ -110,18 +129,16 @@ class _Dask(_Engine):
         self.name = str(client.scheduler.address)
         self.workers = max(1, len(client.scheduler_info().get("workers", {})))
 
-    def check(self, job: Job) -> None:
-        try:
-            hashes = self.client.run(check_worker_pack, job)
-        except PackMismatch:
-            raise
+    def prepare(self, job: Job, pack: RulePack) -> None:
+        """Every worker loads the pack now, and says its hash: one with another pack stops the run."""
+        hashes = self.client.run(check_worker_pack, job)
         mismatched = sorted(addr for addr, found in hashes.items() if found != job.pack_hash)
         if mismatched:
             raise PackMismatch(f"worker {mismatched[0]} has another rule pack than the run's "
                                f"(sha256 {job.pack_hash[:12]}): install the same rule pack on every worker")
 
-    def map(self, job: Job, export: Export) -> list[dict[str, Any]]:
-        futures = self.client.map(partial(map_file, job), export.files, pure=False)
+    def map(self, job: Job, shares: list[Piece]) -> list[dict[str, Any]]:
+        futures = self.client.map(partial(map_piece, job), shares, pure=False)
         return list(self.client.gather(futures))
 
     def reduce(self, job: Job, progress: _Progress) -> list[dict[str, Any]]:
@@ -144,8 +161,10 @@ def _engine(workers: int, scheduler: str | None) -> Iterator[_Engine]:
         return
     from distributed import Client, LocalCluster
 
-    for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    # a task's failure is the command's one line (its exception, raised here), not the workers' log lines
+    for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny",
+                 "distributed.client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     if scheduler:
         try:
             client = Client(scheduler, timeout="30s")
@@ -158,8 +177,8 @@ def _engine(workers: int, scheduler: str | None) -> Iterator[_Engine]:
         finally:
             client.close()
         return
-    cluster = LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=None,
-                           silence_logs=logging.ERROR)
+    cluster = LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=":0",
+                           silence_logs=logging.CRITICAL)
     client = Client(cluster)
     try:
         yield _Dask(client)
@@ -168,7 +187,12 @@ def _engine(workers: int, scheduler: str | None) -> Iterator[_Engine]:
         cluster.close()
 
 
-# -- the run ---------------------------------------------------------------------------------------------------
+# -- the run ------------------------------------------------------------------------------------------------
+
+def _path(value: Any) -> str | None:
+    """A path setting as the workers open it (absolute); None (the packaged rules) when it is not set."""
+    return str(Path(value).resolve()) if value else None
+
 
 def _pack(values: dict[str, Any]) -> RulePack:
     return load_pack(values["RULES_DIR"] or None, values["SITE_CONFIG"] or None)
@@ -205,10 +229,12 @@ def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int |
         with _engine(n_workers, scheduler) as engine:
             job = Job(scratch=str(scratch_dir.resolve()), at=at, pack_hash=pack.content_hash,
                       partitions=partitions_for(total_bytes, max(n_workers, engine.workers)),
-                      rules_dir=str(Path(pack.directory).resolve()), site_config=values["SITE_CONFIG"] or None,
+                      rules_dir=_path(values["RULES_DIR"]), site_config=_path(values["SITE_CONFIG"]),
                       source_label=values["SOURCE_LABEL"], names=tuple(f.name for f in export.files))
-            engine.check(job)
-            mapped = engine.map(job, export)
+            engine.prepare(job, pack)
+            shares = pieces(export, piece_bytes(total_bytes, engine.workers))
+            mapped, offsets = fix_lines(engine.map(job, shares))
+            job = dataclasses.replace(job, line_offsets=offsets)
             bar = _Progress(progress, sum(m["patients"] for m in mapped))
             try:
                 tallies = engine.reduce(job, bar)
@@ -241,10 +267,12 @@ def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int |
     run = {
         "user": _user(), "host": socket.gethostname(), "at": at.isoformat(), "export": str(export_dir),
         "out": str(out_dir), "engine": engine_name, "workers": engine_workers, "strict": strict,
-        "inputs": [{"file": i["file"], "sha256": i["sha256"], "lines": i["lines"]} for i in summary["inputs"]],
+        "inputs": [{"file": i["file"], "sha256": i["sha256"], "lines": i["lines"]}
+                   for i in summary["inputs"]],
         "outputs": [{"file": o["file"], "sha256": o["sha256"]} for o in summary["outputs"]]
                    + [{"file": "summary.json", "sha256": sha256_of(out_dir / "summary.json")}],
-        "counts": {**summary["patients"], "gaps": summary["gaps"]["total"], "perRule": summary["gaps"]["perRule"],
+        "counts": {**summary["patients"], "gaps": summary["gaps"]["total"],
+                   "perRule": summary["gaps"]["perRule"],
                    "perIndicator": summary["gaps"]["perIndicator"], "setAside": aside},
     }
     content = run_content(pack, started=started, elapsed_seconds=summary["elapsedSeconds"],

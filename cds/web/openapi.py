@@ -29,7 +29,7 @@ from cds.hooks.schemas import (
     schema_ref,
 )
 from cds.hooks.services import discovery_document
-from cds.review import openapi as _audit
+from cds.review import auditor_openapi as _audit
 
 bp = Blueprint("openapi", __name__)
 
@@ -97,7 +97,7 @@ PATHS: dict[str, Any] = {
                     "timeout",
                 ),
                 "503": error_response(
-                    "The call is not answered: the audit trail or the token replay store cannot take it "
+                    "The call is not answered: the audit trail or the token-id store cannot take it "
                     "(transient), or it ran out of its time or work budget (too-costly, naming the budget).",
                     "the call holds more than 5000 resources to validate (CDS_CALL_MAX_RESOURCES)",
                     "too-costly",
@@ -198,7 +198,7 @@ PATHS: dict[str, Any] = {
 
 # ---------------------------------------------------------------------------------------------------------
 # AUDITOR API: the JSON paths under /audit/api, their schemas and the auditor credentials (Bearer token or
-# HTTP Basic), defined in cds/review/openapi.py. The auditor's HTML pages (/audit/...) are not in the
+# HTTP Basic), defined in cds/review/auditor_openapi.py. The auditor's HTML pages (/audit/...) are not in the
 # document.
 AUDIT_PATHS: dict[str, Any] = _audit.AUDIT_PATHS
 AUDIT_SCHEMAS: dict[str, Any] = _audit.AUDIT_SCHEMAS
