@@ -243,6 +243,7 @@ def _hostile_export(folder: Path) -> None:
         {"resourceType": "Patient"},
         '["a", "list"]',
         patient("p2", gender="male", birth="1960-01-01"),
+        {**patient("p3"), "birthDate": "in the spring"},
     ])
     write_ndjson(folder / "Observation.000.ndjson", [
         obs("2243-4", 8, "pg/mL", "2026-10-01", pid="p2"),
@@ -251,6 +252,7 @@ def _hostile_export(folder: Path) -> None:
          "effectiveDateTime": "last tuesday"},
         {"id": "no-type"},
         "",
+        obs("1989-3", 30, "ng/mL", "2026-10-01", pid="p3"),
     ])
     absolute = dict(med(pid="p2", mid="mr-2"))
     absolute["subject"] = {"reference": "https://ehr.example.org/fhir/Patient/p2"}
@@ -268,16 +270,20 @@ def test_broken_lines_orphans_and_invalid_r4_are_set_aside_with_file_and_line(tm
     assert aside == {
         ("Patient.ndjson", 2, "malformed"), ("Patient.ndjson", 3, "malformed"),
         ("Patient.ndjson", 4, "malformed"),
+        ("Patient.ndjson", 6, "invalid"),
         ("Observation.000.ndjson", 2, "orphan"), ("Observation.000.ndjson", 3, "invalid"),
-        ("Observation.000.ndjson", 4, "malformed"),
+        ("Observation.000.ndjson", 4, "malformed"), ("Observation.000.ndjson", 6, "orphan"),
     }
     reasons = {(i["file"], i["line"]): i["reason"] for i in summary["setAside"]["lines"]}
     assert reasons[("Patient.ndjson", 2)].startswith("not JSON")
     assert reasons[("Patient.ndjson", 4)] == "not a JSON object"
     assert "not in the export" in reasons[("Observation.000.ndjson", 2)]
     assert "effectiveDateTime" in reasons[("Observation.000.ndjson", 3)]
-    assert summary["setAside"]["total"] == 6 and "6 line(s) set aside" in printed
-    assert summary["patients"]["read"] == 2 and summary["patients"]["inScope"] == 2
+    assert summary["setAside"]["total"] == 8 and "8 line(s) set aside" in printed
+    assert "its Patient was set aside" in reasons[("Observation.000.ndjson", 6)]
+    counts = summary["patients"]
+    assert counts["read"] == 3 and counts["inScope"] == 2 and counts["setAside"] == 1
+    assert counts["read"] == sum(counts[k] for k in ("inScope", "outOfScope", "notEvaluated", "setAside"))
     files = {i["file"]: i for i in summary["inputs"]}
     assert files["1.MedicationRequest.ndjson.gz"]["lines"] == 2
     assert files["Observation.000.ndjson"]["blank"] == 1
