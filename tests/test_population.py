@@ -333,6 +333,24 @@ def test_a_manifest_naming_a_missing_file_or_a_folder_without_ndjson_stops_the_r
     assert code == 2 and "Patient.000.ndjson" in err and len(err.strip().splitlines()) == 1
 
 
+def test_the_manifest_s_error_files_are_counted_as_the_server_s_errors(tmp_path, capsys):
+    export = tmp_path / "export"
+    shutil.copytree(EXPORT, export)
+    outcome = {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "processing", "diagnostics": "Observation/x could not be exported"}]}
+    write_ndjson(export / "err.ndjson", [outcome, outcome])
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["error"] = [{"type": "OperationOutcome", "url": "https://bulk.example.org/fhir/bulkfiles/err.ndjson"}]
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "out"
+    assert gaps([str(export), "--out", str(out), "--at", AT, "--workers", "1"], capsys)[0] == 0
+    summary = summary_of(out)
+    assert summary["exportErrors"] == 2 and summary["manifest"]["transactionTime"]
+    assert {"file": "err.ndjson", "role": "error"}.items() <= next(
+        i for i in summary["inputs"] if i["file"] == "err.ndjson").items()
+    assert summary["gaps"]["total"] == 11 and summary["setAside"]["total"] == 1
+
+
 def test_a_medication_reference_is_resolved_across_the_export_as_the_hook_resolves_it(tmp_path, capsys):
     """A MedicationRequest naming its drug by ``medicationReference`` (a Medication in another file): the
     gaps are the cards patient-view gives for the bundle holding the patient, the order and the drug."""
