@@ -330,8 +330,9 @@ def reduce_partition(job: Job, p: int, on_patient: Callable[[], None] | None = N
     with open(out / f"p{p:04d}.gaps", "wb") as gaps_out, open(out / f"p{p:04d}.patients", "wb") as people:
         for key in sorted(groups):
             entries = sorted(groups.pop(key))
+            read = tally.data["patients"]
             outcome = _patient(job, evaluator, key, entries, meds, tally, aside)
-            if on_patient is not None and outcome is not None:
+            if on_patient is not None and tally.data["patients"] > read:  # a patient, evaluated or set aside
                 on_patient()
             if outcome is None or not outcome[1].gaps:
                 continue

@@ -28,7 +28,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -205,8 +205,7 @@ def _count_lines(path: Path) -> int:
 
 def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int | None = None,
              scheduler: str | None = None, strict: bool = False, progress: bool = True,
-             scratch: Path | None = None, on_done: Callable[[dict[str, Any]], None] | None = None,
-             ) -> dict[str, Any]:
+             scratch: Path | None = None) -> dict[str, Any]:
     """Run the rule pack over the export in ``export_dir``; write gaps.ndjson, gaps.csv, report.html and
     summary.json to ``out_dir``; append the run's audit record; return the summary.
 
@@ -275,8 +274,6 @@ def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int |
     content = run_content(pack, started=started, elapsed_seconds=summary["elapsedSeconds"],
                           outcome="ok" if not aside else "set-aside", run=run, record_id=record_id)
     summary["audit"]["seq"] = append_run(values, content)
-    if on_done is not None:
-        on_done(summary)
     return summary
 
 
