@@ -171,3 +171,30 @@ def test_the_stage_check_fails_on_a_call_back_up(hook_call, violation):
     caller, entered = violation
     injected = [*hops[: len(hops) // 2], violation, *hops[len(hops) // 2:]]
     assert upward(injected) == [f"{short(caller)} -> {short(entered)}"]
+
+
+def test_a_call_that_fetches_its_prefetch_never_goes_back_up_the_stages(httpserver, tmp_path):
+    """The same checks when every key is fetched from the EHR's FHIR server (a real socket): gathering asks
+    the call layer's own client, and nothing below the call layer calls up into it."""
+    from fhir_server_support import ANY_PATH, NOW, FakeFhir
+    from fhir_server_support import hook_body as fetch_body
+
+    httpserver.expect_request(ANY_PATH).respond_with_handler(FakeFhir())
+    app = create_app({"DEV_MODE": False, "TRUSTED_CLIENTS": str(trusted_clients_file_in(tmp_path)),
+                      "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3", "AUDIT": True,
+                      "AUDIT_SPOOL_DIR": str(tmp_path / "spool"), "PUBLIC_URL": "http://localhost",
+                      "AUDIT_PATIENT_KEY_SECRET": "walk-patient-key-secret-0123456789",
+                      "LINK_SECRET": "walk-link-secret-0123456789abcdef", "LOG_LEVEL": "WARNING",
+                      "NOW": NOW, "FHIR_SERVER_ALLOWLIST": httpserver.url_for("/fhir")})
+    client = app.test_client()
+    path = "/cds-services/bone-health-patient-view"
+    body = fetch_body(fhir_server=httpserver.url_for("/fhir"))
+    headers = {"Authorization": "Bearer " + make_token("http://localhost" + path)}
+    try:
+        response, hops = traced(lambda: client.post(path, json=body, headers=headers))
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert response.get_json()["cards"]
+        assert ("cds.call.prefetch", "cds.call.fhir_client") in hops  # it did fetch
+        assert upward(hops) == []
+    finally:
+        app.extensions["cds.audit"].close()

@@ -12,11 +12,12 @@ from builders import hook_body, med, obs, patient
 
 from cds import create_app
 from cds.auth.links import verify as verify_link
+from cds.call.prefetch import gather
 from cds.call.service import HookService
 from cds.decide.case import build_case
 from cds.decide.evaluate import Evaluator
 from cds.errors import CdsError, TokenReplayed
-from cds.fhir.prefetch import Gathered, gather
+from cds.fhir.gathered import Gathered
 from cds.hooks.envelope import parse_hook_request
 from cds.hooks.services import prefetch_templates
 from cds.ledger.memory import MemoryLedger

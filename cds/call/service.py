@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds.call.budget import Budget
+from cds.call.prefetch import Fetch, gather
 from cds.deadline import call_limit
 from cds.decide.case import Case, build_case
 from cds.decide.derived import DerivedCache, derived_key, derived_size
 from cds.decide.evaluate import Evaluation, Evaluator
 from cds.errors import CdsError, UnknownService
 from cds.fhir import parse as fhir_parse
-from cds.fhir.prefetch import Fetch, Gathered, gather
+from cds.fhir.gathered import Gathered
 from cds.hooks.envelope import HookRequest, parse_hook_request
 from cds.hooks.services import hook_of, prefetch_templates
 from cds.ledger.port import CallRecord, Ledger
