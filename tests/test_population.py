@@ -481,6 +481,23 @@ def test_each_run_is_one_audit_record_listed_shown_and_verified(tmp_path, capsys
     assert "audit chain OK" in capsys.readouterr().out
 
 
+@pytest.mark.postgres
+def test_run_records_on_postgresql_are_links_of_the_chain_and_verify(pg_base_url, tmp_path, capsys,
+                                                                      monkeypatch):
+    """On PostgreSQL each run claims a chain of its own for its one record (as a service process does),
+    and lets it go: two runs, and the trail verifies."""
+    monkeypatch.setenv("CDS_DATABASE_URL", pg_base_url)
+    for name in ("one", "two"):
+        code = gaps([str(EXPORT), "--out", str(tmp_path / name), "--at", AT, "--workers", "1"], capsys)[0]
+        assert code == 0
+    assert main(["audit", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    ids = {r["id"] for r in listed["records"] if r["service"] == "population-gaps"}
+    assert ids == {summary_of(tmp_path / n)["audit"]["recordId"] for n in ("one", "two")}
+    assert main(["audit", "verify"]) == 0
+    assert "audit chain OK" in capsys.readouterr().out
+
+
 def test_the_auditor_page_shows_a_run_record(tmp_path, capsys, auth_config):
     import hashlib as h
 
