@@ -331,6 +331,8 @@ def test_a_manifest_naming_a_missing_file_or_a_folder_without_ndjson_stops_the_r
         "error": []}))
     code, _, err = gaps([str(export), "--out", str(tmp_path / "out"), "--workers", "1"], capsys)
     assert code == 2 and "Patient.000.ndjson" in err and len(err.strip().splitlines()) == 1
+    code, _, err = gaps([str(EXPORT), "--out", str(EXPORT), "--workers", "1"], capsys)
+    assert code == 2 and "is the export folder" in err and len(err.strip().splitlines()) == 1
 
 
 def test_the_manifest_s_error_files_are_counted_as_the_server_s_errors(tmp_path, capsys):

@@ -37,7 +37,7 @@ from typing import Any
 from cds import settings
 from cds.ledger.runs import append_run, run_content
 from cds.population import outputs, report
-from cds.population.export import Export, Piece, find, pieces, sha256_of
+from cds.population.export import Export, Piece, Stopped, find, pieces, sha256_of
 from cds.population.partition import (
     Job,
     PackMismatch,
@@ -169,8 +169,6 @@ def _engine(workers: int, scheduler: str | None) -> Iterator[_Engine]:
         try:
             client = Client(scheduler, timeout="30s")
         except (OSError, TimeoutError) as exc:
-            from cds.population.export import Stopped
-
             raise Stopped(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
         try:
             yield _Dask(client)
@@ -216,6 +214,9 @@ def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int |
     values = settings.load()
     pack = _pack(values)
     export_dir, out_dir = Path(export_dir), Path(out_dir)
+    if out_dir.resolve() == export_dir.resolve():
+        raise Stopped(f"--out {out_dir} is the export folder: give another (its gaps.ndjson would be read as "
+                      "part of the export next time)")
     export = find(export_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_workers = (os.cpu_count() or 1) if workers is None else workers
