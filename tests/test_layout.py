@@ -64,6 +64,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("review", ("cds.review",)),
     ("clinician", ("cds.clinician",)),
     ("toolkit", ("cds.toolkit",)),
+    ("population", ("cds.population",)),
     ("web", ("cds.web",)),
     ("entry", ("cds", "cds.cli", "cds.__main__")),
 ]
