@@ -243,6 +243,7 @@ def _hostile_export(folder: Path) -> None:
         {"resourceType": "Patient"},
         '["a", "list"]',
         patient("p2", gender="male", birth="1960-01-01"),
+        {**patient("p3"), "birthDate": "in the spring"},
     ])
     write_ndjson(folder / "Observation.000.ndjson", [
         obs("2243-4", 8, "pg/mL", "2026-10-01", pid="p2"),
@@ -251,6 +252,7 @@ def _hostile_export(folder: Path) -> None:
          "effectiveDateTime": "last tuesday"},
         {"id": "no-type"},
         "",
+        obs("1989-3", 30, "ng/mL", "2026-10-01", pid="p3"),
     ])
     absolute = dict(med(pid="p2", mid="mr-2"))
     absolute["subject"] = {"reference": "https://ehr.example.org/fhir/Patient/p2"}
@@ -268,16 +270,20 @@ def test_broken_lines_orphans_and_invalid_r4_are_set_aside_with_file_and_line(tm
     assert aside == {
         ("Patient.ndjson", 2, "malformed"), ("Patient.ndjson", 3, "malformed"),
         ("Patient.ndjson", 4, "malformed"),
+        ("Patient.ndjson", 6, "invalid"),
         ("Observation.000.ndjson", 2, "orphan"), ("Observation.000.ndjson", 3, "invalid"),
-        ("Observation.000.ndjson", 4, "malformed"),
+        ("Observation.000.ndjson", 4, "malformed"), ("Observation.000.ndjson", 6, "orphan"),
     }
     reasons = {(i["file"], i["line"]): i["reason"] for i in summary["setAside"]["lines"]}
     assert reasons[("Patient.ndjson", 2)].startswith("not JSON")
     assert reasons[("Patient.ndjson", 4)] == "not a JSON object"
     assert "not in the export" in reasons[("Observation.000.ndjson", 2)]
     assert "effectiveDateTime" in reasons[("Observation.000.ndjson", 3)]
-    assert summary["setAside"]["total"] == 6 and "6 line(s) set aside" in printed
-    assert summary["patients"]["read"] == 2 and summary["patients"]["inScope"] == 2
+    assert summary["setAside"]["total"] == 8 and "8 line(s) set aside" in printed
+    assert "its Patient was set aside" in reasons[("Observation.000.ndjson", 6)]
+    counts = summary["patients"]
+    assert counts["read"] == 3 and counts["inScope"] == 2 and counts["setAside"] == 1
+    assert counts["read"] == sum(counts[k] for k in ("inScope", "outOfScope", "notEvaluated", "setAside"))
     files = {i["file"]: i for i in summary["inputs"]}
     assert files["1.MedicationRequest.ndjson.gz"]["lines"] == 2
     assert files["Observation.000.ndjson"]["blank"] == 1
@@ -325,6 +331,26 @@ def test_a_manifest_naming_a_missing_file_or_a_folder_without_ndjson_stops_the_r
         "error": []}))
     code, _, err = gaps([str(export), "--out", str(tmp_path / "out"), "--workers", "1"], capsys)
     assert code == 2 and "Patient.000.ndjson" in err and len(err.strip().splitlines()) == 1
+    code, _, err = gaps([str(EXPORT), "--out", str(EXPORT), "--workers", "1"], capsys)
+    assert code == 2 and "is the export folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_manifest_s_error_files_are_counted_as_the_server_s_errors(tmp_path, capsys):
+    export = tmp_path / "export"
+    shutil.copytree(EXPORT, export)
+    outcome = {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "processing", "diagnostics": "Observation/x could not be exported"}]}
+    write_ndjson(export / "err.ndjson", [outcome, outcome])
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["error"] = [{"type": "OperationOutcome", "url": "https://bulk.example.org/fhir/bulkfiles/err.ndjson"}]
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "out"
+    assert gaps([str(export), "--out", str(out), "--at", AT, "--workers", "1"], capsys)[0] == 0
+    summary = summary_of(out)
+    assert summary["exportErrors"] == 2 and summary["manifest"]["transactionTime"]
+    assert {"file": "err.ndjson", "role": "error"}.items() <= next(
+        i for i in summary["inputs"] if i["file"] == "err.ndjson").items()
+    assert summary["gaps"]["total"] == 11 and summary["setAside"]["total"] == 1
 
 
 def test_a_medication_reference_is_resolved_across_the_export_as_the_hook_resolves_it(tmp_path, capsys):
@@ -453,6 +479,23 @@ def test_each_run_is_one_audit_record_listed_shown_and_verified(tmp_path, capsys
     assert main(["audit", "show", str(run["seq"])]) == 0
     shown = capsys.readouterr().out
     assert "population-gaps" in shown and f"output gaps.ndjson  sha256 {shas['gaps.ndjson']}" in shown
+    assert main(["audit", "verify"]) == 0
+    assert "audit chain OK" in capsys.readouterr().out
+
+
+@pytest.mark.postgres
+def test_run_records_on_postgresql_are_links_of_the_chain_and_verify(pg_base_url, tmp_path, capsys,
+                                                                      monkeypatch):
+    """On PostgreSQL each run claims a chain of its own for its one record (as a service process does),
+    and lets it go: two runs, and the trail verifies."""
+    monkeypatch.setenv("CDS_DATABASE_URL", pg_base_url)
+    for name in ("one", "two"):
+        code = gaps([str(EXPORT), "--out", str(tmp_path / name), "--at", AT, "--workers", "1"], capsys)[0]
+        assert code == 0
+    assert main(["audit", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    ids = {r["id"] for r in listed["records"] if r["service"] == "population-gaps"}
+    assert ids == {summary_of(tmp_path / n)["audit"]["recordId"] for n in ("one", "two")}
     assert main(["audit", "verify"]) == 0
     assert "audit chain OK" in capsys.readouterr().out
 

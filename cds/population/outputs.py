@@ -55,10 +55,11 @@ def _add_groups(into: dict[str, dict[str, int]], more: dict[str, dict[str, int]]
 
 def merge_tallies(tallies: list[dict[str, Any]]) -> dict[str, Any]:
     total: dict[str, Any] = {"patients": 0, "inScope": 0, "withGaps": 0, "notEvaluated": 0, "gaps": 0,
+                             "patientsSetAside": 0,
                              "outOfScope": Counter(), "perRule": Counter(), "perIndicator": Counter(),
                              "bySex": {}, "byAgeBand": {}, "setAside": []}
     for t in tallies:
-        for k in ("patients", "inScope", "withGaps", "notEvaluated", "gaps"):
+        for k in ("patients", "inScope", "withGaps", "notEvaluated", "gaps", "patientsSetAside"):
             total[k] += t[k]
         for k in ("outOfScope", "perRule", "perIndicator"):
             total[k].update(t[k])

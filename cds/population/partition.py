@@ -300,7 +300,7 @@ class Tally:
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {
-            "patients": 0, "inScope": 0, "withGaps": 0, "notEvaluated": 0, "gaps": 0,
+            "patients": 0, "inScope": 0, "withGaps": 0, "notEvaluated": 0, "gaps": 0, "patientsSetAside": 0,
             "outOfScope": Counter(), "perRule": Counter(), "perIndicator": Counter(),
             "bySex": {}, "byAgeBand": {}, "setAside": [],
         }
@@ -330,8 +330,9 @@ def reduce_partition(job: Job, p: int, on_patient: Callable[[], None] | None = N
     with open(out / f"p{p:04d}.gaps", "wb") as gaps_out, open(out / f"p{p:04d}.patients", "wb") as people:
         for key in sorted(groups):
             entries = sorted(groups.pop(key))
+            read = tally.data["patients"]
             outcome = _patient(job, evaluator, key, entries, meds, tally, aside)
-            if on_patient is not None and outcome is not None:
+            if on_patient is not None and tally.data["patients"] > read:  # a patient, evaluated or set aside
                 on_patient()
             if outcome is None or not outcome[1].gaps:
                 continue
@@ -377,7 +378,9 @@ def _patient(job: Job, evaluator: PatientEvaluator, key: str, entries: list[tupl
             aside.append(_aside("invalid", name, n, problem))
             continue
         record.append(obj)
-    if patient_problem:
+    if patient_problem:  # read, and set aside: its Patient is not R4
+        tally.data["patients"] += 1
+        tally.data["patientsSetAside"] += 1
         return None
     record = [first[2]] + [r for r in record if r is not first[2]]
     record += _referenced_medications(record, meds)

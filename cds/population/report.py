@@ -96,6 +96,7 @@ def render(summary: dict[str, Any], patients: Iterable[list[Any]]) -> str:
         ["patients read", counts["read"]], ["in scope", counts["inScope"]],
         ["out of scope (deceased, under the adult age...)", counts["outOfScope"]],
         ["not evaluated (the record was refused)", counts["notEvaluated"]],
+        ["set aside (the Patient resource is not valid R4)", counts["setAside"]],
         ["with at least one gap", counts["withGaps"]], ["gaps", gaps["total"]],
         ["lines set aside", set_aside["total"]],
     ])

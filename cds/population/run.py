@@ -28,7 +28,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -37,7 +37,7 @@ from typing import Any
 from cds import settings
 from cds.ledger.runs import append_run, run_content
 from cds.population import outputs, report
-from cds.population.export import Export, Piece, find, pieces, sha256_of
+from cds.population.export import Export, Piece, Stopped, find, pieces, sha256_of
 from cds.population.partition import (
     Job,
     PackMismatch,
@@ -169,8 +169,6 @@ def _engine(workers: int, scheduler: str | None) -> Iterator[_Engine]:
         try:
             client = Client(scheduler, timeout="30s")
         except (OSError, TimeoutError) as exc:
-            from cds.population.export import Stopped
-
             raise Stopped(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
         try:
             yield _Dask(client)
@@ -205,8 +203,7 @@ def _count_lines(path: Path) -> int:
 
 def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int | None = None,
              scheduler: str | None = None, strict: bool = False, progress: bool = True,
-             scratch: Path | None = None, on_done: Callable[[dict[str, Any]], None] | None = None,
-             bulk_export: dict[str, Any] | None = None) -> dict[str, Any]:
+             scratch: Path | None = None, bulk_export: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the rule pack over the export in ``export_dir``; write gaps.ndjson, gaps.csv, report.html and
     summary.json to ``out_dir``; append the run's audit record; return the summary.
 
@@ -218,6 +215,9 @@ def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int |
     values = settings.load()
     pack = _pack(values)
     export_dir, out_dir = Path(export_dir), Path(out_dir)
+    if out_dir.resolve() == export_dir.resolve():
+        raise Stopped(f"--out {out_dir} is the export folder: give another (its gaps.ndjson would be read as "
+                      "part of the export next time)")
     export = find(export_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_workers = (os.cpu_count() or 1) if workers is None else workers
@@ -278,8 +278,6 @@ def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int |
     content = run_content(pack, started=started, elapsed_seconds=summary["elapsedSeconds"],
                           outcome="ok" if not aside else "set-aside", run=run, record_id=record_id)
     summary["audit"]["seq"] = append_run(values, content)
-    if on_done is not None:
-        on_done(summary)
     return summary
 
 
@@ -300,7 +298,8 @@ def _summary(export: Export, export_dir: Path, pack: RulePack, at: dt.datetime, 
         "inputs": [{k: m[k] for k in ("file", "role", "listedType", "bytes", "sha256", "lines", "blank",
                                       "resources")} for m in mapped],
         "patients": {"read": total["patients"], "inScope": total["inScope"], "outOfScope": out_of_scope,
-                     "notEvaluated": total["notEvaluated"], "withGaps": total["withGaps"]},
+                     "notEvaluated": total["notEvaluated"], "setAside": total["patientsSetAside"],
+                     "withGaps": total["withGaps"]},
         "outOfScope": total["outOfScope"],
         "gaps": {"total": total["gaps"], "perRule": total["perRule"], "perIndicator": total["perIndicator"]},
         "bySex": total["bySex"],
