@@ -72,9 +72,12 @@ def _evaluate(bundle: Path, capsys) -> dict[str, Any]:
     return json.loads(capsys.readouterr().out)
 
 
-def test_the_gaps_are_the_patient_view_cards_of_every_bundle_of_the_realistic_corpus(tmp_path, capsys):
+@pytest.mark.parametrize("validate_all", [True, False], ids=["validate-all", "as-the-hook-validates"])
+def test_the_gaps_are_the_patient_view_cards_of_every_bundle_of_the_realistic_corpus(tmp_path, capsys,
+                                                                                      validate_all):
     out = tmp_path / "out"
-    code, printed, _ = gaps([str(EXPORT), "--out", str(out), "--at", AT, "--workers", "1"], capsys)
+    flag = ["--validate-all"] if validate_all else []
+    code, printed, _ = gaps([str(EXPORT), "--out", str(out), "--at", AT, "--workers", "1", *flag], capsys)
     assert code == 0, printed
     summary = summary_of(out)
     rows = (out / "gaps.csv").read_text().splitlines()[1:]
@@ -104,6 +107,15 @@ def test_the_gaps_are_the_patient_view_cards_of_every_bundle_of_the_realistic_co
     assert summary["patients"]["outOfScope"] == expected_out_of_scope >= 3
     assert summary["patients"]["inScope"] + expected_out_of_scope == 12
     assert summary["outOfScope"] == {"below_min_age": 1, "deceased": 3}
+    p = summary["patients"]
+    assert printed.strip().startswith(f"{p['read']} patient(s) read: {p['inScope']} in scope")
+    if not validate_all:
+        # no template selects the draft order (patient-view reads no draft): it is not validated, and it is
+        # counted as not read by the rule pack, never silently dropped
+        assert summary["setAside"]["lines"] == [] and summary["validateAll"] is False and code == 0
+        assert summary["notReadByRulePack"].get("MedicationRequest", 0) >= 1
+        return
+    assert summary["validateAll"] is True
     # the one resource that is not valid R4: the sandbox's draft order (category an object, not a list),
     # which patient-view does not read (its medications are active, on-hold, completed or stopped orders)
     [aside] = summary["setAside"]["lines"]
@@ -345,7 +357,8 @@ def test_the_manifest_s_error_files_are_counted_as_the_server_s_errors(tmp_path,
     manifest["error"] = [{"type": "OperationOutcome", "url": "https://bulk.example.org/fhir/bulkfiles/err.ndjson"}]
     (export / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "out"
-    assert gaps([str(export), "--out", str(out), "--at", AT, "--workers", "1"], capsys)[0] == 0
+    # --validate-all: the draft order no template selects is validated too (the one line set aside)
+    assert gaps([str(export), "--out", str(out), "--at", AT, "--workers", "1", "--validate-all"], capsys)[0] == 0
     summary = summary_of(out)
     assert summary["exportErrors"] == 2 and summary["manifest"]["transactionTime"]
     assert {"file": "err.ndjson", "role": "error"}.items() <= next(

@@ -9,6 +9,7 @@ dropped.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -417,4 +418,29 @@ def r4_problem(data: Any, *, where: str, raw: bytes | None = None,
         return f"{where}: invalid FHIR {data['resourceType']}: {describe(exc, where)[0]}"
     except (TypeError, ValueError) as exc:
         return f"{where}: invalid FHIR {data['resourceType']}: {exc}"
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def is_r4_resource_type(name: str) -> bool:
+    """Whether ``name`` is the name of an R4 resource type (not a data type, not another release's)."""
+    from fhir.resources.R4B import get_fhir_model_class
+    from fhir.resources.R4B.resource import Resource
+
+    try:
+        model = get_fhir_model_class(name)
+    except (KeyError, ValueError, AttributeError, ImportError):
+        return False
+    return isinstance(model, type) and issubclass(model, Resource)
+
+
+def call_problem(data: Any, *, where: str, relevant: Callable[[Any], bool] | None = None,
+                 cache: ModelCache | None = None) -> str | None:
+    """Why a call would refuse ``data`` in its prefetch, or None: the check ``parse_all`` makes of it (R4
+    element names of a used type; the service's own validation when ``relevant`` keeps it), its model going
+    to ``cache`` so that the call that reads it next validates nothing again."""
+    try:
+        parse_all(data, where=where, relevant=relevant, cache=cache)
+    except InvalidFhir as exc:
+        return exc.message
     return None

@@ -1,6 +1,7 @@
 """``cds gaps EXPORT --out DIR``: the care gaps of a whole population from a FHIR Bulk Data export.
 
     cds gaps EXPORT --out DIR [--at DATE] [--workers N] [--scheduler ADDRESS] [--scratch DIR] [--strict]
+        [--validate-all]
     cds gaps --fhir-server URL [--group ID] [--token-file FILE] --out DIR [...]   (cds/population/bulk.py:
         a Bulk Data export fetched into DIR/export first, then the same run over it)
 
@@ -49,6 +50,10 @@ def bulk_line(about: dict[str, Any], folder: Path) -> str:
 @click.option("--scratch", type=click.Path(file_okay=False),
               help="folder for the run's intermediate files (default: under --out)")
 @click.option("--strict", is_flag=True, help="exit 1 when any line was set aside")
+@click.option("--validate-all", is_flag=True,
+              help="validate every line as a whole by the R4B model of its type (default: what the rule "
+                   "pack's prefetch selects is validated as patient-view validates it; other lines get "
+                   "cheap checks and are counted as not read by the rule pack)")
 @click.option("--fhir-server", metavar="URL",
               help="instead of EXPORT: ask this FHIR server for a Bulk Data export (into --out/export) first")
 @click.option("--group", metavar="ID", help="with --fhir-server: export the patients of this Group only")
@@ -90,7 +95,8 @@ def gaps_cmd(export: str | None, out_dir: str, at: str | None, workers: int | No
         export_dir = folder
     try:
         summary = run_gaps(export_dir, Path(out_dir), at=when, workers=workers, scheduler=scheduler,
-                           strict=strict, scratch=Path(scratch) if scratch else None, bulk_export=bulk_export)
+                           strict=strict, scratch=Path(scratch) if scratch else None, bulk_export=bulk_export,
+                           validate_all=bool(more.get("validate_all")))
     except ValueError as exc:  # export.Stopped and a bad --at: the run stopped, one line
         raise Failed(str(exc), code=2) from None
     click.echo(summary_line(summary, Path(out_dir)))

@@ -71,7 +71,14 @@ class PatientEvaluator:
     def evaluate(self, patient_id: str, record: list[dict[str, Any]], at: dt.datetime) -> Outcome:
         """The patient-view answer for ``record`` (the Patient first) at ``at``; a ``CdsError`` when the
         service refuses the request (the caller sets the patient aside with its message)."""
-        body = hook_request(as_bundle(record), "patient-view", templates=self.templates)
+        return self.call(patient_id, self.request(record), at)
+
+    def request(self, record: list[dict[str, Any]]) -> dict[str, Any]:
+        """The patient-view request for ``record`` (the Patient first): its prefetch answered from it."""
+        return hook_request(as_bundle(record), "patient-view", templates=self.templates)
+
+    def call(self, patient_id: str, body: dict[str, Any], at: dt.datetime) -> Outcome:
+        """``evaluate`` of a request already built (``request``)."""
         self.recorder.clear()  # a run keeps only the call it reads
         response = self.service.call(SERVICE_ID, body, now=at)
         evaluation = self.recorder.last.evaluation if self.recorder.last else None

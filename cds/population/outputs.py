@@ -57,16 +57,16 @@ def merge_tallies(tallies: list[dict[str, Any]]) -> dict[str, Any]:
     total: dict[str, Any] = {"patients": 0, "inScope": 0, "withGaps": 0, "notEvaluated": 0, "gaps": 0,
                              "patientsSetAside": 0,
                              "outOfScope": Counter(), "perRule": Counter(), "perIndicator": Counter(),
-                             "bySex": {}, "byAgeBand": {}, "setAside": []}
+                             "bySex": {}, "byAgeBand": {}, "setAside": [], "notRead": Counter()}
     for t in tallies:
         for k in ("patients", "inScope", "withGaps", "notEvaluated", "gaps", "patientsSetAside"):
             total[k] += t[k]
-        for k in ("outOfScope", "perRule", "perIndicator"):
+        for k in ("outOfScope", "perRule", "perIndicator", "notRead"):
             total[k].update(t[k])
         _add_groups(total["bySex"], t["bySex"])
         _add_groups(total["byAgeBand"], t["byAgeBand"])
         total["setAside"] += t["setAside"]
-    for k in ("outOfScope", "perRule", "perIndicator"):
+    for k in ("outOfScope", "perRule", "perIndicator", "notRead"):
         total[k] = dict(sorted(total[k].items()))
     total["bySex"] = dict(sorted(total["bySex"].items()))
     total["byAgeBand"] = dict(sorted(total["byAgeBand"].items()))

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from cds.errors import CdsError
-from cds.fhir.parse import r4_problem
+from cds.fhir.parse import call_problem, is_r4_resource_type, iter_resources, r4_problem
 from cds.fhir.references import parse as parse_reference
 from cds.fhir.references import subject_reference
 from cds.population.export import ExportFile, Piece, Stopped, lines, sha256_of
@@ -63,6 +63,9 @@ class Job:
     names: tuple[str, ...]  # the export files' names, by index
     #: ``"<file index>.<piece>"`` -> the lines of the file before that piece (known after the map phase)
     line_offsets: dict[str, int] = field(default_factory=dict)
+    #: every line validated as a whole by the R4B model of its type (``cds gaps --validate-all``), not only
+    #: what the rule pack's prefetch templates select
+    validate_all: bool = False
 
 
 def bucket_of(key: str, partitions: int) -> int:
@@ -164,7 +167,7 @@ def map_piece(job: Job, piece: Piece) -> dict[str, Any]:
             elif kind == "unlinked":
                 stats["notPatientData"][value] += 1
             elif kind == "medication":
-                problem = r4_problem(obj, where=f.name)
+                problem = r4_problem(obj, where=f.name) if job.validate_all else None
                 if problem:
                     stats["setAside"].append(_aside("invalid", f.name, n, problem))
                     continue
@@ -245,13 +248,16 @@ def evaluator_for(job: Job) -> PatientEvaluator:
     return found
 
 
-def _medications(job: Job) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
+def _medications(job: Job) -> dict[str, tuple[dict[str, Any], str, int]]:
+    """The export's Medications by id (the first of an id), each with its file and line."""
+    found: dict[str, tuple[dict[str, Any], str, int]] = {}
     for path in sorted(_map_dir(job).glob("f*.meds")):
         with open(path, "rb") as stream:
             for raw in stream:
-                _, _, _, key, text = raw.split(b"\t", 4)
-                found.setdefault(key.decode(), orjson.loads(text))
+                index, piece, line, key, text = raw.split(b"\t", 4)
+                if key.decode() not in found:
+                    at = job.line_offsets.get(f"{int(index)}.{int(piece)}", 0) + int(line)
+                    found[key.decode()] = (orjson.loads(text), job.names[int(index)], at)
     return found
 
 
@@ -281,8 +287,9 @@ def age_band(patient: dict[str, Any], at: dt.datetime) -> str:
     return next((name for low, high, name in AGE_BANDS if low <= age < high), "unknown")
 
 
-def _referenced_medications(resources: list[dict[str, Any]], meds: dict[str, dict[str, Any]]) -> list[dict]:
-    found: dict[str, dict[str, Any]] = {}
+def _referenced_medications(resources: list[dict[str, Any]], meds: dict[str, tuple[dict[str, Any], str, int]],
+                            ) -> list[tuple[dict[str, Any], str, int]]:
+    found: dict[str, tuple[dict[str, Any], str, int]] = {}
     for resource in resources:
         for name in MEDICATION_FIELDS:
             value = resource.get(name)
@@ -302,7 +309,7 @@ class Tally:
         self.data: dict[str, Any] = {
             "patients": 0, "inScope": 0, "withGaps": 0, "notEvaluated": 0, "gaps": 0, "patientsSetAside": 0,
             "outOfScope": Counter(), "perRule": Counter(), "perIndicator": Counter(),
-            "bySex": {}, "byAgeBand": {}, "setAside": [],
+            "bySex": {}, "byAgeBand": {}, "setAside": [], "notRead": Counter(),
         }
 
     def group(self, name: str, value: str, patients: int = 0, in_scope: int = 0, with_gaps: int = 0,
@@ -346,10 +353,40 @@ def reduce_partition(job: Job, p: int, on_patient: Callable[[], None] | None = N
     return tally.as_json()
 
 
+def _checked(job: Job, name: str, n: int, obj: dict[str, Any], raw: bytes | None,
+             evaluator: PatientEvaluator) -> str | None:
+    """A line's own check before its patient's request is built: with ``validate_all`` its full R4 check
+    (``r4_problem``), else only that its resourceType names an R4 resource (the call checks what it reads)."""
+    where = f"{name}:{n}"
+    if job.validate_all:
+        return r4_problem(obj, where=where, raw=raw, cache=evaluator.models)
+    if not is_r4_resource_type(obj["resourceType"]):
+        return f"{where}: resourceType {obj['resourceType']!r} is not an R4 resource type"
+    return None
+
+
+def _selected(body: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The resources the request's prefetch holds (what its templates select), by identity."""
+    found: dict[int, dict[str, Any]] = {}
+    for key, data in (body.get("prefetch") or {}).items():
+        try:
+            for _, resource in iter_resources(data, where=f"prefetch.{key}"):
+                found.setdefault(id(resource), resource)
+        except CdsError:
+            continue  # a malformed answer: the call says so itself
+    return found
+
+
 def _patient(job: Job, evaluator: PatientEvaluator, key: str, entries: list[tuple[int, int, bytes]],
-             meds: dict[str, dict[str, Any]], tally: Tally, aside: list[dict[str, Any]],
+             meds: dict[str, tuple[dict[str, Any], str, int]], tally: Tally, aside: list[dict[str, Any]],
              ) -> tuple[str, Outcome] | None:
-    """One patient's lines: checked, evaluated and counted. Returns (sex, outcome) when evaluated."""
+    """One patient's lines: checked, evaluated and counted. Returns (sex, outcome) when evaluated.
+
+    The resources the patient-view request's prefetch selects are validated as the call validates them
+    (``call_problem``: the same check and the same model cache, so the call validates nothing again), and
+    one the call would refuse is set aside with its file and line; the others get the cheap checks of the
+    map phase and are counted by type as not read by the rule pack. ``job.validate_all``: every line is
+    also validated as a whole by the R4B model of its type (``r4_problem``)."""
     parsed = [(job.names[i], n, orjson.loads(text), text) for i, n, text in entries]
     patients = [(name, n, obj, raw) for name, n, obj, raw in parsed if obj.get("resourceType") == "Patient"]
     if not patients:
@@ -357,11 +394,12 @@ def _patient(job: Job, evaluator: PatientEvaluator, key: str, entries: list[tupl
             aside.append(_aside("orphan", name, n, f"{_name_of(obj)}: its patient is not in the export"))
         return None
     first = patients[0]
+    relevant, models = evaluator.service.evaluator.relevant, evaluator.models
+    patient_problem = _checked(job, first[0], first[1], first[2], first[3], evaluator) or call_problem(
+        first[2], where=f"{first[0]}:{first[1]}", relevant=relevant, cache=models)
+    origin: dict[int, tuple[str, int]] = {}
     record: list[dict[str, Any]] = []
-    models = evaluator.models
-    patient_problem = r4_problem(first[2], where=f"{first[0]}:{first[1]}", raw=first[3], cache=models)
     for name, n, obj, raw in parsed:
-        where = f"{name}:{n}"
         if obj is not first[2] and obj.get("resourceType") == "Patient":
             aside.append(_aside("duplicate", name, n,
                                 "a second Patient with the same id (the first is used)"))
@@ -373,24 +411,48 @@ def _patient(job: Job, evaluator: PatientEvaluator, key: str, entries: list[tupl
                 aside.append(_aside("orphan", name, n,
                                     f"{_name_of(obj)}: its Patient was set aside (not R4)"))
             continue
-        problem = r4_problem(obj, where=where, raw=raw, cache=models) if obj is not first[2] else None
+        problem = _checked(job, name, n, obj, raw, evaluator) if obj is not first[2] else None
         if problem:
             aside.append(_aside("invalid", name, n, problem))
             continue
         record.append(obj)
+        origin[id(obj)] = (name, n)
     if patient_problem:  # read, and set aside: its Patient is not R4
         tally.data["patients"] += 1
         tally.data["patientsSetAside"] += 1
         return None
     record = [first[2]] + [r for r in record if r is not first[2]]
-    record += _referenced_medications(record, meds)
+    own = len(record)
+    for med, name, n in _referenced_medications(record, meds):
+        record.append(med)
+        origin[id(med)] = (name, n)
+    body = evaluator.request(record)
+    selected = _selected(body)
+    if not job.validate_all:
+        refused: set[int] = set()
+        for ident, resource in selected.items():
+            if resource is first[2] or ident not in origin:
+                continue
+            name, n = origin[ident]
+            problem = call_problem(resource, where=f"{name}:{n}", relevant=relevant, cache=models)
+            if problem:
+                aside.append(_aside("invalid", name, n, problem))
+                refused.add(ident)
+        if refused:
+            own -= sum(1 for r in record[:own] if id(r) in refused)
+            record = [r for r in record if id(r) not in refused]
+            body = evaluator.request(record)
+            selected = _selected(body)
+    for resource in record[:own]:
+        if id(resource) not in selected:
+            tally.data["notRead"][resource["resourceType"]] += 1
     sex = str(first[2].get("gender") or "unknown")
     band = age_band(first[2], job.at)
     tally.data["patients"] += 1
     tally.group("bySex", sex, patients=1)
     tally.group("byAgeBand", band, patients=1)
     try:
-        outcome = evaluator.evaluate(key, record, job.at)
+        outcome = evaluator.call(key, body, job.at)
     except CdsError as exc:
         tally.data["notEvaluated"] += 1
         aside.append(_aside("not-evaluated", first[0], first[1],

@@ -203,13 +203,15 @@ def _count_lines(path: Path) -> int:
 
 def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int | None = None,
              scheduler: str | None = None, strict: bool = False, progress: bool = True,
-             scratch: Path | None = None, bulk_export: dict[str, Any] | None = None) -> dict[str, Any]:
+             scratch: Path | None = None, bulk_export: dict[str, Any] | None = None,
+             validate_all: bool = False) -> dict[str, Any]:
     """Run the rule pack over the export in ``export_dir``; write gaps.ndjson, gaps.csv, report.html and
     summary.json to ``out_dir``; append the run's audit record; return the summary.
 
     ``strict`` is recorded in the summary (``exitStatus``: 1 when it is set and anything was set aside).
     A file that cannot be read stops the run (``export.Stopped``, one line naming it). ``bulk_export``: where
-    the export came from (``cds gaps --fhir-server``: cds/population/bulk.py), kept in the summary."""
+    the export came from (``cds gaps --fhir-server``: cds/population/bulk.py), kept in the summary.
+    ``validate_all``: every line validated as a whole by its R4B model, not only what the rule pack reads."""
     clock = time.perf_counter()
     started = dt.datetime.now(dt.UTC)
     values = settings.load()
@@ -230,7 +232,8 @@ def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int |
             job = Job(scratch=str(scratch_dir.resolve()), at=at, pack_hash=pack.content_hash,
                       partitions=partitions_for(total_bytes, max(n_workers, engine.workers)),
                       rules_dir=_path(values["RULES_DIR"]), site_config=_path(values["SITE_CONFIG"]),
-                      source_label=values["SOURCE_LABEL"], names=tuple(f.name for f in export.files))
+                      source_label=values["SOURCE_LABEL"], names=tuple(f.name for f in export.files),
+                      validate_all=validate_all)
             engine.prepare(job, pack)
             shares = pieces(export, piece_bytes(total_bytes, engine.workers))
             mapped, offsets = fix_lines(engine.map(job, shares))
@@ -247,7 +250,7 @@ def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int |
         outputs.merge_gaps(gap_parts, out_dir / "gaps.ndjson", out_dir / "gaps.csv")
         summary = _summary(export, export_dir, pack, at, mapped, tallies)
         summary.update({"engine": engine_name, "workers": engine_workers, "partitions": job.partitions,
-                        "strict": strict, "audit": {"recordId": record_id}})
+                        "strict": strict, "validateAll": validate_all, "audit": {"recordId": record_id}})
         if bulk_export is not None:
             summary["bulkExport"] = bulk_export
         (out_dir / "report.html").write_text(report.render(summary, outputs.merge_patients(patient_parts)),
@@ -284,8 +287,10 @@ def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int |
 def _summary(export: Export, export_dir: Path, pack: RulePack, at: dt.datetime, mapped: list[dict[str, Any]],
              tallies: list[dict[str, Any]]) -> dict[str, Any]:
     total = outputs.merge_tallies(tallies)
-    lines = sorted([item for m in mapped for item in m["setAside"]] + total["setAside"],
-                   key=outputs.set_aside_order)
+    # a Medication the call refuses is set aside by each patient whose order names it: listed once
+    unique = {(i["file"], i["line"], i["kind"]): i for i in [item for m in mapped for item in m["setAside"]]
+              + total["setAside"]}
+    lines = sorted(unique.values(), key=outputs.set_aside_order)
     not_patient: Counter[str] = Counter()
     for m in mapped:
         not_patient.update(m["notPatientData"])
@@ -305,6 +310,7 @@ def _summary(export: Export, export_dir: Path, pack: RulePack, at: dt.datetime, 
         "bySex": total["bySex"],
         "byAgeBand": total["byAgeBand"],
         "notPatientData": dict(sorted(not_patient.items())),
+        "notReadByRulePack": total["notRead"],
         "exportErrors": sum(m["exportErrors"] for m in mapped),
         "setAside": {"total": len(lines), "byKind": dict(sorted(Counter(i["kind"] for i in lines).items())),
                      "lines": lines},
