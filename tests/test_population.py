@@ -311,6 +311,47 @@ def test_broken_lines_orphans_and_invalid_r4_are_set_aside_with_file_and_line(tm
     assert summary_of(tmp_path / "strict")["exitStatus"] == 1
 
 
+def test_a_line_no_template_selects_is_counted_as_not_read_and_validated_only_with_validate_all(
+        tmp_path, capsys):
+    """An invalid vital sign (heart rate, which no rule reads: no prefetch template selects it) is not
+    validated by default, and is counted as not read by the rule pack, never silently dropped; with
+    --validate-all it is set aside with its file and line. A selected resource the call would refuse is set
+    aside either way."""
+    export = tmp_path / "export"
+    export.mkdir()
+    write_ndjson(export / "Patient.ndjson", [patient("p1", gender="female", birth="1958-03-01")])
+    heart_rate = {**obs("8867-4", 72, "/min", "2026-10-01", pid="p1"), "id": "hr-1", "status": 12}
+    bad_estradiol = {**obs("2243-4", 9, "pg/mL", "2026-10-02", pid="p1"), "id": "e2-bad",
+                     "effectiveDateTime": "last tuesday"}
+    write_ndjson(export / "Observation.ndjson", [
+        obs("2243-4", 8, "pg/mL", "2026-10-01", pid="p1"), heart_rate, bad_estradiol,
+        {"resourceType": "Encounter", "id": "enc-1", "status": "finished", "class": {"code": "AMB"},
+         "subject": {"reference": "Patient/p1"}},
+        {"resourceType": "NotAType", "id": "x", "subject": {"reference": "Patient/p1"}},
+    ])
+    write_ndjson(export / "MedicationRequest.ndjson", [med(pid="p1", mid="mr-1")])
+    out = tmp_path / "out"
+    code, _, err = gaps([str(export), "--out", str(out), "--at", AT, "--workers", "1"], capsys)
+    assert code == 0, err
+    summary = summary_of(out)
+    aside = {(i["file"], i["line"], i["kind"]) for i in summary["setAside"]["lines"]}
+    assert aside == {("Observation.ndjson", 3, "invalid"), ("Observation.ndjson", 5, "invalid")}
+    reasons = {i["line"]: i["reason"] for i in summary["setAside"]["lines"]}
+    assert "effectiveDateTime" in reasons[3] and "not an R4 resource type" in reasons[5]
+    assert summary["notReadByRulePack"] == {"Encounter": 1, "Observation": 1}
+    assert summary["patients"]["read"] == 1 and summary["patients"]["inScope"] == 1
+    code, _, err = gaps([str(export), "--out", str(tmp_path / "all"), "--at", AT, "--workers", "1",
+                         "--validate-all"], capsys)
+    assert code == 0, err
+    every = summary_of(tmp_path / "all")
+    aside = {(i["file"], i["line"], i["kind"]) for i in every["setAside"]["lines"]}
+    assert aside == {("Observation.ndjson", 2, "invalid"), ("Observation.ndjson", 3, "invalid"),
+                     ("Observation.ndjson", 5, "invalid")}
+    assert "status" in {i["line"]: i["reason"] for i in every["setAside"]["lines"]}[2]
+    assert every["notReadByRulePack"] == {"Encounter": 1}
+    assert (out / "gaps.ndjson").read_bytes() == (tmp_path / "all" / "gaps.ndjson").read_bytes()
+
+
 @pytest.mark.parametrize(("name", "content", "said"), [
     ("Patient.ndjson", b'[{"resourceType": "Patient", "id": "p1"}]\n', "a JSON array, not NDJSON"),
     ("Patient.ndjson", b'{\n  "resourceType": "Patient",\n  "id": "p1"\n}\n', "over several lines"),
