@@ -21,6 +21,7 @@ misfiled results included (the fixtures that test the service's defence against 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -43,15 +44,23 @@ def _tokens(concept: Any) -> set[tuple[str, str]]:
     return out
 
 
-def _token_match(wanted: str, found: set[tuple[str, str]]) -> bool:
+@functools.lru_cache(maxsize=256)
+def _wanted(wanted: str) -> tuple[frozenset[tuple[str, str]], frozenset[str]]:
+    """A token list ``system|code,code,|code`` as (the system-and-code pairs, the codes of any system)."""
+    pairs: set[tuple[str, str]] = set()
+    codes: set[str] = set()
     for item in wanted.split(","):
-        system, bar, code = item.rpartition("|")
-        if not bar:
-            if any(c == code for _, c in found):
-                return True
-        elif (system, code) in found or (not system and any(c == code for _, c in found)):
-            return True
-    return False
+        system, _, code = item.rpartition("|")
+        if system:
+            pairs.add((system, code))
+        else:
+            codes.add(code)
+    return frozenset(pairs), frozenset(codes)
+
+
+def _token_match(wanted: str, found: set[tuple[str, str]]) -> bool:
+    pairs, codes = _wanted(wanted)
+    return any(code in codes or (system, code) in pairs for system, code in found)
 
 
 def _refers_to(resource: dict[str, Any], patient_id: str, index: ReferenceIndex | None = None) -> bool:
