@@ -21,6 +21,7 @@ with its counts returned; ``outputs.merge`` puts the partitions together.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 import socket
 import zlib
@@ -221,11 +222,21 @@ def fix_lines(mapped: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[
 _EVALUATORS: dict[tuple[str | None, str | None, str], PatientEvaluator] = {}
 
 
+def _settled(evaluator: PatientEvaluator) -> PatientEvaluator:
+    """``evaluator``, with everything this process holds so far (its modules, the rule pack, the service)
+    moved out of the garbage collector's view (``gc.freeze``): a task allocates millions of short-lived
+    objects, and each full collection would otherwise walk the whole long-lived heap again (a Dask worker's
+    is larger than the command's: measured, a reduce task took 1.6 x the CPU in a worker without this)."""
+    gc.collect()
+    gc.freeze()
+    return evaluator
+
+
 def use_pack(job: Job, pack: RulePack) -> None:
     """Evaluate this process's tasks of ``job`` with ``pack`` (loaded already by the driver)."""
     key = (job.rules_dir, job.site_config, job.source_label)
     if key not in _EVALUATORS or _EVALUATORS[key].pack.content_hash != pack.content_hash:
-        _EVALUATORS[key] = PatientEvaluator(pack, job.source_label)
+        _EVALUATORS[key] = _settled(PatientEvaluator(pack, job.source_label))
 
 
 def evaluator_for(job: Job) -> PatientEvaluator:
@@ -239,7 +250,7 @@ def evaluator_for(job: Job) -> PatientEvaluator:
         except CdsError as exc:
             raise PackMismatch(f"worker {socket.gethostname()} (pid {os.getpid()}) cannot load the rule "
                                f"pack: {exc.message}") from None
-        found = _EVALUATORS[key] = PatientEvaluator(pack, job.source_label)
+        found = _EVALUATORS[key] = _settled(PatientEvaluator(pack, job.source_label))
     if found.pack.content_hash != job.pack_hash:
         raise PackMismatch(
             f"worker {socket.gethostname()} (pid {os.getpid()}) has rule pack {found.pack.version} "
