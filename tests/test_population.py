@@ -399,7 +399,8 @@ def test_the_manifest_s_error_files_are_counted_as_the_server_s_errors(tmp_path,
     (export / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "out"
     # --validate-all: the draft order no template selects is validated too (the one line set aside)
-    assert gaps([str(export), "--out", str(out), "--at", AT, "--workers", "1", "--validate-all"], capsys)[0] == 0
+    argv = [str(export), "--out", str(out), "--at", AT, "--workers", "1", "--validate-all"]
+    assert gaps(argv, capsys)[0] == 0
     summary = summary_of(out)
     assert summary["exportErrors"] == 2 and summary["manifest"]["transactionTime"]
     assert {"file": "err.ndjson", "role": "error"}.items() <= next(

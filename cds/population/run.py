@@ -192,8 +192,8 @@ def _engine(workers: int, scheduler: str | None) -> Iterator[_Engine]:
     import dask
 
     with dask.config.set(LOCAL_WORKER_CONFIG):  # handed to each worker process by its nanny
-        cluster = LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=None,
-                               silence_logs=logging.CRITICAL)
+        cluster = LocalCluster(n_workers=workers, processes=True, threads_per_worker=1,
+                               dashboard_address=None, silence_logs=logging.CRITICAL)
     client = Client(cluster)
     try:
         yield _Dask(client)
