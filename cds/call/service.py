@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cds.call.budget import Budget
+from cds.call.suppression import Suppression
 from cds.deadline import call_limit
 from cds.decide.case import Case, build_case
 from cds.decide.derived import DerivedCache, derived_key, derived_size
@@ -27,7 +28,7 @@ from cds.errors import CdsError, UnknownService
 from cds.fhir import parse as fhir_parse
 from cds.fhir.prefetch import Fetch, Gathered, gather
 from cds.hooks.envelope import HookRequest, parse_hook_request
-from cds.hooks.services import hook_of, prefetch_templates
+from cds.hooks.services import OPTIONAL_KEYS, hook_of, prefetch_templates, rule_keys
 from cds.ledger.port import AuditSink, CallRecord
 from cds.settings import default as setting_default
 
@@ -59,6 +60,8 @@ class HookService:
     max_resources: int | None = None
     #: the most GETs one call may send to the FHIR server (pages and retries included)
     max_fhir_requests: int | None = None
+    #: keeps quiet the cards the clinician already dealt with (``cds.call.suppression``); None: every card shows
+    suppression: Suppression | None = None
 
     def call(self, service_id: str, body: Any, *, now: dt.datetime | None = None,
              client_iss: str | None = None, base_url: str | None = None, claim: Any = None,
@@ -72,6 +75,7 @@ class HookService:
         request: HookRequest | None = None
         gathered = Gathered()
         evaluation: Evaluation | None = None
+        suppressed: dict[str, Any] | None = None
         budget = Budget(self.budget_seconds, self.max_resources, max_requests=self.max_fhir_requests)
         record_id = record_id or str(uuid.uuid4())
         started_hook = getattr(self.audit, "call_started", None)
@@ -82,12 +86,14 @@ class HookService:
             request = parse_hook_request(body, hook)
             # gather fills ``gathered`` as it goes, so the audit record has the provenance even on a 412
             with call_limit(budget):  # every GET to the FHIR server ends by the call's deadline
-                gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered)
+                gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered,
+                       optional=OPTIONAL_KEYS)
             budget.check("fetching prefetch data")
-            key = self._derived_key(service_id, request, gathered, when)
+            read = Gathered(rule_keys(gathered.data), gathered.provenance)  # what the rules read
+            key = self._derived_key(service_id, request, read, when)
             cache = self.derived_cache
             derived = cache.get(key) if key is not None and cache is not None else None
-            case = self.case_for(service_id, request, gathered, when, budget=budget, parse=derived is None)
+            case = self.case_for(service_id, request, read, when, budget=budget, parse=derived is None)
             budget.check("validating FHIR resources")
             if derived is None:
                 derived = self.evaluator.derive(case)
@@ -95,6 +101,8 @@ class HookService:
                     cache.put(key, derived, derived_size(derived))
                 budget.check("evaluating the rules")
             evaluation = self.evaluator.evaluate(case, source_label=self.source_label, derived=derived)
+            if self.suppression is not None:  # before the links: a quiet card is recorded as computed
+                suppressed = self.suppression.apply(request, gathered, evaluation, when)
             self._add_explain_links(evaluation, base_url)
         except CdsError as exc:
             outcome = "412" if exc.status == 412 else str(exc.status)
@@ -108,7 +116,7 @@ class HookService:
             raise
         else:  # outside the handlers above: a replay found with the record is not recorded again
             self._record(service_id, hook, request, gathered, client_iss, when, started, 200, "ok",
-                         evaluation, claim=claim, record_id=record_id)
+                         evaluation, claim=claim, record_id=record_id, suppression=suppressed)
             return {"cards": evaluation.cards}
         finally:
             if started_hook:
@@ -142,7 +150,7 @@ class HookService:
     def _record(self, service_id: str, hook: str | None, request: HookRequest | None, gathered: Gathered,
                 client_iss: str | None, when: dt.datetime, started: float, status: int, outcome: str,
                 evaluation: Evaluation | None, error: str | None = None, claim: Any = None,
-                record_id: str | None = None) -> None:
+                record_id: str | None = None, suppression: dict[str, Any] | None = None) -> None:
         if self.audit is None:
             return
         record = CallRecord(
@@ -161,5 +169,6 @@ class HookService:
             context=dict(request.context) if request else {},
             claim=claim,
             record_id=record_id,
+            suppression=suppression,
         )
         self.audit.record_call(record)
