@@ -239,9 +239,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "SUPPRESSION",
         "on",
-        "`on`: a card the clinician dealt with (overridden with a reason, its test ordered or pending, or shown "
-        "earlier in the same encounter) is kept quiet and recorded as such (docs/rules.md); `off`: every card "
-        "shows.",
+        "`on`: a card the clinician dealt with (overridden with a reason, its test ordered or pending, or "
+        "shown earlier in the same encounter) is kept quiet and recorded as such (docs/rules.md); `off`: "
+        "every card shows.",
         choices=("on", "off"),
     ),
     Setting(
@@ -253,10 +253,10 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "SUPPRESSION_ENCOUNTER_MINUTES",
-        30,
+        0,
         "Without a `context.encounterId`, calls of the same user for the same patient this many minutes "
-        "apart count as one encounter (a card shown and not acted on is not shown again); 0: only the same "
-        "encounterId.",
+        "apart count as one encounter (a card shown and not acted on is not shown again); 0: only calls "
+        "with the same encounterId do.",
         _int, ge=0, le=1440,
     ),
     Setting("LOG_LEVEL", "INFO", "Python logging level for the service.",

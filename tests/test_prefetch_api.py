@@ -348,7 +348,8 @@ def test_a_failing_fhir_server_is_a_412_naming_the_key(make_app, httpserver, han
     assert_412_naming(status, body, "estradiol")
     assert body["issue"][0]["expression"] == ["prefetch.estradiol"]
     assert words in body["issue"][0]["diagnostics"]
-    assert sink.calls[0].provenance == {**dict.fromkeys(KEYS, "client"), "estradiol": "failed", PENDING: "empty"}
+    assert sink.calls[0].provenance == {**dict.fromkeys(KEYS, "client"), "estradiol": "failed",
+                                        PENDING: "empty"}
 
 
 def test_a_fhir_server_that_is_down_is_a_412(make_app):

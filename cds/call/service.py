@@ -60,7 +60,7 @@ class HookService:
     max_resources: int | None = None
     #: the most GETs one call may send to the FHIR server (pages and retries included)
     max_fhir_requests: int | None = None
-    #: keeps quiet the cards the clinician already dealt with (``cds.call.suppression``); None: every card shows
+    #: keeps quiet the cards the clinician already dealt with (``cds.call.suppression``); None: all show
     suppression: Suppression | None = None
 
     def call(self, service_id: str, body: Any, *, now: dt.datetime | None = None,

@@ -3,8 +3,8 @@
 Applied by the call layer (``HookService``) after evaluation, reading the patient's past cards and the
 feedback on them through the ledger's ``CardHistory`` (``cds.ledger.history``). Every card is still computed;
 a quiet one is moved from the answer to the record's ``suppression.suppressed`` list, naming what silenced it
-and until when. A card is quiet when, for the same rule and the same patient (and the same user when the site's
-scope is ``clinician``):
+and until when. A card is quiet when, for the same rule and the same patient (and the same user when the
+site's scope is ``clinician``):
 
 * ``feedback`` / overridden: a card of the rule was overridden with a reason the rule declares
   (``override_reasons``: matched by system and code), and that reason's ``period`` (a threshold in days) has
@@ -57,7 +57,7 @@ class Policy:
 
     enabled: bool = True
     scope: str = "patient"  # patient | clinician
-    encounter_minutes: int = 30
+    encounter_minutes: int = 0
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> Policy:
@@ -101,7 +101,7 @@ def content_of(card: Mapping[str, Any]) -> str:
 def _codes(resource: Any) -> set[tuple[str, str]]:
     code = resource.get("code") if isinstance(resource, Mapping) else None
     codings = code.get("coding") if isinstance(code, Mapping) else None
-    return {(c.get("system"), c.get("code")) for c in codings or []
+    return {(str(c["system"]), str(c["code"])) for c in codings or []
             if isinstance(c, Mapping) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str)}
 
 
@@ -166,7 +166,8 @@ def pending_orders(gathered: Gathered, pack: RulePack) -> tuple[list[PendingOrde
             continue
         kinds = order_kinds(sr, pack)
         if kinds:
-            found.append(PendingOrder(f"ServiceRequest/{sr.get('id')}", frozenset(kinds), _when(sr.get("authoredOn"))))
+            found.append(PendingOrder(f"ServiceRequest/{sr.get('id')}", frozenset(kinds),
+                                      _when(sr.get("authoredOn"))))
     return found, "known"
 
 
@@ -182,6 +183,18 @@ class _Card:
         """New evidence since ``past``: a fact it did not rest on, or a higher indicator."""
         return bool(set(self.evidence) - past.evidence) \
             or RANK.get(self.card.get("indicator", ""), 0) > RANK.get(past.indicator, 0)
+
+
+def _rests_on_drafts(evaluation: Evaluation, rule_id: str) -> bool:
+    """Whether a rule fired only because of the call's draft orders: some kind of order fact it rests on
+    (on_ai, medication, ...) comes from draft orders alone."""
+    drafts: dict[str, set[bool]] = {}
+    for fired in evaluation.fired:
+        if fired.get("rule") == rule_id:
+            for fact in _facts(fired.get("facts")):
+                if isinstance(fact.get("draft"), bool):
+                    drafts.setdefault(fact["t"], set()).add(fact["draft"])
+    return any(seen == {True} for seen in drafts.values())
 
 
 class Suppression:
@@ -209,11 +222,11 @@ class Suppression:
     def apply(self, request: HookRequest, gathered: Gathered, evaluation: Evaluation,
               now: dt.datetime) -> dict[str, Any]:
         """Take the quiet cards out of ``evaluation.cards``; return the record's ``suppression`` section."""
-        cards = [_Card(c, evaluation.card_rules.get(c["uuid"], ""), [], content_of(c)) for c in evaluation.cards]
+        cards = [_Card(c, evaluation.card_rules.get(c["uuid"], ""), [], content_of(c))
+                 for c in evaluation.cards]
         for card in cards:
             card.evidence = evidence_of(evaluation, card.rule)
-            card.drafted = any(f.get("draft") is True for fired in evaluation.fired
-                               if fired.get("rule") == card.rule for f in _facts(fired.get("facts")))
+            card.drafted = _rests_on_drafts(evaluation, card.rule)
         pending, pending_state = pending_orders(gathered, self.pack)
         section: dict[str, Any] = {
             "mode": "on" if self.policy.enabled else "off",
@@ -352,7 +365,8 @@ class Suppression:
 
     @staticmethod
     def _about_drafts(card: _Card, request: HookRequest) -> bool:
-        """Whether a card is about the orders being signed: it changes or removes one, or rests on one."""
+        """Whether a card is about the orders being signed: it changes or removes one, or fired only because
+        of them."""
         for suggestion in card.card.get("suggestions") or []:
             if any(a.get("type") in ("update", "delete") for a in suggestion.get("actions") or []):
                 return True

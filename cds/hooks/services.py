@@ -37,7 +37,7 @@ OPTIONAL_KEYS = frozenset({PENDING_ORDERS})
 
 
 def rule_keys(by_key: Mapping[str, T]) -> dict[str, T]:
-    """The entries (templates, or gathered data) of the keys the rules read: every key but the optional ones."""
+    """The entries (templates, or gathered data) of the keys the rules read: all but the optional ones."""
     return {key: value for key, value in by_key.items() if key not in OPTIONAL_KEYS}
 
 

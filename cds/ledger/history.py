@@ -114,7 +114,8 @@ def feedback_of(content: Mapping[str, Any]) -> PastFeedback:
         received=_utc(dt.datetime.fromisoformat(content["received"])),
         reason_code=reason.get("code") if isinstance(reason.get("code"), str) else None,
         reason_system=reason.get("system") if isinstance(reason.get("system"), str) else None,
-        accepted=tuple(str(a.get("id")) for a in item.get("acceptedSuggestions") or [] if isinstance(a, dict)),
+        accepted=tuple(str(a.get("id")) for a in item.get("acceptedSuggestions") or []
+                       if isinstance(a, dict)),
     )
 
 
@@ -124,7 +125,8 @@ def from_contents(records: Iterable[Mapping[str, Any]], feedback: Iterable[Mappi
     from ``since`` on, and feedback from the card's own client on the card's own service."""
     cards: list[PastCard] = []
     for content in records:
-        if content.get("patientKey") != patient_key or _utc(dt.datetime.fromisoformat(content["time"])) < since:
+        if content.get("patientKey") != patient_key \
+                or _utc(dt.datetime.fromisoformat(content["time"])) < since:
             continue
         cards.extend(cards_of(content))
     issued = {c.uuid: c for c in cards if c.shown}
@@ -132,10 +134,12 @@ def from_contents(records: Iterable[Mapping[str, Any]], feedback: Iterable[Mappi
     for content in feedback:
         past = feedback_of(content)
         card = issued.get(past.card)
-        if card is None or content.get("service") != card.service or content.get("clientIss") != card.client_iss:
+        if card is None or content.get("service") != card.service \
+                or content.get("clientIss") != card.client_iss:
             continue
         answers.append(past)
-    return History(tuple(sorted(cards, key=lambda c: c.time)), tuple(sorted(answers, key=lambda f: f.received)))
+    return History(tuple(sorted(cards, key=lambda c: c.time)),
+                   tuple(sorted(answers, key=lambda f: f.received)))
 
 
 def read(conn: Connection, patient_key: str, since: dt.datetime) -> History:

@@ -415,8 +415,8 @@ def _check_override_reasons(card: dict[str, Any], pack: RulePack) -> list[str]:
     problems: list[str] = []
     reasons = card.get("override_reasons")
     if not isinstance(reasons, list) or not reasons:
-        return [f"card.override_reasons must list the reasons a clinician may give ({', '.join(STANDARD_REASONS)} "
-                "at least)"]
+        return ["card.override_reasons must list the reasons a clinician may give "
+                f"({', '.join(STANDARD_REASONS)} at least)"]
     codes: list[str] = []
     for i, reason in enumerate(reasons):
         where = f"card.override_reasons[{i}]"
