@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         help="auto (PostgreSQL at CDS_BENCH_POSTGRES_URL or 127.0.0.1:5432/test when it answers, "
         "else SQLite), sqlite, or a SQLAlchemy URL",
     )
+    parser.add_argument("--baseline", type=Path,
+                        help="another checkout of the project (e.g. `git worktree add /tmp/base main~1`): "
+                             "its `cds serve --prod` is measured in each workload too (x baseline)")
     parser.add_argument("--scale-out", action="store_true",
                         help="run bench/scale_out.py instead (1 and 2 replicas behind a round-robin "
                              "balancer)")
@@ -149,6 +152,17 @@ def main(argv: list[str] | None = None) -> int:
             runs["service"] = wrk_run(wrk, port, body_file, tokens, args.seconds, connections)
         finally:
             service.stop()
+        if args.baseline is not None:  # the same workload against another checkout's service, fresh tokens
+            base_warm, base_tokens = work / f"{name}.base-warm-tokens", work / f"{name}.base-tokens"
+            client.tokens(aud, int(per_second_guess * 2), base_warm)
+            client.tokens(aud, int(per_second_guess * args.seconds), base_tokens)
+            baseline = Server("baseline", "service", port, args.workers, env,
+                              checkout=args.baseline.resolve())
+            try:
+                wrk_run(wrk, port, body_file, base_warm, 2, connections)
+                runs["baseline"] = wrk_run(wrk, port, body_file, base_tokens, args.seconds, connections)
+            finally:
+                baseline.stop()
         for floor, app in FLOORS.items():
             authed = floor == "spec_floor"
             server = Server(floor, app, floor_port, args.workers, {**env, "SPEC_FLOOR_AUDIENCE": aud})
@@ -177,9 +191,13 @@ def main(argv: list[str] | None = None) -> int:
             f" p99 {runs['spec_floor']['p99_ms']:5.1f} ms (non-200 {runs['spec_floor']['non_200']})"
             f" | floor {runs['floor']['rps']:7.1f} req/s"
             f" | x spec {svc['rps'] / runs['spec_floor']['rps']:.3f}"
-            f" x floor {svc['rps'] / runs['floor']['rps']:.3f}",
+            f" x floor {svc['rps'] / runs['floor']['rps']:.3f}"
+            + (f" | baseline {runs['baseline']['rps']:7.1f} req/s p99 {runs['baseline']['p99_ms']:6.1f} ms"
+               f" x baseline {svc['rps'] / runs['baseline']['rps']:.3f}" if "baseline" in runs else ""),
             flush=True,
         )
+        if "baseline" in runs:
+            results["workloads"][name]["baseline_ratio"] = svc["rps"] / runs["baseline"]["rps"]
 
     wanted = set(args.only.split(",")) if args.only else None
 
