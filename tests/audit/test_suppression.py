@@ -196,7 +196,10 @@ def test_the_plain_dismiss_of_the_sandbox_silences_nothing(serve):
     dismissed = {"card": card["uuid"], "outcome": "overridden",  # no overrideReason at all
                  "outcomeTimestamp": dt.datetime.now(dt.UTC).isoformat()}
     assert service.feedback([dismissed]).status_code == 200
-    assert "vitamin-d-missing" in rules_of(service.cards(body("p-dismiss", user="Practitioner/b")))
+    second = card_of(service.cards(body("p-dismiss", user="Practitioner/b")), "vitamin-d-missing")
+    # the same button with a reason from the card's menu does silence it
+    assert service.feedback([override(second, "next-visit")]).status_code == 200
+    assert "vitamin-d-missing" not in rules_of(service.cards(body("p-dismiss", user="Practitioner/c")))
 
 
 def test_a_reason_the_card_did_not_offer_silences_nothing(serve):
@@ -206,7 +209,9 @@ def test_a_reason_the_card_did_not_offer_silences_nothing(serve):
     other_system = override(card)
     other_system["overrideReason"]["reason"]["system"] = "https://elsewhere.example.org/reasons"
     assert service.feedback([other_system]).status_code == 200
-    assert "vitamin-d-missing" in rules_of(service.cards(body("p-odd", user="Practitioner/b")))
+    second = card_of(service.cards(body("p-odd", user="Practitioner/b")), "vitamin-d-missing")
+    assert service.feedback([override(second, "not-relevant")]).status_code == 200  # one it offers
+    assert "vitamin-d-missing" not in rules_of(service.cards(body("p-odd", user="Practitioner/c")))
 
 
 def test_any_change_of_the_evidence_brings_an_overridden_card_back(serve):
@@ -244,12 +249,14 @@ def test_any_change_of_the_evidence_brings_an_overridden_card_back(serve):
 
 def test_a_critical_card_is_never_quiet_by_default(serve):
     service = serve()
-    card = card_of(service.cards(body("p-crit", sex="male", estradiol=5, user="Practitioner/a")),
-                   "low-estradiol-on-ai")
-    assert card["indicator"] == "critical"
-    assert service.feedback([override(card, "not-relevant")]).status_code == 200
+    cards = service.cards(body("p-crit", sex="male", estradiol=5, user="Practitioner/a"))
+    card, info = card_of(cards, "low-estradiol-on-ai"), card_of(cards, "vitamin-d-missing")
+    assert card["indicator"] == "critical" and info["indicator"] == "info"
+    answers = [override(card, "not-relevant"), override(info, "not-relevant")]
+    assert service.feedback(answers).status_code == 200
     again = body("p-crit", sex="male", estradiol=5, user="Practitioner/a", encounter="enc-1")
-    assert "low-estradiol-on-ai" in rules_of(service.cards(again))
+    first = rules_of(service.cards(again))
+    assert "low-estradiol-on-ai" in first and "vitamin-d-missing" not in first  # only the info card quiet
     assert "low-estradiol-on-ai" in rules_of(service.cards({**again, "hookInstance": str(uuid.uuid4())}))
 
 
@@ -309,6 +316,8 @@ def test_a_pending_order_in_the_record_keeps_its_due_card_quiet(serve):
 def test_an_order_that_is_not_a_pending_one_for_the_test_silences_nothing(serve, pending):
     service = serve()
     assert "vitamin-d-missing" in rules_of(service.cards(body("p-other", pending=pending)))
+    recent = _bundle(_order("p-other", "sr-new", LOINC, "1989-3"))  # a pending order for the test does
+    assert "vitamin-d-missing" not in rules_of(service.cards(body("p-other", pending=recent)))
 
 
 def test_without_the_pending_orders_every_card_shows_and_the_record_says_so(serve):
@@ -347,6 +356,9 @@ def test_without_a_window_only_the_encounter_id_makes_one_encounter(serve):
     service = serve()  # the default window: 0
     assert "vitamin-d-missing" in rules_of(service.cards(body("p-w0", user="Practitioner/a")))
     assert "vitamin-d-missing" in rules_of(service.cards(body("p-w0", user="Practitioner/a")))
+    same = body("p-w0", user="Practitioner/a", encounter="e")
+    assert "vitamin-d-missing" in rules_of(service.cards(same))
+    assert "vitamin-d-missing" not in rules_of(service.cards({**same, "hookInstance": str(uuid.uuid4())}))
 
 
 def test_a_card_whose_content_changed_is_shown_again_in_the_encounter(serve):
@@ -355,6 +367,8 @@ def test_a_card_whose_content_changed_is_shown_again_in_the_encounter(serve):
     assert "low-estradiol-on-ai" in rules_of(first)
     changed = service.cards(body("p-chg", sex="male", estradiol=16, encounter="e-9"))
     assert "low-estradiol-on-ai" in rules_of(changed)
+    same = service.cards(body("p-chg", sex="male", estradiol=16, encounter="e-9"))
+    assert "low-estradiol-on-ai" not in rules_of(same)  # shown once with this content
 
 
 def test_order_sign_still_shows_what_is_about_the_orders_being_signed(serve):
@@ -402,6 +416,7 @@ def test_feedback_on_another_patients_card_silences_nothing(serve):
     card = card_of(service.cards(body("p-ann", user="Practitioner/a")), "vitamin-d-missing")
     assert service.feedback([override(card)]).status_code == 200
     assert "vitamin-d-missing" in rules_of(service.cards(body("p-bob", user="Practitioner/b")))
+    assert "vitamin-d-missing" not in rules_of(service.cards(body("p-ann", user="Practitioner/b")))
 
 
 def test_feedback_from_another_client_silences_nothing(serve):
@@ -414,6 +429,9 @@ def test_feedback_from_another_client_silences_nothing(serve):
     theirs = card_of(service.cards(body("p-cli2", user="Practitioner/a"), iss=OTHER_ISS), "vitamin-d-missing")
     assert service.feedback([override(theirs)], iss=OTHER_ISS).status_code == 200
     assert service.feedback([override(theirs)]).status_code == 404  # not this client's card
+    mine = card_of(service.cards(body("p-cli", user="Practitioner/c")), "vitamin-d-missing")
+    assert service.feedback([override(mine)]).status_code == 200
+    assert "vitamin-d-missing" not in rules_of(service.cards(body("p-cli", user="Practitioner/d")))
 
 
 # -- every quiet card accounted for -----------------------------------------------------------------------
