@@ -27,6 +27,7 @@ from support import PUBLIC_JWKS, TEST_ISS, make_token
 
 from cds.ledger.schema import audit_record
 from cds.review.verify import verify_all
+from cds.rules.pack import DEFAULT_DIR
 
 PV = "bone-health-patient-view"
 SIGN = "bone-health-order-sign"
@@ -474,6 +475,12 @@ def test_quiet_cards_are_in_the_chained_record_the_cli_and_the_pages(serve):
     assert page.status_code == 200 and 'id="outcome-stats"' in page.text and "quiet by feedback" in page.text
     bad = requests.get(f"{api}?to=soon", headers=BEARER, timeout=60)
     assert bad.status_code == 400 and bad.json()["issue"][0]["expression"] == ["to"]
+
+    # replayed under the same pack, the call's computed cards (the quiet one too) are unchanged
+    replayed = subprocess.run([sys.executable, "-m", "cds", "audit", "replay", "--rules", str(DEFAULT_DIR),
+                               "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert replayed.returncode == 0, replayed.stderr
+    assert json.loads(replayed.stdout)["calls"] == []
 
     # the quiet card is inside the chained content: changing it breaks verify
     with engine.begin() as conn:
