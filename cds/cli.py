@@ -9,7 +9,7 @@
     cds rules check [DIR]                       validate a rule pack and the site config
     cds rules valuesets [DIR]                   value-set coverage: codes by system, names, where verified
     cds dev-token --url URL                     print a development client token for a call to URL
-    cds audit list|show|verify|export|replay|migrate|drain|token|patient-key   (cds/review/cli.py)
+    cds audit list|show|verify|export|rerun|migrate|drain|token|patient-key   (cds/review/cli.py)
     cds --version
 
 Before any command (``--help`` and ``--version`` too), the rules engine's library is checked: where the

@@ -7,7 +7,8 @@ the ``Deadline`` of the calling thread (``with Deadline(seconds) as deadline: se
 the deadline passes, a timer shuts those sockets down, so a read blocked anywhere in the exchange (status
 line, headers, body) returns at once, and ``deadline.expired`` tells the caller why it failed.
 
-Used by the FHIR client (``cds/fhir/client.py``) and the JWK Set fetches (``cds/auth/trusted_clients.py``).
+Used by the FHIR client (``cds/call/fhir_client.py``) and the JWK Set fetches
+(``cds/auth/trusted_clients.py``).
 
 A hook call's own budget (``cds.call.budget.Budget``) is the ``CallLimit`` of its thread while its
 prefetch data is fetched (``with call_limit(budget): ...``): the FHIR client asks it before every GET

@@ -1,26 +1,32 @@
 """One exception tree for the whole service, each mapped to an HTTP status and an OperationOutcome.
 
-    CdsError                          500  exception / processing
-    ├── ConfigurationError            500  exception / processing   (bad setting or rule pack at start-up)
-    ├── RulePackError                 500  exception / invalid      (a rule file fails its check)
+    CdsError                          500  error / exception
+    ├── ConfigurationError            500  error / processing       (bad setting or rule pack at start-up)
+    ├── RulePackError                 500  error / invalid          (a rule file fails its check)
     ├── RequestError                  400  error / invalid          (the request itself is wrong)
     │   ├── MalformedJSON             400  error / structure
-    │   ├── EnvelopeError             400  error / required|value   (hook, hookInstance, context fields)
+    │   ├── EnvelopeError             400  error / required         (hook, hookInstance, context fields)
     │   ├── InvalidFhir               400  error / structure        (a resource fails FHIR R4 validation)
     │   ├── UnknownService            404  error / not-found
     │   ├── NotFound                  404  error / not-found        (an audit record, a card)
     │   ├── LimitExceeded             413  error / too-costly       (body size, bundle entries)
     │   └── ClientTooSlow             408  error / timeout          (the body did not arrive in time:
     │                                                                 cds/web/httpserver.py)
-    ├── Unauthorized                  401  (bare body: nothing that helps an attacker)
-    ├── AuthUnavailable               503  error / transient        (the token replay store cannot be reached)
+    ├── Unauthorized                  401  error / security         (over HTTP a bare body: nothing that
+    │   │                                                             helps an attacker)
+    │   └── TokenReplayed             401  error / security         (a token id used before; the issuer
+    │                                                                 is named in the log only)
+    ├── AuthUnavailable               503  error / transient        (the token-id store cannot be reached)
     ├── BudgetExceeded                503  error / too-costly       (time or work budget of a call used up)
     ├── DataUnavailable               412  error / not-found        (data a rule needs cannot be obtained)
     │   ├── FhirServerNotAllowed      412  error / security         (fhirServer is not in the allow-list)
     │   └── FhirServerError           412  error / not-found        (the fhirServer failed: down, timeout,
     │                                                                 401/403, 5xx, not JSON, not FHIR)
-    ├── EngineError                   500  exception / exception    (the rules engine failed)
+    ├── EngineError                   500  error / exception        (the rules engine failed)
     └── AuditUnavailable              503  error / transient        (neither database nor spool can record)
+
+Each line: the class, its HTTP status, and its OperationOutcome issue's severity / code
+(tests/test_docs.py checks the drawing against the classes).
 
 Every error carries a message that names the field or datum at fault; ``to_operation_outcome`` turns
 it into the FHIR body (``details`` become further issues, each naming its own field when

@@ -4,7 +4,8 @@ Each setting has a name, a default, a parser, one line of help and the values it
 ``le``, ``choices``, ``min_length``; ``secret`` ones are never repeated in a message). Values come from, in
 order: the defaults below, a file per setting in ``CDS_SECRETS_DIR``, ``CDS_*`` environment variables, then
 the mapping given to ``create_app(config)``. ``cds/settings_model.py`` builds the pydantic-settings model
-from these declarations and checks every value at start-up: a refused one is a ``ConfigurationError`` of
+from these declarations and checks every value at start-up (``load``; importing this module, to read a
+declaration or a default, does not load pydantic-settings): a refused one is a ``ConfigurationError`` of
 one line naming the variable and what it accepts. ``docs/configuration.md`` documents every setting;
 ``tests/test_docs.py`` keeps the two in step.
 """
@@ -15,7 +16,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from cds.settings_model import (  # the parsers a declaration names
+from cds.settings_declare import (  # the parsers a declaration names
     Setting,
     _bool,
     _csv,
@@ -23,7 +24,6 @@ from cds.settings_model import (  # the parsers a declaration names
     _folder,
     _int,
     _str,  # noqa: F401 - the default parser, which a declaration may also name
-    read,
     warn_unknown,
 )
 
@@ -390,6 +390,8 @@ def load(
     Raises ``ConfigurationError``, one line naming the setting and what it accepts, for a refused value;
     logs a warning naming each ``CDS_`` variable that is no setting.
     """
+    from cds.settings_model import read  # pydantic-settings: loaded when settings are read, at start-up
+
     environ = os.environ if environ is None else environ
     overrides = dict(overrides or {})
     warn_unknown(SETTINGS, environ, _WARNED)

@@ -1,23 +1,21 @@
 """The settings' typed model: every declaration in ``cds/settings.py`` becomes a pydantic-settings field.
 
-``Setting(name, default, help, parse)`` declares a setting once; the optional ``ge``, ``gt``, ``le``,
-``choices``, ``min_length`` and ``secret`` say which values it accepts. ``model_for`` turns the declarations
+A setting is declared once with ``Setting(name, default, help, parse)`` (``cds/settings_declare.py``); the
+optional ``ge``, ``gt``, ``le``, ``choices``, ``min_length`` and ``secret`` say which values it accepts.
+``model_for`` turns the declarations
 into a ``BaseSettings`` class (types, ranges and enumerations checked by pydantic), and ``read`` reads it:
 the defaults, then a file per setting in ``CDS_SECRETS_DIR``, then the ``CDS_*`` environment, then the
 mapping given. A refused value is one ``ConfigurationError`` line naming the variable, where its value came
 from and what it accepts (a secret's value is never repeated). An unknown ``CDS_`` variable is named in a
-warning with the declared name closest to it: a typo shows, and the service still starts.
+warning with the declared name closest to it (``warn_unknown``): a typo shows, and the service still starts.
 """
 
 from __future__ import annotations
 
-import difflib
-import logging
 import os
 import threading
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,110 +25,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.sources import EnvSettingsSource, PydanticBaseSettingsSource
 
 from cds.errors import ConfigurationError
-
-log = logging.getLogger("cds.settings")
-
-PREFIX = "CDS_"
-#: ``CDS_`` variables that are not settings: the interpreter and venv ``run.sh`` uses, the test and
-#: benchmark harnesses' own.
-NOT_SETTINGS = ("CDS_PYTHON", "CDS_VENV")
-NOT_SETTINGS_PREFIXES = ("CDS_TEST_", "CDS_BENCH_")
-
-
-def _bool(raw: str | bool) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    value = str(raw).strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError(f"expected a boolean (true/false), got {raw!r}")
-
-
-def _int(raw: str | int) -> int:
-    return int(raw)
-
-
-def _float(raw: str | float) -> float:
-    return float(raw)
-
-
-def _str(raw: Any) -> str:
-    return str(raw)
-
-
-def _folder(raw: Any) -> str:
-    """A folder that exists (or empty)."""
-    value = str(raw)
-    if value and not _is_folder(value):
-        raise ValueError("no such folder")
-    return value
-
-
-def _is_folder(path: str) -> bool:
-    try:
-        return bool(path) and Path(path).is_dir()
-    except (OSError, ValueError):  # a name the system cannot take (a NUL in it, too long)
-        return False
-
-
-def _csv(raw: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    if isinstance(raw, list | tuple):
-        return tuple(str(x) for x in raw)
-    return tuple(part.strip() for part in str(raw).split(",") if part.strip())
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One setting: its name (the variable is ``CDS_<name>``), default, one line of help, parser, and the
-    values it accepts. A setting whose default is empty may be left empty (it means "not set")."""
-
-    name: str
-    default: Any
-    help: str
-    parse: Callable[[Any], Any] = _str
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    choices: tuple[str, ...] | None = None
-    min_length: int | None = None
-    secret: bool = False  # never repeated in a message
-
-    @property
-    def env(self) -> str:
-        return f"{PREFIX}{self.name}"
-
-    @property
-    def accepts(self) -> str:
-        """What the setting accepts, in words (the end of its one-line error)."""
-        if self.choices:
-            return "one of " + ", ".join(self.choices)
-        kinds: dict[Callable[[Any], Any], str] = {
-            _int: "a whole number", _float: "a number", _bool: "true or false (or 1/0, yes/no, on/off)",
-            _csv: "a comma-separated list", _str: "text"}
-        kind = kinds.get(self.parse)
-        if kind is None:  # a parser of its own: the first line of its docstring says what it takes
-            line = ((self.parse.__doc__ or "").strip().splitlines() or ["a value"])[0].rstrip(".")
-            kind = line[:1].lower() + line[1:]
-        if self.ge is not None and self.le is not None:
-            kind += f" from {self.ge:g} to {self.le:g}"
-        elif self.ge is not None:
-            kind += f" of at least {self.ge:g}"
-        elif self.gt is not None:
-            kind += f" greater than {self.gt:g}"
-            kind += f" and at most {self.le:g}" if self.le is not None else ""
-        elif self.le is not None:
-            kind += f" of at most {self.le:g}"
-        if self.min_length == 1:
-            kind = "non-empty " + kind
-        elif self.min_length:
-            kind += f" of at least {self.min_length} characters"
-        if self.parse in (_str, _csv):
-            kind += " without control characters"
-        if self.min_length and self.default in ("", ()):
-            kind += " (or empty: not set)"
-        return kind
+from cds.settings_declare import PREFIX, Setting, _bool, _csv, _float, _folder, _int, _is_folder, _str
 
 
 def _no_control_characters(value: Any) -> Any:
@@ -250,19 +145,6 @@ def _source(setting: Setting, overrides: Mapping[str, Any], environ: Mapping[str
 def _refusal(setting: Setting, source: str, raw: Any) -> str:
     shown = "" if setting.secret or raw is None else f"={str(raw)[:60]!r}"
     return f"setting {setting.env}{shown} from {source} is refused: it accepts {setting.accepts}"
-
-
-def warn_unknown(declarations: tuple[Setting, ...], environ: Mapping[str, str], said: set[str]) -> None:
-    """Name each ``CDS_`` variable that is no setting, once per process, with the closest setting."""
-    known = {s.env for s in declarations}
-    for name in sorted(environ):
-        if (not name.startswith(PREFIX) or name in known or name in NOT_SETTINGS or name in said
-                or name.startswith(NOT_SETTINGS_PREFIXES)):
-            continue
-        said.add(name)
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        log.warning("%s is not a setting and is ignored%s; see docs/configuration.md", name, hint)
 
 
 def read(declarations: tuple[Setting, ...], overrides: Mapping[str, Any], environ: Mapping[str, str],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fixtures_catalogue import card, fix
+from fixtures_common import card, fix
 
 E2_FIRST = "estradiol-first-check-due"
 E2_DUE = "estradiol-monitoring-due"

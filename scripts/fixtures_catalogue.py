@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import fixtures_ai_course  # the AI course: first estradiol check, menopausal status, SERMs, 49765-1
+import fixtures_dxa  # the DXA half of the catalogue
+import fixtures_newrules  # testosterone, calcium and the order-time checks
+import fixtures_underway  # treatment already under way; each order-time card's label and summary
+import fixtures_values  # values as laboratories and DXA systems report them
+from fixtures_common import card, fix
+
 MALE_ONLY_E2 = "low-estradiol-on-ai"
 
 
 def define(b: Any) -> None:
-    import fixtures_ai_course  # the AI course: first estradiol check, menopausal status, SERMs, 49765-1
-    import fixtures_dxa  # the DXA half of the catalogue; imports card and fix from here
-    import fixtures_newrules  # testosterone, calcium and the order-time checks
-    import fixtures_underway  # treatment already under way; each order-time card's label and summary
-    import fixtures_values  # values as laboratories and DXA systems report them
-
     _aromatase_inhibitor(b)
     _other_medications(b)
     _low_estradiol(b)
@@ -31,24 +32,6 @@ def define(b: Any) -> None:
     fixtures_newrules.define(b)
     fixtures_ai_course.define(b)
     fixtures_underway.define(b)
-
-
-def card(rule: str, indicator: str, summary: str = "", **extra: Any) -> tuple:
-    return (rule, indicator, summary, extra) if extra else (rule, indicator, summary)
-
-
-def fix(
-    b: Any, rule: str, name: str, resources: list, cards: list = (), not_cards: list = (), **kw: Any
-) -> None:
-    extra = {}
-    for c in cards:
-        if len(c) > 3:
-            extra[c[0]] = c[3]
-    b.fixture(rule, name, resources, cards=[c[:3] for c in cards], not_cards=not_cards, **kw)
-    if extra:  # fold the extra checks into the expected card entries
-        expected = b.FIXTURES[-1][3]
-        for item in expected["cards"]:
-            item.update(extra.get(item["rule"], {}))
 
 
 def _aromatase_inhibitor(b: Any) -> None:

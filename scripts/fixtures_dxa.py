@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fixtures_catalogue import card, fix
+from fixtures_common import card, fix
 
 
 def define(b: Any) -> None:

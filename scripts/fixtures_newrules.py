@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fixtures_catalogue import card, fix
+from fixtures_common import card, fix
 
 TARGET = "testosterone-against-target"
 DUE = "testosterone-monitoring-due"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fixtures_catalogue import card, fix
+from fixtures_common import card, fix
 
 ON_SUPP = "vitamin-d-low-on-supplement"
 LOW = "vitamin-d-low"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fixtures_catalogue import card, fix
+from fixtures_common import card, fix
 
 E2_LOW, E2_DUE, E2_ODD = "low-estradiol-on-ai", "estradiol-monitoring-due", "estradiol-result-indeterminate"
 D_LOW, D_DUE, D_ODD = "vitamin-d-low", "vitamin-d-missing", "vitamin-d-result-indeterminate"

@@ -45,8 +45,8 @@ def test_every_command_and_option_has_help():
     commands = dict(_walk(cli))
     expected = {"cds serve", "cds evaluate", "cds rules check", "cds dev-token", "cds request", "cds replay",
                 "cds wait", "cds audit list", "cds audit show", "cds audit verify", "cds audit export",
-                "cds audit replay", "cds audit migrate", "cds audit drain", "cds audit token",
-                "cds audit patient-key"}
+                "cds audit rerun", "cds audit replay", "cds audit migrate", "cds audit drain",
+                "cds audit token", "cds audit patient-key"}
     assert expected <= set(commands)
     for path, command in commands.items():
         assert (command.help or "").strip(), f"{path} has no help"

@@ -11,8 +11,8 @@ import requests
 from fhir_server_support import ANY_PATH, FakeFhir, fhir_response
 from werkzeug import Request, Response
 
+from cds.call.fhir_client import ClientSettings, FhirClient, parse_allowlist, parse_base
 from cds.errors import ConfigurationError, FhirServerError, FhirServerNotAllowed
-from cds.fhir.client import ClientSettings, FhirClient, parse_allowlist, parse_base
 from cds.hooks.envelope import parse_hook_request
 
 ALLOWED = "https://ehr.example.org/fhir"

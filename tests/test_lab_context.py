@@ -16,33 +16,34 @@ def lab(analyte: str, value: float, reported: str, date: str = "2026-11-01", ref
 
 def test_calcium_is_corrected_with_an_albumin_of_the_same_day():
     ca = lab("calcium", 8.6, "8.6 mg/dL")
-    lab_context.albumin_corrected_calcium(ca, lab("albumin", 4.5, "4.5 g/dL"), PAYNE)
+    lab_context.albumin_corrected_calcium(ca, lab("albumin", 4.5, "4.5 g/dL"), PAYNE, LABS["calcium"])
     assert ca["assessed"] == 8.2 and ca["assessed_as"] == "albumin-corrected"
     assert "albumin-corrected calcium 8.2 mg/dL" in ca["assessed_text"] and "4.5 g/dL" in ca["assessed_text"]
 
 
 def test_calcium_without_albumin_or_with_a_zero_coefficient_is_total():
     ca = lab("calcium", 8.6, "8.6 mg/dL")
-    lab_context.albumin_corrected_calcium(ca, None, PAYNE)
+    lab_context.albumin_corrected_calcium(ca, None, PAYNE, LABS["calcium"])
     assert ca["assessed"] == 8.6 and ca["assessed_as"] == "total"
     ca = lab("calcium", 8.6, "8.6 mg/dL")
     no_correction = {**PAYNE, "calcium_albumin_coefficient": 0}
-    lab_context.albumin_corrected_calcium(ca, lab("albumin", 3.0, "3.0 g/dL"), no_correction)
+    lab_context.albumin_corrected_calcium(ca, lab("albumin", 3.0, "3.0 g/dL"), no_correction,
+                                          LABS["calcium"])
     assert ca["assessed"] == 8.6
 
 
 def test_a_limit_is_never_corrected():
     ca = {**lab("calcium", 5.0, "<5.0 mg/dL"), "comparator": "<"}
-    lab_context.albumin_corrected_calcium(ca, lab("albumin", 2.0, "2.0 g/dL"), PAYNE)
+    lab_context.albumin_corrected_calcium(ca, lab("albumin", 2.0, "2.0 g/dL"), PAYNE, LABS["calcium"])
     assert ca["assessed"] == 5.0 and ca["assessed_as"] == "total"
 
 
 def test_calcium_is_compared_in_the_unit_reported():
     ca = lab("calcium", 2.12 * 4.008016032, "2.12 mmol/L")
-    lab_context.albumin_corrected_calcium(ca, None, PAYNE)
+    lab_context.albumin_corrected_calcium(ca, None, PAYNE, LABS["calcium"])
     assert ca["assessed_in"] == "mmol/L" and ca["assessed_mmol_l"] == 2.12
     ca = lab("calcium", 8.5, "8.5 mg/dL")
-    lab_context.albumin_corrected_calcium(ca, None, PAYNE)
+    lab_context.albumin_corrected_calcium(ca, None, PAYNE, LABS["calcium"])
     assert ca["assessed_in"] == "mg/dL"
 
 

@@ -33,10 +33,10 @@ from support import PUBLIC_JWKS, TEST_ISS
 from cds.auth import links
 from cds.auth.trusted_clients import parse_trusted_clients
 from cds.auth.verify import TokenVerifier
+from cds.call.fhir_client import parse_base, plain_path
 from cds.errors import CdsError
 from cds.fhir import parse as fhir_parse
 from cds.fhir import references, units, values
-from cds.fhir.client import parse_base, plain_path
 from cds.fhir.relevance import Relevance, name_in_text
 from cds.hooks import envelope, tokens
 from cds.rules import pack as rulepack

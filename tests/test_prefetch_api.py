@@ -27,8 +27,8 @@ from fhir_server_support import (
 from support import AuthedClient
 from werkzeug import Request, Response
 
+from cds.call.fhir_client import FhirClient
 from cds.errors import ConfigurationError
-from cds.fhir.client import FhirClient
 from cds.web.app import create_app
 
 KEYS = ["patient", "estradiol", "vitaminD", "dxa", "monitoring", "medications"]  # the keys the rules read

@@ -245,6 +245,29 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
         lambda p: _edit(p / "valuesets.yaml", lambda d: d["labs"]["estradiol"]["units"].pop("pg/mL")),
         "labs.estradiol needs LOINC codes and units",
     ),
+    "lab without a prefetch key": (
+        lambda p: _edit(p / "valuesets.yaml", lambda d: d["labs"]["ctx"].pop("prefetch")),
+        "labs.ctx.prefetch must name the prefetch key that asks for it",
+    ),
+    "lab correction naming an unknown threshold": (
+        lambda p: _edit(p / "valuesets.yaml", lambda d: d["labs"]["calcium"]["corrected_for"].update(
+            coefficient="payne_coefficient")),
+        "labs.calcium.corrected_for.coefficient must name a threshold in thresholds.yaml, "
+        "got 'payne_coefficient'",
+    ),
+    "lab correction with an unknown analyte": (
+        lambda p: _edit(p / "valuesets.yaml", lambda d: d["labs"]["calcium"]["corrected_for"].update(
+            analyte="protein")),
+        "labs.calcium.corrected_for.analyte must name a lab analyte, got 'protein'",
+    ),
+    "lab correction without a source": (
+        lambda p: _edit(p / "valuesets.yaml", lambda d: d["labs"]["calcium"]["corrected_for"].pop("source")),
+        "labs.calcium.corrected_for needs a source",
+    ),
+    "lab correction not a mapping": (
+        lambda p: _edit(p / "valuesets.yaml", lambda d: d["labs"]["calcium"].update(corrected_for="payne")),
+        "labs.calcium.corrected_for must be a mapping",
+    ),
     "bare threshold": (
         lambda p: _edit(p / "thresholds.yaml", _set("thresholds", "dxa_t_score_drop", value=0.3)),
         "dxa_t_score_drop needs a numeric value, a unit and a source",

@@ -5,7 +5,7 @@ page shows only that card's decision: the card, the results it rested on as repo
 words with the threshold values in force and its citations, and a chart of the patient's results over time
 (``chart.py``, served as ``/why/<token>/chart.svg``, drawn once per card and kept in a cache bounded by
 ``CHART_CACHE_BYTES``; what the chart leaves out of a long record is said under it). The card's detail is
-rendered from its Markdown as the EHR shows it (``card_markdown.py``: CommonMark, raw HTML off, links only
+rendered from its Markdown as the EHR shows it (``markdown.py``: CommonMark, raw HTML off, links only
 for safe schemes). It shows no patient identifier, no record id and no hook instance. Every answer is
 sent with a strict Content-Security-Policy, ``Cache-Control: no-store`` and ``Referrer-Policy: no-referrer``
 (so the link does not leak to the sites of the citations).

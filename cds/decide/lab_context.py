@@ -3,9 +3,10 @@ second unit to quote, and whether a drug's monitoring test has been done since t
 the course: the earliest order of its class on record) started.
 
 Called by ``cds.decide.facts`` once every result has been read; pure. The numbers (the Payne coefficient and
-reference albumin, the ionized-calcium switch) are the pack's thresholds after site overrides; the analytes
-that monitor a drug class and the unit to quote beside the canonical one are value-set data
-(``labs.<analyte>.monitors``, ``labs.<analyte>.also_show``).
+reference albumin, the ionized-calcium switch) are the pack's thresholds after site overrides; which
+analyte corrects calcium and which thresholds are the formula's constants (``labs.calcium.corrected_for``),
+the mg/dL-to-mmol/L factor (``labs.calcium.units``), the analytes that monitor a drug class and the unit to
+quote beside the canonical one are value-set data (``labs.<analyte>.monitors``, ``labs.<analyte>.also_show``).
 """
 
 from __future__ import annotations
@@ -18,38 +19,38 @@ Lab = dict[str, Any]
 
 
 def albumin_corrected_calcium(calcium: Lab, albumin_same_day: Lab | None,
-                              thresholds: Mapping[str, float]) -> None:
+                              thresholds: Mapping[str, float], spec: Mapping[str, Any]) -> None:
     """Give the calcium fact the value the rules assess: total calcium, or Payne-corrected with the albumin
-    of the same day (``assessed``, ``assessed_as``, ``assessed_text``). A limit ("<X") is never corrected."""
+    of the same day (``assessed``, ``assessed_as``, ``assessed_text``). A limit ("<X") is never corrected.
+    ``spec`` is the analyte's value-set entry: its ``corrected_for`` names the thresholds that are the
+    formula's constants, its ``units`` the mmol/L factor."""
     calcium["assessed"] = calcium["value"]
     calcium["assessed_as"] = "total"
     calcium["assessed_text"] = f"total calcium {calcium['reported']}"
     calcium["assessed_brief"] = str(calcium["reported"])
     calcium["limit_text"] = (f"below {thresholds.get('calcium_low_mg_dl', 0):g} mg/dL "
                              f"({thresholds.get('calcium_low_mmol_l', 0):g} mmol/L)")
-    _in_reported_unit(calcium)
-    coefficient = thresholds.get("calcium_albumin_coefficient", 0)
+    _in_reported_unit(calcium, spec)
+    correction = spec.get("corrected_for") or {}
+    coefficient = thresholds.get(correction.get("coefficient", ""), 0)
     if albumin_same_day is None or not coefficient or "comparator" in calcium \
             or "comparator" in albumin_same_day:
         return
-    reference = thresholds.get("calcium_reference_albumin_g_dl", 4.0)
+    reference = thresholds[correction["reference"]]
     corrected = round(calcium["value"] + coefficient * (reference - albumin_same_day["value"]), 4)
     text = (f"albumin-corrected calcium {corrected:.1f} mg/dL (total {calcium['reported']}, "
             f"albumin {albumin_same_day['reported']} the same day)")
     calcium.update(assessed=corrected, assessed_as="albumin-corrected", albumin=albumin_same_day["value"],
                    albumin_ref=albumin_same_day["ref"], assessed_text=text,
                    assessed_brief=f"{corrected:.1f} mg/dL albumin-corrected")
-    _in_reported_unit(calcium)
+    _in_reported_unit(calcium, spec)
 
 
-#: mg/dL of calcium per mmol/L (calcium mg/dL x 0.2495 = mmol/L); the value set holds the same factor
-CALCIUM_MG_DL_PER_MMOL_L = 1 / 0.2495
-
-
-def _in_reported_unit(calcium: Lab) -> None:
-    """The assessed calcium also in mmol/L, and which unit the laboratory reported: a result is compared
-    with the threshold in its own unit (8.5 mg/dL and 2.12 mmol/L are each the boundary as reported)."""
-    calcium["assessed_mmol_l"] = round(calcium["assessed"] / CALCIUM_MG_DL_PER_MMOL_L, 3)
+def _in_reported_unit(calcium: Lab, spec: Mapping[str, Any]) -> None:
+    """The assessed calcium also in mmol/L (by the value set's factor: mg/dL per mmol/L), and which unit the
+    laboratory reported: a result is compared with the threshold in its own unit (8.5 mg/dL and 2.12 mmol/L
+    are each the boundary as reported)."""
+    calcium["assessed_mmol_l"] = round(calcium["assessed"] / float(spec["units"]["mmol/L"]), 3)
     calcium["assessed_in"] = "mmol/L" if str(calcium["reported"]).lower().endswith("mmol/l") else "mg/dL"
 
 
@@ -127,8 +128,10 @@ def apply(latest_lab: dict[str, Lab], lab_days: Mapping[str, Mapping[str, Lab]],
     """Complete the lab and medication facts read together (see the module docstring)."""
     calcium = latest_lab.get("calcium")
     if calcium is not None:
-        albumin_same_day = lab_days.get("albumin", {}).get(calcium["date"])
-        albumin_corrected_calcium(calcium, albumin_same_day, thresholds)
+        spec = labs.get("calcium") or {}
+        corrected_with = (spec.get("corrected_for") or {}).get("analyte", "")
+        albumin_same_day = lab_days.get(corrected_with, {}).get(calcium["date"])
+        albumin_corrected_calcium(calcium, albumin_same_day, thresholds, spec)
     ionized = latest_lab.get("ionized_calcium")
     if ionized is not None and calcium is None and thresholds.get("ionized_calcium_substitutes"):
         ionized.update(substitutes=True, assessed_as="ionized",

@@ -8,7 +8,7 @@ Per key of the discovery document's prefetch templates:
 * Bundle with a ``next`` link the client sent the first page  -> fetch the remaining pages
 * Bundle/resource             the client's data               -> use it
 
-Fetching is delegated to a ``Fetch`` (``cds.fhir.client.FhirClient``). When a key cannot be obtained (no
+Fetching is delegated to a ``Fetch`` (``cds.call.fhir_client.FhirClient``). When a key cannot be obtained (no
 ``fhirServer``, the server not allowed, down, refusing, answering garbage) the call fails with
 ``DataUnavailable`` (HTTP 412) naming every such key and why. The rules need every key, so partial data is
 never evaluated: complete data or an honest 412. An ``optional`` key (one the rules do not read, that can

@@ -16,9 +16,6 @@ SERVICES = (
     ("bone-health-order-sign", "order-sign", "Bone health on aromatase inhibitors (before signing)"),
 )
 
-#: the analytes of the ``monitoring`` prefetch key (the others have a key each)
-MONITORING_LABS = ("testosterone", "calcium", "albumin", "ionized_calcium", "ctx", "p1np")
-
 DESCRIPTION = (
     "Bone-health advice for patients on aromatase inhibitors: low estradiol in men, falling DXA "
     "bone density, missing or low 25-OH vitamin D, calcium and testosterone monitoring, overdue monitoring, "
@@ -48,18 +45,21 @@ def prefetch_templates(pack: RulePack) -> dict[str, str]:
     def codes(values: list[str]) -> str:
         return ",".join(f"{loinc}|{c}" for c in values)
 
+    # each analyte names the prefetch key that asks for it (``labs.<name>.prefetch``, checked by the pack)
+    by_key: dict[str, list[str]] = {}
+    for spec in vs["labs"].values():
+        by_key.setdefault(spec["prefetch"], []).extend(spec["loinc"])
     dxa_codes = [
         c for site in vs["dxa"].values() for kind in ("t_score", "z_score", "bmd") for c in site[kind]
     ]
     observations = "Observation?patient={{context.patientId}}&code="
     return {
         "patient": "Patient/{{context.patientId}}",
-        "estradiol": observations + codes(vs["labs"]["estradiol"]["loinc"]),
-        "vitaminD": observations + codes(vs["labs"]["vitamin_d"]["loinc"]),
+        "estradiol": observations + codes(by_key.get("estradiol", [])),
+        "vitaminD": observations + codes(by_key.get("vitaminD", [])),
         "dxa": observations + codes(dxa_codes),
         # testosterone, calcium (with albumin and ionized calcium) and the bone turnover markers
-        "monitoring": observations + codes(
-            [c for name in MONITORING_LABS for c in vs["labs"][name]["loinc"]]),
+        "monitoring": observations + codes(by_key.get("monitoring", [])),
         "medications": (
             "MedicationRequest?patient={{context.patientId}}&status=active,on-hold,completed,stopped"
             "&_include=MedicationRequest:medication"

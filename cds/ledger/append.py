@@ -1,7 +1,7 @@
 """What the audit chains share: appending a link to a chained table, storable text, poison entries.
 
 Three tables are hash-chained by ``seq`` (``hashing.py``): ``audit_feedback``, ``audit_quarantine`` and
-``audit_checkpoint``; ``audit_record`` (hook calls) is several chains (``chains.py``). Each link of the
+``audit_checkpoint``; ``audit_record`` (hook calls) is several chains (``record_chains.py``). Each link of the
 first three is appended in one transaction under the chain lock of its table:
 ``pg_advisory_xact_lock`` on PostgreSQL, the store's process lock plus SQLite's write lock (retried when
 another process appended between the read of the head and the write) on SQLite.

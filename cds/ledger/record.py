@@ -3,7 +3,7 @@
 The content never holds the raw patient id, a JWT or a FHIR access token: the patient is a keyed hash
 (HMAC-SHA256 with the audit secret) and every ``Patient/<id>`` or ``urn:uuid:<id>`` reference or bare
 patient id inside cards, facts and context has the key prefix in place of the id. The facts are kept so
-that ``cds audit replay`` can run the call again under another rule pack.
+that ``cds audit rerun`` can run the call again under another rule pack.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ in ``cds.auth.jti_store``). The migrations in ``cds/migrations`` create them.
 
 audit_record    one row per hook call, append-only; ``seq`` (assigned by the database) orders the trail;
                 each record is link ``chain_pos`` of the hash chain ``chain_id`` (one chain per writer,
-                see ``chains.py`` and ``chain.py``)
+                see ``record_chains.py`` and ``hashing.py``)
 audit_card      one row per card returned (uuid -> record, rule, indicator), written with its record
 audit_feedback  one row per feedback item received, never updated (repeat feedback is a new row);
                 hash-chained by ``seq`` like the records (a chain of its own)
@@ -32,7 +32,7 @@ from cds.db import metadata
 audit_record = Table(
     "audit_record",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=False),  # the trail's order (chains.py)
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # the trail's order (record_chains.py)
     Column("id", String(36), nullable=False, unique=True),  # uuid of the record
     Column("chain_id", Integer),  # the chain this record is a link of (set on every record)
     Column("chain_pos", Integer),  # its position in that chain, 1, 2, 3 ...

@@ -82,7 +82,7 @@ class AuditStore:
         self._held_lock = threading.Lock()
         self.migrate_pending = False  # the database was down at start-up: migrate before the first write
         self.markers = CallMarkers(Path(spool.folder) / "calls")
-        self._counts = {"quarantined": 0, "interrupted": 0}  # last read from the database
+        self.counts = health.Counts()  # last read from the database (``health.state_of``)
         self.chains = ChainWriter(engine, self._chain_lock, own_chains=own_chains)
         self.writer = GroupCommit(self._submit_batch, after=self.maybe_checkpoint) if group_commit else None
         self.checkpoint_seconds = checkpoint_seconds
@@ -302,6 +302,10 @@ class AuditStore:
             return
         self._held.append(entry)
         self.kick()
+
+    def held_count(self) -> int:
+        """The entries waiting in memory (the spool could not take them)."""
+        return len(self._held)
 
     def release_held(self) -> int:
         """Move held entries, oldest first, behind the spool (or into the database when nothing is spooled);

@@ -1,4 +1,5 @@
-"""Alembic environment: always run from ``cds.db.upgrade`` with a live connection in ``config.attributes``."""
+"""Alembic environment: always run from ``cds.db.ensure_schema``, with a live connection in
+``config.attributes``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from cds.db import metadata
 config = context.config
 connection = config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("run the migrations with `cds audit migrate` (cds.db.upgrade), not the alembic CLI")
+    raise RuntimeError("run the migrations with `cds audit migrate` (cds.db.ensure_schema), "
+                       "not the alembic CLI")
 context.configure(connection=connection, target_metadata=metadata, compare_type=True)
 with context.begin_transaction():
     context.run_migrations()

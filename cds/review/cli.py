@@ -5,7 +5,8 @@ cds audit list [filters] [--json]          newest first, one page (--limit, --of
 cds audit show ID [--json]                 one record (seq, record id, card uuid or hookInstance)
 cds audit verify [--expect-head HEAD]      check every audit table against the chains; print the head
 cds audit export --format ndjson|csv       every record, oldest first, to stdout (or --output)
-cds audit replay --rules DIR [--since D]   which cards would appear, disappear or change
+cds audit rerun --rules DIR [--since D]    which cards would appear, disappear or change (the past calls
+                                           run again under another pack; ``replay``: its former name)
 cds audit drain                            move spooled records into the database now
 cds audit token NAME                       make an auditor token and its AUDITOR_TOKENS entry
 cds audit patient-key < ID                 the patient key of a patient id read from stdin
@@ -152,7 +153,7 @@ JSON = click.option("--json", "as_json", is_flag=True, help="print JSON instead 
 
 @click.group("audit", cls=Commands)
 def audit() -> None:
-    """The audit trail: list, show, verify, export, replay under another rule pack."""
+    """The audit trail: list, show, verify, export, rerun under another rule pack."""
 
 
 @audit.command("migrate")
@@ -311,28 +312,28 @@ def _csv_cell(row: Any, column: str) -> Any:
     return getattr(row, column)
 
 
-@audit.command("replay")
+@audit.command("rerun")
 @click.option("--rules", "rules_dir", required=True, type=click.Path(file_okay=False),
               help="rule pack folder to compare against")
 @click.option("--since", metavar="DATE", help="calls from this date or date-time (UTC)")
 @click.option("--until", metavar="DATE",
               help="calls up to and including this date, or before this date-time (UTC)")
 @JSON
-def replay_cmd(rules_dir: str, since: str | None, until: str | None, as_json: bool) -> int:
+def rerun_cmd(rules_dir: str, since: str | None, until: str | None, as_json: bool) -> int:
     """Re-run the stored facts of past calls under another rule pack: which cards would change."""
-    from cds.review.rerun import replay
+    from cds.review.rerun import rerun
     from cds.rules import pack as rulepack
 
     values = _values()
     pack = rulepack.load(rules_dir, values["SITE_CONFIG"] or None)
     filters = queries.Filters(since=_time(since, "--since"), until=_time(until, "--until"))
-    report = replay(queries.iter_records(_engine(values), filters), pack)
+    report = rerun(queries.iter_records(_engine(values), filters), pack)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return 0
     t = report["totals"]
     click.echo(
-        f"replayed {t['replayed']} call(s) under rule pack {pack.id} {pack.version}: "
+        f"re-ran {t['rerun']} call(s) under rule pack {pack.id} {pack.version}: "
         f"{t['callsChanged']} would "
         f"differ ({t['appeared']} card(s) appear, {t['disappeared']} disappear, {t['changed']} change)"
     )
@@ -348,6 +349,11 @@ def replay_cmd(rules_dir: str, since: str | None, until: str | None, as_json: bo
                 f"  ->  [{c['after']['indicator']}] {c['after']['summary']}"
             )
     return 0
+
+
+# ``cds audit replay``: the command's former name, kept working for scripts; hidden from the help
+audit.add_command(click.Command("replay", callback=rerun_cmd.callback, params=rerun_cmd.params,
+                                help=rerun_cmd.help, hidden=True))
 
 
 @audit.command("drain")

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from cds.errors import CdsError
 from cds.hooks.services import discovery_document
 from cds.review import explain, queries, quiet
-from cds.review.api import filters_from, known_rule, paging, period_from, require_auditor
+from cds.review.auditor_api import filters_from, known_rule, paging, period_from, require_auditor
 
 bp = Blueprint("cds_audit_web", __name__, url_prefix="/audit")
 bp.before_request(require_auditor)

@@ -50,7 +50,7 @@ def _by_rule(cards: list[dict[str, Any]], card_rules: dict[str, str]) -> dict[st
     return out
 
 
-def replay_content(evaluator: Evaluator, content: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def rerun_content(evaluator: Evaluator, content: dict[str, Any]) -> dict[str, dict[str, Any]]:
     facts = [f for f in content.get("facts", []) if not (f.get("t") == "problem" and f.get("kind") == "gap")]
     facts += _gaps(evaluator.pack, facts)
     key = content.get("patientKey")
@@ -76,21 +76,23 @@ def compare(seq: int, content: dict[str, Any], after: dict[str, dict[str, Any]])
     return impact
 
 
-def replay(rows: Iterable[Any], pack: RulePack) -> dict[str, Any]:
-    """``rows``: audit records (``seq``, ``content``). Only calls that answered (outcome ok) are replayed."""
+def rerun(rows: Iterable[Any], pack: RulePack) -> dict[str, Any]:
+    """``rows``: audit records (``seq``, ``content``). Only calls that answered (outcome ok) are run again.
+    ``totals.rerun`` counts them (``totals.replayed``, the same number, is kept for scripts that read it)."""
     evaluator = Evaluator(pack)
     calls: list[CallImpact] = []
-    replayed = 0
+    rerun_count = 0
     for row in rows:
         content = json.loads(row.content)
         if content.get("outcome") != "ok":
             continue
-        replayed += 1
-        impact = compare(row.seq, content, replay_content(evaluator, content))
+        rerun_count += 1
+        impact = compare(row.seq, content, rerun_content(evaluator, content))
         if impact.differs:
             calls.append(impact)
     totals = {
-        "replayed": replayed,
+        "rerun": rerun_count,
+        "replayed": rerun_count,  # the key's former name, kept for scripts
         "callsChanged": len(calls),
         "appeared": sum(len(c.appeared) for c in calls),
         "disappeared": sum(len(c.disappeared) for c in calls),

@@ -4,8 +4,9 @@ What is checked (each has a test that writes a broken pack and expects the probl
 
 * pack.yaml: an id and a semantic version;
 * thresholds.yaml: every threshold has a numeric value, a unit and a source;
-* valuesets.yaml: systems named by medications/orders exist, every lab has LOINC codes and accepts its own
-  canonical unit, every DXA site has a title;
+* valuesets.yaml: systems named by medications/orders exist, every lab has LOINC codes, accepts its own
+  canonical unit and names the prefetch key that asks for it, a lab's correction (``corrected_for``) names
+  an analyte, thresholds that exist and a source; every DXA site has a title;
 * each rule: id and file name, semantic version, status, kind, When/Then text, citations (title and an
   https:// URL), conditions (known fact types, known operators, unique aliases, negation over base facts
   only), thresholds that exist, value-set names that resolve (drug class, analyte, order kind, DXA site),
@@ -17,15 +18,13 @@ What is checked (each has a test that writes a broken pack and expects the probl
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cds.errors import RulePackError
 from cds.rules.conditions import OPERATORS, resolve
+from cds.rules.model import Rule, RulePack
 from cds.rules.templating import PLACEHOLDER, references, strings_in
 from cds.rules.transforms import TRANSFORMS
-
-if TYPE_CHECKING:
-    from cds.rules.pack import Rule, RulePack
 
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
 STATUSES = {"active", "draft", "retired"}
@@ -42,6 +41,11 @@ _VALUESET_FIELDS: dict[str, dict[str, Any]] = {
     "dxa": {"site": ("dxa",)},
     "dxa_change": {"site": ("dxa",)},
 }
+#: the discovery document's prefetch keys whose Observation query lists lab analytes
+#: (``labs.<name>.prefetch``)
+LAB_PREFETCH_KEYS = ("estradiol", "vitaminD", "monitoring")
+#: the fields of a lab's ``corrected_for`` (the Payne albumin correction of calcium)
+CORRECTION_FIELDS = {"analyte", "coefficient", "reference", "source"}
 #: widest text a placeholder can produce, for the summary-length check
 _PLACEHOLDER_WIDTH = {
     "ingredient": 15,
@@ -78,7 +82,7 @@ def check(pack: RulePack) -> list[str]:
             if not (pack.thresholds.get(needed) or {}).get("value"):
                 problems.append(f"thresholds: {name} is set to {value}, so {needed} must be set too (it has "
                                 "no default; see its help)")
-    problems += _check_valuesets(pack.valuesets)
+    problems += _check_valuesets(pack.valuesets, pack.thresholds)
     known_facts = BASE_FACTS | pack.derived_types()
     seen: set[str] = set()
     for rule in pack.rules:
@@ -94,7 +98,7 @@ def check(pack: RulePack) -> list[str]:
     return problems
 
 
-def _check_valuesets(vs: dict[str, Any]) -> list[str]:
+def _check_valuesets(vs: dict[str, Any], thresholds: dict[str, Any]) -> list[str]:
     problems = []
     systems = vs.get("systems") or {}
     for key in ("rxnorm", "atc", "loinc"):
@@ -123,6 +127,12 @@ def _check_valuesets(vs: dict[str, Any]) -> list[str]:
             problems.append(
                 f"valuesets.yaml: labs.{name} needs LOINC codes and units including its canonical unit"
             )
+            continue
+        if spec.get("prefetch") not in LAB_PREFETCH_KEYS:
+            problems.append(f"valuesets.yaml: labs.{name}.prefetch must name the prefetch key that asks for "
+                            f"it ({', '.join(LAB_PREFETCH_KEYS)}), got {spec.get('prefetch')!r}")
+        if "corrected_for" in spec:
+            problems += _check_correction(name, spec["corrected_for"], vs, thresholds)
     for name, spec in (vs.get("dxa") or {}).items():
         if not isinstance(spec, dict) or not spec.get("title"):
             problems.append(f"valuesets.yaml: dxa.{name} needs a title")
@@ -132,6 +142,28 @@ def _check_valuesets(vs: dict[str, Any]) -> list[str]:
                 problems.append(f"valuesets.yaml: orders.{name} uses system {system_key!r}, not in systems")
     problems += [f"valuesets.yaml: {where} {code!r} is not a LOINC code (its check digit does not match)"
                  for where, code in _loinc_codes(vs) if not loinc_check_digit_ok(code)]
+    return problems
+
+
+def _check_correction(name: str, correction: Any, vs: dict[str, Any],
+                      thresholds: dict[str, Any]) -> list[str]:
+    """``labs.<analyte>.corrected_for``: the analyte of the same day it is corrected with, the thresholds that
+    are the formula's constants (coefficient, reference) and the source of the formula."""
+    where = f"valuesets.yaml: labs.{name}.corrected_for"
+    if not isinstance(correction, dict):
+        return [f"{where} must be a mapping (analyte, coefficient, reference, source)"]
+    problems = []
+    unknown = sorted(set(correction) - CORRECTION_FIELDS)
+    if unknown:
+        problems.append(f"{where}: unknown field(s) {', '.join(map(str, unknown))}")
+    if correction.get("analyte") not in (vs.get("labs") or {}):
+        problems.append(f"{where}.analyte must name a lab analyte, got {correction.get('analyte')!r}")
+    for key in ("coefficient", "reference"):
+        if correction.get(key) not in thresholds:
+            problems.append(f"{where}.{key} must name a threshold in thresholds.yaml, "
+                            f"got {correction.get(key)!r}")
+    if not isinstance(correction.get("source"), str) or not correction["source"].strip():
+        problems.append(f"{where} needs a source (the formula's citation)")
     return problems
 
 

@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cds.errors import RulePackError
-
-if TYPE_CHECKING:
-    from cds.rules.pack import Rule, RulePack
+from cds.rules.model import Rule, RulePack
 
 COMPARISONS = {"lt": "$lt", "lte": "$lte", "gt": "$gt", "gte": "$gte"}
 OPERATORS = {"eq", "ne", "in", "exists", *COMPARISONS}

@@ -15,13 +15,14 @@ Layout of a pack folder::
 
 A site's threshold overrides (``CDS_SITE_CONFIG``) are applied on top of ``thresholds.yaml``. The pack's
 content hash covers every loaded file plus the overrides, so an audit record names exactly what ran.
+
+A loaded pack is a ``RulePack`` of ``Rule`` (``cds/rules/model.py``, importable from here too).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -30,64 +31,13 @@ import yaml
 
 from cds.errors import RulePackError
 from cds.rules.check import check
+from cds.rules.model import Rule, RulePack
 
 #: the packaged rule pack (a wheel is installed unpacked, so this is a folder on disk)
 DEFAULT_DIR = Path(str(files("cds") / "packaged_rules"))
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
 #: the site configuration's ``units`` switches (docs/site-config.md)
 SITE_UNIT_SWITCHES = {"read_g_cm-2_as_g_cm2": "read HL7's DXA unit g/cm-2 (strict UCUM: g.cm2) as g/cm2"}
-
-
-@dataclass(frozen=True)
-class Rule:
-    id: str
-    version: str
-    status: str
-    kind: str
-    title: str
-    when: str
-    then: str
-    citations: list[dict[str, Any]]
-    match: dict[str, list[dict[str, Any]]]
-    thresholds: list[str] = field(default_factory=list)
-    needs: list[dict[str, Any]] = field(default_factory=list)
-    derive: dict[str, Any] | None = None
-    card: dict[str, Any] | None = None
-    path: str = ""
-
-    @property
-    def aliases(self) -> list[str]:
-        conditions = self.match.get("all") if isinstance(self.match, dict) else None
-        return [(c.get("as") if isinstance(c, dict) else None) or f"m{i}"
-                for i, c in enumerate(conditions if isinstance(conditions, list) else [])]
-
-
-@dataclass(frozen=True)
-class RulePack:
-    id: str
-    version: str
-    title: str
-    content_hash: str
-    thresholds: dict[str, dict[str, Any]]
-    valuesets: dict[str, Any]
-    rules: list[Rule]
-    directory: str
-
-    def threshold(self, name: str) -> float:
-        return self.thresholds[name]["value"]
-
-    def derived_types(self) -> set[str]:
-        return {r.derive["t"] for r in self.rules if isinstance(r.derive, dict) and r.derive.get("t")}
-
-    def rule(self, rule_id: str) -> Rule:
-        for rule in self.rules:
-            if rule.id == rule_id:
-                return rule
-        raise KeyError(rule_id)
-
-    @property
-    def active_rules(self) -> list[Rule]:
-        return [r for r in self.rules if r.status == "active"]
 
 
 def _read_yaml(path: Path) -> Any:

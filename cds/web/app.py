@@ -10,13 +10,13 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from cds import settings
+from cds.call import fhir_client
 from cds.call.service import HookService
 from cds.call.suppression import Policy, Suppression
 from cds.decide.derived import DerivedCache
 from cds.decide.evaluate import Evaluator
 from cds.errors import CdsError, operation_outcome
 from cds.fhir import cache as fhir_cache
-from cds.fhir import client as fhir_client
 from cds.fhir import parse as fhir_parse
 from cds.ledger.history import CardHistory
 from cds.ledger.port import AuditSink

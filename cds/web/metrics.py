@@ -4,7 +4,7 @@
     cds_http_request_duration_seconds{endpoint}           latency histogram
     cds_cards_total{rule, indicator}                      cards answered, by rule id and indicator
     cds_errors_total{endpoint, kind}                      4xx ("client") and 5xx ("server") answers
-    cds_audit_*                                           the audit's figures (cds/review/metrics.py)
+    cds_audit_*                                           the audit's figures (cds/review/audit_metrics.py)
 
 ``endpoint`` is the Flask route template (``/cds-services/<service_id>``), or ``(unmatched)`` for a URL
 no route serves; ``method`` is one of the HTTP methods in ``METHODS``, any other (made up) method is

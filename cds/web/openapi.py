@@ -29,7 +29,7 @@ from cds.hooks.schemas import (
     schema_ref,
 )
 from cds.hooks.services import discovery_document
-from cds.review import openapi as _audit
+from cds.review import auditor_openapi as _audit
 
 bp = Blueprint("openapi", __name__)
 
@@ -198,7 +198,7 @@ PATHS: dict[str, Any] = {
 
 # ---------------------------------------------------------------------------------------------------------
 # AUDITOR API: the JSON paths under /audit/api, their schemas and the auditor credentials (Bearer token or
-# HTTP Basic), defined in cds/review/openapi.py. The auditor's HTML pages (/audit/...) are not in the
+# HTTP Basic), defined in cds/review/auditor_openapi.py. The auditor's HTML pages (/audit/...) are not in the
 # document.
 AUDIT_PATHS: dict[str, Any] = _audit.AUDIT_PATHS
 AUDIT_SCHEMAS: dict[str, Any] = _audit.AUDIT_SCHEMAS

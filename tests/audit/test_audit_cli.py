@@ -1,4 +1,4 @@
-"""`cds audit ...`: list, show, export, replay under another rule pack, token, migrate."""
+"""`cds audit ...`: list, show, export, rerun under another rule pack, token, migrate."""
 
 from __future__ import annotations
 
@@ -85,12 +85,14 @@ def _changed_pack(tmp_path):
     return target
 
 
-def test_replay_under_another_pack(cli, tmp_path):
-    code, out = cli("audit", "replay", "--rules", str(DEFAULT_DIR))
+def test_rerun_under_another_pack(cli, tmp_path):
+    code, out = cli("audit", "rerun", "--rules", str(DEFAULT_DIR))
     assert code == 0 and "2 call(s)" in out and ": 0 would differ" in out
-    code, out = cli("audit", "replay", "--rules", str(_changed_pack(tmp_path)), "--json")
+    changed = str(_changed_pack(tmp_path))
+    code, out = cli("audit", "rerun", "--rules", changed, "--json")
     report = json.loads(out)
     assert code == 0 and report["totals"] == {
+        "rerun": 2,
         "replayed": 2,
         "callsChanged": 2,
         "appeared": 0,
@@ -101,8 +103,21 @@ def test_replay_under_another_pack(cli, tmp_path):
     assert dxa_call["disappeared"][0]["rule"] == "falling-bone-density"
     change = report["calls"][0]["changed"][0]
     assert change["rule"] == "vitamin-d-missing" and change["after"]["summary"].startswith("Check 25-OH")
-    code, out = cli("audit", "replay", "--rules", str(DEFAULT_DIR), "--since", "2999-01-01")
-    assert "replayed 0 call(s)" in out
+    code, out = cli("audit", "rerun", "--rules", str(DEFAULT_DIR), "--since", "2999-01-01")
+    assert "re-ran 0 call(s)" in out
+
+
+def test_the_former_name_replay_still_reruns_but_is_not_in_the_help(cli, tmp_path):
+    changed = str(_changed_pack(tmp_path))
+    code, old = cli("audit", "replay", "--rules", changed, "--json")
+    assert code == 0
+    assert json.loads(old) == json.loads(cli("audit", "rerun", "--rules", changed, "--json")[1])
+    from click.testing import CliRunner
+
+    from cds.cli import cli as command_line
+
+    shown = CliRunner().invoke(command_line, ["audit", "--help"])
+    assert shown.exit_code == 0 and "rerun" in shown.output and "replay" not in shown.output
 
 
 def test_audit_commands_on_a_database_no_call_has_reached(tmp_path, monkeypatch, capsys):
@@ -201,6 +216,6 @@ def test_until_a_date_includes_that_whole_day_as_the_api_does(cli, app):
         answer = api.get("/audit/api/records", query_string={"until": until}, headers=BEARER)
         assert answer.status_code == 200 and answer.get_json()["total"] == expected, until
     assert sum(t.date() <= day for t in times) >= 1
-    code, out = cli("audit", "replay", "--rules", str(DEFAULT_DIR), "--until", day.isoformat(), "--json")
-    replayed = json.loads(out)["totals"]["replayed"]
-    assert code == 0 and replayed == sum(t.date() <= day for t in times), out[:300]
+    code, out = cli("audit", "rerun", "--rules", str(DEFAULT_DIR), "--until", day.isoformat(), "--json")
+    rerun = json.loads(out)["totals"]["rerun"]
+    assert code == 0 and rerun == sum(t.date() <= day for t in times), out[:300]

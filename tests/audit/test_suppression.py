@@ -477,7 +477,7 @@ def test_quiet_cards_are_in_the_chained_record_the_cli_and_the_pages(serve):
     assert bad.status_code == 400 and bad.json()["issue"][0]["expression"] == ["to"]
 
     # replayed under the same pack, the call's computed cards (the quiet one too) are unchanged
-    replayed = subprocess.run([sys.executable, "-m", "cds", "audit", "replay", "--rules", str(DEFAULT_DIR),
+    replayed = subprocess.run([sys.executable, "-m", "cds", "audit", "rerun", "--rules", str(DEFAULT_DIR),
                                "--json"], env=env, capture_output=True, text=True, timeout=300)
     assert replayed.returncode == 0, replayed.stderr
     assert json.loads(replayed.stdout)["calls"] == []

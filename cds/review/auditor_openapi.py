@@ -1,4 +1,4 @@
-"""The auditor JSON API (``cds/review/api.py``) in the OpenAPI document: paths, schemas, security.
+"""The auditor JSON API (``cds/review/auditor_api.py``) in the OpenAPI document: paths, schemas, security.
 
 Every path under ``/audit/api`` needs an auditor credential (``cds/review/auth.py``, docs/audit.md):
 ``Authorization: Bearer <token>`` or HTTP Basic ``name:token``. Without one, or with a wrong one, the

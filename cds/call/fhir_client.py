@@ -19,6 +19,9 @@ one the budget has no time for, raises the call's ``BudgetExceeded`` (503, namin
 
 The bearer token from ``fhirAuthorization`` is sent only to URLs under ``fhirServer`` and never logged; log
 lines carry the key, the resource type, the status and the time taken, never a query value or an id.
+
+The client is the call layer's (it does the network I/O that gathers prefetch); the FHIR stage ``cds.fhir``
+below it stays pure. Its log lines keep the logger name ``cds.fhir.client``.
 """
 
 from __future__ import annotations
