@@ -147,10 +147,11 @@ def _when(value: Any) -> dt.datetime | None:
     return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
 
 
-def pending_orders(gathered: Gathered, pack: RulePack) -> tuple[list[PendingOrder] | None, str]:
+def pending_orders(gathered: Gathered, pack: RulePack,
+                   patient_id: str | None = None) -> tuple[list[PendingOrder] | None, str]:
     """The patient's active and on-hold test orders from the ``pendingOrders`` key, and what the record says
     of them: ``known`` (sent or fetched, maybe none) or why they are not known (then None: nothing is
-    silenced by an order)."""
+    silenced by an order). An order whose subject is another patient is not the patient's."""
     provenance = gathered.provenance.get(PENDING_KEY)
     if provenance is None or provenance == "failed":
         why = "not sent and could not be fetched" if provenance == "failed" else "not asked for"
@@ -162,13 +163,22 @@ def pending_orders(gathered: Gathered, pack: RulePack) -> tuple[list[PendingOrde
     found = []
     for sr in resources:
         if not isinstance(sr, Mapping) or sr.get("resourceType") != "ServiceRequest" \
-                or sr.get("status") not in PENDING_STATUSES:
+                or sr.get("status") not in PENDING_STATUSES or not _subject_is(sr, patient_id):
             continue
         kinds = order_kinds(sr, pack)
         if kinds:
             found.append(PendingOrder(f"ServiceRequest/{sr.get('id')}", frozenset(kinds),
                                       _when(sr.get("authoredOn"))))
     return found, "known"
+
+
+def _subject_is(resource: Mapping[str, Any], patient_id: str | None) -> bool:
+    subject = resource.get("subject")
+    reference = subject.get("reference") if isinstance(subject, Mapping) else None
+    if not isinstance(reference, str) or patient_id is None:
+        return True  # no subject to compare: the client's search was for this patient
+    return reference.removeprefix("urn:uuid:").rpartition("/")[2] == patient_id \
+        and (reference.startswith("urn:uuid:") or reference.rpartition("/")[0].endswith("Patient"))
 
 
 @dataclass
@@ -227,7 +237,7 @@ class Suppression:
         for card in cards:
             card.evidence = evidence_of(evaluation, card.rule)
             card.drafted = _rests_on_drafts(evaluation, card.rule)
-        pending, pending_state = pending_orders(gathered, self.pack)
+        pending, pending_state = pending_orders(gathered, self.pack, request.patient_id)
         section: dict[str, Any] = {
             "mode": "on" if self.policy.enabled else "off",
             "scope": self.policy.scope,

@@ -312,8 +312,9 @@ def test_a_pending_order_in_the_record_keeps_its_due_card_quiet(serve):
     _bundle(_order("p-other", "sr-dxa", "http://snomed.info/sct", "312681000")),  # another test
     _bundle(_order("p-other", "sr-old", LOINC, "62292-8", days_ago=120)),  # past the pending period
     _bundle(_order("p-other", "sr-done", LOINC, "62292-8", status="completed")),  # not pending
+    _bundle(_order("p-someone", "sr-theirs", LOINC, "62292-8")),  # another patient's order
     None,  # the client found none
-], ids=["other-test", "too-old", "completed", "none"])
+], ids=["other-test", "too-old", "completed", "another-patient", "none"])
 def test_an_order_that_is_not_a_pending_one_for_the_test_silences_nothing(serve, pending):
     service = serve()
     assert "vitamin-d-missing" in rules_of(service.cards(body("p-other", pending=pending)))
