@@ -17,7 +17,7 @@ id and card uuids. Two designs, measured in the same run on the same throwaway s
     single   every process appends to one chain under one lock, reading the head in each transaction
              (``CDS_AUDIT_OWN_CHAINS`` off: the trail's earlier design), and no group commit
 
-and, for the database replay store, each record with the token id of its call (a new ``jti`` each time):
+and, for the database token-id store, each record with the token id of its call (a new ``jti`` each time):
 
     chains+jti    the token id stored in a transaction of its own before the record (``JtiStore.remember``;
                   ``CDS_REPLAY_WITH_AUDIT`` off)
@@ -131,20 +131,20 @@ def writer(
         group_commit=chain_design == "chains",
         checkpoint_seconds=2.0,
     )
-    replay = JtiStore(engine) if tokens else None
-    if replay is not None and tokens == "claim" and not store.take_claims(replay):
-        raise SystemExit("the replay store is not the audit database")
+    token_ids = JtiStore(engine) if tokens else None
+    if token_ids is not None and tokens == "claim" and not store.take_claims(token_ids):
+        raise SystemExit("the token-id store is not the audit database")
     expiry = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=30)
     refused = [0]
 
     def entry() -> dict[str, Any]:
         made: dict[str, Any] = {"kind": "call", "content": fresh(template)}
-        if replay is not None:
+        if token_ids is not None:
             jti = str(uuid.uuid4())
-            if tokens == "jti" and not replay.remember(TOKEN_ISS, jti, expiry):
+            if tokens == "jti" and not token_ids.remember(TOKEN_ISS, jti, expiry):
                 refused[0] += 1
             if tokens == "claim":
-                made["claim"] = replay.claim(TOKEN_ISS, jti, expiry)
+                made["claim"] = token_ids.claim(TOKEN_ISS, jti, expiry)
         return made
 
     store.submit(entry())  # connect, claim the chain

@@ -6,6 +6,8 @@
     cds replay DIR --url BASE                   replay every fixture with a sidecar, report pass/fail/skip
     cds collection [DIR]... [--out FILE]        a Postman v2.1 request collection of those fixtures
     cds evaluate BUNDLE --hook HOOK [--at DATE] [--json]
+    cds gaps EXPORT --out DIR [--at DATE] [--workers N] [--scheduler ADDRESS] [--strict]
+                                                the care gaps of a Bulk Data export (cds/population/cli.py)
     cds rules check [DIR]                       validate a rule pack and the site config
     cds rules valuesets [DIR]                   value-set coverage: codes by system, names, where verified
     cds dev-token --url URL                     print a development client token for a call to URL
@@ -32,6 +34,7 @@ from typing import Any
 
 import click
 
+from cds.population.cli import gaps_cmd
 from cds.review.cli import Commands, Failed, audit, order_of
 from cds.toolkit.commands import COMMANDS
 from cds.toolkit.request import HOOKS
@@ -203,6 +206,7 @@ def dev_token_cmd(url: str, lifetime: int, tenant: str | None) -> int:
 
 
 cli.add_command(audit)
+cli.add_command(gaps_cmd)
 for _command in COMMANDS:
     cli.add_command(_command)
 

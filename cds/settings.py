@@ -318,28 +318,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REPLAY_FALLBACK",
         "none",
-        "While the database (the token replay store shared by every host) is unreachable: `none` answers "
+        "While the database (the token-id store shared by every host) is unreachable: `none` answers "
         "503, `host` accepts tokens checked against a same-host store only.",
         choices=("none", "host"),
     ),
     Setting(
         "REPLAY_FALLBACK_DIR",
         "",
-        "Folder of the same-host replay store (`REPLAY_FALLBACK=host`); empty means a folder on the RAM disk "
-        "`/dev/shm`. Never on the audit spool's disk (the service refuses to start).",
+        "Folder of the same-host token-id store (`REPLAY_FALLBACK=host`); empty means a folder on the RAM "
+        "disk `/dev/shm`. Never on the audit spool's disk (the service refuses to start).",
     ),
     Setting(
         "REPLAY_REDIS_URL",
         "",
-        "Redis holding the token replay store instead of the database (e.g. `redis://127.0.0.1:6379/0`; "
+        "Redis holding the token-id store instead of the database (e.g. `redis://127.0.0.1:6379/0`; "
         "`rediss://` for TLS); empty: the database's `seen_jti` table.",
         secret=True,
     ),
-    Setting("REPLAY_REDIS_PREFIX", "cds:jti:", "Prefix of the replay store's keys in Redis.", min_length=1),
+    Setting("REPLAY_REDIS_PREFIX", "cds:jti:", "Prefix of the token-id store's keys in Redis.", min_length=1),
     Setting(
         "REPLAY_WITH_AUDIT",
         True,
-        "With the database replay store and the audit on: a hook call's token id is stored in the "
+        "With the database token-id store and the audit on: a hook call's token id is stored in the "
         "transaction of its audit record (one commit for both, with concurrent calls'), a replay found there "
         "answered 401; off: in a transaction of its own before the call is served.",
         _bool,
@@ -347,7 +347,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REPLAY_REDIS_TIMEOUT_SECONDS",
         1.0,
-        "Deadline of each replay-store command to Redis, for connecting and for the answer (and for a free "
+        "Deadline of each token-id store command to Redis, for connecting and for the answer (and for a free "
         "pooled connection); past it Redis counts as unavailable.",
         _float,
         gt=0,

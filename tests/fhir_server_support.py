@@ -19,6 +19,8 @@ from urllib.parse import urlencode
 
 from werkzeug import Request, Response
 
+from cds.ledger.memory import MemoryLedger
+
 FIXTURES = Path(__file__).resolve().parent / "data" / "fhir-server"
 FHIR_JSON = "application/fhir+json"
 NOW = dt.datetime(2025, 11, 1, 12, 0, tzinfo=dt.UTC)
@@ -129,9 +131,4 @@ def card_signature(cards: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return sorted((c["source"]["topic"]["code"], c["indicator"], c["summary"]) for c in cards)
 
 
-class RecordingSink:
-    def __init__(self) -> None:
-        self.calls: list[Any] = []
-
-    def record_call(self, call: Any) -> None:
-        self.calls.append(call)
+RecordingSink = MemoryLedger  # the ledger keeping the call records in ``.calls``

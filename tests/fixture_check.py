@@ -14,6 +14,7 @@ from typing import Any
 from cds.errors import InvalidFhir
 from cds.fhir import parse as fhir_parse
 from cds.hooks.services import discovery_document
+from cds.ledger.memory import MemoryLedger
 from cds.toolkit.request import build_hook_request, choose_service
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -24,14 +25,8 @@ SERVICE = {
 }
 
 
-class Recorder:
-    """An audit sink keeping the last call record (the evaluation behind the HTTP answer)."""
-
-    def __init__(self) -> None:
-        self.last: Any = None
-
-    def record_call(self, call: Any) -> None:
-        self.last = call
+#: the ledger keeping the call records (``.last``: the evaluation behind the HTTP answer)
+Recorder = MemoryLedger
 
 
 def all_fixtures() -> list[Path]:
@@ -66,7 +61,7 @@ def differences(app: Any, path: Path, expected: dict[str, Any]) -> list[str]:
     app.config["NOW"] = dt.datetime.fromisoformat(expected.get("at", "2026-11-22")).replace(tzinfo=dt.UTC)
     recorder = app.extensions["cds.service"].audit
     assert isinstance(recorder, Recorder), "build the app with audit_sink=Recorder()"
-    recorder.last = None
+    recorder.clear()
     body = request_for(app, path, expected)
     response = app.test_client().post(f"/cds-services/{SERVICE[hook]}", json=body)
     if response.status_code != 200:

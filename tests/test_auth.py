@@ -17,6 +17,7 @@ from support import PRIVATE_KEYS, PUBLIC_JWKS, TEST_ISS, make_token
 
 from cds import create_app
 from cds.errors import ConfigurationError
+from cds.ledger.memory import MemoryLedger
 
 BASE = "http://localhost"
 DISCOVERY = f"{BASE}/cds-services"
@@ -89,10 +90,10 @@ def test_service_call_and_feedback_need_and_accept_a_token(auth_config, client):
     issued = client.post(SERVICE, json=hook_body("patient-view", record=[patient(gender="female"), med()]),
                          headers={"Authorization": "Bearer " + make_token(BASE + SERVICE)})
     card_uuid = issued.get_json()["cards"][0]["uuid"]
-    recorded = []
-    sink = type("Sink", (), {"record_call": lambda self, call: recorded.append(call)})
+    sink = MemoryLedger()
+    recorded = sink.calls
     # the same service on the same audit database, built to record its hook calls to the sink
-    client = create_app(auth_config, audit_sink=sink()).test_client()
+    client = create_app(auth_config, audit_sink=sink).test_client()
     assert_bare_401(client.post(SERVICE, json=HOOK_BODY))
     assert recorded == []  # refused before the service saw the call
     # A call past authentication that stops before the rules engine (no prefetch, no fhirServer: the
@@ -289,10 +290,10 @@ def test_verifier_runs_on_an_injected_clock():
     clients = parse_trusted_clients({"clients": [{"iss": TEST_ISS, "jwks": PUBLIC_JWKS}]}, where="test")
     in_2015 = 1_430_000_000.0
     token = make_token(DISCOVERY, now=in_2015)
-    then = TokenVerifier(clients, replay=remember, clock=lambda: in_2015 + 60)
+    then = TokenVerifier(clients, first_use=remember, clock=lambda: in_2015 + 60)
     identity = then.verify(f"Bearer {token}", DISCOVERY)
     assert (identity.iss, identity.kid) == (TEST_ISS, PRIVATE_KEYS["ES384"]["kid"])
-    later = TokenVerifier(clients, replay=remember, clock=lambda: in_2015 + 3600)
+    later = TokenVerifier(clients, first_use=remember, clock=lambda: in_2015 + 3600)
     with pytest.raises(Unauthorized, match="expired"):
         later.verify(f"Bearer {make_token(DISCOVERY, now=in_2015)}", DISCOVERY)
 

@@ -50,7 +50,8 @@ def test_the_bound_is_a_setting(auth_config, live_server):
 
 
 def _verifier(max_age: float, leeway: float) -> TokenVerifier:
-    return TokenVerifier(CLIENTS, replay=lambda *_: True, leeway=leeway, max_age=max_age, clock=lambda: NOW)
+    return TokenVerifier(CLIENTS, first_use=lambda *_: True, leeway=leeway, max_age=max_age,
+                         clock=lambda: NOW)
 
 
 @settings(max_examples=60, deadline=None)

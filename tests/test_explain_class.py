@@ -41,7 +41,7 @@ def test_every_derived_fact_on_every_card_is_explained_by_its_rule():
             continue
         hook = expected.get("hook", "order-sign")
         app.config["NOW"] = dt.datetime.fromisoformat(expected.get("at", "2026-11-22")).replace(tzinfo=dt.UTC)
-        recorder.last = None
+        recorder.clear()
         body = request_for(app, path, expected)
         response = app.test_client().post(f"/cds-services/{SERVICE[hook]}", json=body)
         assert response.status_code == 200, (path, response.get_data(as_text=True)[:300])

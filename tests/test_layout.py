@@ -64,6 +64,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("review", ("cds.review",)),
     ("clinician", ("cds.clinician",)),
     ("toolkit", ("cds.toolkit",)),
+    ("population", ("cds.population",)),
     ("web", ("cds.web",)),
     ("entry", ("cds", "cds.cli", "cds.__main__")),
 ]
@@ -466,9 +467,10 @@ def no_files_or_sockets() -> Iterator[list[str]]:
 def test_a_case_is_evaluated_without_opening_a_file_or_a_socket():
     from fixture_check import FIXTURES, SERVICE, expected_for
 
+    from cds.call.prefetch import gather
     from cds.decide.case import build_case
     from cds.decide.evaluate import Evaluator
-    from cds.fhir.prefetch import Gathered, gather
+    from cds.fhir.gathered import Gathered
     from cds.hooks.envelope import parse_hook_request
     from cds.hooks.services import discovery_document, prefetch_templates
     from cds.rules import pack as rulepack
@@ -641,9 +643,9 @@ def test_the_flow_check_finds_an_upward_import():
 @pytest.mark.parametrize(
     ("module", "source", "expected"),
     [
-        ("cds.fhir.prefetch", "import requests\n", ["cds.fhir.prefetch imports requests"]),
-        ("cds.fhir.prefetch", "def fetch():\n    from urllib3 import PoolManager\n",
-         ["cds.fhir.prefetch imports urllib3.PoolManager"]),
+        ("cds.fhir.gathered", "import requests\n", ["cds.fhir.gathered imports requests"]),
+        ("cds.fhir.gathered", "def fetch():\n    from urllib3 import PoolManager\n",
+         ["cds.fhir.gathered imports urllib3.PoolManager"]),
         ("cds.decide.cards", "from http import client\n", ["cds.decide.cards imports http.client"]),
         ("cds.decide.cards", 'import importlib\nimportlib.import_module("flask")\n',
          ["cds.decide.cards imports flask"]),

@@ -48,7 +48,7 @@ ALIASES = PACK.valuesets["unit_text_aliases"]
 RELEVANCE = Relevance(PACK.valuesets)
 ESTRADIOL = PACK.valuesets["labs"]["estradiol"]
 VERIFIER = TokenVerifier(parse_trusted_clients({"clients": [{"iss": TEST_ISS, "jwks": PUBLIC_JWKS}]},
-                                               where="test"), replay=lambda *_: True)
+                                               where="test"), first_use=lambda *_: True)
 LOINC, UCUM = "http://loinc.org", "http://unitsofmeasure.org"
 
 SHORT, LONG = 1024, 16384  # repeats of the unit: the long text is 16 times the short one

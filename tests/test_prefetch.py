@@ -6,8 +6,9 @@ import uuid
 
 import pytest
 
+from cds.call.prefetch import gather, render_template
 from cds.errors import DataUnavailable, FhirServerError
-from cds.fhir.prefetch import Gathered, gather, next_link, render_template
+from cds.fhir.gathered import Gathered, next_link
 from cds.hooks.envelope import parse_hook_request
 from cds.hooks.services import prefetch_templates
 from cds.rules.pack import load

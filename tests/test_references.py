@@ -190,11 +190,12 @@ def test_a_urn_uuid_patient_reference_never_reaches_the_audit_record(app, call):
     content holds the patient key prefix in its place, never the id."""
     import json
 
+    from cds.ledger.memory import MemoryLedger
     from cds.ledger.record import build_content
     from cds.rules import pack as rulepack
 
-    kept = []
-    sink = type("Sink", (), {"record_call": lambda self, c: kept.append(c)})()
+    sink = MemoryLedger()
+    kept = sink.calls
     app.extensions["cds.service"] = dataclasses.replace(app.extensions["cds.service"], audit=sink)
     pid = "5cbc121b-cd71-4428-b8b7-31e53eba8184"
     draft = urn_subject(med(status="draft", mid="draft-ana",

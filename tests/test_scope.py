@@ -13,6 +13,7 @@ from support import NOW
 
 from cds import create_app
 from cds.cli import main
+from cds.ledger.memory import MemoryLedger
 from cds.ledger.port import CallRecord
 from cds.ledger.record import build_content
 from cds.rules import pack as rulepack
@@ -25,17 +26,9 @@ def record_for(*, birth="1960-05-01", **patient_fields):
     return [{**patient(birth=birth), **patient_fields}, med(), obs(E2, 8, "pg/mL", RECENT)]
 
 
-class Keep:
-    def __init__(self):
-        self.calls = []
-
-    def record_call(self, call):
-        self.calls.append(call)
-
-
 @pytest.fixture
 def audited(app):
-    sink = Keep()
+    sink = MemoryLedger()
     app.extensions["cds.service"] = dataclasses.replace(app.extensions["cds.service"], audit=sink)
     return sink
 

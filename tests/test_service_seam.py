@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from builders import hook_body, med, obs, patient
 
 from cds import create_app
 from cds.auth.links import verify as verify_link
+from cds.call.prefetch import gather
 from cds.call.service import HookService
 from cds.decide.case import build_case
 from cds.decide.evaluate import Evaluator
-from cds.fhir.prefetch import Gathered, gather
+from cds.errors import CdsError, TokenReplayed
+from cds.fhir.gathered import Gathered
 from cds.hooks.envelope import parse_hook_request
 from cds.hooks.services import prefetch_templates
+from cds.ledger.memory import MemoryLedger
 from cds.rules import pack as rulepack
 
 PACK = rulepack.load()
@@ -24,14 +28,6 @@ EVALUATOR = Evaluator(PACK)
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 SERVICE = "bone-health-order-select"
 METFORMIN = "6809"  # RxNorm: a drug no rule reads
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list = []
-
-    def record_call(self, call) -> None:
-        self.calls.append(call)
 
 
 def low_estradiol_body() -> dict:
@@ -84,7 +80,7 @@ def test_the_case_alone_decides_the_cards():
 
 
 def test_the_service_records_to_the_sink_and_links_with_the_builder_it_was_built_with():
-    sink = Recorder()
+    sink = MemoryLedger()
     service = HookService(EVALUATOR, audit=sink, explain_link=lambda base, uuid: f"{base}/why/{uuid}")
     body = low_estradiol_body()
     cards = service.call(SERVICE, body, now=NOW, base_url="https://cds.example.org/")["cards"]
@@ -97,7 +93,7 @@ def test_the_service_records_to_the_sink_and_links_with_the_builder_it_was_built
     assert [c["uuid"] for c in call.evaluation.cards] == [c["uuid"] for c in cards]
     assert call.provenance == dict.fromkeys(body["prefetch"], "client")
     with pytest.raises(dataclasses.FrozenInstanceError):
-        service.audit = Recorder()  # type: ignore[misc]
+        service.audit = MemoryLedger()  # type: ignore[misc]
 
 
 def test_a_service_without_sink_or_builder_records_nothing_and_adds_no_link():
@@ -115,7 +111,7 @@ def test_create_app_builds_the_service_with_the_audit_store(auth_config):
     assert link.startswith("https://cds.example.org/why/")
     assert verify_link(app.extensions["cds.link_secret"], link.rsplit("/", 1)[1]) == card
 
-    sink = Recorder()
+    sink = MemoryLedger()
     service = create_app(auth_config, audit_sink=sink).extensions["cds.service"]
     assert service.audit is sink
 
@@ -135,7 +131,7 @@ class BrokenFetch:
 
 
 def test_an_unexpected_failure_is_recorded_as_a_500_and_raised():
-    sink = Recorder()
+    sink = MemoryLedger()
     service = HookService(EVALUATOR, fetch=BrokenFetch(), audit=sink)
     body = low_estradiol_body()
     del body["prefetch"]["dxa"]  # to be fetched, by the broken client
@@ -145,3 +141,53 @@ def test_an_unexpected_failure_is_recorded_as_a_500_and_raised():
     [call] = sink.calls
     assert (call.status, call.outcome, call.hook_instance) == (500, "500", body["hookInstance"])
     assert call.error == "internal error; the request was not processed" and call.evaluation is None
+
+
+class ClaimsSeen(MemoryLedger):
+    """A ledger that also keeps the claim each record came with, and refuses the one named ``used``."""
+
+    def __init__(self, used: object = None) -> None:
+        super().__init__()
+        self.claims: list = []
+        self.used = used
+
+    def record_call(self, call, claim=None) -> None:
+        self.claims.append(claim)
+        if claim is not None and claim is self.used:
+            raise TokenReplayed("https://ehr.example.org")
+        super().record_call(call, claim)
+
+
+def test_the_ledger_brackets_every_call_and_keeps_one_record_each():
+    ledger = MemoryLedger()
+    service = HookService(EVALUATOR, audit=ledger)
+    assert service.call(SERVICE, low_estradiol_body(), now=NOW)["cards"]
+    with pytest.raises(CdsError) as refused:
+        service.call(SERVICE, {"hook": "order-select"}, now=NOW)
+    with pytest.raises(CdsError):
+        service.call("no-such-service", low_estradiol_body(), now=NOW)
+    assert [(c.service, c.status) for c in ledger.calls] == [
+        (SERVICE, 200), (SERVICE, refused.value.status), ("no-such-service", 404)]
+    assert ledger.started == 3 and ledger.open_calls == 0
+
+
+def test_a_memory_ledger_takes_concurrent_calls():
+    ledger = MemoryLedger()
+    service = HookService(EVALUATOR, audit=ledger)
+    body = low_estradiol_body()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: service.call(SERVICE, body, now=NOW), range(32)))
+    assert all(a["cards"] for a in answers)
+    assert len(ledger.calls) == 32 and len({c.record_id for c in ledger.calls}) == 32
+    assert ledger.started == 32 and ledger.open_calls == 0
+
+
+def test_the_call_hands_its_claim_to_the_ledger_untouched_and_answers_a_reuse_found_there():
+    claim, used = object(), object()
+    ledger = ClaimsSeen(used=used)
+    service = HookService(EVALUATOR, audit=ledger)
+    assert service.call(SERVICE, low_estradiol_body(), now=NOW, claim=claim)["cards"]
+    with pytest.raises(TokenReplayed):
+        service.call(SERVICE, low_estradiol_body(), now=NOW, claim=used)
+    assert ledger.claims == [claim, used] and len(ledger.calls) == 1  # the reused token left no record
+    assert ledger.open_calls == 0

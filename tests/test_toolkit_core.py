@@ -147,8 +147,8 @@ def test_fill_tokens():
 ])
 def test_the_toolkit_fills_templates_exactly_as_the_service_renders_them(template):
     """One grammar: what ``cds request`` fills (or leaves out) is what the service renders (or refuses)."""
+    from cds.call.prefetch import render_template
     from cds.errors import DataUnavailable
-    from cds.fhir.prefetch import render_template
     from cds.hooks.envelope import parse_hook_request
 
     context = {"userId": "Practitioner/dr 1", "patientId": "p?1&x", "encounterId": "enc-4",

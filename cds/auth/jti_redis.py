@@ -1,5 +1,5 @@
-"""Replay protection in Redis, used instead of the database's ``seen_jti`` table when
-``CDS_REPLAY_REDIS_URL`` is set.
+"""The token-id store in Redis (a ``cds.auth.jti_store.TokenIdStore``), used instead of the database's
+``seen_jti`` table when ``CDS_REPLAY_REDIS_URL`` is set.
 
 Each accepted token id becomes one key, ``<CDS_REPLAY_REDIS_PREFIX><sha256(iss + "\\0" + jti)>`` (the same
 key derivation as the database store: no client-chosen string is stored), written with
@@ -33,8 +33,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cds.auth.jti_store import FileJtiStore, jti_key
-from cds.errors import AuthUnavailable, ConfigurationError
+from cds.auth.jti_store import FileJtiStore, jti_key, take_during_outage
+from cds.errors import ConfigurationError
 from cds.settings import default as setting_default
 
 log = logging.getLogger("cds.auth")
@@ -75,8 +75,8 @@ def describe(client: redis.Redis) -> str:
 
 
 class RedisJtiStore:
-    """``remember(iss, jti, expires_at)`` is True the first time a pair is seen, False on a replay; the
-    first ``SET NX`` wins, whichever process or replica sends it."""
+    """The ``TokenIdStore`` in Redis: ``remember(iss, jti, expires_at)`` is True the first time a pair is
+    seen, False on a replay; the first ``SET NX`` wins, whichever process or replica sends it."""
 
     def __init__(self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX,
                  fallback: FileJtiStore | None = None, clock: Callable[[], float] = time.time,
@@ -118,23 +118,11 @@ class RedisJtiStore:
     def _unavailable(self, exc: redis.RedisError, key: str, expires_at: dt.datetime,
                      now: dt.datetime) -> bool:
         self._down = True
-        if self.fallback is None:
-            log.error("replay store unavailable: %s (%s)", type(exc).__name__, self.where)
-            raise AuthUnavailable("the service cannot check tokens for replay just now") from exc
-        log.warning("replay store: %s unavailable (%s); using the same-host fallback", self.where,
-                    type(exc).__name__)
-        try:
-            return self.fallback.remember(key, expires_at, now)
-        except OSError as file_exc:
-            log.error("replay store unavailable: Redis and the same-host fallback both failed")
-            raise AuthUnavailable("the service cannot check tokens for replay just now") from file_exc
+        return take_during_outage(self.fallback, exc, self.where, key, expires_at, now)
 
     def _in_fallback(self, key: str, now: dt.datetime) -> bool:
         """A key first seen during an outage, not yet pushed to Redis, is in the fallback only: a replay."""
-        if self.fallback is None or not self.fallback.directory.is_dir():
-            return False
-        expiry = FileJtiStore._expiry(self.fallback.directory / key)
-        return expiry is not None and expiry >= now
+        return self.fallback is not None and self.fallback.holds(key, now)
 
     def _recovered(self, now: dt.datetime) -> None:
         if self.fallback is None:
@@ -161,16 +149,14 @@ class RedisJtiStore:
         if self.fallback is None:
             return 0
         now = now or dt.datetime.fromtimestamp(self.clock(), dt.UTC)
-        pushed = 0
-        for key, expiry, path in self.fallback.entries():
-            if expiry >= now:
-                self._set_nx(key, expiry, now)  # raises while Redis is still away: the file stays
-                pushed += 1
-            path.unlink(missing_ok=True)
-        return pushed
+
+        def put(key: str, expiry: dt.datetime) -> None:  # raises while Redis is still away: the file stays
+            self._set_nx(key, expiry, now)
+
+        return self.fallback.move_to(put, now)
 
     def health(self) -> dict[str, Any]:
-        """The replay store's state for ``/health``: ``ok`` when Redis answers a PING in time."""
+        """The token-id store's state for ``/health``: ``ok`` when Redis answers a PING in time."""
         try:
             self.client.ping()
             state = "ok"

@@ -1,4 +1,9 @@
-"""Replay protection: every token id (``jti``) a trusted client used, kept until its token expires.
+"""The token-id store: every token id (``jti``) a trusted client used, kept until its token expires, so that
+a token used again (a replay) is refused.
+
+``TokenIdStore`` is the interface the request guard holds; ``JtiStore`` (below, the database) and
+``cds.auth.jti_redis.RedisJtiStore`` (Redis) implement it, with the same-host fallback handled in one place
+(``take_during_outage``, ``FileJtiStore.holds`` and ``FileJtiStore.move_to``).
 
 One row per ``(iss, jti)`` in the ``seen_jti`` table, keyed by ``sha256(iss + "\\0" + jti)`` so the
 store neither holds client-chosen strings nor needs a length limit on them. Inserting a key that is
@@ -24,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Column, DateTime, String, Table, delete, insert, text
 from sqlalchemy.dialects import sqlite
@@ -34,7 +39,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from cds import db
 from cds.errors import AuthUnavailable, ConfigurationError, TokenReplayed
 
-#: JWT replay protection (created by the migrations in cds/migrations): sha256 hex of iss + jti, and expiry.
+#: The token ids used (created by the migrations in cds/migrations): sha256 hex of iss + jti, and expiry.
 seen_jti = Table(
     "seen_jti",
     db.metadata,
@@ -81,8 +86,37 @@ class Claim:
         return TokenReplayed(self.iss)
 
 
+class Claiming:
+    """The first-use check of one call whose token id is settled with its audit record: takes the claim
+    from ``store`` (``JtiStore.claim``) and keeps it in ``claim`` (None until taken, or on a replay this
+    process has seen)."""
+
+    __slots__ = ("store", "claim")
+
+    def __init__(self, store: JtiStore):
+        self.store = store
+        self.claim: Claim | None = None
+
+    def __call__(self, iss: str, jti: str, expires_at: dt.datetime) -> bool:
+        self.claim = self.store.claim(iss, jti, expires_at)
+        return self.claim is not None
+
+
+class TokenIdStore(Protocol):
+    """Where the token ids (``jti``) of trusted clients are kept until their tokens expire; what the request
+    guard holds. ``remember`` is True the first time an ``(iss, jti)`` pair is seen, False when it is seen
+    again (a replay), and raises ``AuthUnavailable`` when it cannot tell; ``health`` is the store's part
+    of ``/health``."""
+
+    fallback: FileJtiStore | None
+
+    def remember(self, iss: str, jti: str, expires_at: dt.datetime) -> bool: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+
 class FileJtiStore:
-    """The same-host fallback used while the database is unavailable: one file per key, created with
+    """The same-host fallback used while the shared store is unavailable: one file per key, created with
     ``O_CREAT | O_EXCL`` (atomic across the processes of this host), holding the expiry time."""
 
     def __init__(self, directory: Path):
@@ -112,6 +146,13 @@ class FileJtiStore:
         except (OSError, ValueError):
             return None
 
+    def holds(self, key: str, now: dt.datetime) -> bool:
+        """Whether the key was taken here during an outage, has not expired and is not moved on yet."""
+        if not self.directory.is_dir():
+            return False
+        expiry = self._expiry(self.directory / key)
+        return expiry is not None and expiry >= now
+
     def count(self) -> int:
         """How many keys the fallback holds (expired ones too, until they are absorbed)."""
         return sum(1 for _ in self.directory.iterdir()) if self.directory.is_dir() else 0
@@ -125,6 +166,34 @@ class FileJtiStore:
             if expiry is not None:
                 found.append((path.name, expiry, path))
         return found
+
+    def move_to(self, put: Callable[[str, dt.datetime], None], now: dt.datetime) -> int:
+        """Hand every key still live to ``put(key, expiry)`` (the shared store, back again), dropping each
+        once handed over (expired ones are only dropped); a ``put`` that raises leaves its key here and
+        stops the move. Returns how many were handed over."""
+        moved = 0
+        for key, expiry, path in self.entries():
+            if expiry >= now:
+                put(key, expiry)
+                moved += 1
+            path.unlink(missing_ok=True)
+        return moved
+
+
+def take_during_outage(fallback: FileJtiStore | None, exc: Exception, shared: str, key: str,
+                       expires_at: dt.datetime, now: dt.datetime) -> bool:
+    """The shared store (``shared``: "database", or where Redis is) is unavailable (``exc``): the key goes to
+    the same-host ``fallback`` (True the first time, False on a replay); without one the call fails closed
+    (``AuthUnavailable``, 503), as it does when the fallback cannot be written either."""
+    if fallback is None:
+        log.error("replay store unavailable: %s (%s)", type(exc).__name__, shared)
+        raise AuthUnavailable("the service cannot check tokens for replay just now") from exc
+    log.warning("replay store: %s unavailable (%s); using the same-host fallback", shared, type(exc).__name__)
+    try:
+        return fallback.remember(key, expires_at, now)
+    except OSError as file_exc:
+        log.error("replay store unavailable: %s and the same-host fallback both failed", shared)
+        raise AuthUnavailable("the service cannot check tokens for replay just now") from file_exc
 
 
 def _device(path: Path) -> int:
@@ -165,7 +234,8 @@ def fallback_store(mode: str, directory: str, spool_dir: str) -> FileJtiStore | 
 
 
 class JtiStore:
-    """``remember(iss, jti, expires_at)`` is True the first time a pair is seen, False on a replay.
+    """The ``TokenIdStore`` in the database: ``remember(iss, jti, expires_at)`` is True the first time a pair
+    is seen, False on a replay.
 
     The database is the store shared by every process and host. Without a fallback (the default), an
     unavailable database is a 503. With one, keys go to the same-host file store (``fallback``) while the
@@ -191,7 +261,7 @@ class JtiStore:
     def remember(self, iss: str, jti: str, expires_at: dt.datetime) -> bool:
         return self._remember_key(jti_key(iss, jti), expires_at)
 
-    # -- claims: the replay write made in the audit record's transaction ---------------------------------
+    # -- claims: the token id written in the audit record's transaction -----------------------------------
     def claim(self, iss: str, jti: str, expires_at: dt.datetime) -> Claim | None:
         """Take a token id for a call whose audit record will store it (``insert_claims``); ``None`` when this
         process has seen it already (a replay, refused before any work). Whether another process or host
@@ -284,23 +354,11 @@ class JtiStore:
         return True
 
     def _unavailable(self, exc: SQLAlchemyError, key: str, expires_at: dt.datetime, now: dt.datetime) -> bool:
-        if self.fallback is None:
-            log.error("replay store unavailable: %s", type(exc).__name__)
-            raise AuthUnavailable("the service cannot check tokens for replay just now") from exc
-        log.warning("replay store: database unavailable (%s); using the same-host fallback",
-                    type(exc).__name__)
-        try:
-            return self.fallback.remember(key, expires_at, now)
-        except OSError as file_exc:
-            log.error("replay store unavailable: database and fallback both failed")
-            raise AuthUnavailable("the service cannot check tokens for replay just now") from file_exc
+        return take_during_outage(self.fallback, exc, "database", key, expires_at, now)
 
     def _not_in_fallback(self, key: str, now: dt.datetime) -> bool:
         """A key first seen during an outage is in the fallback only: still a replay."""
-        if self.fallback is None or not self.fallback.directory.is_dir():
-            return True
-        expiry = FileJtiStore._expiry(self.fallback.directory / key)
-        return expiry is None or expiry < now
+        return self.fallback is None or not self.fallback.holds(key, now)
 
     def purge(self, now: dt.datetime | None = None) -> int:
         now = now or dt.datetime.fromtimestamp(self.clock(), dt.UTC)
@@ -313,17 +371,18 @@ class JtiStore:
         """Copy keys the fallback took during an outage into the database, then drop them from it."""
         if self.fallback is None:
             return
-        for key, expiry, path in self.fallback.entries():
-            if expiry >= now:
-                try:
-                    with self.engine.begin() as conn:
-                        conn.execute(insert(seen_jti).values(jti_key=key, expires_at=expiry))
-                except IntegrityError:
-                    pass
-            path.unlink(missing_ok=True)
+
+        def put(key: str, expiry: dt.datetime) -> None:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(seen_jti).values(jti_key=key, expires_at=expiry))
+            except IntegrityError:
+                pass
+
+        self.fallback.move_to(put, now)
 
     def health(self) -> dict[str, Any]:
-        """The replay store's state for ``/health``: ``ok`` when the database answers."""
+        """The token-id store's state for ``/health``: ``ok`` when the database answers."""
         try:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))

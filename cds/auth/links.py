@@ -47,3 +47,18 @@ def verify(secret: bytes, token: str, *, now: float | None = None) -> str:
     if (time.time() if now is None else now) >= expires:
         raise LinkRefused("this link has expired: open the card again in the EHR for a fresh link", 410)
     return card_uuid
+
+
+class PageLinker:
+    """``(base_url, card_uuid) -> url``: the address of a card's page under ``base_url`` + ``path``, signed
+    for that card with ``secret`` and expiring after ``lifetime_seconds`` (the call layer's explanation-link
+    builder: plain data, so a call that adds links to its cards calls no layer above its own)."""
+
+    __slots__ = ("secret", "lifetime_seconds", "path")
+
+    def __init__(self, secret: bytes, lifetime_seconds: float, path: str):
+        self.secret, self.lifetime_seconds, self.path = secret, lifetime_seconds, path.rstrip("/")
+
+    def __call__(self, base_url: str, card_uuid: str) -> str:
+        return f"{base_url}{self.path}/{sign(self.secret, card_uuid, self.lifetime_seconds)}"
+

@@ -4,9 +4,9 @@
     claims  iss (a trusted client), aud (the exact URL called; string or array), exp, iat, jti,
             optional tenant
 
-No Flask and no network here: the key sets (``JwksCache``) and the replay check (``JtiStore.remember``)
-are handed in. Every failure raises ``Unauthorized`` whose message says why, for the server log only;
-the client gets a bare 401. Nothing here logs or keeps the token itself.
+No Flask and no network here: the key sets (``JwksCache``) and the first-use check of the token id
+(``TokenIdStore.remember``) are handed in. Every failure raises ``Unauthorized`` whose message says why,
+for the server log only; the client gets a bare 401. Nothing here logs or keeps the token itself.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ MAX_TOKEN_CHARS = 8192
 MAX_JTI_CHARS = 512
 
 #: remember(iss, jti, expires_at) -> False when the pair was seen before
-ReplayCheck = Callable[[str, str, dt.datetime], bool]
+#: ``(iss, jti, expires_at)`` -> True the first time the token id is used, False when used again (a replay)
+FirstUseCheck = Callable[[str, str, dt.datetime], bool]
 
 
 @dataclass(frozen=True)
@@ -71,13 +72,13 @@ def _number(claims: Mapping[str, Any], name: str) -> float:
 
 
 class TokenVerifier:
-    def __init__(self, clients: Mapping[str, TrustedClient], *, replay: ReplayCheck,
+    def __init__(self, clients: Mapping[str, TrustedClient], *, first_use: FirstUseCheck,
                  jwks: JwksCache | None = None, leeway: float = setting_default("AUTH_LEEWAY_SECONDS"),
                  max_lifetime: float = setting_default("AUTH_MAX_TOKEN_LIFETIME"),
                  max_age: float = setting_default("AUTH_MAX_TOKEN_AGE"),
                  clock: Callable[[], float] = time.time):
         self.clients = dict(clients)
-        self.replay = replay
+        self.first_use = first_use
         self.jwks = jwks or JwksCache()
         self.leeway = leeway
         self.max_lifetime = max_lifetime
@@ -85,10 +86,11 @@ class TokenVerifier:
         self.clock = clock
 
     def verify(self, authorization: str | None, audience: str | Sequence[str], *,
-               replay: ReplayCheck | None = None) -> ClientIdentity:
+               first_use: FirstUseCheck | None = None) -> ClientIdentity:
         """Check an ``Authorization`` header value for a call to the endpoint at URL ``audience`` (or at any
-        of several URLs: the names the service is configured to answer to). ``replay``: this call's replay
-        check instead of the verifier's own (the last check, made only when every other passed)."""
+        of several URLs: the names the service is configured to answer to). ``first_use``: this
+        call's first-use check of the token id instead of the verifier's own (the last check, made only
+        when every other passed)."""
         token = self._bearer(authorization)
         try:
             header = jwt.get_unverified_header(token)
@@ -113,7 +115,7 @@ class TokenVerifier:
                 "verify_iss": False, "require": []})
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"signature check failed ({type(exc).__name__}) for issuer {iss!r}") from exc
-        return self._check_claims(claims, client.iss, kid, audience, replay or self.replay)
+        return self._check_claims(claims, client.iss, kid, audience, first_use or self.first_use)
 
     @staticmethod
     def _bearer(authorization: str | None) -> str:
@@ -144,7 +146,7 @@ class TokenVerifier:
         return key
 
     def _check_claims(self, claims: Mapping[str, Any], iss: str, kid: str,
-                      audience: str | Sequence[str], replay: ReplayCheck) -> ClientIdentity:
+                      audience: str | Sequence[str], first_use: FirstUseCheck) -> ClientIdentity:
         now = self.clock()
         exp, iat = _number(claims, "exp"), _number(claims, "iat")
         if exp <= now - self.leeway:
@@ -172,6 +174,6 @@ class TokenVerifier:
         if tenant is not None and not isinstance(tenant, str):
             raise Unauthorized(f"token of issuer {iss!r}: 'tenant' is not a string")
         expires_at = dt.datetime.fromtimestamp(exp + self.leeway, dt.UTC)
-        if not replay(iss, jti, expires_at):
+        if not first_use(iss, jti, expires_at):
             raise TokenReplayed(iss)
         return ClientIdentity(iss=iss, kid=kid, jti=jti, tenant=tenant, expires_at=expires_at)

@@ -4,8 +4,9 @@ slow or however many pages it offers, can hold a worker for long.
 
 ``Budget.check(stage)`` raises ``BudgetExceeded`` (503, an OperationOutcome naming the budget) once the
 call has run longer than ``seconds``; ``Budget.relevant(predicate)`` wraps the relevance filter the FHIR
-parser asks before validating each resource, so every resource costs a time check and every one that
-would be validated counts against ``max_resources``. While prefetch data is fetched the budget is the
+parser asks before validating each resource (``cds.fhir.relevance.Counted``: plain data, so the parser never
+calls back into this layer), so every resource costs a time check and every one that would be validated
+counts against ``max_resources``. While prefetch data is fetched the budget is the
 thread's ``cds.deadline.CallLimit``: each GET (page, retry) is checked and counted against
 ``max_requests``, and its timeouts end when the budget does. The call's audit record carries the same
 message.
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cds.errors import BudgetExceeded
+from cds.fhir.relevance import Counted
 
 
 class Budget:
@@ -36,8 +38,11 @@ class Budget:
         return self.seconds - (self.clock() - self.started)
 
     def exceeded(self, stage: str) -> BudgetExceeded:
-        return BudgetExceeded(f"the call ran out of its time budget of {self.seconds or 0:g} s "
-                              f"(CDS_CALL_BUDGET_SECONDS) while {stage}; no advice was given", field="(call)")
+        return BudgetExceeded(self._late(stage), field="(call)")
+
+    def _late(self, stage: str) -> str:
+        return (f"the call ran out of its time budget of {self.seconds or 0:g} s (CDS_CALL_BUDGET_SECONDS) "
+                f"while {stage}; no advice was given")
 
     def check(self, stage: str) -> None:
         left = self.remaining()
@@ -54,15 +59,16 @@ class Budget:
     def count(self) -> None:
         self.resources += 1
         if self.max_resources is not None and self.max_resources > 0 and self.resources > self.max_resources:
-            raise BudgetExceeded(f"the call holds more than {self.max_resources} resources to validate "
-                                 "(CDS_CALL_MAX_RESOURCES); no advice was given", field="(call)")
+            raise BudgetExceeded(self._too_many(), field="(call)")
 
-    def relevant(self, predicate: Callable[[Any], bool]) -> Callable[[Any], bool]:
-        def counted(resource: Any) -> bool:
-            self.check("validating FHIR resources")
-            if not predicate(resource):
-                return False
-            self.count()
-            return True
+    def _too_many(self) -> str:
+        return (f"the call holds more than {self.max_resources} resources to validate "
+                "(CDS_CALL_MAX_RESOURCES); no advice was given")
 
-        return counted
+    def relevant(self, predicate: Callable[[Any], bool]) -> Counted:
+        """``predicate`` under this budget (``cds.fhir.relevance.Counted``): the parser's filter, which checks
+        the time and counts the resources it lets through with no call back into this layer."""
+        seconds = self.seconds
+        deadline = self.started + seconds if seconds is not None and seconds > 0 else None
+        return Counted(predicate, clock=self.clock, deadline=deadline, max_resources=self.max_resources,
+                       late=self._late("validating FHIR resources"), too_many=self._too_many())

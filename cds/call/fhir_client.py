@@ -41,7 +41,7 @@ import urllib3
 
 from cds.deadline import CallLimit, Deadline, current_call_limit, deadline_session
 from cds.errors import ConfigurationError, FhirServerError, FhirServerNotAllowed
-from cds.fhir.prefetch import next_link
+from cds.fhir.gathered import next_link
 from cds.hooks.envelope import HookRequest
 from cds.settings import default as setting_default
 
@@ -139,7 +139,7 @@ class ClientSettings:
 
 
 class FhirClient:
-    """A ``cds.fhir.prefetch.Fetch`` over HTTP. ``session`` and ``sleep`` are injectable."""
+    """A ``cds.call.prefetch.Fetch`` over HTTP. ``session`` and ``sleep`` are injectable."""
 
     def __init__(self, settings: ClientSettings, session: requests.Session | None = None,
                  sleep: Callable[[float], None] = time.sleep):

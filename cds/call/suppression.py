@@ -36,7 +36,7 @@ from typing import Any
 
 from cds.decide.cards import OVERRIDE_SYSTEM
 from cds.decide.evaluate import Evaluation
-from cds.fhir.prefetch import Gathered
+from cds.fhir.gathered import Gathered
 from cds.hooks.envelope import HookRequest
 from cds.ledger.history import CardHistory, History, PastCard, PastFeedback
 from cds.rules.pack import RulePack

@@ -20,15 +20,10 @@ log = logging.getLogger("cds.audit")
 def card_linker(values: dict[str, Any]):
     """The service's explanation-link builder: ``(base_url, card_uuid) -> url`` of the clinician's "Why this
     card?" page, signed for that card with the link secret and expiring after ``WHY_LINK_HOURS``."""
-    from cds.auth import links
+    from cds.auth.links import PageLinker
 
-    secret = link_secret(values)
-    lifetime = values["WHY_LINK_HOURS"] * 3600  # greater than 0: checked with the settings
-
-    def card_link(base_url: str, card_uuid: str) -> str:
-        return f"{base_url}/why/{links.sign(secret, card_uuid, lifetime)}"
-
-    return card_link
+    # the lifetime is greater than 0: checked with the settings
+    return PageLinker(link_secret(values), values["WHY_LINK_HOURS"] * 3600, "/why")
 
 
 def init_app(app) -> None:

@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from cds.fhir import parse as fhir_parse
-from cds.fhir.prefetch import Gathered
+from cds.fhir.gathered import Gathered
 from cds.fhir.references import ReferenceIndex
 from cds.hooks.envelope import HookRequest
 

@@ -21,8 +21,8 @@ from cds.decide.underway import Underway
 from cds.fhir.relevance import Relevance
 from cds.rules.conditions import compile_rule, holds
 from cds.rules.engine import CompiledRule, Firing, RuleEngine
-from cds.rules.pack import Rule, RulePack
-from cds.rules.templating import render
+from cds.rules.pack import RulePack
+from cds.rules.templating import FactDeriver
 from cds.settings import default as setting_default
 
 LABEL = setting_default("SOURCE_LABEL")  # the cards' source label unless one is given
@@ -44,21 +44,6 @@ class Evaluation:
         return {"cards": self.cards, "fired": self.fired, "not_evaluated": self.not_evaluated,
                 "superseded": self.superseded, "facts": self.facts, "ignored": self.ignored,
                 "out_of_scope": self.out_of_scope}
-
-
-def _deriver(rule: Rule):
-    spec = rule.derive or {}
-
-    def derive(matched: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        fact: dict[str, Any] = {"t": spec["t"], **(spec.get("set") or {})}
-        for name, source in (spec.get("copy") or {}).items():
-            alias, _, key = source.partition(".")
-            fact[name] = matched.get(alias, {}).get(key)
-        for name, template in (spec.get("format") or {}).items():
-            fact[name] = render(template, matched)
-        return fact
-
-    return derive
 
 
 def _gaps(pack: RulePack, facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -86,7 +71,7 @@ class Evaluator:
         self.pack = pack
         self.relevant = Relevance(pack.valuesets)
         self.engine = RuleEngine([
-            CompiledRule(rule.id, compile_rule(rule, pack), _deriver(rule) if rule.derive else None)
+            CompiledRule(rule.id, compile_rule(rule, pack), FactDeriver(rule.derive) if rule.derive else None)
             for rule in pack.active_rules
         ])
 

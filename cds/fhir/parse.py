@@ -387,3 +387,34 @@ def _checked_outgoing(data: Any, *, where: str) -> tuple[dict[str, Any] | None, 
         except (TypeError, ValueError) as exc:
             return None, f"{where}: not valid FHIR {data['resourceType']}: {exc}"
     return None, f"{where}: not valid FHIR {data['resourceType']}"
+
+
+def r4_problem(data: Any, *, where: str, raw: bytes | None = None,
+               cache: ModelCache | None = None) -> str | None:
+    """Why ``data`` is not a valid R4 resource as a whole (by the R4B model of its type), or None when it is.
+    A resource of a type the rules read must also pass the service's own check (``parse_resource``: R4
+    element names only, decimals as JSON numbers), which it would otherwise refuse; its model goes to
+    ``cache``. ``raw``: the exact JSON text of ``data``, validated as JSON (faster)."""
+    from fhir.resources.R4B import get_fhir_model_class
+
+    if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
+        return f"{where}: not a FHIR resource"
+    if is_used_type(data["resourceType"]):
+        try:
+            parse_resource(data, where=where, cache=cache)
+        except InvalidFhir as exc:
+            return exc.message
+    try:
+        model = get_fhir_model_class(data["resourceType"])
+    except (KeyError, ValueError, AttributeError, ImportError):
+        return f"{where}: resourceType {data['resourceType']!r} is not an R4 resource type"
+    try:
+        if raw is not None:
+            model.model_validate_json(raw)
+        else:
+            model.model_validate(data)
+    except ValidationError as exc:
+        return f"{where}: invalid FHIR {data['resourceType']}: {describe(exc, where)[0]}"
+    except (TypeError, ValueError) as exc:
+        return f"{where}: invalid FHIR {data['resourceType']}: {exc}"
+    return None

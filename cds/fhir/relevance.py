@@ -14,9 +14,11 @@ valuesets.yaml (INN and USAN spellings such as "alendronic acid" / "alendronate"
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any
+
+from cds.errors import BudgetExceeded
 
 
 def ingredient_names(ingredient: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
@@ -120,3 +122,28 @@ class Relevance:
         if kind == "ServiceRequest":
             return bool(self._codes(resource.get("code")) & self.order_codes)
         return False
+
+
+class Counted:
+    """The relevance filter ``predicate`` under a call's budget (made by ``cds.call.budget.Budget.relevant``):
+    each resource asked about costs a time check (past ``deadline`` on ``clock``: ``BudgetExceeded`` with
+    ``late``), and each one that would be validated counts (past ``max_resources``: ``too_many``). Plain
+    data, so that the parser asking it calls nothing above its own layer."""
+
+    __slots__ = ("predicate", "clock", "deadline", "max_resources", "late", "too_many", "count")
+
+    def __init__(self, predicate: Callable[[Any], bool], *, clock: Callable[[], float],
+                 deadline: float | None, max_resources: int | None, late: str, too_many: str):
+        self.predicate, self.clock, self.deadline = predicate, clock, deadline
+        self.max_resources, self.late, self.too_many = max_resources, late, too_many
+        self.count = 0
+
+    def __call__(self, resource: Any) -> bool:
+        if self.deadline is not None and self.clock() > self.deadline:
+            raise BudgetExceeded(self.late, field="(call)")
+        if not self.predicate(resource):
+            return False
+        self.count += 1
+        if self.max_resources is not None and self.max_resources > 0 and self.count > self.max_resources:
+            raise BudgetExceeded(self.too_many, field="(call)")
+        return True

@@ -91,8 +91,8 @@ SCHEMAS: dict[str, Any] = {
             },
             "replay": {
                 "type": "object",
-                "description": "The token replay store: the database or Redis; `fallbackKeys` with "
-                               "CDS_REPLAY_FALLBACK=host.",
+                "description": "The token-id store (each token id used once): the database or Redis; "
+                               "`fallbackKeys` with CDS_REPLAY_FALLBACK=host.",
                 "required": ["store", "state"],
                 "properties": {
                     "store": {"type": "string", "enum": ["database", "redis"]},

@@ -9,7 +9,7 @@ A token is ``{{ name }}`` (spaces inside the braces allowed), the name a dotted 
   token names.
 
 Anything else cannot be filled. The service renders its own templates with ``fill`` before it asks a FHIR
-server (``cds.fhir.prefetch``); the toolkit fills the same templates the way an EHR would before it answers
+server (``cds.call.prefetch``); the toolkit fills the same templates the way an EHR would before it answers
 them from a fixture (``cds.toolkit.prefetch_answer``), and, as the specification asks of a client, leaves
 out a key whose template it cannot fill.
 """

@@ -9,6 +9,7 @@
     spool.py       the durable local spool used while the database is unavailable
     groupcommit.py one writer thread per process commits concurrent calls' records together
     store.py       AuditStore: the ledger on a database; appends, spools, drains
+    memory.py      MemoryLedger: the ledger in memory (offline evaluation, batch runs, tests)
     feedback.py    feedback tied to its card, service and client; the feedback chain's columns
     quarantine.py  entries the database refused as data, set aside (chained)
     inflight.py    started-call markers: calls of a process that died are recorded "interrupted"

@@ -9,7 +9,8 @@ else; a row stored unchecked while its record waited in the spool is held to the
 feedback can never silence a card of another patient or of another client.
 
 ``from_contents`` is pure: the ``AuditStore`` feeds it the records and feedback rows it reads from the
-database, an in-memory ledger the contents it keeps.
+database, the ``MemoryLedger`` its call records (it keeps no feedback: only pending orders and the
+encounter rule silence cards there).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from cds.ledger.port import CallRecord
 from cds.ledger.schema import audit_card, audit_feedback, audit_record
 
 
@@ -140,6 +142,18 @@ def from_contents(records: Iterable[Mapping[str, Any]], feedback: Iterable[Mappi
         answers.append(past)
     return History(tuple(sorted(cards, key=lambda c: c.time)),
                    tuple(sorted(answers, key=lambda f: f.received)))
+
+
+def content_of_call(call: CallRecord) -> dict[str, Any]:
+    """The few fields of a record's content that ``cards_of`` reads, from a ``CallRecord`` kept in memory (its
+    patient id, unhashed, stands as the key: the memory never leaves the process)."""
+    evaluation = call.evaluation
+    return {"id": call.record_id or "", "time": call.started.isoformat(), "service": call.service,
+            "hook": call.hook, "clientIss": call.client_iss, "patientKey": call.patient_id,
+            "outcome": call.outcome, "context": dict(call.context),
+            "cards": list(evaluation.cards) if evaluation else [],
+            "cardRules": dict(evaluation.card_rules) if evaluation else {},
+            "suppression": call.suppression}
 
 
 def read(conn: Connection, patient_key: str, since: dt.datetime) -> History:

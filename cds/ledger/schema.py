@@ -1,4 +1,4 @@
-"""The audit tables, declared on ``cds.db.metadata`` (``seen_jti``, the replay store's table, is declared
+"""The audit tables, declared on ``cds.db.metadata`` (``seen_jti``, the token-id store's table, is declared
 in ``cds.auth.jti_store``). The migrations in ``cds/migrations`` create them.
 
 audit_record    one row per hook call, append-only; ``seq`` (assigned by the database) orders the trail;

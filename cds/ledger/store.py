@@ -35,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from cds.auth.jti_store import JtiStore
+from cds.auth.jti_store import Claim, JtiStore
 from cds.db import ensure_schema, same_database
 from cds.errors import AuthUnavailable, TokenReplayed
 from cds.hooks.services import hook_of
@@ -87,20 +87,20 @@ class AuditStore:
         self.writer = GroupCommit(self._submit_batch, after=self.maybe_checkpoint) if group_commit else None
         self.checkpoint_seconds = checkpoint_seconds
         self._checkpointed = time.monotonic()
-        #: the token replay store whose claims are settled with the records (``take_claims``)
-        self.replay: JtiStore | None = None
+        #: the token-id store whose claims are settled with the records (``take_claims``)
+        self.token_ids: JtiStore | None = None
 
-    def take_claims(self, replay: JtiStore) -> bool:
-        """Store the token ids of calls (their ``Claim``) in the transaction of their records, when the replay
-        store is this database: True when it is (and from now on claims are taken), False otherwise."""
-        if not same_database(self.engine, replay.engine):
+    def take_claims(self, token_ids: JtiStore) -> bool:
+        """Store the token ids of calls (their ``Claim``) in the transaction of their records, when the
+        token-id store is this database: True when it is (and from now on claims are taken), else False."""
+        if not same_database(self.engine, token_ids.engine):
             return False
-        self.replay = replay
+        self.token_ids = token_ids
         return True
 
     # -- started-call markers -------------------------------------------------------------------------
-    def call_started(self, service: str, started: dt.datetime, record_id: str | None = None) -> Path | None:
-        return self.markers.start(service, started, record_id)
+    def call_started(self, service: str, when: dt.datetime, record_id: str | None = None) -> Path | None:
+        return self.markers.start(service, when, record_id)
 
     def call_finished(self, marker: Path | None) -> None:
         self.markers.end(marker)
@@ -148,8 +148,10 @@ class AuditStore:
         return True
 
     # -- the sinks ------------------------------------------------------------------------------------
-    def record_call(self, call: CallRecord) -> None:
-        """``AuditSink``: never raises; the hook call answers whatever happens here."""
+    def record_call(self, call: CallRecord, claim: Claim | None = None) -> None:
+        """``Ledger``: raises only for the call's token ``claim`` (``TokenReplayed``, ``AuthUnavailable``),
+        settled in the record's transaction when the token-id store is this database (``take_claims``);
+        otherwise the hook call answers whatever happens here."""
         try:
             content = build_content(call, self.pack, self.secret, context=call.context,
                                     record_id=call.record_id)
@@ -158,8 +160,8 @@ class AuditStore:
             self.lost += 1
             return
         entry: dict[str, Any] = {"kind": "call", "content": content}
-        if call.claim is not None and self.replay is not None:
-            entry["claim"] = call.claim
+        if claim is not None and self.token_ids is not None:
+            entry["claim"] = claim
         try:
             self.submit(entry)
         except (TokenReplayed, AuthUnavailable):
@@ -242,8 +244,8 @@ class AuditStore:
         """The entry's token claim stored on its own, before the entry is written, spooled or held: raises
         ``TokenReplayed`` (the entry is dropped: its call answers 401) or ``AuthUnavailable`` (503)."""
         claim = entry.pop("claim", None)
-        if claim is not None and self.replay is not None:
-            self.replay.settle(claim)
+        if claim is not None and self.token_ids is not None:
+            self.token_ids.settle(claim)
 
     def _settled_to_spool(self, entry: dict[str, Any]) -> None:
         self._settle(entry)
@@ -361,15 +363,15 @@ class AuditStore:
         self._migrate_if_pending()
         contents = [(e["content"], hashing.canonical(e["content"])) for e in entries]
         claims = [e.get("claim") for e in entries]
-        replay = self.replay
-        if replay is None or not any(claims):
+        token_ids = self.token_ids
+        if token_ids is None or not any(claims):
             self.chains.append(contents)
             return [None] * len(entries)
-        replay.ready()
+        token_ids.ready()
         kept: list[bool] = []
 
         def take(conn: Connection, rows: record_chains.Contents) -> record_chains.Contents:
-            accepted = replay.insert_claims(conn, [c for c in claims if c is not None])
+            accepted = token_ids.insert_claims(conn, [c for c in claims if c is not None])
             kept.clear()
             for claim in claims:
                 fresh = claim is None or claim.key in accepted

@@ -240,6 +240,17 @@ def show_cmd(key: str, as_json: bool) -> int:
         click.echo(f"  could not evaluate {gap['rule']}: {gap['reason']}")
     if r.get("outOfScope"):
         click.echo(f"  out of scope ({r['outOfScope']['code']}): {r['outOfScope']['reason']}")
+    run = r.get("run")
+    if isinstance(run, dict):  # a population run (cds gaps): who ran it, what it read and wrote, the counts
+        counts = run.get("counts") or {}
+        click.echo(f"  run by {run.get('user')} on {run.get('host')} for {run.get('at')} "
+                   f"({run.get('engine')}, {run.get('workers')} worker(s)): "
+                   f"{counts.get('read')} patient(s) read, {counts.get('withGaps')} with gaps, "
+                   f"{counts.get('gaps')} gap(s), {counts.get('setAside')} line(s) set aside")
+        for item in run.get("inputs") or []:
+            click.echo(f"  input  {item['file']}  sha256 {item['sha256']}  {item['lines']} line(s)")
+        for item in run.get("outputs") or []:
+            click.echo(f"  output {item['file']}  sha256 {item['sha256']}")
     for f in found["feedback"]:
         click.echo(
             f"  feedback {f['outcome']} on {f['card']} at {f['received'][:19]}"

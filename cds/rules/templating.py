@@ -101,3 +101,24 @@ def strings_in(value: Any) -> list[str]:
     if isinstance(value, dict):
         return [s for v in value.values() for s in strings_in(v)]
     return []
+
+
+class FactDeriver:
+    """A rule's ``derive`` as the engine calls it: the matched facts (by alias) -> the fact the rule derives
+    (its ``t``, the ``set`` values, the fields it ``copy``s from the matched facts, the ``format`` templates
+    rendered over them)."""
+
+    __slots__ = ("spec",)
+
+    def __init__(self, spec: Mapping[str, Any]):
+        self.spec = spec
+
+    def __call__(self, matched: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        spec = self.spec
+        fact: dict[str, Any] = {"t": spec["t"], **(spec.get("set") or {})}
+        for name, source in (spec.get("copy") or {}).items():
+            alias, _, key = source.partition(".")
+            fact[name] = matched.get(alias, {}).get(key)
+        for name, template in (spec.get("format") or {}).items():
+            fact[name] = render(template, matched)
+        return fact

@@ -16,7 +16,7 @@ from typing import Any
 from cds.call.service import HookService
 from cds.decide.evaluate import Evaluation, Evaluator
 from cds.hooks.services import discovery_document, prefetch_templates
-from cds.ledger.port import CallRecord
+from cds.ledger.memory import MemoryLedger
 from cds.rules.pack import RulePack
 from cds.settings import default as setting_default
 from cds.toolkit.request import (
@@ -33,16 +33,6 @@ __all__ = ["USER_ID", "as_bundle", "evaluate_bundle", "hook_context", "hook_requ
            "parse_at", "prefetch_from_record", "split_bundle"]
 
 
-class _Recorder:
-    """An audit sink keeping the call record: the evaluation behind the answer."""
-
-    def __init__(self) -> None:
-        self.last: CallRecord | None = None
-
-    def record_call(self, call: CallRecord) -> None:
-        self.last = call
-
-
 @dataclass
 class Offline:
     request: dict[str, Any]  # the hook request sent
@@ -55,10 +45,11 @@ def evaluate_bundle(bundle: dict[str, Any], hook: str, pack: RulePack, *, now: d
     """The hook request for ``bundle``, and the service's answer and evaluation for it at ``now``."""
     service = choose_service(discovery_document(pack), hook)
     body = build_hook_request(bundle, hook, service, misfiled=True)
-    recorder = _Recorder()
+    recorder = MemoryLedger()  # the call's record: the evaluation behind the answer
     hook_service = HookService(Evaluator(pack), source_label=source_label, audit=recorder)
     response = hook_service.call(service["id"], body, now=now)
-    evaluation = recorder.last.evaluation if recorder.last else None
+    last = recorder.last
+    evaluation = last.evaluation if last else None
     if evaluation is None:  # the service records every answered call with its evaluation
         raise RuntimeError("the service answered without recording its evaluation")
     return Offline(body, response, evaluation)

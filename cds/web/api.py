@@ -12,7 +12,7 @@ from cds.errors import TokenReplayed, UnknownService
 from cds.hooks.envelope import check_service_id, parse_feedback
 from cds.hooks.services import discovery_document, hook_of
 from cds.web import logs
-from cds.web.guard import public_bases, read_body
+from cds.web.guard import call_claim, public_bases, read_body
 from cds.web.jsonbody import dumps, parse_json
 
 log = logging.getLogger("cds.auth")
@@ -42,7 +42,7 @@ def call_service(service_id: str):
     try:
         response = service.call(service_id, body, now=now() if callable(now) else now,
                                 client_iss=getattr(g, "client_iss", None),
-                                base_url=public_bases(current_app.config)[0], claim=g.get("jti_claim"),
+                                base_url=public_bases(current_app.config)[0], claim=call_claim(),
                                 record_id=record_id)
     except TokenReplayed as exc:  # found when the record was stored: no record, a bare 401
         logs.note(auditRecord=None)

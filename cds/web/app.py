@@ -19,14 +19,14 @@ from cds.errors import CdsError, operation_outcome
 from cds.fhir import cache as fhir_cache
 from cds.fhir import parse as fhir_parse
 from cds.ledger.history import CardHistory
-from cds.ledger.port import AuditSink
+from cds.ledger.port import Ledger
 from cds.rules import pack as rulepack
 from cds.web import logs
 
 log = logging.getLogger("cds")
 
 
-def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: AuditSink | None = None) -> Flask:
+def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: Ledger | None = None) -> Flask:
     """Build the service. ``config`` overrides settings by name (e.g. ``{"RULES_DIR": ...}``).
 
     Each hook call is recorded to the audit store (``CDS_AUDIT``), or to ``audit_sink`` when one is given

@@ -6,10 +6,13 @@ baseline response headers. The Flask side of ``cds.auth.verify``.
   issuer. Its ``aud`` must name the endpoint under one of ``public_bases`` — configuration, never the
   request's Host or X-Forwarded-* headers. A failure is a bare 401 (``WWW-Authenticate: Bearer``); the
   reason goes to the log, never the token. CORS preflight (``OPTIONS``) needs no token.
-* The token's id (``jti``) is checked for replay last. For a hook call whose audit record goes to the
-  database the replay store is in (``claim_with_records``), this process's own replays are refused here and
-  the id is stored with the record (``g.jti_claim``); a call that ends before its record stores it on its
-  own in ``settle_claim``, which answers 401 to a replay whatever the answer would have been.
+* The token's id (``jti``) is checked for reuse last, in the token-id store (``TokenIdStore``). For a hook
+  call whose audit record goes to the database the token-id store is in (``claim_with_records``), the
+  guard owns the call's ``Claim``, its unit of work: it claims ``(iss, jti)`` before the call (this
+  process's own replays are refused at once), hands it to the call (``call_claim``), which passes it with
+  the record to the ledger to be settled in the record's transaction; a call that ends without a record
+  has its claim settled by the guard in ``settle_claim``, which answers 401 to a replay whatever the answer
+  would have been.
 * ``read_body`` reads the request body up to ``MAX_BODY_BYTES`` and no further, whatever the
   ``Content-Length`` says or when the body comes in chunks (413 above the limit). Under ``cds serve
   --prod`` the server has read the whole body before the app sees the request (``cds/web/httpserver.py``:
@@ -28,7 +31,7 @@ from flask import Flask, Response, current_app, g, request
 
 from cds.auth.client_token import DEV_ISS, dev_client
 from cds.auth.jti_redis import MIN_POOL, RedisJtiStore
-from cds.auth.jti_store import JtiStore, fallback_store
+from cds.auth.jti_store import Claim, Claiming, JtiStore, TokenIdStore, fallback_store
 from cds.auth.trusted_clients import JwksCache, TrustedClient, keys_of, load_trusted_clients
 from cds.auth.verify import TokenVerifier
 from cds.errors import AuthUnavailable, LimitExceeded, Unauthorized
@@ -44,9 +47,9 @@ CHUNK = 64 * 1024
 
 
 def init_app(app: Flask) -> None:
-    store = build_replay_store(app.config)
-    app.extensions.setdefault("cds.health", {})["replay"] = store.health
-    app.extensions["cds.replay"] = store
+    store = build_token_id_store(app.config)
+    app.extensions.setdefault("cds.health", {})["replay"] = store.health  # the /health key clients read
+    app.extensions["cds.token_ids"] = store
     app.extensions["cds.auth"] = build_verifier(app.config, store)
     app.before_request_funcs.setdefault(BLUEPRINT, []).append(authenticate)
     app.after_request(add_headers)
@@ -54,19 +57,19 @@ def init_app(app: Flask) -> None:
 
 
 def claim_with_records(app: Flask, audit_store: Any) -> bool:
-    """Make the replay check of hook calls in the transaction of their audit records (``REPLAY_WITH_AUDIT``),
-    when the replay store is the database the audit store writes to; True when that is so."""
-    store = app.extensions.get("cds.replay")
+    """Store the token ids of hook calls in the transaction of their audit records (``REPLAY_WITH_AUDIT``),
+    when the token-id store is the database the audit store writes to; True when that is so."""
+    store = app.extensions.get("cds.token_ids")
     if not app.config["REPLAY_WITH_AUDIT"] or not isinstance(store, JtiStore) \
             or not audit_store.take_claims(store):
         return False
     app.extensions["cds.claims"] = store
-    log.info("token replay store: the database, with each hook call's audit record")
+    log.info("token-id store: the database, with each hook call's audit record")
     return True
 
 
-def build_replay_store(config: Any) -> JtiStore | RedisJtiStore:
-    """The token replay store the settings ask for: Redis when ``REPLAY_REDIS_URL`` is set, else the
+def build_token_id_store(config: Any) -> TokenIdStore:
+    """The token-id store the settings ask for: Redis when ``REPLAY_REDIS_URL`` is set, else the
     database; either with the same-host fallback of ``REPLAY_FALLBACK``."""
     fallback = fallback_store(config["REPLAY_FALLBACK"], config["REPLAY_FALLBACK_DIR"],
                               config["AUDIT_SPOOL_DIR"])
@@ -75,11 +78,11 @@ def build_replay_store(config: Any) -> JtiStore | RedisJtiStore:
     store = RedisJtiStore.from_url(config["REPLAY_REDIS_URL"], prefix=config["REPLAY_REDIS_PREFIX"],
                                    timeout=config["REPLAY_REDIS_TIMEOUT_SECONDS"], fallback=fallback,
                                    max_connections=max(MIN_POOL, 2 * int(config.get("THREADS") or 0)))
-    log.info("token replay store: %s, keys prefixed %r", store.where, store.prefix)
+    log.info("token-id store: %s, keys prefixed %r", store.where, store.prefix)
     return store
 
 
-def build_verifier(config: Any, store: JtiStore | RedisJtiStore | None = None) -> TokenVerifier:
+def build_verifier(config: Any, store: TokenIdStore | None = None) -> TokenVerifier:
     """The token verifier the settings describe, with the start-up warnings they call for."""
     if config["TRUSTED_CLIENTS"]:
         clients = load_trusted_clients(config["TRUSTED_CLIENTS"])
@@ -100,8 +103,8 @@ def build_verifier(config: Any, store: JtiStore | RedisJtiStore | None = None) -
     jwks_cache = JwksCache(session=config.get("JWKS_SESSION"), ttl=config["JWKS_CACHE_SECONDS"],
                      timeout=config["JWKS_TIMEOUT_SECONDS"])
     if store is None:
-        store = build_replay_store(config)
-    return TokenVerifier(clients, replay=store.remember, jwks=jwks_cache,
+        store = build_token_id_store(config)
+    return TokenVerifier(clients, first_use=store.remember, jwks=jwks_cache,
                          leeway=config["AUTH_LEEWAY_SECONDS"],
                          max_lifetime=config["AUTH_MAX_TOKEN_LIFETIME"],
                          max_age=config["AUTH_MAX_TOKEN_AGE"])
@@ -135,18 +138,25 @@ def authenticate() -> None:
         return
     verifier: TokenVerifier = current_app.extensions["cds.auth"]
     claims: JtiStore | None = current_app.extensions.get("cds.claims")
-    replay = None
-    if claims is not None and request.endpoint == CLAIMED_ENDPOINT:
-        def replay(iss: str, jti: str, expires_at: Any) -> bool:  # stored with the call's audit record
-            g.jti_claim = claims.claim(iss, jti, expires_at)
-            return g.jti_claim is not None
+    # a hook call's token id is claimed here and settled with the call's audit record
+    claiming = Claiming(claims) if claims is not None and request.endpoint == CLAIMED_ENDPOINT else None
     try:
-        identity = verifier.verify(request.headers.get("Authorization"), expected_audiences(), replay=replay)
+        identity = verifier.verify(request.headers.get("Authorization"), expected_audiences(),
+                                   first_use=claiming)
     except Unauthorized as exc:
         log.warning("refused %s %s: %s", request.method, request.path, exc.message)
         raise
+    finally:
+        if claiming is not None:
+            g.jti_claim = claiming.claim
     g.client_iss = identity.iss
     g.client_tenant = identity.tenant
+
+
+def call_claim() -> Claim | None:
+    """The token claim of this hook call, for the call layer to hand to its ledger with the record (opaque
+    there); None when the token id was stored on its own (or there is no token)."""
+    return g.get("jti_claim")
 
 
 def settle_claim(response: Response) -> Response:

@@ -97,7 +97,7 @@ PATHS: dict[str, Any] = {
                     "timeout",
                 ),
                 "503": error_response(
-                    "The call is not answered: the audit trail or the token replay store cannot take it "
+                    "The call is not answered: the audit trail or the token-id store cannot take it "
                     "(transient), or it ran out of its time or work budget (too-costly, naming the budget).",
                     "the call holds more than 5000 resources to validate (CDS_CALL_MAX_RESOURCES)",
                     "too-costly",

@@ -19,7 +19,7 @@ def test_audit_setting_is_documented(setting):
 
 
 @pytest.mark.parametrize(
-    "command", ["migrate", "list", "show", "verify", "export", "replay", "drain", "token", "patient-key"]
+    "command", ["migrate", "list", "show", "verify", "export", "rerun", "drain", "token", "patient-key"]
 )
 def test_audit_commands_are_documented_and_exist(command):
     assert f"cds audit {command}" in (DOCS / "audit.md").read_text()

@@ -1,11 +1,11 @@
 """A hook call's token id stored in the transaction of its audit record (``CDS_REPLAY_WITH_AUDIT``, on).
 
-With the database replay store, the ``seen_jti`` row of a hook call is written by the group-commit writer in
+With the database token-id store, the ``seen_jti`` row of a hook call is written by the group-commit writer in
 the same transaction as the call's record: one commit for both, and for concurrent calls together. A replay
 is still refused: at once when this process has seen the token, else when the record is stored (another
 process or host used it first): then the call answers 401 and no record is written. A call that ends before
 its record (a bad body) stores its token on its own before it answers; a database that is down fails closed
-(503) or uses the same-host fallback, as the replay store does on its own.
+(503) or uses the same-host fallback, as the token-id store does on its own.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def stored_keys(app) -> set[str]:
 
 
 def count_own_transactions(store: JtiStore) -> list[str]:
-    """Every key the replay store writes in a transaction of its own (not with a record)."""
+    """Every key the token-id store writes in a transaction of its own (not with a record)."""
     seen: list[str] = []
     real = store._remember_key
 
@@ -65,8 +65,8 @@ def count_own_transactions(store: JtiStore) -> list[str]:
 
 def test_the_token_id_is_stored_with_the_record_not_on_its_own(app, db_url):
     store = app.extensions["cds.audit"]
-    assert store.replay is app.extensions["cds.replay"]
-    own = count_own_transactions(store.replay)
+    assert store.token_ids is app.extensions["cds.token_ids"]
+    own = count_own_transactions(store.token_ids)
     token = make_token(AUD)
     response = app.test_client().post(URL, json=hook_body(), headers=bearer(token))
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -85,7 +85,7 @@ def test_a_replay_to_the_same_process_is_refused_before_any_work(app, db_url):
 
 
 def test_a_replay_to_another_process_is_refused_when_its_record_is_stored(make_app, db_url, caplog):
-    first, second = make_app(db_url), make_app(db_url)  # two stores and replay stores: two processes' worth
+    first, second = make_app(db_url), make_app(db_url)  # two stores and token-id stores: two processes' worth
     token = make_token(AUD)
     assert first.test_client().post(URL, json=hook_body(), headers=bearer(token)).status_code == 200
     with caplog.at_level("WARNING", logger="cds.auth"):
@@ -180,7 +180,7 @@ def test_a_record_refused_as_data_still_stores_its_token(app, db_url):
     content["outcome"] = None  # NOT NULL: refused as data, quarantined
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
     jti = str(uuid.uuid4())
-    claim = store.replay.claim(TEST_ISS, jti, expires)
+    claim = store.token_ids.claim(TEST_ISS, jti, expires)
     store.submit({"kind": "call", "content": content, "claim": claim})
     assert claim.settled
     assert rows(app, "SELECT count(*) FROM audit_quarantine")[0][0] == 1
@@ -192,8 +192,8 @@ def test_a_record_refused_as_data_still_stores_its_token(app, db_url):
 
 def test_with_the_setting_off_the_token_is_stored_on_its_own(make_app, db_url):
     app = make_app(db_url, REPLAY_WITH_AUDIT=False)
-    assert app.extensions["cds.audit"].replay is None and "cds.claims" not in app.extensions
-    own = count_own_transactions(app.extensions["cds.replay"])
+    assert app.extensions["cds.audit"].token_ids is None and "cds.claims" not in app.extensions
+    own = count_own_transactions(app.extensions["cds.token_ids"])
     token = make_token(AUD)
     assert app.test_client().post(URL, json=hook_body(), headers=bearer(token)).status_code == 200
     assert own == [key_of(token)] and records(app) == 1
@@ -232,6 +232,6 @@ def test_database_down_with_the_host_fallback_answers_and_spools(make_app, pg_ur
     pg_proxy.start()  # back: the spool drains, the fallback's key goes into the database
     store = first.extensions["cds.audit"]
     assert store.wait_drained(120)
-    first.extensions["cds.replay"].purge()
+    first.extensions["cds.token_ids"].purge()
     assert key_of(token) in stored_keys(first)
     assert records(first) == 2

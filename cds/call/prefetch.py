@@ -22,16 +22,17 @@ evaluated.
 Provenance per key goes to the audit record, and is complete before any error is raised:
 ``client`` (sent by the client and used as sent), ``fetched`` (the service asked the FHIR server, including
 the remaining pages of a paged Bundle the client sent), ``empty`` (no data: ``null`` from the client or a read
-answered 404), ``failed`` (could not be obtained). Pure code: the network is behind ``Fetch``.
+answered 404), ``failed`` (could not be obtained). The network is behind ``Fetch``; what is gathered
+(``Gathered``) is plain data of the FHIR stage (``cds/fhir/gathered.py``), read by the decision core.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cds.errors import BudgetExceeded, DataUnavailable, FhirServerError, FhirServerNotAllowed
+from cds.fhir.gathered import Gathered, is_operation_outcome, next_link
 from cds.hooks import tokens
 from cds.hooks.envelope import HookRequest
 
@@ -46,12 +47,6 @@ class Fetch(Protocol):
         """Return a client-sent searchset Bundle with the pages behind its ``next`` link added."""
 
 
-@dataclass
-class Gathered:
-    data: dict[str, Any] = field(default_factory=dict)  # key -> Bundle/resource dict (or None)
-    provenance: dict[str, str] = field(default_factory=dict)  # key -> client | fetched | empty | failed
-
-
 def render_template(template: str, request: HookRequest) -> str:
     """Fill the template's tokens from the request (``cds.hooks.tokens``), each value URL-encoded.
 
@@ -59,20 +54,6 @@ def render_template(template: str, request: HookRequest) -> str:
     is not a primitive, or a user token that does not match the type of ``context.userId``).
     """
     return tokens.fill(template, request.context, patient_id=request.patient_id)
-
-
-def is_operation_outcome(value: Any) -> bool:
-    return isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
-
-
-def next_link(bundle: Any) -> str | None:
-    """The ``next`` link of a Bundle, if any."""
-    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-        return None
-    for link in bundle.get("link") or []:
-        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
-            return link["url"]
-    return None
 
 
 def gather(request: HookRequest, templates: Mapping[str, str], fetch: Fetch | None,
