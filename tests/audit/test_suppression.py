@@ -485,10 +485,14 @@ def test_quiet_cards_are_in_the_chained_record_the_cli_and_the_pages(serve):
 
     # the quiet card is inside the chained content: changing it breaks verify
     with engine.begin() as conn:
-        content = json.loads(conn.execute(select(audit_record.c.content)
-                                          .where(audit_record.c.id == record["id"])).scalar_one())
+        stored = conn.execute(select(audit_record.c.content)
+                              .where(audit_record.c.id == record["id"])).scalar_one()
+        content = json.loads(stored)
         content["suppression"]["suppressed"] = []
         conn.execute(update(audit_record).where(audit_record.c.id == record["id"])
                      .values(content=json.dumps(content)))
     assert not verify_all(engine).ok
+    with engine.begin() as conn:  # put back: the database may be shared with the tests that follow
+        conn.execute(update(audit_record).where(audit_record.c.id == record["id"]).values(content=stored))
+    assert verify_all(engine).ok
     assert AUDITOR_TOKEN  # the pages above were read as an auditor
