@@ -22,6 +22,8 @@ Workloads:
     scale-N        one patient with N = 10, 100, 1000 Observations (all in one prefetch Bundle)
     memory         N requests in a row: resident memory of the workers after warm-up and at the end
     append         bench/append.py: audit appends/s with 1, 4 and 16 writer processes (PostgreSQL)
+    gaps           bench/gaps.py: the care-gaps report (`cds gaps`) on a Synthea-shaped Bulk Data export
+                   against a plain loop over the call layer (no wrk; `--only gaps` runs it alone)
 
 Every workload is reported as a ratio to both floors and the targets of docs/performance.md are evaluated
 (bench/targets.py), with the audit-append figure of bench/append.py (run as the `append` workload).
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) * 2 + 1)
     parser.add_argument("--memory-requests", type=int, default=100_000)
     parser.add_argument("--only", help="comma-separated workloads to run (typical-cold, warm, scale-10, "
-                                       "scale-100, scale-1000, append, memory); default all")
+                                       "scale-100, scale-1000, append, memory, gaps); default all")
     parser.add_argument("--scale-connections", type=int, default=1,
                         help="connections for the 10/100/1,000-Observation series "
                              "(1: the cost of one request)")
@@ -100,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         return scale_out.main([*forwarded, *rest])
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    if args.only and "gaps" in args.only.split(","):  # the care-gaps report: its own script, no wrk
+        status = run_gaps_bench(Path(args.out), args.quick)
+        args.only = ",".join(w for w in args.only.split(",") if w != "gaps")
+        if not args.only:
+            return status
     if args.quick:
         args.seconds, args.memory_requests = 5, 5_000
     wrk = need_wrk()
@@ -294,6 +301,13 @@ def run_append(out_dir: Path, seconds: float) -> None:
             print(f"audit appends: bench/append.py {' '.join(extra)} failed (exit {done.returncode}); not "
                   "measured in this run", flush=True)
             (out_dir / f"{key}.json").unlink(missing_ok=True)
+
+
+def run_gaps_bench(out_dir: Path, quick: bool) -> int:
+    """bench/gaps.py (the care-gaps report against a plain loop), writing out_dir/gaps.json."""
+    command = [sys.executable, str(HERE / "gaps.py"), "--out", str(out_dir), *(["--quick"] if quick else [])]
+    print(f"care-gaps report: {' '.join(command[1:])}", flush=True)
+    return subprocess.run(command, check=False).returncode
 
 
 def load_append(results: dict, out_dir: Path) -> None:

@@ -8,6 +8,8 @@
     cds evaluate BUNDLE --hook HOOK [--at DATE] [--json]
     cds gaps EXPORT --out DIR [--at DATE] [--workers N] [--scheduler ADDRESS] [--strict]
                                                 the care gaps of a Bulk Data export (cds/population/cli.py)
+    cds gaps --fhir-server URL [--group ID] [--token-file FILE] --out DIR
+                                                the same, the export asked of a FHIR server first (bulk.py)
     cds rules check [DIR]                       validate a rule pack and the site config
     cds rules valuesets [DIR]                   value-set coverage: codes by system, names, where verified
     cds dev-token --url URL                     print a development client token for a call to URL

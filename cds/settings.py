@@ -119,6 +119,20 @@ SETTINGS: tuple[Setting, ...] = (
             gt=0),
     Setting("FHIR_MAX_RESPONSE_BYTES", 20_000_000, "Largest answer accepted from the FHIR server for one "
             "GET, in bytes (412 above it).", _int, ge=1),
+    Setting("BULK_CLIENT_ID", "", "`cds gaps --fhir-server`: the SMART Backend Services client id (the `iss` "
+            "and `sub` of the client assertion); empty: no token asked for (see `--token-file`)."),
+    Setting("BULK_KEY_FILE", "", "`cds gaps --fhir-server`: the private JWK (or JWK Set) file signing the "
+            "client assertion, RS384 or ES384, with its `kid`; needed with CDS_BULK_CLIENT_ID."),
+    Setting("BULK_SCOPE", "system/*.rs", "`cds gaps --fhir-server`: the scope asked of the token endpoint.",
+            min_length=1),
+    Setting("BULK_EXPORT_SECONDS", 3600.0, "`cds gaps --fhir-server`: longest the whole Bulk Data export may "
+            "take, from kick-off to the last file downloaded.", _float, gt=0),
+    Setting("BULK_REQUEST_SECONDS", 30.0, "`cds gaps --fhir-server`: deadline of each request to the FHIR "
+            "server or its token endpoint (connect and each read of a download).", _float, gt=0),
+    Setting("BULK_POLL_MAX_SECONDS", 120.0, "`cds gaps --fhir-server`: longest wait between two status "
+            "checks, whatever the server's Retry-After.", _float, gt=0),
+    Setting("BULK_MAX_FILE_BYTES", 2_000_000_000, "`cds gaps --fhir-server`: largest file of an export "
+            "downloaded, in bytes (the export fails above it).", _int, ge=1),
     Setting("CALL_BUDGET_SECONDS", 15.0, "Longest one hook call may run (fetching, validating, evaluating) "
             "before it is answered 503 naming the budget; 0 means no limit.", _float, ge=0),
     Setting("CALL_MAX_RESOURCES", 5_000, "Most FHIR resources one hook call may have validated, over every "

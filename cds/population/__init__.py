@@ -8,4 +8,6 @@
     report.py    report.html: one self-contained page (inline SVG charts)
     run.py       ``run_gaps``: the run, in-process or on a Dask cluster, audited
     cli.py       the ``cds gaps`` command
+    bulk.py      ``cds gaps --fhir-server``: a Bulk Data ``$export`` asked of a FHIR server (SMART Backend
+                 Services or a given token), polled and downloaded into an export folder
 """

@@ -203,12 +203,13 @@ def _count_lines(path: Path) -> int:
 
 def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int | None = None,
              scheduler: str | None = None, strict: bool = False, progress: bool = True,
-             scratch: Path | None = None) -> dict[str, Any]:
+             scratch: Path | None = None, bulk_export: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the rule pack over the export in ``export_dir``; write gaps.ndjson, gaps.csv, report.html and
     summary.json to ``out_dir``; append the run's audit record; return the summary.
 
     ``strict`` is recorded in the summary (``exitStatus``: 1 when it is set and anything was set aside).
-    A file that cannot be read stops the run (``export.Stopped``, one line naming it)."""
+    A file that cannot be read stops the run (``export.Stopped``, one line naming it). ``bulk_export``: where
+    the export came from (``cds gaps --fhir-server``: cds/population/bulk.py), kept in the summary."""
     clock = time.perf_counter()
     started = dt.datetime.now(dt.UTC)
     values = settings.load()
@@ -247,6 +248,8 @@ def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int |
         summary = _summary(export, export_dir, pack, at, mapped, tallies)
         summary.update({"engine": engine_name, "workers": engine_workers, "partitions": job.partitions,
                         "strict": strict, "audit": {"recordId": record_id}})
+        if bulk_export is not None:
+            summary["bulkExport"] = bulk_export
         (out_dir / "report.html").write_text(report.render(summary, outputs.merge_patients(patient_parts)),
                                             encoding="utf-8")
     finally:
