@@ -250,6 +250,29 @@ SETTINGS: tuple[Setting, ...] = (
         "(`cds audit token NAME` makes one); empty means auditor access is closed.",
         _csv,
     ),
+    Setting(
+        "SUPPRESSION",
+        "on",
+        "`on`: a card the clinician dealt with (overridden with a reason, its test ordered or pending, or "
+        "shown earlier in the same encounter) is kept quiet and recorded as such (docs/rules.md); `off`: "
+        "every card shows.",
+        choices=("on", "off"),
+    ),
+    Setting(
+        "SUPPRESSION_SCOPE",
+        "patient",
+        "Whose answer silences a card: `patient` (any clinician's, for this patient) or `clinician` (only "
+        "the same user's, by `context.userId`).",
+        choices=("patient", "clinician"),
+    ),
+    Setting(
+        "SUPPRESSION_ENCOUNTER_MINUTES",
+        0,
+        "Without a `context.encounterId`, calls of the same user for the same patient this many minutes "
+        "apart count as one encounter (a card shown and not acted on is not shown again); 0: only calls "
+        "with the same encounterId do.",
+        _int, ge=0, le=1440,
+    ),
     Setting("LOG_LEVEL", "INFO", "Python logging level for the service.",
             choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
     Setting(

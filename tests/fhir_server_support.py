@@ -47,6 +47,7 @@ class FakeFhir:
     SEARCH_PARAMS = {
         "Observation": {"patient", "code"},
         "MedicationRequest": {"patient", "status", "_include"},
+        "ServiceRequest": {"patient", "status", "code"},
     }
 
     def __init__(self, record: dict[str, Any] | None = None, page_size: int | None = None):

@@ -29,8 +29,14 @@ SERVICE = {
 Recorder = MemoryLedger
 
 
+def is_bulk_export(folder: Path) -> bool:
+    """A Bulk Data export (NDJSON files and their manifest, read by ``cds gaps``), not hook fixtures."""
+    return any(folder.glob("*.ndjson")) or any(folder.glob("*.ndjson.gz"))
+
+
 def all_fixtures() -> list[Path]:
-    return sorted(p for p in FIXTURES.glob("*/*.json") if not p.name.endswith(".expected.json"))
+    return sorted(p for p in FIXTURES.glob("*/*.json")
+                  if not p.name.endswith(".expected.json") and not is_bulk_export(p.parent))
 
 
 def expected_for(path: Path) -> dict[str, Any]:

@@ -31,7 +31,9 @@ from cds.call.fhir_client import FhirClient
 from cds.errors import ConfigurationError
 from cds.web.app import create_app
 
-KEYS = ["patient", "estradiol", "vitaminD", "dxa", "monitoring", "medications"]
+KEYS = ["patient", "estradiol", "vitaminD", "dxa", "monitoring", "medications"]  # the keys the rules read
+#: the key of pending test orders: it only silences cards, so its absence is never a 412
+PENDING = "pendingOrders"
 EXPECTED_RULES = {"low-estradiol-with-bone-loss", "vitamin-d-missing", "calcium-monitoring-due"}
 
 
@@ -112,7 +114,7 @@ def test_complete_prefetch_needs_no_request_to_the_fhir_server(make_app, httpser
     assert status == 200, body
     assert {rule for rule, _, _ in card_signature(body["cards"])} == EXPECTED_RULES
     assert httpserver.log == []
-    assert sink.calls[0].provenance == dict.fromkeys(KEYS, "client")
+    assert sink.calls[0].provenance == {**dict.fromkeys(KEYS, "client"), PENDING: "empty"}
 
 
 def test_complete_prefetch_works_without_a_fhir_server(make_app):
@@ -130,7 +132,8 @@ def test_partial_prefetch_fetches_only_the_missing_keys(make_app, httpserver):
     assert status == 200, body
     assert resource_types(httpserver) == ["MedicationRequest", "Observation"]
     assert sink.calls[0].provenance == {"patient": "client", "estradiol": "client", "vitaminD": "client",
-                                        "monitoring": "client", "dxa": "fetched", "medications": "fetched"}
+                                        "monitoring": "client", "dxa": "fetched", "medications": "fetched",
+                                        PENDING: "empty"}
     assert {rule for rule, _, _ in card_signature(body["cards"])} == EXPECTED_RULES
 
 
@@ -140,8 +143,10 @@ def test_the_fetched_searches_use_the_template_parameters(make_app, httpserver):
     status, body = call(app, hook_body(fhir_server=fhir_url(httpserver)))
     assert status == 200, body
     requests = {request.path.split("/", 2)[2]: request.args for request, _ in httpserver.log}
-    assert set(requests) == {"Patient/pat-1", "Observation", "MedicationRequest"}
+    assert set(requests) == {"Patient/pat-1", "Observation", "MedicationRequest", "ServiceRequest"}
     assert requests["MedicationRequest"]["status"] == "active,on-hold,completed,stopped"
+    assert requests["ServiceRequest"]["status"] == "active,on-hold"
+    assert "http://snomed.info/sct|312681000" in requests["ServiceRequest"]["code"]
     observation_codes = [r.args["code"] for r, _ in httpserver.log if r.path.endswith("/Observation")]
     assert any("http://loinc.org|2243-4" in codes for codes in observation_codes)
     assert all(r.args.get("patient") == "pat-1" for r, _ in httpserver.log if "?" in r.full_path.rstrip("?"))
@@ -191,8 +196,9 @@ def test_no_prefetch_and_no_fhir_server_is_a_412_naming_every_key(make_app):
     app, sink = make_app()
     status, body = call(app, hook_body())
     assert_412_naming(status, body, *KEYS)
+    assert PENDING not in json.dumps(body)  # never a reason for a 412
     assert sink.calls[0].status == 412
-    assert sink.calls[0].provenance == dict.fromkeys(KEYS, "failed")
+    assert sink.calls[0].provenance == dict.fromkeys([*KEYS, PENDING], "failed")
 
 
 def test_a_patient_read_answered_404_is_empty_not_a_failure(make_app, httpserver):
@@ -294,7 +300,7 @@ def test_the_bearer_token_is_sent_and_never_logged(make_app, httpserver, caplog)
     app, sink = make_app()
     status, body = call(app, hook_body(fhir_server=fhir_url(httpserver)))
     assert status == 200, body
-    assert len(httpserver.log) == 6  # the patient read and a search per other key
+    assert len(httpserver.log) == 7  # the patient read and a search per other key (pendingOrders too)
     for request, _ in httpserver.log:
         assert request.headers["Authorization"] == f"Bearer {TOKEN}"
         assert request.headers["Accept"] == "application/fhir+json"
@@ -342,7 +348,8 @@ def test_a_failing_fhir_server_is_a_412_naming_the_key(make_app, httpserver, han
     assert_412_naming(status, body, "estradiol")
     assert body["issue"][0]["expression"] == ["prefetch.estradiol"]
     assert words in body["issue"][0]["diagnostics"]
-    assert sink.calls[0].provenance == {**dict.fromkeys(KEYS, "client"), "estradiol": "failed"}
+    assert sink.calls[0].provenance == {**dict.fromkeys(KEYS, "client"), "estradiol": "failed",
+                                        PENDING: "empty"}
 
 
 def test_a_fhir_server_that_is_down_is_a_412(make_app):
@@ -381,7 +388,8 @@ def test_a_server_wide_failure_stops_fetching_and_marks_every_key_failed(make_ap
     status, body = call(app, hook_body(fhir_server=fhir_url(httpserver)))
     assert_412_naming(status, body, *KEYS)
     assert len(httpserver.log) == 1  # the other keys would be refused the same way
-    assert sink.calls[0].provenance == dict.fromkeys(KEYS, "failed")
+    assert PENDING not in json.dumps(body)
+    assert sink.calls[0].provenance == dict.fromkeys([*KEYS, PENDING], "failed")
     assert sink.calls[0].outcome == "412"
 
 
@@ -445,6 +453,6 @@ def test_context_values_are_url_encoded_in_the_queries(make_app, httpserver):
     reads = [r for r, _ in httpserver.log if "/Patient/" in r.path]
     assert reads[0].path == f"/fhir/Patient/{odd}"  # one path segment, decoded by the server
     searches = [r for r, _ in httpserver.log if "/Patient/" not in r.path]
-    assert len(searches) == 5 and all(r.args["patient"] == odd for r in searches)
+    assert len(searches) == 6 and all(r.args["patient"] == odd for r in searches)
     assert all(r.args.getlist("code") != ["x"] for r in searches)
     assert sink.calls[0].provenance["patient"] == "empty"

@@ -17,7 +17,7 @@ from cds.rules import pack as rulepack
 
 def test_shipped_pack_is_clean():
     pack = rulepack.load()
-    assert pack.version == "0.5.0"
+    assert pack.version == "0.6.0"
     assert len(pack.active_rules) >= 20
     assert all(r.citations and r.citations[0]["url"].startswith("https://") for r in pack.rules)
 
@@ -25,7 +25,7 @@ def test_shipped_pack_is_clean():
 def test_cli_check_reports_ok(capsys):
     assert main(["rules", "check"]) == 0
     out = capsys.readouterr().out
-    assert "rules OK" in out and "0.5.0" in out
+    assert "rules OK" in out and "0.6.0" in out
 
 
 def _copy_pack(tmp_path: Path) -> Path:
@@ -98,6 +98,35 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
     "unknown unless_ordered": (
         lambda p: _rule(p, VIT_D, _set("card", "suggestions", "0", "unless_ordered", value="nothing")),
         "unless_ordered 'nothing'",
+    ),
+    "override reason without a period": (
+        lambda p: _rule(p, VIT_D, _set("card", "override_reasons", "2", "period", value=None)),
+        "(patient-declined): a silencing reason needs a period",
+    ),
+    "override reason with an unknown period": (
+        lambda p: _rule(p, VIT_D, _set("card", "override_reasons", "2", "period", value="for_ever_days")),
+        "a threshold in thresholds.yaml (got 'for_ever_days')",
+    ),
+    "override reason period not in days": (
+        lambda p: _rule(p, VIT_D,
+                        _set("card", "override_reasons", "2", "period", value="estradiol_low_pg_ml")),
+        "its period estradiol_low_pg_ml must be in days",
+    ),
+    "override reason without a display": (
+        lambda p: _rule(p, VIT_D, _set("card", "override_reasons", "1", "display", value="")),
+        "every override reason needs a code and a display",
+    ),
+    "override reason doing nothing known": (
+        lambda p: _rule(p, VIT_D, _set("card", "override_reasons", "1", "does", value="hide")),
+        "does must be one of ['silence', 'record']",
+    ),
+    "override reasons without a standard one": (
+        lambda p: _rule(p, VIT_D, lambda d: d["card"]["override_reasons"].pop()),
+        "lacks the standard reason(s) next-visit",
+    ),
+    "no override reasons": (
+        lambda p: _rule(p, VIT_D, _set("card", "override_reasons", value=[])),
+        "card.override_reasons must list the reasons a clinician may give",
     ),
     "unknown fact type": (
         lambda p: _rule(p, LOW_E2, _set("match", "all", "1", "fact", value="on_xyz")),
@@ -276,7 +305,7 @@ def test_check_catches(kind, tmp_path, capsys):
 
 
 def test_copied_pack_is_clean(tmp_path):
-    assert rulepack.load(_copy_pack(tmp_path)).version == "0.5.0"
+    assert rulepack.load(_copy_pack(tmp_path)).version == "0.6.0"
 
 
 @pytest.mark.parametrize(

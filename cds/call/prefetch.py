@@ -11,7 +11,9 @@ Per key of the discovery document's prefetch templates:
 Fetching is delegated to a ``Fetch`` (``cds.call.fhir_client.FhirClient``). When a key cannot be obtained (no
 ``fhirServer``, the server not allowed, down, refusing, answering garbage) the call fails with
 ``DataUnavailable`` (HTTP 412) naming every such key and why. The rules need every key, so partial data is
-never evaluated: complete data or an honest 412. When the call's budget runs out while fetching (see
+never evaluated: complete data or an honest 412. An ``optional`` key (one the rules do not read, that can
+only ever silence a card: ``pendingOrders``) is fetched last, and when it cannot be obtained its provenance
+is ``failed`` and the call goes on without it. When the call's budget runs out while fetching (see
 ``cds.call.budget``), fetching stops there: the key being fetched and those not fetched yet are
 ``failed`` and the call's ``BudgetExceeded`` (503) is raised. A Patient resource (sent or fetched) must be
 the patient of ``context.patientId``; another patient's is refused with a 412 naming the key, never
@@ -26,7 +28,7 @@ answered 404), ``failed`` (could not be obtained). The network is behind ``Fetch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 from cds.errors import BudgetExceeded, DataUnavailable, FhirServerError, FhirServerNotAllowed
@@ -55,7 +57,7 @@ def render_template(template: str, request: HookRequest) -> str:
 
 
 def gather(request: HookRequest, templates: Mapping[str, str], fetch: Fetch | None,
-           out: Gathered | None = None) -> Gathered:
+           out: Gathered | None = None, *, optional: Collection[str] = ()) -> Gathered:
     """Every key's data, from the client or fetched; ``DataUnavailable`` (412) when any cannot be obtained.
 
     Fills ``out`` when given, so that a caller still holds the provenance of every key when this raises.
@@ -75,8 +77,9 @@ def gather(request: HookRequest, templates: Mapping[str, str], fetch: Fetch | No
         else:
             out.data[key], out.provenance[key] = sent[key], "client"
     _check_patients(request, out)  # before any fetch: another patient's data is not completed either
-    if wanted:
-        _fetch_all(request, templates, fetch, wanted, sent, out)
+    if wanted:  # the optional keys last: their failure never stops a key the rules need
+        wanted = dict(sorted(wanted.items(), key=lambda item: item[0] in optional))
+        _fetch_all(request, templates, fetch, wanted, sent, out, optional)
         _check_patients(request, out)
     out.data = {key: out.data[key] for key in templates if key in out.data}  # template order, either way
     return out
@@ -105,11 +108,15 @@ def _check_patients(request: HookRequest, out: Gathered) -> None:
 
 
 def _fetch_all(request: HookRequest, templates: Mapping[str, str], fetch: Fetch | None,
-               wanted: dict[str, str], sent: Mapping[str, Any], out: Gathered) -> None:
+               wanted: dict[str, str], sent: Mapping[str, Any], out: Gathered,
+               optional: Collection[str] = ()) -> None:
     if fetch is None or not request.fhir_server:
         why = "no fhirServer in the request" if fetch is not None else "this service has no FHIR client"
         for key in wanted:
             out.provenance[key] = "failed"
+        wanted = {key: reason for key, reason in wanted.items() if key not in optional}
+        if not wanted:
+            return
         raise DataUnavailable(
             f"prefetch data could not be obtained for {', '.join(wanted)}: {why} to fetch it from",
             field=_field(list(wanted)),
@@ -120,6 +127,8 @@ def _fetch_all(request: HookRequest, templates: Mapping[str, str], fetch: Fetch 
     for key in wanted:
         if stopped is not None:
             out.provenance[key] = "failed"
+            if key in optional:
+                continue
             failures[key] = f"not fetched, because the FHIR server already failed: {stopped.message}"
             continue
         try:
@@ -133,6 +142,8 @@ def _fetch_all(request: HookRequest, templates: Mapping[str, str], fetch: Fetch 
             raise
         except DataUnavailable as exc:
             out.provenance[key] = "failed"
+            if key in optional:
+                continue
             failures[key] = exc.message
             kind = type(exc) if kind is DataUnavailable else kind
             server_wide = isinstance(exc, FhirServerError) and exc.server_wide

@@ -24,6 +24,7 @@ from typing import Any
 
 from cds.call.budget import Budget
 from cds.call.prefetch import Fetch, gather
+from cds.call.suppression import Suppression
 from cds.deadline import call_limit
 from cds.decide.case import Case, build_case
 from cds.decide.derived import DerivedCache, derived_key, derived_size
@@ -32,7 +33,7 @@ from cds.errors import CdsError, UnknownService
 from cds.fhir import parse as fhir_parse
 from cds.fhir.gathered import Gathered
 from cds.hooks.envelope import HookRequest, parse_hook_request
-from cds.hooks.services import hook_of, prefetch_templates
+from cds.hooks.services import OPTIONAL_KEYS, hook_of, prefetch_templates, rule_keys
 from cds.ledger.port import CallRecord, Ledger
 from cds.settings import default as setting_default
 
@@ -65,6 +66,8 @@ class HookService:
     max_resources: int | None = None
     #: the most GETs one call may send to the FHIR server (pages and retries included)
     max_fhir_requests: int | None = None
+    #: keeps quiet the cards the clinician already dealt with (``cds.call.suppression``); None: all show
+    suppression: Suppression | None = None
 
     def call(self, service_id: str, body: Any, *, now: dt.datetime | None = None,
              client_iss: str | None = None, base_url: str | None = None, claim: Any = None,
@@ -119,12 +122,14 @@ class HookService:
         gathered = answer.gathered
         # gather fills ``gathered`` as it goes, so the audit record has the provenance even on a 412
         with call_limit(budget):  # every GET to the FHIR server ends by the call's deadline
-            gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered)
+            gather(request, prefetch_templates(self.evaluator.pack), self.fetch, gathered,
+                   optional=OPTIONAL_KEYS)
         budget.check("fetching prefetch data")
-        key = self._derived_key(service_id, request, gathered, when)
+        read = Gathered(rule_keys(gathered.data), gathered.provenance)  # what the rules read
+        key = self._derived_key(service_id, request, read, when)
         cache = self.derived_cache
         derived = cache.get(key) if key is not None and cache is not None else None
-        case = self.case_for(service_id, request, gathered, when, budget=budget, parse=derived is None)
+        case = self.case_for(service_id, request, read, when, budget=budget, parse=derived is None)
         budget.check("validating FHIR resources")
         if derived is None:
             derived = self.evaluator.derive(case)
@@ -132,6 +137,8 @@ class HookService:
                 cache.put(key, derived, derived_size(derived))
             budget.check("evaluating the rules")
         answer.evaluation = self.evaluator.evaluate(case, source_label=self.source_label, derived=derived)
+        if self.suppression is not None:  # before the links: a quiet card is recorded as computed
+            answer.suppression = self.suppression.apply(request, gathered, answer.evaluation, when)
         self._add_explain_links(answer.evaluation, base_url)
 
     def case_for(self, service_id: str, request: HookRequest, gathered: Gathered, now: dt.datetime,
@@ -168,6 +175,7 @@ class _Answer:
     request: HookRequest | None = None
     gathered: Gathered = field(default_factory=Gathered)
     evaluation: Evaluation | None = None
+    suppression: dict[str, Any] | None = None  # the quiet cards and why (``cds.call.suppression``)
     status: int = 200
     outcome: str = "ok"
     error: str | None = None
@@ -193,4 +201,5 @@ class _Answer:
             error=self.error,
             context=dict(request.context) if request else {},
             record_id=record_id,
+            suppression=self.suppression,
         )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from cds.hooks.models import Discovery, Service
 from cds.rules.pack import RulePack
+
+T = TypeVar("T")
 
 SERVICES = (
     ("bone-health-patient-view", "patient-view", "Bone health on aromatase inhibitors (chart review)"),
@@ -18,6 +21,21 @@ DESCRIPTION = (
     "bone density, missing or low 25-OH vitamin D, calcium and testosterone monitoring, overdue monitoring, "
     "and calcium and vitamin D before bone-directed therapy is ordered. Every card cites its source."
 )
+
+
+#: the prefetch key of the patient's active and on-hold test orders. The rules never read it: it can only
+#: silence a card (``cds.call.suppression``), so when it can be neither sent nor fetched the call goes on
+#: without it (never a 412)
+PENDING_ORDERS = "pendingOrders"
+#: the order kinds (``valuesets.yaml`` ``orders``) it asks for
+PENDING_ORDER_KINDS = ("dxa_scan", "estradiol_test", "vitamin_d_test", "calcium_test", "testosterone_test")
+#: prefetch keys whose absence is never a 412
+OPTIONAL_KEYS = frozenset({PENDING_ORDERS})
+
+
+def rule_keys(by_key: Mapping[str, T]) -> dict[str, T]:
+    """The entries (templates, or gathered data) of the keys the rules read: all but the optional ones."""
+    return {key: value for key, value in by_key.items() if key not in OPTIONAL_KEYS}
 
 
 def prefetch_templates(pack: RulePack) -> dict[str, str]:
@@ -45,6 +63,12 @@ def prefetch_templates(pack: RulePack) -> dict[str, str]:
         "medications": (
             "MedicationRequest?patient={{context.patientId}}&status=active,on-hold,completed,stopped"
             "&_include=MedicationRequest:medication"
+        ),
+        # the tests already ordered and not yet resulted: read only to keep a "due" card quiet
+        PENDING_ORDERS: (
+            "ServiceRequest?patient={{context.patientId}}&status=active,on-hold&code="
+            + ",".join(f"{vs['systems'][system]}|{code}" for kind in PENDING_ORDER_KINDS
+                       for system, wanted in vs["orders"][kind].items() for code in wanted)
         ),
     }
 

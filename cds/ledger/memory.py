@@ -11,6 +11,7 @@ import datetime as dt
 import threading
 from typing import Any
 
+from cds.ledger import history
 from cds.ledger.port import CallRecord
 
 
@@ -36,6 +37,12 @@ class MemoryLedger:
     def call_finished(self, marker: Any) -> None:
         with self._lock:
             self._open.discard(marker)
+
+    def card_history(self, patient_id: str, since: dt.datetime) -> history.History:
+        """``CardHistory``: the patient's cards kept here since ``since`` (no feedback is kept here)."""
+        with self._lock:
+            calls = [c for c in self.calls if c.patient_id == patient_id]
+        return history.from_contents([history.content_of_call(c) for c in calls], [], patient_id, since)
 
     def clear(self) -> None:
         """Drop the records kept so far (a long run keeps only what it still reads)."""

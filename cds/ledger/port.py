@@ -52,3 +52,6 @@ class CallRecord:
     #: the record's key (a uuid), chosen when the call starts (its started-call marker and the call's log
     #: lines name it; the caller may choose it); the store makes one when it is None
     record_id: str | None = None
+    #: which cards were kept quiet and why, with the fingerprints later calls compare against
+    #: (``cds.call.suppression``); None when the call made no such decision
+    suppression: dict[str, Any] | None = None

@@ -100,6 +100,8 @@ def build_content(
             }
         )
         content["rulePack"]["rules"] = {f["rule"]: f["version"] for f in ev.fired}
+    if call.suppression is not None:  # inside the chained content: ``verify`` covers it
+        content["suppression"] = call.suppression
     return scrub(content, call.patient_id, stand_in)
 
 

@@ -39,11 +39,11 @@ from cds.auth.jti_store import Claim, JtiStore
 from cds.db import ensure_schema, same_database
 from cds.errors import AuthUnavailable, TokenReplayed
 from cds.hooks.services import hook_of
-from cds.ledger import append, feedback, hashing, health, quarantine, record_chains
+from cds.ledger import append, feedback, hashing, health, history, quarantine, record_chains
 from cds.ledger.groupcommit import GroupCommit
 from cds.ledger.inflight import CallMarkers
 from cds.ledger.port import CallRecord
-from cds.ledger.record import build_content
+from cds.ledger.record import build_content, patient_key
 from cds.ledger.record_chains import ChainWriter
 from cds.ledger.schema import audit_feedback, audit_record
 from cds.ledger.spool import Spool, Unstorable
@@ -169,6 +169,15 @@ class AuditStore:
         except Exception:  # noqa: BLE001 - same: the answer goes out, the loss is logged
             self.lost += 1
             log.exception("audit entry LOST for a %s call", call.service)
+
+    def card_history(self, patient_id: str, since: dt.datetime) -> history.History:
+        """``CardHistory``: the patient's cards since ``since`` and the feedback on them (raises when the
+        database cannot be read; the caller then silences nothing)."""
+        key = patient_key(self.secret, patient_id)
+        if key is None:
+            return history.History()
+        with self.engine.connect() as conn:
+            return history.read(conn, key, _utc(since))
 
     def store_feedback(self, service_id: str, items: list[dict[str, Any]], *, received: dt.datetime,
                        client_iss: str | None = None) -> list[feedback.IssuedCard | None]:

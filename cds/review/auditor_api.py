@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from cds.errors import NotFound, RequestError
-from cds.review import queries
+from cds.review import queries, quiet
 from cds.review.auth import REALM, authenticate
 
 bp = Blueprint("cds_audit_api", __name__, url_prefix="/audit/api")
@@ -51,6 +51,20 @@ def _patient_key(args: Any) -> str | None:
         raise RequestError("patientKey must be the patient key or its first hex digits (as shown)",
                            field="patientKey")
     return raw or None
+
+
+def period_from(args: Any) -> tuple[Any, Any]:
+    """The ``from`` (inclusive) and ``to`` (exclusive; a date means the whole day) of a rule's outcome
+    statistics."""
+    period = {"from": "since", "to": "until"}
+    parsed = []
+    for name, kind in period.items():
+        parse = queries.parse_until if kind == "until" else queries.parse_time
+        try:
+            parsed.append(parse(args.get(name)))
+        except ValueError as exc:
+            raise RequestError(f"{name} must be an ISO date or date-time: {exc}", field=name) from exc
+    return parsed[0], parsed[1]
 
 
 def filters_from(args: Any) -> queries.Filters:
@@ -138,7 +152,8 @@ def rule(rule_id: str):
     if not known_rule(rule_id, stats):
         raise NotFound(f"no rule {rule_id!r}: not in the loaded rule pack, and never in the audit trail",
                        field="rule")
-    return jsonify(stats)
+    since, until = period_from(request.args)
+    return jsonify({**stats, "outcomes": quiet.outcome_stats(_engine(), rule_id, since, until)})
 
 
 @bp.get("/quarantine")

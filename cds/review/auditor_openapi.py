@@ -106,6 +106,14 @@ EXAMPLE_RULE_STATS = {
     "overridden": 6,
     "topOverrideReasons": [{"code": "patient-declined", "display": "Patient declined", "count": 4}],
     "recentComments": ["ordered at the next visit"],
+    "outcomes": {
+        "rule": "vitd-missing", "from": "2026-11-01T00:00:00+00:00", "to": "2026-12-01T00:00:00+00:00",
+        "cardsShown": 40, "accepted": 31, "overridden": 6,
+        "overriddenByReason": [{"code": "patient-declined", "display": "Patient declined", "count": 4,
+                                "rate": 0.1}],
+        "suppressed": 10, "suppressedBy": {"encounter": 3, "feedback": 5, "pendingOrder": 2},
+        "rates": {"accepted": 0.775, "overridden": 0.15, "suppressed": 0.2},
+    },
 }
 
 AUDIT_PATHS: dict[str, Any] = {
@@ -149,7 +157,9 @@ AUDIT_PATHS: dict[str, Any] = {
         "Statistics of every rule in the pack in force",
         {
             "200": json_response(
-                "AuditRuleStatsList", {"rules": [EXAMPLE_RULE_STATS]}, "One entry per rule of the pack."
+                "AuditRuleStatsList",
+                {"rules": [{k: v for k, v in EXAMPLE_RULE_STATS.items() if k != "outcomes"}]},
+                "One entry per rule of the pack."
             )
         },
     ),
@@ -167,7 +177,12 @@ AUDIT_PATHS: dict[str, Any] = {
                 "required": True,
                 "schema": {"type": "string"},
                 "description": "The rule's id.",
-            }
+            },
+            *({"name": name, "in": "query", "required": False, "schema": {"type": "string"},
+               "description": f"{name}: an ISO date or date-time (UTC when it names no zone); the outcomes "
+                              "count the calls made from `from` (inclusive) to `to` (exclusive; a date "
+                              "includes that day). A bad value is a 400 naming it."}
+              for name in ("from", "to")),
         ],
     ),
     "/audit/api/quarantine": _get(
@@ -301,6 +316,18 @@ AUDIT_SCHEMAS: dict[str, Any] = {
                 },
             },
             "recentComments": {"type": "array", "items": {"type": "string"}},
+            "outcomes": {
+                "type": "object",
+                "description": "Over the period asked for (from, to): cards shown, accepted, overridden by "
+                               "reason and kept quiet by cause, with rates (null when nothing was shown).",
+                "properties": {
+                    "from": NULLABLE_STRING, "to": NULLABLE_STRING, "cardsShown": COUNT, "accepted": COUNT,
+                    "overridden": COUNT, "suppressed": COUNT,
+                    "overriddenByReason": {"type": "array", "items": {"type": "object"}},
+                    "suppressedBy": {"type": "object", "additionalProperties": COUNT},
+                    "rates": {"type": "object"},
+                },
+            },
         },
     },
     "AuditRuleStatsList": {

@@ -28,6 +28,7 @@ import click
 
 from cds.errors import CdsError
 from cds.review import queries
+from cds.review.quiet import pending_orders_state, quiet_cards
 
 ORDER_TYPES = ("MedicationRequest", "ServiceRequest")
 
@@ -226,6 +227,11 @@ def show_cmd(key: str, as_json: bool) -> int:
             f"  card [{card['indicator']}] {card['summary']}"
             f"  ({r['cardRules'].get(card['uuid'])}, {card['uuid']})"
         )
+    for quiet in quiet_cards(r):
+        click.echo(f"  quiet [{quiet['card'].get('indicator')}] {quiet['card'].get('summary')}"
+                   f"  ({quiet['rule']}): {quiet['why']}")
+    if pending_orders_state(r):
+        click.echo(f"  pending orders: {pending_orders_state(r)}")
     for fired in r["fired"]:
         order = order_of(fired)
         click.echo(f"  fired {fired['rule']} v{fired['version']}" + (f" for {order}" if order else "")

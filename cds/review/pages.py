@@ -14,8 +14,8 @@ from werkzeug.exceptions import HTTPException
 
 from cds.errors import CdsError
 from cds.hooks.services import discovery_document
-from cds.review import explain, queries
-from cds.review.auditor_api import filters_from, known_rule, paging, require_auditor
+from cds.review import explain, queries, quiet
+from cds.review.auditor_api import filters_from, known_rule, paging, period_from, require_auditor
 
 bp = Blueprint("cds_audit_web", __name__, url_prefix="/audit")
 bp.before_request(require_auditor)
@@ -124,6 +124,8 @@ def record(key: str):
         r=content,
         focus=None,
         explanations=explain.explain_all(content, _pack()),
+        quiet=quiet.quiet_cards(content),
+        pending_orders=quiet.pending_orders_state(content),
     )
 
 
@@ -160,5 +162,7 @@ def rule(rule_id: str):
     if not known_rule(rule_id, stats):
         abort(404, f"no rule {rule_id!r}: not in the loaded rule pack, and never in the audit trail")
     recent = queries.list_records(_engine(), queries.Filters(rule=rule_id), limit=10)
+    since, until = period_from(request.args)  # a bad date: the error page (``_cds_error``)
+    outcomes = quiet.outcome_stats(_engine(), rule_id, since, until)
     return render_template("audit/rule.html", rule=info, rule_id=rule_id, stats=stats, recent=recent,
-                           thresholds=_thresholds_of(info))
+                           thresholds=_thresholds_of(info), outcomes=outcomes, args=request.args)

@@ -60,7 +60,9 @@ def rerun_content(evaluator: Evaluator, content: dict[str, Any]) -> dict[str, di
 
 
 def compare(seq: int, content: dict[str, Any], after: dict[str, dict[str, Any]]) -> CallImpact:
-    before = _by_rule(content.get("cards", []), content.get("cardRules", {}))
+    quiet = (content.get("suppression") or {}).get("suppressed") or []  # computed, kept quiet: computed all
+    before = _by_rule([*content.get("cards", []), *(q["card"] for q in quiet)],
+                      {**content.get("cardRules", {}), **{q["card"]["uuid"]: q["rule"] for q in quiet}})
     impact = CallImpact(seq=seq, id=content["id"], time=content["time"], service=content["service"])
     for rule in sorted(set(before) | set(after)):
         old, new = before.get(rule), after.get(rule)

@@ -355,9 +355,7 @@ def _check_card(rule: Rule, pack: RulePack) -> list[str]:
             if key.partition(".")[0] not in rule.aliases:
                 problems.append(f"indicator_when tests {key!r}, but no condition is named that")
         problems += _check_where(option.get("where") or {}, "indicator_when", "match", pack)
-    for reason in card.get("override_reasons") or []:
-        if not reason.get("code") or not reason.get("display"):
-            problems.append("every override reason needs a code and a display")
+    problems += _check_override_reasons(card, pack)
     card_rules = {r.id for r in pack.rules if r.kind == "card"}
     for other in card.get("supersedes") or []:
         if other not in card_rules or other == rule.id:
@@ -433,6 +431,55 @@ def _check_variants_and_notes(rule: Rule, card: dict[str, Any]) -> list[str]:
             for alias, _name in references(str(notes["item"])):
                 if alias != "note":
                     problems.append(f"card.notes.item refers to {alias!r}; it can name only {{note.<field>}}")
+    return problems
+
+
+#: the reasons every card rule offers (docs/rules.md, "Override reasons and suppression periods")
+STANDARD_REASONS = ("already-addressed", "patient-declined", "not-relevant", "next-visit")
+#: what an override reason does: ``silence`` the card for its ``period`` (a threshold in days), or only
+#: ``record`` the clinician's answer
+REASON_EFFECTS = ("silence", "record")
+
+
+def _check_override_reasons(card: dict[str, Any], pack: RulePack) -> list[str]:
+    """Each reason a code, a display and what it does; a ``silence`` reason names its period, a threshold in
+    days; the standard reasons are all there, each code once."""
+    problems: list[str] = []
+    reasons = card.get("override_reasons")
+    if not isinstance(reasons, list) or not reasons:
+        return ["card.override_reasons must list the reasons a clinician may give "
+                f"({', '.join(STANDARD_REASONS)} at least)"]
+    codes: list[str] = []
+    for i, reason in enumerate(reasons):
+        where = f"card.override_reasons[{i}]"
+        if not isinstance(reason, dict) or not isinstance(reason.get("code"), str) or not reason["code"] \
+                or not isinstance(reason.get("display"), str) or not reason["display"]:
+            problems.append(f"{where}: every override reason needs a code and a display")
+            continue
+        codes.append(reason["code"])
+        unknown = sorted(set(reason) - {"code", "display", "does", "period"})
+        if unknown:
+            problems.append(f"{where} ({reason['code']}): unknown field(s) {', '.join(unknown)}")
+        does = reason.get("does")
+        if does not in REASON_EFFECTS:
+            problems.append(f"{where} ({reason['code']}): does must be one of {list(REASON_EFFECTS)}, "
+                            f"got {does!r}")
+        period = reason.get("period")
+        if does == "silence":
+            spec = pack.thresholds.get(period) if isinstance(period, str) else None
+            if spec is None:
+                problems.append(f"{where} ({reason['code']}): a silencing reason needs a period, a threshold "
+                                f"in thresholds.yaml (got {period!r})")
+            elif spec.get("unit") != "d":
+                problems.append(f"{where} ({reason['code']}): its period {period} must be in days (unit d)")
+        elif period is not None:
+            problems.append(f"{where} ({reason['code']}): only a silencing reason has a period")
+    missing = [code for code in STANDARD_REASONS if code not in codes]
+    if missing and codes:
+        problems.append(f"card.override_reasons lacks the standard reason(s) {', '.join(missing)}")
+    repeated = sorted({code for code in codes if codes.count(code) > 1})
+    if repeated:
+        problems.append(f"card.override_reasons names {', '.join(repeated)} more than once")
     return problems
 
 

@@ -12,11 +12,13 @@ from werkzeug.exceptions import HTTPException
 from cds import settings
 from cds.call import fhir_client
 from cds.call.service import HookService
+from cds.call.suppression import Policy, Suppression
 from cds.decide.derived import DerivedCache
 from cds.decide.evaluate import Evaluator
 from cds.errors import CdsError, operation_outcome
 from cds.fhir import cache as fhir_cache
 from cds.fhir import parse as fhir_parse
+from cds.ledger.history import CardHistory
 from cds.ledger.port import Ledger
 from cds.rules import pack as rulepack
 from cds.web import logs
@@ -50,13 +52,15 @@ def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: Ledger | 
 
         store, explain_link = open_store(values, pack), card_linker(values)
     app.extensions["cds.pack"] = pack
+    sink = audit_sink if audit_sink is not None else store
+    history = sink if isinstance(sink, CardHistory) else None  # what the ledger read side can tell
     app.extensions["cds.evaluator"] = evaluator
     app.extensions["cds.service"] = HookService(
         evaluator,
         source_label=values["SOURCE_LABEL"],
         max_entries=values["MAX_BUNDLE_ENTRIES"],
         fetch=fetch,
-        audit=audit_sink if audit_sink is not None else store,
+        audit=sink,
         model_cache=fhir_parse.ModelCache(values["MODEL_CACHE_SIZE"],
                                           fhir_cache.share(cache_bytes, "models")),
         derived_cache=DerivedCache(values["FACTS_CACHE_SIZE"], fhir_cache.share(cache_bytes, "facts")),
@@ -64,6 +68,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, audit_sink: Ledger | 
         budget_seconds=values["CALL_BUDGET_SECONDS"],
         max_resources=values["CALL_MAX_RESOURCES"],
         max_fhir_requests=values["CALL_MAX_FHIR_REQUESTS"],
+        suppression=Suppression(pack, Policy.from_settings(values), history),
     )
 
     from cds.web import api, apidocs, metrics, openapi

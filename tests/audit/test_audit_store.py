@@ -109,7 +109,9 @@ def test_record_holds_the_call_but_no_patient_id_or_token(app):
         "monitoring": "client",
         "dxa": "client",
         "medications": "client",
+        "pendingOrders": "failed",  # not sent, no fhirServer: the call goes on, every card shown
     }
+    assert record["suppression"]["pendingOrders"].startswith("not known")
     assert any(f["t"] == "dxa" for f in record["facts"])  # kept for replay
     assert record["latencyMs"] > 0
 
