@@ -156,13 +156,29 @@ def content_of_call(call: CallRecord) -> dict[str, Any]:
             "suppression": call.suppression}
 
 
+#: the patient's latest answered calls read for the encounter rule (an encounter's calls are the latest
+#: ones); older calls are read only when a card of theirs was answered (feedback), so one call's read is
+#: bounded however many calls the patient has had
+RECENT_CALLS = 50
+
+
 def read(conn: Connection, patient_key: str, since: dt.datetime) -> History:
-    """The history of ``patient_key`` from the audit tables."""
-    records = [json.loads(row.content) for row in conn.execute(
-        select(audit_record.c.content)
-        .where(audit_record.c.patient_key == patient_key, audit_record.c.time >= since,
-               audit_record.c.outcome == "ok")
-        .order_by(audit_record.c.seq))]
+    """The history of ``patient_key`` from the audit tables: the cards of the patient's latest
+    ``RECENT_CALLS`` answered calls since ``since``, and of every call of theirs since then whose cards
+    were answered, with that feedback."""
+    mine = (audit_record.c.patient_key == patient_key, audit_record.c.time >= since,
+            audit_record.c.outcome == "ok")
+    recent = select(audit_record.c.seq).where(*mine).order_by(audit_record.c.seq.desc()).limit(RECENT_CALLS)
+    answered = (select(audit_card.c.record_seq)
+                .join(audit_feedback, audit_feedback.c.card_uuid == audit_card.c.uuid)
+                .join(audit_record, audit_record.c.seq == audit_card.c.record_seq)
+                .where(*mine, audit_feedback.c.content.is_not(None)))
+    seqs = sorted({row[0] for row in conn.execute(recent)} | {row[0] for row in conn.execute(answered)})
+    records: list[dict[str, Any]] = []
+    for start in range(0, len(seqs), 500):
+        records += [json.loads(row.content) for row in conn.execute(
+            select(audit_record.c.content).where(audit_record.c.seq.in_(seqs[start: start + 500]))
+            .order_by(audit_record.c.seq))]
     uuids = [c["uuid"] for r in records for c in r.get("cards") or []]
     feedback: list[dict[str, Any]] = []
     for start in range(0, len(uuids), 500):

@@ -39,9 +39,11 @@ class MemoryLedger:
             self._open.discard(marker)
 
     def card_history(self, patient_id: str, since: dt.datetime) -> history.History:
-        """``CardHistory``: the patient's cards kept here since ``since`` (no feedback is kept here)."""
+        """``CardHistory``: the cards of the patient's latest calls kept here since ``since`` (no feedback is
+        kept here, so only the encounter rule reads them)."""
         with self._lock:
-            calls = [c for c in self.calls if c.patient_id == patient_id]
+            mine = [c for c in self.calls if c.patient_id == patient_id]
+        calls = mine[-history.RECENT_CALLS:]  # the latest, as the database ledger reads them
         return history.from_contents([history.content_of_call(c) for c in calls], [], patient_id, since)
 
     def clear(self) -> None:

@@ -496,3 +496,24 @@ def test_quiet_cards_are_in_the_chained_record_the_cli_and_the_pages(serve):
         conn.execute(update(audit_record).where(audit_record.c.id == record["id"]).values(content=stored))
     assert verify_all(engine).ok
     assert AUDITOR_TOKEN  # the pages above were read as an auditor
+
+
+# -- what one call reads of the patient's past -------------------------------------------------------------
+
+def test_a_call_reads_the_latest_calls_and_the_answered_ones_however_long_the_history(serve, monkeypatch):
+    """The cost of one call's history read does not grow with the patient's calls: the latest
+    ``RECENT_CALLS`` and those whose cards were answered; an override older than the latest calls still
+    keeps its card quiet."""
+    from cds.ledger import history
+
+    monkeypatch.setattr(history, "RECENT_CALLS", 3)
+    service = serve()
+    card = card_of(service.cards(body("p-long", user="Practitioner/a")), "vitamin-d-missing")
+    assert service.feedback([override(card)]).status_code == 200
+    for _ in range(6):  # more calls than the latest read: the answered one is read all the same
+        assert "vitamin-d-missing" not in rules_of(service.cards(body("p-long", user="Practitioner/a")))
+    store = service.app.extensions["cds.audit"]
+    past = store.card_history("p-long", dt.datetime.now(dt.UTC) - dt.timedelta(days=400))
+    assert len({c.record_id for c in past.cards}) == 3 + 1
+    assert card["uuid"] in {c.uuid for c in past.cards}
+    assert [f.card for f in past.feedback] == [card["uuid"]]
