@@ -250,7 +250,10 @@ class Suppression:
         history = History()
         if self.history is not None and request.patient_id:
             try:
-                history = self.history.card_history(request.patient_id, now - self._lookback())
+                # the latest calls only matter to the encounter rule: an encounter id, or a window
+                encounter_rule = bool(request.context.get("encounterId")) or self.policy.encounter_minutes > 0
+                history = self.history.card_history(request.patient_id, now - self._lookback(),
+                                                    recent=None if encounter_rule else 0)
                 section["history"] = "read"
             except Exception as exc:  # noqa: BLE001 - without history every card shows
                 log.warning("earlier cards could not be read (%s); every card is shown", type(exc).__name__)
@@ -362,12 +365,15 @@ class Suppression:
         user = request.context.get("userId")
         window = dt.timedelta(minutes=self.policy.encounter_minutes)
         for past in reversed(mine):
-            if not past.shown or answers.get(past.uuid) or past.content != card.content:
+            # a card kept quiet by this rule carries the encounter on: the call that showed it may be
+            # older than the latest calls read
+            carried = not past.shown and (past.silenced_by or {}).get("kind") == "encounter"
+            if not (past.shown or carried) or answers.get(past.uuid) or past.content != card.content:
                 continue
             if encounter and past.encounter == encounter:
                 return [{"kind": "encounter", "encounter": encounter, "card": past.uuid,
                          "record": past.record_id, "until": None, "_since": past.time}]
-            if window and user and past.user == user and now - past.time <= window:
+            if window and past.shown and user and past.user == user and now - past.time <= window:
                 return [{"kind": "encounter", "window_minutes": self.policy.encounter_minutes,
                          "card": past.uuid, "record": past.record_id, "until": past.time + window,
                          "_since": past.time}]

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
@@ -74,7 +75,10 @@ class History:
 class CardHistory(Protocol):
     """A ledger that can say what a patient was shown and how the clinician answered."""
 
-    def card_history(self, patient_id: str, since: dt.datetime) -> History: ...
+    def card_history(self, patient_id: str, since: dt.datetime, *, recent: int | None = None) -> History:
+        """The patient's cards since ``since``: of the latest ``recent`` answered calls (None:
+        ``RECENT_CALLS``; 0: none) and of
+        every call whose cards were answered, with that feedback."""
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -157,27 +161,39 @@ def content_of_call(call: CallRecord) -> dict[str, Any]:
 
 
 #: the patient's latest answered calls read for the encounter rule (an encounter's calls are the latest
-#: ones); older calls are read only when a card of theirs was answered (feedback), so one call's read is
-#: bounded however many calls the patient has had
-RECENT_CALLS = 50
+#: ones, and a card kept quiet in the encounter carries the encounter on); older calls are read only when a
+#: card of theirs was answered (feedback), so one call's read is bounded however many calls the patient had
+RECENT_CALLS = 10
 
 
-def read(conn: Connection, patient_key: str, since: dt.datetime) -> History:
-    """The history of ``patient_key`` from the audit tables: the cards of the patient's latest
-    ``RECENT_CALLS`` answered calls since ``since``, and of every call of theirs since then whose cards
-    were answered, with that feedback."""
+def _loads(text: str) -> Any:
+    """A stored record's canonical JSON (orjson when it reads it, as it does every content this service
+    writes; else the standard library)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def read(conn: Connection, patient_key: str, since: dt.datetime, recent: int = RECENT_CALLS) -> History:
+    """The history of ``patient_key`` from the audit tables: the cards of the patient's latest ``recent``
+    answered calls since ``since``, and of every call of theirs since then whose cards were answered, with
+    that feedback."""
     mine = (audit_record.c.patient_key == patient_key, audit_record.c.time >= since,
             audit_record.c.outcome == "ok")
-    recent = select(audit_record.c.seq).where(*mine).order_by(audit_record.c.seq.desc()).limit(RECENT_CALLS)
     answered = (select(audit_card.c.record_seq)
                 .join(audit_feedback, audit_feedback.c.card_uuid == audit_card.c.uuid)
                 .join(audit_record, audit_record.c.seq == audit_card.c.record_seq)
                 .where(*mine, audit_feedback.c.content.is_not(None)))
-    seqs = sorted({row[0] for row in conn.execute(recent)} | {row[0] for row in conn.execute(answered)})
+    seqs = {row[0] for row in conn.execute(answered)}
+    if recent > 0:
+        latest = select(audit_record.c.seq).where(*mine).order_by(audit_record.c.seq.desc()).limit(recent)
+        seqs |= {row[0] for row in conn.execute(latest)}
+    ordered = sorted(seqs)
     records: list[dict[str, Any]] = []
-    for start in range(0, len(seqs), 500):
-        records += [json.loads(row.content) for row in conn.execute(
-            select(audit_record.c.content).where(audit_record.c.seq.in_(seqs[start: start + 500]))
+    for start in range(0, len(ordered), 500):
+        records += [_loads(row.content) for row in conn.execute(
+            select(audit_record.c.content).where(audit_record.c.seq.in_(ordered[start: start + 500]))
             .order_by(audit_record.c.seq))]
     uuids = [c["uuid"] for r in records for c in r.get("cards") or []]
     feedback: list[dict[str, Any]] = []

@@ -38,12 +38,14 @@ class MemoryLedger:
         with self._lock:
             self._open.discard(marker)
 
-    def card_history(self, patient_id: str, since: dt.datetime) -> history.History:
+    def card_history(self, patient_id: str, since: dt.datetime, *,
+                     recent: int | None = None) -> history.History:
         """``CardHistory``: the cards of the patient's latest calls kept here since ``since`` (no feedback is
         kept here, so only the encounter rule reads them)."""
         with self._lock:
             mine = [c for c in self.calls if c.patient_id == patient_id]
-        calls = mine[-history.RECENT_CALLS:]  # the latest, as the database ledger reads them
+        recent = history.RECENT_CALLS if recent is None else recent
+        calls = mine[-recent:] if recent > 0 else []  # the latest, as the database ledger reads them
         return history.from_contents([history.content_of_call(c) for c in calls], [], patient_id, since)
 
     def clear(self) -> None:

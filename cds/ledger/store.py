@@ -170,14 +170,15 @@ class AuditStore:
             self.lost += 1
             log.exception("audit entry LOST for a %s call", call.service)
 
-    def card_history(self, patient_id: str, since: dt.datetime) -> history.History:
+    def card_history(self, patient_id: str, since: dt.datetime, *,
+                     recent: int | None = None) -> history.History:
         """``CardHistory``: the patient's cards since ``since`` and the feedback on them (raises when the
         database cannot be read; the caller then silences nothing)."""
         key = patient_key(self.secret, patient_id)
         if key is None:
             return history.History()
         with self.engine.connect() as conn:
-            return history.read(conn, key, _utc(since))
+            return history.read(conn, key, _utc(since), history.RECENT_CALLS if recent is None else recent)
 
     def store_feedback(self, service_id: str, items: list[dict[str, Any]], *, received: dt.datetime,
                        client_iss: str | None = None) -> list[feedback.IssuedCard | None]:

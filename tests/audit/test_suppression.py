@@ -513,7 +513,30 @@ def test_a_call_reads_the_latest_calls_and_the_answered_ones_however_long_the_hi
     for _ in range(6):  # more calls than the latest read: the answered one is read all the same
         assert "vitamin-d-missing" not in rules_of(service.cards(body("p-long", user="Practitioner/a")))
     store = service.app.extensions["cds.audit"]
-    past = store.card_history("p-long", dt.datetime.now(dt.UTC) - dt.timedelta(days=400))
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
+    past = store.card_history("p-long", since)
     assert len({c.record_id for c in past.cards}) == 3 + 1
     assert card["uuid"] in {c.uuid for c in past.cards}
     assert [f.card for f in past.feedback] == [card["uuid"]]
+    only_answered = store.card_history("p-long", since, recent=0)  # a call with no encounter rule to apply
+    assert {c.record_id for c in only_answered.cards} == {c.record_id for c in past.cards
+                                                          if c.uuid == card["uuid"]}
+
+
+def test_a_card_stays_quiet_through_a_long_encounter(serve, monkeypatch):
+    """Shown once in an encounter, a card stays quiet on every later call of it, also when the call that
+    showed it is older than the latest calls read (each quiet card carries the encounter on)."""
+    from cds.ledger import history
+
+    monkeypatch.setattr(history, "RECENT_CALLS", 2)
+    service = serve()
+    first = body("p-enc-long", user="Practitioner/a")
+    first["context"]["encounterId"] = "enc-long"
+    assert "vitamin-d-missing" in rules_of(service.cards(first))
+    for _ in range(5):
+        again = body("p-enc-long", user="Practitioner/a")
+        again["context"]["encounterId"] = "enc-long"
+        assert "vitamin-d-missing" not in rules_of(service.cards(again))
+    other = body("p-enc-long", user="Practitioner/a")
+    other["context"]["encounterId"] = "enc-next"
+    assert "vitamin-d-missing" in rules_of(service.cards(other))  # another encounter: shown
