@@ -49,6 +49,13 @@ def scrub(value: Any, patient_id: str | None, stand_in: str) -> Any:
     return walk(value)
 
 
+def no_evaluation() -> dict[str, Any]:
+    """The evaluation fields of a record's content for a record with no evaluation (a refused call, a
+    population run): every record has them, so that every reader finds them."""
+    return {"cards": [], "cardRules": {}, "fired": [], "notEvaluated": [], "outOfScope": None,
+            "superseded": [], "facts": [], "ignored": {}}
+
+
 def build_content(
     call: CallRecord,
     pack: RulePack,
@@ -76,14 +83,7 @@ def build_content(
         "error": call.error,
         "provenance": dict(call.provenance),
         "context": {k: (context or {})[k] for k in REPLAY_CONTEXT if k in (context or {})},
-        "cards": [],
-        "cardRules": {},
-        "fired": [],
-        "notEvaluated": [],
-        "outOfScope": None,
-        "superseded": [],
-        "facts": [],
-        "ignored": {},
+        **no_evaluation(),
     }
     if ev is not None:
         content.update(

@@ -16,6 +16,7 @@ from typing import Any
 
 from cds.db import engine_for, ensure_schema
 from cds.ledger import database_url, hashing, record_chains
+from cds.ledger.record import no_evaluation
 from cds.rules.pack import RulePack
 
 SERVICE = "population-gaps"
@@ -39,14 +40,7 @@ def run_content(pack: RulePack, *, started: dt.datetime, elapsed_seconds: float,
         "error": None,
         "provenance": {},
         "context": {},
-        "cards": [],
-        "cardRules": {},
-        "fired": [],
-        "notEvaluated": [],
-        "outOfScope": None,
-        "superseded": [],
-        "facts": [],
-        "ignored": {},
+        **no_evaluation(),
         "run": run,
     }
 
