@@ -352,6 +352,50 @@ def test_a_line_no_template_selects_is_counted_as_not_read_and_validated_only_wi
     assert (out / "gaps.ndjson").read_bytes() == (tmp_path / "all" / "gaps.ndjson").read_bytes()
 
 
+def test_a_line_no_template_selects_is_still_an_orphan_or_set_aside_with_its_patient(tmp_path, capsys):
+    """The map phase sends a line no prefetch template selects to its bucket as its type and id only; such
+    a line of a patient missing from the export is an orphan, one of a patient whose Patient the call
+    refuses goes with it, and one of a type R4 does not have is invalid: each named with file and line."""
+    export = tmp_path / "export"
+    export.mkdir()
+    write_ndjson(export / "Patient.ndjson", [
+        patient("p1", gender="female", birth="1958-03-01"),
+        {**patient("p3"), "birthDate": "in the spring"},
+    ])
+    heart_rate = {**obs("8867-4", 72, "/min", "2026-10-01", pid="ghost"), "id": "hr-ghost"}
+    write_ndjson(export / "Observation.ndjson", [
+        heart_rate,
+        {**obs("8867-4", 70, "/min", "2026-10-01", pid="p3"), "id": "hr-p3"},
+        {**obs("8867-4", 68, "/min", "2026-10-01", pid="p1"), "id": "hr-p1"},
+        {"resourceType": "NotAType", "id": "x", "subject": {"reference": "Patient/p1"}},
+        {**obs("2243-4", 8, "pg/mL", "2026-10-01", pid="p3"), "id": "e2-p3"},
+    ])
+    out = tmp_path / "out"
+    code, _, err = gaps([str(export), "--out", str(out), "--at", AT, "--workers", "1"], capsys)
+    assert code == 0, err
+    summary = summary_of(out)
+    reasons = {(i["file"], i["line"], i["kind"]): i["reason"] for i in summary["setAside"]["lines"]}
+    assert set(reasons) == {("Patient.ndjson", 2, "invalid"), ("Observation.ndjson", 1, "orphan"),
+                            ("Observation.ndjson", 2, "orphan"), ("Observation.ndjson", 4, "invalid"),
+                            ("Observation.ndjson", 5, "orphan")}
+    assert reasons[("Observation.ndjson", 1, "orphan")] == \
+        "Observation/hr-ghost: its patient is not in the export"
+    assert reasons[("Observation.ndjson", 2, "orphan")] == \
+        "Observation/hr-p3: its Patient was set aside (not R4)"
+    assert "birthDate" in reasons[("Patient.ndjson", 2, "invalid")]
+    assert "'NotAType' is not an R4 resource type" in reasons[("Observation.ndjson", 4, "invalid")]
+    assert summary["notReadByRulePack"] == {"Observation": 1}
+    assert summary["patients"]["read"] == 2 and summary["patients"]["setAside"] == 1
+    # the same with every line read whole (no plan): the same lines set aside for the same reasons
+    every = tmp_path / "every"
+    code, _, err = gaps([str(export), "--out", str(every), "--at", AT, "--workers", "1", "--validate-all"],
+                        capsys)
+    assert code == 0, err
+    again = {(i["file"], i["line"], i["kind"]): i["reason"] for i in summary_of(every)["setAside"]["lines"]}
+    assert {k: v for k, v in again.items() if k[0] == "Observation.ndjson"} == \
+        {k: v for k, v in reasons.items() if k[0] == "Observation.ndjson"}
+
+
 @pytest.mark.parametrize(("name", "content", "said"), [
     ("Patient.ndjson", b'[{"resourceType": "Patient", "id": "p1"}]\n', "a JSON array, not NDJSON"),
     ("Patient.ndjson", b'{\n  "resourceType": "Patient",\n  "id": "p1"\n}\n', "over several lines"),

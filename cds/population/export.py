@@ -27,6 +27,8 @@ MANIFEST = "manifest.json"
 SUFFIXES = (".ndjson", ".ndjson.gz")
 GZIP_MAGIC = b"\x1f\x8b"
 PROBE_BYTES = 64 * 1024
+#: how much of a file is read at once
+BLOCK = 1 << 20
 
 
 class Stopped(ValueError):
@@ -193,27 +195,48 @@ def check(f: ExportFile) -> None:
         raise BadExport(f"{f.name}: a JSON document over several lines, not NDJSON (one resource per line)")
 
 
-def lines(f: ExportFile, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+def lines(f: ExportFile, start: int = 0, end: int | None = None,
+          digest: Any = None) -> Iterator[tuple[int, bytes]]:
     """``(line number, raw line)`` for each line of ``f`` that starts in bytes [start, end) (numbered from 1
-    at ``start``; without the line break)."""
+    at ``start``; without the line break). The file is read in blocks of ``BLOCK`` bytes, split at line
+    breaks (a line longer than a block is put together once, not copied again for each block).
+    ``digest``: a hashlib object fed every byte of a plain file read whole (its sha256 in the same pass)."""
     try:
         with _open(f) as stream:
-            if not start and end is None:
-                for n, raw in enumerate(stream, 1):
-                    yield n, raw.rstrip(b"\r\n")
-                return
             if start:
                 stream.seek(start - 1)
                 stream.readline()  # the end of the line that started before this piece (maybe only "\n")
+            feed = digest.update if digest is not None and not start and end is None and not is_gzip(f) \
+                else None
             pos = stream.tell()
             n = 0
-            while end is None or pos < end:
-                raw = stream.readline()
-                if not raw:
+            pending: list[bytes] = []
+            while True:
+                block = stream.read(BLOCK)
+                if not block:
                     break
-                pos += len(raw)
-                n += 1
-                yield n, raw.rstrip(b"\r\n")
+                if feed is not None:
+                    feed(block)
+                parts = block.split(b"\n")
+                if len(parts) == 1:  # no line break in this block: the line goes on
+                    pending.append(block)
+                    continue
+                if pending:
+                    pending.append(parts[0])
+                    parts[0] = b"".join(pending)
+                    pending = []
+                tail = parts.pop()
+                for raw in parts:
+                    if end is not None and pos >= end:
+                        return
+                    n += 1
+                    pos += len(raw) + 1
+                    yield n, raw.rstrip(b"\r") if raw[-1:] == b"\r" else raw
+                if tail:
+                    pending.append(tail)
+            if pending and (end is None or pos < end):
+                raw = b"".join(pending)
+                yield n + 1, raw.rstrip(b"\r\n")
     except (OSError, EOFError, zlib.error) as exc:
         raise _stream_error(f, exc) from None
 

@@ -58,14 +58,16 @@ class Outcome:
 class PatientEvaluator:
     """The hook service for the pack, built once per process; ``evaluate`` one patient's record at a date."""
 
-    def __init__(self, pack: RulePack, source_label: str):
+    def __init__(self, pack: RulePack, source_label: str, *, keep_models: bool = False):
         self.pack = pack
         self.templates = prefetch_templates(pack)
         self.recorder = MemoryLedger()  # each call's record: the evaluation behind the answer
-        #: the models of the resources checked before a call (``partition``), which the call reads again
+        #: the models of the resources validated before a call (``cds gaps --validate-all``; a refused call's
+        #: culprits), which a call then reads; ``keep_models``: the call also reads its models from there
+        #: (without it the call validates as a hook call does: a run meets each resource once)
         self.models = ModelCache(MODEL_CACHE_ENTRIES)
         self.service = HookService(Evaluator(pack), source_label=source_label, audit=self.recorder,
-                                   model_cache=self.models)
+                                   model_cache=self.models if keep_models else None)
         self.citations = {r.id: {c["url"]: c["title"] for c in r.citations} for r in pack.rules}
 
     def evaluate(self, patient_id: str, record: list[dict[str, Any]], at: dt.datetime) -> Outcome:

@@ -21,12 +21,14 @@ with its counts returned; ``outputs.merge`` puts the partitions together.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gc
+import hashlib
 import os
 import socket
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,15 +36,19 @@ from typing import Any
 import orjson
 
 from cds.errors import CdsError
-from cds.fhir.parse import call_problem, is_r4_resource_type, iter_resources, r4_problem
+from cds.fhir.parse import call_problem, is_r4_resource_type, r4_problem
 from cds.fhir.references import parse as parse_reference
 from cds.fhir.references import subject_reference
-from cds.population.export import ExportFile, Piece, Stopped, lines, sha256_of
+from cds.population.export import ExportFile, Piece, Stopped, is_gzip, lines, sha256_of
 from cds.population.gaps import Outcome, PatientEvaluator
 from cds.rules.pack import RulePack
 from cds.rules.pack import load as load_pack
+from cds.toolkit.prefetch_answer import ReadPlan
 
 MEDICATION_FIELDS = ("medicationReference",)
+#: a bucket line that holds, instead of the resource, its type and id (``-"Type"<tab>"id"``, each as JSON,
+#: which never holds a raw tab; no JSON object starts with "-")
+STUB = b"-"
 AGE_BANDS = ((0, 18, "under 18"), (18, 50, "18-49"), (50, 65, "50-64"), (65, 75, "65-74"), (75, 200, "75+"))
 
 
@@ -67,6 +73,9 @@ class Job:
     #: every line validated as a whole by the R4B model of its type (``cds gaps --validate-all``), not only
     #: what the rule pack's prefetch templates select
     validate_all: bool = False
+    #: the resources the pack's prefetch templates can select (``ReadPlan``): the map phase sends the other
+    #: lines to their bucket as stubs (type and name: counted, never parsed again); None: every line whole
+    plan: ReadPlan | None = None
 
 
 def bucket_of(key: str, partitions: int) -> int:
@@ -117,14 +126,33 @@ def route(obj: Any) -> tuple[str, str]:
         if any(isinstance(obj.get(k), dict) for k in ("subject", "patient")):
             return "bad", f"{_name_of(obj)}: its subject names no patient by reference"
         return "unlinked", rtype
+    found = _patient_named(reference)
+    if found is None:
+        return "bad", f"{_name_of(obj)}: its subject reference does not resolve to a patient"
+    return ("patient", found) if found else ("unlinked", rtype)
+
+
+@functools.lru_cache(maxsize=4096)
+def _patient_named(reference: str) -> str | None:
+    """The patient key a subject reference names; "" when it names something else than a Patient; None when
+    it resolves to nothing usable. (Cached: an export's lines name the same patient again and again.)"""
     target = parse_reference(reference)
     if target is None or target.contained or not target.id:
-        return "bad", f"{_name_of(obj)}: its subject reference does not resolve to a patient"
+        return None
     if target.type not in (None, "Patient"):
-        return "unlinked", rtype
+        return ""
     if _bad_key(target.id):
-        return "bad", f"{_name_of(obj)}: its subject reference does not resolve to a patient"
-    return "patient", target.id
+        return None
+    return target.id
+
+
+def _names_medication(obj: dict[str, Any]) -> bool:
+    """Whether ``obj`` names a Medication by reference (it then stays in its patient's record, which the
+    reducer looks the Medications up for)."""
+    for name in MEDICATION_FIELDS:
+        if isinstance(obj.get(name), dict):
+            return True
+    return False
 
 
 def map_file(job: Job, f: ExportFile) -> dict[str, Any]:
@@ -140,50 +168,77 @@ def map_piece(job: Job, piece: Piece) -> dict[str, Any]:
     f = piece.file
     stats: dict[str, Any] = {
         "file": f.name, "index": f.index, "piece": piece.index, "role": f.role, "listedType": f.listed_type,
-        "bytes": os.path.getsize(f.path), "sha256": sha256_of(f.path) if piece.index == 0 else None,
+        "bytes": os.path.getsize(f.path), "sha256": None,
         "lines": 0, "blank": 0, "patients": 0, "resources": Counter(), "notPatientData": Counter(),
         "exportErrors": 0, "setAside": [],
     }
     buckets: dict[int, Any] = {}
     meds = None
     stem = f"f{f.index:05d}.p{piece.index:05d}"
+    plan = None if job.validate_all else job.plan
+    whole = piece.start == 0 and piece.end is None and not is_gzip(f)
+    digest = hashlib.sha256() if whole else None  # a plain file read whole: its sha256 in the same pass
+    if piece.index == 0 and not whole:
+        stats["sha256"] = sha256_of(f.path)
+    type_json: dict[str, bytes] = {}  # a stub's type, as JSON
+    prefix = f"{f.index}\t{piece.index}\t".encode()
+    resources: Counter[str] = stats["resources"]
+    set_aside: list[dict[str, Any]] = stats["setAside"]
+    keys: dict[str, tuple[int, bytes]] = {}  # a patient key: its bucket, and its text in a bucket line
+    loads, partitions, error_file = orjson.loads, job.partitions, f.role == "error"
+    n = blank = patients = 0
     try:
-        for n, raw in lines(f, piece.start, piece.end):
-            stats["lines"] = n
-            if not raw.strip():
-                stats["blank"] += 1
+        for n, raw in lines(f, piece.start, piece.end, digest=digest):
+            if raw[:1] != b"{" and not raw.strip():
+                blank += 1
                 continue
             try:
-                obj = orjson.loads(raw)
+                obj = loads(raw)
             except orjson.JSONDecodeError as exc:
-                stats["setAside"].append(_aside("malformed", f.name, n, f"not JSON ({exc})"))
+                set_aside.append(_aside("malformed", f.name, n, f"not JSON ({exc})"))
                 continue
             kind, value = route(obj)
             if kind == "bad":
-                stats["setAside"].append(_aside("malformed", f.name, n, value))
+                set_aside.append(_aside("malformed", f.name, n, value))
                 continue
-            stats["resources"][obj["resourceType"]] += 1
-            if f.role == "error":  # the server's own OperationOutcomes: counted, not patient data
+            rtype = obj["resourceType"]
+            resources[rtype] += 1
+            if error_file:  # the server's own OperationOutcomes: counted, not patient data
                 stats["exportErrors"] += 1
             elif kind == "unlinked":
                 stats["notPatientData"][value] += 1
             elif kind == "medication":
                 problem = r4_problem(obj, where=f.name) if job.validate_all else None
                 if problem:
-                    stats["setAside"].append(_aside("invalid", f.name, n, problem))
+                    set_aside.append(_aside("invalid", f.name, n, problem))
                     continue
                 if meds is None:
                     meds = open(out / f"{stem}.meds", "wb")
                 meds.write(f"{f.index}\t{piece.index}\t{n}\t{value}\t".encode() + raw + b"\n")
             else:
-                stats["patients"] += obj["resourceType"] == "Patient"
-                p = bucket_of(value, job.partitions)
-                if p not in buckets:
-                    buckets[p] = open(out / f"{stem}.b{p:04d}", "wb")
-                buckets[p].write(f"{f.index}\t{piece.index}\t{n}\t{value}\t".encode() + raw + b"\n")
+                patients += rtype == "Patient"
+                known = keys.get(value)
+                if known is None:
+                    if len(keys) > 4096:
+                        keys.clear()
+                    known = keys[value] = (bucket_of(value, partitions), value.encode() + b"\t")
+                p, key_text = known
+                bucket = buckets.get(p)
+                if bucket is None:
+                    bucket = buckets[p] = open(out / f"{stem}.b{p:04d}", "wb")
+                if plan is None or plan.may_select(obj) or _names_medication(obj):
+                    bucket.write(b"%s%d\t%s%s\n" % (prefix, n, key_text, raw))
+                else:  # no template of the pack selects it: its type and id are all the reducer needs
+                    kind_json = type_json.get(rtype) or type_json.setdefault(rtype, orjson.dumps(rtype))
+                    rid = obj.get("id")
+                    id_json = orjson.dumps(rid if isinstance(rid, str) else None)
+                    bucket.write(b"%s%d\t%s%s%s\t%s\n" % (prefix, n, key_text, STUB, kind_json, id_json))
     finally:
         for handle in [*buckets.values(), *([meds] if meds else [])]:
             handle.close()
+    stats["lines"], stats["blank"], stats["patients"] = n, blank, patients
+    if digest is not None:
+        stats["sha256"] = digest.hexdigest()
     stats["resources"] = dict(stats["resources"])
     stats["notPatientData"] = dict(stats["notPatientData"])
     return stats
@@ -219,7 +274,7 @@ def fix_lines(mapped: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[
 
 # -- reduce ------------------------------------------------------------------------------------------------
 
-_EVALUATORS: dict[tuple[str | None, str | None, str], PatientEvaluator] = {}
+_EVALUATORS: dict[tuple[str | None, str | None, str, bool], PatientEvaluator] = {}
 
 
 def _settled(evaluator: PatientEvaluator) -> PatientEvaluator:
@@ -234,15 +289,15 @@ def _settled(evaluator: PatientEvaluator) -> PatientEvaluator:
 
 def use_pack(job: Job, pack: RulePack) -> None:
     """Evaluate this process's tasks of ``job`` with ``pack`` (loaded already by the driver)."""
-    key = (job.rules_dir, job.site_config, job.source_label)
+    key = (job.rules_dir, job.site_config, job.source_label, job.validate_all)
     if key not in _EVALUATORS or _EVALUATORS[key].pack.content_hash != pack.content_hash:
-        _EVALUATORS[key] = _settled(PatientEvaluator(pack, job.source_label))
+        _EVALUATORS[key] = _settled(PatientEvaluator(pack, job.source_label, keep_models=job.validate_all))
 
 
 def evaluator_for(job: Job) -> PatientEvaluator:
     """This process's evaluator for the job's rule pack; ``PackMismatch`` when the pack it loads is not the
     one the run started with (a worker installed with another pack)."""
-    key = (job.rules_dir, job.site_config, job.source_label)
+    key = (job.rules_dir, job.site_config, job.source_label, job.validate_all)
     found = _EVALUATORS.get(key)
     if found is None:
         try:
@@ -250,7 +305,8 @@ def evaluator_for(job: Job) -> PatientEvaluator:
         except CdsError as exc:
             raise PackMismatch(f"worker {socket.gethostname()} (pid {os.getpid()}) cannot load the rule "
                                f"pack: {exc.message}") from None
-        found = _EVALUATORS[key] = _settled(PatientEvaluator(pack, job.source_label))
+        found = _EVALUATORS[key] = _settled(PatientEvaluator(pack, job.source_label,
+                                                             keep_models=job.validate_all))
     if found.pack.content_hash != job.pack_hash:
         raise PackMismatch(
             f"worker {socket.gethostname()} (pid {os.getpid()}) has rule pack {found.pack.version} "
@@ -273,14 +329,18 @@ def _medications(job: Job) -> dict[str, tuple[dict[str, Any], str, int]]:
 
 
 def _groups(job: Job, p: int) -> dict[str, list[tuple[int, int, bytes]]]:
-    groups: dict[str, list[tuple[int, int, bytes]]] = {}
+    groups: dict[bytes, list[tuple[int, int, bytes]]] = {}
+    offsets = {key.encode(): at for key, at in job.line_offsets.items()}
     for path in sorted(_map_dir(job).glob(f"f*.b{p:04d}")):
         with open(path, "rb") as stream:
             for raw in stream:
                 index, piece, line, key, text = raw.split(b"\t", 4)
-                at = job.line_offsets.get(f"{int(index)}.{int(piece)}", 0) + int(line)
-                groups.setdefault(key.decode(), []).append((int(index), at, text.rstrip(b"\n")))
-    return groups
+                at = offsets.get(index + b"." + piece, 0) + int(line)
+                found = groups.get(key)
+                if found is None:
+                    found = groups[key] = []
+                found.append((int(index), at, text[:-1] if text[-1:] == b"\n" else text))
+    return {key.decode(): entries for key, entries in groups.items()}
 
 
 def age_band(patient: dict[str, Any], at: dt.datetime) -> str:
@@ -371,21 +431,34 @@ def _checked(job: Job, name: str, n: int, obj: dict[str, Any], raw: bytes | None
     where = f"{name}:{n}"
     if job.validate_all:
         return r4_problem(obj, where=where, raw=raw, cache=evaluator.models)
-    if not is_r4_resource_type(obj["resourceType"]):
-        return f"{where}: resourceType {obj['resourceType']!r} is not an R4 resource type"
+    return _type_problem(where, obj["resourceType"])
+
+
+def _type_problem(where: str, rtype: str) -> str | None:
+    if not is_r4_resource_type(rtype):
+        return f"{where}: resourceType {rtype!r} is not an R4 resource type"
     return None
 
 
 def _selected(body: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """The resources the request's prefetch holds (what its templates select), by identity."""
+    """The resources the request's prefetch holds (what its templates select), by identity: the request
+    is the one ``PatientEvaluator.request`` built (each answer a resource, a searchset Bundle or None)."""
     found: dict[int, dict[str, Any]] = {}
-    for key, data in (body.get("prefetch") or {}).items():
-        try:
-            for _, resource in iter_resources(data, where=f"prefetch.{key}"):
+    for data in (body.get("prefetch") or {}).values():
+        if not isinstance(data, dict):
+            continue
+        if data.get("resourceType") != "Bundle":
+            found.setdefault(id(data), data)
+            continue
+        for entry in data.get("entry") or ():
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict):
                 found.setdefault(id(resource), resource)
-        except CdsError:
-            continue  # a malformed answer: the call says so itself
     return found
+
+
+def _stub_name(kind_json: bytes, id_json: bytes) -> str:
+    return _name_of({"resourceType": orjson.loads(kind_json), "id": orjson.loads(id_json)})
 
 
 def _patient(job: Job, evaluator: PatientEvaluator, key: str, entries: list[tuple[int, int, bytes]],
@@ -393,81 +466,128 @@ def _patient(job: Job, evaluator: PatientEvaluator, key: str, entries: list[tupl
              ) -> tuple[str, Outcome] | None:
     """One patient's lines: checked, evaluated and counted. Returns (sex, outcome) when evaluated.
 
-    The resources the patient-view request's prefetch selects are validated as the call validates them
-    (``call_problem``: the same check and the same model cache, so the call validates nothing again), and
-    one the call would refuse is set aside with its file and line; the others get the cheap checks of the
-    map phase and are counted by type as not read by the rule pack. ``job.validate_all``: every line is
-    also validated as a whole by the R4B model of its type (``r4_problem``)."""
-    parsed = [(job.names[i], n, orjson.loads(text), text) for i, n, text in entries]
-    patients = [(name, n, obj, raw) for name, n, obj, raw in parsed if obj.get("resourceType") == "Patient"]
-    if not patients:
+    Each line gets the map phase's cheap checks (an R4 resource type); with ``job.validate_all`` it is also
+    validated as a whole by the R4B model of its type (``r4_problem``). The patient-view request is then
+    built and called, and the call validates what its prefetch selects, as for any hook call. When the call
+    refuses the request, each resource it selected is checked as the call checks it (``call_problem``) and
+    one it would refuse set aside with its file and line (the Patient: the patient and every line of it), and
+    the call made again without them. Lines no template selects are counted by type as not read by the rule
+    pack."""
+    parsed: list[tuple[str, int, dict[str, Any], bytes]] = []
+    stub_kinds: dict[bytes, int] = {}  # the stubs' types (as JSON), counted
+    for i, n, text in entries:
+        if text[:1] == STUB:
+            kind_json = text[1:text.find(b"\t")]
+            stub_kinds[kind_json] = stub_kinds.get(kind_json, 0) + 1
+        else:
+            parsed.append((job.names[i], n, orjson.loads(text), text))
+
+    def stubs(kinds: Any = None) -> Iterator[tuple[str, int, bytes, bytes]]:
+        """(file, line, type as JSON, id as JSON) of each stub (of the types ``kinds``, else of all)."""
+        if not stub_kinds:
+            return
+        for i, n, text in entries:
+            if text[:1] == STUB:
+                kind_json, _, id_json = text[1:].partition(b"\t")
+                if kinds is None or kind_json in kinds:
+                    yield job.names[i], n, kind_json, id_json
+    first = next((line for line in parsed if line[2].get("resourceType") == "Patient"), None)
+    if first is None:
         for name, n, obj, _ in parsed:
             aside.append(_aside("orphan", name, n, f"{_name_of(obj)}: its patient is not in the export"))
+        for name, n, kind_json, id_json in stubs():
+            aside.append(_aside("orphan", name, n, f"{_stub_name(kind_json, id_json)}: its patient is not in "
+                                                   "the export"))
         return None
-    first = patients[0]
-    relevant, models = evaluator.service.evaluator.relevant, evaluator.models
-    patient_problem = _checked(job, first[0], first[1], first[2], first[3], evaluator) or call_problem(
-        first[2], where=f"{first[0]}:{first[1]}", relevant=relevant, cache=models)
-    origin: dict[int, tuple[str, int]] = {}
-    record: list[dict[str, Any]] = []
-    for name, n, obj, raw in parsed:
-        if obj is not first[2] and obj.get("resourceType") == "Patient":
-            aside.append(_aside("duplicate", name, n,
+    others = []
+    for line in parsed:
+        if line[2].get("resourceType") != "Patient":
+            others.append(line)
+        elif line is not first:
+            aside.append(_aside("duplicate", line[0], line[1],
                                 "a second Patient with the same id (the first is used)"))
-            continue
-        if patient_problem:
-            if obj is first[2]:
-                aside.append(_aside("invalid", name, n, patient_problem))
-            else:
-                aside.append(_aside("orphan", name, n,
-                                    f"{_name_of(obj)}: its Patient was set aside (not R4)"))
-            continue
-        problem = _checked(job, name, n, obj, raw, evaluator) if obj is not first[2] else None
+
+    def patient_set_aside(problem: str) -> None:
+        aside.append(_aside("invalid", first[0], first[1], problem))
+        for name, n, obj, _ in others:
+            aside.append(_aside("orphan", name, n, f"{_name_of(obj)}: its Patient was set aside (not R4)"))
+        for name, n, kind_json, id_json in stubs():
+            aside.append(_aside("orphan", name, n, f"{_stub_name(kind_json, id_json)}: its Patient was set "
+                                                   "aside (not R4)"))
+        tally.data["patients"] += 1
+        tally.data["patientsSetAside"] += 1
+
+    patient = first[2]
+    problem = _checked(job, first[0], first[1], patient, first[3], evaluator)
+    if problem:
+        patient_set_aside(problem)
+        return None
+    invalid: list[dict[str, Any]] = []
+    origin: dict[int, tuple[str, int]] = {id(patient): (first[0], first[1])}
+    record: list[dict[str, Any]] = [patient]
+    for name, n, obj, raw in others:
+        problem = _checked(job, name, n, obj, raw, evaluator)
         if problem:
-            aside.append(_aside("invalid", name, n, problem))
+            invalid.append(_aside("invalid", name, n, problem))
             continue
         record.append(obj)
         origin[id(obj)] = (name, n)
-    if patient_problem:  # read, and set aside: its Patient is not R4
-        tally.data["patients"] += 1
-        tally.data["patientsSetAside"] += 1
-        return None
-    record = [first[2]] + [r for r in record if r is not first[2]]
+    unread: Counter[str] = Counter()
+    not_r4: set[bytes] = set()
+    for kind_json, count in stub_kinds.items():
+        rtype = str(orjson.loads(kind_json))
+        if is_r4_resource_type(rtype):
+            unread[rtype] += count
+        else:
+            not_r4.add(kind_json)
+    for name, n, kind_json, _ in stubs(not_r4) if not_r4 else ():
+        invalid.append(_aside("invalid", name, n,
+                              str(_type_problem(f"{name}:{n}", str(orjson.loads(kind_json))))))
     own = len(record)
     for med, name, n in _referenced_medications(record, meds):
         record.append(med)
         origin[id(med)] = (name, n)
     body = evaluator.request(record)
-    selected = _selected(body)
-    if not job.validate_all:
+    outcome: Outcome | CdsError
+    try:
+        outcome = evaluator.call(key, body, job.at)
+    except CdsError as exc:
+        outcome = exc
+        relevant, models = evaluator.service.evaluator.relevant, evaluator.models
+        problem = call_problem(patient, where=f"{first[0]}:{first[1]}", relevant=relevant, cache=models)
+        if problem:
+            patient_set_aside(problem)
+            return None
         refused: set[int] = set()
-        for ident, resource in selected.items():
-            if resource is first[2] or ident not in origin:
+        for ident, resource in _selected(body).items():
+            if resource is patient or ident not in origin:
                 continue
             name, n = origin[ident]
             problem = call_problem(resource, where=f"{name}:{n}", relevant=relevant, cache=models)
             if problem:
-                aside.append(_aside("invalid", name, n, problem))
+                invalid.append(_aside("invalid", name, n, problem))
                 refused.add(ident)
         if refused:
             own -= sum(1 for r in record[:own] if id(r) in refused)
             record = [r for r in record if id(r) not in refused]
             body = evaluator.request(record)
-            selected = _selected(body)
-    for resource in record[:own]:
-        if id(resource) not in selected:
-            tally.data["notRead"][resource["resourceType"]] += 1
-    sex = str(first[2].get("gender") or "unknown")
-    band = age_band(first[2], job.at)
+            try:
+                outcome = evaluator.call(key, body, job.at)
+            except CdsError as again:
+                outcome = again
+    aside.extend(invalid)
+    selected = _selected(body)
+    unread.update(r["resourceType"] for r in record[:own] if id(r) not in selected)
+    tally.data["notRead"].update(unread)
+    sex = str(patient.get("gender") or "unknown")
+    band = age_band(patient, job.at)
     tally.data["patients"] += 1
     tally.group("bySex", sex, patients=1)
     tally.group("byAgeBand", band, patients=1)
-    try:
-        outcome = evaluator.call(key, body, job.at)
-    except CdsError as exc:
+    if isinstance(outcome, CdsError):
         tally.data["notEvaluated"] += 1
         aside.append(_aside("not-evaluated", first[0], first[1],
-                            f"patient-view refused the record: {exc.message}"))
+                            f"patient-view refused the record: {outcome.message}"))
         return None
     if outcome.out_of_scope is not None:
         tally.data["outOfScope"][str(outcome.out_of_scope.get("code"))] += 1

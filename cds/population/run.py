@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from cds import settings
+from cds.hooks.services import prefetch_templates
 from cds.ledger.runs import append_run, run_content
 from cds.population import outputs, report
 from cds.population.export import Export, Piece, Stopped, find, pieces, sha256_of
@@ -49,6 +50,7 @@ from cds.population.partition import (
 )
 from cds.rules.pack import RulePack
 from cds.rules.pack import load as load_pack
+from cds.toolkit.prefetch_answer import ReadPlan
 
 #: input bytes per bucket: a reducer holds one bucket's lines in memory at a time
 BUCKET_BYTES = 32 << 20
@@ -77,10 +79,11 @@ def today_utc() -> dt.datetime:
 
 
 def piece_bytes(total_bytes: int, workers: int) -> int:
-    """How much of a plain file one map task reads: files are split so that every worker has a few tasks,
-    in pieces of PIECE_MIN to PIECE_MAX bytes (a gzip file is read whole)."""
+    """How much of a plain file one map task reads: with more than one worker files are split so that
+    every worker has a few tasks, in pieces of PIECE_MIN to PIECE_MAX bytes (a gzip file is read whole);
+    with one, each file is one task (read once: its sha256 is taken in the same pass)."""
     if workers <= 1:
-        return PIECE_MAX
+        return max(1, total_bytes)
     return max(PIECE_MIN, min(PIECE_MAX, total_bytes // (workers * 4) + 1))
 
 
@@ -250,7 +253,8 @@ def run_gaps(export_dir: Path, out_dir: Path, *, at: dt.datetime, workers: int |
                       partitions=partitions_for(total_bytes, max(n_workers, engine.workers)),
                       rules_dir=_path(values["RULES_DIR"]), site_config=_path(values["SITE_CONFIG"]),
                       source_label=values["SOURCE_LABEL"], names=tuple(f.name for f in export.files),
-                      validate_all=validate_all)
+                      validate_all=validate_all,
+                      plan=None if validate_all else ReadPlan(prefetch_templates(pack)))
             engine.prepare(job, pack)
             shares = pieces(export, piece_bytes(total_bytes, engine.workers))
             mapped, offsets = fix_lines(engine.map(job, shares))
