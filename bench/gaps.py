@@ -12,8 +12,13 @@ the four types ``cds gaps --fhir-server`` asks for. Then, each in a process of i
 
     loop        the baseline on one core: read the files, group them by patient, and evaluate each
                 patient through the call layer (``HookService.call``, patient-view, full prefetch)
-    hook path   the same loop's ``HookService.call`` time alone: the in-process cost of one hook call
-                for that patient's data (the cost per patient the report is held against)
+    hook path   the in-process cost of one hook call for that patient's data, measured in the same loop
+                (and left out of its time): the request body read as the web endpoint reads it
+                (``cds.web.jsonbody.parse_json``, its limits), ``HookService.call``, the answer written
+                (``jsonbody.dumps``); HTTP, the token and the audit record not counted. The cost per
+                patient the report is held against
+    call alone  the loop's ``HookService.call`` time alone (the request already a Python object): the
+                stricter reading, reported beside it
     workers 1   ``cds gaps EXPORT --out DIR --workers 1``
     workers 2   ``cds gaps EXPORT --out DIR --workers 2``
 
@@ -121,12 +126,14 @@ def _subject(resource: dict[str, Any]) -> str | None:
 
 def child_loop(export: Path) -> dict[str, Any]:
     """The baseline: read, group by patient, one HookService.call per patient."""
+    from cds import settings
     from cds.call.service import HookService
     from cds.decide.evaluate import Evaluator
     from cds.hooks.services import discovery_document, prefetch_templates
     from cds.rules.pack import load
     from cds.toolkit.offline import hook_request
     from cds.toolkit.request import as_bundle
+    from cds.web import jsonbody
 
     started = time.perf_counter()
     pack = load()
@@ -142,16 +149,31 @@ def child_loop(export: Path) -> dict[str, Any]:
                 key = _subject(resource)
                 if key is not None:
                     records.setdefault(key, []).append(resource)
-    calls = 0.0
+    values = settings.load()
+    calls = hooks = extra = 0.0
     cards = 0
     for record in records.values():
         body = hook_request(as_bundle(record), "patient-view", templates=templates)
         before = time.perf_counter()
-        answer = service.call(service_id, body, now=now)
-        calls += time.perf_counter() - before
+        raw = jsonbody.dumps(body)  # the request body as the EHR sends it (not the loop's work)
+        extra += time.perf_counter() - before
+        # the call as the service's process makes it from the request body: the body read as JSON with the
+        # web endpoint's limits, the call, the answer written (HTTP, the token and the audit record not
+        # counted); the call alone timed inside it
+        before = time.perf_counter()
+        parsed = jsonbody.parse_json(raw, max_bytes=values["MAX_BODY_BYTES"],
+                                     max_depth=values["MAX_JSON_DEPTH"])
+        called = time.perf_counter()
+        answer = service.call(service_id, parsed, now=now)
+        answered = time.perf_counter()
+        jsonbody.dumps(answer)
+        done = time.perf_counter()
+        calls += answered - called
+        hooks += done - before
+        extra += (called - before) + (done - answered)  # reading and writing JSON: not the loop's work
         cards += len(answer.get("cards") or [])
-    return {"seconds": time.perf_counter() - started, "call_seconds": calls, "patients": len(records),
-            "cards": cards}
+    return {"seconds": time.perf_counter() - started - extra, "call_seconds": calls,
+            "hook_seconds": hooks, "patients": len(records), "cards": cards}
 
 
 def child_gaps(export: Path, workers: int) -> dict[str, Any]:
@@ -229,7 +251,8 @@ def measure(patients: int, ai_share: float, work: Path) -> dict[str, Any]:
     size: dict[str, Any] = {"patients": patients, "resources": counts, "runs": runs}
     loop = runs["loop"]
     if "failed" not in loop:
-        size["hook_path_ms_per_patient"] = 1000 * loop["call_seconds"] / loop["patients"]
+        size["call_ms_per_patient"] = 1000 * loop["call_seconds"] / loop["patients"]
+        size["hook_path_ms_per_patient"] = 1000 * loop["hook_seconds"] / loop["patients"]
         size["loop_ms_per_patient"] = 1000 * loop["seconds"] / patients
     for mode in ("workers-1", "workers-2"):
         run = runs[mode]
@@ -238,6 +261,7 @@ def measure(patients: int, ai_share: float, work: Path) -> dict[str, Any]:
         run["ms_per_patient"] = 1000 * run["seconds"] / patients
         run["speedup_vs_loop"] = loop["seconds"] / run["seconds"]
         run["cost_vs_hook_path"] = run["ms_per_patient"] / size["hook_path_ms_per_patient"]
+        run["cost_vs_call"] = run["ms_per_patient"] / size["call_ms_per_patient"]
     return size
 
 
@@ -255,6 +279,16 @@ def targets(sizes: list[dict[str, Any]]) -> dict[str, Any]:
         out["cost_vs_hook_path"] = {"measured": round(w1["cost_vs_hook_path"], 2),
                                     "target": f"<= {TARGETS['cost_vs_hook_path']}",
                                     "met": w1["cost_vs_hook_path"] <= TARGETS["cost_vs_hook_path"]}
+        # the stricter reading: against HookService.call alone (the request already a Python object)
+        out["cost_vs_call_alone"] = {"measured": round(w1["cost_vs_call"], 2),
+                                     "target": f"<= {TARGETS['cost_vs_hook_path']}",
+                                     "met": w1["cost_vs_call"] <= TARGETS["cost_vs_hook_path"]}
+    if "speedup_vs_loop" in w2 and "seconds" in w1:
+        # what the second worker adds, whatever the loop's own costs: workers 2 against workers 1
+        ratio = w1["seconds"] / w2["seconds"]
+        out["workers_2_vs_workers_1"] = {"measured": round(ratio, 2),
+                                         "target": f">= {TARGETS['speedup_workers_2']}",
+                                         "met": ratio >= TARGETS["speedup_workers_2"]}
     if len(sizes) > 1:
         for mode in ("workers-1", "workers-2"):
             big, small = largest["runs"].get(mode, {}), smallest["runs"].get(mode, {})
@@ -284,6 +318,9 @@ def print_table(sizes: list[dict[str, Any]], found: dict[str, Any]) -> None:
         if "hook_path_ms_per_patient" in size:
             hook = size["hook_path_ms_per_patient"]
             print(f"{n:>9} {'hook path':<10} {'':>8} {1000 / hook:>11.1f} {hook:>11.2f} {'':>7} {'1.00':>7}")
+            call = size["call_ms_per_patient"]
+            print(f"{n:>9} {'call alone':<10} {'':>8} {1000 / call:>11.1f} {call:>11.2f} {'':>7} "
+                  f"{call / hook:>7.2f}")
     print()
     for name, target in found.items():
         print(f"target {name}: measured {target['measured']}, target {target['target']}: "

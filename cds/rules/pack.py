@@ -40,9 +40,13 @@ SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
 SITE_UNIT_SWITCHES = {"read_g_cm-2_as_g_cm2": "read HL7's DXA unit g/cm-2 (strict UCUM: g.cm2) as g/cm2"}
 
 
+#: libyaml's safe loader where PyYAML was built with it (the same documents, nine times faster), else PyYAML's
+_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)  # noqa: S506 (a safe loader)
     except (OSError, yaml.YAMLError) as exc:
         raise RulePackError(f"{path}: cannot read: {exc}") from exc
 
