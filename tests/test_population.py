@@ -158,7 +158,7 @@ def test_one_worker_and_a_local_cluster_of_two_write_the_same_bytes(tmp_path, ca
     assert code == 0
     for name in ("gaps.ndjson", "gaps.csv", "report.html"):
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
-    assert summary_of(one)["engine"] == "local" and summary_of(two)["engine"].startswith("tcp://")
+    assert summary_of(one)["engine"] == "local" and summary_of(two)["engine"] == "local Dask cluster"
     assert summary_of(two)["workers"] == 2 and "2 worker(s)" in printed
     assert not list(two.glob(".gaps-scratch*"))  # the scratch folder goes with the run
 

@@ -57,6 +57,8 @@ BUCKET_BYTES = 32 << 20
 MAX_PARTITIONS = 512
 PIECE_MIN, PIECE_MAX = 4 << 20, 64 << 20
 OUTPUTS = ("gaps.ndjson", "gaps.csv", "report.html")
+#: the engine a run names when it started its own cluster of worker processes (``--workers N``)
+LOCAL_CLUSTER = "local Dask cluster"
 #: the local cluster's workers: no sampling profiler (a thread walking the task's stack every 10 ms, taking
 #: the GIL from it) and slower housekeeping ticks; a task is minutes of pure Python, which the defaults slow
 #: by a third or more
@@ -141,9 +143,11 @@ class _Engine:
 
 
 class _Dask(_Engine):
-    def __init__(self, client: Any):
+    def __init__(self, client: Any, name: str | None = None):
         self.client = client
-        self.name = str(client.scheduler.address)
+        #: a running cluster: its scheduler's address; the command's own: what it was (its address is gone
+        #: when the run ends)
+        self.name = name or str(client.scheduler.address)
         self.workers = max(1, len(client.scheduler_info().get("workers", {})))
 
     def prepare(self, job: Job, pack: RulePack) -> None:
@@ -199,7 +203,7 @@ def _engine(workers: int, scheduler: str | None) -> Iterator[_Engine]:
                                dashboard_address=None, silence_logs=logging.CRITICAL)
     client = Client(cluster)
     try:
-        yield _Dask(client)
+        yield _Dask(client, name=LOCAL_CLUSTER)
     finally:
         client.close()
         cluster.close()
