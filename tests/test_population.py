@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from cds.cli import main
 from cds.population import report
-from cds.population.partition import Job, PackMismatch, evaluator_for, route
+from cds.population.partition import Job, PackMismatch, evaluator_for, map_piece, route
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORT = ROOT / "fixtures" / "population-export"
@@ -172,18 +172,32 @@ def test_files_read_in_pieces_give_the_same_outputs_and_line_numbers(tmp_path, c
     shutil.copytree(EXPORT, export)
     observations = (export / "Observation.000.ndjson").read_text().splitlines()
     observations.insert(299, "{broken")
+    # a run of lines no template selects, of a patient not in the export, across several pieces
+    ghost = [json.dumps({"resourceType": "Observation", "id": f"ghost-hr-{k}", "status": "final",
+                         "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                         "subject": {"reference": "Patient/ghost"}, "valueQuantity": {"value": 70 + k},
+                         "note": [{"text": "x" * 400}]}) for k in range(20)]
+    observations[150:150] = ghost
     (export / "Observation.000.ndjson").write_text("\n".join(observations) + "\n")
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert gaps([str(export), "--out", str(whole), "--at", AT, "--workers", "1"], capsys)[0] == 0
-    monkeypatch.setattr(run_module, "PIECE_MIN", 3000)
-    monkeypatch.setattr(run_module, "PIECE_MAX", 3000)
+    monkeypatch.setattr(run_module, "piece_bytes", lambda total_bytes, workers: 3000)
+    read: list[Any] = []
+    monkeypatch.setattr(run_module, "map_piece",
+                        lambda job, piece: read.append(piece) or map_piece(job, piece))
     assert gaps([str(export), "--out", str(split), "--at", AT, "--workers", "1"], capsys)[0] == 0
+    assert sum(p.file.name == "Observation.000.ndjson" for p in read) > 10  # the file was read in pieces
     assert (whole / "gaps.ndjson").read_bytes() == (split / "gaps.ndjson").read_bytes()
     assert (whole / "gaps.csv").read_bytes() == (split / "gaps.csv").read_bytes()
     one, many = summary_of(whole), summary_of(split)
     assert one["inputs"] == many["inputs"] and one["setAside"] == many["setAside"]
-    assert {(i["file"], i["line"]) for i in many["setAside"]["lines"]} >= {("Observation.000.ndjson", 300)}
+    named = {(i["file"], i["line"]): i["reason"] for i in many["setAside"]["lines"]}
+    assert ("Observation.000.ndjson", 320) in named  # the broken line, after the 20 inserted before it
+    for k in range(20):
+        assert named[("Observation.000.ndjson", 151 + k)] == \
+            f"Observation/ghost-hr-{k}: its patient is not in the export"
     assert one["patients"] == many["patients"]
+    assert many["partitions"] == one["partitions"] and len(many["inputs"]) == len(one["inputs"])
 
 
 def _wait_for(condition, what: str, deadline: float = 120.0) -> Any:
@@ -364,11 +378,14 @@ def test_a_line_no_template_selects_is_still_an_orphan_or_set_aside_with_its_pat
     ])
     heart_rate = {**obs("8867-4", 72, "/min", "2026-10-01", pid="ghost"), "id": "hr-ghost"}
     write_ndjson(export / "Observation.ndjson", [
-        heart_rate,
         {**obs("8867-4", 70, "/min", "2026-10-01", pid="p3"), "id": "hr-p3"},
         {**obs("8867-4", 68, "/min", "2026-10-01", pid="p1"), "id": "hr-p1"},
         {"resourceType": "NotAType", "id": "x", "subject": {"reference": "Patient/p1"}},
         {**obs("2243-4", 8, "pg/mL", "2026-10-01", pid="p3"), "id": "e2-p3"},
+        # consecutive lines of one patient no template selects travel as one bucket line: still each named
+        *[{**heart_rate, "id": f"hr-ghost-{k}"} for k in range(3)],
+        {"resourceType": "NotAType", "id": "y", "subject": {"reference": "Patient/p1"}},
+        {"resourceType": "NotAType", "id": "z", "subject": {"reference": "Patient/p1"}},
     ])
     out = tmp_path / "out"
     code, _, err = gaps([str(export), "--out", str(out), "--at", AT, "--workers", "1"], capsys)
@@ -376,14 +393,19 @@ def test_a_line_no_template_selects_is_still_an_orphan_or_set_aside_with_its_pat
     summary = summary_of(out)
     reasons = {(i["file"], i["line"], i["kind"]): i["reason"] for i in summary["setAside"]["lines"]}
     assert set(reasons) == {("Patient.ndjson", 2, "invalid"), ("Observation.ndjson", 1, "orphan"),
-                            ("Observation.ndjson", 2, "orphan"), ("Observation.ndjson", 4, "invalid"),
-                            ("Observation.ndjson", 5, "orphan")}
+                            ("Observation.ndjson", 3, "invalid"), ("Observation.ndjson", 4, "orphan"),
+                            ("Observation.ndjson", 5, "orphan"), ("Observation.ndjson", 6, "orphan"),
+                            ("Observation.ndjson", 7, "orphan"), ("Observation.ndjson", 8, "invalid"),
+                            ("Observation.ndjson", 9, "invalid")}
+    for k in range(3):
+        assert reasons[("Observation.ndjson", 5 + k, "orphan")] == \
+            f"Observation/hr-ghost-{k}: its patient is not in the export"
     assert reasons[("Observation.ndjson", 1, "orphan")] == \
-        "Observation/hr-ghost: its patient is not in the export"
-    assert reasons[("Observation.ndjson", 2, "orphan")] == \
         "Observation/hr-p3: its Patient was set aside (not R4)"
     assert "birthDate" in reasons[("Patient.ndjson", 2, "invalid")]
-    assert "'NotAType' is not an R4 resource type" in reasons[("Observation.ndjson", 4, "invalid")]
+    for line in (3, 8, 9):
+        assert reasons[("Observation.ndjson", line, "invalid")] == \
+            f"Observation.ndjson:{line}: resourceType 'NotAType' is not an R4 resource type"
     assert summary["notReadByRulePack"] == {"Observation": 1}
     assert summary["patients"]["read"] == 2 and summary["patients"]["setAside"] == 1
     # the same with every line read whole (no plan): the same lines set aside for the same reasons

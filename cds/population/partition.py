@@ -46,9 +46,11 @@ from cds.rules.pack import load as load_pack
 from cds.toolkit.prefetch_answer import ReadPlan
 
 MEDICATION_FIELDS = ("medicationReference",)
-#: a bucket line that holds, instead of the resource, its type and id (``-"Type"<tab>"id"``, each as JSON,
-#: which never holds a raw tab; no JSON object starts with "-")
+#: a bucket line that holds, instead of resources, the type and ids of up to STUB_RUN consecutive lines of
+#: one patient that no template selects (``-"Type"<tab>count<tab>["id", ...]``, JSON never holding a raw
+#: tab; numbered from the bucket line's own line number; no JSON object starts with "-")
 STUB = b"-"
+STUB_RUN = 1024
 AGE_BANDS = ((0, 18, "under 18"), (18, 50, "18-49"), (50, 65, "50-64"), (65, 75, "65-74"), (75, 200, "75+"))
 
 
@@ -146,6 +148,12 @@ def _patient_named(reference: str) -> str | None:
     return target.id
 
 
+def _write_stubs(prefix: bytes, run: list[Any]) -> None:
+    bucket, key_text, kind_json, first, _, ids = run
+    bucket.write(b"%s%d\t%s%s%s\t%d\t%s\n" % (prefix, first, key_text, STUB, kind_json, len(ids),
+                                                 orjson.dumps(ids)))
+
+
 def _names_medication(obj: dict[str, Any]) -> bool:
     """Whether ``obj`` names a Medication by reference (it then stays in its patient's record, which the
     reducer looks the Medications up for)."""
@@ -187,6 +195,9 @@ def map_piece(job: Job, piece: Piece) -> dict[str, Any]:
     keys: dict[str, tuple[int, bytes]] = {}  # a patient key: its bucket, and its text in a bucket line
     loads, partitions, error_file = orjson.loads, job.partitions, f.role == "error"
     n = blank = patients = 0
+    #: the stubs of consecutive lines of one patient and type, written as one bucket line:
+    #: [bucket, key as written, type as JSON, first line, last line, ids]
+    run: list[Any] | None = None
     try:
         for n, raw in lines(f, piece.start, piece.end, digest=digest):
             if raw[:1] != b"{" and not raw.strip():
@@ -231,8 +242,16 @@ def map_piece(job: Job, piece: Piece) -> dict[str, Any]:
                 else:  # no template of the pack selects it: its type and id are all the reducer needs
                     kind_json = type_json.get(rtype) or type_json.setdefault(rtype, orjson.dumps(rtype))
                     rid = obj.get("id")
-                    id_json = orjson.dumps(rid if isinstance(rid, str) else None)
-                    bucket.write(b"%s%d\t%s%s%s\t%s\n" % (prefix, n, key_text, STUB, kind_json, id_json))
+                    if run is not None and run[4] == n - 1 and run[2] == kind_json and run[1] == key_text \
+                            and len(run[5]) < STUB_RUN:
+                        run[4] = n
+                        run[5].append(rid if isinstance(rid, str) else None)
+                    else:
+                        if run is not None:
+                            _write_stubs(prefix, run)
+                        run = [bucket, key_text, kind_json, n, n, [rid if isinstance(rid, str) else None]]
+        if run is not None:
+            _write_stubs(prefix, run)
     finally:
         for handle in [*buckets.values(), *([meds] if meds else [])]:
             handle.close()
@@ -457,8 +476,8 @@ def _selected(body: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return found
 
 
-def _stub_name(kind_json: bytes, id_json: bytes) -> str:
-    return _name_of({"resourceType": orjson.loads(kind_json), "id": orjson.loads(id_json)})
+def _stub_name(kind_json: bytes, rid: Any) -> str:
+    return _name_of({"resourceType": orjson.loads(kind_json), "id": rid})
 
 
 def _patient(job: Job, evaluator: PatientEvaluator, key: str, entries: list[tuple[int, int, bytes]],
@@ -477,26 +496,27 @@ def _patient(job: Job, evaluator: PatientEvaluator, key: str, entries: list[tupl
     stub_kinds: dict[bytes, int] = {}  # the stubs' types (as JSON), counted
     for i, n, text in entries:
         if text[:1] == STUB:
-            kind_json = text[1:text.find(b"\t")]
-            stub_kinds[kind_json] = stub_kinds.get(kind_json, 0) + 1
+            kind_json, lines_sent, _ = text[1:].split(b"\t", 2)
+            stub_kinds[kind_json] = stub_kinds.get(kind_json, 0) + int(lines_sent)
         else:
             parsed.append((job.names[i], n, orjson.loads(text), text))
 
-    def stubs(kinds: Any = None) -> Iterator[tuple[str, int, bytes, bytes]]:
-        """(file, line, type as JSON, id as JSON) of each stub (of the types ``kinds``, else of all)."""
+    def stubs(kinds: Any = None) -> Iterator[tuple[str, int, bytes, Any]]:
+        """(file, line, type as JSON, id) of each line sent as a stub (of the types ``kinds``, else all)."""
         if not stub_kinds:
             return
         for i, n, text in entries:
             if text[:1] == STUB:
-                kind_json, _, id_json = text[1:].partition(b"\t")
+                kind_json, _, ids = text[1:].split(b"\t", 2)
                 if kinds is None or kind_json in kinds:
-                    yield job.names[i], n, kind_json, id_json
+                    for k, rid in enumerate(orjson.loads(ids)):
+                        yield job.names[i], n + k, kind_json, rid
     first = next((line for line in parsed if line[2].get("resourceType") == "Patient"), None)
     if first is None:
         for name, n, obj, _ in parsed:
             aside.append(_aside("orphan", name, n, f"{_name_of(obj)}: its patient is not in the export"))
-        for name, n, kind_json, id_json in stubs():
-            aside.append(_aside("orphan", name, n, f"{_stub_name(kind_json, id_json)}: its patient is not in "
+        for name, n, kind_json, rid in stubs():
+            aside.append(_aside("orphan", name, n, f"{_stub_name(kind_json, rid)}: its patient is not in "
                                                    "the export"))
         return None
     others = []
@@ -511,8 +531,8 @@ def _patient(job: Job, evaluator: PatientEvaluator, key: str, entries: list[tupl
         aside.append(_aside("invalid", first[0], first[1], problem))
         for name, n, obj, _ in others:
             aside.append(_aside("orphan", name, n, f"{_name_of(obj)}: its Patient was set aside (not R4)"))
-        for name, n, kind_json, id_json in stubs():
-            aside.append(_aside("orphan", name, n, f"{_stub_name(kind_json, id_json)}: its Patient was set "
+        for name, n, kind_json, rid in stubs():
+            aside.append(_aside("orphan", name, n, f"{_stub_name(kind_json, rid)}: its Patient was set "
                                                    "aside (not R4)"))
         tally.data["patients"] += 1
         tally.data["patientsSetAside"] += 1
