@@ -19,12 +19,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from cds.errors import NotFound, RequestError
 from cds.ledger.append import FeedbackRefused, storable
-from cds.ledger.schema import audit_card, audit_record
+from cds.ledger.schema import audit_card, audit_feedback, audit_record
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class IssuedCard:
     suggestions: frozenset[str]
     record_id: str | None = None  # the key of the audit record holding the card
     hook_instance: str | None = None  # of the call that issued it
+    patient_key: str | None = None  # of the audit record holding the card
 
 
 def issued_cards(conn: Connection, uuids: list[str]) -> dict[str, IssuedCard]:
@@ -45,7 +46,8 @@ def issued_cards(conn: Connection, uuids: list[str]) -> dict[str, IssuedCard]:
     for start in range(0, len(wanted), 500):
         rows = conn.execute(
             select(audit_card.c.uuid, audit_record.c.service, audit_record.c.client_iss,
-                   audit_record.c.content, audit_record.c.id, audit_record.c.hook_instance)
+                   audit_record.c.content, audit_record.c.id, audit_record.c.hook_instance,
+                   audit_record.c.patient_key)
             .join(audit_record, audit_record.c.seq == audit_card.c.record_seq)
             .where(audit_card.c.uuid.in_(wanted[start : start + 500]))
         ).all()
@@ -56,7 +58,7 @@ def issued_cards(conn: Connection, uuids: list[str]) -> dict[str, IssuedCard]:
                 s["uuid"] for s in card.get("suggestions") or [] if isinstance(s, dict) and "uuid" in s
             )
             found[row.uuid] = IssuedCard(row.uuid, row.service, row.client_iss, suggestions, row.id,
-                                         row.hook_instance)
+                                         row.hook_instance, row.patient_key)
     return found
 
 
@@ -82,19 +84,30 @@ def refuse(found: tuple[str, str, int]) -> None:
     raise (NotFound if status == 404 else RequestError)(message, field=field)
 
 
-def check_on_write(conn: Connection, entry: dict[str, Any]) -> bool:
+def check_on_write(conn: Connection, entry: dict[str, Any]) -> IssuedCard | None:
     """For an item written from the spool (checked when it was received only if the database could be
     read then): raise ``FeedbackRefused`` when it names another service's or client's card or foreign
-    suggestions; return whether the card is known (an unknown card is stored, flagged: its record may
-    still be in another host's spool)."""
+    suggestions; return the card, or None when no stored record holds it (the item is stored, flagged: its
+    record may still be in another host's spool)."""
     item = entry["item"]
     card = issued_cards(conn, [item.get("card")]).get(item.get("card"))
     if card is None:
-        return False
+        return None
     found = problem(item, "feedback", card, entry["service"], entry.get("client"))
     if found:
         raise FeedbackRefused(found[0])
-    return True
+    return card
+
+
+def link_to_record(conn: Connection, content: dict[str, Any]) -> None:
+    """Feedback stored before the record holding its card (which waited in a spool) gets that record's
+    patient key, so that the patient's history (``history.read``) finds it by its index."""
+    uuids = [c["uuid"] for c in content.get("cards") or [] if isinstance(c, dict) and "uuid" in c]
+    if not uuids or not content.get("patientKey"):
+        return
+    conn.execute(update(audit_feedback)
+                 .where(audit_feedback.c.patient_key.is_(None), audit_feedback.c.card_uuid.in_(uuids))
+                 .values(patient_key=content["patientKey"]))
 
 
 def content_of(entry: dict[str, Any], known: bool) -> dict[str, Any]:

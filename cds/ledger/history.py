@@ -180,12 +180,13 @@ def read(conn: Connection, patient_key: str, since: dt.datetime, recent: int = R
     answered calls since ``since``, and of every call of theirs since then whose cards were answered, with
     that feedback."""
     # by the patient's key alone, so that the database reads the patient's rows by their index (a filter on
-    # the outcome or the time lets a planner scan every answered call); those are filtered here
+    # the outcome or the time lets a planner scan every answered call); those are filtered here. The answered
+    # cards are found from the patient's feedback rows (their own patient key, indexed): as many as the
+    # patient's answers, however many calls the patient had
     mine = (audit_record.c.patient_key == patient_key,)
     answered = (select(audit_card.c.record_seq)
                 .join(audit_feedback, audit_feedback.c.card_uuid == audit_card.c.uuid)
-                .join(audit_record, audit_record.c.seq == audit_card.c.record_seq)
-                .where(*mine, audit_feedback.c.content.is_not(None)))
+                .where(audit_feedback.c.patient_key == patient_key, audit_feedback.c.content.is_not(None)))
     seqs = {row[0] for row in conn.execute(answered)}
     if recent > 0:
         latest = select(audit_record.c.seq).where(*mine).order_by(audit_record.c.seq.desc()).limit(recent)

@@ -83,8 +83,12 @@ audit_feedback = Table(
     Column("content", Text),  # canonical JSON of the item as received, with service, client, time
     Column("prev_hash", String(64)),
     Column("hash", String(64)),
+    # the patient_key of the record holding the card (not chained: that record is), so that a call finds the
+    # patient's answered cards by this index; None while no stored record holds the card
+    Column("patient_key", String(64)),
 )
 Index("ix_audit_feedback_received", audit_feedback.c.received)
+Index("ix_audit_feedback_patient_key", audit_feedback.c.patient_key)
 Index("ix_audit_feedback_seq", audit_feedback.c.seq, unique=True)
 
 audit_quarantine = Table(

@@ -343,18 +343,27 @@ class AuditStore:
                     ensure_schema(self.engine)
                     self.migrate_pending = False
 
-    def write(self, entry: dict[str, Any], *, dedupe: bool = False) -> None:
+    def write(self, entry: dict[str, Any], *, dedupe: bool = False, late: bool = False) -> None:
+        """``late``: a record written from the spool, after feedback on its cards may have been stored."""
         self._migrate_if_pending()
         if entry["kind"] == "call":
-            self.append(entry["content"], dedupe=dedupe)
+            self.append(entry["content"], dedupe=dedupe, late=late)
         elif entry["kind"] == "feedback":
             self._insert_feedback(entry)
         else:
             raise ValueError(f"unknown audit entry kind {entry['kind']!r}")
 
-    def append(self, content: dict[str, Any], *, dedupe: bool = False) -> int:
-        """Append one record to this process's chain in one transaction; return its ``seq``."""
-        seq = self.chains.append([(content, hashing.canonical(content))], dedupe=dedupe)[0]
+    def append(self, content: dict[str, Any], *, dedupe: bool = False, late: bool = False) -> int:
+        """Append one record to this process's chain in one transaction; return its ``seq``. ``late``: in
+        the same transaction, feedback already stored on its cards becomes the record's patient's
+        (``feedback.link_to_record``)."""
+
+        def link(conn: Connection, rows: record_chains.Contents) -> record_chains.Contents:
+            feedback.link_to_record(conn, content)
+            return rows
+
+        seq = self.chains.append([(content, hashing.canonical(content))], dedupe=dedupe,
+                                 before=link if late else None)[0]
         self.maybe_checkpoint()
         return seq
 
@@ -409,11 +418,11 @@ class AuditStore:
         entry.setdefault("id", str(uuid.uuid4()))  # kept through retries and the spool
 
         def work(conn: Connection) -> bool:
-            known = feedback.check_on_write(conn, entry)
-            content = feedback.content_of(entry, known)
+            card = feedback.check_on_write(conn, entry)
+            content = feedback.content_of(entry, card is not None)
             append.append_link(conn, audit_feedback, append.FEEDBACK_LOCK, hashing.canonical(content),
-                               feedback.columns(content))
-            return known
+                               {**feedback.columns(content), "patient_key": card and card.patient_key})
+            return card is not None
 
         if not append.retried(self.engine, self._chain_lock, work):
             log.warning("feedback for a card no audit record holds (stored, flagged)")
@@ -429,7 +438,7 @@ class AuditStore:
         """One spooled entry into the database, or into the quarantine when the database refuses it as data;
         raises (the drain stops, the entry stays) when the database is unavailable."""
         try:
-            self.write(entry, dedupe=True)
+            self.write(entry, dedupe=True, late=True)
         except Exception as exc:
             if not append.is_poison(exc):
                 raise

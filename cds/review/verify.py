@@ -280,6 +280,20 @@ def _checkpoints_agree(engine: Engine) -> Callable[[Any, dict[str, Any]], str | 
     return check
 
 
+def _feedback_not_of_its_patient(engine: Engine) -> int | None:
+    """The first feedback row whose ``patient_key`` (not chained: the history read finds a patient's
+    answered cards by it) is not the ``patient_key`` of the record holding its card (None when no record
+    holds it)."""
+    owner = (select(audit_record.c.patient_key)
+             .join(audit_card, audit_card.c.record_seq == audit_record.c.seq)
+             .where(audit_card.c.uuid == audit_feedback.c.card_uuid)
+             .scalar_subquery())
+    with engine.connect() as conn:
+        return conn.execute(select(audit_feedback.c.seq)
+                            .where(audit_feedback.c.patient_key.is_distinct_from(owner))
+                            .order_by(audit_feedback.c.seq).limit(1)).scalar()
+
+
 def verify_all(engine: Engine) -> Report:
     report = Report()
     _verify_records(engine, report)
@@ -293,6 +307,10 @@ def verify_all(engine: Engine) -> Report:
     if unchained is not None:
         report.problems.append(f"audit_feedback row id {unchained.id} is outside the feedback chain "
                                "(inserted by hand)")
+    misfiled = _feedback_not_of_its_patient(engine)
+    if misfiled is not None:
+        report.problems.append(f"audit_feedback #{misfiled}: column patient_key is not that of the record "
+                               "holding its card (edited)")
     report.quarantined, report.heads["quarantine"], broken = _walk(engine, audit_quarantine,
                                                                    quarantine.columns)
     if broken:

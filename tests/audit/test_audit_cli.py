@@ -67,7 +67,7 @@ def test_patient_key_finds_the_patients_records(cli, monkeypatch):
 
 def test_migrate_and_token(cli):
     code, out = cli("audit", "migrate")
-    assert code == 0 and "revision 0003" in out
+    assert code == 0 and "revision 0004" in out
     code, out = cli("audit", "token", "carol")
     assert code == 0 and "carol:" in out
 

@@ -27,9 +27,9 @@ def _tables(engine) -> set[str]:
 def test_migrations_from_empty_sqlite(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path}/empty.sqlite3")
     assert _tables(engine) == set()
-    assert ensure_schema(engine) == "0003"
+    assert ensure_schema(engine) == "0004"
     assert {"audit_record", "audit_card", "audit_feedback", "seen_jti", "alembic_version"} <= _tables(engine)
-    assert ensure_schema(engine) == "0003"  # idempotent
+    assert ensure_schema(engine) == "0004"  # idempotent
     cols = {c["name"]: c for c in inspect(engine).get_columns("seen_jti")}
     assert set(cols) == {"jti_key", "expires_at"}
     assert inspect(engine).get_pk_constraint("seen_jti")["constrained_columns"] == ["jti_key"]
@@ -46,7 +46,7 @@ def test_migrations_from_empty_postgres(pg_base_url):
     engine = create_engine(f"{PG_URL}?options=-csearch_path%3D{schema}")
     try:
         assert _tables(engine) == set()
-        assert ensure_schema(engine) == "0003"
+        assert ensure_schema(engine) == "0004"
         assert {"audit_record", "audit_card", "audit_feedback", "seen_jti"} <= _tables(engine)
         cols = {c["name"]: c for c in inspect(engine).get_columns("seen_jti")}
         assert str(cols["jti_key"]["type"]) == "VARCHAR(128)"
@@ -275,7 +275,7 @@ def test_migration_0002_chains_the_feedback_already_stored(backend, tmp_path, re
                 {"c": f"card-{i}", "o": "overridden" if code else "accepted", "r": received,
                  "a": "[]" if code else '["s-1"]', "code": code, "d": code and code.title(), "m": comment,
                  "k": i != 2})
-    assert ensure_schema(engine) == "0003"
+    assert ensure_schema(engine) == "0004"
     report = verify_all(engine)
     assert report.ok and report.feedback == 3, report.problems
     with engine.connect() as conn:
@@ -338,7 +338,7 @@ def test_migration_0003_makes_the_records_already_stored_chain_1(backend, tmp_pa
                  "content": content_json, "prev": prev, "hash": digest})
             assert not cards_of(content)
             prev = digest
-    assert ensure_schema(engine) == "0003"
+    assert ensure_schema(engine) == "0004"
     report = verify_all(engine)
     assert report.ok and report.records == 3 and report.chains == {1: (3, prev)}, report.problems
     store = AuditStore(engine, pack, SECRET.encode(), Spool(tmp_path / "spool"), checkpoint_seconds=3600)
@@ -358,3 +358,42 @@ def test_migration_0003_makes_the_records_already_stored_chain_1(backend, tmp_pa
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def test_migration_0004_gives_the_feedback_already_stored_its_patient_key(app):
+    """Feedback stored before revision 0004 gets the patient key of its card's record (feedback on a card no
+    record holds keeps none); going down to 0003 and up again leaves a trail that verifies."""
+    import datetime as dt
+
+    from alembic import command
+    from alembic.config import Config
+
+    from cds.db import MIGRATIONS
+    from cds.review.verify import verify_all
+
+    client = app.test_client()
+    body = hook_body("p-mig4")
+    card = client.post(f"/cds-services/{SERVICE}", json=body).get_json()["cards"][0]
+    item = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-22T08:00:00Z"}
+    assert client.post(f"/cds-services/{SERVICE}/feedback", json={"feedback": [item]}).status_code == 200
+    store = app.extensions["cds.audit"]
+    stranger = str(uuid.uuid4())  # as another process stores it while the record may wait in its spool
+    store.write({"kind": "feedback", "id": str(uuid.uuid4()), "service": SERVICE, "client": None,
+                 "item": {**item, "card": stranger}, "received": dt.datetime.now(dt.UTC).isoformat()})
+    with store.engine.begin() as conn:
+        key = conn.execute(text("SELECT patient_key FROM audit_record WHERE hook_instance = :h"),
+                           {"h": body["hookInstance"]}).scalar_one()
+        stored = dict(conn.execute(text("SELECT card_uuid, patient_key FROM audit_feedback")).all())
+        assert stored == {card["uuid"]: key, stranger: None}
+        conn.execute(text("UPDATE audit_feedback SET patient_key = NULL"))  # as revision 0003 stored them
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0003")
+        command.upgrade(config, "head")
+    with store.engine.connect() as conn:
+        stored = dict(conn.execute(text("SELECT card_uuid, patient_key FROM audit_feedback")).all())
+    assert stored == {card["uuid"]: key, stranger: None}
+    report = verify_all(store.engine)
+    assert report.ok and report.feedback == 2, report.problems

@@ -131,6 +131,15 @@ def test_feedback_column_edited(trail, column, value):
     _broken(engine, "audit_feedback #1", f"column {column}")
 
 
+@pytest.mark.parametrize("value", ["0" * 64, None], ids=["another patient", "none"])
+def test_feedback_patient_key_edited(trail, value):
+    """The patient key a feedback row carries (which the history read finds a patient's answers by) is that
+    of the record holding its card: another, or none, is caught."""
+    engine, _ = trail
+    _sql(engine, "UPDATE audit_feedback SET patient_key = :v WHERE seq = 2", v=value)
+    _broken(engine, "audit_feedback #2", "column patient_key")
+
+
 def test_feedback_content_edited(trail):
     engine, _ = trail
     with engine.connect() as conn:

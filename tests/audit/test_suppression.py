@@ -540,3 +540,40 @@ def test_a_card_stays_quiet_through_a_long_encounter(serve, monkeypatch):
     other = body("p-enc-long", user="Practitioner/a")
     other["context"]["encounterId"] = "enc-next"
     assert "vitamin-d-missing" in rules_of(service.cards(other))  # another encounter: shown
+
+
+def test_an_override_stored_before_its_cards_record_counts_once_the_record_arrives(serve, monkeypatch):
+    """A record that waited in a spool may reach the database after the feedback on its cards (stored by
+    another process, flagged as for an unknown card). Once it arrives, that feedback is the patient's: the
+    overridden card stays quiet, and the patient's history finds it by its own key."""
+    from sqlalchemy.exc import OperationalError
+
+    from cds.ledger.schema import audit_feedback
+
+    service = serve()
+    store = service.app.extensions["cds.audit"]
+    real_append = store.chains.append
+
+    def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("INSERT", {}, Exception("the database went away"))
+
+    monkeypatch.setattr(store.chains, "append", unavailable)
+    payload = body("p-late", user="Practitioner/a")
+    card = card_of(service.cards(payload), "vitamin-d-missing")  # answered; its record waits in the spool
+    assert store.spool.pending()
+    # the feedback reaches the database first, as another process would write it
+    store.write({"kind": "feedback", "id": str(uuid.uuid4()), "service": PV, "client": TEST_ISS,
+                 "item": override(card), "received": dt.datetime.now(dt.UTC).isoformat()})
+    with store.engine.connect() as conn:
+        row = conn.execute(select(audit_feedback.c.known_card, audit_feedback.c.patient_key)
+                           .where(audit_feedback.c.card_uuid == card["uuid"])).one()
+    assert row.known_card is False and row.patient_key is None
+    monkeypatch.setattr(store.chains, "append", real_append)
+    store.kick()
+    assert store.wait_drained(120)
+    with store.engine.connect() as conn:
+        key = conn.execute(select(audit_feedback.c.patient_key)
+                           .where(audit_feedback.c.card_uuid == card["uuid"])).scalar_one()
+    assert key == service.record(payload["hookInstance"])["patientKey"]
+    assert "vitamin-d-missing" not in rules_of(service.cards(body("p-late", user="Practitioner/a")))
+    assert verify_all(store.engine).ok
