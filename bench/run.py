@@ -115,7 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="cds-bench-"))
     client = Client(work)
     port, floor_port = free_port(), free_port()
-    database, drop_schema = bench_database(work, args.database)
+    database, drop_service_schema = bench_database(work, args.database)
+    # the baseline's own database: its trail grows through the workloads as the service's does, and a
+    # checkout of another revision may keep another schema
+    (work / "baseline").mkdir()
+    base_database, drop_base_schema = bench_database(work / "baseline", args.database) \
+        if args.baseline is not None else (database, lambda: None)
+
+    def drop_schema() -> None:
+        drop_service_schema()
+        drop_base_schema()
+
     base_env = {
         "CDS_DEV_MODE": "false",
         "CDS_TRUSTED_CLIENTS": str(client.trusted),
@@ -163,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             base_warm, base_tokens = work / f"{name}.base-warm-tokens", work / f"{name}.base-tokens"
             client.tokens(aud, int(per_second_guess * 2), base_warm)
             client.tokens(aud, int(per_second_guess * args.seconds), base_tokens)
-            baseline = Server("baseline", "service", port, args.workers, env,
+            baseline = Server("baseline", "service", port, args.workers,
+                              {**env, "CDS_DATABASE_URL": base_database,
+                               "CDS_AUDIT_SPOOL_DIR": str(work / "baseline" / "spool")},
                               checkout=args.baseline.resolve())
             try:
                 wrk_run(wrk, port, body_file, base_warm, 2, connections)

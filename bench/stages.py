@@ -61,6 +61,12 @@ def instrument(app) -> None:
     evaluator.facts = timed("facts", evaluator.facts)
     evaluator.run_facts = timed("rules engine", evaluator.run_facts)
     service.audit.record_call = timed("audit record", service.audit.record_call)
+    suppression = getattr(service, "suppression", None)  # (a checkout from before suppression has none)
+    if suppression is not None:
+        suppression.apply = timed("suppression (with its history read)", suppression.apply)
+        if suppression.history is not None:
+            suppression.history.card_history = timed("suppression: the history read",
+                                                     suppression.history.card_history)
 
 
 def main() -> int:
