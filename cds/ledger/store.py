@@ -178,6 +178,11 @@ class AuditStore:
         if key is None:
             return history.History()
         with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # each statement on its own (the read needs no snapshot: a record or feedback written
+                # meanwhile is seen or not, either way as if the call came a moment earlier or later): no
+                # BEGIN and no ROLLBACK round trips, half the read's time on every call
+                conn.execution_options(isolation_level="AUTOCOMMIT")
             return history.read(conn, key, _utc(since), history.RECENT_CALLS if recent is None else recent)
 
     def store_feedback(self, service_id: str, items: list[dict[str, Any]], *, received: dt.datetime,
