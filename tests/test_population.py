@@ -678,3 +678,79 @@ def test_a_file_broken_midway_stops_the_run_in_one_line_and_its_scratch_goes(tmp
     assert code == 2 and "Observation.001.ndjson.gz" in err and "gzip" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert not list(out.glob(".gaps-scratch*/*"))
+
+
+def _real_shapes_export(folder: Path) -> None:
+    """Shapes real systems send: US Core's DXA Observations (with their DiagnosticReport), a Medication named
+    by ``medicationReference``, ``urn:uuid`` subjects, a local code before the LOINC one, an estradiol below
+    the detection limit as ``valueString``, a unit given as text only, a deceased patient and a minor."""
+    folder.mkdir()
+    dxa = sorted((ROOT.parent / "shared" / "examples" / "us-core-dxa").glob("*.json"))
+    shared = [json.loads(p.read_text()) for p in dxa]
+    if not shared:  # outside this machine's layout: the same shape, written here
+        shared = [{"resourceType": "Observation", "id": "dxa-femur-l-t-score-bmd", "status": "final",
+                   "code": {"coding": [{"system": "http://loinc.org", "code": "80948-3"}]},
+                   "subject": {"reference": "Patient/example"}, "effectiveDateTime": "2021-11-10",
+                   "valueQuantity": {"value": -1.48, "unit": "T-Score",
+                                     "system": "http://unitsofmeasure.org", "code": "1"}}]
+    man = "urn:uuid:6f1b2c3d-0000-4000-8000-000000000001"
+    rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
+    write_ndjson(folder / "Patient.ndjson", [
+        patient("example", gender="female", birth="1958-04-02"),
+        patient(man.rsplit(":", 1)[1], gender="male", birth="1962-07-01"),
+        {**patient("dead", gender="female", birth="1950-01-01"), "deceasedDateTime": "2025-03-01"},
+        patient("kid", gender="female", birth="2012-01-01"),
+    ])
+    observations = [r for r in shared if r["resourceType"] == "Observation"]
+    write_ndjson(folder / "Observation.000.ndjson", observations + [
+        {"resourceType": "Observation", "id": "e2-str", "status": "final", "subject": {"reference": man},
+         "code": {"coding": [{"system": "urn:oid:1.2.840.114350", "code": "E2LOCAL"},
+                             {"system": "http://loinc.org", "code": "2243-4"}]},
+         "effectiveDateTime": "2026-09-01", "valueString": "<5 pg/mL"},
+        {"resourceType": "Observation", "id": "vd-text", "status": "final", "subject": {"reference": man},
+         "code": {"coding": [{"system": "http://loinc.org", "code": "62292-8"}]},
+         "effectiveDateTime": "2026-08-01", "valueQuantity": {"value": 18, "unit": "ng/mL"}},
+        {**obs("8867-4", 70, "/min", "2026-08-01", pid="x"), "id": "hr", "subject": {"reference": man}},
+    ])
+    write_ndjson(folder / "DiagnosticReport.ndjson",
+                 [r for r in shared if r["resourceType"] != "Observation"])
+    write_ndjson(folder / "Medication.ndjson", [
+        {"resourceType": "Medication", "id": "med-ana",
+         "code": {"coding": [{"system": rxnorm, "code": "199224",
+                              "display": "anastrozole 1 MG Oral Tablet"}]}}])
+    orders = [{"resourceType": "MedicationRequest", "id": "mr-ex", "status": "active", "intent": "order",
+               "subject": {"reference": "Patient/example"}, "authoredOn": "2024-01-10",
+               "medicationReference": {"reference": "Medication/med-ana"}},
+              {**med(pid="x", mid="mr-let"), "subject": {"reference": man}}]
+    orders += [med(pid=p, mid=f"mr-{p}") for p in ("dead", "kid")]
+    data = "".join(json.dumps(r) + "\n" for r in orders).encode()
+    (folder / "1.MedicationRequest.ndjson.gz").write_bytes(gzip.compress(data))
+
+
+def test_carrying_unread_lines_as_type_and_id_changes_nothing_on_real_data_shapes(tmp_path, capsys,
+                                                                                   monkeypatch):
+    """The lines no prefetch template can select travel as their type and id only: the same run with every
+    line carried whole gives the same bytes and the same summary, on the shapes real systems send; and its
+    gaps are the cards patient-view gives for each patient."""
+    from cds.toolkit import prefetch_answer
+
+    export = tmp_path / "export"
+    _real_shapes_export(export)
+    assert gaps([str(export), "--out", str(tmp_path / "plan"), "--at", AT, "--workers", "1"], capsys)[0] == 0
+    monkeypatch.setattr(prefetch_answer.ReadPlan, "may_select", lambda self, resource: True)
+    assert gaps([str(export), "--out", str(tmp_path / "all"), "--at", AT, "--workers", "1"], capsys)[0] == 0
+    for name in ("gaps.ndjson", "gaps.csv", "report.html"):
+        assert (tmp_path / "plan" / name).read_bytes() == (tmp_path / "all" / name).read_bytes(), name
+    drop = ("elapsedSeconds", "audit", "outputs")
+    plan, every = summary_of(tmp_path / "plan"), summary_of(tmp_path / "all")
+    assert {k: v for k, v in plan.items() if k not in drop} == \
+        {k: v for k, v in every.items() if k not in drop}
+    assert plan["patients"]["read"] == 4 and plan["patients"]["outOfScope"] == 2
+    assert plan["notReadByRulePack"].get("Observation") == 1 and plan["setAside"]["total"] == 0
+    issues = issues_of(tmp_path / "plan")
+    rules = {(i["patient"]["reference"], i["code"]["coding"][0]["code"]) for i in issues}
+    man = "Patient/6f1b2c3d-0000-4000-8000-000000000001"
+    assert (man, "low-estradiol-on-ai") in rules and (man, "vitamin-d-low") in rules
+    assert ("Patient/example", "vitamin-d-missing") in rules
+    details = [i["detail"] for i in issues]
+    assert any("<5 pg/mL" in d for d in details)
